@@ -1,0 +1,106 @@
+"""aerender: where it is and what to tell it (pure except for path look-ups)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+from .errors import EnvironmentProblem
+
+AERENDER_ENV = "AERENDER_PATH"
+
+
+@dataclass(frozen=True)
+class RenderTarget:
+    """What one aerender run renders; the parts that never change within a run."""
+
+    project: str
+    output: str
+    comp: str | None = None
+    rqindex: int | None = None
+    mfr: bool = True
+    mfr_max_cpu: int = 90
+    verbosity: str = "ERRORS_AND_PROGRESS"
+    rs_template: str | None = None
+    om_template: str | None = None
+    mem_usage: tuple[int, int] | None = None
+    continue_on_missing_footage: bool = False
+
+
+def build_argv(aerender: str, target: RenderTarget, start: int, end: int) -> list[str]:
+    """The aerender command line for frames ``start..end`` (a list: never a shell).
+
+    ``-mfr`` is always sent with its positional percentage; ``-reuse`` and ``-mp``
+    never are (concurrent processes fail with ``-reuse``; ``-mp`` is legacy).
+    """
+    argv = [aerender, "-project", target.project]
+    if target.comp is not None:
+        argv += ["-comp", target.comp]
+    else:
+        argv += ["-rqindex", str(target.rqindex)]
+    argv += ["-s", str(start), "-e", str(end), "-output", target.output]
+    argv += ["-mfr", "ON" if target.mfr else "OFF", str(target.mfr_max_cpu)]
+    argv += ["-v", target.verbosity, "-close", "DO_NOT_SAVE_CHANGES", "-sound", "OFF"]
+    if target.rs_template:
+        argv += ["-RStemplate", target.rs_template]
+    if target.om_template:
+        argv += ["-OMtemplate", target.om_template]
+    if target.mem_usage:
+        argv += ["-mem_usage", str(target.mem_usage[0]), str(target.mem_usage[1])]
+    if target.continue_on_missing_footage:
+        argv.append("-continueOnMissingFootage")
+    return argv
+
+
+def standard_locations() -> list[str]:
+    """aerender in the platform's standard After Effects install folders, newest first."""
+    if sys.platform == "win32":
+        roots = [os.environ.get("ProgramFiles", r"C:\Program Files")]
+        pats = [os.path.join(r, "Adobe", "Adobe After Effects *", "Support Files", "aerender.exe")
+                for r in roots]
+    elif sys.platform == "darwin":
+        pats = ["/Applications/Adobe After Effects */aerender"]
+    else:
+        pats = ["/opt/adobe/Adobe After Effects */aerender"]
+    found: list[str] = []
+    for pat in pats:
+        found.extend(sorted(glob.glob(pat), reverse=True))
+    return found
+
+
+def _usable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def resolve_aerender(explicit: str | None, env: dict[str, str] | None = None) -> str:
+    """``--aerender``, else ``$AERENDER_PATH``, else ``aerender`` on PATH, else a standard
+    install location. An explicit value that is a bare name is looked up on PATH."""
+    env = dict(os.environ) if env is None else env
+    for label, value in (("--aerender", explicit), (f"${AERENDER_ENV}", env.get(AERENDER_ENV))):
+        if not value:
+            continue
+        path = value if os.sep in value or (os.altsep and os.altsep in value) else (
+            shutil.which(value, path=env.get("PATH")) or value
+        )
+        if not os.path.exists(path):
+            raise EnvironmentProblem(f"aerender from {label} does not exist: {value}")
+        if os.path.isdir(path):
+            raise EnvironmentProblem(f"aerender from {label} is a directory: {value}")
+        if not os.access(path, os.X_OK):
+            raise EnvironmentProblem(
+                f"aerender from {label} is not executable: {value} (chmod +x it)"
+            )
+        return os.path.abspath(path)
+    on_path = shutil.which("aerender", path=env.get("PATH"))
+    if on_path:
+        return on_path
+    for candidate in standard_locations():
+        if _usable(candidate):
+            return candidate
+    raise EnvironmentProblem(
+        f"aerender not found: pass --aerender PATH, set ${AERENDER_ENV}, put aerender on PATH, "
+        "or install After Effects in its standard location"
+    )

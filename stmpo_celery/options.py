@@ -1,0 +1,46 @@
+"""The inputs of one ``stmpo render``, after settings resolution (see :mod:`.settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import defaults
+
+
+@dataclass
+class RenderOptions:
+    project: str
+    frames: str
+    output: str
+    comp: str | None = None
+    rqindex: int | None = None
+    aerender: str | None = None
+    concurrency: int = defaults.CONCURRENCY
+    max_concurrency: int = defaults.MAX_CONCURRENCY
+    ram_per_process_gb: float = defaults.RAM_PER_PROCESS_GB
+    threads_per_slot: int | None = None  #: None = by MFR (16 on, 8 off)
+    mfr: bool = defaults.MFR
+    mfr_max_cpu: int = defaults.MFR_MAX_CPU
+    affinity: bool = defaults.AFFINITY
+    numa_map: str | None = None
+    schedule: str = defaults.SCHEDULE
+    chunk_size: str | int = defaults.CHUNK_SIZE
+    launch_cost: float = defaults.LAUNCH_COST_S
+    spawn_delay: float = defaults.SPAWN_DELAY_S
+    fail_fast: bool = defaults.FAIL_FAST
+    skip_existing: bool = defaults.SKIP_EXISTING
+    retries: int = defaults.RETRIES
+    stall_timeout: float = 0.0
+    chunk_timeout: float = defaults.CHUNK_TIMEOUT_S
+    broker: str | None = None
+    log_dir: str | None = None
+    summary: str | None = None
+    rs_template: str | None = None
+    om_template: str | None = None
+    mem_usage: tuple[int, int] | None = None
+    continue_on_missing_footage: bool = False
+    flower: str | None = None
+    flower_auth: str | None = None
+    flower_url_prefix: str | None = None
+    verbose: bool = False
+    progress: str = "auto"  #: auto | bar | openjd

@@ -1,0 +1,130 @@
+"""Process trees: start them so they can be found, and kill them whole.
+
+aerender is a launcher that starts After Effects as a separate process; killing
+only the launcher leaves a renderer holding RAM and a licence. Every stop in
+stmpo-celery goes through :func:`kill_tree`, which kills a process, its process
+group and every descendant it can find (snapshotted before the first kill so that
+reparented grandchildren are not missed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, arg: int | bytes) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, arg, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def pdeathsig_preexec() -> None:
+    """``preexec_fn``: the child gets SIGKILL when the process that started it dies."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def set_pdeathsig(sig: int) -> bool:
+    return _prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants (a renderer whose launcher died) stay in our tree."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_process_name(name: str) -> None:
+    _prctl(_PR_SET_NAME, name.encode()[:15])
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_tree(pid: int, *, pgid: int | None = None, include_self: bool = True,
+              timeout: float = 2.0) -> list[int]:
+    """SIGKILL ``pid``, its process group and all its descendants; wait for them.
+
+    Returns the pids that were still alive after ``timeout`` (normally none).
+    """
+    procs: list[psutil.Process] = []
+    if include_self:
+        with contextlib.suppress(psutil.Error):
+            procs.append(psutil.Process(pid))
+    procs.extend(descendants(pid))
+    if pgid is not None and hasattr(os, "killpg"):
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGKILL)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in alive]
+
+
+def kill_procs(procs: Iterable[psutil.Process], timeout: float = 2.0) -> list[int]:
+    procs = list(procs)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in alive]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user+system) summed over ``pid`` and all its live descendants."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(
+                    t, "children_system", 0.0
+                )
+    except psutil.Error:
+        pass
+    return total
+
+
+def start_deathwatch(fd: int) -> threading.Thread:
+    """Kill this process's whole tree when the pipe ``fd`` reaches EOF.
+
+    The orchestrator holds the write end; it is closed by the kernel however the
+    orchestrator ends (even SIGKILL), so slots and their aerender trees never outlive it.
+    """
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        me = os.getpid()
+        kill_procs(descendants(me), timeout=1.0)
+        if os.getpgid(0) == me:  # a slot leads its own process group
+            with contextlib.suppress(OSError):
+                os.killpg(me, signal.SIGKILL)
+        os.kill(me, signal.SIGKILL)
+
+    t = threading.Thread(target=watch, name="stmpo-deathwatch", daemon=True)
+    t.start()
+    return t

@@ -1,0 +1,59 @@
+"""The three Celery tasks of a run, registered inside each slot.
+
+``render_chunk`` claims its frames and renders them; ``on_chunk_error`` is the
+chord's error callback (it runs inline in the failing slot within milliseconds and
+raises the run's abort flag); ``finalize`` is the chord body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery, Task
+
+from . import events, keys, schedule
+from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK
+from .chunk import ChunkFailed, SlotContext, frames_label, run_chunk
+
+
+def register(app: Celery, ctx: SlotContext) -> None:
+    spec = ctx.spec
+
+    @app.task(name=RENDER_CHUNK, bind=True)
+    def render_chunk(self: Task, run_id: str, index: int) -> dict[str, Any]:
+        if run_id != spec.run_id:  # never render another run's message
+            raise ChunkFailed(f"task for run {run_id} reached a slot of run {spec.run_id}")
+        if ctx.aborted():
+            ctx.publish("chunk-idle", index=index, status="skipped")
+            return {"index": index, "status": "skipped"}
+        claim = schedule.claim(ctx, index)
+        if claim is None:
+            ctx.publish("chunk-idle", index=index, status="idle")
+            return {"index": index, "status": "idle"}
+        start, end = claim
+        # A solo slot buffers its own task events until the task ends: say it now.
+        self.send_event("task-progress", index=index, frames=frames_label(start, end),
+                        done=0, total=end - start + 1, slot=ctx.slot)
+        result = run_chunk(ctx, index, start, end)
+        result["status"] = "done"
+        return result
+
+    @app.task(name=ON_CHUNK_ERROR)
+    def on_chunk_error(request: Any, exc: Any, traceback: Any) -> None:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if spec.fail_fast:
+            try:
+                first = ctx.client.set(keys.abort_key(spec.run_id), reason, nx=True)
+            except redis.RedisError:
+                first = False
+            if first:  # idempotent: fires for the failing header task and again at chord end
+                events.publish(ctx.client, spec.run_id, "abort", slot=ctx.slot, reason=reason)
+
+    @app.task(name=FINALIZE)
+    def finalize(results: list[dict[str, Any]]) -> dict[str, Any]:
+        done = [r for r in results if isinstance(r, dict) and r.get("status") == "done"]
+        summary = {"chunks": len(done),
+                   "frames": sum(int(r.get("frames_rendered", 0)) for r in done)}
+        ctx.publish("finalized", **summary)
+        return summary

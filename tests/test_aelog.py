@@ -1,0 +1,215 @@
+"""aerender log parsing: frame numbering, distinct counting, strong errors, warnings."""
+
+from __future__ import annotations
+
+import pytest
+
+from stmpo_celery.aelog import (
+    AerenderLog,
+    AeWarning,
+    CompFinished,
+    CompStarted,
+    FrameDone,
+    Launched,
+    StrongError,
+)
+
+REAL_LOG = """\
+aerender version 24.6x1
+PROGRESS: Launching After Effects...
+PROGRESS: ...After Effects successfully launched
+PROGRESS:  4/17/2024 11:52:38 AM: Starting composition Comp 1.
+PROGRESS:      Start: 0:00:04:04
+PROGRESS:      End: 0:00:04:06
+PROGRESS:      Duration: 0:00:00:03 (3)
+PROGRESS:      Frame Rate: 24.00 (comp)
+PROGRESS:  0:00:04:04 (100): 1 Seconds
+PROGRESS:  0:00:04:05 (101): 0 Seconds
+PROGRESS:  0:00:04:06 (102): 2 Seconds
+PROGRESS:  4/17/2024 11:53:10 AM: Finished composition Comp 1.
+PROGRESS:  Total Time Elapsed: 32 Seconds
+"""
+
+
+def feed_all(log: AerenderLog, text: str) -> list[object]:
+    events: list[object] = []
+    for line in text.splitlines(keepends=True):
+        events.extend(log.feed(line))
+    return events
+
+
+def frame_line(number: int, tc: str = "0:00:00:01", tail: str = ": 1 Seconds") -> str:
+    return f"PROGRESS:  {tc} ({number}){tail}"
+
+
+def test_real_log_events_in_order() -> None:
+    log = AerenderLog(100, 102)
+    events = feed_all(log, REAL_LOG)
+    assert events == [
+        Launched(),
+        CompStarted("Comp 1"),
+        FrameDone(100, 100, "0:00:04:04", 1.0),
+        FrameDone(101, 101, "0:00:04:05", 0.0),
+        FrameDone(102, 102, "0:00:04:06", 2.0),
+        CompFinished(),
+    ]
+    assert log.frames_done == {100, 101, 102}
+    assert log.done_count == 3
+    assert log.launched and log.finished
+    assert log.errors == [] and log.warnings == []
+    assert log.numbering == "absolute"
+
+
+def test_settings_block_is_not_a_frame() -> None:
+    log = AerenderLog(0, 10)
+    assert log.feed("PROGRESS:      Duration: 0:00:00:03 (3)") == []
+    assert log.feed("PROGRESS:      Start: 0:00:00:00") == []
+    assert log.done_count == 0
+
+
+@pytest.mark.parametrize("base", [0, 1])
+def test_relative_numbering_resolves_to_absolute(base: int) -> None:
+    log = AerenderLog(200, 204)
+    for n in range(base, base + 5):
+        log.feed(frame_line(n))
+    assert log.frames_done == set(range(200, 205))
+    assert log.done_count == 5
+    assert log.numbering == f"relative-{base}"
+
+
+def test_mode_is_decided_once_from_the_first_frame_line() -> None:
+    log = AerenderLog(50, 60)
+    (first,) = log.feed(frame_line(1))  # relative, 1-based
+    (second,) = log.feed(frame_line(55))  # would be absolute alone, but mode is relative
+    assert isinstance(first, FrameDone) and first.frame == 50
+    assert isinstance(second, FrameDone) and second.frame is None  # 50+55-1 is out of range
+    assert log.frames_done == {50}
+    assert log.done_count == 2
+
+
+def test_unknowable_numbering_still_counts() -> None:
+    log = AerenderLog(500, 510)
+    (ev,) = log.feed(frame_line(7))
+    assert ev == FrameDone(7, None, "0:00:00:01", 1.0)
+    log.feed(frame_line(8))
+    assert log.frames_done == set()
+    assert log.done_count == 2
+    assert log.numbering == "unknown"
+
+
+def test_out_of_order_and_repeated_numbers_count_once() -> None:
+    log = AerenderLog(10, 17)
+    for n in [12, 10, 13, 11, 11, 16, 14, 17, 15, 12]:
+        log.feed(frame_line(n))
+    assert log.done_count == 8
+    assert log.frames_done == set(range(10, 18))
+
+
+def test_negative_frames() -> None:
+    log = AerenderLog(-5, -3)
+    for n in (-5, -4, -3):
+        log.feed(frame_line(n, tc=f"-0:00:00:0{-n}"))
+    assert log.frames_done == {-5, -4, -3}
+
+
+@pytest.mark.parametrize(
+    ("line", "tc", "seconds"),
+    [
+        ("PROGRESS:  0;00;04;18 (118): 1 Seconds", "0;00;04;18", 1.0),
+        ("PROGRESS:  0:00:04;18 (118): 3 Seconds", "0:00:04;18", 3.0),
+        ("PROGRESS:  0:00:04:18 (118): 4 Sekunden", "0:00:04:18", 4.0),
+        ("PROGRESS:  0:00:04:18 (118): 5 秒", "0:00:04:18", 5.0),
+        ("PROGRESS:  0:00:04:18 (118): 6秒", "0:00:04:18", 6.0),
+        ("PROGRESS:  0:00:04:18 (118): 1,5 secondes", "0:00:04:18", 1.5),
+        ("PROGRESS:  0:00:04:18 (118):", "0:00:04:18", None),
+        ("PROGRESS:  0:00:04:18 (118)", "0:00:04:18", None),
+        ("PROGRESS:0:00:04:18(  118  ):   7 Seconds", "0:00:04:18", 7.0),
+        ("PROGRESS:     0:00:04:18   ( 118 ) :  8 Seconds", "0:00:04:18", 8.0),
+        ("PROGRESS:  118 (118): 1 Seconds", "118", 1.0),
+    ],
+)
+def test_frame_line_variants(line: str, tc: str, seconds: float | None) -> None:
+    log = AerenderLog(100, 149)
+    assert log.feed(line) == [FrameDone(118, 118, tc, seconds)]
+
+
+@pytest.mark.parametrize("ending", ["\r\n", "\r", "\n", ""])
+def test_line_endings(ending: str) -> None:
+    log = AerenderLog(1, 3)
+    for n in (1, 2, 3):
+        events = log.feed(frame_line(n) + ending)
+        assert [type(e) for e in events] == [FrameDone]
+    assert log.frames_done == {1, 2, 3}
+    assert all("\r" not in t and "\n" not in t for t in log.tail())
+
+
+def test_stray_carriage_return_separates_lines() -> None:
+    log = AerenderLog(1, 2)
+    events = log.feed(frame_line(1) + "\r" + frame_line(2) + "\r\n")
+    assert [e.frame for e in events if isinstance(e, FrameDone)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "aerender ERROR: No comp was found with the given name.",
+        "PROGRESS: aerender ERROR: something",
+        "aerender error: lower case",
+        "After Effects error: Unable to allocate enough memory ( 23 :: 46 )",
+        "PROGRESS: After Effects error: Can't write file",
+        "aerender ERROR: After Effects error: out of memory",
+        "AFTER EFFECTS ERROR: shouting",
+    ],
+)
+def test_strong_errors(line: str) -> None:
+    log = AerenderLog(0, 1)
+    assert log.feed(line + "\r\n") == [StrongError(line)]
+    assert log.errors == [line]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'PROGRESS: Unable to load font "Foo" — error 5',
+        "PROGRESS: Error correction: enabled",
+        "PROGRESS:  Output To: /renders/error_shot_[####].png",
+        "PROGRESS: 0 errors",
+        "After Effects warning: something about errors",
+    ],
+)
+def test_benign_lines_with_error_are_not_strong(line: str) -> None:
+    log = AerenderLog(0, 1)
+    events = log.feed(line)
+    assert not any(isinstance(e, StrongError) for e in events)
+    assert log.errors == []
+
+
+def test_warnings_and_missing_fonts() -> None:
+    log = AerenderLog(0, 1)
+    (fonts,) = log.feed("WARNING:After Effects warning: Project has missing fonts\r\n")
+    assert isinstance(fonts, AeWarning)
+    assert "missing fonts" in fonts.text
+    (plain,) = log.feed("PROGRESS: Project has missing fonts")
+    assert isinstance(plain, AeWarning) and "missing fonts" in plain.text
+    (other,) = log.feed("After Effects warning: footage is missing")
+    assert isinstance(other, AeWarning)
+    assert len(log.warnings) == 3
+    assert log.errors == []
+
+
+def test_comp_name_quotes_and_period_are_stripped() -> None:
+    log = AerenderLog(0, 1)
+    line = "PROGRESS:  4/17/2024 11:52:38 AM: Starting composition \u201cMain; $(x) 日本\u201d."
+    assert log.feed(line) == [CompStarted("Main; $(x) 日本")]
+
+
+def test_tail_keeps_last_non_empty_lines() -> None:
+    log = AerenderLog(0, 100, tail_lines=3)
+    for line in ["a", "", "b", "   \r\n", "c", "d\r\n", ""]:
+        log.feed(line)
+    assert log.tail() == ["b", "c", "d"]
+
+
+def test_bad_range_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        AerenderLog(10, 9)
