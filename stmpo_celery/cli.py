@@ -177,6 +177,42 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
     cli.main(args=args, prog_name="stmpo", standalone_mode=False)
 
 
+@cli.command()
+@click.option("--aerender", "--aerender_path", "aerender", help="aerender to check.")
+@click.option("--broker", help="Redis URL to check (default $STMPO_BROKER_URL or embedded).")
+@click.option("--output-dir", help="Where frames will be written (disk space check).")
+@click.option("--min-ram-gb", type=float, default=4.0, show_default=True)
+@click.option("--min-disk-gb", type=float, default=1.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
+           min_ram_gb: float, min_disk_gb: float, as_json: bool) -> None:
+    """Check this host for a render; exit 3 when a check fails."""
+    from .doctor import run_checks
+
+    checks = run_checks(aerender, broker, output_dir, min_ram_gb, min_disk_gb)
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for c in checks:
+            click.echo(c.line())
+    failed = [c for c in checks if c.fatal and not c.ok]
+    if failed:
+        click.echo(f"stmpo doctor: {len(failed)} check(s) failed: "
+                   + "; ".join(f"{c.name}: {c.detail}" for c in failed), err=True)
+        sys.exit(int(ExitCode.ENVIRONMENT))
+
+
+def _register_commands() -> None:
+    from .bundle import bundle_command
+    from .fonts import fonts_group
+
+    cli.add_command(bundle_command, "bundle")
+    cli.add_command(fonts_group, "fonts")
+
+
+_register_commands()
+
+
 def _quote(arg: str) -> str:
     import shlex
 

@@ -78,7 +78,7 @@ def size_slots(
     """Choose the slot count and say which limit chose it (see the module docstring)."""
     _check(ram_per_process_gb, threads_per_slot, max_concurrency, frames, forced)
     total = max(0.0, total_ram_gb)
-    budget = max(0.0, min(defaults.RAM_FRACTION * total, available_ram_gb))
+    budget = float(max(0.0, min(defaults.RAM_FRACTION * total, available_ram_gb)))
     limits = {
         "ram": math.floor(budget / ram_per_process_gb + 1e-9),
         "cpu": max(0, usable_cpus) // threads_per_slot,

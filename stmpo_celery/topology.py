@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,17 +372,21 @@ def parse_numa_map(data: Any, where: str, windows: bool = False) -> list[Cpu]:
             raw.append((int(m.group(1)), value, {}))
     owner: dict[int, int] = {}
     cpus: list[Cpu] = []
+    pieces: set[tuple[int, int]] = set()
     grouped = [e for _, _, e in raw if "group" in e]
     if grouped and len(grouped) != len(raw):
         raise bad('gives "group" for some nodes only: give it for every node or for none')
     for nid, value, entry in sorted(raw, key=lambda r: r[0]):
         label = f"node {nid}"
-        if any(n == nid for n in owner.values()):
-            raise bad(f"defines {label} twice: give each node its own id")
+        group = _opt_int(entry, "group", bad, label) or 0
+        if (nid, group) in pieces:
+            raise bad(f"defines {label} twice: give each node its own id (a node may repeat "
+                      "only to split it across processor groups)")
+        pieces.add((nid, group))
         ids = _flat_ids(value, bad, label)
         if not ids:
             raise bad(f"{label} has no CPUs: list at least one or remove the node")
-        dups = sorted({i for i in ids if ids.count(i) > 1 or i in owner})
+        dups = sorted(i for i, k in Counter(ids).items() if k > 1 or i in owner)
         if dups:
             others = sorted({owner[i] for i in dups if i in owner} | {nid})
             raise bad(
@@ -405,16 +410,17 @@ def parse_numa_map(data: Any, where: str, windows: bool = False) -> list[Cpu]:
                     raise bad(f'{label} "cores" {what}: list each node CPU in exactly one core')
                 seen.update(sib)
                 core_of.update(dict.fromkeys(sib, min(sib)))
-        group = _opt_int(entry, "group", bad, label) or 0
         socket = _opt_int(entry, "socket", bad, label)
         cpus += [Cpu(i, nid, nid if socket is None else socket, core_of[i], group) for i in ids]
+    last = -1
     for g in sorted({c.group for c in cpus}):
         members = [c.id for c in cpus if c.group == g]
-        if max(members) - min(members) >= GROUP_MAX:
+        if max(members) - min(members) >= GROUP_MAX or min(members) <= last:
             raise bad(
-                f"puts CPUs {format_cpulist(members)} in processor group {g}: a Windows group "
-                f"spans at most {GROUP_MAX} consecutive CPU ids; split the node into groups"
+                f"puts CPUs {format_cpulist(members)} in processor group {g}: Windows numbers "
+                f"CPUs group after group, at most {GROUP_MAX} per group; fix the groups"
             )
+        last = max(members)
     if windows and not grouped and max(owner) >= GROUP_MAX:
         raise bad(
             f"lists CPUs up to {max(owner)} but no processor groups: on Windows give every "
