@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 
 from .errors import BadInput
+from .frames import runs
 
 SCHEDULES = ("adaptive", "guided", "static", "fixed")
 
@@ -69,8 +70,11 @@ def plan_chunks(frames: Sequence[int], n_slots: int, schedule: str = "static",
         return []
     total = len(frames)
     if schedule == "fixed" and chunk_size:
-        sizes = [chunk_size] * math.ceil(total / chunk_size)
-    elif schedule == "guided":
+        out: list[tuple[int, int]] = []
+        for a, b in runs(frames):  # every contiguous run cut into chunk_size pieces
+            out.extend((s, min(b, s + chunk_size - 1)) for s in range(a, b + 1, chunk_size))
+        return out
+    if schedule == "guided":
         sizes = guided_sizes(total, n_slots, chunk_size or 1)
     else:  # static, adaptive (initial plan), fixed with auto size
         sizes = equal_sizes(total, n_slots)

@@ -19,7 +19,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +154,12 @@ def detect(
                 present[int(entry.name[3:])] = entry / "topology"
     except OSError:
         pass
-    if not present:
+    ids = sorted(present if allow is None else allow & present.keys())
+    if not ids:
         return _from_psutil(allow)
-    ids = sorted(allow) if allow is not None else sorted(present)
     notes: list[str] = []
+    if allow is not None and allow - present.keys():
+        notes.append(f"CPUs {format_cpulist(allow - present.keys())} have no sysfs entry: left out")
     node_of: dict[int, int] = {}
     try:
         node_dirs = sorted((root / "node").iterdir())
@@ -285,8 +287,9 @@ def synthetic(
     if not 1 <= sockets <= n_cores or (numa_nodes % sockets and sockets % numa_nodes):
         raise BadInput(f"--sockets {sockets} does not fit {numa_nodes} NUMA nodes: one must "
                        "divide the other")
-    if groups_of is not None and not 1 <= groups_of <= GROUP_MAX:
-        raise BadInput(f"processor groups of {groups_of} CPUs are impossible: use 1-{GROUP_MAX}")
+    if groups_of is not None and (not 1 <= groups_of <= GROUP_MAX or smt and groups_of % 2):
+        raise BadInput(f"processor groups of {groups_of} CPUs are impossible: use 1-{GROUP_MAX}"
+                       f"{', even with SMT' if smt else ''}")
     out: list[Cpu] = []
     for c in range(n_cores):
         if groups_of is None:
@@ -343,7 +346,8 @@ def parse_numa_map(data: Any, where: str, windows: bool = False) -> list[Cpu]:
 
     shape = 'expected {"group_0": [0, 1, ...], ...} or {"nodes": [{"id": 0, "cpus": "0-31"}]}'
     if not isinstance(data, dict) or not data:
-        raise bad(f"has the wrong shape ({type(data).__name__}): {shape}")
+        what = "no nodes" if isinstance(data, dict) else f"the wrong shape ({type(data).__name__})"
+        raise bad(f"has {what}: {shape}")
     raw: list[tuple[int, Any, dict[str, Any]]] = []  # (node id, cpus, the rich entry or {})
     if "nodes" in data:
         extra = sorted(set(data) - _TOP_KEYS)
@@ -413,7 +417,7 @@ def parse_numa_map(data: Any, where: str, windows: bool = False) -> list[Cpu]:
         socket = _opt_int(entry, "socket", bad, label)
         cpus += [Cpu(i, nid, nid if socket is None else socket, core_of[i], group) for i in ids]
     last = -1
-    for g in sorted({c.group for c in cpus}):
+    for g in sorted({c.group for c in cpus}) if grouped else []:
         members = [c.id for c in cpus if c.group == g]
         if max(members) - min(members) >= GROUP_MAX or min(members) <= last:
             raise bad(
@@ -427,6 +431,15 @@ def parse_numa_map(data: Any, where: str, windows: bool = False) -> list[Cpu]:
             'node a "group" (see worker_config/numa_maps/windows-4groups.json)'
         )
     return cpus
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"has the key {key!r} twice")
+        seen.add(key)
+    return dict(pairs)
 
 
 def load_numa_map(
@@ -444,12 +457,14 @@ def load_numa_map(
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise BadInput(f"cannot read numa map {where}: {reason}: pass an existing file") from None
     try:
-        data: Any = json.loads(text)
+        data: Any = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise BadInput(
             f"numa map {where} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
             "fix the syntax"
         ) from None
+    except ValueError as exc:
+        raise BadInput(f"numa map {where} {exc}: give each key once") from None
     cpus = parse_numa_map(data, where, windows=this_host and sys.platform == "win32")
     allow = (allowed if allowed is not None else _process_cpus()) if this_host else None
     foreign = sorted(c.id for c in cpus if allow is not None and c.id not in allow)
@@ -460,3 +475,13 @@ def load_numa_map(
             "--numa-map to detect the topology"
         )
     return Topology(cpus=tuple(sorted(cpus, key=lambda c: c.id)), source=f"numa-map:{where}")
+
+
+def adopt_cores(topo: Topology, known: Topology) -> Topology:
+    """``topo`` (a numa map that lists no ``cores``) with the SMT siblings ``known`` (e.g.
+    :func:`detect` on this host) knows; CPUs ``known`` lacks stay cores of their own."""
+    if topo.smt:
+        return topo
+    core = {c.id: c.core for c in known.cpus}
+    cpus = tuple(replace(c, core=core.get(c.id, c.id)) for c in topo.cpus)
+    return replace(topo, cpus=cpus, notes=(*topo.notes, f"SMT siblings from {known.source}"))

@@ -1,0 +1,165 @@
+"""Shared fixtures: real `stmpo render` runs with the aerender simulator.
+
+Every process a test starts carries ``STMPO_TEST_TAG=<uuid>`` in its environment
+(children inherit it: slots, aerender, AfterFX, redis-server), so a test can prove
+that nothing of its run is left, however the run ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+
+BIN = Path(sys.executable).parent
+FAKE = str(BIN / "stmpo-fake-aerender")
+SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def tagged(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("STMPO_TEST_TAG") == tag and proc.status() != "zombie":
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def kill_tagged(tag: str) -> None:
+    for p in tagged(tag):
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def system_redis() -> redis.Redis | None:
+    client = redis.Redis.from_url(SYSTEM_REDIS, socket_connect_timeout=1, decode_responses=True)
+    try:
+        client.ping()
+    except redis.RedisError:
+        return None
+    return client
+
+
+def stmpo_keys(client: redis.Redis) -> set[str]:
+    return set(client.scan_iter(match="stmpo:*", count=1000)) | {
+        k for k in client.scan_iter(match="*kombu*", count=1000)}
+
+
+@dataclass
+class Farm:
+    """A temp project, an output folder and helpers to run `stmpo` against them."""
+
+    tmp: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+    knobs: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.project = self.tmp / "shot.aep"
+        self.project.write_text("aep")
+        self.out = self.tmp / "renders"
+        self.pattern = str(self.out / "shot_[####].png")
+        self.journal = self.tmp / "journal.txt"
+        self.summary = self.tmp / "summary.json"
+        self.logs = self.tmp / "logs"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("STMPO_BROKER_URL", None)
+        env.update(STMPO_TEST_TAG=self.tag, STMPO_FAKE_STARTUP="0.2",
+                   STMPO_FAKE_FRAME_COST="0.01", STMPO_FAKE_JOURNAL=str(self.journal),
+                   PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+        env.update({f"STMPO_FAKE_{k}": v for k, v in self.knobs.items()})
+        env.update(extra)
+        return env
+
+    def argv(self, *extra: str, frames: str = "1-24", comp: str | None = "Main Comp",
+             output: str | None = None, concurrency: int | None = 2) -> list[str]:
+        args = [sys.executable, "-m", "stmpo_celery.cli", "render", "--project",
+                str(self.project), "--frames", frames, "--output", output or self.pattern,
+                "--aerender", FAKE, "--summary", str(self.summary), "--log-dir", str(self.logs),
+                "--progress", "openjd"]
+        if comp is not None:
+            args += ["--comp", comp]
+        if concurrency is not None:
+            args += ["--concurrency", str(concurrency)]
+        return args + list(extra)
+
+    def run(self, *extra: str, timeout: float = 90, env: dict[str, str] | None = None,
+            **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*extra, **kw), capture_output=True, text=True,
+                              timeout=timeout, env=env or self.env(), stdin=subprocess.DEVNULL)
+
+    def start(self, *extra: str, env: dict[str, str] | None = None,
+              **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(*extra, **kw), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env or self.env(),
+                                stdin=subprocess.DEVNULL)
+
+    def frames_on_disk(self) -> list[int]:
+        if not self.out.exists():
+            return []
+        return sorted(int(p.stem.split("_")[-1]) for p in self.out.glob("shot_*.png")
+                      if p.stat().st_size > 0)
+
+    def journal_frames(self) -> list[int]:
+        if not self.journal.exists():
+            return []
+        return [int(line.split()[1]) for line in self.journal.read_text().splitlines()
+                if line.startswith("frame ")]
+
+    def launches(self) -> int:
+        if not self.journal.exists():
+            return 0
+        return sum(1 for line in self.journal.read_text().splitlines()
+                   if line.startswith("launch "))
+
+    def load_summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.summary.read_text())
+        return data
+
+    def leftovers(self, timeout: float = 5.0) -> list[psutil.Process]:
+        """Processes of this run still alive after ``timeout`` (should be none)."""
+        return list(wait_for(lambda: not tagged(self.tag), timeout=timeout) and [] or
+                    tagged(self.tag))
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[Farm]:
+    f = Farm(tmp_path)
+    try:
+        yield f
+    finally:
+        kill_tagged(f.tag)
+
+
+@pytest.fixture
+def ext_redis() -> redis.Redis:
+    client = system_redis()
+    if client is None:
+        pytest.skip("no Redis on 127.0.0.1:6379 for the external-broker case")
+    return client

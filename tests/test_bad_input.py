@@ -1,0 +1,145 @@
+"""The bad-input catalogue: one clear line, a documented exit code, nothing left behind."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import FAKE, Farm, stmpo_keys, system_redis, tagged
+from stmpo_celery.broker import find_redis_server
+
+pytestmark = pytest.mark.slow
+
+# (id, extra args, argv overrides, env, expected exit code, words the message must contain)
+CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[str]]] = [
+    ("frames-empty", [], {"frames": ""}, {}, 2, ["frame spec is empty"]),
+    ("frames-garbage", [], {"frames": "abc"}, {}, 2, ["'abc'", "not a frame"]),
+    ("frames-reversed", [], {"frames": "10-1"}, {}, 2, ["ends before it starts", "1-10"]),
+    ("frames-empty-item", [], {"frames": "1,,2"}, {}, 2, ["stray comma"]),
+    ("frames-three-dashes", [], {"frames": "1-2-3"}, {}, 2, ["not a frame"]),
+    ("frames-huge", [], {"frames": "0-99999999"}, {}, 2, ["more than"]),
+    ("comp-and-rqindex-missing", [], {"comp": None}, {}, 2, ["exactly one of --comp"]),
+    ("comp-and-rqindex-both", ["--rqindex", "1"], {}, {}, 2, ["exactly one of --comp"]),
+    ("comp-empty", [], {"comp": ""}, {}, 2, ["--comp is empty"]),
+    ("rqindex-zero", ["--rqindex", "0"], {"comp": None}, {}, 2, ["start at 1"]),
+    ("rqindex-text", ["--rqindex", "two"], {"comp": None}, {}, 2, ["--rqindex"]),
+    ("project-missing", ["--project", "/nonexistent/shot.aep"], {}, {}, 2,
+     ["project file does not exist", "/nonexistent/shot.aep"]),
+    ("project-is-dir", ["--project", "/tmp"], {}, {}, 2, ["not a file"]),
+    ("output-empty", [], {"output": " "}, {}, 2, ["--output is empty"]),
+    ("output-two-tokens", [], {"output": "/tmp/x_[##]_[##].png"}, {}, 2, ["more than one"]),
+    ("output-bad-token", [], {"output": "/tmp/x_[#x#].png"}, {}, 2, ["malformed frame token"]),
+    ("movie-many-processes", [], {"output": "OUT/shot.mov", "concurrency": 4}, {}, 2,
+     ["no frame token", "one process"]),
+    ("output-dir-uncreatable", [], {"output": "PROJECT/sub/x_[####].png"}, {}, 2,
+     ["output directory cannot be created"]),
+    ("concurrency-negative", [], {"concurrency": -1}, {}, 2, ["--concurrency", "zero or more"]),
+    ("max-concurrency-zero", ["--max-concurrency", "0"], {}, {}, 2, ["--max-concurrency"]),
+    ("ram-zero", ["--ram-per-process-gb", "0"], {}, {}, 2, ["--ram-per-process-gb"]),
+    ("threads-zero", ["--threads-per-slot", "0"], {}, {}, 2, ["--threads-per-slot"]),
+    ("mfr-cpu-0", ["--mfr-max-cpu", "0"], {}, {}, 2, ["--mfr-max-cpu", "1 to 100"]),
+    ("mfr-cpu-101", ["--mfr-max-cpu", "101"], {}, {}, 2, ["--mfr-max-cpu"]),
+    ("chunk-size-zero", ["--chunk-size", "0"], {}, {}, 2, ["--chunk-size"]),
+    ("chunk-size-text", ["--chunk-size", "big"], {}, {}, 2, ["--chunk-size", "'big'"]),
+    ("retries-negative", ["--retries", "-1"], {}, {}, 2, ["--retries"]),
+    ("spawn-delay-negative", ["--spawn-delay", "-1"], {}, {}, 2, ["--spawn-delay"]),
+    ("schedule-unknown", ["--schedule", "magic"], {}, {}, 2, ["--schedule"]),
+    ("aerender-missing", ["--aerender", "/nonexistent/aerender"], {}, {}, 3,
+     ["aerender", "does not exist"]),
+    ("aerender-dir", ["--aerender", "/tmp"], {}, {}, 3, ["is a directory"]),
+    ("aerender-not-executable", ["--aerender", "PROJECT"], {}, {}, 3, ["not executable"]),
+    ("aerender-env-missing", [], {"aerender": None}, {"AERENDER_PATH": "/nope/aerender"}, 3,
+     ["$AERENDER_PATH", "does not exist"]),
+    ("broker-not-redis", ["--broker", "http://127.0.0.1:6379"], {}, {}, 2,
+     ["not a Redis URL"]),
+    ("broker-bad-db", ["--broker", "redis://127.0.0.1:6379/abc"], {}, {}, 2, ["database"]),
+    ("broker-no-host", ["--broker", "redis:///0"], {}, {}, 2, ["names no host"]),
+    ("broker-unreachable", ["--broker", "redis://127.0.0.1:1/0"], {}, {}, 3,
+     ["unreachable", "127.0.0.1:1"]),
+    ("env-concurrency-text", [], {"concurrency": None}, {"STMPO_CONCURRENCY": "many"}, 2,
+     ["$STMPO_CONCURRENCY", "whole number"]),
+    ("env-fail-fast-garbage", [], {}, {"STMPO_FAIL_FAST": "maybe"}, 2,
+     ["$STMPO_FAIL_FAST", "true or false"]),
+    ("env-broker-not-redis", [], {}, {"STMPO_BROKER_URL": "amqp://guest@localhost//"}, 2,
+     ["not a Redis URL"]),
+    ("profile-unknown", ["--profile", "turbo"], {}, {}, 2, ["unknown profile 'turbo'"]),
+    ("env-profile-unknown", [], {}, {"STMPO_PROFILE": "turbo"}, 2, ["unknown profile"]),
+]
+
+
+def _stmpo_tmp_dirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "stmpo-*")))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
+    _id, extra, overrides, env_extra, code, words = case
+    kw: dict[str, object] = {"frames": "1-10", "concurrency": 2}
+    for k, v in overrides.items():
+        if isinstance(v, str):
+            v = v.replace("OUT", str(farm.out)).replace("PROJECT", str(farm.project))
+        kw[k] = v
+    aerender = kw.pop("aerender", FAKE)
+    argv = farm.argv(*[a.replace("PROJECT", str(farm.project)) for a in extra], **kw)
+    if aerender is None:
+        i = argv.index("--aerender")
+        del argv[i : i + 2]
+    elif "--aerender" in extra:
+        i = argv.index("--aerender")
+        del argv[i : i + 2]
+    env = farm.env(**env_extra)
+    before_dirs = _stmpo_tmp_dirs()
+    client = system_redis()
+    before_keys = stmpo_keys(client) if client else set()
+    t0 = time.monotonic()
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30,
+                         stdin=subprocess.DEVNULL)
+    assert time.monotonic() - t0 < 8, "bad input must fail fast"
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("stmpo: error: ")
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not tagged(farm.tag), "nothing may be started"
+    assert not farm.journal.exists(), "aerender must not run"
+    assert _stmpo_tmp_dirs() - before_dirs == set()
+    if client:
+        assert stmpo_keys(client) - before_keys == set()
+
+
+def test_wrong_password_fails_within_seconds(farm: Farm, tmp_path: Path) -> None:
+    server = find_redis_server()
+    assert server
+    sock = tmp_path / "r.sock"
+    proc = subprocess.Popen([server, "--port", "0", "--unixsocket", str(sock),
+                             "--requirepass", "right", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(unix_socket_path=str(sock), password="right")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                time.sleep(0.02)
+        for url, word in ((f"redis+socket://:Xq7pw9Z@{sock}", "refused the password"),
+                          (f"redis+socket://{sock}", "needs a password")):
+            t0 = time.monotonic()
+            res = farm.run("--broker", url, frames="1-4")
+            assert time.monotonic() - t0 < 8
+            assert res.returncode == 3, res.stderr
+            assert word in res.stderr and "Xq7pw9Z" not in res.stderr  # password masked
+            assert len(res.stderr.strip().splitlines()) == 1
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,141 @@
+"""`stmpo render` end to end: real Redis, real slot processes, the aerender simulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import Farm, stmpo_keys, tagged, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_success_renders_every_frame_and_writes_a_true_summary(farm: Farm) -> None:
+    res = farm.run(frames="1-24", concurrency=3)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert farm.frames_on_disk() == list(range(1, 25))
+    s = farm.load_summary()
+    assert s["exit_code"] == 0 and s["status"] == "ok"
+    assert s["frames"]["requested"] == 24 and s["frames"]["rendered"] == 24
+    assert s["frames"]["missing"] == 0 and s["frames"]["skipped"] == 0
+    assert s["plan"]["n_slots"] == 3 and s["embedded_broker"] is True
+    done = [c for c in s["chunks"] if c["status"] == "done"]
+    assert sorted(f for c in done for f in range(c["start"], c["end"] + 1)) == list(range(1, 25))
+    assert {c["slot"] for c in done} <= {0, 1, 2}
+    for c in done:
+        assert c["exit_code"] == 0 and c["t1"] >= c["t0"] and c["launch_s"] > 0
+    # progress for the Deadline monitor, one directive per line
+    progress = [ln for ln in res.stdout.splitlines() if ln.startswith("openjd_progress: ")]
+    assert progress and progress[-1] == "openjd_progress: 100.0"
+    assert "openjd_status: Rendered 24 of 24 frames" in res.stdout
+    # the merged stream: whole lines, prefixed by slot and frames
+    merged = [ln for ln in res.stdout.splitlines() if ln.startswith("[slot ")]
+    assert any("PROGRESS:" in ln and "(1):" in ln for ln in merged)
+    assert all(ln.split("] ", 1)[0].count("[") == 1 for ln in merged)
+    # one log file per aerender run
+    assert len(list(farm.logs.glob("chunk*-slot*.log"))) == len(done)
+    assert not farm.leftovers()
+
+
+def test_strong_error_with_exit_0_fails_fast_and_stops_everything(farm: Farm) -> None:
+    farm.knobs.update(FAIL_FRAME="3", FRAME_COST="0.2")
+    t0 = time.monotonic()
+    res = farm.run(frames="1-40", concurrency=2)
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 1, res.stdout + res.stderr
+    last = [ln for ln in res.stdout.splitlines() if ln.startswith("stmpo: FAILED")][-1]
+    assert "chunk 0" in last and "frames 1-20" in last and "slot" in last
+    assert "After Effects error" in last  # the aerender log tail is quoted
+    assert any(ln.startswith("openjd_fail: ") for ln in res.stdout.splitlines())
+    # the sibling chunk (21-40, 4 s of work) was stopped, not left to finish
+    assert elapsed < 4.0, elapsed
+    assert 40 not in farm.frames_on_disk()
+    assert not farm.leftovers()
+    s = farm.load_summary()
+    assert s["exit_code"] == 1 and s["frames"]["missing"] > 0
+
+
+def test_no_fail_fast_lets_other_chunks_finish(farm: Farm) -> None:
+    farm.knobs.update(FAIL_FRAME="3")
+    res = farm.run("--no-fail-fast", frames="1-20", concurrency=2)
+    assert res.returncode == 1
+    assert set(range(11, 21)) <= set(farm.frames_on_disk())
+    s = farm.load_summary()
+    assert [c["status"] for c in s["chunks"]].count("failed") == 1
+    assert len(s["failures"]) == 1 and "frames 1-10" in s["failures"][0]
+    assert not farm.leftovers()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_cancel_by_signal_stops_everything(farm: Farm, sig: int, code: int) -> None:
+    farm.knobs.update(FRAME_COST="0.3")
+    proc = farm.start(frames="1-60", concurrency=2)
+    assert wait_for(lambda: farm.journal_frames(), timeout=30), "render never started"
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - t0 < 2.5
+    assert proc.returncode == code, out + err
+    assert "cancelled by" in out
+    assert not farm.leftovers(timeout=3)
+
+
+def test_sigkill_of_orchestrator_leaves_no_process(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.3")
+    proc = farm.start(frames="1-60", concurrency=2)
+    assert wait_for(lambda: farm.journal_frames(), timeout=30), "render never started"
+    assert any("AfterFX" in (p.name() or "") for p in tagged(farm.tag))
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert not farm.leftovers(timeout=5), [p.name() for p in tagged(farm.tag)]
+
+
+def test_skip_existing_frames_are_not_rendered_again(farm: Farm) -> None:
+    farm.out.mkdir(parents=True)
+    for f in (1, 2, 3, 10):
+        (farm.out / f"shot_{f:04d}.png").write_bytes(b"done")
+    (farm.out / "shot_0004.png").write_bytes(b"")  # empty is not a frame
+    res = farm.run(frames="1-12", concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(farm.journal_frames()) == [4, 5, 6, 7, 8, 9, 11, 12]
+    assert farm.frames_on_disk() == list(range(1, 13))
+    s = farm.load_summary()
+    assert s["frames"]["skipped"] == 4 and s["frames"]["skipped_spec"] == "1-3,10"
+    res = farm.run("--no-skip-existing", frames="1-4", concurrency=1)
+    assert res.returncode == 0
+    assert sorted(farm.journal_frames()).count(1) == 1  # rendered once, by the second run
+
+
+def test_external_redis_keeps_no_key_of_the_run(farm: Farm, ext_redis: redis.Redis) -> None:
+    before = stmpo_keys(ext_redis)
+    res = farm.run("--broker", "redis://127.0.0.1:6379/0", frames="1-12", concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert stmpo_keys(ext_redis) - before == set()
+    assert json.loads(farm.summary.read_text())["embedded_broker"] is False
+
+
+def test_two_runs_on_one_redis_do_not_cross(tmp_path: Path, ext_redis: redis.Redis) -> None:
+    a, b = Farm(tmp_path / "a"), Farm(tmp_path / "b")
+    try:
+        before = stmpo_keys(ext_redis)
+        url = ["--broker", "redis://127.0.0.1:6379/0"]
+        pa = a.start(*url, frames="1-16", concurrency=2)
+        pb = b.start(*url, frames="101-116", concurrency=2)
+        pa.communicate(timeout=90)
+        pb.communicate(timeout=90)
+        assert pa.returncode == 0 and pb.returncode == 0
+        assert a.frames_on_disk() == list(range(1, 17))
+        assert b.frames_on_disk() == list(range(101, 117))
+        assert sorted(a.journal_frames()) == list(range(1, 17))
+        assert sorted(b.journal_frames()) == list(range(101, 117))
+        assert a.load_summary()["queue"] != b.load_summary()["queue"]
+        assert stmpo_keys(ext_redis) - before == set()
+    finally:
+        for f in (a, b):
+            for p in tagged(f.tag):
+                p.kill()
