@@ -112,7 +112,7 @@ def _fill(doms: Sequence[_Domain], k: int) -> tuple[list[list[Core]], bool]:
         runs = _partition([d.size for d in doms], k)
         return [[c for d in doms[a:b] for c in d.cores] for a, b in runs], False
     counts = _apportion([d.size for d in doms], k, [len(d.cores) for d in doms])
-    shared = False
+    shared = sum(counts) < k
     if shared:  # more slots than cores: spread by cores, then round-robin inside a node
         counts = _apportion([len(d.cores) for d in doms], k)
     blocks: list[list[Core]] = []

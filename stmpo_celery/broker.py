@@ -127,6 +127,11 @@ def check_reachable(broker: BrokerUrl) -> None:
     try:
         client.ping()
     except redis.AuthenticationError:
+        if urllib.parse.urlsplit(broker.url).password is None:
+            raise EnvironmentProblem(
+                f"broker {mask_url(broker.url)} needs a password: add it to the URL "
+                "(redis://:password@host:6379/0)"
+            ) from None
         raise EnvironmentProblem(
             f"broker {mask_url(broker.url)} refused the password: fix it in --broker "
             f"or ${defaults.BROKER_ENV}"
