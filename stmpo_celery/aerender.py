@@ -58,7 +58,7 @@ def build_argv(aerender: str, target: RenderTarget, start: int, end: int) -> lis
 def standard_locations() -> list[str]:
     """aerender in the platform's standard After Effects install folders, newest first."""
     if sys.platform == "win32":
-        roots = [os.environ.get("ProgramFiles", r"C:\Program Files")]
+        roots = [os.environ.get("PROGRAMFILES", r"C:\Program Files")]
         pats = [os.path.join(r, "Adobe", "Adobe After Effects *", "Support Files", "aerender.exe")
                 for r in roots]
     elif sys.platform == "darwin":

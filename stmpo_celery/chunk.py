@@ -103,10 +103,10 @@ def run_chunk(ctx: SlotContext, index: int, start: int, end: int) -> dict[str, A
             stderr=subprocess.STDOUT, close_fds=True,
         )
     except OSError as exc:
-        reason = f"aerender could not start: {exc.strerror or exc}"
-        ctx.publish("chunk-failed", index=index, start=start, end=end, reason=reason,
+        why = f"aerender could not start: {exc.strerror or exc}"
+        ctx.publish("chunk-failed", index=index, start=start, end=end, reason=why,
                     tail=[], exit_code=None, missing=frames, retryable=False)
-        raise ChunkFailed(f"chunk {index} {label} on slot {ctx.slot}: {reason}") from None
+        raise ChunkFailed(f"chunk {index} {label} on slot {ctx.slot}: {why}") from None
 
     def kill_renderer() -> None:
         kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)

@@ -97,9 +97,10 @@ def check_licence() -> Check:
     path = licence_file()
     if path.exists():
         return Check("licence", True, f"render-only node file present ({path})", fatal=False)
-    return Check("licence", False if sys.platform in ("win32", "darwin") else True,
-                 f"no render-only node file at {path}: create an empty one on render-only "
-                 "nodes (or sign in to Creative Cloud)", fatal=False)
+    if sys.platform not in ("win32", "darwin"):
+        return Check("licence", True, "not applicable on this platform", fatal=False)
+    return Check("licence", False, f"no render-only node file at {path}: create an empty one "
+                 "on render-only nodes (or sign in to Creative Cloud)", fatal=False)
 
 
 def run_checks(aerender: str | None, broker: str | None, output_dir: str | None,

@@ -53,7 +53,8 @@ class ChunkRecord:
         self.attempts += 1
 
     def describe(self, tail: bool = True) -> str:
-        text = f"chunk {self.index} frames {self.start}-{self.end} on slot {self.slot}: {self.reason}"
+        text = (f"chunk {self.index} frames {self.start}-{self.end} on slot {self.slot}: "
+                f"{self.reason}")
         if tail and self.tail:
             text += " | last lines: " + " / ".join(t.strip() for t in self.tail[-4:] if t.strip())
         return text

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import FAKE, Farm, stmpo_keys, system_redis, tagged
+
 from stmpo_celery.broker import find_redis_server
 
 pytestmark = pytest.mark.slow
@@ -88,10 +88,7 @@ def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
         kw[k] = v
     aerender = kw.pop("aerender", FAKE)
     argv = farm.argv(*[a.replace("PROJECT", str(farm.project)) for a in extra], **kw)
-    if aerender is None:
-        i = argv.index("--aerender")
-        del argv[i : i + 2]
-    elif "--aerender" in extra:
+    if aerender is None or "--aerender" in extra:
         i = argv.index("--aerender")
         del argv[i : i + 2]
     env = farm.env(**env_extra)

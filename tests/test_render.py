@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import Farm, stmpo_keys, tagged, wait_for
 
 pytestmark = pytest.mark.slow
