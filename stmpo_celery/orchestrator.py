@@ -35,7 +35,10 @@ from .spec import RunSpec
 from .summary import ChunkRecord, write_summary
 from .validate import Prepared
 
-_CANCEL_CODES: dict[int, ExitCode] = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
+_CANCEL_CODES: dict[int, ExitCode] = {
+    signal.SIGINT: ExitCode.INTERRUPTED,
+    signal.SIGTERM: ExitCode.TERMINATED,
+}
 
 
 class Run:

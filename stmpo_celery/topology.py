@@ -178,7 +178,7 @@ def detect(
     by_core_id: dict[tuple[int, int], set[int]] = {}
     guessed: list[int] = []
     for i in ids:
-        tdir = present.get(i, Path(os.devnull) / "missing")
+        tdir = present[i]
         pkg = _read(tdir / "physical_package_id")
         socket_of[i] = pkg if pkg is not None and pkg >= 0 else 0
         sib = _read(tdir / "thread_siblings_list", True) or _read(tdir / "core_cpus_list", True)
