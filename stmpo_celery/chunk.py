@@ -2,6 +2,9 @@
 
 The outcome never trusts aerender's exit code alone: a strong error line fails the
 chunk even on exit 0, and so does any expected frame that is not a non-empty file.
+A frame counts as rendered only when it is on disk, non-empty, and was reported done
+by an aerender that did not fail afterwards; a file written by an aerender that then
+crashed is *suspect* (it may be partial) and is rendered again on retry.
 """
 
 from __future__ import annotations
@@ -20,13 +23,10 @@ import redis
 from . import defaults, events, keys
 from .aelog import AerenderLog, AeWarning, FrameDone, StrongError
 from .aerender import build_argv
+from .frames import format_frames, runs
 from .pattern import OutputPattern
-from .proc import descendants, kill_procs
+from .proc import descendants, kill_procs, tree_cpu_seconds
 from .spec import RunSpec
-
-
-class ChunkFailed(Exception):
-    """A chunk did not produce its frames; the message is one line for a human."""
 
 
 def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:
@@ -41,6 +41,17 @@ def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:
     return out
 
 
+class ChunkFailed(Exception):
+    """A chunk did not produce its frames; ``str()`` is one line for a human."""
+
+    def __init__(self, message: str, *, retryable: bool = False,
+                 redo: list[int] | None = None, info: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.redo = redo or []  #: frames to render again (missing or suspect)
+        self.info = info or {}
+
+
 @dataclass
 class SlotContext:
     spec: RunSpec
@@ -49,6 +60,7 @@ class SlotContext:
     out_fd: int = 1
     chunks_run: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    slowest_frame: float = 0.0  #: seconds; feeds the derived stall timeout
 
     def emit(self, label: str, line: str) -> None:
         """One whole line into the merged stream (the orchestrator's log funnel)."""
@@ -67,16 +79,139 @@ class SlotContext:
             return None
         return str(value) if value else None
 
+    def stall_timeout(self) -> float:
+        if self.spec.stall_timeout > 0:
+            return self.spec.stall_timeout
+        return max(self.spec.stall_floor, defaults.STALL_FACTOR * self.slowest_frame)
+
 
 def frames_label(start: int, end: int) -> str:
     return f"f{start}" if start == end else f"f{start}-{end}"
 
 
-def run_chunk(ctx: SlotContext, index: int, start: int, end: int) -> dict[str, Any]:
+@dataclass
+class Attempt:
+    """What one aerender launch did."""
+
+    start: int
+    end: int
+    exit_code: int | None = None
+    strong: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)  #: frames the log said were done
+    resolvable: bool = True
+    stalled: str | None = None
+    launch_s: float | None = None
+    tail: list[str] = field(default_factory=list)
+    log: str = ""
+
+
+class _Watch(threading.Thread):
+    """Kills the renderer tree on abort, stall (no output and no CPU) or chunk timeout."""
+
+    def __init__(self, ctx: SlotContext, t0: float) -> None:
+        super().__init__(name="stmpo-chunkwatch", daemon=True)
+        self.ctx = ctx
+        self.t0 = t0
+        self.done = threading.Event()
+        self.last_output = time.monotonic()
+        self.reason: str | None = None
+
+    def run(self) -> None:
+        me = os.getpid()
+        cpu = tree_cpu_seconds(me)
+        idle_since = time.monotonic()
+        ticks = 0
+        while not self.done.wait(0.1):
+            ticks += 1
+            if self.ctx.aborted():
+                self.reason = "aborted"
+                kill_renderer()
+                return
+            if ticks % 5:
+                continue
+            now = time.monotonic()
+            used = tree_cpu_seconds(me)
+            if used - cpu > 0.05 or self.last_output > idle_since:
+                idle_since = max(now if used - cpu > 0.05 else idle_since, self.last_output)
+            cpu = used
+            limit = self.ctx.stall_timeout()
+            if now - idle_since > limit:
+                self.reason = f"stalled: no output and no CPU for {limit:g} s"
+                kill_renderer()
+                return
+            cap = self.ctx.spec.chunk_timeout
+            if cap > 0 and now - self.t0 > cap:
+                self.reason = f"timed out: chunk ran longer than --chunk-timeout {cap:g} s"
+                kill_renderer()
+                return
+
+
+def kill_renderer() -> None:
+    """Kill every descendant of this slot: aerender and its (maybe reparented) AfterFX."""
+    kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)
+
+
+def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
+            log_path: Path) -> Attempt:
     spec = ctx.spec
-    label = frames_label(start, end)
-    frames = list(range(start, end + 1))
+    att = Attempt(start, end, log=str(log_path))
+    argv = build_argv(spec.aerender, spec.target, start, end)
+    parser = AerenderLog(start, end)
+    t0 = time.monotonic()
+    last_frame_at = t0
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, close_fds=True)
+    except OSError as exc:
+        att.strong.append(f"aerender could not start: {exc.strerror or exc}")
+        return att
+    watch = _Watch(ctx, t0)
+    watch.start()
+    assert proc.stdout is not None
+    with open(log_path, "ab") as log:
+        for raw in iter(proc.stdout.readline, b""):
+            log.write(raw)
+            watch.last_output = time.monotonic()
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            ctx.emit(label, line)
+            for ev in parser.feed(line):
+                if isinstance(ev, FrameDone):
+                    now = time.monotonic()
+                    if att.launch_s is None:
+                        att.launch_s = now - t0
+                    else:
+                        ctx.slowest_frame = max(ctx.slowest_frame, now - last_frame_at)
+                    last_frame_at = now
+                    if ev.frame is not None:
+                        att.reported.add(ev.frame)
+                    ctx.publish("frame", index=index, frame=ev.frame, number=ev.number,
+                                done=parser.done_count)
+                elif isinstance(ev, StrongError):
+                    att.strong.append(ev.text)
+                    kill_renderer()  # deterministic failure: do not let AE go on
+                elif isinstance(ev, AeWarning):
+                    att.warnings.append(ev.text)
+                    ctx.publish("warning", index=index, text=ev.text)
+    att.exit_code = proc.wait()
+    watch.done.set()
+    watch.join(timeout=1)
+    if watch.reason and watch.reason != "aborted":
+        att.stalled = watch.reason
+    att.resolvable = parser.numbering != "unknown"
+    att.tail = parser.tail()[-defaults.LOG_TAIL_LINES:]
+    return att
+
+
+def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
+              task_id: str | None = None) -> dict[str, Any]:
+    """Render ``frames`` (one aerender launch per contiguous run); raise :class:`ChunkFailed`."""
+    spec = ctx.spec
     pattern = OutputPattern(spec.target.output)
+    label = frames_label(frames[0], frames[-1]) if len(runs(frames)) == 1 else (
+        "f" + format_frames(frames))
+    if attempt:
+        label += f" r{attempt}"
     first_launch = ctx.chunks_run == 0
     ctx.chunks_run += 1
     if first_launch and spec.spawn_delay > 0 and ctx.slot > 0:
@@ -86,88 +221,59 @@ def run_chunk(ctx: SlotContext, index: int, start: int, end: int) -> dict[str, A
             if ctx.aborted():
                 raise ChunkFailed("run aborted before launch")
             time.sleep(0.05)
-
-    log_path = Path(spec.log_dir) / f"chunk{index:04d}-{label}-slot{ctx.slot}.log"
-    argv = build_argv(spec.aerender, spec.target, start, end)
     t0 = time.time()
-    ctx.publish("chunk-start", index=index, start=start, end=end, log=str(log_path))
-    parser = AerenderLog(start, end)
-    strong: list[str] = []
+    ctx.publish("chunk-start", index=index, start=frames[0], end=frames[-1],
+                frames=format_frames(frames), attempt=attempt, task_id=task_id)
+    good: list[int] = []
+    suspect: list[int] = []
     warnings: list[str] = []
-    first_frame_at: float | None = None
-    stop = threading.Event()
-
-    try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, close_fds=True,
-        )
-    except OSError as exc:
-        why = f"aerender could not start: {exc.strerror or exc}"
-        ctx.publish("chunk-failed", index=index, start=start, end=end, reason=why,
-                    tail=[], exit_code=None, missing=frames, retryable=False)
-        raise ChunkFailed(f"chunk {index} {label} on slot {ctx.slot}: {why}") from None
-
-    def kill_renderer() -> None:
-        kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)
-
-    def watch_abort() -> None:
-        while not stop.wait(0.1):
-            if ctx.aborted():
-                kill_renderer()
-                return
-
-    watcher = threading.Thread(target=watch_abort, name="stmpo-abortwatch", daemon=True)
-    watcher.start()
-    assert proc.stdout is not None
-    with open(log_path, "ab") as log:
-        for raw in iter(proc.stdout.readline, b""):
-            log.write(raw)
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            ctx.emit(label, line)
-            for ev in parser.feed(line):
-                if isinstance(ev, FrameDone):
-                    if first_frame_at is None:
-                        first_frame_at = time.time()
-                    ctx.publish("frame", index=index, frame=ev.frame, number=ev.number,
-                                done=parser.done_count, total=len(frames))
-                elif isinstance(ev, StrongError):
-                    strong.append(ev.text)
-                    kill_renderer()  # deterministic failure: do not let AE go on
-                elif isinstance(ev, AeWarning):
-                    warnings.append(ev.text)
-                    ctx.publish("warning", index=index, text=ev.text)
-        log.flush()
-    code = proc.wait()
-    stop.set()
-    watcher.join(timeout=1)
+    launch_s: float | None = None
+    failure: tuple[str, bool, Attempt] | None = None
+    for n, (s, e) in enumerate(runs(frames)):
+        log_path = Path(spec.log_dir) / (
+            f"chunk{index:04d}-{frames_label(s, e)}-slot{ctx.slot}"
+            + (f"-r{attempt}" if attempt else "") + ".log")
+        att = _launch(ctx, index, s, e, label, log_path)
+        warnings += att.warnings
+        if n == 0:
+            launch_s = att.launch_s
+        span = list(range(s, e + 1))
+        on_disk = [f for f in span if f not in set(missing_frames(pattern, span))]
+        failed = bool(att.strong) or att.exit_code != 0 or att.stalled is not None
+        if failed and att.resolvable:
+            good += [f for f in on_disk if f in att.reported]
+            suspect += [f for f in on_disk if f not in att.reported]
+        else:
+            good += on_disk
+        if att.strong:
+            failure = (f"aerender reported: {att.strong[0].strip()}", False, att)
+        elif ctx.aborted():
+            failure = (f"stopped: {ctx.aborted()}", False, att)
+        elif att.stalled:
+            failure = (att.stalled, True, att)
+        elif att.exit_code != 0:
+            failure = (f"aerender exited with code {att.exit_code}", True, att)
+        if failure:
+            break
     t1 = time.time()
-
-    missing = missing_frames(pattern, frames)
-    aborted = ctx.aborted()
+    good_set = set(good)
+    missing = [f for f in frames if f not in good_set]
     result: dict[str, Any] = {
-        "index": index, "slot": ctx.slot, "start": start, "end": end,
-        "t0": t0, "t1": t1, "exit_code": code,
-        "launch_s": (first_frame_at - t0) if first_frame_at else None,
-        "frames_rendered": len(frames) - len(missing), "missing": missing,
-        "warnings": warnings, "log": str(log_path),
+        "index": index, "slot": ctx.slot, "start": frames[0], "end": frames[-1],
+        "frames": format_frames(frames), "t0": t0, "t1": t1, "attempt": attempt,
+        "exit_code": failure[2].exit_code if failure else 0, "launch_s": launch_s,
+        "frames_rendered": len(good), "missing": missing, "suspect": suspect,
+        "warnings": warnings, "log": failure[2].log if failure else "",
     }
-    reason: str | None = None
-    retryable = False
-    if strong:
-        reason = f"aerender reported: {strong[0].strip()}"
-    elif aborted:
-        reason = f"stopped: {aborted}"
-    elif code != 0:
-        reason = f"aerender exited with code {code}"
-        retryable = True
-    elif missing:
-        reason = (f"{len(missing)} frame(s) missing on disk after aerender exited 0 "
-                  f"(first: {pattern.path_for(missing[0])})")
-        retryable = True
-    if reason is None:
-        ctx.publish("chunk-done", **result)
+    if failure is None and missing:
+        failure = (f"{len(missing)} frame(s) missing on disk after aerender exited 0 "
+                   f"(first: {pattern.path_for(missing[0])})", True, Attempt(0, 0))
+    if failure is None:
         return result
-    tail = parser.tail()[-defaults.LOG_TAIL_LINES:]
-    ctx.publish("chunk-failed", **result, reason=reason, tail=tail, retryable=retryable)
-    raise ChunkFailed(f"chunk {index} {label} on slot {ctx.slot}: {reason}")
+    reason, retryable, att = failure
+    for f in suspect:  # a file from a failed aerender may be partial: never keep it
+        with contextlib.suppress(OSError):
+            os.unlink(pattern.path_for(f))
+    result.update(reason=reason, tail=att.tail, retryable=retryable)
+    raise ChunkFailed(f"chunk {index} frames {format_frames(frames)} on slot {ctx.slot}: "
+                      f"{reason}", retryable=retryable, redo=missing, info=result)

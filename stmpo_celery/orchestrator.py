@@ -9,6 +9,7 @@ signal, verifies every frame on disk, writes the summary and cleans up — in a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -27,10 +28,13 @@ from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
 from .broker import BrokerUrl, EmbeddedRedis, mask_url
 from .chunk import frames_label, missing_frames
 from .errors import ExitCode
+from .frames import parse_frames
 from .funnel import LogFunnel, one_line
 from .hostplan import HostPlan
+from .proc import become_subreaper
 from .progress import Progress
-from .slots import SlotPool
+from .redelivery import missing_frames_suspect, requeue_unacked
+from .slots import Slot, SlotPool
 from .spec import RunSpec
 from .summary import ChunkRecord, write_summary
 from .validate import Prepared
@@ -66,6 +70,9 @@ class Run:
         self.exit_code = ExitCode.OK
         self.finalized = False
         self.warnings: list[str] = []
+        self.done_frames: set[int] = set()
+        self.unresolved: dict[tuple[int, int], int] = {}
+        self.slot_deaths = 0
         self.t_start = time.time()
         self.t_first_launch: float | None = None
         self.t_last_frame: float | None = None
@@ -77,6 +84,7 @@ class Run:
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
         self._install_signals()
+        become_subreaper()  # a dead slot's orphaned renderer is ours to kill and reap
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self._run_log = open(self.log_dir / "run.log", "a", encoding="utf-8")  # noqa: SIM115
@@ -216,12 +224,9 @@ class Run:
             if self.embedded is not None and not self.embedded.alive():
                 self._broker_lost()
                 break
-            dead = self.pool.dead()
-            if dead:
-                s = dead[0]
-                self._stop(f"slot {s.index} (pid {s.pid}) died with exit code "
-                           f"{s.proc.returncode}; see {self.log_dir}/slot{s.index}.stderr.log",
-                           ExitCode.RENDER_FAILED)
+            for dead in self.pool.dead():
+                self._slot_died(dead)
+            if self.stop_reason is not None:
                 break
             now = time.monotonic()
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
@@ -244,13 +249,25 @@ class Run:
         rec = self.chunks.get(idx) if isinstance(idx, int) else None
         if kind == "chunk-start" and rec is not None:
             rec.slot, rec.start, rec.end = ev.get("slot"), ev["start"], ev["end"]
-            rec.status, rec.t0, rec.log = "running", ev.get("ts"), ev.get("log")
+            rec.status, rec.t0 = "running", ev.get("ts")
+            rec.task_id, rec.frames = ev.get("task_id"), str(ev.get("frames", ""))
             self.t_first_launch = self.t_first_launch or time.time()
+        elif kind == "chunk-retry" and rec is not None:
+            rec.finish(ev, "retrying")
+            rec.reason = ev.get("reason")
+            self._say(f"retrying {len(ev.get('redo') or [])} frame(s) of chunk {rec.index} "
+                      f"(retry {ev.get('attempts')} of {self.o.retries}): {rec.reason}")
         elif kind == "frame" and rec is not None:
             rec.frames_done = max(rec.frames_done, int(ev.get("done", 0)))
             self.t_last_frame = time.time()
+            frame = ev.get("frame")
+            if isinstance(frame, int):
+                self.done_frames.add(frame)
+            else:
+                key = (rec.index, rec.attempts)
+                self.unresolved[key] = max(self.unresolved.get(key, 0), int(ev.get("done", 0)))
             if self.progress is not None:
-                self.progress.set_done(sum(c.frames_done for c in self.chunks.values()))
+                self.progress.set_done(len(self.done_frames) + sum(self.unresolved.values()))
         elif kind == "chunk-done" and rec is not None:
             rec.finish(ev, "done")
         elif kind == "chunk-idle" and rec is not None:
@@ -271,6 +288,46 @@ class Run:
                 self._say(f"WARNING (slot {ev.get('slot')}): {text}")
         elif kind == "finalized":
             self.finalized = True
+
+    def _slot_died(self, slot: Slot) -> None:
+        """A slot died: replace it on the same CPUs; re-enqueue its chunk's missing frames."""
+        assert self.pool is not None and self.client is not None
+        code = slot.proc.returncode
+        self.slot_deaths += 1
+        rec = next((c for c in self.chunks.values()
+                    if c.status == "running" and c.slot == slot.index), None)
+        what = f"slot {slot.index} (pid {slot.pid}) died (exit code {code})"
+        self.pool.replace(slot.index)
+        if rec is None:
+            self._say(f"{what} while idle; replaced")
+            return
+        attempts = int(self.client.hincrby(keys.sched_key(self.run_id, "attempts"),
+                                           str(rec.index), 1))
+        rec.reason = f"{what} while rendering chunk {rec.index}"
+        if attempts > self.o.retries:
+            rec.status = "failed"
+            self.failures.append(rec)
+            self._stop(rec.describe() + f" (after {self.o.retries} retries)",
+                       ExitCode.RENDER_FAILED)
+            return
+        frames = parse_frames(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
+        redo = [f for f in frames if f not in self.done_frames]
+        redo += [f for f in frames if f in self.done_frames and f in set(
+            missing_frames(self.prep.pattern, [f]))]
+        for f in missing_frames_suspect(self.prep.pattern, frames, self.done_frames):
+            with contextlib.suppress(OSError):
+                os.unlink(self.prep.pattern.path_for(f))
+        redo = sorted(set(redo))
+        self.client.hset(keys.sched_key(self.run_id, "retry"), str(rec.index), json.dumps(redo))
+        if rec.task_id is None or not requeue_unacked(self.client, self.run_id, self.queue,
+                                                      rec.task_id):
+            self._stop(f"{rec.reason}: its message could not be re-enqueued",
+                       ExitCode.RENDER_FAILED)
+            return
+        rec.status = "retrying"
+        rec.attempts = attempts
+        self._say(f"{rec.reason}; replaced it and re-enqueued {len(redo)} frame(s) "
+                  f"(retry {attempts} of {self.o.retries})")
 
     def _stop(self, reason: str, code: ExitCode) -> None:
         """First failure or cancel: abort flag, purge, kill every slot tree."""

@@ -70,6 +70,8 @@ def kill_tree(pid: int, *, pgid: int | None = None, include_self: bool = True,
         with contextlib.suppress(psutil.Error):
             procs.append(psutil.Process(pid))
     procs.extend(descendants(pid))
+    if pgid is not None:
+        procs.extend(group_members(pgid, exclude={p.pid for p in procs}))
     if pgid is not None and hasattr(os, "killpg"):
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
@@ -78,6 +80,20 @@ def kill_tree(pid: int, *, pgid: int | None = None, include_self: bool = True,
             p.kill()
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     return [p.pid for p in alive]
+
+
+def group_members(pgid: int, exclude: set[int] | None = None) -> list[psutil.Process]:
+    """Live processes of process group ``pgid`` (a dead slot's orphaned renderer)."""
+    if not hasattr(os, "getpgid"):
+        return []
+    out = []
+    for p in psutil.process_iter():
+        if exclude and p.pid in exclude:
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(p.pid) == pgid:
+                out.append(p)
+    return out
 
 
 def kill_procs(procs: Iterable[psutil.Process], timeout: float = 2.0) -> list[int]:

@@ -32,6 +32,9 @@ class ChunkRecord:
     tail: list[str] = field(default_factory=list)
     log: str | None = None
     attempts: int = 0
+    task_id: str | None = None
+    frames: str = ""
+    suspect: list[int] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -49,8 +52,9 @@ class ChunkRecord:
         self.exit_code = ev.get("exit_code")
         self.launch_s = ev.get("launch_s")
         self.missing = list(ev.get("missing") or [])
+        self.suspect = sorted(set(self.suspect) | set(ev.get("suspect") or []))
         self.log = ev.get("log", self.log)
-        self.attempts += 1
+        self.attempts = int(ev.get("attempts", self.attempts))
 
     def describe(self, tail: bool = True) -> str:
         text = (f"chunk {self.index} frames {self.start}-{self.end} on slot {self.slot}: "

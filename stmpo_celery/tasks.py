@@ -3,6 +3,9 @@
 ``render_chunk`` claims its frames and renders them; ``on_chunk_error`` is the
 chord's error callback (it runs inline in the failing slot within milliseconds and
 raises the run's abort flag); ``finalize`` is the chord body.
+
+A crashed or stalled chunk is retried through Celery's own retry (same task id, so
+the chord still counts it once), on any slot, with only its missing frames.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from celery import Celery, Task
 
 from . import events, keys, schedule
 from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK
-from .chunk import ChunkFailed, SlotContext, frames_label, run_chunk
+from .chunk import ChunkFailed, SlotContext, run_chunk
 
 
 def register(app: Celery, ctx: SlotContext) -> None:
@@ -31,12 +34,26 @@ def register(app: Celery, ctx: SlotContext) -> None:
         if claim is None:
             ctx.publish("chunk-idle", index=index, status="idle")
             return {"index": index, "status": "idle"}
-        start, end = claim
+        frames, attempt = claim
         # A solo slot buffers its own task events until the task ends: say it now.
-        self.send_event("task-progress", index=index, frames=frames_label(start, end),
-                        done=0, total=end - start + 1, slot=ctx.slot)
-        result = run_chunk(ctx, index, start, end)
+        self.send_event("task-progress", index=index, frames=f"{frames[0]}-{frames[-1]}",
+                        done=0, total=len(frames), slot=ctx.slot)
+        try:
+            result = run_chunk(ctx, index, frames, attempt, task_id=self.request.id)
+        except ChunkFailed as exc:
+            info = exc.info
+            if exc.retryable and not ctx.aborted() and exc.redo:
+                used = schedule.next_attempt(ctx, index)
+                if used <= spec.retries:
+                    schedule.set_retry(ctx, index, exc.redo)
+                    ctx.publish("chunk-retry", **info, attempts=used, redo=exc.redo)
+                    raise self.retry(countdown=0, max_retries=None) from None
+                info["reason"] = f"{info.get('reason')} (after {spec.retries} retr" + (
+                    "y)" if spec.retries == 1 else "ies)")
+            ctx.publish("chunk-failed", **info)
+            raise
         result["status"] = "done"
+        ctx.publish("chunk-done", **result)
         return result
 
     @app.task(name=ON_CHUNK_ERROR)

@@ -1,0 +1,77 @@
+"""Export a job's stmpo settings to the session, then show what takes effect.
+
+Run by the ``StmpoSettings`` job environment (embedded in the templates; this file is
+the source the templates embed). Arguments are ``STMPO_NAME=VALUE`` pairs, one
+argument each, so any value survives: spaces, commas, quotes, non-ASCII.
+
+* An empty value or ``DEFAULT`` exports nothing: the setting keeps what the host's
+  ``STMPO_*`` environment, the profile or stmpo's built-in default gives it.
+* Any other value is exported with ``openjd_env: NAME=VALUE`` for every later action
+  of the session (``stmpo doctor``, every ``stmpo render``).
+* A value with a line break is refused: it could forge a second stdout directive.
+
+Then ``stmpo config show`` runs with the new environment: it prints every effective
+setting and where it came from, and a value stmpo cannot read (``STMPO_CONCURRENCY=abc``)
+fails the session here, before any render starts. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+_NAME = re.compile(r"^STMPO_[A-Z0-9_]+$")
+INHERIT = {"", "DEFAULT"}
+
+
+def fail(message: str, code: int = 2) -> int:
+    print("openjd_fail: " + " ".join(message.split()), flush=True)
+    return code
+
+
+def parse(argv: list[str]) -> tuple[dict[str, str], str | None]:
+    """The settings to export, or an error message."""
+    out: dict[str, str] = {}
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if not sep or not _NAME.match(name):
+            return {}, f"bad setting argument {arg!r}: expected STMPO_NAME=VALUE"
+        if any(c in value for c in "\r\n\x00"):
+            return {}, f"{name} contains a line break: pass a one-line value"
+        if value.strip() in INHERIT:
+            continue
+        out[name] = value.strip()
+    return out, None
+
+
+def main(argv: list[str]) -> int:
+    settings, error = parse(argv)
+    if error:
+        return fail(error)
+    for name, value in settings.items():
+        print(f"openjd_env: {name}={value}", flush=True)
+    print("stmpo settings from job parameters: "
+          + (", ".join(sorted(settings)) or "none (host environment, profile, defaults)"),
+          flush=True)
+    stmpo = shutil.which("stmpo")
+    if stmpo is None:
+        return fail("stmpo is not on PATH on this worker: install stmpo-celery "
+                    "(see the bundle README, 'Installing stmpo on workers')", 3)
+    env = dict(os.environ)
+    env.update(settings)
+    res = subprocess.run([stmpo, "config", "show"], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         errors="replace")
+    for line in res.stdout.splitlines():
+        print("  " + line, flush=True)
+    if res.returncode != 0:
+        reason = res.stderr.strip().splitlines()[-1:] or [f"exit code {res.returncode}"]
+        return fail(f"stmpo settings are invalid: {reason[0]}", res.returncode)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
