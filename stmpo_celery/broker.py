@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import defaults
 from .errors import BadInput, EnvironmentProblem
@@ -66,6 +68,7 @@ class BrokerUrl:
                 socket_connect_timeout=ct,
                 socket_timeout=timeout,
                 decode_responses=decode,
+                retry=Retry(NoBackoff(), 1),
             )
         db = 0
         path = parts.path.strip("/")
@@ -81,6 +84,7 @@ class BrokerUrl:
             socket_connect_timeout=ct,
             socket_timeout=timeout,
             decode_responses=decode,
+            retry=Retry(NoBackoff(), 1),
         )
 
     @property

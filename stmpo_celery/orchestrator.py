@@ -268,6 +268,8 @@ class Run:
                 self.unresolved[key] = max(self.unresolved.get(key, 0), int(ev.get("done", 0)))
             if self.progress is not None:
                 self.progress.set_done(len(self.done_frames) + sum(self.unresolved.values()))
+            if os.environ.get("STMPO_INJECT_FAULT") == "orchestrator-crash":
+                raise RuntimeError("injected orchestrator fault (STMPO_INJECT_FAULT)")
         elif kind == "chunk-done" and rec is not None:
             rec.finish(ev, "done")
         elif kind == "chunk-idle" and rec is not None:
@@ -364,7 +366,8 @@ class Run:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 self.pubsub.close()
-            self._delete_keys()
+            if self.embedded is None:  # an embedded Redis is stopped with all it holds
+                self._delete_keys()
             with contextlib.suppress(Exception):
                 self.client.close()
         if self.embedded is not None:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import psutil
 
@@ -121,7 +121,7 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def start_deathwatch(fd: int) -> threading.Thread:
+def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> threading.Thread:
     """Kill this process's whole tree when the pipe ``fd`` reaches EOF.
 
     The orchestrator holds the write end; it is closed by the kernel however the
@@ -136,6 +136,9 @@ def start_deathwatch(fd: int) -> threading.Thread:
             pass
         me = os.getpid()
         kill_procs(descendants(me), timeout=1.0)
+        if cleanup is not None:
+            with contextlib.suppress(Exception):
+                cleanup()
         if os.getpgid(0) == me:  # a slot leads its own process group
             with contextlib.suppress(OSError):
                 os.killpg(me, signal.SIGKILL)

@@ -31,9 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     spec_path, slot, death_fd = args[0], int(args[1]), int(args[2])
     pin_problem = _pin(args[3] if len(args) > 3 else "")
 
+    import shutil
+
     from .proc import become_subreaper, start_deathwatch
 
-    start_deathwatch(death_fd)
+    # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too.
+    run_dir = os.path.dirname(os.path.abspath(spec_path))
+    start_deathwatch(death_fd, cleanup=lambda: shutil.rmtree(run_dir, ignore_errors=True))
     become_subreaper()
 
     import warnings

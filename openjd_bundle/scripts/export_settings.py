@@ -17,6 +17,7 @@ fails the session here, before any render starts. Standard library only.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -48,6 +49,8 @@ def parse(argv: list[str]) -> tuple[dict[str, str], str | None]:
 
 
 def main(argv: list[str]) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # the runtime reads stdout as UTF-8
+        sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")
     settings, error = parse(argv)
     if error:
         return fail(error)
@@ -62,10 +65,11 @@ def main(argv: list[str]) -> int:
                     "(see the bundle README, 'Installing stmpo on workers')", 3)
     env = dict(os.environ)
     env.update(settings)
+    env["PYTHONIOENCODING"] = "utf-8"
     res = subprocess.run([stmpo, "config", "show"], env=env, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         capture_output=True, encoding="utf-8",
                          errors="replace")
-    for line in res.stdout.splitlines():
+    for line in res.stdout.splitlines():  # indented: no line can pass for a directive
         print("  " + line, flush=True)
     if res.returncode != 0:
         reason = res.stderr.strip().splitlines()[-1:] or [f"exit code {res.returncode}"]

@@ -18,6 +18,7 @@ sequence name belongs in the image-sequence bundle. Standard library only.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--file-name", required=True)
     args = parser.parse_args(argv)
-    if hasattr(sys.stdout, "reconfigure"):  # the runtime reads stdout as UTF-8
+    if isinstance(sys.stdout, io.TextIOWrapper):  # the runtime reads stdout as UTF-8
         sys.stdout.reconfigure(encoding="utf-8", errors="backslashreplace")
     if not args.output_dir.strip():
         return fail("the output directory is empty: set OutputDir")

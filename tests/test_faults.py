@@ -1,0 +1,203 @@
+"""Fault injection with real processes: crashes, hangs, dead slots, dead Redis, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import Farm, stmpo_keys, tagged, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _slot_pids(farm: Farm) -> list[psutil.Process]:
+    out = []
+    for p in tagged(farm.tag):
+        try:
+            if "stmpo_celery.slot_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_crash_once_then_retry_renders_only_missing_frames(farm: Farm) -> None:
+    once = farm.tmp / "once"
+    once.mkdir()
+    farm.knobs.update(CRASH_FRAME="6", ONCE_DIR=str(once))
+    res = farm.run(frames="1-10", concurrency=1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert farm.frames_on_disk() == list(range(1, 11))
+    counts = Counter(farm.journal_frames())
+    assert all(counts[f] == 1 for f in range(1, 6)), counts  # never rendered twice
+    assert counts[6] == 1 and farm.launches() == 2
+    assert "retrying" in res.stdout
+    s = farm.load_summary()
+    assert s["exit_code"] == 0 and s["chunks"][0]["attempts"] == 1
+    assert not farm.leftovers()
+
+
+def test_crash_every_time_fails_after_retries(farm: Farm) -> None:
+    farm.knobs.update(CRASH_EXIT="7", CRASH_FRAME="3")
+    res = farm.run("--retries", "2", frames="1-6", concurrency=1)
+    assert res.returncode == 1
+    assert farm.launches() == 3
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("stmpo: FAILED")][-1]
+    assert "exited with code 7" in line and "after 2 retries" in line
+    assert not farm.leftovers()
+
+
+def test_slot_killed_mid_chunk_is_replaced_and_run_completes(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.15")
+    proc = farm.start(frames="1-20", concurrency=2)
+    try:
+        assert wait_for(lambda: len(farm.journal_frames()) >= 3, timeout=30)
+        victim = _slot_pids(farm)[0]
+        victim.kill()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "died" in out and "re-enqueued" in out
+    assert farm.frames_on_disk() == list(range(1, 21))
+    assert not farm.leftovers()
+
+
+def test_hang_is_detected_and_retried(farm: Farm) -> None:
+    once = farm.tmp / "once"
+    once.mkdir()
+    farm.knobs.update(HANG_FRAME="4", ONCE_DIR=str(once))
+    res = farm.run("--stall-timeout", "1.5", frames="1-8", concurrency=1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "stalled" in res.stdout
+    assert farm.frames_on_disk() == list(range(1, 9))
+    assert not farm.leftovers()
+
+
+def test_slow_but_busy_frame_is_not_killed(farm: Farm) -> None:
+    farm.knobs.update(BUSY_FRAME="3:4")
+    res = farm.run("--stall-timeout", "1.5", "--retries", "0", frames="1-5", concurrency=1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "stalled" not in res.stdout
+    assert farm.launches() == 1
+    assert not farm.leftovers()
+
+
+def test_chunk_timeout_is_a_hard_cap(farm: Farm) -> None:
+    farm.knobs.update(BUSY_FRAME="2:30")
+    res = farm.run("--chunk-timeout", "2", "--retries", "0", frames="1-3", concurrency=1)
+    assert res.returncode == 1
+    assert "--chunk-timeout" in res.stdout
+    assert not farm.leftovers()
+
+
+def test_embedded_redis_killed_exits_3(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = farm.start(frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        redis_procs = [p for p in psutil.Process(proc.pid).children()
+                       if "redis-server" in " ".join(p.cmdline())]
+        assert redis_procs
+        t0 = time.monotonic()
+        for p in redis_procs:
+            p.kill()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, out + err
+    assert time.monotonic() - t0 < 5
+    assert "embedded Redis was lost" in out
+    assert not farm.leftovers()
+
+
+def test_external_redis_restart_never_hangs(farm: Farm, tmp_path: Path) -> None:
+    from stmpo_celery.broker import find_redis_server
+
+    server = find_redis_server()
+    assert server
+    port = 16379 + os.getpid() % 1000
+
+    def start() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        import redis as r
+
+        c = r.Redis(port=port)
+        wait_for(lambda: _pings(c), timeout=5)
+        return p
+
+    srv = start()
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = farm.start("--broker", f"redis://127.0.0.1:{port}/0", frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        srv.kill()
+        srv.wait()
+        srv = start()  # back, but empty: the queue and every result are gone
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - t0 < 20
+    finally:
+        proc.kill()
+        srv.kill()
+        srv.wait()
+    assert proc.returncode in (0, 3), out + err
+    if proc.returncode == 3:
+        assert "was lost" in out
+    assert not farm.leftovers()
+
+
+def _pings(c: object) -> bool:
+    try:
+        return bool(c.ping())  # type: ignore[attr-defined]
+    except Exception:
+        return False
+
+
+def test_renderer_ignoring_sigterm_is_still_gone_after_cancel(farm: Farm) -> None:
+    farm.knobs.update(IGNORE_SIGTERM="1", FRAME_COST="0.3")
+    proc = farm.start(frames="1-40", concurrency=2)
+    assert wait_for(lambda: farm.journal_frames(), timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 143
+    assert not farm.leftovers(timeout=3)
+
+
+def test_orchestrator_crash_still_cleans_up(farm: Farm, ext_redis) -> None:  # type: ignore[no-untyped-def]
+    before = stmpo_keys(ext_redis)
+    farm.knobs.update(FRAME_COST="0.1")
+    env = farm.env(STMPO_INJECT_FAULT="orchestrator-crash")
+    res = farm.run("--broker", "redis://127.0.0.1:6379/0", frames="1-20", env=env)
+    assert res.returncode == 1
+    assert "orchestrator error" in res.stdout and "Traceback" not in res.stdout + res.stderr
+    assert not farm.leftovers()
+    assert stmpo_keys(ext_redis) - before == set()
+
+
+def test_missing_frame_after_exit_0_is_caught(farm: Farm) -> None:
+    farm.knobs.update(NO_WRITE_FRAME="4")
+    res = farm.run("--retries", "0", frames="1-6", concurrency=1)
+    assert res.returncode == 1
+    assert "missing on disk" in res.stdout
+    s = farm.load_summary()
+    assert s["frames"]["missing_spec"] == "4"
+
+
+def test_empty_frame_is_not_a_frame_and_is_rerendered(farm: Farm) -> None:
+    once = farm.tmp / "once"
+    once.mkdir()
+    farm.knobs.update(EMPTY_FRAME="3")
+    res = farm.run("--retries", "1", frames="1-5", concurrency=1)
+    # the simulator writes frame 3 empty every time: retried once, then reported missing
+    assert res.returncode == 1
+    assert Counter(farm.journal_frames())[3] >= 1
+    assert farm.load_summary()["frames"]["missing_spec"] == "3"
