@@ -124,6 +124,54 @@ def render(**kw: Any) -> None:
     sys.exit(int(code))
 
 
+@cli.command("plan")
+@click.option("--frames", required=True, help="Frames to plan for.")
+@click.option("--output", default="frames_[#####].png", show_default=True,
+              help="Output pattern (a movie forces one slot).")
+@click.option("--cpus", type=int, help="Plan for another host with this many logical CPUs.")
+@click.option("--ram-gb", type=float, help="... and this much RAM (GB).")
+@click.option("--numa-nodes", type=int, default=1, show_default=True)
+@click.option("--smt/--no-smt", default=True, show_default=True)
+@click.option("--frame-cost", type=float, default=1.0, show_default=True,
+              help="Assumed seconds per frame for the predicted makespan.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_settings_options
+def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, numa_nodes: int,
+             smt: bool, frame_cost: float, as_json: bool, **kw: Any) -> None:
+    """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
+    from .frames import parse_frames
+    from .hostplan import make_plan, other_host, this_host
+    from .pattern import parse_output
+    from .plan import makespan_bound, predict_makespan
+    from .validate import check_numbers
+
+    options = _options_from({**kw, "project": "", "frames": frames, "output": output})
+    frame_list = parse_frames(frames)
+    pattern = parse_output(output)
+    chunk_size = check_numbers(options)
+    if (cpus is None) != (ram_gb is None):
+        raise BadInput("pass both --cpus and --ram-gb to plan for another host")
+    if cpus is not None and ram_gb is not None:
+        if cpus <= 0 or ram_gb <= 0:
+            raise BadInput("--cpus and --ram-gb must be more than zero")
+        facts = other_host(cpus, ram_gb, numa_nodes, smt, options.numa_map)
+    else:
+        facts = this_host(options.numa_map)
+    plan = make_plan(options, frame_list, pattern.is_sequence, facts, chunk_size)
+    predicted = predict_makespan(plan.chunks, plan.n_slots, options.launch_cost, frame_cost)
+    bound = makespan_bound([frame_cost] * len(frame_list), plan.n_slots, options.launch_cost)
+    if as_json:
+        click.echo(json.dumps({**plan.to_dict(), "predicted_makespan_s": predicted,
+                               "lower_bound_s": bound, "frame_cost_s": frame_cost}, indent=2))
+        return
+    for line in plan.lines():
+        click.echo(line)
+    click.echo("plan: chunks " + " ".join(f"{s}-{e}" if s != e else str(s)
+                                         for s, e in plan.chunks))
+    click.echo(f"plan: predicted makespan {predicted:.1f} s at {frame_cost:g} s/frame and "
+               f"{options.launch_cost:g} s launch (lower bound {bound:.1f} s)")
+
+
 @cli.group()
 def config() -> None:
     """Inspect settings."""

@@ -86,3 +86,14 @@ def makespan_bound(costs: Sequence[float], n_slots: int, launch: float) -> float
     if not costs:
         return 0.0
     return launch + max(sum(costs) / max(1, n_slots), max(costs))
+
+
+def predict_makespan(chunks: Sequence[tuple[int, int]], n_slots: int, launch: float,
+                     frame_cost: float) -> float:
+    """Makespan of ``chunks`` pulled in order by ``n_slots`` idle slots, each chunk paying
+    one aerender launch, every frame costing ``frame_cost`` (list scheduling)."""
+    free = [0.0] * max(1, n_slots)
+    for s, e in chunks:
+        k = free.index(min(free))
+        free[k] += launch + (e - s + 1) * frame_cost
+    return max(free)

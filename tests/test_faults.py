@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import Farm, stmpo_keys, tagged, wait_for
 
 pytestmark = pytest.mark.slow

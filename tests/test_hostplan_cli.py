@@ -1,0 +1,99 @@
+"""`stmpo plan`, `stmpo config show`, profiles, and pinning read back from real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psutil
+import pytest
+from conftest import Farm, tagged, wait_for
+
+STMPO = [sys.executable, "-m", "stmpo_celery.cli"]
+
+
+def stmpo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*STMPO, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_plan_for_the_reference_host_differs_with_mfr() -> None:
+    host = ["--frames", "1-240", "--cpus", "256", "--ram-gb", "1024", "--numa-nodes", "2",
+            "--ram-per-process-gb", "32", "--max-concurrency", "24", "--json"]
+    on = json.loads(stmpo("plan", *host, "--mfr").stdout)
+    off = json.loads(stmpo("plan", *host, "--no-mfr").stdout)
+    assert (on["n_slots"], on["bound_by"]) == (16, "cpu")
+    assert (off["n_slots"], off["bound_by"]) == (24, "max-concurrency")
+    for plan in (on, off):
+        cpus = [c for s in plan["slots"] for c in s["cpus"]]
+        assert len(cpus) == len(set(cpus)), "no CPU in two slots"
+        assert all(s["node"] in (0, 1) for s in plan["slots"]), "no slot straddles nodes"
+        covered = [f for a, b in plan["chunks"] for f in range(a, b + 1)]
+        assert covered == list(range(1, 241))
+        assert plan["predicted_makespan_s"] >= plan["lower_bound_s"]
+
+
+def test_forced_concurrency_is_capped_and_says_so() -> None:
+    res = stmpo("plan", "--frames", "1-240", "--cpus", "64", "--ram-gb", "256",
+                "--concurrency", "40", "--max-concurrency", "12")
+    assert res.returncode == 0, res.stderr
+    assert "12 slot(s)" in res.stdout and "capped to 12 by --max-concurrency" in res.stdout
+
+
+def test_movie_output_forces_one_slot() -> None:
+    out = json.loads(stmpo("plan", "--frames", "1-240", "--output", "/r/a.mov", "--cpus", "64",
+                           "--ram-gb", "256", "--json").stdout)
+    assert out["n_slots"] == 1 and out["bound_by"] == "movie"
+
+
+def test_config_show_names_every_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    env = dict(os.environ, STMPO_RETRIES="4", STMPO_MAX_CONCURRENCY="9")
+    res = stmpo("config", "show", "--json", "--profile", "farm", "--max-concurrency", "3", env=env)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["max_concurrency"] == {"value": 3, "source": "--max-concurrency"}
+    assert data["retries"] == {"value": 4, "source": "$STMPO_RETRIES"}
+    assert data["mfr"] == {"value": False, "source": "profile farm"}
+    assert data["fail_fast"]["source"] == "default"
+    prof = tmp_path / "mine.toml"
+    prof.write_text("threads_per_slot = 4\n")
+    data = json.loads(stmpo("config", "show", "--json", "--profile", str(prof)).stdout)
+    assert data["threads_per_slot"] == {"value": 4, "source": "profile mine"}
+    prof.write_text("threads = 4\n")
+    bad = stmpo("config", "show", "--profile", str(prof))
+    assert bad.returncode == 2 and "unknown key(s) threads" in bad.stderr
+
+
+def test_plan_rejects_bad_numa_map(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    m = tmp_path / "m.json"
+    m.write_text("{not json")
+    res = stmpo("plan", "--frames", "1-10", "--numa-map", str(m))
+    assert res.returncode == 2 and "is not JSON" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_each_aerender_runs_on_its_slot_cpus(farm: Farm) -> None:
+    cpus = sorted(psutil.Process().cpu_affinity() or [])
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = farm.start(frames="1-20", concurrency=2)
+    try:
+        assert wait_for(lambda: len([p for p in tagged(farm.tag) if p.name() == "AfterFX"]) == 2,
+                        timeout=30)
+        seen = {}
+        for p in tagged(farm.tag):
+            name = p.name()
+            if name in ("AfterFX", "aerender"):
+                block = tuple(p.cpu_affinity())
+                seen.setdefault(name, set()).add(block)
+        assert seen["AfterFX"] == {(cpus[0],), (cpus[1],)}
+        assert seen["aerender"] == {(cpus[0],), (cpus[1],)}
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert f"slot 0: CPUs {cpus[0]}" in out
