@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,10 @@ class SlotContext:
     chunks_run: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     slowest_frame: float = 0.0  #: seconds; feeds the derived stall timeout
+    #: called per finished frame: (index, done-in-order, frame, cost, first latency) ->
+    #: the chunk's current end (the adaptive schedule lowers it when a slot steals the tail)
+    frame_hook: Callable[[int, int, int | None, float | None, float | None], int | None] | None = (
+        None)
 
     def emit(self, label: str, line: str) -> None:
         """One whole line into the merged stream (the orchestrator's log funnel)."""
@@ -101,6 +106,7 @@ class Attempt:
     reported: set[int] = field(default_factory=set)  #: frames the log said were done
     resolvable: bool = True
     stalled: str | None = None
+    cut_end: int | None = None  #: stopped on purpose after this frame (tail stolen)
     launch_s: float | None = None
     tail: list[str] = field(default_factory=list)
     log: str = ""
@@ -160,6 +166,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     parser = AerenderLog(start, end)
     t0 = time.monotonic()
     last_frame_at = t0
+    next_needed = start
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, close_fds=True)
@@ -178,15 +185,26 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
             for ev in parser.feed(line):
                 if isinstance(ev, FrameDone):
                     now = time.monotonic()
-                    if att.launch_s is None:
+                    first = att.launch_s is None
+                    cost = None if first else now - last_frame_at
+                    if first:
                         att.launch_s = now - t0
                     else:
                         ctx.slowest_frame = max(ctx.slowest_frame, now - last_frame_at)
                     last_frame_at = now
-                    if ev.frame is not None:
-                        att.reported.add(ev.frame)
+                    frame = ev.frame if ev.frame is not None else start + parser.done_count - 1
+                    att.reported.add(frame)
+                    while next_needed in att.reported:
+                        next_needed += 1
                     ctx.publish("frame", index=index, frame=ev.frame, number=ev.number,
                                 done=parser.done_count)
+                    if ctx.frame_hook is not None and att.cut_end is None:
+                        new_end = ctx.frame_hook(index, next_needed - 1, frame, cost,
+                                                 att.launch_s if first else None)
+                        if new_end is not None and new_end < att.end and (
+                                next_needed - 1 >= new_end):
+                            att.cut_end = new_end  # our tail went to another slot: stop here
+                            kill_renderer()
                 elif isinstance(ev, StrongError):
                     att.strong.append(ev.text)
                     kill_renderer()  # deterministic failure: do not let AE go on
@@ -222,6 +240,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
                 raise ChunkFailed("run aborted before launch")
             time.sleep(0.05)
     t0 = time.time()
+    planned_end = frames[-1]
     ctx.publish("chunk-start", index=index, start=frames[0], end=frames[-1],
                 frames=format_frames(frames), attempt=attempt, task_id=task_id)
     good: list[int] = []
@@ -239,7 +258,12 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
             launch_s = att.launch_s
         span = list(range(s, e + 1))
         on_disk = [f for f in span if f not in set(missing_frames(pattern, span))]
-        failed = bool(att.strong) or att.exit_code != 0 or att.stalled is not None
+        if att.cut_end is not None:
+            span = list(range(s, att.cut_end + 1))
+            frames = [f for f in frames if f <= att.cut_end]
+            on_disk = [f for f in span if f not in set(missing_frames(pattern, span))]
+        failed = bool(att.strong) or att.stalled is not None or (
+            att.exit_code != 0 and att.cut_end is None)
         if failed and att.resolvable:
             good += [f for f in on_disk if f in att.reported]
             suspect += [f for f in on_disk if f not in att.reported]
@@ -251,9 +275,9 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
             failure = (f"stopped: {ctx.aborted()}", False, att)
         elif att.stalled:
             failure = (att.stalled, True, att)
-        elif att.exit_code != 0:
+        elif att.exit_code != 0 and att.cut_end is None:
             failure = (f"aerender exited with code {att.exit_code}", True, att)
-        if failure:
+        if failure or att.cut_end is not None:
             break
     t1 = time.time()
     good_set = set(good)
@@ -262,6 +286,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         "index": index, "slot": ctx.slot, "start": frames[0], "end": frames[-1],
         "frames": format_frames(frames), "t0": t0, "t1": t1, "attempt": attempt,
         "exit_code": failure[2].exit_code if failure else 0, "launch_s": launch_s,
+        "cut": frames[-1] if frames[-1] < planned_end else None,
         "frames_rendered": len(good), "missing": missing, "suspect": suspect,
         "warnings": warnings, "log": failure[2].log if failure else "",
     }

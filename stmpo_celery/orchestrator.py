@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import redis
 from celery import chord
 
-from . import defaults, events, keys
+from . import defaults, events, keys, schedule
 from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
 from .broker import BrokerUrl, EmbeddedRedis, mask_url
 from .chunk import frames_label, missing_frames
@@ -162,9 +162,14 @@ class Run:
         self.client.hset(keys.REGISTRY, self.run_id, events.registry_entry(
             self.run_id, self.host, self.queue, len(self.prep.to_render), len(self.plan.blocks),
             str(self.log_dir)))
-        for i, (s, e) in enumerate(self.plan.chunks):
+        n_tasks = len(self.plan.chunks)
+        if self.plan.schedule == "adaptive":
+            schedule.register_plan(self.client, self.run_id, self.plan.chunks)
+            n_tasks += schedule.spare_tasks(self.plan.n_slots, len(self.prep.to_render))
+        for i in range(n_tasks):
+            s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
             self.chunks[i] = ChunkRecord(index=i, start=s, end=e)
-        self._enqueue(len(self.plan.chunks))
+        self._enqueue(n_tasks)
         self.progress_status("Rendering")
 
     def _target(self) -> Any:
@@ -272,6 +277,9 @@ class Run:
                 raise RuntimeError("injected orchestrator fault (STMPO_INJECT_FAULT)")
         elif kind == "chunk-done" and rec is not None:
             rec.finish(ev, "done")
+        elif kind == "chunk-shrink" and rec is not None:
+            rec.end = int(ev["end"])
+            rec.stolen_by.append(int(ev["thief"]))
         elif kind == "chunk-idle" and rec is not None:
             rec.status = str(ev.get("status", "idle"))
         elif kind == "chunk-failed" and rec is not None:

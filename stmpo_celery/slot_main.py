@@ -1,8 +1,11 @@
-"""The lean slot launcher: ``python -m stmpo_celery.slot_main SPEC SLOT DEATH_FD [CPUS]``.
+"""A slot: pin, arm the parent-death watch, run one solo-pool Celery worker.
 
-Pins itself before importing Celery (the pinning is inherited by aerender and its
-renderer), arms the parent-death watch, then runs one solo-pool Celery worker on the
-run's queue. No ``celery`` CLI: it imports click and plugins and costs ~0.5 s of CPU.
+Two ways in, one body (:func:`run_slot`): forked from the orchestrator on Linux (the
+orchestrator has already imported Celery, so N slots are ready in a fraction of the
+time), or exec'd as ``python -m stmpo_celery.slot_main SPEC SLOT DEATH_FD [CPUS]`` —
+the lean launcher used on other platforms and for replacement slots. Pinning
+happens before the worker starts and is inherited by aerender and its renderer.
+No ``celery`` CLI: it imports click and plugins and costs ~0.5 s of CPU per slot.
 """
 
 from __future__ import annotations
@@ -26,14 +29,14 @@ def _pin(cpus_arg: str) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    spec_path, slot, death_fd = args[0], int(args[1]), int(args[2])
-    pin_problem = _pin(args[3] if len(args) > 3 else "")
+def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
+    pin_problem = _pin(cpus_arg)
 
     import shutil
 
-    from .proc import become_subreaper, start_deathwatch
+    from .proc import become_subreaper, set_process_name, start_deathwatch
+
+    set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
 
     # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too.
     run_dir = os.path.dirname(os.path.abspath(spec_path))
@@ -65,7 +68,21 @@ def main(argv: list[str] | None = None) -> None:
         redirect_stdouts=False, task_events=True, quiet=True,
     )
     worker.start()
-    sys.exit(worker.exitcode or 0)
+    return int(worker.exitcode or 0)
+
+
+def preload() -> None:
+    """Import what a slot needs, so forked slots start without importing anything."""
+    import celery.apps.worker  # noqa: F401
+    import celery.worker.consumer  # noqa: F401
+    import kombu.transport.redis  # noqa: F401
+
+    from . import app, tasks  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    sys.exit(run_slot(args[0], int(args[1]), int(args[2]), args[3] if len(args) > 3 else ""))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class ChunkRecord:
     task_id: str | None = None
     frames: str = ""
     suspect: list[int] = field(default_factory=list)
+    stolen_by: list[int] = field(default_factory=list)
+    cut: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -89,7 +91,9 @@ def build(run: Run, missing: list[int]) -> dict[str, Any]:
         },
         "output": prep.pattern.raw,
         "plan": run.plan.to_dict(),
-        "chunks": [asdict(c) for c in sorted(run.chunks.values(), key=lambda c: c.index)],
+        "chunks": [asdict(c) for c in sorted(run.chunks.values(), key=lambda c: c.index)
+                   if c.status not in ("idle", "pending") or c.t0 is not None],
+        "idle_tasks": sum(1 for c in run.chunks.values() if c.status == "idle"),
         "failures": [c.describe() for c in run.failures],
         "warnings": run.warnings,
         "timing": {

@@ -22,6 +22,8 @@ from .chunk import ChunkFailed, SlotContext, run_chunk
 
 def register(app: Celery, ctx: SlotContext) -> None:
     spec = ctx.spec
+    ctx.frame_hook = lambda index, done, frame, cost, first: schedule.on_frame(
+        ctx, index, done, frame, cost, first)
 
     @app.task(name=RENDER_CHUNK, bind=True)
     def render_chunk(self: Task, run_id: str, index: int) -> dict[str, Any]:
@@ -41,6 +43,7 @@ def register(app: Celery, ctx: SlotContext) -> None:
         try:
             result = run_chunk(ctx, index, frames, attempt, task_id=self.request.id)
         except ChunkFailed as exc:
+            schedule.finish(ctx, index)
             info = exc.info
             if exc.retryable and not ctx.aborted() and exc.redo:
                 used = schedule.next_attempt(ctx, index)
@@ -52,6 +55,7 @@ def register(app: Celery, ctx: SlotContext) -> None:
                     "y)" if spec.retries == 1 else "ies)")
             ctx.publish("chunk-failed", **info)
             raise
+        schedule.finish(ctx, index)
         result["status"] = "done"
         ctx.publish("chunk-done", **result)
         return result

@@ -20,7 +20,7 @@ def _slot_pids(farm: Farm) -> list[psutil.Process]:
     out = []
     for p in tagged(farm.tag):
         try:
-            if "stmpo_celery.slot_main" in " ".join(p.cmdline()):
+            if p.name().startswith("stmpo-slot"):
                 out.append(p)
         except psutil.Error:
             pass

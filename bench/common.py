@@ -1,0 +1,52 @@
+"""Shared helpers for the benchmarks: run `stmpo render` on the simulator, read summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+FAKE = str(BIN / "stmpo-fake-aerender")
+
+
+def render(frames: str, concurrency: int, knobs: dict[str, str], *extra: str,
+           timeout: float = 600) -> dict[str, Any]:
+    """One real render in a fresh folder; returns the summary plus wall time."""
+    with tempfile.TemporaryDirectory(prefix="stmpo-bench-") as tmp:
+        root = Path(tmp)
+        (root / "p.aep").write_text("bench")
+        summary = root / "s.json"
+        env = dict(os.environ, **{f"STMPO_FAKE_{k}": v for k, v in knobs.items()})
+        env.pop("STMPO_BROKER_URL", None)
+        argv = [sys.executable, "-m", "stmpo_celery.cli", "render", "--project",
+                str(root / "p.aep"), "--comp", "Bench", "--frames", frames, "--output",
+                str(root / "out" / "f_[#####].png"), "--aerender", FAKE, "--concurrency",
+                str(concurrency), "--summary", str(summary), "--progress", "openjd",
+                "--log-dir", str(root / "logs"), *extra]
+        t0 = time.time()
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+        wall = time.time() - t0
+        if res.returncode != 0:
+            raise RuntimeError(f"render failed ({res.returncode}): {res.stdout[-2000:]}"
+                               f"{res.stderr[-2000:]}")
+        data: dict[str, Any] = json.loads(summary.read_text())
+        data["wall_s"] = wall
+        data["t_cmd_start"] = t0
+        return data
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for k, r in enumerate(rows):
+        out.append("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in
+                             enumerate(zip(r, widths, strict=True))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
