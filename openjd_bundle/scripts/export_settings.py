@@ -10,9 +10,10 @@ argument each, so any value survives: spaces, commas, quotes, non-ASCII.
   of the session (``stmpo doctor``, every ``stmpo render``).
 * A value with a line break is refused: it could forge a second stdout directive.
 
-Then ``stmpo config show`` runs with the new environment: it prints every effective
-setting and where it came from, and a value stmpo cannot read (``STMPO_CONCURRENCY=abc``)
-fails the session here, before any render starts. Standard library only.
+First ``stmpo config show`` runs with the new environment: a value stmpo cannot read
+(``STMPO_CONCURRENCY=abc``) fails the session here, before any render starts, and
+nothing is exported; otherwise the values are exported and every effective setting is
+printed with where it came from. Standard library only.
 """
 
 from __future__ import annotations
@@ -54,11 +55,6 @@ def main(argv: list[str]) -> int:
     settings, error = parse(argv)
     if error:
         return fail(error)
-    for name, value in settings.items():
-        print(f"openjd_env: {name}={value}", flush=True)
-    print("stmpo settings from job parameters: "
-          + (", ".join(sorted(settings)) or "none (host environment, profile, defaults)"),
-          flush=True)
     stmpo = shutil.which("stmpo")
     if stmpo is None:
         return fail("stmpo is not on PATH on this worker: install stmpo-celery "
@@ -67,13 +63,17 @@ def main(argv: list[str]) -> int:
     env.update(settings)
     env["PYTHONIOENCODING"] = "utf-8"
     res = subprocess.run([stmpo, "config", "show"], env=env, stdin=subprocess.DEVNULL,
-                         capture_output=True, encoding="utf-8",
-                         errors="replace")
-    for line in res.stdout.splitlines():  # indented: no line can pass for a directive
-        print("  " + line, flush=True)
-    if res.returncode != 0:
+                         capture_output=True, encoding="utf-8", errors="replace")
+    if res.returncode != 0:  # nothing is exported: the session fails here
         reason = res.stderr.strip().splitlines()[-1:] or [f"exit code {res.returncode}"]
         return fail(f"stmpo settings are invalid: {reason[0]}", res.returncode)
+    for name, value in settings.items():
+        print(f"openjd_env: {name}={value}", flush=True)
+    print("stmpo settings from job parameters: "
+          + (", ".join(sorted(settings)) or "none (host environment, profile, defaults)"),
+          flush=True)
+    for line in res.stdout.splitlines():  # indented: no line can pass for a directive
+        print("  " + line, flush=True)
     return 0
 
 
