@@ -249,8 +249,13 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
             click.echo(c.line())
     failed = [c for c in checks if c.fatal and not c.ok]
     if failed:
-        click.echo(f"stmpo doctor: {len(failed)} check(s) failed: "
-                   + "; ".join(f"{c.name}: {c.detail}" for c in failed), err=True)
+        reason = (f"stmpo doctor: {len(failed)} check(s) failed: "
+                  + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+        click.echo(reason, err=True)
+        if not sys.stdout.isatty():  # an OpenJD environment: say why in the monitor
+            from .funnel import one_line
+
+            click.echo(f"openjd_fail: {one_line(reason)}")
         sys.exit(int(ExitCode.ENVIRONMENT))
 
 

@@ -126,7 +126,10 @@ class Run:
             if self.cancel_signal is None:
                 self.cancel_signal = signum
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        sigs = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGBREAK"):  # CTRL_BREAK: OpenJD's cancel notice on Windows
+            sigs.append(signal.SIGBREAK)
+        for sig in sigs:
             self._old_handlers[sig] = signal.signal(sig, on_signal)
 
     def _restore_signals(self) -> None:
