@@ -33,10 +33,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--light", type=float, default=0.04, help="seconds per light frame")
+    ap.add_argument("--only", default="", help="comma-separated workloads to run")
     args = ap.parse_args()
+    only = {w for w in args.only.split(",") if w}
     startup = 25 * args.light
     rows = [["workload", "schedule", "makespan s", "x bound", "static/this", "chunks", "wall s"]]
     for name, (knobs, costs) in workloads(args.light).items():
+        if only and name not in only:
+            continue
         results = {}
         for sched in SCHEDULES:
             extra = ["--schedule", sched, "--launch-cost", f"{startup:g}"]

@@ -34,9 +34,10 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 ``STMPO_FAKE_MFR_SHUFFLE``     ``1``: with ``-mfr ON`` frames finish out of order in small
                                deterministic groups
 ``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses
-``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e>`` at start-up and
-                               ``frame <f> <renderer-pid>`` once a frame is written (movie:
-                               rendered); one O_APPEND write per line
+``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time>`` at start-up,
+                               ``frame <f> <renderer-pid> <time>`` once a frame is written
+                               (movie: rendered) and ``error <f> <pid> <time>`` as a strong
+                               error is printed; one O_APPEND write per line
 ``STMPO_FAKE_ARGV_DUMP``       write the launcher's argv as a JSON list to this file
 """
 
@@ -344,6 +345,7 @@ def run_renderer(argv: list[str]) -> int:
     pid = os.getpid()
     for frame in _order(args, knobs):
         if frame in knobs.fail and _once(knobs, "fail", frame):
+            _journal(knobs.journal, f"error {frame} {pid} {time.time():.6f}")
             out("aerender ERROR: After Effects error: Unable to allocate enough memory to "
                 f"render frame {frame}. ( 23 :: 46 )")  # fmt: skip
             return 0
@@ -371,7 +373,7 @@ def run_renderer(argv: list[str]) -> int:
                 out(f"aerender ERROR: After Effects error: Can't write file: {exc}")
                 return 0
         if frame not in knobs.no_write:
-            _journal(knobs.journal, f"frame {frame} {pid}")
+            _journal(knobs.journal, f"frame {frame} {pid} {time.time():.6f}")
         number = frame - args.start + 1 if knobs.relative else frame
         seconds = round(time.monotonic() - t0)
         out(f"PROGRESS:  {timecode(frame)} ({number}): {seconds} Seconds")
@@ -400,7 +402,7 @@ def run_launcher(argv: list[str]) -> int:
         out(f"aerender ERROR: {exc}")
         out("Usage: aerender -project <path> -comp <name> -s <start> -e <end> -output <path>")
         return 1
-    _journal(knobs.journal, f"launch {os.getpid()} {args.start} {args.end}")
+    _journal(knobs.journal, f"launch {os.getpid()} {args.start} {args.end} {time.time():.6f}")
     out("PROGRESS: Launching After Effects...")
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
