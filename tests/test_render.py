@@ -138,3 +138,20 @@ def test_two_runs_on_one_redis_do_not_cross(tmp_path: Path, ext_redis: redis.Red
         for f in (a, b):
             for p in tagged(f.tag):
                 p.kill()
+
+
+def test_adaptive_steals_a_heavy_tail_and_renders_each_frame_once(farm: Farm) -> None:
+    farm.knobs.update(HEAVY="1-20x8", FRAME_COST="0.05", STARTUP="0.3")
+    res = farm.run("--schedule", "adaptive", "--launch-cost", "0.3", frames="1-40",
+                   concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert farm.frames_on_disk() == list(range(1, 41))
+    rendered = farm.journal_frames()
+    assert sorted(rendered) == list(range(1, 41)), "every frame exactly once"
+    s = farm.load_summary()
+    victim = s["chunks"][0]
+    assert victim["stolen_by"], s["chunks"]
+    assert victim["end"] < 20  # its tail went to the idle slot
+    thieves = [c for c in s["chunks"] if c["index"] in victim["stolen_by"]]
+    assert all(c["status"] == "done" and c["start"] > victim["end"] for c in thieves)
+    assert farm.launches() == len([c for c in s["chunks"] if c["status"] == "done"])
