@@ -13,10 +13,11 @@ from typing import Any
 import psutil
 
 from .affinity import plan_blocks
+from .numamap import load_numa_map
 from .options import RenderOptions
 from .plan import plan_chunks
 from .sizing import default_threads_per_slot, size_slots
-from .topology import Topology, adopt_cores, detect, load_numa_map, synthetic
+from .topology import Topology, adopt_cores, detect, synthetic
 
 
 @dataclass(frozen=True)

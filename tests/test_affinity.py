@@ -12,7 +12,8 @@ import pytest
 from stmpo_celery import winaffinity
 from stmpo_celery.affinity import BlockPlan, group_affinity, plan_blocks
 from stmpo_celery.errors import BadInput
-from stmpo_celery.topology import Topology, detect, load_numa_map, synthetic
+from stmpo_celery.numamap import load_numa_map
+from stmpo_celery.topology import Topology, detect, synthetic
 
 DATA = Path(__file__).parent / "data" / "topologies"
 ALL = set(range(1024))

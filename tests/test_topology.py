@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from stmpo_celery.errors import BadInput, ExitCode
+from stmpo_celery.numamap import load_numa_map
 from stmpo_celery.topology import (
     adopt_cores,
     detect,
     format_cpulist,
     from_counts,
-    load_numa_map,
     parse_cpulist,
     synthetic,
 )
