@@ -224,6 +224,8 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
             "--output", str(root / "renders" / "demo_[#####].png"),
             "--aerender", str(fake) if fake.exists() else "stmpo-fake-aerender",
             "--concurrency", str(concurrency), "--no-skip-existing",
+            # the simulator needs little RAM and CPU: size the plan for it
+            "--ram-per-process-gb", "0.5", "--threads-per-slot", "1",
             "--summary", str(root / "summary.json"), "--log-dir", str(root / "logs")]
     click.echo("stmpo " + " ".join(_quote(a) for a in args), err=True)
     cli.main(args=args, prog_name="stmpo", standalone_mode=False)

@@ -327,9 +327,11 @@ class Run:
         redo = [f for f in frames if f not in self.done_frames]
         redo += [f for f in frames if f in self.done_frames and f in set(
             missing_frames(self.prep.pattern, [f]))]
-        for f in missing_frames_suspect(self.prep.pattern, frames, self.done_frames):
+        suspect = missing_frames_suspect(self.prep.pattern, frames, self.done_frames)
+        for f in suspect:  # written by a dying renderer: maybe partial
             with contextlib.suppress(OSError):
                 os.unlink(self.prep.pattern.path_for(f))
+        rec.suspect = sorted(set(rec.suspect) | set(suspect))
         redo = sorted(set(redo))
         self.client.hset(keys.sched_key(self.run_id, "retry"), str(rec.index), json.dumps(redo))
         if rec.task_id is None or not requeue_unacked(self.client, self.run_id, self.queue,

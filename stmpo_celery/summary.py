@@ -70,6 +70,7 @@ def build(run: Run, missing: list[int]) -> dict[str, Any]:
     prep = run.prep
     missing_set = set(missing)
     rendered = [f for f in prep.to_render if f not in missing_set]
+    suspect = sorted({f for c in run.chunks.values() for f in c.suspect})
     return {
         "run": run.run_id,
         "host": run.host,
@@ -88,6 +89,9 @@ def build(run: Run, missing: list[int]) -> dict[str, Any]:
             "skipped_spec": format_frames(prep.skipped),
             "missing": len(missing),
             "missing_spec": format_frames(missing),
+            # written by an aerender that then failed: deleted as possibly partial and
+            # rendered again (if a retry was left); still missing ones are in missing_spec
+            "suspect_spec": format_frames(suspect),
         },
         "output": prep.pattern.raw,
         "plan": run.plan.to_dict(),

@@ -70,6 +70,13 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("env-broker-not-redis", [], {}, {"STMPO_BROKER_URL": "amqp://guest@localhost//"}, 2,
      ["not a Redis URL"]),
     ("profile-unknown", ["--profile", "turbo"], {}, {}, 2, ["unknown profile 'turbo'"]),
+    ("numa-map-not-json", ["--numa-map", "PROJECT"], {}, {}, 2, ["is not JSON"]),
+    ("numa-map-missing", ["--numa-map", "/nonexistent/map.json"], {}, {}, 2,
+     ["cannot read numa map"]),
+    ("numa-map-foreign-cpus", ["--numa-map", "MAP:{\"group_0\": [0, 4000]}"], {}, {}, 2,
+     ["may not use"]),
+    ("numa-map-duplicate-cpu", ["--numa-map", "MAP:{\"group_0\": [0, 1], \"group_1\": [1]}"],
+     {}, {}, 2, ["numa map"]),
     ("env-profile-unknown", [], {}, {"STMPO_PROFILE": "turbo"}, 2, ["unknown profile"]),
 ]
 
@@ -87,7 +94,14 @@ def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
             v = v.replace("OUT", str(farm.out)).replace("PROJECT", str(farm.project))
         kw[k] = v
     aerender = kw.pop("aerender", FAKE)
-    argv = farm.argv(*[a.replace("PROJECT", str(farm.project)) for a in extra], **kw)
+    args = []
+    for a in extra:
+        if a.startswith("MAP:"):  # a NUMA map file with this content
+            path = farm.tmp / "map.json"
+            path.write_text(a[4:])
+            a = str(path)
+        args.append(a.replace("PROJECT", str(farm.project)))
+    argv = farm.argv(*args, **kw)
     if aerender is None or "--aerender" in extra:
         i = argv.index("--aerender")
         del argv[i : i + 2]

@@ -200,3 +200,15 @@ def test_empty_frame_is_not_a_frame_and_is_rerendered(farm: Farm) -> None:
     assert res.returncode == 1
     assert Counter(farm.journal_frames())[3] >= 1
     assert farm.load_summary()["frames"]["missing_spec"] == "3"
+
+
+def test_spawn_delay_staggers_only_first_launches(farm: Farm) -> None:
+    farm.knobs.update(STARTUP="0.1", FRAME_COST="0.01")
+    res = farm.run("--spawn-delay", "0.8", "--schedule", "fixed", "--chunk-size", "2",
+                   frames="1-12", concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    chunks = [c for c in farm.load_summary()["chunks"] if c["status"] == "done"]
+    first = {slot: min(c["t0"] for c in chunks if c["slot"] == slot) for slot in (0, 1)}
+    assert first[1] - first[0] >= 0.75  # slot 1's first launch waited one delay
+    later = sorted(c["t0"] for c in chunks if c["slot"] == 0)[1:]
+    assert later and later[0] - first[0] < 0.75  # slot 0 is never delayed again
