@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import glob
-import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -81,10 +78,6 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
 ]
 
 
-def _stmpo_tmp_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "stmpo-*")))
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
     _id, extra, overrides, env_extra, code, words = case
@@ -105,8 +98,9 @@ def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
     if aerender is None or "--aerender" in extra:
         i = argv.index("--aerender")
         del argv[i : i + 2]
-    env = farm.env(**env_extra)
-    before_dirs = _stmpo_tmp_dirs()
+    private_tmp = farm.tmp / "tmp"  # the run's temp files would land here, and only here
+    private_tmp.mkdir()
+    env = farm.env(TMPDIR=str(private_tmp), **env_extra)
     client = system_redis()
     before_keys = stmpo_keys(client) if client else set()
     t0 = time.monotonic()
@@ -122,7 +116,7 @@ def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
     assert "Traceback" not in res.stderr + res.stdout
     assert not tagged(farm.tag), "nothing may be started"
     assert not farm.journal.exists(), "aerender must not run"
-    assert _stmpo_tmp_dirs() - before_dirs == set()
+    assert list(private_tmp.iterdir()) == []
     if client:
         assert stmpo_keys(client) - before_keys == set()
 
