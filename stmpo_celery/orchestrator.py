@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import redis
 from celery import chord
 
-from . import defaults, events, keys, schedule
+from . import defaults, events, flowerctl, keys, schedule
 from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
 from .broker import BrokerUrl, EmbeddedRedis, mask_url
 from .chunk import frames_label, missing_frames
@@ -80,6 +80,7 @@ class Run:
         self.funnel = LogFunnel(None, stdout)
         self.progress: Progress | None = None
         self._old_handlers: dict[int, Any] = {}
+        self.flower: flowerctl.FlowerProcess | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
@@ -149,6 +150,7 @@ class Run:
             fail_fast=self.o.fail_fast, spawn_delay=self.o.spawn_delay, retries=self.o.retries,
             stall_timeout=self.o.stall_timeout, chunk_timeout=self.o.chunk_timeout,
             schedule=self.plan.schedule, launch_cost=self.o.launch_cost,
+            min_steal=self.prep.chunk_size or 1,
             chunks=list(self.plan.chunks), frames=list(self.prep.to_render),
         )
         spec_path = self.run_dir / "spec.json"
@@ -159,6 +161,8 @@ class Run:
         self.pool.start()
         if self.embedded is not None:
             self.embedded.wait_ready()
+        self.flower = flowerctl.start_for_run(self.o, self.broker, self.run_id, self.queue,
+                                              self.log_dir, self._say)
         self.client = self.broker.client(timeout=10)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(keys.events_channel(self.run_id))
@@ -374,6 +378,8 @@ class Run:
 
     # -- end ----------------------------------------------------------------------
     def _teardown(self) -> None:
+        if self.flower is not None:  # first: it must not re-create keys of the run
+            self.flower.stop()
         if self.pool is not None:
             self.pool.kill_all()
         if self.client is not None:

@@ -9,7 +9,7 @@ that were skipped (already on disk) split ranges, never get rendered again.
   frames (at least ``chunk_size`` when given), big first, small at the end.
 * ``adaptive`` — starts as ``static``; at run time an idle slot takes over the
   unrendered tail of the running chunk with the most work left (see
-  :mod:`stmpo_celery.steal`).
+  :mod:`stmpo_celery.steal`), never a tail shorter than ``chunk_size`` frames.
 """
 
 from __future__ import annotations

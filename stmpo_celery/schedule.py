@@ -119,7 +119,8 @@ def _steal_or_wait(ctx: SlotContext, index: int) -> Steal | None:
         model = CostModel(costs, default)
         launch = learn_launch(launches, model, ctx.spec.launch_cost)
         now = time.time()
-        plan = plan_steal(running, model, launch, now, min_gain=max(0.25 * launch, default))
+        plan = plan_steal(running, model, launch, now, min_gain=max(0.25 * launch, default),
+                          min_frames=ctx.spec.min_steal)
         if plan is not None:
             victim = next(r for r in running if r.index == plan.victim)
             info = {"s": plan.start, "state": "running", "t0": now, "tf": None,

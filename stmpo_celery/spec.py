@@ -27,6 +27,7 @@ class RunSpec:
     chunk_timeout: float = 0.0
     schedule: str = "static"
     launch_cost: float = 30.0
+    min_steal: int = 1  #: adaptive: the shortest tail a steal may take (--chunk-size)
     chunks: list[tuple[int, int]] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)  #: the frames to render (after skips)
 

@@ -79,8 +79,9 @@ def remaining(r: Running, model: CostModel, launch: float, now: float) -> tuple[
 
 
 def plan_steal(running: Sequence[Running], model: CostModel, launch: float, now: float,
-               min_gain: float) -> Steal | None:
-    """The best tail to take now, or None when no steal brings a finish forward enough."""
+               min_gain: float, min_frames: int = 1) -> Steal | None:
+    """The best tail to take now (at least ``min_frames`` long), or None when no steal
+    brings a finish forward by ``min_gain`` seconds."""
     best: Steal | None = None
     for r in running:
         current = r.done + 1
@@ -94,6 +95,8 @@ def plan_steal(running: Sequence[Running], model: CostModel, launch: float, now:
         best_k, best_finish = None, total
         for j, c in enumerate(tail):
             finish = max(kept, launch + rest)
+            if len(tail) - j < min_frames:
+                break
             if finish < best_finish:
                 best_k, best_finish = current + j, finish
             kept += c

@@ -61,6 +61,9 @@ def check_numbers(o: RenderOptions) -> int | None:
         return None
     if not size.lstrip("-").isdigit() or int(size) <= 0:
         raise BadInput(f"--chunk-size {o.chunk_size!r} is not a frame count: use auto or e.g. 10")
+    if o.schedule == "static":
+        raise BadInput("--chunk-size does nothing with --schedule static (N equal blocks): "
+                       "drop it, or use --schedule fixed")
     return int(size)
 
 

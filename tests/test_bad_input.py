@@ -45,6 +45,8 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("mfr-cpu-101", ["--mfr-max-cpu", "101"], {}, {}, 2, ["--mfr-max-cpu"]),
     ("chunk-size-zero", ["--chunk-size", "0"], {}, {}, 2, ["--chunk-size"]),
     ("chunk-size-text", ["--chunk-size", "big"], {}, {}, 2, ["--chunk-size", "'big'"]),
+    ("chunk-size-static", ["--chunk-size", "10", "--schedule", "static"], {}, {}, 2,
+     ["does nothing with --schedule static"]),
     ("retries-negative", ["--retries", "-1"], {}, {}, 2, ["--retries"]),
     ("spawn-delay-negative", ["--spawn-delay", "-1"], {}, {}, 2, ["--spawn-delay"]),
     ("schedule-unknown", ["--schedule", "magic"], {}, {}, 2, ["--schedule"]),

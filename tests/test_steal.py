@@ -70,3 +70,13 @@ def test_spares_and_predicted_makespan() -> None:
     assert spare_tasks(4, 240) == 16 and spare_tasks(4, 4) == 0
     assert predict_makespan([(1, 60), (61, 120)], 2, 10.0, 1.0) == 70.0
     assert predict_makespan([(1, 10)] * 4, 2, 1.0, 1.0) == 22.0
+
+
+def test_min_frames_bounds_the_stolen_tail() -> None:
+    m = CostModel({f: 1.0 for f in range(1, 11)}, default=1.0)
+    victim = Running(0, 1, 30, 10, started_at=0.0, frame_started_at=20.0)
+    free = plan_steal([victim], m, launch=2.0, now=20.0, min_gain=0.5)
+    assert free is not None and free.end - free.start + 1 < 12
+    bounded = plan_steal([victim], m, launch=2.0, now=20.0, min_gain=0.5, min_frames=12)
+    assert bounded is not None and bounded.end - bounded.start + 1 >= 12
+    assert plan_steal([victim], m, launch=2.0, now=20.0, min_gain=0.5, min_frames=25) is None
