@@ -4,7 +4,7 @@ Every chunk is a contiguous inclusive range (aerender takes ``-s``/``-e``); fram
 that were skipped (already on disk) split ranges, never get rendered again.
 
 * ``static`` — N equal blocks, one per slot (the reference orchestrator's split).
-* ``fixed`` — chunks of ``chunk_size`` frames pulled by idle slots.
+* ``fixed`` — chunks of ``chunk_size`` frames (auto: four per slot) pulled by idle slots.
 * ``guided`` — guided self-scheduling: each chunk is ``ceil(remaining / N)``
   frames (at least ``chunk_size`` when given), big first, small at the end.
 * ``adaptive`` — starts as ``static``; at run time an idle slot takes over the
@@ -69,14 +69,16 @@ def plan_chunks(frames: Sequence[int], n_slots: int, schedule: str = "static",
     if not frames:
         return []
     total = len(frames)
-    if schedule == "fixed" and chunk_size:
+    if schedule == "fixed":
+        # auto: four chunks per slot, so idle slots can even out the tail
+        chunk_size = chunk_size or max(1, math.ceil(total / (4 * max(1, n_slots))))
         out: list[tuple[int, int]] = []
         for a, b in runs(frames):  # every contiguous run cut into chunk_size pieces
             out.extend((s, min(b, s + chunk_size - 1)) for s in range(a, b + 1, chunk_size))
         return out
     if schedule == "guided":
         sizes = guided_sizes(total, n_slots, chunk_size or 1)
-    else:  # static, adaptive (initial plan), fixed with auto size
+    else:  # static, adaptive (initial plan)
         sizes = equal_sizes(total, n_slots)
     return _cut(frames, sizes)
 

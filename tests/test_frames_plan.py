@@ -135,3 +135,8 @@ def test_aerender_resolution_order(tmp_path: Path) -> None:
     os.chmod(noexec, 0o644)
     with pytest.raises(EnvironmentProblem, match="not executable"):
         resolve_aerender(str(noexec), env)
+
+
+def test_fixed_auto_size_is_four_chunks_per_slot() -> None:
+    chunks = plan_chunks(list(range(1, 241)), 4, "fixed")
+    assert len(chunks) == 16 and all(e - s + 1 == 15 for s, e in chunks)
