@@ -212,3 +212,49 @@ def test_spawn_delay_staggers_only_first_launches(farm: Farm) -> None:
     assert first[1] - first[0] >= 0.75  # slot 1's first launch waited one delay
     later = sorted(c["t0"] for c in chunks if c["slot"] == 0)[1:]
     assert later and later[0] - first[0] < 0.75  # slot 0 is never delayed again
+
+
+def test_password_never_appears_in_logs_or_summary(farm: Farm, tmp_path: Path) -> None:
+    from stmpo_celery.broker import find_redis_server
+
+    server = find_redis_server()
+    assert server
+    sock = tmp_path / "r.sock"
+    srv = subprocess.Popen([server, "--port", "0", "--unixsocket", str(sock), "--requirepass",
+                            "Pw9SecretZ", "--save", ""], stdout=subprocess.DEVNULL)
+    try:
+        import redis as r
+
+        wait_for(lambda: _pings(r.Redis(unix_socket_path=str(sock), password="Pw9SecretZ")),
+                 timeout=5)
+        res = farm.run("--broker", f"redis+socket://:Pw9SecretZ@{sock}", frames="1-6")
+        assert res.returncode == 0, res.stdout + res.stderr
+        texts = [res.stdout, res.stderr, farm.summary.read_text()]
+        texts += [p.read_text(errors="replace") for p in farm.logs.iterdir()]
+        assert all("Pw9SecretZ" not in t for t in texts)
+        assert ":***@" in farm.summary.read_text()
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def test_hostile_names_pass_through_intact(farm: Farm, tmp_path: Path) -> None:
+    weird = tmp_path / "dir with spaces; $(touch pwned) 'q' \"dq\" é"
+    weird.mkdir()
+    project = weird / "shot, v2 ü.aep"
+    project.write_text("aep")
+    comp = "Comp \"final\"; $(rm -rf /) `x` ü\\n"
+    dump = tmp_path / "argv.json"
+    env = farm.env(STMPO_FAKE_ARGV_DUMP=str(dump))
+    argv = farm.argv(frames="1-3", concurrency=1, comp=comp,
+                     output=str(weird / "out, (1) ü" / "f_[####].png"))
+    argv[argv.index("--project") + 1] = str(project)
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    import json
+
+    got = json.loads(dump.read_text())
+    assert got[got.index("-comp") + 1] == comp
+    assert got[got.index("-project") + 1] == str(project)
+    assert not (Path.cwd() / "pwned").exists() and not (weird / "pwned").exists()
+    assert len(list((weird / "out, (1) ü").glob("f_*.png"))) == 3
