@@ -66,6 +66,8 @@ class SlotContext:
     #: the chunk's current end (the adaptive schedule lowers it when a slot steals the tail)
     frame_hook: Callable[[int, int, int | None, float | None, float | None], int | None] | None = (
         None)
+    #: sees every event before it is published (the slot's live state for Flower and status)
+    observer: Callable[[str, dict[str, Any]], None] | None = None
 
     def emit(self, label: str, line: str) -> None:
         """One whole line into the merged stream (the orchestrator's log funnel)."""
@@ -74,6 +76,8 @@ class SlotContext:
             os.write(self.out_fd, data)
 
     def publish(self, kind: str, **fields: Any) -> None:
+        if self.observer is not None:
+            self.observer(kind, fields)
         with contextlib.suppress(redis.RedisError):
             events.publish(self.client, self.spec.run_id, kind, **{"slot": self.slot, **fields})
 

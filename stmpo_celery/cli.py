@@ -267,6 +267,9 @@ def _register_commands() -> None:
 
     cli.add_command(bundle_command, "bundle")
     cli.add_command(fonts_group, "fonts")
+    from .cli_monitor import host_group, status_command
+    cli.add_command(status_command, "status")
+    cli.add_command(host_group, "host")
 
 
 _register_commands()

@@ -40,7 +40,7 @@ def abort_key(run_id: str) -> str:
 
 
 def state_key(run_id: str) -> str:
-    """Hash: one field per chunk index with its live JSON state (for ``stmpo status``)."""
+    """Hash: ``slot<K>`` -> the slot's live JSON state, and ``frames_done`` (``stmpo status``)."""
     return f"stmpo:{run_id}:x:state"
 
 

@@ -18,6 +18,7 @@ from celery import Celery, Task
 from . import events, keys, schedule
 from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK
 from .chunk import ChunkFailed, SlotContext, run_chunk
+from .slotmon import SlotMonitor
 
 
 def register(app: Celery, ctx: SlotContext) -> None:
@@ -25,7 +26,9 @@ def register(app: Celery, ctx: SlotContext) -> None:
     ctx.frame_hook = lambda index, done, frame, cost, first: schedule.on_frame(
         ctx, index, done, frame, cost, first)
 
-    @app.task(name=RENDER_CHUNK, bind=True)
+    # Celery's own task events wait in a busy solo slot until the chunk ends: the slot
+    # monitor sends this task's events live instead (see slotmon).
+    @app.task(name=RENDER_CHUNK, bind=True, send_events=False)
     def render_chunk(self: Task, run_id: str, index: int) -> dict[str, Any]:
         if run_id != spec.run_id:  # never render another run's message
             raise ChunkFailed(f"task for run {run_id} reached a slot of run {spec.run_id}")
@@ -37,9 +40,6 @@ def register(app: Celery, ctx: SlotContext) -> None:
             ctx.publish("chunk-idle", index=index, status="idle")
             return {"index": index, "status": "idle"}
         frames, attempt = claim
-        # A solo slot buffers its own task events until the task ends: say it now.
-        self.send_event("task-progress", index=index, frames=f"{frames[0]}-{frames[-1]}",
-                        done=0, total=len(frames), slot=ctx.slot)
         try:
             result = run_chunk(ctx, index, frames, attempt, task_id=self.request.id)
         except ChunkFailed as exc:
@@ -59,6 +59,8 @@ def register(app: Celery, ctx: SlotContext) -> None:
         result["status"] = "done"
         ctx.publish("chunk-done", **result)
         return result
+
+    SlotMonitor(app, ctx).install(RENDER_CHUNK)
 
     @app.task(name=ON_CHUNK_ERROR)
     def on_chunk_error(request: Any, exc: Any, traceback: Any) -> None:

@@ -10,7 +10,9 @@ from .aerender import resolve_aerender
 from .broker import BrokerUrl, check_reachable, parse_broker_url
 from .chunk import missing_frames
 from .errors import BadInput
+from .flowerctl import check_bind
 from .frames import parse_frames
+from .hostsvc import discover_broker
 from .options import RenderOptions
 from .pattern import OutputPattern, parse_output
 from .plan import SCHEDULES
@@ -78,6 +80,8 @@ def prepare(o: RenderOptions) -> Prepared:
     frames = parse_frames(o.frames)
     pattern = parse_output(o.output)
     chunk_size = check_numbers(o)
+    if o.flower:
+        check_bind(o.flower, o.flower_auth, o.flower_url_prefix)
     if not pattern.is_sequence and o.concurrency > 1:
         raise BadInput(
             f"--output {o.output!r} has no frame token, so one process must write the movie: "
@@ -92,7 +96,12 @@ def prepare(o: RenderOptions) -> Prepared:
         raise BadInput(f"project is not a file: {project}")
     aerender = resolve_aerender(o.aerender)
     broker: BrokerUrl | None = None
+    notes: list[str] = []
     url = o.broker or os.environ.get(defaults.BROKER_ENV) or None
+    if not url:
+        url = discover_broker()
+        if url:
+            notes.append("using the host service's Redis (stmpo host up)")
     if url:
         broker = parse_broker_url(url)
         check_reachable(broker)
@@ -108,7 +117,6 @@ def prepare(o: RenderOptions) -> Prepared:
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise BadInput(f"output directory is not writable: {out_dir}")
     to_render = frames
-    notes: list[str] = []
     if o.skip_existing and pattern.is_sequence:
         missing = set(missing_frames(pattern, frames))
         to_render = [f for f in frames if f in missing]

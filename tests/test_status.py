@@ -1,0 +1,163 @@
+"""`stmpo status` against live runs, and host service mode (`stmpo host up|down`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import BIN, Farm, wait_for
+
+from stmpo_celery import keys
+
+pytestmark = pytest.mark.slow
+SLOW = {"STARTUP": "0.3", "FRAME_COST": "0.2"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stmpo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stmpo_celery.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+
+def run_id_of(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    for line in iter(proc.stdout.readline, ""):
+        if line.startswith("stmpo: stmpo run "):
+            return line.split()[3]
+    raise AssertionError("no run line")
+
+
+def status_json(env: dict[str, str], *extra: str) -> dict[str, Any]:
+    res = stmpo("status", "--json", "--once", *extra, env=env)
+    assert res.returncode == 0, res.stderr
+    data: dict[str, Any] = json.loads(res.stdout)
+    return data
+
+
+def find_run(snap: dict[str, Any], run_id: str) -> dict[str, Any] | None:
+    return next((r for r in snap["runs"] if r["run"] == run_id), None)
+
+
+def test_status_json_once_shows_a_live_embedded_run(farm: Farm) -> None:
+    farm.knobs.update(SLOW)
+    proc = farm.start("--schedule", "fixed", "--chunk-size", "6", frames="1-36", concurrency=2)
+    run_id = run_id_of(proc)
+    env = farm.env()
+
+    def rendering() -> dict[str, Any] | None:
+        run = find_run(status_json(env), run_id)
+        if run and run["frames_done"] > 0 and any(
+                s["state"] == "rendering" and s["done"] > 0 for s in run["slots"]):
+            return run
+        return None
+
+    run = wait_for(rendering, timeout=30, step=0.3)
+    assert run, status_json(env)
+    assert run["frames"] == 36 and run["host"] == keys.host_name()
+    assert [s["node"] for s in run["slots"]] == [keys.node_name(0, run_id),
+                                               keys.node_name(1, run_id)]
+    busy = next(s for s in run["slots"] if s["state"] == "rendering")
+    assert busy["total"] == 6 and 0 < busy["done"] <= 6 and busy["label"].startswith("f")
+    assert run["queue_length"] >= 1  # chunks not yet taken
+    text = stmpo("status", "--once", env=env).stdout
+    assert f"run {run_id} on" in text and "slot0" in text and "slot1" in text
+    assert proc.wait(timeout=60) == 0
+    assert find_run(status_json(env), run_id) is None  # gone with the run
+    assert not farm.leftovers()
+
+
+def _host_env(farm: Farm, host_dir: Path) -> dict[str, str]:
+    env = farm.env(STMPO_HOST_DIR=str(host_dir))
+    env.pop("STMPO_FLOWER_AUTH", None)
+    return env
+
+
+def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
+        farm: Farm, tmp_path: Path) -> None:
+    host_dir = tmp_path / "hostsvc"
+    env = _host_env(farm, host_dir)
+    port, fport = free_port(), free_port()
+    up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}", env=env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        broker_file = host_dir / "broker.url"
+        assert oct(broker_file.stat().st_mode & 0o777) == "0o600"
+        url = broker_file.read_text().strip()
+        assert "@127.0.0.1:" in url and url.split("@")[0].count(":") == 2  # has a password
+        assert str(port) in url and url not in up.stdout
+        os.environ["STMPO_HOST_DIR"] = str(host_dir)
+        try:
+            from stmpo_celery.hostsvc import discover_broker
+
+            assert discover_broker() == url
+        finally:
+            del os.environ["STMPO_HOST_DIR"]
+        client = redis.Redis.from_url(url, decode_responses=True)
+
+        a, b = Farm(tmp_path / "a"), Farm(tmp_path / "b")
+        procs, ids = [], []
+        for f in (a, b):
+            f.knobs.update(SLOW)
+            f.tag = farm.tag  # one tag: the fixture kills whatever is left
+            run_env = f.env(STMPO_BROKER_URL=url)
+            p = f.start("--schedule", "fixed", "--chunk-size", "4", frames="1-16",
+                        concurrency=2, env=run_env)
+            procs.append(p)
+            ids.append(run_id_of(p))
+
+        def both_listed() -> bool:
+            snap = status_json(env)  # no --broker: found through the host directory
+            runs = [find_run(snap, i) for i in ids]
+            return all(r and r["frames_done"] > 0 and r["broker"] == "host service"
+                       for r in runs)
+
+        assert wait_for(both_listed, timeout=30, step=0.3), status_json(env)
+        for p in procs:
+            assert p.wait(timeout=60) == 0
+        tasks = _host_flower_tasks(fport)
+        workers = {t["worker"] for t in tasks.values() if t.get("worker")}
+        for run_id in ids:  # the host Flower saw the slots of both runs
+            assert {keys.node_name(0, run_id), keys.node_name(1, run_id)} <= workers
+        for t in tasks.values():  # every chunk ran on a slot of its own run
+            if t.get("name") == "stmpo.render_chunk" and t.get("worker"):
+                assert t["worker"].split(".")[1].split("@")[0] in (t.get("args") or ""), t
+        assert sorted(a.frames_on_disk()) == sorted(b.frames_on_disk()) == list(range(1, 17))
+        left = set(client.scan_iter(match="*", count=1000))
+        assert not {k for k in left for i in ids if i in k}, left  # no key of either run
+        assert not any("kombu" in k and not k.startswith("stmpo:????????:") for k in left)
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not (host_dir / "broker.url").exists()
+    assert (host_dir / "redis.conf").exists()  # the password persists for the next `up`
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    assert not farm.leftovers()
+
+
+def _host_flower_tasks(port: int) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/tasks")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+    return data
+
+
+def test_host_flower_refuses_open_bind_without_auth(tmp_path: Path) -> None:
+    env = dict(os.environ, STMPO_HOST_DIR=str(tmp_path / "h"), PATH=f"{BIN}:{os.environ['PATH']}")
+    env.pop("STMPO_FLOWER_AUTH", None)
+    res = stmpo("host", "up", "--port", str(free_port()), "--flower", "0.0.0.0:5555", env=env)
+    assert res.returncode == 2 and "--flower-auth" in res.stderr
+    assert not (tmp_path / "h" / "broker.url").exists()
