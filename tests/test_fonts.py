@@ -253,7 +253,7 @@ def test_holder_skips_launchers_and_one_shot_shells(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import json, subprocess, sys
         out = subprocess.run(["sh", "-c", sys.argv[1] + " -c 'import json, os, psutil; "
-            "from stmpo_celery.fonts import holder_process; "
+            "from stmpo_celery.fontleases import holder_process; "
             "print(json.dumps(holder_process().pid))'"], capture_output=True, text=True)
         print(json.dumps({"holder": json.loads(out.stdout), "me": __import__("os").getpid()}))
     """)
