@@ -99,15 +99,17 @@ def cancel() -> float:
     return gone - t
 
 
-def rss() -> tuple[float, list[float]]:
+def rss() -> tuple[float, list[float], list[float]]:
     r = Run("1-200", 4, {"STARTUP": "0.2", "FRAME_COST": "0.2"})
     while len(r.journal("frame")) < 8:
         time.sleep(0.01)
     orch = psutil.Process(r.proc.pid).memory_info().rss / 2**20
-    slots = [p.memory_info().rss / 2**20 for p in r.procs() if p.name().startswith("stmpo-slot")]
+    slot_procs = [p for p in r.procs() if p.name().startswith("stmpo-slot")]
+    slots = [p.memory_info().rss / 2**20 for p in slot_procs]
+    unique = [p.memory_full_info().uss / 2**20 for p in slot_procs]
     r.proc.send_signal(signal.SIGTERM)
     r.proc.wait()
-    return orch, slots
+    return orch, slots, unique
 
 
 def main() -> None:
@@ -120,9 +122,10 @@ def main() -> None:
                      f"{statistics.median(r[1] for r in runs):.2f}", "<= 0.5"])
     rows.append(["strong error -> all processes gone", "4", f"{fail_fast():.2f}", "<= 1.0"])
     rows.append(["SIGTERM -> all processes gone", "4", f"{cancel():.2f}", "<= 1.0"])
-    orch, slots = rss()
+    orch, slots, unique = rss()
     rows.append(["RSS orchestrator (MB)", "4", f"{orch:.0f}", ""])
     rows.append(["RSS per slot (MB, max)", "4", f"{max(slots):.0f}", "<= 80"])
+    rows.append(["unique memory per slot (USS, MB, max)", "4", f"{max(unique):.0f}", ""])
     print(table(rows))
 
 

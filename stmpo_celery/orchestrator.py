@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import redis
 from celery import chord
+from kombu.utils.uuid import uuid
 
 from . import defaults, events, flowerctl, keys, schedule
 from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
@@ -197,8 +198,11 @@ class Run:
         # result: do not subscribe to every task's result channel when sending it.
         app.backend.on_task_call = lambda *_a, **_k: None
         app.backend.remove_pending_result = lambda result: result
-        header = [app.signature(RENDER_CHUNK, args=(self.run_id, i), queue=self.queue)
-                  for i in range(n_tasks)]
+        header = []
+        for i in range(n_tasks):  # ids known up front: a stop can tell Flower which ended
+            self.chunks[i].task_id = uuid()
+            header.append(app.signature(RENDER_CHUNK, args=(self.run_id, i), queue=self.queue,
+                                        task_id=self.chunks[i].task_id))
         body = app.signature(FINALIZE, queue=self.queue)
         c = chord(header, body)
         c.link_error(app.signature(ON_CHUNK_ERROR))
@@ -360,6 +364,21 @@ class Run:
         if self.pool is not None:
             self.pool.kill_all()
         self._purge()
+        self._announce_revoked()
+
+    def _announce_revoked(self) -> None:
+        """Tell Flower that the chunks still queued or rendering ended with the run."""
+        app = getattr(self, "app", None)
+        ids = [c.task_id for c in self.chunks.values() if c.task_id and not c.terminal]
+        if app is None or not ids:
+            return
+        with contextlib.suppress(Exception), app.connection_for_write() as conn:
+            dispatcher = app.events.Dispatcher(
+                conn, hostname=f"orchestrator.{self.run_id}@{self.host}", enabled=True)
+            for task_id in ids:
+                dispatcher.send("task-revoked", uuid=task_id, terminated=True,
+                                signum="SIGKILL", expired=False, retry=False)
+            dispatcher.close()
 
     def _purge(self) -> None:
         app = getattr(self, "app", None)
