@@ -21,13 +21,11 @@ from types import FrameType
 from typing import Any, TextIO
 
 import redis
-from celery import chord
-from kombu.utils.uuid import uuid
 
 from . import defaults, events, flowerctl, keys, schedule
-from .app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
 from .broker import BrokerUrl, EmbeddedRedis, mask_url
 from .chunk import frames_label, missing_frames
+from .dispatch import RunQueue, delete_run_keys
 from .errors import ExitCode
 from .frames import parse_frames
 from .funnel import LogFunnel, one_line
@@ -63,6 +61,7 @@ class Run:
         self.embedded: EmbeddedRedis | None = None
         self.broker: BrokerUrl | None = prep.broker
         self.pool: SlotPool | None = None
+        self.run_queue: RunQueue | None = None
         self.client: redis.Redis | None = None
         self.chunks: dict[int, ChunkRecord] = {}
         self.failures: list[ChunkRecord] = []
@@ -193,21 +192,9 @@ class Run:
 
     def _enqueue(self, n_tasks: int) -> None:
         assert self.broker is not None
-        app = make_app(self.broker, self.run_id, self.queue)
-        # The orchestrator follows the run on its event channel and never waits on a
-        # result: do not subscribe to every task's result channel when sending it.
-        app.backend.on_task_call = lambda *_a, **_k: None
-        app.backend.remove_pending_result = lambda result: result
-        header = []
-        for i in range(n_tasks):  # ids known up front: a stop can tell Flower which ended
-            self.chunks[i].task_id = uuid()
-            header.append(app.signature(RENDER_CHUNK, args=(self.run_id, i), queue=self.queue,
-                                        task_id=self.chunks[i].task_id))
-        body = app.signature(FINALIZE, queue=self.queue)
-        c = chord(header, body)
-        c.link_error(app.signature(ON_CHUNK_ERROR))
-        c.apply_async(queue=self.queue)
-        self.app = app
+        self.run_queue = RunQueue(self.broker, self.run_id, self.queue, self.host)
+        for i, task_id in enumerate(self.run_queue.send_chord(n_tasks)):
+            self.chunks[i].task_id = task_id
 
     def progress_status(self, text: str) -> None:
         if self.progress is not None:
@@ -363,29 +350,10 @@ class Run:
                 self.client.set(keys.abort_key(self.run_id), reason, nx=True)
         if self.pool is not None:
             self.pool.kill_all()
-        self._purge()
-        self._announce_revoked()
-
-    def _announce_revoked(self) -> None:
-        """Tell Flower that the chunks still queued or rendering ended with the run."""
-        app = getattr(self, "app", None)
-        ids = [c.task_id for c in self.chunks.values() if c.task_id and not c.terminal]
-        if app is None or not ids:
-            return
-        with contextlib.suppress(Exception), app.connection_for_write() as conn:
-            dispatcher = app.events.Dispatcher(
-                conn, hostname=f"orchestrator.{self.run_id}@{self.host}", enabled=True)
-            for task_id in ids:
-                dispatcher.send("task-revoked", uuid=task_id, terminated=True,
-                                signum="SIGKILL", expired=False, retry=False)
-            dispatcher.close()
-
-    def _purge(self) -> None:
-        app = getattr(self, "app", None)
-        if app is None:
-            return
-        with contextlib.suppress(Exception), app.connection_for_write() as conn:
-            conn.default_channel.queue_purge(self.queue)
+        if self.run_queue is not None:
+            self.run_queue.purge()
+            self.run_queue.announce_revoked(
+                c.task_id for c in self.chunks.values() if c.task_id and not c.terminal)
 
     def _broker_lost(self) -> None:
         which = "embedded Redis" if self.embedded is not None else (
@@ -405,26 +373,13 @@ class Run:
             with contextlib.suppress(Exception):
                 self.pubsub.close()
             if self.embedded is None:  # an embedded Redis is stopped with all it holds
-                self._delete_keys()
+                delete_run_keys(self.client, self.run_id)
             with contextlib.suppress(Exception):
                 self.client.close()
         if self.embedded is not None:
             self.embedded.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self._restore_signals()
-
-    def _delete_keys(self) -> None:
-        assert self.client is not None
-        with contextlib.suppress(redis.RedisError, OSError):
-            batch: list[str] = []
-            for key in self.client.scan_iter(match=keys.prefix(self.run_id) + "*", count=500):
-                batch.append(key)
-                if len(batch) >= 500:
-                    self.client.delete(*batch)
-                    batch = []
-            if batch:
-                self.client.delete(*batch)
-            self.client.hdel(keys.REGISTRY, self.run_id)
 
     def _finish(self) -> ExitCode:
         pattern = self.prep.pattern
