@@ -75,6 +75,30 @@ def _usable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+_MAGIC = (b"\x7fELF", b"MZ", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe",
+          b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+
+
+def why_not_runnable(path: str) -> str | None:
+    """Why the OS could not start ``path`` (not a program, a missing interpreter), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if head.startswith(_MAGIC):
+        return None
+    if head.startswith(b"#!"):
+        line = head[2:].split(b"\n", 1)[0].strip().split()
+        interp = line[0].decode(errors="replace") if line else ""
+        if not interp or not os.path.exists(interp):
+            return f"its interpreter {interp or '(none)'} does not exist"
+        return None
+    if sys.platform == "win32" and path.lower().endswith((".bat", ".cmd")):
+        return None
+    return "is not a program (no executable header or #! line)"
+
+
 def resolve_aerender(explicit: str | None, env: dict[str, str] | None = None) -> str:
     """``--aerender``, else ``$AERENDER_PATH``, else ``aerender`` on PATH, else a standard
     install location. An explicit value that is a bare name is looked up on PATH."""
@@ -93,6 +117,9 @@ def resolve_aerender(explicit: str | None, env: dict[str, str] | None = None) ->
             raise EnvironmentProblem(
                 f"aerender from {label} is not executable: {value} (chmod +x it)"
             )
+        problem = why_not_runnable(path)
+        if problem:
+            raise EnvironmentProblem(f"aerender from {label} cannot run: {value} {problem}")
         return os.path.abspath(path)
     on_path = shutil.which("aerender", path=env.get("PATH"))
     if on_path:

@@ -25,7 +25,9 @@ def _pin(cpus_arg: str) -> str | None:
     try:
         os.sched_setaffinity(0, cpus)
     except (OSError, AttributeError, ValueError) as exc:
-        return f"could not pin to CPUs {cpus_arg}: {exc}"
+        why = getattr(exc, "strerror", None) or str(exc)
+        # the same text from every slot: the orchestrator says it once
+        return f"CPU pinning failed ({why}): slots run unpinned; --no-affinity silences this"
     return None
 
 

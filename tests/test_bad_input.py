@@ -54,6 +54,10 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
      ["aerender", "does not exist"]),
     ("aerender-dir", ["--aerender", "/tmp"], {}, {}, 3, ["is a directory"]),
     ("aerender-not-executable", ["--aerender", "PROJECT"], {}, {}, 3, ["not executable"]),
+    ("aerender-not-a-program", ["--aerender", "SCRIPT:echo hi"], {}, {}, 3,
+     ["cannot run", "not a program"]),
+    ("aerender-bad-interpreter", ["--aerender", "SCRIPT:#!/nonexistent/python\n"], {}, {}, 3,
+     ["cannot run", "/nonexistent/python"]),
     ("aerender-env-missing", [], {"aerender": None}, {"AERENDER_PATH": "/nope/aerender"}, 3,
      ["$AERENDER_PATH", "does not exist"]),
     ("broker-not-redis", ["--broker", "http://127.0.0.1:6379"], {}, {}, 2,
@@ -94,6 +98,11 @@ def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
         if a.startswith("MAP:"):  # a NUMA map file with this content
             path = farm.tmp / "map.json"
             path.write_text(a[4:])
+            a = str(path)
+        elif a.startswith("SCRIPT:"):  # an executable file with this content
+            path = farm.tmp / "aerender"
+            path.write_text(a[7:])
+            path.chmod(0o755)
             a = str(path)
         args.append(a.replace("PROJECT", str(farm.project)))
     argv = farm.argv(*args, **kw)
