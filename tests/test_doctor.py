@@ -1,0 +1,44 @@
+"""`stmpo doctor`: one line per check, exit 3 when a check fails, a reason for OpenJD."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import FAKE
+
+STMPO = [sys.executable, "-m", "stmpo_celery.cli", "doctor"]
+
+
+def doctor(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ, STMPO_FAKE_STARTUP="0.1", **env)
+    e.pop("STMPO_BROKER_URL", None)
+    return subprocess.run([*STMPO, *args], capture_output=True, text=True, timeout=60, env=e,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_a_healthy_host_passes_every_check(tmp_path: Path) -> None:
+    res = doctor("--aerender", FAKE, "--output-dir", str(tmp_path / "out"), "--min-ram-gb", "0.1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    names = [ln.split()[1].rstrip(":") for ln in res.stdout.splitlines()]
+    assert names == ["aerender", "broker", "pinning", "ram", "disk", "licence"]
+    assert "aerender version" in res.stdout  # it really ran aerender -version
+    assert "openjd_fail" not in res.stdout
+
+
+def test_a_failing_check_exits_3_and_tells_openjd_why(tmp_path: Path) -> None:
+    res = doctor("--aerender", "/nonexistent/aerender", "--broker", "redis://127.0.0.1:1/0")
+    assert res.returncode == 3
+    assert res.stdout.splitlines()[0].startswith("FAIL aerender:")
+    fail = [ln for ln in res.stdout.splitlines() if ln.startswith("openjd_fail: ")]
+    assert len(fail) == 1 and "aerender" in fail[0] and "broker" in fail[0]
+    assert "2 check(s) failed" in res.stderr
+
+
+def test_not_enough_disk_or_ram_fails(tmp_path: Path) -> None:
+    res = doctor("--aerender", FAKE, "--output-dir", str(tmp_path), "--min-disk-gb", "1e9",
+                 "--min-ram-gb", "1e9")
+    assert res.returncode == 3
+    assert "FAIL ram:" in res.stdout and "FAIL disk:" in res.stdout
