@@ -206,7 +206,7 @@ def test_tree_launcher_and_afterfx_and_sigterm_orphans_renderer(fake: Fake) -> N
 @pytest.mark.skipif(not POSIX, reason="signals")
 def test_ignore_sigterm_needs_sigkill(fake: Fake) -> None:
     launcher = fake.start(fake.argv(0, 0), IGNORE_SIGTERM="1", HANG_FRAME="0")
-    wait_for(lambda: len(psutil.Process(launcher.pid).children()) == 1)
+    wait_for(lambda: len(psutil.Process(launcher.pid).children()) == 1, timeout=30)
     (renderer,) = psutil.Process(launcher.pid).children()
     if sys.platform.startswith("linux"):
         wait_for(lambda: renderer.name() == "AfterFX")  # named once SIGTERM is ignored

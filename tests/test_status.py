@@ -118,11 +118,15 @@ def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
             procs.append(p)
             ids.append(run_id_of(p))
 
+        seen: set[str] = set()
+
         def both_listed() -> bool:
             snap = status_json(env)  # no --broker: found through the host directory
-            runs = [find_run(snap, i) for i in ids]
-            return all(r and r["frames_done"] > 0 and r["broker"] == "host service"
-                       for r in runs)
+            for i in ids:
+                r = find_run(snap, i)
+                if r and r["frames_done"] > 0 and r["broker"] == "host service":
+                    seen.add(i)
+            return seen == set(ids)
 
         assert wait_for(both_listed, timeout=30, step=0.3), status_json(env)
         for p in procs:
