@@ -6,7 +6,6 @@ plans another host from a laptop with the very code ``stmpo render`` runs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,7 @@ from .numamap import load_numa_map
 from .options import RenderOptions
 from .plan import plan_chunks
 from .sizing import default_threads_per_slot, size_slots
-from .topology import Topology, adopt_cores, detect, synthetic
+from .topology import Topology, adopt_cores, detect, format_cpulist, synthetic
 
 
 @dataclass(frozen=True)
@@ -83,16 +82,10 @@ class HostPlan:
         for k, b in enumerate(self.blocks):
             node = self.nodes[k] if k < len(self.nodes) else None
             where = f" (node {node})" if node is not None else ""
-            cpus = _cpulist(b) if b else "unpinned"
+            cpus = format_cpulist(b) if b else "unpinned"
             out.append(f"plan: slot {k}: CPUs {cpus}{where}")
         out.extend(f"plan: {n}" for n in self.notes)
         return out
-
-
-def _cpulist(ids: tuple[int, ...]) -> str:
-    from .topology import format_cpulist
-
-    return format_cpulist(ids)
 
 
 def make_plan(o: RenderOptions, frames: list[int], sequence: bool, facts: HostFacts,
@@ -130,6 +123,3 @@ def make_host_plan(prep: Any) -> HostPlan:
     facts = this_host(o.numa_map)
     return make_plan(o, prep.to_render, prep.pattern.is_sequence, facts, prep.chunk_size)
 
-
-def usable_cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []

@@ -23,8 +23,9 @@ from typing import Any, TextIO
 import redis
 
 from . import defaults, events, flowerctl, keys, schedule
+from .aerender import RenderTarget
 from .broker import BrokerUrl, EmbeddedRedis, mask_url
-from .chunk import frames_label, missing_frames
+from .chunk import missing_frames
 from .dispatch import RunQueue, delete_run_keys
 from .errors import ExitCode
 from .frames import parse_frames
@@ -179,9 +180,7 @@ class Run:
         self._enqueue(n_tasks)
         self.progress_status("Rendering")
 
-    def _target(self) -> Any:
-        from .aerender import RenderTarget
-
+    def _target(self) -> RenderTarget:
         o = self.o
         return RenderTarget(
             project=self.prep.project, output=self.prep.pattern.raw, comp=o.comp,
@@ -414,7 +413,3 @@ class Run:
             parts = "; ".join(f.describe(tail=False) for f in self.failures)
             return f"FAILED: {len(self.failures)} chunk(s) failed: {parts}"
         return f"FAILED: {self.stop_reason or 'render failed'}"
-
-    @property
-    def label(self) -> str:
-        return frames_label(self.prep.frames[0], self.prep.frames[-1])

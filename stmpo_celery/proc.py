@@ -39,10 +39,6 @@ def pdeathsig_preexec() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def set_pdeathsig(sig: int) -> bool:
-    return _prctl(_PR_SET_PDEATHSIG, sig)
-
-
 def become_subreaper() -> bool:
     """Orphaned descendants (a renderer whose launcher died) stay in our tree."""
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)

@@ -42,10 +42,6 @@ class ChunkRecord:
     def terminal(self) -> bool:
         return self.status in ("done", "failed", "idle", "skipped")
 
-    @property
-    def label(self) -> str:
-        return f"f{self.start}" if self.start == self.end else f"f{self.start}-{self.end}"
-
     def finish(self, ev: dict[str, Any], status: str) -> None:
         self.status = status
         self.slot = ev.get("slot", self.slot)

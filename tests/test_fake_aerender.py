@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import tagged
 
 import stmpo_celery
 from stmpo_celery.aelog import AerenderLog, AeWarning
@@ -23,17 +24,6 @@ from stmpo_celery.fake_aerender import Knobs, frame_cost, parse_args, scan_flags
 pytestmark = pytest.mark.slow
 ROOT = str(Path(stmpo_celery.__file__).resolve().parent.parent)
 POSIX = os.name == "posix"
-
-
-def _tagged(tag: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("STMPO_TEST_TAG") == tag:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def _dead(proc: psutil.Process) -> bool:
@@ -97,7 +87,7 @@ class Fake:
         return [row[1:] for row in rows if row[0] == kind]
 
     def cleanup(self) -> None:
-        _kill(_tagged(self.tag))
+        _kill(tagged(self.tag))
         for proc in self.started:
             if proc.poll() is None:
                 proc.kill()
@@ -113,7 +103,7 @@ def fake(tmp_path: Path) -> Iterator[Fake]:
         yield f
     finally:
         f.cleanup()
-        assert _tagged(f.tag) == [], "a simulator process outlived its test"
+        assert tagged(f.tag) == [], "a simulator process outlived its test"
 
 
 def parse(lines: list[str], s: int, e: int) -> AerenderLog:
