@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 EXTENSIONS = ["TASK_CHUNKING"]  # the only extension the templates may use (Deadline supports it)
 
 #: The parameters of the image bundle that the movie bundle leaves out: they cannot
-#: change one aerender process rendering one task (see stmpo_celery.bundle._IMAGE_ONLY).
+#: change one aerender process rendering one task (see stmpo_celery.deadline._bundle._IMAGE_ONLY).
 IMAGE_ONLY = {"FramesPerTask", "Concurrency", "MaxConcurrency", "RamPerProcessGB",
               "ThreadsPerSlot", "Affinity", "NumaMap", "Schedule", "ChunkSize", "SpawnDelay",
               "FailFast", "SkipExisting"}

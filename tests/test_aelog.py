@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stmpo_celery.aelog import (
+from stmpo_celery.aerender._log import (
     AerenderLog,
     AeWarning,
     CompFinished,

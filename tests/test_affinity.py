@@ -1,4 +1,4 @@
-"""Affinity blocks on recorded topologies: every rule of stmpo_celery.affinity, for
+"""Affinity blocks on recorded topologies: every rule of stmpo_celery.plan._affinity, for
 several slot counts each, plus the Windows (group, mask) conversion."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from stmpo_celery import winaffinity
-from stmpo_celery.affinity import BlockPlan, group_affinity, plan_blocks
 from stmpo_celery.errors import BadInput
-from stmpo_celery.numamap import load_numa_map
-from stmpo_celery.topology import Topology, detect, synthetic
+from stmpo_celery.host import _winaffinity as winaffinity
+from stmpo_celery.host._numamap import load_numa_map
+from stmpo_celery.host._topology import Topology, detect, synthetic
+from stmpo_celery.plan._affinity import BlockPlan, group_affinity, plan_blocks
 
 DATA = Path(__file__).parent / "data" / "topologies"
 ALL = set(range(1024))

@@ -10,7 +10,7 @@ import pytest
 import redis
 from conftest import FAKE, Farm, stmpo_keys, system_redis, tagged
 
-from stmpo_celery.broker import find_redis_server
+from stmpo_celery.broker._redis import find_redis_server
 
 pytestmark = pytest.mark.slow
 

@@ -25,14 +25,14 @@ from openjd.model import (
     decode_job_template,
 )
 
-from stmpo_celery import bundle as bundle_mod
-from stmpo_celery.bundle import (
+from stmpo_celery.config._settings import SETTINGS
+from stmpo_celery.deadline import _bundle as bundle_mod
+from stmpo_celery.deadline._bundle import (
     scan_parameters,
     task_ranges,
     template_parameters,
 )
-from stmpo_celery.frames import parse_frames
-from stmpo_celery.settings import SETTINGS
+from stmpo_celery.plan._frames import parse_frames
 
 
 # -- the templates are valid ------------------------------------------------------------------

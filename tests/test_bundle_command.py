@@ -22,8 +22,8 @@ from bundlelib import (
 )
 from click.testing import CliRunner
 
-from stmpo_celery import bundle as bundle_mod
-from stmpo_celery.bundle import (
+from stmpo_celery.deadline import _bundle as bundle_mod
+from stmpo_celery.deadline._bundle import (
     bundle_command,
 )
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from openjd.model import create_job, decode_job_template, preprocess_job_parameters
 
-from stmpo_celery import cli as cli_mod
+from stmpo_celery.cli import _main as cli_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -111,7 +111,7 @@ def test_redis_is_official_with_a_password_from_the_environment() -> None:
 
 def test_flower_is_per_run_and_honest_about_it() -> None:
     # every key of a run carries its prefix: a plain Flower on the Redis would see nothing
-    app_src = (ROOT / "stmpo_celery" / "app.py").read_text(encoding="utf-8")
+    app_src = (ROOT / "stmpo_celery" / "broker" / "_app.py").read_text(encoding="utf-8")
     assert '"global_keyprefix": prefix' in app_src
     flower = SERVICES["flower"]
     _, params = parse_cli(stmpo_args("flower"))

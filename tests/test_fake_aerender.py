@@ -18,8 +18,8 @@ import pytest
 from conftest import tagged
 
 import stmpo_celery
-from stmpo_celery.aelog import AerenderLog, AeWarning
-from stmpo_celery.fake_aerender import Knobs, frame_cost, parse_args, scan_flags, timecode
+from stmpo_celery.aerender._log import AerenderLog, AeWarning
+from stmpo_celery.aerender.simulator import Knobs, frame_cost, parse_args, scan_flags, timecode
 
 pytestmark = pytest.mark.slow
 ROOT = str(Path(stmpo_celery.__file__).resolve().parent.parent)
@@ -69,7 +69,7 @@ class Fake:
         return env
 
     def start(self, argv: list[str], **knobs: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "stmpo_celery.fake_aerender", *argv]
+        cmd = [sys.executable, "-m", "stmpo_celery.aerender.simulator", *argv]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=self.env(**knobs), cwd=self.tmp)  # fmt: skip
         self.started.append(proc)

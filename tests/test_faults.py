@@ -118,7 +118,7 @@ def test_embedded_redis_killed_exits_3(farm: Farm) -> None:
 
 
 def test_external_redis_restart_never_hangs(farm: Farm, tmp_path: Path) -> None:
-    from stmpo_celery.broker import find_redis_server
+    from stmpo_celery.broker._redis import find_redis_server
 
     server = find_redis_server()
     assert server
@@ -215,7 +215,7 @@ def test_spawn_delay_staggers_only_first_launches(farm: Farm) -> None:
 
 
 def test_password_never_appears_in_logs_or_summary(farm: Farm, tmp_path: Path) -> None:
-    from stmpo_celery.broker import find_redis_server
+    from stmpo_celery.broker._redis import find_redis_server
 
     server = find_redis_server()
     assert server

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from conftest import Farm, wait_for
 
-from stmpo_celery import keys
+from stmpo_celery.broker import keys
 from stmpo_celery.errors import BadInput
-from stmpo_celery.flowerctl import check_bind, check_url_prefix, parse_bind
+from stmpo_celery.monitor._flowerctl import check_bind, check_url_prefix, parse_bind
 
 pytestmark = pytest.mark.slow
 AUTH = "u:p"

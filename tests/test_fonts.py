@@ -20,9 +20,10 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from stmpo_celery import fonts, winfonts
-from stmpo_celery.cli import cli
-from stmpo_celery.fonts import Places, Registry, Session
+from stmpo_celery.cli._main import cli
+from stmpo_celery.deadline import _fonts as fonts
+from stmpo_celery.deadline._fonts import Places, Registry, Session
+from stmpo_celery.host import _winfonts as winfonts
 
 BIN = Path(sys.executable).parent
 STMPO = str(BIN / "stmpo")
@@ -253,7 +254,7 @@ def test_holder_skips_launchers_and_one_shot_shells(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import json, subprocess, sys
         out = subprocess.run(["sh", "-c", sys.argv[1] + " -c 'import json, os, psutil; "
-            "from stmpo_celery.fontleases import holder_process; "
+            "from stmpo_celery.deadline._fontleases import holder_process; "
             "print(json.dumps(holder_process().pid))'"], capture_output=True, text=True)
         print(json.dumps({"holder": json.loads(out.stdout), "me": __import__("os").getpid()}))
     """)

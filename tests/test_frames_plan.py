@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from stmpo_celery.aerender import RenderTarget, build_argv, resolve_aerender
+from stmpo_celery.aerender._argv import RenderTarget, build_argv, resolve_aerender
 from stmpo_celery.errors import BadInput, EnvironmentProblem, ExitCode
-from stmpo_celery.frames import format_frames, parse_frames, runs
-from stmpo_celery.pattern import parse_output
-from stmpo_celery.plan import guided_sizes, makespan_bound, plan_chunks
+from stmpo_celery.plan._chunks import guided_sizes, makespan_bound, plan_chunks
+from stmpo_celery.plan._frames import format_frames, parse_frames, runs
+from stmpo_celery.plan._pattern import parse_output
 
 
 @pytest.mark.parametrize("spec,expected", [

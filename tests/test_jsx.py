@@ -88,7 +88,7 @@ def test_values_are_made_only_from_the_table() -> None:
 
 def test_templates_are_chosen_by_the_frame_token_like_stmpo() -> None:
     assert 'var STMPO_TEMPLATES = {image: "template.yaml", movie: "movie/template.yaml"};' in TEXT
-    assert r"/\[#+\]/.test(base)" in TEXT  # stmpo_celery.pattern's rule: [#...] = sequence
+    assert r"/\[#+\]/.test(base)" in TEXT  # stmpo_celery.plan._pattern's rule: [#...] = sequence
     for rel in ("template.yaml", "movie/template.yaml"):
         assert (ROOT / "openjd_bundle" / rel).is_file()
 

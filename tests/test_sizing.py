@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stmpo_celery.errors import BadInput
-from stmpo_celery.sizing import default_threads_per_slot, size_slots
+from stmpo_celery.plan._sizing import default_threads_per_slot, size_slots
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -145,7 +145,7 @@ def test_profiles_on_the_reference_host(name: str, n: int, bound: str) -> None:
 
 
 def test_profile_keys_are_settings() -> None:
-    from stmpo_celery.settings import SETTINGS
+    from stmpo_celery.config._settings import SETTINGS
 
     for path in PROFILES.glob("*.toml"):
         assert set(tomllib.loads(path.read_text())) <= set(SETTINGS), path

@@ -15,7 +15,7 @@ import pytest
 import redis
 from conftest import BIN, Farm, wait_for
 
-from stmpo_celery import keys
+from stmpo_celery.broker import keys
 
 pytestmark = pytest.mark.slow
 SLOW = {"STARTUP": "0.3", "FRAME_COST": "0.2"}
@@ -100,7 +100,7 @@ def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
         assert str(port) in url and url not in up.stdout
         os.environ["STMPO_HOST_DIR"] = str(host_dir)
         try:
-            from stmpo_celery.hostsvc import discover_broker
+            from stmpo_celery.monitor._hostsvc import discover_broker
 
             assert discover_broker() == url
         finally:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from stmpo_celery.errors import BadInput, ExitCode
-from stmpo_celery.numamap import load_numa_map
-from stmpo_celery.topology import (
+from stmpo_celery.host._numamap import load_numa_map
+from stmpo_celery.host._topology import (
     adopt_cores,
     detect,
     format_cpulist,

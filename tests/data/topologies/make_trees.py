@@ -1,6 +1,6 @@
 """Write the recorded host topologies the topology and affinity tests read.
 
-Each sysfs tree holds only the files ``stmpo_celery.topology.detect`` reads:
+Each sysfs tree holds only the files ``stmpo_celery.host._topology.detect`` reads:
 ``sys/devices/system/cpu/cpuN/topology/{physical_package_id,core_id,thread_siblings_list}``
 and ``sys/devices/system/node/nodeN/cpulist``, with the contents Linux writes there.
 The Windows host is a rich-format numa map (Windows has no sysfs).

@@ -1,0 +1,133 @@
+"""aerender: where it is and what to tell it (pure except for path look-ups)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+from ..errors import EnvironmentProblem
+
+AERENDER_ENV = "AERENDER_PATH"
+
+
+@dataclass(frozen=True)
+class RenderTarget:
+    """What one aerender run renders; the parts that never change within a run."""
+
+    project: str
+    output: str
+    comp: str | None = None
+    rqindex: int | None = None
+    mfr: bool = True
+    mfr_max_cpu: int = 90
+    verbosity: str = "ERRORS_AND_PROGRESS"
+    rs_template: str | None = None
+    om_template: str | None = None
+    mem_usage: tuple[int, int] | None = None
+    continue_on_missing_footage: bool = False
+
+
+def build_argv(aerender: str, target: RenderTarget, start: int, end: int) -> list[str]:
+    """The aerender command line for frames ``start..end`` (a list: never a shell).
+
+    ``-mfr`` is always sent with its positional percentage; ``-reuse`` and ``-mp``
+    never are (concurrent processes fail with ``-reuse``; ``-mp`` is legacy).
+    """
+    argv = [aerender, "-project", target.project]
+    if target.comp is not None:
+        argv += ["-comp", target.comp]
+    else:
+        argv += ["-rqindex", str(target.rqindex)]
+    argv += ["-s", str(start), "-e", str(end), "-output", target.output]
+    argv += ["-mfr", "ON" if target.mfr else "OFF", str(target.mfr_max_cpu)]
+    argv += ["-v", target.verbosity, "-close", "DO_NOT_SAVE_CHANGES", "-sound", "OFF"]
+    if target.rs_template:
+        argv += ["-RStemplate", target.rs_template]
+    if target.om_template:
+        argv += ["-OMtemplate", target.om_template]
+    if target.mem_usage:
+        argv += ["-mem_usage", str(target.mem_usage[0]), str(target.mem_usage[1])]
+    if target.continue_on_missing_footage:
+        argv.append("-continueOnMissingFootage")
+    return argv
+
+
+def standard_locations() -> list[str]:
+    """aerender in the platform's standard After Effects install folders, newest first."""
+    if sys.platform == "win32":
+        roots = [os.environ.get("PROGRAMFILES", r"C:\Program Files")]
+        pats = [os.path.join(r, "Adobe", "Adobe After Effects *", "Support Files", "aerender.exe")
+                for r in roots]
+    elif sys.platform == "darwin":
+        pats = ["/Applications/Adobe After Effects */aerender"]
+    else:
+        pats = ["/opt/adobe/Adobe After Effects */aerender"]
+    found: list[str] = []
+    for pat in pats:
+        found.extend(sorted(glob.glob(pat), reverse=True))
+    return found
+
+
+def _usable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+_MAGIC = (b"\x7fELF", b"MZ", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe",
+          b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+
+
+def why_not_runnable(path: str) -> str | None:
+    """Why the OS could not start ``path`` (not a program, a missing interpreter), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if head.startswith(_MAGIC):
+        return None
+    if head.startswith(b"#!"):
+        line = head[2:].split(b"\n", 1)[0].strip().split()
+        interp = line[0].decode(errors="replace") if line else ""
+        if not interp or not os.path.exists(interp):
+            return f"its interpreter {interp or '(none)'} does not exist"
+        return None
+    if sys.platform == "win32" and path.lower().endswith((".bat", ".cmd")):
+        return None
+    return "is not a program (no executable header or #! line)"
+
+
+def resolve_aerender(explicit: str | None, env: dict[str, str] | None = None) -> str:
+    """``--aerender``, else ``$AERENDER_PATH``, else ``aerender`` on PATH, else a standard
+    install location. An explicit value that is a bare name is looked up on PATH."""
+    env = dict(os.environ) if env is None else env
+    for label, value in (("--aerender", explicit), (f"${AERENDER_ENV}", env.get(AERENDER_ENV))):
+        if not value:
+            continue
+        path = value if os.sep in value or (os.altsep and os.altsep in value) else (
+            shutil.which(value, path=env.get("PATH")) or value
+        )
+        if not os.path.exists(path):
+            raise EnvironmentProblem(f"aerender from {label} does not exist: {value}")
+        if os.path.isdir(path):
+            raise EnvironmentProblem(f"aerender from {label} is a directory: {value}")
+        if not os.access(path, os.X_OK):
+            raise EnvironmentProblem(
+                f"aerender from {label} is not executable: {value} (chmod +x it)"
+            )
+        problem = why_not_runnable(path)
+        if problem:
+            raise EnvironmentProblem(f"aerender from {label} cannot run: {value} {problem}")
+        return os.path.abspath(path)
+    on_path = shutil.which("aerender", path=env.get("PATH"))
+    if on_path:
+        return on_path
+    for candidate in standard_locations():
+        if _usable(candidate):
+            return candidate
+    raise EnvironmentProblem(
+        f"aerender not found: pass --aerender PATH, set ${AERENDER_ENV}, put aerender on PATH, "
+        "or install After Effects in its standard location"
+    )

@@ -1,0 +1,431 @@
+"""A stand-in for ``aerender`` that behaves like the real program, without After Effects.
+
+Run as ``stmpo-fake-aerender`` or ``python -m stmpo_celery.aerender.simulator`` with aerender's
+command line (``-project P -comp NAME|-rqindex N -s S -e E -output PATTERN -mfr ON|OFF PCT
+-v ... -close ... -sound OFF [-RStemplate T] [-OMtemplate T] [-mem_usage A B]
+[-continueOnMissingFootage]``, or ``-version``). Like the real one it is a launcher: the
+``aerender`` process starts a separate renderer named ``AfterFX`` (Linux) and relays its
+output per line; its exit code is the renderer's (128+signal if killed). On SIGTERM the
+launcher dies at once and the renderer keeps rendering despite the broken pipe: only
+killing the whole tree stops it. The renderer starts slowly, prints the real log format
+(``PROGRESS:  0:00:04:18 (118): 1 Seconds``, 24 fps) and writes one small file per frame,
+or one file at the end for a movie. A missing output folder prints ``aerender ERROR`` and
+exits 0; a missing project or an unknown flag exits 1.
+
+Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
+
+``STMPO_FAKE_STARTUP``         seconds of start-up before rendering (default 2.0)
+``STMPO_FAKE_FRAME_COST``      seconds per frame (default 0.05)
+``STMPO_FAKE_HEAVY``           cost multipliers, e.g. ``100-149x10,200-210x3``
+``STMPO_FAKE_RAMP``            ``1-240x10``: cost rises linearly from 1x at 1 to 10x at 240
+                               (1x outside); cost depends only on the frame number
+``STMPO_FAKE_FAIL_FRAME``      print ``aerender ERROR: After Effects error: ...``, stop, exit 0
+``STMPO_FAKE_CRASH_FRAME``     the renderer SIGKILLs itself on reaching that frame
+``STMPO_FAKE_CRASH_EXIT``      with CRASH_FRAME: exit with this code instead, silently
+``STMPO_FAKE_HANG_FRAME``      stop printing at that frame and sleep forever (no CPU)
+``STMPO_FAKE_BUSY_FRAME``      ``N:SECONDS``: frame N burns SECONDS of CPU, silently
+``STMPO_FAKE_ONCE_DIR``        CRASH/HANG/FAIL trigger once per frame: the trigger first
+                               creates ``DIR/<crash|hang|fail>-<frame>`` (O_EXCL); if that
+                               exists, the frame renders normally
+``STMPO_FAKE_IGNORE_SIGTERM``  ``1``: the renderer ignores SIGTERM (only SIGKILL works)
+``STMPO_FAKE_MISSING_FONTS``   ``1``: warn ``Project has missing fonts`` (still succeeds)
+``STMPO_FAKE_NO_WRITE_FRAME``  print that frame's progress line but write no file
+``STMPO_FAKE_EMPTY_FRAME``     write a zero-byte file for that frame
+``STMPO_FAKE_MFR_SHUFFLE``     ``1``: with ``-mfr ON`` frames finish out of order in small
+                               deterministic groups
+``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses
+``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time>`` at start-up,
+                               ``frame <f> <renderer-pid> <time>`` once a frame is written
+                               (movie: rendered) and ``error <f> <pid> <time>`` as a strong
+                               error is printed; one O_APPEND write per line
+``STMPO_FAKE_ARGV_DUMP``       write the launcher's argv as a JSON list to this file
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..plan._pattern import OutputPattern
+
+VERSION = "24.6x1"
+FPS = 24
+RENDERER_FLAG = "--renderer"
+_ONE_VALUE = {
+    "-project", "-comp", "-rqindex", "-s", "-e", "-i", "-output", "-v", "-close",
+    "-sound", "-rstemplate", "-omtemplate", "-log", "-r", "-t", "-f",
+}  # fmt: skip
+_TWO_VALUES = {"-mfr", "-mem_usage"}
+_NO_VALUE = {"-continueonmissingfootage", "-reuse", "-mp", "-version"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class UsageError(Exception):
+    """A command line the real aerender would reject."""
+
+
+@dataclass
+class Args:
+    project: str = ""
+    comp: str | None = None
+    rqindex: int | None = None
+    start: int = 0
+    end: int = 0
+    output: str = ""
+    mfr: bool = False
+
+
+def _int(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} expects an integer, got {value!r}") from None
+
+
+def scan_flags(argv: list[str]) -> dict[str, list[str]]:
+    """Split aerender's single-dash command line by hand: values are taken verbatim."""
+    values: dict[str, list[str]] = {}
+    i = 0
+    while i < len(argv):
+        flag = argv[i].lower()
+        count = 1 if flag in _ONE_VALUE else 2 if flag in _TWO_VALUES else 0
+        if count == 0 and flag not in _NO_VALUE:
+            raise UsageError(f"Unrecognized flag or argument: {argv[i]!r}")
+        if i + count >= len(argv):
+            raise UsageError(f"{argv[i]} requires {count} value(s)")
+        values[flag] = argv[i + 1 : i + 1 + count]
+        i += 1 + count
+    return values
+
+
+def parse_args(argv: list[str]) -> Args:
+    """Parse and check a render command line (flags are case-insensitive, last wins)."""
+    values = scan_flags(argv)
+    args = Args()
+    if "-project" not in values:
+        raise UsageError("No project specified: pass -project <path.aep>")
+    args.project = values["-project"][0]
+    if "-comp" in values:
+        args.comp = values["-comp"][0]
+    elif "-rqindex" in values:
+        args.rqindex = _int("-rqindex", values["-rqindex"][0])
+    else:
+        raise UsageError("this renderer needs -comp NAME or -rqindex N")
+    for flag in ("-s", "-e", "-output"):
+        if flag not in values:
+            raise UsageError(f"missing {flag}")
+    args.start = _int("-s", values["-s"][0])
+    args.end = _int("-e", values["-e"][0])
+    if args.end < args.start:
+        raise UsageError(f"end frame {args.end} is before start frame {args.start}")
+    args.output = values["-output"][0]
+    if "-mfr" in values:
+        state, pct = values["-mfr"]
+        if state.upper() not in ("ON", "OFF") or not 1 <= _int("-mfr", pct) <= 100:
+            raise UsageError(f"-mfr expects ON|OFF and a percentage, got {state} {pct}")
+        args.mfr = state.upper() == "ON"
+    return args
+
+
+# --- knobs -------------------------------------------------------------------------
+
+
+def _env(name: str) -> str:
+    return os.environ.get(f"STMPO_FAKE_{name}", "").strip()
+
+
+def _frames(name: str) -> set[int]:
+    raw = _env(name)
+    try:
+        return {int(x) for x in raw.split(",") if x.strip()}
+    except ValueError:
+        raise UsageError(f"STMPO_FAKE_{name}={raw!r}: expected frame numbers") from None
+
+
+_RANGE = re.compile(r"^(-?\d+)(?:\s*-\s*(-?\d+))?\s*[xX]\s*(\d+(?:\.\d*)?)$")
+
+
+def _ranges(name: str) -> list[tuple[int, int, float]]:
+    """``"100-149x10,7x2"`` -> [(100, 149, 10.0), (7, 7, 2.0)]; frames may be negative."""
+    out: list[tuple[int, int, float]] = []
+    for item in filter(None, (x.strip() for x in _env(name).split(","))):
+        match = _RANGE.match(item)
+        if not match:
+            raise UsageError(f"STMPO_FAKE_{name}: bad item {item!r} (want A-BxM or AxM)")
+        lo, hi = int(match[1]), int(match[2] or match[1])
+        out.append((min(lo, hi), max(lo, hi), float(match[3])))
+    return out
+
+
+@dataclass
+class Knobs:
+    startup: float = 2.0
+    frame_cost: float = 0.05
+    heavy: list[tuple[int, int, float]] = field(default_factory=list)
+    ramp: list[tuple[int, int, float]] = field(default_factory=list)
+    fail: set[int] = field(default_factory=set)
+    crash: set[int] = field(default_factory=set)
+    crash_exit: int | None = None
+    hang: set[int] = field(default_factory=set)
+    busy: dict[int, float] = field(default_factory=dict)
+    no_write: set[int] = field(default_factory=set)
+    empty: set[int] = field(default_factory=set)
+    once_dir: str = ""
+    ignore_sigterm: bool = False
+    missing_fonts: bool = False
+    shuffle: bool = False
+    relative: bool = False
+    journal: str = ""
+
+    @classmethod
+    def from_env(cls) -> Knobs:
+        k = cls(heavy=_ranges("HEAVY"), ramp=_ranges("RAMP"), fail=_frames("FAIL_FRAME"),
+                crash=_frames("CRASH_FRAME"), hang=_frames("HANG_FRAME"),
+                no_write=_frames("NO_WRITE_FRAME"), empty=_frames("EMPTY_FRAME"),
+                once_dir=_env("ONCE_DIR"), journal=_env("JOURNAL"),
+                ignore_sigterm=_env("IGNORE_SIGTERM").lower() in _TRUE,
+                missing_fonts=_env("MISSING_FONTS").lower() in _TRUE,
+                shuffle=_env("MFR_SHUFFLE").lower() in _TRUE,
+                relative=_env("NUMBERING").lower() == "relative")  # fmt: skip
+        try:
+            k.startup = float(_env("STARTUP") or 2.0)
+            k.frame_cost = float(_env("FRAME_COST") or 0.05)
+            if _env("CRASH_EXIT"):
+                k.crash_exit = int(_env("CRASH_EXIT"))
+            for item in filter(None, _env("BUSY_FRAME").split(",")):
+                frame, _, seconds = item.partition(":")
+                k.busy[int(frame)] = float(seconds)
+        except ValueError as exc:
+            raise UsageError(f"bad STMPO_FAKE_* value: {exc}") from None
+        if k.crash_exit == 0:
+            raise UsageError("STMPO_FAKE_CRASH_EXIT must be non-zero")
+        return k
+
+
+def frame_cost(frame: int, knobs: Knobs) -> float:
+    """Seconds frame ``frame`` takes: depends only on the absolute frame number."""
+    cost = knobs.frame_cost
+    for lo, hi, factor in knobs.heavy:
+        if lo <= frame <= hi:
+            cost *= factor
+    for lo, hi, top in knobs.ramp:
+        if lo <= frame <= hi:
+            cost *= 1.0 if hi == lo else 1.0 + (top - 1.0) * (frame - lo) / (hi - lo)
+    return cost
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def timecode(frame: int) -> str:
+    """``118 -> 0:00:04:22`` at 24 fps (negative frames get a leading ``-``)."""
+    sign, n = ("-" if frame < 0 else ""), abs(frame)
+    ff, secs = n % FPS, n // FPS
+    return f"{sign}{secs // 3600}:{secs // 60 % 60:02d}:{secs % 60:02d}:{ff:02d}"
+
+
+def _set_process_name(name: str) -> None:
+    """Best-effort ``prctl(PR_SET_NAME)`` so ps/psutil show ``name`` (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+
+
+class _Out:
+    """Line writer to fd 1 that goes quiet, instead of dying, once the reader is gone."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def __call__(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            os.write(1, (text + "\n").encode("utf-8", "replace"))
+        except OSError:
+            self.broken = True
+
+
+def _journal(path: str, line: str) -> None:
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def _once(knobs: Knobs, kind: str, frame: int) -> bool:
+    if not knobs.once_dir:
+        return True
+    try:
+        fd = os.open(os.path.join(knobs.once_dir, f"{kind}-{frame}"), os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _sleep(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
+
+
+def _order(args: Args, knobs: Knobs) -> list[int]:
+    frames = list(range(args.start, args.end + 1))
+    if not (args.mfr and knobs.shuffle):
+        return frames
+    rng = random.Random(args.start * 7919 + args.end)
+    out: list[int] = []
+    for i in range(0, len(frames), 4):
+        group = frames[i : i + 4]
+        rng.shuffle(group)
+        out.extend(group)
+    return out
+
+
+def _stamp() -> str:
+    t = time.localtime()
+    return f"{t.tm_mon}/{t.tm_mday}/{t.tm_year} {time.strftime('%I:%M:%S %p', t)}"
+
+
+# --- renderer ("AfterFX") ------------------------------------------------------------
+
+
+def run_renderer(argv: list[str]) -> int:
+    if _env("IGNORE_SIGTERM").lower() in _TRUE:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _set_process_name("AfterFX")  # after the handler: seeing the name means it is in place
+    out = _Out()
+    try:
+        args, knobs = parse_args(argv), Knobs.from_env()
+    except UsageError as exc:
+        out(f"aerender ERROR: {exc}")
+        return 1
+    began = time.monotonic()
+    _sleep(knobs.startup)
+    if not os.path.isfile(args.project):
+        out(f"aerender ERROR: No project found at specified path: {args.project}")
+        return 1
+    out("PROGRESS: ...After Effects successfully launched")
+    if knobs.missing_fonts:
+        out("WARNING:After Effects warning: Project has missing fonts")
+    name = args.comp if args.comp is not None else f"Comp {args.rqindex}"
+    count = args.end - args.start + 1
+    out("PROGRESS: Adding specified comp to Render Queue")
+    out(f"PROGRESS:  {_stamp()}: Starting composition {name}.")
+    out("PROGRESS:  Render Settings: Best Settings")
+    out("PROGRESS:      Quality: Best")
+    out("PROGRESS:      Resolution: Full")
+    out(f"PROGRESS:      Start: {timecode(args.start)}")
+    out(f"PROGRESS:      End: {timecode(args.end)}")
+    out(f"PROGRESS:      Duration: {timecode(count)} ({count})")
+    out(f"PROGRESS:      Frame Rate: {FPS:.2f} (comp)")
+    out("PROGRESS:  Output Module: Lossless")
+    out(f"PROGRESS:      Output To: {args.output}")
+    pattern = OutputPattern(args.output)
+    folder = os.path.dirname(os.path.abspath(pattern.path_for(args.start)))
+    if not os.path.isdir(folder):
+        out(f"aerender ERROR: Unable to render: output folder does not exist: {folder}")
+        return 0
+    pid = os.getpid()
+    for frame in _order(args, knobs):
+        if frame in knobs.fail and _once(knobs, "fail", frame):
+            _journal(knobs.journal, f"error {frame} {pid} {time.time():.6f}")
+            out("aerender ERROR: After Effects error: Unable to allocate enough memory to "
+                f"render frame {frame}. ( 23 :: 46 )")  # fmt: skip
+            return 0
+        if frame in knobs.crash and _once(knobs, "crash", frame):
+            if knobs.crash_exit is not None:
+                return knobs.crash_exit
+            os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+            time.sleep(5)
+            return 3
+        if frame in knobs.hang and _once(knobs, "hang", frame):
+            while True:
+                time.sleep(3600)
+        t0 = time.monotonic()
+        if frame in knobs.busy:
+            deadline = t0 + knobs.busy[frame]
+            while time.monotonic() < deadline:
+                sum(i * i for i in range(1000))
+        else:
+            _sleep(frame_cost(frame, knobs))
+        if pattern.is_sequence and frame not in knobs.no_write:
+            data = b"" if frame in knobs.empty else f"stmpo fake frame {frame}\n".encode()
+            try:
+                Path(pattern.path_for(frame)).write_bytes(data)
+            except OSError as exc:
+                out(f"aerender ERROR: After Effects error: Can't write file: {exc}")
+                return 0
+        if frame not in knobs.no_write:
+            _journal(knobs.journal, f"frame {frame} {pid} {time.time():.6f}")
+        number = frame - args.start + 1 if knobs.relative else frame
+        seconds = round(time.monotonic() - t0)
+        out(f"PROGRESS:  {timecode(frame)} ({number}): {seconds} Seconds")
+    if not pattern.is_sequence:
+        Path(pattern.raw).write_bytes(f"stmpo fake movie {args.start}-{args.end}\n".encode())
+    out(f"PROGRESS:  {_stamp()}: Finished composition {name}.")
+    out(f"PROGRESS:  Total Time Elapsed: {round(time.monotonic() - began)} Seconds")
+    return 0
+
+
+# --- launcher ("aerender") ------------------------------------------------------------
+
+
+def run_launcher(argv: list[str]) -> int:
+    _set_process_name("aerender")
+    out = _Out()
+    out(f"aerender version {VERSION}")
+    dump = _env("ARGV_DUMP")
+    if dump:
+        Path(dump).write_text(json.dumps(argv, ensure_ascii=False), encoding="utf-8")
+    try:
+        if "-version" in scan_flags(argv):
+            return 0
+        args, knobs = parse_args(argv), Knobs.from_env()
+    except UsageError as exc:
+        out(f"aerender ERROR: {exc}")
+        out("Usage: aerender -project <path> -comp <name> -s <start> -e <end> -output <path>")
+        return 1
+    _journal(knobs.journal, f"launch {os.getpid()} {args.start} {args.end} {time.time():.6f}")
+    out("PROGRESS: Launching After Effects...")
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "stmpo_celery.aerender.simulator", RENDERER_FLAG, *argv]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        out(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    code = proc.wait()
+    return 128 - code if code < 0 else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == [RENDERER_FLAG]:
+            return run_renderer(argv[1:])
+        return run_launcher(argv)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

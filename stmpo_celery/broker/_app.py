@@ -1,0 +1,63 @@
+"""The Celery app of one run: settings that make slots safe to kill and fast to stop."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from ..config import defaults
+from . import keys
+from ._redis import BrokerUrl
+
+RENDER_CHUNK = "stmpo.render_chunk"
+FINALIZE = "stmpo.finalize"
+ON_CHUNK_ERROR = "stmpo.on_chunk_error"
+
+
+def make_app(broker: BrokerUrl, run_id: str, queue: str) -> Celery:
+    prefix = keys.prefix(run_id)
+    ct = defaults.CONNECT_TIMEOUT_S
+    app = Celery("stmpo", broker=broker.url, backend=broker.backend_url, set_as_current=False)
+    app.conf.update(
+        # JSON only: pickle is refused on both sides.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        # One chunk in flight per slot; a killed chunk is never silently redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        worker_prefetch_multiplier=1,
+        task_default_queue=queue,
+        task_create_missing_queues=True,
+        # Fail fast: header tasks' errbacks fire at once, inside the failing slot.
+        task_allow_error_cb_on_chord_header=True,
+        # Every key of the run under one prefix; never redeliver a long chunk.
+        broker_transport_options={
+            "global_keyprefix": prefix,
+            "visibility_timeout": defaults.VISIBILITY_TIMEOUT_S,
+            "socket_connect_timeout": ct,
+            "socket_timeout": 30,
+            "health_check_interval": 10,
+        },
+        result_backend_transport_options={
+            "global_keyprefix": prefix,
+            "retry_policy": {"timeout": 5.0},
+        },
+        redis_socket_connect_timeout=ct,
+        redis_socket_timeout=30,
+        broker_connection_timeout=ct,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=5,
+        result_expires=None,
+        result_extended=True,
+        # Flower and `stmpo status` see what runs where.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_enable_remote_control=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    return app

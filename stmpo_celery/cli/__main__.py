@@ -1,0 +1,5 @@
+"""``python -m stmpo_celery.cli`` is ``stmpo``."""
+
+from . import main
+
+main()

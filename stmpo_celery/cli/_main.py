@@ -1,0 +1,310 @@
+"""The ``stmpo`` command line.
+
+Shared options fall back to ``STMPO_*`` environment variables and profiles through
+:mod:`stmpo_celery.config._settings`; every error is one line on stderr with a documented
+exit code (:class:`stmpo_celery.errors.ExitCode`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..config._options import RenderOptions
+from ..config._settings import SETTINGS, resolve
+from ..errors import BadInput, ExitCode, StmpoError
+
+F = Callable[..., Any]
+
+
+def _settings_options(f: F) -> F:
+    """The options every planning command shares (render, plan, config show)."""
+    opts = [
+        click.option("--profile", help="Profile name (hero, farm) or TOML file."),
+        click.option("--concurrency", type=int, help="Slots to start; 0 = auto."),
+        click.option("--max-concurrency", "--max_concurrency", "max_concurrency", type=int,
+                     help="Upper bound on slots, also for --concurrency."),
+        click.option("--ram-per-process-gb", "--ram_per_process_gb", "ram_per_process_gb",
+                     type=float, help="RAM budget of one aerender process (GB)."),
+        click.option("--threads-per-slot", type=int,
+                     help="CPUs per slot (default 16 with MFR, 8 without)."),
+        click.option("--mfr/--no-mfr", " /--disable_mfr", "mfr", default=None,
+                     help="Multi-Frame Rendering in each aerender."),
+        click.option("--mfr-max-cpu", type=int, help="aerender -mfr CPU percentage (1-100)."),
+        click.option("--affinity/--no-affinity", "--enable_affinity/--disable_affinity",
+                     "affinity", default=None, help="Pin each slot to its CPU block."),
+        click.option("--numa-map", "--numa_map", "numa_map", help="NUMA map JSON file."),
+        click.option("--schedule", type=click.Choice(["adaptive", "guided", "static", "fixed"]),
+                     help="Chunk plan."),
+        click.option("--chunk-size", help="auto or frames per chunk."),
+        click.option("--launch-cost", type=float, help="Seed for aerender start-up (s)."),
+        click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=float,
+                     help="Stagger each slot's first aerender launch by this many seconds."),
+        click.option("--fail-fast/--no-fail-fast", default=None,
+                     help="Stop everything on the first failed chunk."),
+        click.option("--skip-existing/--no-skip-existing", default=None,
+                     help="Do not re-render frames already on disk."),
+        click.option("--retries", type=int, help="Retries of a crashed chunk's missing frames."),
+        click.option("--stall-timeout", type=float,
+                     help="Seconds of no output and no CPU before a chunk is stalled."),
+        click.option("--chunk-timeout", type=float, help="Hard cap on one chunk (s); 0 = none."),
+        click.option("--broker", help="Redis URL (default: $STMPO_BROKER_URL, else embedded)."),
+        click.option("--log-dir", help="The run's log directory."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _resolved(kw: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    flags = {k: kw.get(k) for k in SETTINGS}
+    return resolve(flags, kw.get("profile"))
+
+
+def _options_from(kw: dict[str, Any]) -> RenderOptions:
+    values = {k: v for k, (v, _src) in _resolved(kw).items()}
+    flower_auth = values.pop("flower_auth")
+    return RenderOptions(
+        project=kw["project"], frames=kw["frames"], output=kw["output"],
+        comp=kw.get("comp"), rqindex=kw.get("rqindex"), aerender=kw.get("aerender"),
+        summary=kw.get("summary"), rs_template=kw.get("rs_template"),
+        om_template=kw.get("om_template"), mem_usage=kw.get("mem_usage"),
+        continue_on_missing_footage=bool(kw.get("continue_on_missing_footage")),
+        verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
+        flower=kw.get("flower"), flower_auth=kw.get("flower_auth") or flower_auth,
+        flower_url_prefix=kw.get("flower_url_prefix"),
+        **values,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="stmpo")
+def cli() -> None:
+    """Render one After Effects frame range with N pinned aerender slots on this host."""
+
+
+@cli.command()
+@click.option("--project", required=True, help="The .aep project file.")
+@click.option("--comp", help="Composition name to render.")
+@click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
+@click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60, -5--1, 7.")
+@click.option("--output", required=True, help="Output pattern, e.g. /renders/shot_[#####].png.")
+@click.option("--aerender", "--aerender_path", "aerender",
+              help="aerender path (default $AERENDER_PATH, PATH, standard locations).")
+@click.option("--summary", help="Write a JSON summary of the run here.")
+@click.option("--rs-template", help="aerender -RStemplate.")
+@click.option("--om-template", help="aerender -OMtemplate.")
+@click.option("--mem-usage", type=(int, int), help="aerender -mem_usage IMAGE_CACHE% MAX%.")
+@click.option("--continue-on-missing-footage", is_flag=True, default=False)
+@click.option("--flower", help="Start Flower for this run on [HOST:]PORT.")
+@click.option("--flower-auth", help="user:pass for Flower (required off loopback).")
+@click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
+@click.option("--progress", type=click.Choice(["auto", "bar", "openjd"]), default="auto",
+              help="Progress as a bar (terminal) or OpenJD directives; auto picks by TTY.")
+@click.option("-v", "--verbose", is_flag=True, help="Echo aerender lines under the bar too.")
+@_settings_options
+def render(**kw: Any) -> None:
+    """Render FRAMES of one comp with N parallel aerender slots on this host."""
+    from ..host._hostplan import make_host_plan
+    from ..orchestrator._run import Run
+    from ..orchestrator._validate import prepare
+
+    options = _options_from(kw)
+    prep = prepare(options)
+    plan = make_host_plan(prep)
+    run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
+    code = run.execute()
+    # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
+    # of Celery's modules (a render host waits on this exit to start the next task).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code))
+
+
+@cli.command("plan")
+@click.option("--frames", required=True, help="Frames to plan for.")
+@click.option("--output", default="frames_[#####].png", show_default=True,
+              help="Output pattern (a movie forces one slot).")
+@click.option("--cpus", type=int, help="Plan for another host with this many logical CPUs.")
+@click.option("--ram-gb", type=float, help="... and this much RAM (GB).")
+@click.option("--numa-nodes", type=int, default=1, show_default=True)
+@click.option("--smt/--no-smt", default=True, show_default=True)
+@click.option("--frame-cost", type=float, default=1.0, show_default=True,
+              help="Assumed seconds per frame for the predicted makespan.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_settings_options
+def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, numa_nodes: int,
+             smt: bool, frame_cost: float, as_json: bool, **kw: Any) -> None:
+    """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
+    from ..host._hostplan import make_plan, other_host, this_host
+    from ..orchestrator._validate import check_numbers
+    from ..plan._chunks import makespan_bound, predict_makespan
+    from ..plan._frames import parse_frames
+    from ..plan._pattern import parse_output
+
+    options = _options_from({**kw, "project": "", "frames": frames, "output": output})
+    frame_list = parse_frames(frames)
+    pattern = parse_output(output)
+    chunk_size = check_numbers(options)
+    if (cpus is None) != (ram_gb is None):
+        raise BadInput("pass both --cpus and --ram-gb to plan for another host")
+    if cpus is not None and ram_gb is not None:
+        if cpus <= 0 or ram_gb <= 0:
+            raise BadInput("--cpus and --ram-gb must be more than zero")
+        facts = other_host(cpus, ram_gb, numa_nodes, smt, options.numa_map)
+    else:
+        facts = this_host(options.numa_map)
+    plan = make_plan(options, frame_list, pattern.is_sequence, facts, chunk_size)
+    predicted = predict_makespan(plan.chunks, plan.n_slots, options.launch_cost, frame_cost)
+    bound = makespan_bound([frame_cost] * len(frame_list), plan.n_slots, options.launch_cost)
+    if as_json:
+        click.echo(json.dumps({**plan.to_dict(), "predicted_makespan_s": predicted,
+                               "lower_bound_s": bound, "frame_cost_s": frame_cost}, indent=2))
+        return
+    for line in plan.lines():
+        click.echo(line)
+    click.echo("plan: chunks " + " ".join(f"{s}-{e}" if s != e else str(s)
+                                         for s, e in plan.chunks))
+    click.echo(f"plan: predicted makespan {predicted:.1f} s at {frame_cost:g} s/frame and "
+               f"{options.launch_cost:g} s launch (lower bound {bound:.1f} s)")
+
+
+@cli.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_settings_options
+def config_show(as_json: bool, **kw: Any) -> None:
+    """Print every effective setting and where it came from."""
+    resolved = _resolved(kw)
+    if as_json:
+        click.echo(json.dumps({k: {"value": v, "source": s} for k, (v, s) in resolved.items()},
+                              indent=2))
+        return
+    width = max(len(k) for k in resolved)
+    for name, (value, source) in resolved.items():
+        shown = "***" if name in ("flower_auth",) and value else value
+        if name == "broker" and value:
+            from ..broker._redis import mask_url
+
+            shown = mask_url(str(value))
+        click.echo(f"{name:<{width}}  {shown!s:<24} {source}")
+
+
+@cli.command()
+@click.option("--dir", "directory", default="demo", show_default=True,
+              help="Where the demo project, frames and logs go.")
+@click.option("--frames", default="1-240", show_default=True)
+@click.option("--concurrency", type=int, default=4, show_default=True)
+@click.option("--frame-cost", type=float, default=0.04, show_default=True,
+              help="Simulated seconds per frame.")
+@click.option("--startup", type=float, default=1.0, show_default=True,
+              help="Simulated After Effects start-up seconds.")
+def demo(directory: str, frames: str, concurrency: int, frame_cost: float, startup: float) -> None:
+    """Render a simulated 240-frame comp with the aerender simulator and an embedded Redis."""
+    root = Path(directory).resolve()
+    (root / "renders").mkdir(parents=True, exist_ok=True)
+    project = root / "demo.aep"
+    if not project.exists():
+        project.write_bytes(b"stmpo demo project (rendered by stmpo-fake-aerender)\n")
+    fake = Path(sys.executable).with_name("stmpo-fake-aerender")
+    os.environ.setdefault("STMPO_FAKE_STARTUP", str(startup))
+    os.environ.setdefault("STMPO_FAKE_FRAME_COST", str(frame_cost))
+    args = ["render", "--project", str(project), "--comp", "Main Comp", "--frames", frames,
+            "--output", str(root / "renders" / "demo_[#####].png"),
+            "--aerender", str(fake) if fake.exists() else "stmpo-fake-aerender",
+            "--concurrency", str(concurrency), "--no-skip-existing",
+            # the simulator needs little RAM and CPU: size the plan for it
+            "--ram-per-process-gb", "0.5", "--threads-per-slot", "1",
+            "--summary", str(root / "summary.json"), "--log-dir", str(root / "logs")]
+    click.echo("stmpo " + " ".join(_quote(a) for a in args), err=True)
+    cli.main(args=args, prog_name="stmpo", standalone_mode=False)
+
+
+@cli.command()
+@click.option("--aerender", "--aerender_path", "aerender", help="aerender to check.")
+@click.option("--broker", help="Redis URL to check (default $STMPO_BROKER_URL or embedded).")
+@click.option("--output-dir", help="Where frames will be written (disk space check).")
+@click.option("--min-ram-gb", type=float, default=4.0, show_default=True)
+@click.option("--min-disk-gb", type=float, default=1.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
+           min_ram_gb: float, min_disk_gb: float, as_json: bool) -> None:
+    """Check this host for a render; exit 3 when a check fails."""
+    from ..monitor._doctor import run_checks
+
+    checks = run_checks(aerender, broker, output_dir, min_ram_gb, min_disk_gb)
+    if as_json:
+        click.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for c in checks:
+            click.echo(c.line())
+    failed = [c for c in checks if c.fatal and not c.ok]
+    if failed:
+        reason = (f"stmpo doctor: {len(failed)} check(s) failed: "
+                  + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+        click.echo(reason, err=True)
+        if not sys.stdout.isatty():  # an OpenJD environment: say why in the monitor
+            from ..orchestrator._funnel import one_line
+
+            click.echo(f"openjd_fail: {one_line(reason)}")
+        sys.exit(int(ExitCode.ENVIRONMENT))
+
+
+def _register_commands() -> None:
+    from ..deadline._bundle import bundle_command
+    from ..deadline._fonts import fonts_group
+
+    cli.add_command(bundle_command, "bundle")
+    cli.add_command(fonts_group, "fonts")
+    from ._monitor import host_group, status_command
+    cli.add_command(status_command, "status")
+    cli.add_command(host_group, "host")
+
+
+_register_commands()
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: map every failure to one line and a named exit code."""
+    try:
+        cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
+    except StmpoError as exc:
+        click.echo(f"stmpo: error: {exc.message}", err=True)
+        sys.exit(int(exc.code))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        click.echo(f"stmpo: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(int(ExitCode.BAD_INPUT))
+    except click.Abort:
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except KeyboardInterrupt:
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except BadInput as exc:  # pragma: no cover - covered by StmpoError
+        click.echo(f"stmpo: error: {exc.message}", err=True)
+        sys.exit(int(ExitCode.BAD_INPUT))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``stmpo status`` and ``stmpo host up|down|info``: watching renders from a terminal.
+
+Registered on the ``stmpo`` group by :mod:`.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from ..config import defaults
+
+
+@click.command("status")
+@click.option("--broker", help="Redis URL (default: $STMPO_BROKER_URL, else the host service "
+                               "and this user's embedded runs).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable: one JSON document (with --once) or one per line.")
+@click.option("--once", is_flag=True, help="Print once and exit instead of refreshing.")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+def status_command(broker: str | None, as_json: bool, once: bool, interval: float) -> None:
+    """Show the runs on this host: per slot, its chunk, frames done, frames/s and ETA."""
+    from ..broker._redis import parse_broker_url
+    from ..errors import BadInput
+    from ..monitor._status import render_text, snapshot, sources
+
+    if interval <= 0:
+        raise BadInput(f"--interval is {interval:g}: it must be more than zero")
+    if broker:
+        parse_broker_url(broker)
+    env = os.environ.get(defaults.BROKER_ENV) or None
+    if env and not broker:
+        parse_broker_url(env)
+    tty = sys.stdout.isatty() and not as_json
+    try:
+        while True:
+            snap = snapshot(sources(broker, env))
+            if as_json:
+                click.echo(json.dumps(snap, indent=2 if once else None))
+            else:
+                text = render_text(snap)
+                if tty and not once:
+                    text = "\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  ") + text
+                click.echo(text)
+            sys.stdout.flush()
+            if once:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+@click.group("host")
+def host_group() -> None:
+    """A long-lived Redis (and Flower) for every render on this host."""
+
+
+@host_group.command("up")
+@click.option("--port", type=int, default=None, help="Redis TCP port [default: 6389].")
+@click.option("--bind", default="127.0.0.1", show_default=True,
+              help="Address Redis listens on (it always requires its password).")
+@click.option("--flower", help="Also start a Flower watching every run, on [HOST:]PORT.")
+@click.option("--flower-auth", envvar="STMPO_FLOWER_AUTH",
+              help="user:pass for Flower (required off loopback; or $STMPO_FLOWER_AUTH).")
+@click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
+@click.option("--group", help="Let this group read the broker URL file (0640).")
+@click.option("--foreground", is_flag=True,
+              help="Stay in the foreground and stop both on SIGTERM (for systemd).")
+def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | None,
+            flower_url_prefix: str | None, group: str | None, foreground: bool) -> None:
+    """Start the host's Redis (password, persisted config) and optionally its Flower."""
+    from ..monitor._hostsvc import DEFAULT_PORT, HostService, host_dir
+
+    svc = HostService(host_dir())
+    for line in svc.up(port or DEFAULT_PORT, bind, flower, flower_auth or None,
+                       flower_url_prefix, group, foreground):
+        click.echo(f"stmpo host: {line}")
+    if foreground:
+        sys.stdout.flush()
+        sys.exit(svc.wait_foreground())
+
+
+@host_group.command("down")
+@click.option("--force", is_flag=True, help="Stop even while runs still use the broker.")
+def host_down(force: bool) -> None:
+    """Stop the host's Flower and Redis."""
+    from ..monitor._hostsvc import HostService, host_dir
+
+    for line in HostService(host_dir()).down(force=force):
+        click.echo(f"stmpo host: {line}")
+
+
+@host_group.command("info")
+@click.option("--json", "as_json", is_flag=True)
+def host_info(as_json: bool) -> None:
+    """Where the host service lives and whether it runs."""
+    from ..monitor._hostsvc import HostService, host_dir
+
+    info = HostService(host_dir()).info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for k, v in info.items():
+        click.echo(f"{k:<12} {v if v is not None else '-'}")

@@ -1,0 +1,389 @@
+"""``stmpo bundle``: write a ready Deadline Cloud job bundle for one render.
+
+The output pattern picks the bundle, by the same rule ``stmpo render`` uses: a pattern
+with a ``[#####]`` token is an image sequence (``openjd_bundle/template.yaml``: frames
+split into tasks of at most ``--frames-per-task``), one without is a movie
+(``openjd_bundle/movie/template.yaml``: one task, one process). OpenJD has no
+conditional steps, so each kind has its own template rather than one template with a
+step that would run for nothing.
+
+The bundle directory gets a byte-for-byte copy of the template and, as JSON (which
+Deadline reads like YAML, and which needs nothing beyond the standard library),
+``parameter_values.json`` and ``asset_references.json``. Every parameter value written
+names a parameter the template defines (checked against the decoded template: a stale
+name makes submission fail). Settings not given are left out, so the template's empty
+default applies and the worker's ``STMPO_*`` environment, the profile or stmpo's
+default decides, exactly as on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import BadInput, StmpoError
+from ..plan._frames import format_frames, parse_frames, runs
+from ..plan._pattern import parse_output
+
+IMAGE = "image"
+MOVIE = "movie"
+TEMPLATE_NAME = "template.yaml"
+_BUNDLE_FILES = ("template.yaml", "template.json", "parameter_values.yaml",
+                 "parameter_values.json", "asset_references.yaml", "asset_references.json")
+
+
+# -- templates -----------------------------------------------------------------------------
+def template_roots() -> list[Path]:
+    """Where the shipped bundles live: the source tree, then an installed share dir."""
+    return [Path(__file__).resolve().parents[2] / "openjd_bundle",
+            Path(sys.prefix) / "share" / "stmpo-celery" / "openjd_bundle"]
+
+
+def find_template(kind: str, roots: Sequence[Path] | None = None) -> Path:
+    """The template of ``kind`` (``image`` or ``movie``)."""
+    rel = Path(TEMPLATE_NAME) if kind == IMAGE else Path("movie") / TEMPLATE_NAME
+    searched = list(roots) if roots is not None else template_roots()
+    for root in searched:
+        if (root / rel).is_file():
+            return root / rel
+    raise StmpoError("the job templates are not installed: looked for "
+                     + ", ".join(str(r / rel) for r in searched))
+
+
+def load_template(kind: str) -> tuple[str, Path]:
+    """The template text of ``kind`` and its path (tests replace this function)."""
+    path = find_template(kind)
+    return path.read_text(encoding="utf-8"), path
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    type: str
+    default: str | None = None  #: as text; None when the template gives no default
+
+
+def template_parameters(text: str) -> dict[str, ParamInfo]:
+    """The parameters a job template defines, decoded with PyYAML when importable.
+
+    stmpo does not depend on PyYAML, so without it a small scanner reads the top-level
+    ``parameterDefinitions`` list (block style, as the shipped templates are written).
+    """
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - exercised by forcing the scanner in tests
+        return scan_parameters(text)
+    doc = yaml.safe_load(text)
+    if not isinstance(doc, dict):
+        raise StmpoError("the job template is not a YAML mapping")
+    return {str(p["name"]): ParamInfo(str(p["type"]),
+                                      None if p.get("default") is None else str(p["default"]))
+            for p in doc.get("parameterDefinitions") or []}
+
+
+_ITEM = re.compile(r"^(?P<indent>\s*)- name:\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+_FIELD = re.compile(r"^\s+(?P<key>type|default):\s*(?P<value>.*?)\s*$")
+
+
+def _scalar(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def scan_parameters(text: str) -> dict[str, ParamInfo]:
+    """The block-style ``parameterDefinitions`` list without a YAML library: each item's
+    name, type and plain default (enough to check names and read defaults)."""
+    fields: dict[str, dict[str, str]] = {}
+    inside = False
+    item_indent: str | None = None
+    current: str | None = None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace() and not line.startswith("-"):
+            inside = line.rstrip() == "parameterDefinitions:"
+            current = None
+            continue
+        if not inside:
+            continue
+        m = _ITEM.match(line)
+        if m and (item_indent is None or m.group("indent") == item_indent):
+            item_indent = m.group("indent")
+            current = m.group("name")
+            fields[current] = {}
+            continue
+        f = _FIELD.match(line)
+        if (f and current is not None and item_indent is not None
+                and len(line) - len(line.lstrip()) == len(item_indent) + 2):
+            fields[current].setdefault(f.group("key"), _scalar(f.group("value")))
+    return {name: ParamInfo(f.get("type", ""), f.get("default")) for name, f in fields.items()}
+
+
+# -- what the bundle holds -----------------------------------------------------------------
+@dataclass
+class Bundle:
+    kind: str
+    values: dict[str, str | int] = field(default_factory=dict)
+    inputs_files: list[str] = field(default_factory=list)
+    inputs_dirs: list[str] = field(default_factory=list)
+    outputs_dirs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def parameter_values(self) -> dict[str, Any]:
+        return {"parameterValues": [{"name": k, "value": v} for k, v in self.values.items()]}
+
+    def asset_references(self) -> dict[str, Any]:
+        return {"assetReferences": {
+            "inputs": {"filenames": self.inputs_files, "directories": self.inputs_dirs},
+            "outputs": {"directories": self.outputs_dirs},
+            "referencedPaths": [],
+        }}
+
+
+def task_ranges(frames: Sequence[int], frames_per_task: int) -> list[tuple[int, int]]:
+    """The tasks OpenJD's CONTIGUOUS chunking makes: each contiguous run of frames is cut
+    into ``ceil(n / frames_per_task)`` near-equal ranges (1-100 at 30: 25 frames each)."""
+    out: list[tuple[int, int]] = []
+    for a, b in runs(frames):
+        n = b - a + 1
+        count = -(-n // max(1, frames_per_task))
+        if count >= n:
+            out.extend((f, f) for f in range(a, b + 1))
+            continue
+        base, extra = divmod(n, count)
+        sizes = [base] * count
+        for i in range(extra):
+            sizes[(i * count) // extra] += 1
+        start = a
+        for size in sizes:
+            out.append((start, start + size - 1))
+            start += size
+    return out
+
+
+_IMAGE_ONLY = {  # option -> parameter: settings that cannot matter for one movie process
+    "frames_per_task": "FramesPerTask", "concurrency": "Concurrency",
+    "max_concurrency": "MaxConcurrency", "ram_per_process_gb": "RamPerProcessGB",
+    "threads_per_slot": "ThreadsPerSlot", "affinity": "Affinity", "numa_map": "NumaMap",
+    "schedule": "Schedule", "chunk_size": "ChunkSize", "spawn_delay": "SpawnDelay",
+    "fail_fast": "FailFast", "skip_existing": "SkipExisting",
+}
+_PLAIN = {"profile": "Profile", "aerender": "AerenderPath", "broker": "BrokerUrl"}
+_NUMBERS = {"concurrency": "Concurrency", "max_concurrency": "MaxConcurrency",
+            "ram_per_process_gb": "RamPerProcessGB", "threads_per_slot": "ThreadsPerSlot",
+            "mfr_max_cpu": "MfrMaxCpu", "spawn_delay": "SpawnDelay"}
+_SWITCHES = {"mfr": "Mfr", "affinity": "Affinity", "fail_fast": "FailFast",
+             "skip_existing": "SkipExisting"}
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _number(value: float | int) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _existing_file(label: str, value: str) -> str:
+    path = os.path.abspath(value)
+    if not os.path.isfile(path):
+        raise BadInput(f"{label} is not a file on this machine: {path}")
+    return path
+
+
+def plan_bundle(kw: dict[str, Any]) -> Bundle:
+    """Validate the options and decide the bundle's kind, values and asset references."""
+    if (kw.get("comp") is None) == (kw.get("rqindex") is None):
+        raise BadInput("pass exactly one of --comp NAME or --rqindex N")
+    if kw.get("comp") is not None and not str(kw["comp"]).strip():
+        raise BadInput("--comp is empty: pass the composition's name as After Effects shows it")
+    if kw.get("rqindex") is not None and kw["rqindex"] < 1:
+        raise BadInput(f"--rqindex {kw['rqindex']} is not a render-queue index: they start at 1")
+    frames = parse_frames(kw["frames"])
+    pattern = parse_output(kw["output"])
+    kind = IMAGE if pattern.is_sequence else MOVIE
+    b = Bundle(kind)
+    if kind == MOVIE:
+        if len(runs(frames)) > 1:
+            raise BadInput(f"--frames {kw['frames']!r} has gaps, but a movie is one contiguous "
+                           "range: pass e.g. 1-240, or render an image sequence")
+        given = [_flag(k) for k in _IMAGE_ONLY if kw.get(k) is not None]
+        if given:
+            raise BadInput(f"--output {kw['output']!r} is a movie (no [#####] token), which one "
+                           f"aerender process renders in one task: {', '.join(given)} cannot "
+                           "apply to it. Drop them, or render an image sequence")
+    project = _existing_file("--project", kw["project"])
+    output = os.path.abspath(pattern.raw)
+    out_dir, file_name = os.path.split(output)
+    b.values.update(ProjectFile=project, OutputDir=out_dir, OutputFileName=file_name)
+    if kw.get("comp") is not None:
+        b.values.update(RenderBy="comp", Comp=str(kw["comp"]))
+    else:
+        b.values.update(RenderBy="rqindex", Comp=str(kw["rqindex"]))
+    b.values["Frames"] = format_frames(frames)
+    b.inputs_files.append(project)
+    b.outputs_dirs.append(out_dir)
+    if kind == IMAGE:
+        fpt = kw.get("frames_per_task")
+        if fpt is not None:
+            if fpt < 1:
+                raise BadInput(f"--frames-per-task {fpt} is below 1: pass e.g. 100")
+            b.values["FramesPerTask"] = int(fpt)
+    for opt, param in _PLAIN.items():
+        if kw.get(opt) is not None:
+            b.values[param] = str(kw[opt])
+    for opt, param in _NUMBERS.items():
+        if kw.get(opt) is not None:
+            if kw[opt] < 0 or (kw[opt] == 0 and opt not in ("concurrency", "spawn_delay")):
+                raise BadInput(f"{_flag(opt)} is {kw[opt]}: it must be more than zero"
+                               + (" (0 = auto)" if opt == "concurrency" else ""))
+            b.values[param] = _number(kw[opt])
+    if kw.get("mfr_max_cpu") is not None and not 1 <= kw["mfr_max_cpu"] <= 100:
+        raise BadInput(f"--mfr-max-cpu is {kw['mfr_max_cpu']}: use a percentage from 1 to 100")
+    for opt, param in _SWITCHES.items():
+        if kw.get(opt) is not None:
+            b.values[param] = "ON" if kw[opt] else "OFF"
+    if kw.get("schedule") is not None:
+        b.values["Schedule"] = str(kw["schedule"])
+    if kw.get("chunk_size") is not None:
+        size = str(kw["chunk_size"]).strip().lower()
+        if size != "auto" and not (size.isdigit() and int(size) > 0):
+            raise BadInput(f"--chunk-size {kw['chunk_size']!r} is not a frame count: "
+                           "use auto or e.g. 10")
+        b.values["ChunkSize"] = size
+    if kw.get("numa_map") is not None:
+        b.values["NumaMap"] = _existing_file("--numa-map", kw["numa_map"])
+        b.inputs_files.append(str(b.values["NumaMap"]))
+    if kw.get("fonts_dir") is not None:
+        fonts = os.path.abspath(kw["fonts_dir"])
+        if not os.path.isdir(fonts):
+            raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")
+        b.values["FontsDir"] = fonts
+        b.inputs_dirs.append(fonts)
+    if kw.get("broker"):
+        from ..broker._redis import mask_url
+
+        if mask_url(str(kw["broker"])) != str(kw["broker"]):
+            b.warnings.append("the broker URL holds a password, and job parameters are "
+                              "visible to everyone on the queue: prefer STMPO_BROKER_URL on "
+                              "the workers")
+    return b
+
+
+def check_against_template(b: Bundle, text: str, where: str) -> dict[str, ParamInfo]:
+    """Every value names a parameter of the template, with a value of its type."""
+    params = template_parameters(text)
+    unknown = sorted(k for k in b.values if k not in params)
+    if unknown:
+        raise StmpoError(f"the template {where} does not define {', '.join(unknown)}: "
+                         "it does not match this stmpo; reinstall stmpo-celery")
+    for name, value in b.values.items():
+        if (params[name].type == "INT") != isinstance(value, int):
+            raise StmpoError(f"parameter {name} of {where} is {params[name].type}, "
+                             f"but stmpo bundle has {value!r} for it")
+    return params
+
+
+def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, ParamInfo]]:
+    """Write template, values and asset references into ``dest``; returns the template's
+    path and parameters."""
+    text, template = load_template(b.kind)
+    params = check_against_template(b, text, str(template))
+    if dest.exists() and not dest.is_dir():
+        raise BadInput(f"--dest {dest} exists and is not a folder")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not force:
+            raise BadInput(f"--dest {dest} is not empty: pass --force to replace its bundle")
+        others = [p.name for p in dest.iterdir() if p.name not in _BUNDLE_FILES]
+        if others:
+            raise BadInput(f"--dest {dest} holds files that are not a job bundle's "
+                           f"({', '.join(sorted(others)[:3])}): choose another folder")
+        for name in _BUNDLE_FILES:
+            (dest / name).unlink(missing_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / TEMPLATE_NAME).write_bytes(template.read_bytes())
+    for name, data in (("parameter_values.json", b.parameter_values()),
+                       ("asset_references.json", b.asset_references())):
+        (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                 encoding="utf-8")
+    return template, params
+
+
+@click.command("bundle")
+@click.option("--project", required=True, help="The .aep project file (on this machine).")
+@click.option("--comp", help="Composition name to render.")
+@click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
+@click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60.")
+@click.option("--output", required=True,
+              help="Output pattern: /renders/shot_[#####].png (image sequence) or "
+                   "/renders/shot.mov (movie).")
+@click.option("--dest", default="stmpo-bundle", show_default=True,
+              help="The bundle folder to write.")
+@click.option("--force", is_flag=True, help="Replace the job bundle already in --dest.")
+@click.option("--frames-per-task", type=int,
+              help="Most frames one task renders (image sequences; template default 100).")
+@click.option("--profile", help="Profile name (hero, farm) or a .toml path on the workers.")
+@click.option("--concurrency", type=int, help="Slots per task; 0 = auto.")
+@click.option("--max-concurrency", "--max_concurrency", "max_concurrency", type=int,
+              help="Upper bound on slots per task.")
+@click.option("--ram-per-process-gb", "--ram_per_process_gb", "ram_per_process_gb",
+              type=float, help="RAM budget of one aerender process (GB).")
+@click.option("--threads-per-slot", type=int, help="CPUs per slot.")
+@click.option("--mfr/--no-mfr", " /--disable_mfr", "mfr", default=None,
+              help="Multi-Frame Rendering in each aerender.")
+@click.option("--mfr-max-cpu", type=int, help="aerender -mfr CPU percentage (1-100).")
+@click.option("--affinity/--no-affinity", "--enable_affinity/--disable_affinity", "affinity",
+              default=None, help="Pin each slot to its CPU block.")
+@click.option("--numa-map", "--numa_map", "numa_map",
+              help="NUMA map JSON (attached to the job).")
+@click.option("--schedule", type=click.Choice(["adaptive", "guided", "static", "fixed"]),
+              help="Chunk plan inside each task.")
+@click.option("--chunk-size", help="auto or frames per aerender run.")
+@click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=float,
+              help="Stagger of each slot's first aerender launch (s).")
+@click.option("--fail-fast/--no-fail-fast", default=None,
+              help="Stop every slot on the first failed chunk.")
+@click.option("--skip-existing/--no-skip-existing", default=None,
+              help="Do not re-render frames already on disk.")
+@click.option("--aerender", "--aerender_path", "aerender",
+              help="aerender path on the workers (default: their AERENDER_PATH, PATH, ...).")
+@click.option("--broker", help="Redis URL for the workers (default: their STMPO_BROKER_URL "
+                               "or a private Redis per task).")
+@click.option("--fonts-dir", help="Folder of fonts the project needs (attached to the job).")
+def bundle_command(**kw: Any) -> None:
+    """Write a Deadline Cloud job bundle for a project/comp/frames/output.
+
+    Submit it with `deadline bundle submit DEST`. Settings not given stay empty in the
+    bundle, so each worker's STMPO_* environment, the profile or stmpo's default applies.
+    """
+    b = plan_bundle(kw)
+    dest = Path(kw["dest"]).resolve()
+    template, params = write_bundle(b, dest, bool(kw.get("force")))
+    for w in b.warnings:
+        click.echo(f"stmpo bundle: warning: {w}", err=True)
+    what = "image sequence" if b.kind == IMAGE else "movie"
+    click.echo(f"stmpo bundle: {what} bundle written to {dest} (template {template})")
+    if b.kind == IMAGE:
+        default = params["FramesPerTask"].default
+        fpt = int(b.values.get("FramesPerTask", default or 1))
+        tasks = task_ranges(parse_frames(str(b.values["Frames"])), fpt)
+        click.echo(f"stmpo bundle: {len(tasks)} task(s) of at most {fpt} frame(s): "
+                   + ", ".join(f"{a}-{z}" for a, z in tasks[:6])
+                   + (", ..." if len(tasks) > 6 else ""))
+    else:
+        click.echo(f"stmpo bundle: 1 task, one aerender process, frames {b.values['Frames']}")
+    click.echo(f"submit with: deadline bundle submit {_quote(str(dest))}")
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)

@@ -1,0 +1,416 @@
+"""``stmpo fonts install/remove``: the fonts attached to a job, for one session.
+
+The job bundle's ``Fonts`` environment runs ``stmpo fonts install --from FontsDir`` when a
+session starts and ``stmpo fonts remove`` when it ends. Several sessions can run on one
+host at the same time (and share fonts), and a session can be killed before its exit
+action runs, so fonts are not simply copied and deleted:
+
+* Every font stmpo installs is recorded in a per-user **registry**
+  (``registry.json`` in the state folder, changed only under an exclusive file lock) with
+  its content hash and the **sessions that hold it**. ``remove`` drops this session's
+  holds and deletes a font only when no other session holds it.
+* A session is identified by ``--session``, else ``$STMPO_FONTS_SESSION``, else Deadline's
+  ``$DEADLINE_SESSION_ID``, else the OpenJD session working directory
+  (``$OPENJD_SESSION_WORKING_DIR``), else the process that runs the session (see below),
+  so ``install`` and ``remove`` of one session find the same record.
+* Each session record names its **holder**: the process whose life bounds the session
+  (the worker agent or ``openjd run`` that started the action; ``sudo``/``setsid``
+  launchers and one-shot shells in between are skipped), with its start time so a reused
+  pid is not mistaken for it. A session whose holder is gone, or whose OpenJD working
+  directory was deleted, has ended without running ``remove``: the next ``install`` or
+  ``remove`` of any session reclaims its holds (and deletes the fonts nobody else holds).
+* A font file stmpo did not install is never replaced nor deleted. A different font of
+  the same file name already installed (by hand, or by another session from another job)
+  is not overwritten: stmpo says so, and the render uses the installed one.
+
+Where fonts go (per user, no administrator rights needed):
+
+* Linux: ``$XDG_DATA_HOME/fonts/stmpo`` (``~/.local/share/fonts/stmpo``), then
+  ``fc-cache`` on that folder when it exists (best effort);
+* macOS: ``~/Library/Fonts``;
+* Windows: ``%LOCALAPPDATA%\\Microsoft\\Windows\\Fonts``, registered for the user in
+  ``HKCU`` and loaded with ``AddFontResourceExW`` (:mod:`stmpo_celery.host._winfonts`).
+
+The registry lives in ``$XDG_STATE_HOME/stmpo/fonts`` (``~/.local/state/stmpo/fonts``),
+``~/Library/Application Support/stmpo/fonts`` or ``%LOCALAPPDATA%\\stmpo\\fonts``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from ..errors import EnvironmentProblem
+from ._fontleases import (
+    Registry,
+    Session,
+    current_session,
+    locked,
+    say,
+    session_ended,
+)
+
+FONT_EXTENSIONS = frozenset({".ttf", ".otf", ".ttc", ".otc", ".pfb", ".pfm", ".afm",
+                             ".dfont", ".fon", ".fnt"})
+
+
+
+# -- where things go -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Places:
+    font_dir: Path  #: where this user's fonts are installed
+    state_dir: Path  #: the registry and its lock
+    platform: str  #: "linux", "darwin" or "win32"
+
+
+def places(env: Mapping[str, str] | None = None, platform: str | None = None) -> Places:
+    """The font folder and registry folder of the current user on ``platform``."""
+    env = os.environ if env is None else env
+    platform = platform or sys.platform
+    home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
+    if platform == "win32":
+        from ..host._winfonts import local_appdata, user_font_dir
+
+        return Places(user_font_dir(env), local_appdata(env) / "stmpo" / "fonts", "win32")
+    if platform == "darwin":
+        return Places(home / "Library" / "Fonts",
+                      home / "Library" / "Application Support" / "stmpo" / "fonts", "darwin")
+    data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
+    state = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
+    return Places(data / "fonts" / "stmpo", state / "stmpo" / "fonts", "linux")
+
+
+def font_key(name: str) -> str:
+    """Registry key of a font file name: Windows and macOS folders ignore case."""
+    return name.casefold()
+
+
+def find_fonts(source: Path) -> list[Path]:
+    """Font files below ``source`` (recursively), in a stable order."""
+    found = [p for p in source.rglob("*") if p.suffix.lower() in FONT_EXTENSIONS and p.is_file()]
+    return sorted(found, key=lambda p: (len(p.relative_to(source).parts), str(p)))
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- sessions --------------------------------------------------------------------------------
+def _place_file(src: Path, dest: Path, platform: str) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    if platform == "win32":
+        from ..host import _winfonts as winfonts
+
+        winfonts.register(dest)
+
+
+def _delete_file(path: Path, platform: str) -> None:
+    if platform == "win32":
+        from ..host import _winfonts as winfonts
+
+        winfonts.unregister(path)
+    try:
+        path.unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # already gone
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Outcome:
+    installed: list[str] = field(default_factory=list)  #: copied by this session
+    shared: list[str] = field(default_factory=list)  #: installed by another live session
+    present: list[str] = field(default_factory=list)  #: installed outside stmpo, same content
+    conflicts: list[str] = field(default_factory=list)  #: messages
+    deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  #: still held by other sessions
+    reclaimed: list[str] = field(default_factory=list)  #: messages
+
+
+def reclaim_ended(reg: Registry, current: str) -> list[str]:
+    """Drop the sessions that ended without ``remove``; the fonts only they held become
+    unheld (deleted by :func:`collect`)."""
+    out = []
+    for key, rec in list(reg.sessions.items()):
+        if key == current:
+            continue
+        why = session_ended(rec)
+        if why:
+            del reg.sessions[key]
+            out.append(f"session {key} ended without removing its fonts ({why}): "
+                       f"released {len(rec.get('fonts', []))} font(s)")
+    return out
+
+
+def collect(reg: Registry, pl: Places, out: Outcome) -> None:
+    """Delete every font stmpo installed that no session holds any more."""
+    for key, entry in list(reg.fonts.items()):
+        if reg.holders(key):
+            continue
+        path = Path(entry["path"])
+        try:
+            if path.exists() and entry.get("sha256") and file_hash(path) != entry["sha256"]:
+                # replaced by someone else since: not ours to delete
+                del reg.fonts[key]
+                continue
+            _delete_file(path, pl.platform)
+        except OSError as exc:  # e.g. still loaded on Windows: retried next time
+            entry["pending_delete"] = True
+            out.conflicts.append(f"could not delete {path} yet ({exc.strerror or exc}); "
+                                 "the next install or remove retries")
+            continue
+        del reg.fonts[key]
+        out.deleted.append(path.name)
+
+
+def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
+    """Install every font file below ``source`` for ``session``."""
+    out = Outcome()
+    files = find_fonts(source)
+    wanted: dict[str, tuple[Path, str]] = {}
+    for f in files:
+        key, digest = font_key(f.name), file_hash(f)
+        if key in wanted:
+            if wanted[key][1] != digest:
+                out.conflicts.append(f"{f} has the same name as {wanted[key][0]} but other "
+                                     "content: only the first is installed")
+            continue
+        wanted[key] = (f, digest)
+    with locked(pl.state_dir) as reg_path:
+        reg = Registry.load(reg_path)
+        out.reclaimed = reclaim_ended(reg, session.key)
+        rec = reg.sessions.setdefault(session.key, {"fonts": [], "since": _now()})
+        rec.update(pid=session.pid, create_time=session.create_time, workdir=session.workdir,
+                   source=str(source))
+        held: list[str] = rec["fonts"]
+        copies: list[tuple[Path, Path, str]] = []
+        for key, (src, digest) in wanted.items():
+            dest = pl.font_dir / src.name
+            entry = reg.fonts.get(key)
+            if entry is not None:
+                if entry.get("sha256") != digest:
+                    out.conflicts.append(
+                        f"{src.name}: another session installed a different font of this name "
+                        f"({entry['path']}); not replaced, the render uses that one")
+                    continue
+                dest = Path(entry["path"])
+                if not dest.exists() or entry.get("pending_delete"):
+                    copies.append((src, dest, key))
+                entry.pop("pending_delete", None)
+                others = [h for h in reg.holders(key) if h != session.key]
+                (out.shared if others else out.installed).append(src.name)
+            else:
+                existing = _existing(pl.font_dir, src.name)
+                if existing is not None:
+                    if file_hash(existing) == digest:
+                        out.present.append(src.name)
+                    else:
+                        out.conflicts.append(
+                            f"{src.name}: a different font file of this name is already "
+                            f"installed ({existing}); not overwritten, the render uses it")
+                    continue  # not ours: never held, never deleted
+                reg.fonts[key] = {"path": str(dest), "sha256": digest, "since": _now()}
+                copies.append((src, dest, key))
+                out.installed.append(src.name)
+            if key not in held:
+                held.append(key)
+        reg.save(reg_path)  # holds first: a crash while copying leaves nothing unrecorded
+        for src, dest, _key in copies:
+            try:
+                _place_file(src, dest, pl.platform)
+            except OSError as exc:  # release what this install added; nothing half-done stays
+                for _s, _d, key in copies:
+                    if key in held:
+                        held.remove(key)
+                collect(reg, pl, Outcome())
+                if not held:
+                    reg.sessions.pop(session.key, None)
+                reg.save(reg_path)
+                raise EnvironmentProblem(
+                    f"cannot install the font {src.name} into {dest.parent}: "
+                    f"{exc.strerror or exc}") from exc
+        collect(reg, pl, out)
+        if not held:
+            del reg.sessions[session.key]
+        reg.save(reg_path)
+    return out
+
+
+def _existing(folder: Path, name: str) -> Path | None:
+    """A file of this name in ``folder`` (ignoring case, as Windows and macOS do)."""
+    direct = folder / name
+    if direct.exists():
+        return direct
+    if not folder.is_dir():
+        return None
+    key = font_key(name)
+    for p in folder.iterdir():
+        if font_key(p.name) == key:
+            return p
+    return None
+
+
+def remove_fonts(pl: Places, session: Session) -> Outcome | None:
+    """Release ``session``'s fonts; None when there is no registry at all."""
+    if not (pl.state_dir / "registry.json").exists():
+        return None
+    out = Outcome()
+    with locked(pl.state_dir) as reg_path:
+        reg = Registry.load(reg_path)
+        out.reclaimed = reclaim_ended(reg, session.key)
+        rec = reg.sessions.pop(session.key, None)
+        mine = list(rec.get("fonts", [])) if rec else []
+        for key in mine:
+            if reg.holders(key) and key in reg.fonts:
+                out.kept.append(Path(reg.fonts[key]["path"]).name)
+        collect(reg, pl, out)
+        reg.save(reg_path)
+    if rec is None:
+        out.kept.clear()
+    out.installed = mine  # what this session held
+    return out
+
+
+def refresh_cache(pl: Places) -> None:
+    """Tell the font system (best effort): ``fc-cache`` on Linux, a broadcast on Windows."""
+    if pl.platform == "linux":
+        exe = shutil.which("fc-cache")
+        if exe and pl.font_dir.is_dir():
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run([exe, str(pl.font_dir)], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=120, check=False)
+    elif pl.platform == "win32":
+        from ..host import _winfonts as winfonts
+
+        winfonts.broadcast_font_change()
+
+
+def _names(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+# -- command line ----------------------------------------------------------------------------
+@click.group("fonts")
+def fonts_group() -> None:
+    """Install or remove the fonts attached to a job, per session.
+
+    Sessions on one host share fonts safely: a font is deleted only when no running
+    session holds it, and the holds of a session that was killed are reclaimed.
+    """
+
+
+_SESSION_HELP = ("Session id (default: $STMPO_FONTS_SESSION, $DEADLINE_SESSION_ID, the OpenJD "
+                 "session folder, else the process running the session).")
+
+
+@fonts_group.command("install")
+@click.option("--from", "source", help="Folder of fonts attached to the job (empty: none).")
+@click.option("--session", help=_SESSION_HELP)
+def install(source: str | None, session: str | None) -> None:
+    """Install the fonts in --from for this session (nothing to do when none are attached)."""
+    if source is None or not source.strip():
+        say("no fonts attached to the job (FontsDir is empty): nothing to install")
+        return
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        say(f"no fonts attached: the fonts folder {folder} does not exist on this host: "
+            "nothing to install")
+        return
+    if not find_fonts(folder):
+        say(f"no fonts attached: {folder} holds no font files "
+            f"({' '.join(sorted(FONT_EXTENSIONS))}): nothing to install")
+        return
+    pl = places()
+    sess = current_session(session)
+    out = install_fonts(folder, pl, sess)
+    for line in out.reclaimed:
+        say(line)
+    for line in out.conflicts:
+        say("warning: " + line, err=True)
+    if out.installed or out.deleted:
+        refresh_cache(pl)
+    parts = []
+    if out.installed:
+        parts.append(f"installed {len(out.installed)} ({_names(out.installed)})")
+    if out.shared:
+        parts.append(f"{len(out.shared)} already installed by another session, now shared "
+                     f"({_names(out.shared)})")
+    if out.present:
+        parts.append(f"{len(out.present)} already installed outside stmpo, used as they are "
+                     f"({_names(out.present)})")
+    if out.conflicts:
+        parts.append(f"{len(out.conflicts)} not installed (see the warnings)")
+    say(f"session {sess.key}: " + "; ".join(parts or ["nothing installed"])
+        + f"; fonts folder {pl.font_dir}")
+
+
+@fonts_group.command("remove")
+@click.option("--session", help=_SESSION_HELP)
+def remove(session: str | None) -> None:
+    """Remove the fonts this session installed (those other sessions still use stay)."""
+    pl = places()
+    sess = current_session(session)
+    out = remove_fonts(pl, sess)
+    if out is None:
+        say("no fonts were installed on this host by stmpo: nothing to remove")
+        return
+    for line in out.reclaimed:
+        say(line)
+    for line in out.conflicts:
+        say("warning: " + line, err=True)
+    if out.deleted:
+        refresh_cache(pl)
+    if not out.installed and not out.deleted:
+        say(f"session {sess.key} installed no fonts: nothing to remove")
+        return
+    parts = [f"removed {len(out.deleted)}" + (f" ({_names(out.deleted)})" if out.deleted else "")]
+    if out.kept:
+        parts.append(f"kept {len(out.kept)} still used by other sessions ({_names(out.kept)})")
+    say(f"session {sess.key}: " + "; ".join(parts))
+
+
+@fonts_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_fonts(as_json: bool) -> None:
+    """Show the fonts stmpo installed on this host and the sessions holding them."""
+    pl = places()
+    reg_path = pl.state_dir / "registry.json"
+    reg = Registry.load(reg_path) if reg_path.exists() else Registry()
+    if as_json:
+        click.echo(json.dumps({"font_dir": str(pl.font_dir), "fonts": reg.fonts,
+                               "sessions": reg.sessions}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"fonts folder: {pl.font_dir}")
+    if not reg.fonts:
+        click.echo("no fonts installed by stmpo")
+    for key, entry in sorted(reg.fonts.items()):
+        holders = reg.holders(key)
+        click.echo(f"{Path(entry['path']).name}  held by {len(holders)} session(s): "
+                   + (", ".join(holders) or "none (to delete)"))
+    for key, rec in sorted(reg.sessions.items()):
+        why = session_ended(rec)
+        state = f"ended: {why}" if why else f"running (process {rec.get('pid')})"
+        click.echo(f"session {key}: {len(rec.get('fonts', []))} font(s), {state}")

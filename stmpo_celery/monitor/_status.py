@@ -1,0 +1,167 @@
+"""``stmpo status``: the runs on this host, per slot, from what the run keeps in Redis.
+
+Sources, in order: ``--broker``; else ``$STMPO_BROKER_URL``; else the host service's
+broker (:func:`hostsvc.read_broker_url`) plus every embedded run of this user on this
+host (each run's private directory in the temp dir holds its ``spec.json`` with the
+broker URL; it is 0700, so only the user who started the run can read it).
+
+Per run: the host registry entry (``stmpo:runs``), the queue length (chunks not yet
+taken) and the state hash the slots write (:mod:`.slotmon`): one JSON record per slot
+and a ``frames_done`` counter.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ..broker import keys
+from ..broker._redis import BrokerUrl, mask_url
+from ..slot._monitor import FRAMES_DONE_FIELD, duration
+
+SILENT_AFTER_S = 15.0  #: a busy slot beats every 2 s; this long without a beat is suspect
+
+
+@dataclass(frozen=True)
+class Source:
+    broker: BrokerUrl
+    origin: str
+    only_run: str | None = None  #: an embedded Redis serves one run
+
+
+def embedded_sources(tmp: Path | None = None) -> list[Source]:
+    out = []
+    root = tmp or Path(tempfile.gettempdir())
+    for spec in sorted(root.glob("stmpo-*-*/spec.json")):
+        if not (spec.parent / "redis.sock").exists():
+            continue  # a run that uses another broker, or one that is gone
+        try:
+            data = json.loads(spec.read_text())
+            out.append(Source(BrokerUrl(data["broker_url"]), f"embedded runs in {root}",
+                              str(data["run_id"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def sources(broker: str | None, env_broker: str | None) -> list[Source]:
+    if broker:
+        return [Source(BrokerUrl(broker), "--broker")]
+    if env_broker:
+        return [Source(BrokerUrl(env_broker), "$STMPO_BROKER_URL")]
+    from ._hostsvc import read_broker_url
+
+    found = []
+    url = read_broker_url()
+    if url:
+        found.append(Source(BrokerUrl(url), "host service"))
+    return found + embedded_sources()
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
+             now: float) -> dict[str, Any]:
+    run = str(entry["run"])
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.state_key(run))
+    pipe.llen(keys.prefix(run) + str(entry.get("queue", keys.queue(run))))
+    state, queued = pipe.execute()
+    slots = []
+    for name, raw in state.items():
+        if not name.startswith("slot"):
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        age = now - float(rec.get("updated", now))
+        rec["silent_s"] = round(age, 1) if age > SILENT_AFTER_S and rec.get(
+            "state") not in ("idle", "failed") else None
+        slots.append(rec)
+    slots.sort(key=lambda r: int(r.get("slot", 0)))
+    frames = int(entry.get("frames", 0))
+    done = min(int(state.get(FRAMES_DONE_FIELD, 0) or 0), frames) if frames else int(
+        state.get(FRAMES_DONE_FIELD, 0) or 0)
+    fps = sum(_num(s.get("fps")) or 0.0 for s in slots if s.get("state") == "rendering")
+    started = _num(entry.get("started"))
+    return {
+        "run": run, "host": entry.get("host"), "queue": entry.get("queue"),
+        "broker": origin, "frames": frames, "frames_done": done,
+        "percent": round(100.0 * done / frames, 1) if frames else None,
+        "slots_planned": entry.get("slots"), "queue_length": int(queued),
+        "fps": round(fps, 3) if fps else None,
+        "eta_s": round((frames - done) / fps, 1) if fps and frames else None,
+        "started": started, "elapsed_s": round(now - started, 1) if started else None,
+        "log_dir": entry.get("log_dir"), "slots": slots,
+    }
+
+
+def snapshot(srcs: list[Source]) -> dict[str, Any]:
+    now = time.time()
+    runs: list[dict[str, Any]] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for src in srcs:
+        client = src.broker.client(timeout=2.0)
+        try:
+            registry = client.hgetall(keys.REGISTRY)
+            for key, raw in sorted(registry.items()):
+                run_id = str(key)
+                if (src.only_run and run_id != src.only_run) or run_id in seen:
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue
+                seen.add(run_id)
+                runs.append(read_run(client, entry, src.origin, now))
+        except (redis.RedisError, OSError) as exc:
+            if src.only_run is None:  # an embedded run that just ended is no problem
+                problems.append(f"{mask_url(src.broker.url)} ({src.origin}): "
+                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        finally:
+            client.close()
+    return {"time": now, "runs": runs, "sources": sorted({s.origin for s in srcs}),
+            "problems": problems}
+
+
+def _slot_line(s: dict[str, Any]) -> str:
+    state = str(s.get("state", "?"))
+    if s.get("silent_s"):
+        state += f" (silent {duration(s['silent_s'])})"
+    if s.get("state") in ("idle",) or s.get("total") is None:
+        extra = f"  {s.get('reason')}" if s.get("reason") else ""
+        return f"  slot{s.get('slot')}  {state:<22} chunks done {s.get('chunks_done', 0)}{extra}"
+    prog = f"{s.get('done', 0)}/{s.get('total')}"
+    fps = _num(s.get("fps"))
+    line = (f"  slot{s.get('slot')}  {state:<22} {s.get('label') or '':<26} {prog:>9}"
+            f"  {f'{fps:.2f} f/s' if fps else '-':>10}  ETA {duration(_num(s.get('eta_s')))}")
+    if s.get("reason"):
+        line += f"  {s['reason']}"
+    return line
+
+
+def render_text(snap: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if not snap["runs"]:
+        where = ", ".join(snap["sources"]) or "no broker configured and no embedded runs"
+        lines.append(f"no stmpo runs found (looked in: {where})")
+    for r in snap["runs"]:
+        pct = f" ({r['percent']:.0f}%)" if r.get("percent") is not None else ""
+        fps = f", {r['fps']:.2f} f/s, ETA {duration(r['eta_s'])}" if r.get("fps") else ""
+        lines.append(
+            f"run {r['run']} on {r['host']}: {r['frames_done']}/{r['frames']} frames{pct}"
+            f"{fps}, queue {r['queue_length']}, running "
+            f"{duration(r.get('elapsed_s'))}  [{r['broker']}]")
+        lines.extend(_slot_line(s) for s in r["slots"])
+    lines.extend(f"warning: cannot read {p}" for p in snap["problems"])
+    return "\n".join(lines)

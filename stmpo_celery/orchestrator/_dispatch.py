@@ -1,0 +1,72 @@
+"""The orchestrator's side of the Celery queue: send the chord, purge, announce, clean.
+
+The orchestrator never waits on a Celery result (it follows the run on its own event
+channel), so its app neither subscribes to result channels nor unsubscribes on
+garbage collection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+import redis
+from celery import Celery, chord
+from kombu.utils.uuid import uuid
+
+from ..broker import keys
+from ..broker._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
+from ..broker._redis import BrokerUrl
+
+
+class RunQueue:
+    def __init__(self, broker: BrokerUrl, run_id: str, queue: str, host: str) -> None:
+        self.run_id = run_id
+        self.queue = queue
+        self.host = host
+        self.app: Celery = make_app(broker, run_id, queue)
+        self.app.backend.on_task_call = lambda *_a, **_k: None
+        self.app.backend.remove_pending_result = lambda result: result
+
+    def send_chord(self, n_tasks: int) -> list[str]:
+        """``chord(group(render_chunk × n), finalize)`` with the error callback on every
+        header task; returns the header task ids (known up front, so a stop can say which
+        ended)."""
+        ids = [uuid() for _ in range(n_tasks)]
+        header = [self.app.signature(RENDER_CHUNK, args=(self.run_id, i), queue=self.queue,
+                                     task_id=ids[i]) for i in range(n_tasks)]
+        c = chord(header, self.app.signature(FINALIZE, queue=self.queue))
+        c.link_error(self.app.signature(ON_CHUNK_ERROR))
+        c.apply_async(queue=self.queue)
+        return ids
+
+    def purge(self) -> None:
+        with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(self.queue)
+
+    def announce_revoked(self, task_ids: Iterable[str]) -> None:
+        """Tell Flower that these chunks (queued or rendering) ended with the run."""
+        ids = list(task_ids)
+        if not ids:
+            return
+        with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
+            dispatcher = self.app.events.Dispatcher(
+                conn, hostname=f"orchestrator.{self.run_id}@{self.host}", enabled=True)
+            for task_id in ids:
+                dispatcher.send("task-revoked", uuid=task_id, terminated=True,
+                                signum="SIGKILL", expired=False, retry=False)
+            dispatcher.close()
+
+
+def delete_run_keys(client: redis.Redis, run_id: str) -> None:
+    """Every key of the run (one prefix scan) and its line in the host's run registry."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        batch: list[str] = []
+        for key in client.scan_iter(match=keys.prefix(run_id) + "*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                client.delete(*batch)
+                batch = []
+        if batch:
+            client.delete(*batch)
+        client.hdel(keys.REGISTRY, run_id)

@@ -1,0 +1,199 @@
+"""The slot pool: N pinned Celery worker processes, owned by the orchestrator.
+
+Each slot runs in its own session (so its whole tree can be killed by process group)
+and holds the read end of one "death pipe" whose write end only the orchestrator has:
+when the orchestrator dies, however it dies, every slot sees EOF and kills its own
+tree. On Linux the first slots are forked from the orchestrator, which has already
+imported Celery (no threads and no broker connections exist at that moment);
+replacements, and other platforms, exec the lean launcher instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from ..host._proc import kill_tree
+from ._funnel import LogFunnel
+
+
+class ProcessLike(Protocol):
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class Forked:
+    """A forked child with the parts of ``Popen`` the pool uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:
+            self.returncode = -1
+            return self.returncode
+        if pid == 0:
+            return None
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: float | None = None) -> int:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            time.sleep(0.005)
+
+
+@dataclass
+class Slot:
+    index: int
+    cpus: tuple[int, ...] | None
+    proc: ProcessLike
+    out: IO[bytes]
+    pump: threading.Thread | None = None
+    expected_exit: bool = False
+    generation: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclass
+class SlotPool:
+    spec_path: Path
+    blocks: list[tuple[int, ...] | None]
+    log_dir: Path
+    funnel: LogFunnel
+    quiet: bool = False
+    fork: bool = field(default_factory=lambda: hasattr(os, "fork") and sys.platform != "darwin")
+    slots: list[Slot] = field(default_factory=list)
+    _death_r: int = -1
+    _death_w: int = -1
+
+    def start(self) -> None:
+        self._death_r, self._death_w = os.pipe()
+        os.set_inheritable(self._death_r, True)
+        # Only the write end decides EOF; keeping a read end lets replacements inherit it.
+        if self.fork:
+            from ..slot._main import preload
+
+            preload()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        for k, cpus in enumerate(self.blocks):
+            spawn = self._fork if self.fork else self._exec
+            self.slots.append(spawn(k, cpus, 0))
+        for s in self.slots:  # threads only once every fork is done
+            s.pump = self.funnel.pump(s.out, lambda: self.quiet)
+
+    def _stderr_fd(self, k: int) -> int:
+        return os.open(self.log_dir / f"slot{k}.stderr.log",
+                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _exec(self, k: int, cpus: tuple[int, ...] | None, generation: int) -> Slot:
+        argv = [sys.executable, "-m", "stmpo_celery.slot._main", str(self.spec_path), str(k),
+                str(self._death_r), ",".join(map(str, cpus or ()))]
+        err = self._stderr_fd(k)
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                pass_fds=(self._death_r,), start_new_session=True,
+            )
+        finally:
+            os.close(err)
+        assert proc.stdout is not None
+        return Slot(k, cpus, proc, proc.stdout, generation=generation)
+
+    def _fork(self, k: int, cpus: tuple[int, ...] | None, generation: int) -> Slot:
+        out_r, out_w = os.pipe()
+        err = self._stderr_fd(k)
+        pid = os.fork()
+        if pid == 0:  # the slot
+            code = 1
+            try:
+                os.setsid()
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err, 2)
+                keep = self._death_r
+                os.closerange(3, keep)
+                os.closerange(keep + 1, 65536)
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_DFL)
+                from ..slot._main import run_slot
+
+                code = run_slot(str(self.spec_path), k, keep,
+                                ",".join(map(str, cpus or ())))
+            except BaseException:  # noqa: BLE001 - a forked child must never return
+                with contextlib.suppress(Exception):
+                    os.write(2, traceback.format_exc().encode())
+            finally:
+                os._exit(code)
+        os.close(out_w)
+        os.close(err)
+        return Slot(k, cpus, Forked(pid), os.fdopen(out_r, "rb"), generation=generation)
+
+    def replace(self, k: int) -> Slot:
+        """Start a new slot on the same CPU block as slot ``k`` (after it died)."""
+        old = self.slots[k]
+        old.expected_exit = True
+        kill_tree(old.pid, pgid=old.pid)
+        with contextlib.suppress(ChildProcessError):
+            old.proc.poll()
+        new = self._exec(k, old.cpus, old.generation + 1)  # threads run now: no fork
+        new.pump = self.funnel.pump(new.out, lambda: self.quiet)
+        self.slots[k] = new
+        return new
+
+    def dead(self) -> list[Slot]:
+        return [s for s in self.slots if s.proc.poll() is not None and not s.expected_exit]
+
+    def kill_all(self) -> list[int]:
+        """SIGKILL every slot's process group and tree; return pids that survived."""
+        survivors: list[int] = []
+        for s in self.slots:
+            s.expected_exit = True
+        for s in self.slots:
+            survivors += kill_tree(s.pid, pgid=s.pid, timeout=2.0)
+        for s in self.slots:
+            with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+                s.proc.wait(timeout=2.0)
+        self.close()
+        return survivors
+
+    def close(self) -> None:
+        for fd in (self._death_w, self._death_r):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._death_w = self._death_r = -1
+        for s in self.slots:
+            if s.pump is not None:
+                s.pump.join(timeout=1.0)

@@ -1,0 +1,116 @@
+"""The run's record: per-chunk bookkeeping and the ``--summary`` JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..broker._redis import mask_url
+from ..plan._frames import format_frames
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+
+@dataclass
+class ChunkRecord:
+    index: int
+    start: int
+    end: int
+    slot: int | None = None
+    status: str = "pending"  #: pending running done failed idle skipped
+    t0: float | None = None
+    t1: float | None = None
+    exit_code: int | None = None
+    launch_s: float | None = None
+    frames_done: int = 0
+    missing: list[int] = field(default_factory=list)
+    reason: str | None = None
+    tail: list[str] = field(default_factory=list)
+    log: str | None = None
+    attempts: int = 0
+    task_id: str | None = None
+    frames: str = ""
+    suspect: list[int] = field(default_factory=list)
+    stolen_by: list[int] = field(default_factory=list)
+    cut: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("done", "failed", "idle", "skipped")
+
+    def finish(self, ev: dict[str, Any], status: str) -> None:
+        self.status = status
+        self.slot = ev.get("slot", self.slot)
+        self.start, self.end = ev.get("start", self.start), ev.get("end", self.end)
+        self.t0, self.t1 = ev.get("t0", self.t0), ev.get("t1", self.t1)
+        self.exit_code = ev.get("exit_code")
+        self.launch_s = ev.get("launch_s")
+        self.missing = list(ev.get("missing") or [])
+        self.suspect = sorted(set(self.suspect) | set(ev.get("suspect") or []))
+        self.log = ev.get("log", self.log)
+        self.attempts = int(ev.get("attempts", self.attempts))
+
+    def describe(self, tail: bool = True) -> str:
+        text = (f"chunk {self.index} frames {self.start}-{self.end} on slot {self.slot}: "
+                f"{self.reason}")
+        if tail and self.tail:
+            text += " | last lines: " + " / ".join(t.strip() for t in self.tail[-4:] if t.strip())
+        return text
+
+
+def build(run: Run, missing: list[int]) -> dict[str, Any]:
+    prep = run.prep
+    missing_set = set(missing)
+    rendered = [f for f in prep.to_render if f not in missing_set]
+    suspect = sorted({f for c in run.chunks.values() for f in c.suspect})
+    return {
+        "run": run.run_id,
+        "host": run.host,
+        "queue": run.queue,
+        "broker": mask_url(run.broker.url) if run.broker else None,
+        "embedded_broker": run.embedded is not None,
+        "exit_code": int(run.exit_code),
+        "status": "ok" if run.exit_code == 0 else "failed",
+        "reason": run.stop_reason,
+        "frames": {
+            "requested": len(prep.frames),
+            "requested_spec": format_frames(prep.frames),
+            "rendered": len(rendered),
+            "rendered_spec": format_frames(rendered),
+            "skipped": len(prep.skipped),
+            "skipped_spec": format_frames(prep.skipped),
+            "missing": len(missing),
+            "missing_spec": format_frames(missing),
+            # written by an aerender that then failed: deleted as possibly partial and
+            # rendered again (if a retry was left); still missing ones are in missing_spec
+            "suspect_spec": format_frames(suspect),
+        },
+        "output": prep.pattern.raw,
+        "plan": run.plan.to_dict(),
+        "chunks": [asdict(c) for c in sorted(run.chunks.values(), key=lambda c: c.index)
+                   if c.status not in ("idle", "pending") or c.t0 is not None],
+        "idle_tasks": sum(1 for c in run.chunks.values() if c.status == "idle"),
+        "failures": [c.describe() for c in run.failures],
+        "warnings": run.warnings,
+        "timing": {
+            "started": run.t_start,
+            "ended": time.time(),
+            "first_launch": run.t_first_launch,
+            "last_frame": run.t_last_frame,
+        },
+        "log_dir": str(run.log_dir),
+    }
+
+
+def write_summary(run: Run, missing: list[int]) -> None:
+    assert run.o.summary is not None
+    path = run.o.summary
+    tmp = f"{path}.tmp{os.getpid()}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(build(run, missing), fh, indent=2, default=str)
+    os.replace(tmp, path)

@@ -1,0 +1,53 @@
+"""After Effects output patterns: ``shot_[#####].png`` -> one path per frame (pure)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import BadInput
+
+_TOKEN = re.compile(r"\[(#+)\]")
+
+
+@dataclass(frozen=True)
+class OutputPattern:
+    """An output path as aerender's ``-output`` takes it.
+
+    A pattern with a ``[###]`` token is an image sequence (one file per frame); one
+    without is a movie, which a single aerender process must write whole.
+    """
+
+    raw: str
+
+    @property
+    def token(self) -> re.Match[str] | None:
+        tokens = list(_TOKEN.finditer(self.raw))
+        return tokens[-1] if tokens else None
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.token is not None
+
+    def path_for(self, frame: int) -> str:
+        tok = self.token
+        if tok is None:
+            return self.raw
+        width = len(tok.group(1))
+        return self.raw[: tok.start()] + f"{frame:0{width}d}" + self.raw[tok.end() :]
+
+
+def parse_output(raw: str) -> OutputPattern:
+    if not raw or not raw.strip():
+        raise BadInput("--output is empty: pass a path like /renders/shot_[#####].png")
+    if "\x00" in raw:
+        raise BadInput("--output contains a NUL byte: pass a plain path")
+    if raw.count("[#") > 1:
+        raise BadInput(
+            f"--output {raw!r} has more than one frame token: keep a single [#####]"
+        )
+    if "[" in raw and "#" in raw and not _TOKEN.search(raw):
+        raise BadInput(
+            f"--output {raw!r} has a malformed frame token: write it as [#####]"
+        )
+    return OutputPattern(raw)

@@ -1,0 +1,92 @@
+"""A slot: pin, arm the parent-death watch, run one solo-pool Celery worker.
+
+Two ways in, one body (:func:`run_slot`): forked from the orchestrator on Linux (the
+orchestrator has already imported Celery, so N slots are ready in a fraction of the
+time), or exec'd as ``python -m stmpo_celery.slot._main SPEC SLOT DEATH_FD [CPUS]`` —
+the lean launcher used on other platforms and for replacement slots. Pinning
+happens before the worker starts and is inherited by aerender and its renderer.
+No ``celery`` CLI: it imports click and plugins and costs ~0.5 s of CPU per slot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _pin(cpus_arg: str) -> str | None:
+    if not cpus_arg:
+        return None
+    cpus = {int(c) for c in cpus_arg.split(",") if c}
+    if sys.platform == "win32":
+        from ..host._winaffinity import pin_current_process
+
+        return pin_current_process(sorted(cpus))
+    try:
+        os.sched_setaffinity(0, cpus)
+    except (OSError, AttributeError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        # the same text from every slot: the orchestrator says it once
+        return f"CPU pinning failed ({why}): slots run unpinned; --no-affinity silences this"
+    return None
+
+
+def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
+    pin_problem = _pin(cpus_arg)
+
+    import shutil
+
+    from ..host._proc import become_subreaper, set_process_name, start_deathwatch
+
+    set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
+
+    # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too.
+    run_dir = os.path.dirname(os.path.abspath(spec_path))
+    start_deathwatch(death_fd, cleanup=lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    become_subreaper()
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*superuser privileges.*")
+    from ..broker._app import make_app
+    from ..broker._redis import BrokerUrl
+    from ..broker.keys import node_name
+    from ._chunk import SlotContext
+    from ._spec import RunSpec
+    from ._tasks import register
+
+    spec = RunSpec.read(spec_path)
+    broker = BrokerUrl(spec.broker_url)
+    ctx = SlotContext(spec=spec, slot=slot, client=broker.client(timeout=30))
+    if pin_problem:
+        ctx.publish("warning", index=None, text=pin_problem)
+    app = make_app(broker, spec.run_id, spec.queue)
+    register(app, ctx)
+    worker = app.Worker(
+        pool="solo", concurrency=1, queues=[spec.queue],
+        hostname=node_name(slot, spec.run_id, spec.host),
+        without_gossip=True, without_mingle=True, without_heartbeat=False,
+        loglevel="WARNING", logfile=os.path.join(spec.log_dir, f"slot{slot}.celery.log"),
+        redirect_stdouts=False, task_events=True, quiet=True,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)
+
+
+def preload() -> None:
+    """Import what a slot needs, so forked slots start without importing anything."""
+    import celery.apps.worker  # noqa: F401
+    import celery.worker.consumer  # noqa: F401
+    import kombu.transport.redis  # noqa: F401
+
+    from ..broker import _app as app  # noqa: F401
+    from . import _tasks as tasks  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    sys.exit(run_slot(args[0], int(args[1]), int(args[2]), args[3] if len(args) > 3 else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""What a slot needs to know about its run (written once by the orchestrator)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..aerender._argv import RenderTarget
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    host: str
+    queue: str
+    broker_url: str
+    aerender: str
+    target: RenderTarget
+    log_dir: str
+    fail_fast: bool = True
+    spawn_delay: float = 0.0
+    retries: int = 1
+    stall_timeout: float = 0.0  #: 0 = derived (floor or a multiple of the slowest frame)
+    stall_floor: float = 600.0
+    chunk_timeout: float = 0.0
+    schedule: str = "static"
+    launch_cost: float = 30.0
+    min_steal: int = 1  #: adaptive: the shortest tail a steal may take (--chunk-size)
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)  #: the frames to render (after skips)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        data = json.loads(text)
+        data["target"] = RenderTarget(**{
+            **data["target"],
+            "mem_usage": tuple(data["target"]["mem_usage"]) if data["target"].get("mem_usage")
+            else None,
+        })
+        data["chunks"] = [tuple(c) for c in data.get("chunks", [])]
+        return cls(**data)
+
+    def write(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.to_json())
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> RunSpec:
+        return cls.from_json(Path(path).read_text())
