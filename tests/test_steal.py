@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stmpo_celery.broker._schedule import spare_tasks
+from stmpo_celery.slot._schedule import spare_tasks
 from stmpo_celery.plan._chunks import predict_makespan
 from stmpo_celery.plan._steal import CostModel, Running, learn_launch, plan_steal, remaining
 

@@ -20,6 +20,7 @@ from .. import __version__
 from ..config._options import RenderOptions
 from ..config._settings import SETTINGS, resolve
 from ..errors import BadInput, ExitCode, StmpoError
+from ..text import shell_quote
 
 F = Callable[..., Any]
 
@@ -227,7 +228,7 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
             # the simulator needs little RAM and CPU: size the plan for it
             "--ram-per-process-gb", "0.5", "--threads-per-slot", "1",
             "--summary", str(root / "summary.json"), "--log-dir", str(root / "logs")]
-    click.echo("stmpo " + " ".join(_quote(a) for a in args), err=True)
+    click.echo("stmpo " + " ".join(shell_quote(a) for a in args), err=True)
     cli.main(args=args, prog_name="stmpo", standalone_mode=False)
 
 
@@ -255,7 +256,7 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
                   + "; ".join(f"{c.name}: {c.detail}" for c in failed))
         click.echo(reason, err=True)
         if not sys.stdout.isatty():  # an OpenJD environment: say why in the monitor
-            from ..orchestrator._funnel import one_line
+            from ..text import one_line
 
             click.echo(f"openjd_fail: {one_line(reason)}")
         sys.exit(int(ExitCode.ENVIRONMENT))
@@ -275,10 +276,6 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,7 @@ import click
 from ..errors import BadInput, StmpoError
 from ..plan._frames import format_frames, parse_frames, runs
 from ..plan._pattern import parse_output
+from ..text import shell_quote
 
 IMAGE = "image"
 MOVIE = "movie"
@@ -380,10 +381,4 @@ def bundle_command(**kw: Any) -> None:
                    + (", ..." if len(tasks) > 6 else ""))
     else:
         click.echo(f"stmpo bundle: 1 task, one aerender process, frames {b.values['Frames']}")
-    click.echo(f"submit with: deadline bundle submit {_quote(str(dest))}")
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
+    click.echo(f"submit with: deadline bundle submit {shell_quote(str(dest))}")

@@ -25,7 +25,7 @@ import click
 import psutil
 
 from ..errors import EnvironmentProblem
-from ..orchestrator._funnel import one_line
+from ..text import one_line
 
 
 def say(text: str, err: bool = False) -> None:

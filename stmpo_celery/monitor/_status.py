@@ -23,7 +23,8 @@ import redis
 
 from ..broker import keys
 from ..broker._redis import BrokerUrl, mask_url
-from ..slot._monitor import FRAMES_DONE_FIELD, duration
+from ..slot._monitor import FRAMES_DONE_FIELD
+from ..text import duration
 
 SILENT_AFTER_S = 15.0  #: a busy slot beats every 2 s; this long without a beat is suspect
 

@@ -12,10 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import IO, TextIO
 
+from ..text import one_line
 
-def one_line(text: str) -> str:
-    """Collapse a message to one line so a path or comp name cannot forge a directive."""
-    return " ".join(str(text).replace("\r", "\n").split("\n")).strip()
+__all__ = ["LogFunnel", "one_line"]
 
 
 class LogFunnel:

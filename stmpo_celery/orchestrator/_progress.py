@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import time
 
+from ..text import duration
 from ._funnel import LogFunnel
-
-
-def fmt_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 class Progress:
@@ -64,7 +58,7 @@ class Progress:
         eta = self.eta()
         bar = "#" * filled + "." * (self.width - filled)
         text = (f"\r[{bar}] {self.done}/{self.total} frames  {self.rate():.2f} fps  "
-                f"ETA {fmt_duration(eta) if eta is not None else '--'}")
+                f"ETA {duration(eta) if eta is not None else '--'}")
         self.funnel.raw(text)
         self._shown = True
 

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import redis
 
 from ..aerender._argv import RenderTarget
-from ..broker import _schedule as schedule
+from ..aerender._output import missing_frames
 from ..broker import events, keys
 from ..broker._redelivery import missing_frames_suspect, requeue_unacked
 from ..broker._redis import BrokerUrl, EmbeddedRedis, mask_url
@@ -33,13 +33,13 @@ from ..host._hostplan import HostPlan
 from ..host._proc import become_subreaper
 from ..monitor import _flowerctl as flowerctl
 from ..plan._frames import parse_frames
-from ..slot._chunk import missing_frames
+from ..slot import _schedule as schedule
 from ..slot._spec import RunSpec
 from ._dispatch import RunQueue, delete_run_keys
 from ._funnel import LogFunnel, one_line
 from ._pool import Slot, SlotPool
 from ._progress import Progress
-from ._summary import ChunkRecord, write_summary
+from ._summary import ChunkRecord, ChunkStatus, write_summary
 from ._validate import Prepared
 
 _CANCEL_CODES: dict[int, ExitCode] = {
@@ -248,56 +248,88 @@ class Run:
                 if now - all_done_at > defaults.FINALIZE_WAIT_S:
                     break
 
-    def _on_event(self, ev: dict[str, Any]) -> None:
-        kind = ev["t"]
-        idx = ev.get("index")
-        rec = self.chunks.get(idx) if isinstance(idx, int) else None
-        if kind == "chunk-start" and rec is not None:
-            rec.slot, rec.start, rec.end = ev.get("slot"), ev["start"], ev["end"]
-            rec.status, rec.t0 = "running", ev.get("ts")
-            rec.task_id, rec.frames = ev.get("task_id"), str(ev.get("frames", ""))
-            self.t_first_launch = self.t_first_launch or time.time()
-        elif kind == "chunk-retry" and rec is not None:
-            rec.finish(ev, "retrying")
-            rec.reason = ev.get("reason")
-            self._say(f"retrying {len(ev.get('redo') or [])} frame(s) of chunk {rec.index} "
-                      f"(retry {ev.get('attempts')} of {self.o.retries}): {rec.reason}")
-        elif kind == "frame" and rec is not None:
-            rec.frames_done = max(rec.frames_done, int(ev.get("done", 0)))
-            self.t_last_frame = time.time()
-            frame = ev.get("frame")
-            if isinstance(frame, int):
-                self.done_frames.add(frame)
-            else:
-                key = (rec.index, rec.attempts)
-                self.unresolved[key] = max(self.unresolved.get(key, 0), int(ev.get("done", 0)))
-            if self.progress is not None:
-                self.progress.set_done(len(self.done_frames) + sum(self.unresolved.values()))
-            if os.environ.get("STMPO_INJECT_FAULT") == "orchestrator-crash":
-                raise RuntimeError("injected orchestrator fault (STMPO_INJECT_FAULT)")
-        elif kind == "chunk-done" and rec is not None:
-            rec.finish(ev, "done")
-        elif kind == "chunk-shrink" and rec is not None:
-            rec.end = int(ev["end"])
-            rec.stolen_by.append(int(ev["thief"]))
-        elif kind == "chunk-idle" and rec is not None:
-            rec.status = str(ev.get("status", "idle"))
-        elif kind == "chunk-failed" and rec is not None:
-            rec.finish(ev, "failed")
-            rec.reason, rec.tail = ev.get("reason"), list(ev.get("tail") or [])
-            self.failures.append(rec)
-            self._say(f"FAILED {rec.describe()}")
-            if self.o.fail_fast:
-                self._stop(rec.describe(), ExitCode.RENDER_FAILED)
-        elif kind == "abort" and self.o.fail_fast:
-            self._stop(str(ev.get("reason") or "a chunk failed"), ExitCode.RENDER_FAILED)
-        elif kind == "warning":
-            text = one_line(str(ev.get("text", "")))
-            if text not in self.warnings:
-                self.warnings.append(text)
-                self._say(f"WARNING (slot {ev.get('slot')}): {text}")
-        elif kind == "finalized":
-            self.finalized = True
+    def _on_event(self, ev: events.Event) -> None:
+        """One event from a slot: handled by ``_on_<kind>``."""
+        handler = getattr(self, "_on_" + ev.kind.value.replace("-", "_"))
+        handler(ev)
+
+    def _record_of(self, ev: events.Event) -> ChunkRecord | None:
+        index = getattr(ev, "index", None)
+        return self.chunks.get(index) if isinstance(index, int) else None
+
+    def _on_chunk_start(self, ev: events.ChunkStart) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.slot, rec.start, rec.end = ev.slot, ev.start, ev.end
+        rec.status, rec.t0 = ChunkStatus.RUNNING, ev.ts
+        rec.task_id, rec.frames = ev.task_id, ev.frames
+        self.t_first_launch = self.t_first_launch or time.time()
+
+    def _on_chunk_retry(self, ev: events.ChunkRetry) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.finish(ev, ChunkStatus.RETRYING)
+        rec.reason = ev.reason
+        self._say(f"retrying {len(ev.redo)} frame(s) of chunk {rec.index} "
+                  f"(retry {ev.attempts} of {self.o.retries}): {rec.reason}")
+
+    def _on_frame(self, ev: events.Frame) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.frames_done = max(rec.frames_done, ev.done)
+        self.t_last_frame = time.time()
+        if ev.frame is not None:
+            self.done_frames.add(ev.frame)
+        else:
+            key = (rec.index, rec.attempts)
+            self.unresolved[key] = max(self.unresolved.get(key, 0), ev.done)
+        if self.progress is not None:
+            self.progress.set_done(len(self.done_frames) + sum(self.unresolved.values()))
+        if os.environ.get("STMPO_INJECT_FAULT") == "orchestrator-crash":
+            raise RuntimeError("injected orchestrator fault (STMPO_INJECT_FAULT)")
+
+    def _on_chunk_done(self, ev: events.ChunkDone) -> None:
+        rec = self._record_of(ev)
+        if rec is not None:
+            rec.finish(ev, ChunkStatus.DONE)
+
+    def _on_chunk_shrink(self, ev: events.ChunkShrink) -> None:
+        rec = self._record_of(ev)
+        if rec is not None:
+            rec.end = ev.end
+            rec.stolen_by.append(ev.thief)
+
+    def _on_chunk_idle(self, ev: events.ChunkIdle) -> None:
+        rec = self._record_of(ev)
+        if rec is not None:
+            rec.status = ChunkStatus(ev.status)
+
+    def _on_chunk_failed(self, ev: events.ChunkFailed) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.finish(ev, ChunkStatus.FAILED)
+        rec.reason, rec.tail = ev.reason, list(ev.tail)
+        self.failures.append(rec)
+        self._say(f"FAILED {rec.describe()}")
+        if self.o.fail_fast:
+            self._stop(rec.describe(), ExitCode.RENDER_FAILED)
+
+    def _on_abort(self, ev: events.Abort) -> None:
+        if self.o.fail_fast:
+            self._stop(ev.reason or "a chunk failed", ExitCode.RENDER_FAILED)
+
+    def _on_warning(self, ev: events.SlotWarning) -> None:
+        text = one_line(ev.text)
+        if text not in self.warnings:
+            self.warnings.append(text)
+            self._say(f"WARNING (slot {ev.slot}): {text}")
+
+    def _on_finalized(self, _ev: events.Finalized) -> None:
+        self.finalized = True
 
     def _slot_died(self, slot: Slot) -> None:
         """A slot died: replace it on the same CPUs; re-enqueue its chunk's missing frames."""
@@ -305,7 +337,7 @@ class Run:
         code = slot.proc.returncode
         self.slot_deaths += 1
         rec = next((c for c in self.chunks.values()
-                    if c.status == "running" and c.slot == slot.index), None)
+                    if c.status is ChunkStatus.RUNNING and c.slot == slot.index), None)
         what = f"slot {slot.index} (pid {slot.pid}) died (exit code {code})"
         self.pool.replace(slot.index)
         if rec is None:
@@ -315,7 +347,7 @@ class Run:
                                            str(rec.index), 1))
         rec.reason = f"{what} while rendering chunk {rec.index}"
         if attempts > self.o.retries:
-            rec.status = "failed"
+            rec.status = ChunkStatus.FAILED
             self.failures.append(rec)
             self._stop(rec.describe() + f" (after {self.o.retries} retries)",
                        ExitCode.RENDER_FAILED)
@@ -336,7 +368,7 @@ class Run:
             self._stop(f"{rec.reason}: its message could not be re-enqueued",
                        ExitCode.RENDER_FAILED)
             return
-        rec.status = "retrying"
+        rec.status = ChunkStatus.RETRYING
         rec.attempts = attempts
         self._say(f"{rec.reason}; replaced it and re-enqueued {len(redo)} frame(s) "
                   f"(retry {attempts} of {self.o.retries})")

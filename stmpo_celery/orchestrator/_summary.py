@@ -6,13 +6,40 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from ..broker._redis import mask_url
+from ..broker.events import ChunkOutcome, ChunkRetry
 from ..plan._frames import format_frames
 
 if TYPE_CHECKING:
     from ._run import Run
+
+
+class ChunkStatus(str, Enum):
+    """Where one chunk task stands, as the orchestrator knows it."""
+
+    PENDING = "pending"
+    """Queued; no slot has started it yet."""
+    RUNNING = "running"
+    """A slot took it and launched (or is launching) aerender."""
+    RETRYING = "retrying"
+    """It failed in a retryable way; its missing frames wait on the queue again."""
+    DONE = "done"
+    """Every frame it ended up owning is on disk."""
+    FAILED = "failed"
+    """It failed for good (a strong error, or retries used up)."""
+    IDLE = "idle"
+    """A spare task that found nothing worth taking."""
+    SKIPPED = "skipped"
+    """It reached a slot after the run was aborted and rendered nothing."""
+
+    @property
+    def terminal(self) -> bool:
+        """No more events will change it."""
+        return self in (ChunkStatus.DONE, ChunkStatus.FAILED, ChunkStatus.IDLE,
+                        ChunkStatus.SKIPPED)
 
 
 @dataclass
@@ -21,7 +48,7 @@ class ChunkRecord:
     start: int
     end: int
     slot: int | None = None
-    status: str = "pending"  #: pending running done failed idle skipped
+    status: ChunkStatus = ChunkStatus.PENDING
     t0: float | None = None
     t1: float | None = None
     exit_code: int | None = None
@@ -40,19 +67,22 @@ class ChunkRecord:
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("done", "failed", "idle", "skipped")
+        return self.status.terminal
 
-    def finish(self, ev: dict[str, Any], status: str) -> None:
+    def finish(self, ev: ChunkOutcome, status: ChunkStatus) -> None:
+        """Take a slot's account of how the chunk's render ended."""
         self.status = status
-        self.slot = ev.get("slot", self.slot)
-        self.start, self.end = ev.get("start", self.start), ev.get("end", self.end)
-        self.t0, self.t1 = ev.get("t0", self.t0), ev.get("t1", self.t1)
-        self.exit_code = ev.get("exit_code")
-        self.launch_s = ev.get("launch_s")
-        self.missing = list(ev.get("missing") or [])
-        self.suspect = sorted(set(self.suspect) | set(ev.get("suspect") or []))
-        self.log = ev.get("log", self.log)
-        self.attempts = int(ev.get("attempts", self.attempts))
+        self.slot = ev.slot if ev.slot is not None else self.slot
+        self.start, self.end = ev.start, ev.end
+        self.t0 = ev.t0 if ev.t0 is not None else self.t0
+        self.t1 = ev.t1 if ev.t1 is not None else self.t1
+        self.exit_code = ev.exit_code
+        self.launch_s = ev.launch_s
+        self.missing = list(ev.missing)
+        self.suspect = sorted(set(self.suspect) | set(ev.suspect))
+        self.log = ev.log or self.log
+        if isinstance(ev, ChunkRetry):
+            self.attempts = ev.attempts
 
     def describe(self, tail: bool = True) -> str:
         text = (f"chunk {self.index} frames {self.start}-{self.end} on slot {self.slot}: "

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..aerender._argv import resolve_aerender
+from ..aerender._output import missing_frames
 from ..broker._redis import BrokerUrl, check_reachable, parse_broker_url
 from ..config import defaults
 from ..config._options import RenderOptions
@@ -15,7 +16,6 @@ from ..monitor._hostsvc import discover_broker
 from ..plan._chunks import SCHEDULES
 from ..plan._frames import parse_frames
 from ..plan._pattern import OutputPattern, parse_output
-from ..slot._chunk import missing_frames
 
 
 @dataclass

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import BadInput
-from ..host._topology import GROUP_MAX, Topology, format_cpulist
+from ._topology import GROUP_MAX, Topology, format_cpulist
 
 Core = tuple[int, ...]
 

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis
 
 from ..aerender._argv import build_argv
 from ..aerender._log import AerenderLog, AeWarning, FrameDone, StrongError
+from ..aerender._output import missing_frames
 from ..broker import events, keys
 from ..config import defaults
 from ..host._proc import descendants, kill_procs, tree_cpu_seconds
@@ -31,27 +31,16 @@ from ..plan._pattern import OutputPattern
 from ._spec import RunSpec
 
 
-def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:
-    """Frames whose file is absent or empty (an empty file is not a frame)."""
-    out = []
-    for f in frames:
-        try:
-            if os.path.getsize(pattern.path_for(f)) <= 0:
-                out.append(f)
-        except OSError:
-            out.append(f)
-    return out
-
-
-class ChunkFailed(Exception):
+class ChunkError(Exception):
     """A chunk did not produce its frames; ``str()`` is one line for a human."""
 
     def __init__(self, message: str, *, retryable: bool = False,
-                 redo: list[int] | None = None, info: dict[str, Any] | None = None) -> None:
+                 redo: list[int] | None = None, outcome: events.ChunkOutcome | None = None,
+                 ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.redo = redo or []  #: frames to render again (missing or suspect)
-        self.info = info or {}
+        self.outcome = outcome  #: what the render did (None: it never launched)
 
 
 @dataclass
@@ -68,7 +57,7 @@ class SlotContext:
     frame_hook: Callable[[int, int, int | None, float | None, float | None], int | None] | None = (
         None)
     #: sees every event before it is published (the slot's live state for Flower and status)
-    observer: Callable[[str, dict[str, Any]], None] | None = None
+    observer: Callable[[events.Event], None] | None = None
 
     def emit(self, label: str, line: str) -> None:
         """One whole line into the merged stream (the orchestrator's log funnel)."""
@@ -76,11 +65,13 @@ class SlotContext:
         with self.lock, contextlib.suppress(OSError):
             os.write(self.out_fd, data)
 
-    def publish(self, kind: str, **fields: Any) -> None:
+    def publish(self, event: events.Event) -> None:
+        """Stamp ``event`` with this slot, show it to the observer, send it (best effort)."""
+        event.slot = self.slot
         if self.observer is not None:
-            self.observer(kind, fields)
+            self.observer(event)
         with contextlib.suppress(redis.RedisError):
-            events.publish(self.client, self.spec.run_id, kind, **{"slot": self.slot, **fields})
+            events.publish(self.client, self.spec.run_id, event)
 
     def aborted(self) -> str | None:
         try:
@@ -201,8 +192,8 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     att.reported.add(frame)
                     while next_needed in att.reported:
                         next_needed += 1
-                    ctx.publish("frame", index=index, frame=ev.frame, number=ev.number,
-                                done=parser.done_count)
+                    ctx.publish(events.Frame(index=index, frame=ev.frame, number=ev.number,
+                                             done=parser.done_count))
                     if ctx.frame_hook is not None and att.cut_end is None:
                         new_end = ctx.frame_hook(index, next_needed - 1, frame, cost,
                                                  att.launch_s if first else None)
@@ -215,7 +206,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     kill_renderer()  # deterministic failure: do not let AE go on
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
-                    ctx.publish("warning", index=index, text=ev.text)
+                    ctx.publish(events.SlotWarning(index=index, text=ev.text))
     att.exit_code = proc.wait()
     watch.done.set()
     watch.join(timeout=1)
@@ -227,8 +218,8 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
 
 
 def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
-              task_id: str | None = None) -> dict[str, Any]:
-    """Render ``frames`` (one aerender launch per contiguous run); raise :class:`ChunkFailed`."""
+              task_id: str | None = None) -> events.ChunkOutcome:
+    """Render ``frames`` (one aerender launch per contiguous run); raise :class:`ChunkError`."""
     spec = ctx.spec
     pattern = OutputPattern(spec.target.output)
     label = frames_label(frames[0], frames[-1]) if len(runs(frames)) == 1 else (
@@ -242,12 +233,13 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         deadline = time.monotonic() + spec.spawn_delay * ctx.slot
         while time.monotonic() < deadline:
             if ctx.aborted():
-                raise ChunkFailed("run aborted before launch")
+                raise ChunkError("run aborted before launch")
             time.sleep(0.05)
     t0 = time.time()
     planned_end = frames[-1]
-    ctx.publish("chunk-start", index=index, start=frames[0], end=frames[-1],
-                frames=format_frames(frames), attempt=attempt, task_id=task_id)
+    ctx.publish(events.ChunkStart(index=index, start=frames[0], end=frames[-1],
+                                  frames=format_frames(frames), attempt=attempt,
+                                  task_id=task_id))
     good: list[int] = []
     suspect: list[int] = []
     warnings: list[str] = []
@@ -287,14 +279,14 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
     t1 = time.time()
     good_set = set(good)
     missing = [f for f in frames if f not in good_set]
-    result: dict[str, Any] = {
-        "index": index, "slot": ctx.slot, "start": frames[0], "end": frames[-1],
-        "frames": format_frames(frames), "t0": t0, "t1": t1, "attempt": attempt,
-        "exit_code": failure[2].exit_code if failure else 0, "launch_s": launch_s,
-        "cut": frames[-1] if frames[-1] < planned_end else None,
-        "frames_rendered": len(good), "missing": missing, "suspect": suspect,
-        "warnings": warnings, "log": failure[2].log if failure else "",
-    }
+    result = events.ChunkOutcome(
+        slot=ctx.slot, index=index, start=frames[0], end=frames[-1],
+        frames=format_frames(frames), t0=t0, t1=t1, attempt=attempt,
+        exit_code=failure[2].exit_code if failure else 0, launch_s=launch_s,
+        cut=frames[-1] if frames[-1] < planned_end else None,
+        frames_rendered=len(good), missing=missing, suspect=suspect,
+        warnings=warnings, log=failure[2].log if failure else "",
+    )
     if failure is None and missing:
         failure = (f"{len(missing)} frame(s) missing on disk after aerender exited 0 "
                    f"(first: {pattern.path_for(missing[0])})", True, Attempt(0, 0))
@@ -304,6 +296,6 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
     for f in suspect:  # a file from a failed aerender may be partial: never keep it
         with contextlib.suppress(OSError):
             os.unlink(pattern.path_for(f))
-    result.update(reason=reason, tail=att.tail, retryable=retryable)
-    raise ChunkFailed(f"chunk {index} frames {format_frames(frames)} on slot {ctx.slot}: "
-                      f"{reason}", retryable=retryable, redo=missing, info=result)
+    result.reason, result.tail, result.retryable = reason, att.tail, retryable
+    raise ChunkError(f"chunk {index} frames {format_frames(frames)} on slot {ctx.slot}: "
+                      f"{reason}", retryable=retryable, redo=missing, outcome=result)

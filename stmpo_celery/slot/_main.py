@@ -48,6 +48,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*superuser privileges.*")
+    from ..broker import events
     from ..broker._app import make_app
     from ..broker._redis import BrokerUrl
     from ..broker.keys import node_name
@@ -59,7 +60,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     broker = BrokerUrl(spec.broker_url)
     ctx = SlotContext(spec=spec, slot=slot, client=broker.client(timeout=30))
     if pin_problem:
-        ctx.publish("warning", index=None, text=pin_problem)
+        ctx.publish(events.SlotWarning(text=pin_problem))
     app = make_app(broker, spec.run_id, spec.queue)
     register(app, ctx)
     worker = app.Worker(

@@ -43,6 +43,7 @@ import platform
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,28 +51,16 @@ from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun
 from celery.utils.saferepr import saferepr
 
-from ..broker import keys
+from ..broker import events, keys
 from ..broker._app import RENDER_CHUNK
 from ..plan._frames import parse_frames
+from ..text import duration
 from ._chunk import SlotContext
 
 HEARTBEAT_S = 2.0  #: Celery's own worker heartbeat interval
 FLUSH_WAIT_S = 2.0  #: how long a failing chunk waits for its event to be on the wire
 STATE_FIELD = "slot{}"  #: the slot's field in the run's state hash
 FRAMES_DONE_FIELD = "frames_done"
-
-
-def duration(seconds: float | None) -> str:
-    """``75.3`` -> ``1:15``; ``12.4`` -> ``12 s``; ``4.23`` -> ``4.2 s``."""
-    if seconds is None:
-        return "-"
-    if seconds < 9.95:
-        return f"{max(0.0, seconds):.1f} s"
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 @dataclass
@@ -183,78 +172,102 @@ class SlotMonitor:
                 self._record(state="idle")
 
     # -- the slot's own events ----------------------------------------------------------
-    def observe(self, kind: str, fields: dict[str, Any]) -> None:
+    def observe(self, event: events.Event) -> None:
         """Called by ``SlotContext.publish`` before each event goes to the orchestrator."""
         try:
-            self._observe(kind, fields)
+            self._observe(event)
         except Exception:  # noqa: BLE001 - monitoring must never break a render
             pass
 
-    def _observe(self, kind: str, f: dict[str, Any]) -> None:
+    def _observe(self, event: events.Event) -> None:
         with self.lock:
             cur = self.cur
         if cur is None:
             return
-        if kind == "warning":
-            cur.warnings.append(str(f.get("text", "")))
+        if isinstance(event, events.SlotWarning):
+            cur.warnings.append(event.text)
             return
-        if f.get("index") is not None and cur.index is not None and f["index"] != cur.index:
+        index = getattr(event, "index", None)
+        if index is not None and cur.index is not None and index != cur.index:
             return  # e.g. chunk-shrink published by a thief about another slot's chunk
-        if kind == "chunk-start":
-            cur.index = f.get("index", cur.index)
-            frames = str(f.get("frames") or f"{f.get('start')}-{f.get('end')}")
-            try:
-                cur.total = len(parse_frames(frames))
-            except Exception:  # noqa: BLE001
-                cur.total = int(f.get("end", 0)) - int(f.get("start", 0)) + 1
-            cur.label = f"f{frames} (chunk {cur.index}" + (
-                f", retry {f['attempt']})" if f.get("attempt") else ")")
-            cur.t_launch = time.time()
-            self._ensure_started(cur)
-            self._record(state="launching", cur=cur)
-        elif kind == "frame":
-            now = time.time()
-            cur.done = min(cur.done + 1, cur.total) if cur.total else cur.done + 1
-            cur.t_first = cur.t_first or now
-            cur.t_last = now
-            self._send("task-progress", uuid=cur.task_id, result=cur.line(), chunk=cur.index,
-                       frame=f.get("frame"), done=cur.done, total=cur.total,
-                       fps=cur.fps(), eta_s=cur.eta())
-            self._record(state="rendering", cur=cur, count_frame=True)
-        elif kind == "chunk-done":
-            cur.terminal = True
-            n = int(f.get("frames_rendered", cur.done))
-            runtime = time.time() - cur.t0
-            speed = f", {cur.fps():.2f} f/s" if cur.fps() else ""
-            launch = f.get("launch_s")
-            text = (f"{cur.label or 'chunk ' + str(cur.index)}: {n} frames in "
-                    f"{duration(runtime)}" + speed
-                    + (f" (launch {duration(launch)})" if launch else ""))
-            if cur.warnings:
-                text += f"; {len(cur.warnings)} warning(s): {cur.warnings[0]}"
-            self._send("task-succeeded", uuid=cur.task_id, result=text, runtime=runtime,
-                       chunk=cur.index, frames=f.get("frames"), frames_rendered=n)
-            self.processed += 1
-            self._record(state="idle", last=text)
-        elif kind == "chunk-idle":
-            cur.terminal = True
-            self._ensure_started(cur)
-            self._send("task-succeeded", uuid=cur.task_id, runtime=time.time() - cur.t0,
-                       result=f"chunk {cur.index}: nothing to render ({f.get('status')})")
-            self._record(state="idle")
-        elif kind in ("chunk-failed", "chunk-retry"):
-            cur.terminal = True
-            self._failed(cur, kind, f)
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            handler(cur, event)
 
-    def _failed(self, cur: _Chunk, kind: str, f: dict[str, Any]) -> None:
-        reason = str(f.get("reason") or "failed")
+    def _on_chunk_start(self, cur: _Chunk, ev: events.Event) -> None:
+        assert isinstance(ev, events.ChunkStart)
+        cur.index = ev.index
+        frames = ev.frames or f"{ev.start}-{ev.end}"
+        try:
+            cur.total = len(parse_frames(frames))
+        except Exception:  # noqa: BLE001
+            cur.total = ev.end - ev.start + 1
+        cur.label = f"f{frames} (chunk {cur.index}" + (
+            f", retry {ev.attempt})" if ev.attempt else ")")
+        cur.t_launch = time.time()
+        self._ensure_started(cur)
+        self._record(state="launching", cur=cur)
+
+    def _on_frame(self, cur: _Chunk, ev: events.Event) -> None:
+        assert isinstance(ev, events.Frame)
+        now = time.time()
+        cur.done = min(cur.done + 1, cur.total) if cur.total else cur.done + 1
+        cur.t_first = cur.t_first or now
+        cur.t_last = now
+        self._send("task-progress", uuid=cur.task_id, result=cur.line(), chunk=cur.index,
+                   frame=ev.frame, done=cur.done, total=cur.total,
+                   fps=cur.fps(), eta_s=cur.eta())
+        self._record(state="rendering", cur=cur, count_frame=True)
+
+    def _on_chunk_done(self, cur: _Chunk, ev: events.Event) -> None:
+        assert isinstance(ev, events.ChunkDone)
+        cur.terminal = True
+        n = ev.frames_rendered
+        runtime = time.time() - cur.t0
+        speed = f", {cur.fps():.2f} f/s" if cur.fps() else ""
+        text = (f"{cur.label or 'chunk ' + str(cur.index)}: {n} frames in "
+                f"{duration(runtime)}" + speed
+                + (f" (launch {duration(ev.launch_s)})" if ev.launch_s else ""))
+        if cur.warnings:
+            text += f"; {len(cur.warnings)} warning(s): {cur.warnings[0]}"
+        self._send("task-succeeded", uuid=cur.task_id, result=text, runtime=runtime,
+                   chunk=cur.index, frames=ev.frames, frames_rendered=n)
+        self.processed += 1
+        self._record(state="idle", last=text)
+
+    def _on_chunk_idle(self, cur: _Chunk, ev: events.Event) -> None:
+        assert isinstance(ev, events.ChunkIdle)
+        cur.terminal = True
+        self._ensure_started(cur)
+        self._send("task-succeeded", uuid=cur.task_id, runtime=time.time() - cur.t0,
+                   result=f"chunk {cur.index}: nothing to render ({ev.status})")
+        self._record(state="idle")
+
+    def _on_chunk_ended_badly(self, cur: _Chunk, ev: events.Event) -> None:
+        assert isinstance(ev, events.ChunkOutcome)
+        cur.terminal = True
+        self._failed(cur, ev)
+
+    @property
+    def _handlers(self) -> dict[events.Kind, Callable[[_Chunk, events.Event], None]]:
+        return {
+            events.Kind.CHUNK_START: self._on_chunk_start,
+            events.Kind.FRAME: self._on_frame,
+            events.Kind.CHUNK_DONE: self._on_chunk_done,
+            events.Kind.CHUNK_IDLE: self._on_chunk_idle,
+            events.Kind.CHUNK_RETRY: self._on_chunk_ended_badly,
+            events.Kind.CHUNK_FAILED: self._on_chunk_ended_badly,
+        }
+
+    def _failed(self, cur: _Chunk, ev: events.ChunkOutcome) -> None:
+        reason = ev.reason or "failed"
         where = f"{cur.label or 'chunk ' + str(cur.index)} on slot {self.ctx.slot}"
-        tail = [str(line) for line in f.get("tail") or []]
-        log = f.get("log") or ""
+        tail = [str(line) for line in ev.tail]
+        log = ev.log
         detail = reason + ("\n\naerender log tail" + (f" ({log})" if log else "") + ":\n"
                            + "\n".join("  " + line for line in tail) if tail else "")
-        if kind == "chunk-retry":
-            redo = f.get("redo") or []
+        if isinstance(ev, events.ChunkRetry):
+            redo = ev.redo
             self._send("task-retried", uuid=cur.task_id, exception=f"{where}: {reason}",
                        traceback=detail,
                        result=f"RETRY {where}: {len(redo)} frame(s) re-queued: {reason}")

@@ -10,15 +10,16 @@ the chord still counts it once), on any slot, with only its missing frames.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import redis
 from celery import Celery, Task
 
-from ..broker import _schedule as schedule
 from ..broker import events, keys
 from ..broker._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK
-from ._chunk import ChunkFailed, SlotContext, run_chunk
+from . import _schedule as schedule
+from ._chunk import ChunkError, SlotContext, run_chunk
 from ._monitor import SlotMonitor
 
 
@@ -32,34 +33,34 @@ def register(app: Celery, ctx: SlotContext) -> None:
     @app.task(name=RENDER_CHUNK, bind=True, send_events=False)
     def render_chunk(self: Task, run_id: str, index: int) -> dict[str, Any]:
         if run_id != spec.run_id:  # never render another run's message
-            raise ChunkFailed(f"task for run {run_id} reached a slot of run {spec.run_id}")
+            raise ChunkError(f"task for run {run_id} reached a slot of run {spec.run_id}")
         if ctx.aborted():
-            ctx.publish("chunk-idle", index=index, status="skipped")
+            ctx.publish(events.ChunkIdle(index=index, status="skipped"))
             return {"index": index, "status": "skipped"}
         claim = schedule.claim(ctx, index)
         if claim is None:
-            ctx.publish("chunk-idle", index=index, status="idle")
+            ctx.publish(events.ChunkIdle(index=index, status="idle"))
             return {"index": index, "status": "idle"}
         frames, attempt = claim
         try:
             result = run_chunk(ctx, index, frames, attempt, task_id=self.request.id)
-        except ChunkFailed as exc:
+        except ChunkError as exc:
             schedule.finish(ctx, index)
-            info = exc.info
+            outcome = exc.outcome or events.ChunkOutcome(index=index, reason=str(exc))
             if exc.retryable and not ctx.aborted() and exc.redo:
                 used = schedule.next_attempt(ctx, index)
                 if used <= spec.retries:
                     schedule.set_retry(ctx, index, exc.redo)
-                    ctx.publish("chunk-retry", **info, attempts=used, redo=exc.redo)
+                    ctx.publish(outcome.becomes(events.ChunkRetry, attempts=used,
+                                                redo=exc.redo))
                     raise self.retry(countdown=0, max_retries=None) from None
-                info["reason"] = f"{info.get('reason')} (after {spec.retries} retr" + (
+                outcome.reason = f"{outcome.reason} (after {spec.retries} retr" + (
                     "y)" if spec.retries == 1 else "ies)")
-            ctx.publish("chunk-failed", **info)
+            ctx.publish(outcome.becomes(events.ChunkFailed))
             raise
         schedule.finish(ctx, index)
-        result["status"] = "done"
-        ctx.publish("chunk-done", **result)
-        return result
+        ctx.publish(result.becomes(events.ChunkDone))
+        return {**asdict(result), "status": "done"}
 
     SlotMonitor(app, ctx).install(RENDER_CHUNK)
 
@@ -72,12 +73,12 @@ def register(app: Celery, ctx: SlotContext) -> None:
             except redis.RedisError:
                 first = False
             if first:  # idempotent: fires for the failing header task and again at chord end
-                events.publish(ctx.client, spec.run_id, "abort", slot=ctx.slot, reason=reason)
+                events.publish(ctx.client, spec.run_id, events.Abort(slot=ctx.slot, reason=reason))
 
     @app.task(name=FINALIZE)
     def finalize(results: list[dict[str, Any]]) -> dict[str, Any]:
         done = [r for r in results if isinstance(r, dict) and r.get("status") == "done"]
         summary = {"chunks": len(done),
                    "frames": sum(int(r.get("frames_rendered", 0)) for r in done)}
-        ctx.publish("finalized", **summary)
+        ctx.publish(events.Finalized(chunks=summary["chunks"], frames=summary["frames"]))
         return summary

@@ -21,9 +21,9 @@ from typing import Any
 
 import redis
 
+from ..broker import events, keys
 from ..plan._steal import CostModel, Running, Steal, learn_launch, plan_steal
-from ..slot._chunk import SlotContext
-from . import keys
+from ._chunk import SlotContext
 
 _CAS = """
 local e = redis.call('HGET', KEYS[1], ARGV[1])
@@ -130,8 +130,8 @@ def _steal_or_wait(ctx: SlotContext, index: int) -> Steal | None:
                            json.dumps(info)])
             if ok:
                 ctx.client.hset(_k(ctx, "done"), str(index), plan.start - 1)
-                ctx.publish("chunk-shrink", index=plan.victim, end=plan.new_end,
-                            thief=index, gain=round(plan.gain, 3))
+                ctx.publish(events.ChunkShrink(index=plan.victim, end=plan.new_end,
+                                               thief=index, gain=round(plan.gain, 3)))
                 return plan
             continue  # the victim moved on: look again at once
         time.sleep(WAIT_STEP_S)

@@ -1,0 +1,31 @@
+"""Text every part of stmpo prints the same way: one-line messages, durations, shell
+quoting. Pure; shared by the orchestrator, the slots, the monitors and the CLI."""
+
+from __future__ import annotations
+
+import shlex
+
+__all__ = ["duration", "one_line", "shell_quote"]
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to one line so a path or comp name cannot forge a directive."""
+    return " ".join(str(text).replace("\r", "\n").split("\n")).strip()
+
+
+def duration(seconds: float | None) -> str:
+    """``75.3`` -> ``1:15``; ``12.4`` -> ``12 s``; ``4.23`` -> ``4.2 s``; None -> ``-``."""
+    if seconds is None:
+        return "-"
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f} s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def shell_quote(arg: str) -> str:
+    """``arg`` as a POSIX shell word, for commands printed for a user to paste."""
+    return shlex.quote(arg)
