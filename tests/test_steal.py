@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from stmpo_celery.slot._schedule import spare_tasks
 from stmpo_celery.plan._chunks import predict_makespan
 from stmpo_celery.plan._steal import CostModel, Running, learn_launch, plan_steal, remaining
+from stmpo_celery.slot._schedule import spare_tasks
 
 
 def test_cost_model_knows_rendered_frames_and_errs_high_between() -> None:

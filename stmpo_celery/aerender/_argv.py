@@ -6,8 +6,9 @@ import glob
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..config import defaults
 from ..errors import EnvironmentProblem
 
 AERENDER_ENV = "AERENDER_PATH"
@@ -23,7 +24,7 @@ class RenderTarget:
     rqindex: int | None = None
     mfr: bool = True
     mfr_max_cpu: int = 90
-    verbosity: str = "ERRORS_AND_PROGRESS"
+    verbosity: str = field(default_factory=lambda: defaults.VERBOSITY)
     rs_template: str | None = None
     om_template: str | None = None
     mem_usage: tuple[int, int] | None = None

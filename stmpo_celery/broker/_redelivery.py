@@ -20,8 +20,7 @@ from . import keys
 
 
 def requeue_unacked(client: redis.Redis, run_id: str, queue: str, task_id: str) -> bool:
-    prefix = keys.prefix(run_id)
-    unacked, index = prefix + "unacked", prefix + "unacked_index"
+    unacked, index = keys.unacked_keys(run_id)
     for tag, raw in client.hscan_iter(unacked):
         try:
             payload, _exchange, _routing_key = json.loads(raw)
@@ -30,7 +29,8 @@ def requeue_unacked(client: redis.Redis, run_id: str, queue: str, task_id: str) 
             continue
         if found:
             pipe = client.pipeline(transaction=True)
-            pipe.rpush(prefix + queue, json.dumps(payload))  # consumers BRPOP: next up
+            # consumers BRPOP from the right: the chunk is next up
+            pipe.rpush(keys.queue_key(run_id, queue), json.dumps(payload))
             pipe.hdel(unacked, tag)
             pipe.zrem(index, tag)
             pipe.execute()

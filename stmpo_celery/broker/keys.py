@@ -1,18 +1,60 @@
-"""Names of everything a run puts in Redis (pure).
+"""Everything a run puts in Redis, and the one Lua script that changes it atomically (pure).
 
-Every key of a run starts with ``stmpo:<run-id>:`` — Celery's and kombu's own keys
-too, through their ``global_keyprefix`` option — so cleanup is one prefix scan and
-two runs on one Redis never see each other's queues, results or control messages.
-The only key outside that prefix is the host's run registry, ``stmpo:runs``, whose
-field for the run is removed at the end.
+Every key of a run starts with ``stmpo:<run-id>:`` — Celery's and kombu's own keys too,
+through their ``global_keyprefix`` option — so cleanup is one prefix scan and two runs on
+one Redis never see each other's queues, results or control messages. The only key
+outside that prefix is the host's run registry, :data:`REGISTRY`.
+
+=====================================  =========  ===========================================
+key (after ``stmpo:<run>:``)           type       holds
+=====================================  =========  ===========================================
+``stmpo.<host>.<run>``                 list       the run's Celery queue (kombu)
+``unacked``, ``unacked_index``         hash/zset  messages taken by a slot, not yet acked
+``celery-task-meta-<id>``, ...         string     Celery results and chord counters
+``x:events``                           channel    the slot -> orchestrator events
+``x:abort``                            string     set once: the reason the run stops
+``x:state``                            hash       ``slot<K>`` -> live JSON state;
+                                                  ``frames_done`` -> count (``stmpo status``)
+``x:sched:end``                        hash       chunk -> its current last frame
+``x:sched:done``                       hash       chunk -> last frame finished in order
+``x:sched:info``                       hash       chunk -> JSON {s, state, t0, tf, slot, from}
+``x:sched:cost``                       hash       frame -> seconds it took
+``x:sched:launch``                     hash       chunk -> seconds from launch to first frame
+``x:sched:retry``                      hash       chunk -> JSON list of frames its retry renders
+``x:sched:attempts``                   hash       chunk -> retries used
+=====================================  =========  ===========================================
 """
 
 from __future__ import annotations
 
 import re
 import socket
+from enum import Enum
 
-REGISTRY = "stmpo:runs"
+REGISTRY = "stmpo:runs"  #: hash: run id -> JSON record of a live run on this Redis
+FRAMES_DONE_FIELD = "frames_done"  #: the run-wide frame counter in :func:`state_key`
+SLOT_STATE_FIELD = "slot{}"  #: a slot's field in :func:`state_key`
+
+
+class Sched(str, Enum):
+    """The hashes of the shared chunk schedule (``x:sched:<name>``), each keyed by chunk
+    index except :attr:`COST` (keyed by frame)."""
+
+    END = "end"
+    """The chunk's current last frame; a steal lowers it."""
+    DONE = "done"
+    """The last frame the chunk finished in order (start - 1 before the first)."""
+    INFO = "info"
+    """JSON: first frame ``s``, ``state``, start time ``t0``, last frame time ``tf``, ``slot``,
+    and ``from`` (the victim) for a stolen tail."""
+    COST = "cost"
+    """Frame -> seconds that frame took."""
+    LAUNCH = "launch"
+    """Seconds from the chunk's aerender launch to its first frame."""
+    RETRY = "retry"
+    """JSON list of the frames the chunk's next attempt renders."""
+    ATTEMPTS = "attempts"
+    """Retries of the chunk used so far."""
 
 
 def host_name() -> str:
@@ -44,5 +86,37 @@ def state_key(run_id: str) -> str:
     return f"stmpo:{run_id}:x:state"
 
 
-def sched_key(run_id: str, name: str) -> str:
-    return f"stmpo:{run_id}:x:sched:{name}"
+def sched_key(run_id: str, name: Sched | str) -> str:
+    return f"stmpo:{run_id}:x:sched:{Sched(name).value}"
+
+
+def unacked_keys(run_id: str) -> tuple[str, str]:
+    """kombu's hash of taken-but-unacked messages and its index (under the run's prefix)."""
+    return prefix(run_id) + "unacked", prefix(run_id) + "unacked_index"
+
+
+def queue_key(run_id: str, queue_name: str) -> str:
+    """The Redis list behind the run's Celery queue."""
+    return prefix(run_id) + queue_name
+
+
+#: The steal: lower a running chunk's end and hand the tail to the thief, atomically.
+#:
+#: ``KEYS[1]`` = :attr:`Sched.END` hash, ``KEYS[2]`` = :attr:`Sched.DONE` hash,
+#: ``KEYS[3]`` = :attr:`Sched.INFO` hash.
+#: ``ARGV[1]`` = victim chunk, ``ARGV[2]`` = the victim's end the thief planned from,
+#: ``ARGV[3]`` = the victim's new end, ``ARGV[4]`` = thief chunk, ``ARGV[5]`` = the
+#: thief's end (the victim's old end), ``ARGV[6]`` = the thief's JSON info.
+#:
+#: Returns 1 when the steal happened; 0 when the victim's end moved (another thief was
+#: first) or the victim already finished the new end frame — the thief looks again.
+STEAL_CAS = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+local d = redis.call('HGET', KEYS[2], ARGV[1])
+if (not e) or tonumber(e) ~= tonumber(ARGV[2]) then return 0 end
+if d and tonumber(d) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
+return 1
+"""

@@ -74,10 +74,10 @@ def host_group() -> None:
 def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | None,
             flower_url_prefix: str | None, group: str | None, foreground: bool) -> None:
     """Start the host's Redis (password, persisted config) and optionally its Flower."""
-    from ..monitor._hostsvc import DEFAULT_PORT, HostService, host_dir
+    from ..monitor._hostsvc import HostService, host_dir
 
     svc = HostService(host_dir())
-    for line in svc.up(port or DEFAULT_PORT, bind, flower, flower_auth or None,
+    for line in svc.up(port or defaults.HOST_REDIS_PORT, bind, flower, flower_auth or None,
                        flower_url_prefix, group, foreground):
         click.echo(f"stmpo host: {line}")
     if foreground:

@@ -49,3 +49,13 @@ BROKER_LOSS_GRACE_S: Final = 5.0  #: how long an external broker may be gone
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped
 FINALIZE_WAIT_S: Final = 5.0  #: wait for the chord body after the last chunk
 LOG_TAIL_LINES: Final = 8  #: aerender lines quoted in a failure summary
+
+# --- slots ------------------------------------------------------------------------------
+STEAL_WAIT_STEP_S: Final = 0.1  #: a spare task with nothing worth stealing looks again after this
+SLOT_HEARTBEAT_S: Final = 2.0  #: a slot's worker heartbeat (Flower, ``stmpo status``)
+FAILURE_FLUSH_WAIT_S: Final = 2.0  #: a failing chunk waits this long for its event to be sent
+
+# --- monitoring ---------------------------------------------------------------------------
+SLOT_SILENT_AFTER_S: Final = 15.0  #: ``stmpo status`` calls a slot this long without a beat silent
+HOST_REDIS_PORT: Final = 6389  #: the host service's Redis: beside a system Redis on 6379
+HOST_FLOWER_PURGE_OFFLINE_S: Final = 600  #: the host Flower forgets ended runs' slots after this

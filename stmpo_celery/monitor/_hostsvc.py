@@ -34,14 +34,13 @@ import redis
 
 from ..broker import keys
 from ..broker._redis import BrokerUrl, find_redis_server
+from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
 from ..host._proc import pdeathsig_preexec
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
 
-DEFAULT_PORT = 6389  #: beside a system Redis on 6379, not on it
 BROKER_FILE = "broker.url"
 SYSTEM_DIR = Path("/var/lib/stmpo")
-PURGE_OFFLINE_S = 600  #: the host Flower forgets slots of ended runs after this long
 
 
 def host_dir() -> Path:
@@ -186,7 +185,8 @@ class HostService:
         said.append(f"broker URL in {self.dir / BROKER_FILE}")
         if flower and self.running("flower") is None:
             fp = start_flower(broker, ALL_RUNS, "stmpo", flower, auth, url_prefix, self.logs,
-                              detach=not foreground, purge_offline_s=PURGE_OFFLINE_S)
+                              detach=not foreground,
+                              purge_offline_s=defaults.HOST_FLOWER_PURGE_OFFLINE_S)
             self.pidfile("flower").write_text(f"{fp.proc.pid}\n")
             (self.dir / "flower.json").write_text(json.dumps({"url": fp.url}))
             said.append(f"Flower for every run on this host: {fp.url}")

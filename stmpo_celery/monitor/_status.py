@@ -23,10 +23,8 @@ import redis
 
 from ..broker import keys
 from ..broker._redis import BrokerUrl, mask_url
-from ..slot._monitor import FRAMES_DONE_FIELD
+from ..config import defaults
 from ..text import duration
-
-SILENT_AFTER_S = 15.0  #: a busy slot beats every 2 s; this long without a beat is suspect
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,13 @@ def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
         except ValueError:
             continue
         age = now - float(rec.get("updated", now))
-        rec["silent_s"] = round(age, 1) if age > SILENT_AFTER_S and rec.get(
+        rec["silent_s"] = round(age, 1) if age > defaults.SLOT_SILENT_AFTER_S and rec.get(
             "state") not in ("idle", "failed") else None
         slots.append(rec)
     slots.sort(key=lambda r: int(r.get("slot", 0)))
     frames = int(entry.get("frames", 0))
-    done = min(int(state.get(FRAMES_DONE_FIELD, 0) or 0), frames) if frames else int(
-        state.get(FRAMES_DONE_FIELD, 0) or 0)
+    done = min(int(state.get(keys.FRAMES_DONE_FIELD, 0) or 0), frames) if frames else int(
+        state.get(keys.FRAMES_DONE_FIELD, 0) or 0)
     fps = sum(_num(s.get("fps")) or 0.0 for s in slots if s.get("state") == "rendering")
     started = _num(entry.get("started"))
     return {

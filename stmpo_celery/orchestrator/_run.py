@@ -9,7 +9,6 @@ signal, verifies every frame on disk, writes the summary and cleans up — in a
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -343,8 +342,7 @@ class Run:
         if rec is None:
             self._say(f"{what} while idle; replaced")
             return
-        attempts = int(self.client.hincrby(keys.sched_key(self.run_id, "attempts"),
-                                           str(rec.index), 1))
+        attempts = schedule.next_attempt(self.client, self.run_id, rec.index)
         rec.reason = f"{what} while rendering chunk {rec.index}"
         if attempts > self.o.retries:
             rec.status = ChunkStatus.FAILED
@@ -362,7 +360,7 @@ class Run:
                 os.unlink(self.prep.pattern.path_for(f))
         rec.suspect = sorted(set(rec.suspect) | set(suspect))
         redo = sorted(set(redo))
-        self.client.hset(keys.sched_key(self.run_id, "retry"), str(rec.index), json.dumps(redo))
+        schedule.set_retry(self.client, self.run_id, rec.index, redo)
         if rec.task_id is None or not requeue_unacked(self.client, self.run_id, self.queue,
                                                       rec.task_id):
             self._stop(f"{rec.reason}: its message could not be re-enqueued",

@@ -53,14 +53,10 @@ from celery.utils.saferepr import saferepr
 
 from ..broker import events, keys
 from ..broker._app import RENDER_CHUNK
+from ..config import defaults
 from ..plan._frames import parse_frames
 from ..text import duration
 from ._chunk import SlotContext
-
-HEARTBEAT_S = 2.0  #: Celery's own worker heartbeat interval
-FLUSH_WAIT_S = 2.0  #: how long a failing chunk waits for its event to be on the wire
-STATE_FIELD = "slot{}"  #: the slot's field in the run's state hash
-FRAMES_DONE_FIELD = "frames_done"
 
 
 @dataclass
@@ -106,7 +102,7 @@ class SlotMonitor:
         self.ctx = ctx
         self.node = keys.node_name(ctx.slot, ctx.spec.run_id, ctx.spec.host)
         self.state_key = keys.state_key(ctx.spec.run_id)
-        self.field = STATE_FIELD.format(ctx.slot)
+        self.field = keys.SLOT_STATE_FIELD.format(ctx.slot)
         self.cur: _Chunk | None = None
         self.processed = 0
         self.last_state = "idle"
@@ -278,7 +274,8 @@ class SlotMonitor:
         self._send("task-failed", uuid=cur.task_id, exception=f"{where}: {reason}",
                    traceback=detail, result=f"FAILED {where}: {detail}", _done=done)
         self._record(state="failed", cur=cur, reason=reason, tail=tail[-3:])
-        done.wait(FLUSH_WAIT_S)  # on the wire before the orchestrator stops everything
+        # on the wire before the orchestrator stops everything
+        done.wait(defaults.FAILURE_FLUSH_WAIT_S)
 
     def _ensure_started(self, cur: _Chunk) -> None:
         if cur.started:
@@ -345,13 +342,13 @@ class SlotMonitor:
                 if done is not None:
                     done.set()
             if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + HEARTBEAT_S
+                next_beat = time.monotonic() + defaults.SLOT_HEARTBEAT_S
 
     def _heartbeat(self) -> dict[str, Any]:
         import celery
 
         load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-        return {"freq": HEARTBEAT_S, "active": 1, "processed": self.processed,
+        return {"freq": defaults.SLOT_HEARTBEAT_S, "active": 1, "processed": self.processed,
                 "loadavg": [round(x, 2) for x in load], "sw_ident": "py-celery",
                 "sw_ver": celery.__version__, "sw_sys": platform.system()}
 
@@ -359,5 +356,5 @@ class SlotMonitor:
         pipe = self.ctx.client.pipeline(transaction=False)
         pipe.hset(self.state_key, self.field, json.dumps(rec))
         if count_frame:
-            pipe.hincrby(self.state_key, FRAMES_DONE_FIELD, 1)
+            pipe.hincrby(self.state_key, keys.FRAMES_DONE_FIELD, 1)
         pipe.execute()

@@ -6,9 +6,9 @@ the tail of a running chunk (see :mod:`stmpo_celery.plan._steal`) through one at
 compare-and-set in Redis, or waits while work is running and returns idle at the end.
 A retry (a crash, a stall, a dead slot) renders only the frames recorded for it.
 
-Keys (all under ``stmpo:<run>:x:sched:``): ``end`` and ``done`` (chunk -> frame),
-``info`` (chunk -> JSON start, launch time, frame start, state), ``cost`` (frame ->
-seconds), ``launch`` (chunk -> seconds to first frame), ``retry``, ``attempts``.
+The hashes are :class:`stmpo_celery.broker.keys.Sched`; the steal's compare-and-set is
+:data:`stmpo_celery.broker.keys.STEAL_CAS`. Runs in the slots (claims, steals, progress)
+and in the orchestrator (registering the plan, re-queueing a dead slot's chunk).
 """
 
 from __future__ import annotations
@@ -17,29 +17,35 @@ import json
 import statistics
 import time
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 import redis
 
 from ..broker import events, keys
+from ..broker.keys import Sched
+from ..config import defaults
 from ..plan._steal import CostModel, Running, Steal, learn_launch, plan_steal
 from ._chunk import SlotContext
 
-_CAS = """
-local e = redis.call('HGET', KEYS[1], ARGV[1])
-local d = redis.call('HGET', KEYS[2], ARGV[1])
-if (not e) or tonumber(e) ~= tonumber(ARGV[2]) then return 0 end
-if d and tonumber(d) >= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
-return 1
-"""
 
-WAIT_STEP_S = 0.1
+class SchedState(str, Enum):
+    """A chunk's state in the shared schedule (``info``'s ``state``)."""
+
+    PENDING = "pending"
+    """Planned; no slot has claimed it yet."""
+    RUNNING = "running"
+    """Claimed and rendering: its tail may be stolen."""
+    RETRY = "retry"
+    """Rendering a retry's exact frames: never split."""
+    FINISHED = "finished"
+    """Its task ended (done or failed)."""
 
 
-def _k(ctx_or_run: SlotContext | str, name: str) -> str:
+ACTIVE = (SchedState.PENDING, SchedState.RUNNING, SchedState.RETRY)
+
+
+def _k(ctx_or_run: SlotContext | str, name: Sched) -> str:
     run = ctx_or_run if isinstance(ctx_or_run, str) else ctx_or_run.spec.run_id
     return keys.sched_key(run, name)
 
@@ -48,9 +54,9 @@ def register_plan(client: redis.Redis, run_id: str, chunks: Sequence[tuple[int, 
     """Adaptive runs: every initial chunk is known (pending) before any slot starts."""
     pipe = client.pipeline()
     for i, (s, e) in enumerate(chunks):
-        pipe.hset(_k(run_id, "end"), str(i), e)
-        pipe.hset(_k(run_id, "done"), str(i), s - 1)
-        pipe.hset(_k(run_id, "info"), str(i), json.dumps({"s": s, "state": "pending"}))
+        pipe.hset(_k(run_id, Sched.END), str(i), e)
+        pipe.hset(_k(run_id, Sched.DONE), str(i), s - 1)
+        pipe.hset(_k(run_id, Sched.INFO), str(i), json.dumps({"s": s, "state": SchedState.PENDING}))
     pipe.execute()
 
 
@@ -61,11 +67,12 @@ def spare_tasks(n_slots: int, frames: int) -> int:
 
 def claim(ctx: SlotContext, index: int) -> tuple[list[int], int] | None:
     """The frames for chunk task ``index`` and its attempt number (0 = first)."""
-    redo = ctx.client.hget(_k(ctx, "retry"), str(index))
+    redo = ctx.client.hget(_k(ctx, Sched.RETRY), str(index))
     if redo:
-        attempts = int(ctx.client.hget(_k(ctx, "attempts"), str(index)) or 0)
+        attempts = int(ctx.client.hget(_k(ctx, Sched.ATTEMPTS), str(index)) or 0)
         if ctx.spec.schedule == "adaptive":  # active, but a retry is never split
-            ctx.client.hset(_k(ctx, "info"), str(index), json.dumps({"s": 0, "state": "retry"}))
+            info = {"s": 0, "state": SchedState.RETRY}
+            ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
         return [int(f) for f in json.loads(redo)], attempts
     chunks = ctx.spec.chunks
     if 0 <= index < len(chunks):
@@ -84,22 +91,23 @@ def claim(ctx: SlotContext, index: int) -> tuple[list[int], int] | None:
 
 
 def _mark_running(ctx: SlotContext, index: int, start: int) -> None:
-    info = {"s": start, "state": "running", "t0": time.time(), "tf": None, "slot": ctx.slot}
-    ctx.client.hset(_k(ctx, "info"), str(index), json.dumps(info))
+    info = {"s": start, "state": SchedState.RUNNING, "t0": time.time(), "tf": None,
+            "slot": ctx.slot}
+    ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
 
 
 def _snapshot(ctx: SlotContext) -> tuple[list[Running], bool, dict[int, float], list[float]]:
     pipe = ctx.client.pipeline()
-    for name in ("end", "done", "info", "cost", "launch"):
+    for name in (Sched.END, Sched.DONE, Sched.INFO, Sched.COST, Sched.LAUNCH):
         pipe.hgetall(_k(ctx, name))
     ends, dones, infos, costs, launches = pipe.execute()
     running: list[Running] = []
     active = False
     for idx, raw in infos.items():
         info = json.loads(raw)
-        if info.get("state") in ("pending", "running", "retry"):
+        if info.get("state") in ACTIVE:
             active = True
-        if info.get("state") != "running" or idx not in ends:
+        if info.get("state") != SchedState.RUNNING or idx not in ends:
             continue
         running.append(Running(index=int(idx), start=int(info["s"]), end=int(ends[idx]),
                                done=int(dones.get(idx, int(info["s"]) - 1)),
@@ -110,7 +118,7 @@ def _snapshot(ctx: SlotContext) -> tuple[list[Running], bool, dict[int, float], 
 
 
 def _steal_or_wait(ctx: SlotContext, index: int) -> Steal | None:
-    cas = ctx.client.register_script(_CAS)
+    cas = ctx.client.register_script(keys.STEAL_CAS)
     while not ctx.aborted():
         running, active, costs, launches = _snapshot(ctx)
         if not active:
@@ -123,18 +131,18 @@ def _steal_or_wait(ctx: SlotContext, index: int) -> Steal | None:
                           min_frames=ctx.spec.min_steal)
         if plan is not None:
             victim = next(r for r in running if r.index == plan.victim)
-            info = {"s": plan.start, "state": "running", "t0": now, "tf": None,
+            info = {"s": plan.start, "state": SchedState.RUNNING, "t0": now, "tf": None,
                     "slot": ctx.slot, "from": plan.victim}
-            ok = cas(keys=[_k(ctx, "end"), _k(ctx, "done"), _k(ctx, "info")],
+            ok = cas(keys=[_k(ctx, Sched.END), _k(ctx, Sched.DONE), _k(ctx, Sched.INFO)],
                      args=[plan.victim, victim.end, plan.new_end, index, plan.end,
                            json.dumps(info)])
             if ok:
-                ctx.client.hset(_k(ctx, "done"), str(index), plan.start - 1)
+                ctx.client.hset(_k(ctx, Sched.DONE), str(index), plan.start - 1)
                 ctx.publish(events.ChunkShrink(index=plan.victim, end=plan.new_end,
                                                thief=index, gain=round(plan.gain, 3)))
                 return plan
             continue  # the victim moved on: look again at once
-        time.sleep(WAIT_STEP_S)
+        time.sleep(defaults.STEAL_WAIT_STEP_S)
     return None
 
 
@@ -144,35 +152,36 @@ def on_frame(ctx: SlotContext, index: int, done: int, frame: int | None, cost: f
     if ctx.spec.schedule != "adaptive":
         return None
     pipe = ctx.client.pipeline()
-    pipe.hset(_k(ctx, "done"), str(index), done)
+    pipe.hset(_k(ctx, Sched.DONE), str(index), done)
     if frame is not None and cost is not None:
-        pipe.hset(_k(ctx, "cost"), str(frame), round(cost, 4))
+        pipe.hset(_k(ctx, Sched.COST), str(frame), round(cost, 4))
     if first_latency is not None:
-        pipe.hset(_k(ctx, "launch"), str(index), round(first_latency, 4))
-    pipe.hget(_k(ctx, "end"), str(index))
-    pipe.hget(_k(ctx, "info"), str(index))
+        pipe.hset(_k(ctx, Sched.LAUNCH), str(index), round(first_latency, 4))
+    pipe.hget(_k(ctx, Sched.END), str(index))
+    pipe.hget(_k(ctx, Sched.INFO), str(index))
     *_, end, raw = pipe.execute()
     if raw:
         info: dict[str, Any] = json.loads(raw)
         info["tf"] = time.time()
-        ctx.client.hset(_k(ctx, "info"), str(index), json.dumps(info))
+        ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
     return int(end) if end is not None else None
 
 
 def finish(ctx: SlotContext, index: int) -> None:
     if ctx.spec.schedule != "adaptive":
         return
-    raw = ctx.client.hget(_k(ctx, "info"), str(index))
+    raw = ctx.client.hget(_k(ctx, Sched.INFO), str(index))
     if raw:
         info = json.loads(raw)
-        info["state"] = "finished"
-        ctx.client.hset(_k(ctx, "info"), str(index), json.dumps(info))
+        info["state"] = SchedState.FINISHED
+        ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
 
 
-def next_attempt(ctx: SlotContext, index: int) -> int:
+def next_attempt(client: redis.Redis, run_id: str, index: int) -> int:
     """Count one more retry of chunk ``index``; returns the retries used so far."""
-    return int(ctx.client.hincrby(_k(ctx, "attempts"), str(index), 1))
+    return int(client.hincrby(_k(run_id, Sched.ATTEMPTS), str(index), 1))
 
 
-def set_retry(ctx: SlotContext, index: int, frames: list[int]) -> None:
-    ctx.client.hset(_k(ctx, "retry"), str(index), json.dumps(frames))
+def set_retry(client: redis.Redis, run_id: str, index: int, frames: list[int]) -> None:
+    """Chunk ``index``'s next attempt renders exactly ``frames``."""
+    client.hset(_k(run_id, Sched.RETRY), str(index), json.dumps(frames))

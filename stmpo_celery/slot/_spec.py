@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..aerender._argv import RenderTarget
+from ..config import defaults
 
 
 @dataclass
@@ -23,7 +24,7 @@ class RunSpec:
     spawn_delay: float = 0.0
     retries: int = 1
     stall_timeout: float = 0.0  #: 0 = derived (floor or a multiple of the slowest frame)
-    stall_floor: float = 600.0
+    stall_floor: float = field(default_factory=lambda: defaults.STALL_FLOOR_S)
     chunk_timeout: float = 0.0
     schedule: str = "static"
     launch_cost: float = 30.0

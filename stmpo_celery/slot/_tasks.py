@@ -48,9 +48,9 @@ def register(app: Celery, ctx: SlotContext) -> None:
             schedule.finish(ctx, index)
             outcome = exc.outcome or events.ChunkOutcome(index=index, reason=str(exc))
             if exc.retryable and not ctx.aborted() and exc.redo:
-                used = schedule.next_attempt(ctx, index)
+                used = schedule.next_attempt(ctx.client, spec.run_id, index)
                 if used <= spec.retries:
-                    schedule.set_retry(ctx, index, exc.redo)
+                    schedule.set_retry(ctx.client, spec.run_id, index, exc.redo)
                     ctx.publish(outcome.becomes(events.ChunkRetry, attempts=used,
                                                 redo=exc.redo))
                     raise self.retry(countdown=0, max_retries=None) from None
