@@ -22,10 +22,8 @@ from bundlelib import (
 )
 from click.testing import CliRunner
 
+from stmpo_celery.cli._bundle import bundle_command
 from stmpo_celery.deadline import _bundle as bundle_mod
-from stmpo_celery.deadline._bundle import (
-    bundle_command,
-)
 
 
 # -- stmpo bundle -----------------------------------------------------------------------------

@@ -18,50 +18,12 @@ import click
 
 from .. import __version__
 from ..config._options import RenderOptions
-from ..config._settings import SETTINGS, resolve
+from ..config._settings import SETTINGS, Command, resolve
 from ..errors import BadInput, ExitCode, StmpoError
 from ..text import shell_quote
+from ._options import setting_options
 
 F = Callable[..., Any]
-
-
-def _settings_options(f: F) -> F:
-    """The options every planning command shares (render, plan, config show)."""
-    opts = [
-        click.option("--profile", help="Profile name (hero, farm) or TOML file."),
-        click.option("--concurrency", type=int, help="Slots to start; 0 = auto."),
-        click.option("--max-concurrency", "--max_concurrency", "max_concurrency", type=int,
-                     help="Upper bound on slots, also for --concurrency."),
-        click.option("--ram-per-process-gb", "--ram_per_process_gb", "ram_per_process_gb",
-                     type=float, help="RAM budget of one aerender process (GB)."),
-        click.option("--threads-per-slot", type=int,
-                     help="CPUs per slot (default 16 with MFR, 8 without)."),
-        click.option("--mfr/--no-mfr", " /--disable_mfr", "mfr", default=None,
-                     help="Multi-Frame Rendering in each aerender."),
-        click.option("--mfr-max-cpu", type=int, help="aerender -mfr CPU percentage (1-100)."),
-        click.option("--affinity/--no-affinity", "--enable_affinity/--disable_affinity",
-                     "affinity", default=None, help="Pin each slot to its CPU block."),
-        click.option("--numa-map", "--numa_map", "numa_map", help="NUMA map JSON file."),
-        click.option("--schedule", type=click.Choice(["adaptive", "guided", "static", "fixed"]),
-                     help="Chunk plan."),
-        click.option("--chunk-size", help="auto or frames per chunk."),
-        click.option("--launch-cost", type=float, help="Seed for aerender start-up (s)."),
-        click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=float,
-                     help="Stagger each slot's first aerender launch by this many seconds."),
-        click.option("--fail-fast/--no-fail-fast", default=None,
-                     help="Stop everything on the first failed chunk."),
-        click.option("--skip-existing/--no-skip-existing", default=None,
-                     help="Do not re-render frames already on disk."),
-        click.option("--retries", type=int, help="Retries of a crashed chunk's missing frames."),
-        click.option("--stall-timeout", type=float,
-                     help="Seconds of no output and no CPU before a chunk is stalled."),
-        click.option("--chunk-timeout", type=float, help="Hard cap on one chunk (s); 0 = none."),
-        click.option("--broker", help="Redis URL (default: $STMPO_BROKER_URL, else embedded)."),
-        click.option("--log-dir", help="The run's log directory."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
 
 
 def _resolved(kw: dict[str, Any]) -> dict[str, tuple[Any, str]]:
@@ -71,7 +33,6 @@ def _resolved(kw: dict[str, Any]) -> dict[str, tuple[Any, str]]:
 
 def _options_from(kw: dict[str, Any]) -> RenderOptions:
     values = {k: v for k, (v, _src) in _resolved(kw).items()}
-    flower_auth = values.pop("flower_auth")
     return RenderOptions(
         project=kw["project"], frames=kw["frames"], output=kw["output"],
         comp=kw.get("comp"), rqindex=kw.get("rqindex"), aerender=kw.get("aerender"),
@@ -79,8 +40,7 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
         om_template=kw.get("om_template"), mem_usage=kw.get("mem_usage"),
         continue_on_missing_footage=bool(kw.get("continue_on_missing_footage")),
         verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
-        flower=kw.get("flower"), flower_auth=kw.get("flower_auth") or flower_auth,
-        flower_url_prefix=kw.get("flower_url_prefix"),
+        flower=kw.get("flower"), flower_url_prefix=kw.get("flower_url_prefix"),
         **values,
     )
 
@@ -105,12 +65,11 @@ def cli() -> None:
 @click.option("--mem-usage", type=(int, int), help="aerender -mem_usage IMAGE_CACHE% MAX%.")
 @click.option("--continue-on-missing-footage", is_flag=True, default=False)
 @click.option("--flower", help="Start Flower for this run on [HOST:]PORT.")
-@click.option("--flower-auth", help="user:pass for Flower (required off loopback).")
 @click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
 @click.option("--progress", type=click.Choice(["auto", "bar", "openjd"]), default="auto",
               help="Progress as a bar (terminal) or OpenJD directives; auto picks by TTY.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo aerender lines under the bar too.")
-@_settings_options
+@setting_options(Command.RENDER)
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host._hostplan import make_host_plan
@@ -140,7 +99,7 @@ def render(**kw: Any) -> None:
 @click.option("--frame-cost", type=float, default=1.0, show_default=True,
               help="Assumed seconds per frame for the predicted makespan.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_settings_options
+@setting_options(Command.PLAN)
 def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, numa_nodes: int,
              smt: bool, frame_cost: float, as_json: bool, **kw: Any) -> None:
     """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
@@ -184,22 +143,27 @@ def config() -> None:
 
 @config.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_settings_options
+@setting_options(Command.CONFIG)
 def config_show(as_json: bool, **kw: Any) -> None:
     """Print every effective setting and where it came from."""
-    resolved = _resolved(kw)
-    if as_json:
-        click.echo(json.dumps({k: {"value": v, "source": s} for k, (v, s) in resolved.items()},
-                              indent=2))
-        return
-    width = max(len(k) for k in resolved)
-    for name, (value, source) in resolved.items():
-        shown = "***" if name in ("flower_auth",) and value else value
-        if name == "broker" and value:
-            from ..broker._redis import mask_url
+    from ..broker._redis import mask_url
 
-            shown = mask_url(str(value))
-        click.echo(f"{name:<{width}}  {shown!s:<24} {source}")
+    resolved = _resolved(kw)
+
+    def safe(name: str, value: Any) -> Any:
+        if SETTINGS[name].secret and value:
+            return "***"
+        return mask_url(str(value)) if name == "broker" and value else value
+
+    if as_json:
+        click.echo(json.dumps({k: {"value": safe(k, v), "source": s}
+                               for k, (v, s) in resolved.items()}, indent=2))
+        return
+    rows = [(name, SETTINGS[name].shown(safe(name, value)), source)
+            for name, (value, source) in resolved.items()]
+    width, vwidth = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for name, shown, source in rows:
+        click.echo(f"{name:<{width}}  {shown:<{vwidth}}  {source}")
 
 
 @cli.command()
@@ -263,8 +227,8 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
 
 
 def _register_commands() -> None:
-    from ..deadline._bundle import bundle_command
     from ..deadline._fonts import fonts_group
+    from ._bundle import bundle_command
 
     cli.add_command(bundle_command, "bundle")
     cli.add_command(fonts_group, "fonts")

@@ -6,9 +6,11 @@ effective value of every one and where it came from.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -21,41 +23,164 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+class Command(str, Enum):
+    """The commands a setting can be given to."""
+
+    RENDER = "render"
+    """``stmpo render``: every setting."""
+    PLAN = "plan"
+    """``stmpo plan``: the settings that change the spawn plan."""
+    CONFIG = "config"
+    """``stmpo config show``: every setting."""
+    BUNDLE = "bundle"
+    """``stmpo bundle``: settings that travel to the workers as job parameters."""
+
+
+#: Commands a setting is offered on unless it says otherwise.
+RUN = frozenset({Command.RENDER, Command.CONFIG})
+PLANNED = RUN | {Command.PLAN}
+
+
 @dataclass(frozen=True)
 class Setting:
-    name: str
-    kind: type
-    default: Any
-    env: str
+    """One setting, declared once: its CLI options, environment variable, profile key,
+    bundle parameter, checks and help all come from here."""
+
+    name: str  #: also the profile key and the ``RenderOptions`` field
+    kind: type  #: int, float, bool or str
+    default: Any  #: from :mod:`.defaults` (None = decided later, see ``auto``)
     help: str
+    env: str  #: the ``STMPO_*`` variable
+    commands: frozenset[Command] = PLANNED
+    aliases: tuple[str, ...] = ()  #: other spellings (the reference orchestrator's)
+    off_aliases: tuple[str, ...] = ()  #: booleans: other spellings of the off flag
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None  #: the smallest value allowed
+    positive: bool = False  #: the value must be above ``minimum`` (0 by default), not equal
+    maximum: float | None = None
+    unit: str = "value"  #: what a number between ``minimum`` and ``maximum`` is called
+    auto: str | None = None  #: what the default means when it is "decide for me"
+    bundle: str | None = None  #: the job bundle parameter, if the setting travels there
+    image_only: bool = False  #: cannot change one aerender process rendering a movie
+    secret: bool = False  #: never printed
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """Refuse an out-of-range value with one line naming the flag."""
+        if value is None or self.kind is bool or self.kind is str and not self.choices:
+            return
+        if self.choices:
+            if str(value) not in self.choices:
+                raise BadInput(f"{self.flag} {value!r} is unknown: use one of "
+                               f"{', '.join(self.choices)}")
+            return
+        number = float(value)
+        if not math.isfinite(number):
+            raise BadInput(f"{self.flag} is {value}: it must be a finite number")
+        if self.minimum is not None and self.maximum is not None:
+            if not self.minimum <= number <= self.maximum:
+                raise BadInput(f"{self.flag} is {value}: use a {self.unit} from "
+                               f"{self.minimum:g} to {self.maximum:g}")
+            return
+        low = 0.0 if self.minimum is None else self.minimum
+        if number < low or (self.positive and number == low):
+            need = f"more than {low:g}" if self.positive else f"{low:g} or more"
+            if low == 0:
+                need = "more than zero" if self.positive else "zero or more"
+            raise BadInput(f"{self.flag} is {value:g}: it must be {need}"
+                           + (f" ({value:g} = {self.auto})" if self.auto and number == 0
+                              else ""))
+        if self.maximum is not None and number > self.maximum:
+            raise BadInput(f"{self.flag} is {value:g}: it must be at most {self.maximum:g}")
+
+    def shown(self, value: Any) -> str:
+        """The value as ``config show`` prints it."""
+        if self.secret and value:
+            return "***"
+        if value is None or (self.auto and value in (0, 0.0)):
+            return f"{value} ({self.auto})" if self.auto else str(value)
+        return str(value)
 
 
-def _s(name: str, kind: type, default: Any, help: str, env: str | None = None) -> Setting:
-    return Setting(name, kind, default, env or f"STMPO_{name.upper()}", help)
+def _s(name: str, kind: type, default: Any, help: str, env: str | None = None,
+       **more: Any) -> Setting:
+    return Setting(name, kind, default, help, env or f"STMPO_{name.upper()}", **more)
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
-    _s("concurrency", int, defaults.CONCURRENCY, "slots to start; 0 = auto"),
-    _s("max_concurrency", int, defaults.MAX_CONCURRENCY, "cap on slots, even when forced"),
-    _s("ram_per_process_gb", float, defaults.RAM_PER_PROCESS_GB, "RAM budget per aerender"),
-    _s("threads_per_slot", int, None, "CPUs per slot; default 16 with MFR, 8 without"),
-    _s("mfr", bool, defaults.MFR, "Multi-Frame Rendering in each aerender"),
-    _s("mfr_max_cpu", int, defaults.MFR_MAX_CPU, "aerender's -mfr CPU percentage"),
-    _s("affinity", bool, defaults.AFFINITY, "pin each slot to its CPU block"),
-    _s("numa_map", str, None, "JSON NUMA map overriding detection"),
-    _s("schedule", str, defaults.SCHEDULE, "adaptive | guided | static | fixed"),
-    _s("chunk_size", str, defaults.CHUNK_SIZE, "auto or frames per chunk"),
-    _s("launch_cost", float, defaults.LAUNCH_COST_S, "seed for aerender start-up seconds"),
-    _s("spawn_delay", float, defaults.SPAWN_DELAY_S, "stagger of first launches, seconds"),
-    _s("fail_fast", bool, defaults.FAIL_FAST, "stop everything on the first failure"),
-    _s("skip_existing", bool, defaults.SKIP_EXISTING, "do not re-render frames on disk"),
-    _s("retries", int, defaults.RETRIES, "retries of a crashed chunk's missing frames"),
-    _s("stall_timeout", float, 0.0, "seconds of silence+idle CPU; 0 = derived"),
-    _s("chunk_timeout", float, defaults.CHUNK_TIMEOUT_S, "hard cap per chunk; 0 = none"),
-    _s("broker", str, None, "Redis URL; unset = embedded Redis", env=defaults.BROKER_ENV),
-    _s("log_dir", str, None, "the run's log directory"),
-    _s("flower_auth", str, None, "user:pass for Flower's basic auth"),
+    _s("concurrency", int, defaults.CONCURRENCY,
+       "Slots to start; 0 = auto from RAM, CPUs, MFR and frames.",
+       auto="auto", bundle="Concurrency", image_only=True),
+    _s("max_concurrency", int, defaults.MAX_CONCURRENCY,
+       "Upper bound on slots, also for --concurrency.", aliases=("--max_concurrency",),
+       positive=True, bundle="MaxConcurrency", image_only=True),
+    _s("ram_per_process_gb", float, defaults.RAM_PER_PROCESS_GB,
+       "RAM budget of one aerender process (GB).", aliases=("--ram_per_process_gb",),
+       positive=True, bundle="RamPerProcessGB", image_only=True),
+    _s("threads_per_slot", int, None, "CPUs per slot.", positive=True,
+       auto=f"auto: {defaults.THREADS_PER_SLOT_MFR} with MFR, "
+            f"{defaults.THREADS_PER_SLOT_NO_MFR} without",
+       bundle="ThreadsPerSlot", image_only=True),
+    _s("mfr", bool, defaults.MFR, "Multi-Frame Rendering in each aerender.",
+       off_aliases=("--disable_mfr",), bundle="Mfr"),
+    _s("mfr_max_cpu", int, defaults.MFR_MAX_CPU, "aerender -mfr CPU percentage (1-100).",
+       minimum=1, maximum=100, unit="percentage", bundle="MfrMaxCpu"),
+    _s("affinity", bool, defaults.AFFINITY, "Pin each slot to its CPU block.",
+       aliases=("--enable_affinity",), off_aliases=("--disable_affinity",),
+       bundle="Affinity", image_only=True),
+    _s("numa_map", str, None, "NUMA map JSON file overriding detection.",
+       aliases=("--numa_map",), auto="detect this host", bundle="NumaMap", image_only=True),
+    _s("schedule", str, defaults.SCHEDULE,
+       "Chunk plan: adaptive (N blocks, idle slots steal tails), guided, static, fixed.",
+       choices=defaults.SCHEDULES, bundle="Schedule", image_only=True),
+    _s("chunk_size", str, defaults.CHUNK_SIZE,
+       "auto or frames per chunk (fixed), smallest chunk (guided), shortest stolen tail "
+       "(adaptive).", bundle="ChunkSize", image_only=True),
+    _s("launch_cost", float, defaults.LAUNCH_COST_S,
+       "Seed for aerender's start-up seconds (adaptive learns the real one)."),
+    _s("spawn_delay", float, defaults.SPAWN_DELAY_S,
+       "Stagger each slot's first aerender launch by this many seconds.",
+       aliases=("--spawn_delay",), commands=RUN, bundle="SpawnDelay", image_only=True),
+    _s("fail_fast", bool, defaults.FAIL_FAST, "Stop everything on the first failed chunk.",
+       commands=RUN, bundle="FailFast", image_only=True),
+    _s("skip_existing", bool, defaults.SKIP_EXISTING,
+       "Do not re-render frames already on disk.", commands=RUN, bundle="SkipExisting",
+       image_only=True),
+    _s("retries", int, defaults.RETRIES, "Retries of a crashed chunk's missing frames.",
+       commands=RUN),
+    _s("stall_timeout", float, 0.0,
+       "Seconds of no output and no CPU before a chunk is stalled.", commands=RUN,
+       auto=f"auto: {defaults.STALL_FACTOR:g} x the slowest frame, at least "
+            f"{defaults.STALL_FLOOR_S:g} s"),
+    _s("chunk_timeout", float, defaults.CHUNK_TIMEOUT_S, "Hard cap on one chunk (s).",
+       commands=RUN, auto="none"),
+    _s("broker", str, None, "Redis URL.", env=defaults.BROKER_ENV, commands=RUN,
+       auto="the host service's Redis, else an embedded one", bundle="BrokerUrl"),
+    _s("log_dir", str, None, "The run's log directory.", commands=RUN,
+       auto="a private per-user folder"),
+    _s("flower_auth", str, None, "user:pass for Flower's basic auth (required off loopback).",
+       commands=RUN, secret=True),
 ]}
+
+
+def parse_chunk_size(value: Any) -> int | None:
+    """``--chunk-size``: ``auto`` (None) or a frame count above zero."""
+    size = str(value).strip().lower()
+    if size == "auto":
+        return None
+    if not size.lstrip("-").isdigit() or int(size) <= 0:
+        raise BadInput(f"--chunk-size {value!r} is not a frame count: use auto or e.g. 10")
+    return int(size)
+
+
+def for_command(command: Command) -> list[Setting]:
+    """The settings ``command`` offers, in table order."""
+    return [s for s in SETTINGS.values()
+            if command in s.commands or (command is Command.BUNDLE and s.bundle)]
+
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -76,9 +201,12 @@ def convert(setting: Setting, value: Any, origin: str) -> Any:
             raise ValueError(value)
         if setting.kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
-        return setting.kind(value) if setting.kind is not str else str(value)
+        out = setting.kind(value) if setting.kind is not str else str(value)
+        if setting.kind is float and not math.isfinite(float(out)):
+            raise ValueError(value)
+        return out
     except (TypeError, ValueError):
-        want = {bool: "true or false", int: "a whole number", float: "a number"}.get(
+        want = {bool: "true or false", int: "a whole number", float: "a finite number"}.get(
             setting.kind, "text")
         raise BadInput(f"{origin} is {value!r}: it must be {want}") from None
 

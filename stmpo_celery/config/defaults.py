@@ -25,7 +25,8 @@ MFR_MAX_CPU: Final = 90  #: aerender's positional -mfr percentage
 VERBOSITY: Final = "ERRORS_AND_PROGRESS"
 
 # --- chunk plan -----------------------------------------------------------------
-SCHEDULE: Final = "adaptive"  #: adaptive | guided | static | fixed
+SCHEDULES: Final = ("adaptive", "guided", "static", "fixed")  #: the chunk plans there are
+SCHEDULE: Final = "adaptive"  #: one of SCHEDULES
 CHUNK_SIZE: Final = "auto"  #: auto or a frame count (fixed schedule)
 LAUNCH_COST_S: Final = 30.0  #: seed for aerender start-up time (learned during the run)
 SPAWN_DELAY_S: Final = 0.0  #: stagger of each slot's first aerender launch

@@ -27,12 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
+from ..config._settings import Command, for_command, parse_chunk_size
 from ..errors import BadInput, StmpoError
 from ..plan._frames import format_frames, parse_frames, runs
 from ..plan._pattern import parse_output
-from ..text import shell_quote
 
 IMAGE = "image"
 MOVIE = "movie"
@@ -170,19 +168,10 @@ def task_ranges(frames: Sequence[int], frames_per_task: int) -> list[tuple[int, 
     return out
 
 
-_IMAGE_ONLY = {  # option -> parameter: settings that cannot matter for one movie process
-    "frames_per_task": "FramesPerTask", "concurrency": "Concurrency",
-    "max_concurrency": "MaxConcurrency", "ram_per_process_gb": "RamPerProcessGB",
-    "threads_per_slot": "ThreadsPerSlot", "affinity": "Affinity", "numa_map": "NumaMap",
-    "schedule": "Schedule", "chunk_size": "ChunkSize", "spawn_delay": "SpawnDelay",
-    "fail_fast": "FailFast", "skip_existing": "SkipExisting",
-}
-_PLAIN = {"profile": "Profile", "aerender": "AerenderPath", "broker": "BrokerUrl"}
-_NUMBERS = {"concurrency": "Concurrency", "max_concurrency": "MaxConcurrency",
-            "ram_per_process_gb": "RamPerProcessGB", "threads_per_slot": "ThreadsPerSlot",
-            "mfr_max_cpu": "MfrMaxCpu", "spawn_delay": "SpawnDelay"}
-_SWITCHES = {"mfr": "Mfr", "affinity": "Affinity", "fail_fast": "FailFast",
-             "skip_existing": "SkipExisting"}
+#: option -> parameter: settings that cannot matter for one movie process
+_IMAGE_ONLY = {"frames_per_task": "FramesPerTask",
+               **{s.name: s.bundle for s in for_command(Command.BUNDLE) if s.image_only}}
+_PLAIN = {"profile": "Profile", "aerender": "AerenderPath"}
 
 
 def _flag(option: str) -> str:
@@ -241,28 +230,24 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     for opt, param in _PLAIN.items():
         if kw.get(opt) is not None:
             b.values[param] = str(kw[opt])
-    for opt, param in _NUMBERS.items():
-        if kw.get(opt) is not None:
-            if kw[opt] < 0 or (kw[opt] == 0 and opt not in ("concurrency", "spawn_delay")):
-                raise BadInput(f"{_flag(opt)} is {kw[opt]}: it must be more than zero"
-                               + (" (0 = auto)" if opt == "concurrency" else ""))
-            b.values[param] = _number(kw[opt])
-    if kw.get("mfr_max_cpu") is not None and not 1 <= kw["mfr_max_cpu"] <= 100:
-        raise BadInput(f"--mfr-max-cpu is {kw['mfr_max_cpu']}: use a percentage from 1 to 100")
-    for opt, param in _SWITCHES.items():
-        if kw.get(opt) is not None:
-            b.values[param] = "ON" if kw[opt] else "OFF"
-    if kw.get("schedule") is not None:
-        b.values["Schedule"] = str(kw["schedule"])
-    if kw.get("chunk_size") is not None:
-        size = str(kw["chunk_size"]).strip().lower()
-        if size != "auto" and not (size.isdigit() and int(size) > 0):
-            raise BadInput(f"--chunk-size {kw['chunk_size']!r} is not a frame count: "
-                           "use auto or e.g. 10")
-        b.values["ChunkSize"] = size
-    if kw.get("numa_map") is not None:
-        b.values["NumaMap"] = _existing_file("--numa-map", kw["numa_map"])
-        b.inputs_files.append(str(b.values["NumaMap"]))
+    for setting in for_command(Command.BUNDLE):
+        value = kw.get(setting.name)
+        if value is None:
+            continue
+        assert setting.bundle is not None
+        setting.check(value)  # the same ranges and words as stmpo render
+        if setting.kind is bool:
+            b.values[setting.bundle] = "ON" if value else "OFF"
+        elif setting.kind in (int, float):
+            b.values[setting.bundle] = _number(value)
+        elif setting.name == "chunk_size":
+            size = parse_chunk_size(value)
+            b.values[setting.bundle] = "auto" if size is None else str(size)
+        elif setting.name == "numa_map":
+            b.values[setting.bundle] = _existing_file(setting.flag, str(value))
+            b.inputs_files.append(str(b.values[setting.bundle]))
+        else:
+            b.values[setting.bundle] = str(value)
     if kw.get("fonts_dir") is not None:
         fonts = os.path.abspath(kw["fonts_dir"])
         if not os.path.isdir(fonts):
@@ -316,69 +301,3 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
         (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
                                  encoding="utf-8")
     return template, params
-
-
-@click.command("bundle")
-@click.option("--project", required=True, help="The .aep project file (on this machine).")
-@click.option("--comp", help="Composition name to render.")
-@click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
-@click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60.")
-@click.option("--output", required=True,
-              help="Output pattern: /renders/shot_[#####].png (image sequence) or "
-                   "/renders/shot.mov (movie).")
-@click.option("--dest", default="stmpo-bundle", show_default=True,
-              help="The bundle folder to write.")
-@click.option("--force", is_flag=True, help="Replace the job bundle already in --dest.")
-@click.option("--frames-per-task", type=int,
-              help="Most frames one task renders (image sequences; template default 100).")
-@click.option("--profile", help="Profile name (hero, farm) or a .toml path on the workers.")
-@click.option("--concurrency", type=int, help="Slots per task; 0 = auto.")
-@click.option("--max-concurrency", "--max_concurrency", "max_concurrency", type=int,
-              help="Upper bound on slots per task.")
-@click.option("--ram-per-process-gb", "--ram_per_process_gb", "ram_per_process_gb",
-              type=float, help="RAM budget of one aerender process (GB).")
-@click.option("--threads-per-slot", type=int, help="CPUs per slot.")
-@click.option("--mfr/--no-mfr", " /--disable_mfr", "mfr", default=None,
-              help="Multi-Frame Rendering in each aerender.")
-@click.option("--mfr-max-cpu", type=int, help="aerender -mfr CPU percentage (1-100).")
-@click.option("--affinity/--no-affinity", "--enable_affinity/--disable_affinity", "affinity",
-              default=None, help="Pin each slot to its CPU block.")
-@click.option("--numa-map", "--numa_map", "numa_map",
-              help="NUMA map JSON (attached to the job).")
-@click.option("--schedule", type=click.Choice(["adaptive", "guided", "static", "fixed"]),
-              help="Chunk plan inside each task.")
-@click.option("--chunk-size", help="auto or frames per aerender run.")
-@click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=float,
-              help="Stagger of each slot's first aerender launch (s).")
-@click.option("--fail-fast/--no-fail-fast", default=None,
-              help="Stop every slot on the first failed chunk.")
-@click.option("--skip-existing/--no-skip-existing", default=None,
-              help="Do not re-render frames already on disk.")
-@click.option("--aerender", "--aerender_path", "aerender",
-              help="aerender path on the workers (default: their AERENDER_PATH, PATH, ...).")
-@click.option("--broker", help="Redis URL for the workers (default: their STMPO_BROKER_URL "
-                               "or a private Redis per task).")
-@click.option("--fonts-dir", help="Folder of fonts the project needs (attached to the job).")
-def bundle_command(**kw: Any) -> None:
-    """Write a Deadline Cloud job bundle for a project/comp/frames/output.
-
-    Submit it with `deadline bundle submit DEST`. Settings not given stay empty in the
-    bundle, so each worker's STMPO_* environment, the profile or stmpo's default applies.
-    """
-    b = plan_bundle(kw)
-    dest = Path(kw["dest"]).resolve()
-    template, params = write_bundle(b, dest, bool(kw.get("force")))
-    for w in b.warnings:
-        click.echo(f"stmpo bundle: warning: {w}", err=True)
-    what = "image sequence" if b.kind == IMAGE else "movie"
-    click.echo(f"stmpo bundle: {what} bundle written to {dest} (template {template})")
-    if b.kind == IMAGE:
-        default = params["FramesPerTask"].default
-        fpt = int(b.values.get("FramesPerTask", default or 1))
-        tasks = task_ranges(parse_frames(str(b.values["Frames"])), fpt)
-        click.echo(f"stmpo bundle: {len(tasks)} task(s) of at most {fpt} frame(s): "
-                   + ", ".join(f"{a}-{z}" for a, z in tasks[:6])
-                   + (", ..." if len(tasks) > 6 else ""))
-    else:
-        click.echo(f"stmpo bundle: 1 task, one aerender process, frames {b.values['Frames']}")
-    click.echo(f"submit with: deadline bundle submit {shell_quote(str(dest))}")

@@ -10,10 +10,10 @@ from ..aerender._output import missing_frames
 from ..broker._redis import BrokerUrl, check_reachable, parse_broker_url
 from ..config import defaults
 from ..config._options import RenderOptions
+from ..config._settings import SETTINGS, parse_chunk_size
 from ..errors import BadInput
 from ..monitor._flowerctl import check_bind
 from ..monitor._hostsvc import discover_broker
-from ..plan._chunks import SCHEDULES
 from ..plan._frames import parse_frames
 from ..plan._pattern import OutputPattern, parse_output
 
@@ -36,33 +36,14 @@ class Prepared:
         return [f for f in self.frames if f not in todo]
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        need = "zero or more" if allow_zero else "more than zero"
-        raise BadInput(f"{name} is {value:g}: it must be {need}")
-
-
 def check_numbers(o: RenderOptions) -> int | None:
-    """Numeric options; returns the chunk size (None = auto)."""
-    _positive("--concurrency", o.concurrency, allow_zero=True)
-    _positive("--max-concurrency", o.max_concurrency)
-    _positive("--ram-per-process-gb", o.ram_per_process_gb)
-    if o.threads_per_slot is not None:
-        _positive("--threads-per-slot", o.threads_per_slot)
-    if not 1 <= o.mfr_max_cpu <= 100:
-        raise BadInput(f"--mfr-max-cpu is {o.mfr_max_cpu}: use a percentage from 1 to 100")
-    _positive("--launch-cost", o.launch_cost, allow_zero=True)
-    _positive("--spawn-delay", o.spawn_delay, allow_zero=True)
-    _positive("--retries", o.retries, allow_zero=True)
-    _positive("--stall-timeout", o.stall_timeout, allow_zero=True)
-    _positive("--chunk-timeout", o.chunk_timeout, allow_zero=True)
-    if o.schedule not in SCHEDULES:
-        raise BadInput(f"--schedule {o.schedule!r} is unknown: use one of {', '.join(SCHEDULES)}")
-    size = str(o.chunk_size).strip().lower()
-    if size == "auto":
+    """Every setting's own range (from the settings table), then the combinations;
+    returns the chunk size (None = auto)."""
+    for setting in SETTINGS.values():
+        setting.check(getattr(o, setting.name))
+    size = parse_chunk_size(o.chunk_size)
+    if size is None:
         return None
-    if not size.lstrip("-").isdigit() or int(size) <= 0:
-        raise BadInput(f"--chunk-size {o.chunk_size!r} is not a frame count: use auto or e.g. 10")
     if o.schedule == "static":
         raise BadInput("--chunk-size does nothing with --schedule static (N equal blocks): "
                        "drop it, or use --schedule fixed")

@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..config import defaults
 from ..errors import BadInput
 from ._frames import runs
 
-SCHEDULES = ("adaptive", "guided", "static", "fixed")
+SCHEDULES = defaults.SCHEDULES
 
 
 def _cut(frames: Sequence[int], sizes: Sequence[int]) -> list[tuple[int, int]]:

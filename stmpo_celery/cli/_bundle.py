@@ -1,0 +1,56 @@
+"""``stmpo bundle``: the click command; the bundle itself is :mod:`stmpo_celery.deadline`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config._settings import Command
+from ..deadline._bundle import IMAGE, plan_bundle, task_ranges, write_bundle
+from ..plan._frames import parse_frames
+from ..text import shell_quote
+from ._options import setting_options
+
+
+@click.command("bundle")
+@click.option("--project", required=True, help="The .aep project file (on this machine).")
+@click.option("--comp", help="Composition name to render.")
+@click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
+@click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60.")
+@click.option("--output", required=True,
+              help="Output pattern: /renders/shot_[#####].png (image sequence) or "
+                   "/renders/shot.mov (movie).")
+@click.option("--dest", default="stmpo-bundle", show_default=True,
+              help="The bundle folder to write.")
+@click.option("--force", is_flag=True, help="Replace the job bundle already in --dest.")
+@click.option("--frames-per-task", type=int,
+              help="Most frames one task renders (image sequences; template default 100).")
+@click.option("--aerender", "--aerender_path", "aerender",
+              help="aerender path on the workers (default: their AERENDER_PATH, PATH, ...).")
+@click.option("--fonts-dir", help="Folder of fonts the project needs (attached to the job).")
+@setting_options(Command.BUNDLE)
+def bundle_command(**kw: Any) -> None:
+    """Write a Deadline Cloud job bundle for a project/comp/frames/output.
+
+    Submit it with `deadline bundle submit DEST`. Settings not given stay empty in the
+    bundle, so each worker's STMPO_* environment, the profile or stmpo's default applies.
+    """
+    b = plan_bundle(kw)
+    dest = Path(kw["dest"]).resolve()
+    template, params = write_bundle(b, dest, bool(kw.get("force")))
+    for w in b.warnings:
+        click.echo(f"stmpo bundle: warning: {w}", err=True)
+    what = "image sequence" if b.kind == IMAGE else "movie"
+    click.echo(f"stmpo bundle: {what} bundle written to {dest} (template {template})")
+    if b.kind == IMAGE:
+        default = params["FramesPerTask"].default
+        fpt = int(b.values.get("FramesPerTask", default or 1))
+        tasks = task_ranges(parse_frames(str(b.values["Frames"])), fpt)
+        click.echo(f"stmpo bundle: {len(tasks)} task(s) of at most {fpt} frame(s): "
+                   + ", ".join(f"{a}-{z}" for a, z in tasks[:6])
+                   + (", ..." if len(tasks) > 6 else ""))
+    else:
+        click.echo(f"stmpo bundle: 1 task, one aerender process, frames {b.values['Frames']}")
+    click.echo(f"submit with: deadline bundle submit {shell_quote(str(dest))}")
