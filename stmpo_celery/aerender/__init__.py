@@ -4,3 +4,18 @@ simulator that stands in for it in tests and demos.
 The argv and the log parser run inside a slot; :mod:`.simulator` is its own process
 (``stmpo-fake-aerender``), a launcher plus a separate renderer, as the real program is.
 """
+
+from ._argv import RenderTarget, build_argv, resolve_aerender
+from ._log import AerenderLog, AeWarning, FrameDone, StrongError
+from ._output import missing_frames
+
+__all__ = [
+    "AerenderLog",
+    "AeWarning",
+    "build_argv",
+    "FrameDone",
+    "missing_frames",
+    "RenderTarget",
+    "resolve_aerender",
+    "StrongError",
+]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..plan._pattern import OutputPattern
+from ..plan import OutputPattern
 
 
 def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:

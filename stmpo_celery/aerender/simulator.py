@@ -57,7 +57,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..plan._pattern import OutputPattern
+from ..plan import OutputPattern
 
 VERSION = "24.6x1"
 FPS = 24

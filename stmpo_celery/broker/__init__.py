@@ -1,7 +1,61 @@
 """Redis and Celery: broker URLs and the embedded server, the run's key layout, the
-typed slot <-> orchestrator events, the Celery app, the run's shared schedule state
-and redelivery of a dead slot's chunk.
+typed slot <-> orchestrator events (:mod:`.events`), the Celery app, and redelivery of a
+dead slot's chunk. :mod:`.keys` and :mod:`.events` are public modules: the protocol.
 
 Imported by the orchestrator and by every slot; nothing here starts a process except
 :class:`EmbeddedRedis`.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
+    from ._redelivery import missing_frames_suspect, requeue_unacked
+    from ._redis import (
+        BrokerUrl,
+        EmbeddedRedis,
+        check_reachable,
+        find_redis_server,
+        mask_url,
+        parse_broker_url,
+    )
+
+# Imported on first use: a command that never needs Celery never loads it.
+_HOME = {
+    "BrokerUrl": "._redis",
+    "check_reachable": "._redis",
+    "EmbeddedRedis": "._redis",
+    "FINALIZE": "._app",
+    "find_redis_server": "._redis",
+    "make_app": "._app",
+    "mask_url": "._redis",
+    "missing_frames_suspect": "._redelivery",
+    "ON_CHUNK_ERROR": "._app",
+    "parse_broker_url": "._redis",
+    "RENDER_CHUNK": "._app",
+    "requeue_unacked": "._redelivery",
+}
+
+__all__ = [
+    "BrokerUrl",
+    "check_reachable",
+    "EmbeddedRedis",
+    "FINALIZE",
+    "find_redis_server",
+    "make_app",
+    "mask_url",
+    "missing_frames_suspect",
+    "ON_CHUNK_ERROR",
+    "parse_broker_url",
+    "RENDER_CHUNK",
+    "requeue_unacked",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

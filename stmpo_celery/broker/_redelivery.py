@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 import redis
 
-from ..aerender._output import missing_frames
-from ..plan._pattern import OutputPattern
+from ..aerender import missing_frames
+from ..plan import OutputPattern
 from . import keys
 
 

@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host._proc import pdeathsig_preexec
+from ..host import pdeathsig_preexec
 
 
 def mask_url(url: str) -> str:

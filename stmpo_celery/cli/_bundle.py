@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from ..config._settings import Command
-from ..deadline._bundle import IMAGE, plan_bundle, task_ranges, write_bundle
-from ..plan._frames import parse_frames
+from ..config import Command
+from ..deadline import IMAGE, plan_bundle, task_ranges, write_bundle
+from ..plan import parse_frames
 from ..text import shell_quote
 from ._options import setting_options
 

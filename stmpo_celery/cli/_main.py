@@ -17,8 +17,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config._options import RenderOptions
-from ..config._settings import SETTINGS, Command, resolve
+from ..config import SETTINGS, Command, RenderOptions, resolve
 from ..errors import BadInput, ExitCode, StmpoError
 from ..text import shell_quote
 from ._options import setting_options
@@ -72,9 +71,8 @@ def cli() -> None:
 @setting_options(Command.RENDER)
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
-    from ..host._hostplan import make_host_plan
-    from ..orchestrator._run import Run
-    from ..orchestrator._validate import prepare
+    from ..host import make_host_plan
+    from ..orchestrator import Run, prepare
 
     options = _options_from(kw)
     prep = prepare(options)
@@ -103,11 +101,9 @@ def render(**kw: Any) -> None:
 def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, numa_nodes: int,
              smt: bool, frame_cost: float, as_json: bool, **kw: Any) -> None:
     """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
-    from ..host._hostplan import make_plan, other_host, this_host
-    from ..orchestrator._validate import check_numbers
-    from ..plan._chunks import makespan_bound, predict_makespan
-    from ..plan._frames import parse_frames
-    from ..plan._pattern import parse_output
+    from ..host import make_plan, other_host, this_host
+    from ..orchestrator import check_numbers
+    from ..plan import makespan_bound, parse_frames, parse_output, predict_makespan
 
     options = _options_from({**kw, "project": "", "frames": frames, "output": output})
     frame_list = parse_frames(frames)
@@ -146,7 +142,7 @@ def config() -> None:
 @setting_options(Command.CONFIG)
 def config_show(as_json: bool, **kw: Any) -> None:
     """Print every effective setting and where it came from."""
-    from ..broker._redis import mask_url
+    from ..broker import mask_url
 
     resolved = _resolved(kw)
 
@@ -206,7 +202,7 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
 def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
            min_ram_gb: float, min_disk_gb: float, as_json: bool) -> None:
     """Check this host for a render; exit 3 when a check fails."""
-    from ..monitor._doctor import run_checks
+    from ..monitor import run_checks
 
     checks = run_checks(aerender, broker, output_dir, min_ram_gb, min_disk_gb)
     if as_json:
@@ -227,7 +223,7 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
 
 
 def _register_commands() -> None:
-    from ..deadline._fonts import fonts_group
+    from ..deadline import fonts_group
     from ._bundle import bundle_command
 
     cli.add_command(bundle_command, "bundle")

@@ -25,9 +25,9 @@ from ..config import defaults
               help="Seconds between refreshes.")
 def status_command(broker: str | None, as_json: bool, once: bool, interval: float) -> None:
     """Show the runs on this host: per slot, its chunk, frames done, frames/s and ETA."""
-    from ..broker._redis import parse_broker_url
+    from ..broker import parse_broker_url
     from ..errors import BadInput
-    from ..monitor._status import render_text, snapshot, sources
+    from ..monitor import render_text, snapshot, sources
 
     if interval <= 0:
         raise BadInput(f"--interval is {interval:g}: it must be more than zero")
@@ -74,7 +74,7 @@ def host_group() -> None:
 def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | None,
             flower_url_prefix: str | None, group: str | None, foreground: bool) -> None:
     """Start the host's Redis (password, persisted config) and optionally its Flower."""
-    from ..monitor._hostsvc import HostService, host_dir
+    from ..monitor import HostService, host_dir
 
     svc = HostService(host_dir())
     for line in svc.up(port or defaults.HOST_REDIS_PORT, bind, flower, flower_auth or None,
@@ -89,7 +89,7 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
 @click.option("--force", is_flag=True, help="Stop even while runs still use the broker.")
 def host_down(force: bool) -> None:
     """Stop the host's Flower and Redis."""
-    from ..monitor._hostsvc import HostService, host_dir
+    from ..monitor import HostService, host_dir
 
     for line in HostService(host_dir()).down(force=force):
         click.echo(f"stmpo host: {line}")
@@ -99,7 +99,7 @@ def host_down(force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def host_info(as_json: bool) -> None:
     """Where the host service lives and whether it runs."""
-    from ..monitor._hostsvc import HostService, host_dir
+    from ..monitor import HostService, host_dir
 
     info = HostService(host_dir()).info()
     if as_json:

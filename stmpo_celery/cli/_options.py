@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..config._settings import Command, Setting, for_command
+from ..config import Command, Setting, for_command
 
 F = Callable[..., Any]
 

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config._settings import Command, for_command, parse_chunk_size
+from ..config import Command, for_command, parse_chunk_size
 from ..errors import BadInput, StmpoError
-from ..plan._frames import format_frames, parse_frames, runs
-from ..plan._pattern import parse_output
+from ..plan import format_frames, parse_frames, parse_output, runs
 
 IMAGE = "image"
 MOVIE = "movie"
@@ -255,7 +254,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
     if kw.get("broker"):
-        from ..broker._redis import mask_url
+        from ..broker import mask_url
 
         if mask_url(str(kw["broker"])) != str(kw["broker"]):
             b.warnings.append("the broker URL holds a password, and job parameters are "

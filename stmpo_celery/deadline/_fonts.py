@@ -80,7 +80,7 @@ def places(env: Mapping[str, str] | None = None, platform: str | None = None) ->
     platform = platform or sys.platform
     home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
     if platform == "win32":
-        from ..host._winfonts import local_appdata, user_font_dir
+        from ..host import local_appdata, user_font_dir
 
         return Places(user_font_dir(env), local_appdata(env) / "stmpo" / "fonts", "win32")
     if platform == "darwin":
@@ -117,14 +117,14 @@ def _place_file(src: Path, dest: Path, platform: str) -> None:
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
     if platform == "win32":
-        from ..host import _winfonts as winfonts
+        from ..host import winfonts
 
         winfonts.register(dest)
 
 
 def _delete_file(path: Path, platform: str) -> None:
     if platform == "win32":
-        from ..host import _winfonts as winfonts
+        from ..host import winfonts
 
         winfonts.unregister(path)
     try:
@@ -302,7 +302,7 @@ def refresh_cache(pl: Places) -> None:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                timeout=120, check=False)
     elif pl.platform == "win32":
-        from ..host import _winfonts as winfonts
+        from ..host import winfonts
 
         winfonts.broadcast_font_change()
 

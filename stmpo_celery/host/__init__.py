@@ -4,3 +4,38 @@ process trees, parent-death watches and per-OS font installs.
 This is the platform layer: the only place that asks which OS it runs on. Runs in the
 orchestrator (detection, planning, tree kill) and in each slot (pinning, death watch).
 """
+
+from . import _winfonts as winfonts
+from ._hostplan import HostPlan, make_host_plan, make_plan, other_host, this_host
+from ._proc import (
+    become_subreaper,
+    descendants,
+    kill_procs,
+    kill_tree,
+    pdeathsig_preexec,
+    set_process_name,
+    start_deathwatch,
+    tree_cpu_seconds,
+)
+from ._winaffinity import pin_current_process
+from ._winfonts import local_appdata, user_font_dir
+
+__all__ = [
+    "winfonts",
+    "become_subreaper",
+    "descendants",
+    "HostPlan",
+    "kill_procs",
+    "kill_tree",
+    "local_appdata",
+    "make_host_plan",
+    "make_plan",
+    "other_host",
+    "pdeathsig_preexec",
+    "pin_current_process",
+    "set_process_name",
+    "start_deathwatch",
+    "this_host",
+    "tree_cpu_seconds",
+    "user_font_dir",
+]

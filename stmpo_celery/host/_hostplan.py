@@ -11,10 +11,8 @@ from typing import Any
 
 import psutil
 
-from ..config._options import RenderOptions
-from ..plan._affinity import plan_blocks
-from ..plan._chunks import plan_chunks
-from ..plan._sizing import default_threads_per_slot, size_slots
+from ..config import RenderOptions
+from ..plan import default_threads_per_slot, plan_blocks, plan_chunks, size_slots
 from ._numamap import load_numa_map
 from ._topology import Topology, adopt_cores, detect, format_cpulist, synthetic
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..plan._topology import (
+from ..plan import (
     GROUP_MAX,
     MAX_CPU_ID,
     Cpu,

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..plan._affinity import group_affinity
+from ..plan import group_affinity
 from ._topology import format_cpulist
 
 

@@ -2,3 +2,49 @@
 child process :mod:`.flower_main`), the host service (``stmpo host up|down``) and
 ``stmpo doctor``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._doctor import run_checks
+    from ._flowerctl import FlowerProcess, check_bind
+    from ._flowerctl import start_for_run as start_flower_for_run
+    from ._hostsvc import HostService, discover_broker, host_dir
+    from ._status import render_text, snapshot, sources
+
+# Imported on first use: a command that never needs Celery never loads it.
+_HOME = {
+    "FlowerProcess": "._flowerctl",
+    "start_flower_for_run": "._flowerctl",
+    "check_bind": "._flowerctl",
+    "discover_broker": "._hostsvc",
+    "host_dir": "._hostsvc",
+    "HostService": "._hostsvc",
+    "render_text": "._status",
+    "run_checks": "._doctor",
+    "snapshot": "._status",
+    "sources": "._status",
+}
+
+__all__ = [
+    "FlowerProcess",
+    "start_flower_for_run",
+    "check_bind",
+    "discover_broker",
+    "host_dir",
+    "HostService",
+    "render_text",
+    "run_checks",
+    "snapshot",
+    "sources",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        attr = {"start_flower_for_run": "start_for_run"}.get(name, name)
+        return getattr(importlib.import_module(_HOME[name], __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

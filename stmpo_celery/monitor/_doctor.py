@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psutil
 
-from ..aerender._argv import resolve_aerender
-from ..broker._redis import check_reachable, find_redis_server, mask_url, parse_broker_url
+from ..aerender import resolve_aerender
+from ..broker import check_reachable, find_redis_server, mask_url, parse_broker_url
 from ..config import defaults
 from ..errors import StmpoError
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..broker._redis import BrokerUrl
-from ..config._options import RenderOptions
+from ..broker import BrokerUrl
+from ..config import RenderOptions
 from ..errors import BadInput, EnvironmentProblem, StmpoError
-from ..host._proc import pdeathsig_preexec
+from ..host import pdeathsig_preexec
 
 RUN_ID_LEN = 8  #: ``secrets.token_hex(4)``: every run id has this many characters
 #: A "run id" that is a Redis glob matching every run: a Flower whose key prefix is

@@ -32,11 +32,10 @@ from pathlib import Path
 import psutil
 import redis
 
-from ..broker import keys
-from ..broker._redis import BrokerUrl, find_redis_server
+from ..broker import BrokerUrl, find_redis_server, keys
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host._proc import pdeathsig_preexec
+from ..host import pdeathsig_preexec
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
 
 BROKER_FILE = "broker.url"

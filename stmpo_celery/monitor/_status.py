@@ -21,8 +21,7 @@ from typing import Any
 
 import redis
 
-from ..broker import keys
-from ..broker._redis import BrokerUrl, mask_url
+from ..broker import BrokerUrl, keys, mask_url
 from ..config import defaults
 from ..text import duration
 

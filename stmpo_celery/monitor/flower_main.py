@@ -105,8 +105,7 @@ def main() -> None:
 
     from flower.app import Flower
 
-    from ..broker._app import make_app
-    from ..broker._redis import BrokerUrl
+    from ..broker import BrokerUrl, make_app
 
     options = _configure(cfg)
     capp = make_app(BrokerUrl(cfg["broker"]), cfg["run_id"], cfg.get("queue") or "stmpo")

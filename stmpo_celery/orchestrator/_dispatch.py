@@ -14,9 +14,7 @@ import redis
 from celery import Celery, chord
 from kombu.utils.uuid import uuid
 
-from ..broker import keys
-from ..broker._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
-from ..broker._redis import BrokerUrl
+from ..broker import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, BrokerUrl, keys, make_app
 
 
 class RunQueue:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from ..host._proc import kill_tree
+from ..host import kill_tree
 from ._funnel import LogFunnel
 
 
@@ -101,7 +101,7 @@ class SlotPool:
         os.set_inheritable(self._death_r, True)
         # Only the write end decides EOF; keeping a read end lets replacements inherit it.
         if self.fork:
-            from ..slot._main import preload
+            from ..slot import preload
 
             preload()
             sys.stdout.flush()
@@ -147,7 +147,7 @@ class SlotPool:
                 os.closerange(keep + 1, 65536)
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     signal.signal(sig, signal.SIG_DFL)
-                from ..slot._main import run_slot
+                from ..slot import run_slot
 
                 code = run_slot(str(self.spec_path), k, keep,
                                 ",".join(map(str, cpus or ())))

@@ -21,19 +21,22 @@ from typing import Any, TextIO
 
 import redis
 
-from ..aerender._argv import RenderTarget
-from ..aerender._output import missing_frames
-from ..broker import events, keys
-from ..broker._redelivery import missing_frames_suspect, requeue_unacked
-from ..broker._redis import BrokerUrl, EmbeddedRedis, mask_url
+from ..aerender import RenderTarget, missing_frames
+from ..broker import (
+    BrokerUrl,
+    EmbeddedRedis,
+    events,
+    keys,
+    mask_url,
+    missing_frames_suspect,
+    requeue_unacked,
+)
 from ..config import defaults
 from ..errors import ExitCode
-from ..host._hostplan import HostPlan
-from ..host._proc import become_subreaper
-from ..monitor import _flowerctl as flowerctl
-from ..plan._frames import parse_frames
-from ..slot import _schedule as schedule
-from ..slot._spec import RunSpec
+from ..host import HostPlan, become_subreaper
+from ..monitor import FlowerProcess, start_flower_for_run
+from ..plan import parse_frames
+from ..slot import RunSpec, next_attempt, register_plan, set_retry, spare_tasks
 from ._dispatch import RunQueue, delete_run_keys
 from ._funnel import LogFunnel, one_line
 from ._pool import Slot, SlotPool
@@ -83,7 +86,7 @@ class Run:
         self.funnel = LogFunnel(None, stdout)
         self.progress: Progress | None = None
         self._old_handlers: dict[int, Any] = {}
-        self.flower: flowerctl.FlowerProcess | None = None
+        self.flower: FlowerProcess | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
@@ -164,7 +167,7 @@ class Run:
         self.pool.start()
         if self.embedded is not None:
             self.embedded.wait_ready()
-        self.flower = flowerctl.start_for_run(self.o, self.broker, self.run_id, self.queue,
+        self.flower = start_flower_for_run(self.o, self.broker, self.run_id, self.queue,
                                               self.log_dir, self._say)
         self.client = self.broker.client(timeout=10)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -174,8 +177,8 @@ class Run:
             str(self.log_dir)))
         n_tasks = len(self.plan.chunks)
         if self.plan.schedule == "adaptive":
-            schedule.register_plan(self.client, self.run_id, self.plan.chunks)
-            n_tasks += schedule.spare_tasks(self.plan.n_slots, len(self.prep.to_render))
+            register_plan(self.client, self.run_id, self.plan.chunks)
+            n_tasks += spare_tasks(self.plan.n_slots, len(self.prep.to_render))
         for i in range(n_tasks):
             s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
             self.chunks[i] = ChunkRecord(index=i, start=s, end=e)
@@ -342,7 +345,7 @@ class Run:
         if rec is None:
             self._say(f"{what} while idle; replaced")
             return
-        attempts = schedule.next_attempt(self.client, self.run_id, rec.index)
+        attempts = next_attempt(self.client, self.run_id, rec.index)
         rec.reason = f"{what} while rendering chunk {rec.index}"
         if attempts > self.o.retries:
             rec.status = ChunkStatus.FAILED
@@ -360,7 +363,7 @@ class Run:
                 os.unlink(self.prep.pattern.path_for(f))
         rec.suspect = sorted(set(rec.suspect) | set(suspect))
         redo = sorted(set(redo))
-        schedule.set_retry(self.client, self.run_id, rec.index, redo)
+        set_retry(self.client, self.run_id, rec.index, redo)
         if rec.task_id is None or not requeue_unacked(self.client, self.run_id, self.queue,
                                                       rec.task_id):
             self._stop(f"{rec.reason}: its message could not be re-enqueued",

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ..broker._redis import mask_url
+from ..broker import mask_url
 from ..broker.events import ChunkOutcome, ChunkRetry
-from ..plan._frames import format_frames
+from ..plan import format_frames
 
 if TYPE_CHECKING:
     from ._run import Run

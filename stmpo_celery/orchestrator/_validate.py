@@ -5,17 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..aerender._argv import resolve_aerender
-from ..aerender._output import missing_frames
-from ..broker._redis import BrokerUrl, check_reachable, parse_broker_url
-from ..config import defaults
-from ..config._options import RenderOptions
-from ..config._settings import SETTINGS, parse_chunk_size
+from ..aerender import missing_frames, resolve_aerender
+from ..broker import BrokerUrl, check_reachable, parse_broker_url
+from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
-from ..monitor._flowerctl import check_bind
-from ..monitor._hostsvc import discover_broker
-from ..plan._frames import parse_frames
-from ..plan._pattern import OutputPattern, parse_output
+from ..monitor import check_bind, discover_broker
+from ..plan import OutputPattern, parse_frames, parse_output
 
 
 @dataclass

@@ -5,3 +5,50 @@ No I/O and no Celery or Redis: everything here is a function of its arguments, s
 runs anywhere (the orchestrator, a slot, ``stmpo plan`` for another host) and is
 unit-tested directly.
 """
+
+from ._affinity import group_affinity, plan_blocks
+from ._chunks import makespan_bound, plan_chunks, predict_makespan
+from ._frames import format_frames, parse_frames, runs
+from ._pattern import OutputPattern, parse_output
+from ._sizing import default_threads_per_slot, size_slots
+from ._steal import CostModel, Running, Steal, learn_launch, plan_steal
+from ._topology import (
+    GROUP_MAX,
+    MAX_CPU_ID,
+    Cpu,
+    Topology,
+    adopt_cores,
+    format_cpulist,
+    from_counts,
+    parse_cpulist,
+    synthetic,
+)
+
+__all__ = [
+    "adopt_cores",
+    "CostModel",
+    "Cpu",
+    "default_threads_per_slot",
+    "format_cpulist",
+    "format_frames",
+    "from_counts",
+    "group_affinity",
+    "GROUP_MAX",
+    "learn_launch",
+    "makespan_bound",
+    "MAX_CPU_ID",
+    "OutputPattern",
+    "parse_cpulist",
+    "parse_frames",
+    "parse_output",
+    "plan_blocks",
+    "plan_chunks",
+    "plan_steal",
+    "predict_makespan",
+    "Running",
+    "runs",
+    "size_slots",
+    "Steal",
+    "synthetic",
+    "Topology",
+]

@@ -4,3 +4,40 @@ aerender run, and the slot's live state reporting.
 A slot is a Celery solo worker pinned to one CPU block, forked or exec'd by the
 orchestrator. Nothing here runs in the orchestrator except reading :class:`RunSpec`.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._main import preload, run_slot
+    from ._schedule import next_attempt, register_plan, set_retry, spare_tasks
+    from ._spec import RunSpec
+
+# Imported on first use: a command that never needs Celery never loads it.
+_HOME = {
+    "next_attempt": "._schedule",
+    "register_plan": "._schedule",
+    "set_retry": "._schedule",
+    "spare_tasks": "._schedule",
+    "preload": "._main",
+    "run_slot": "._main",
+    "RunSpec": "._spec",
+}
+
+__all__ = [
+    "next_attempt",
+    "register_plan",
+    "set_retry",
+    "spare_tasks",
+    "preload",
+    "run_slot",
+    "RunSpec",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

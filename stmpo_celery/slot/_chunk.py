@@ -20,14 +20,11 @@ from pathlib import Path
 
 import redis
 
-from ..aerender._argv import build_argv
-from ..aerender._log import AerenderLog, AeWarning, FrameDone, StrongError
-from ..aerender._output import missing_frames
+from ..aerender import AerenderLog, AeWarning, FrameDone, StrongError, build_argv, missing_frames
 from ..broker import events, keys
 from ..config import defaults
-from ..host._proc import descendants, kill_procs, tree_cpu_seconds
-from ..plan._frames import format_frames, runs
-from ..plan._pattern import OutputPattern
+from ..host import descendants, kill_procs, tree_cpu_seconds
+from ..plan import OutputPattern, format_frames, runs
 from ._spec import RunSpec
 
 

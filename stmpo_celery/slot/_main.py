@@ -19,7 +19,7 @@ def _pin(cpus_arg: str) -> str | None:
         return None
     cpus = {int(c) for c in cpus_arg.split(",") if c}
     if sys.platform == "win32":
-        from ..host._winaffinity import pin_current_process
+        from ..host import pin_current_process
 
         return pin_current_process(sorted(cpus))
     try:
@@ -36,7 +36,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     import shutil
 
-    from ..host._proc import become_subreaper, set_process_name, start_deathwatch
+    from ..host import become_subreaper, set_process_name, start_deathwatch
 
     set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
 
@@ -48,9 +48,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*superuser privileges.*")
-    from ..broker import events
-    from ..broker._app import make_app
-    from ..broker._redis import BrokerUrl
+    from ..broker import BrokerUrl, events, make_app
     from ..broker.keys import node_name
     from ._chunk import SlotContext
     from ._spec import RunSpec
@@ -80,7 +78,7 @@ def preload() -> None:
     import celery.worker.consumer  # noqa: F401
     import kombu.transport.redis  # noqa: F401
 
-    from ..broker import _app as app  # noqa: F401
+    from ..broker import make_app  # noqa: F401
     from . import _tasks as tasks  # noqa: F401
 
 

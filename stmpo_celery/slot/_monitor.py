@@ -51,10 +51,9 @@ from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun
 from celery.utils.saferepr import saferepr
 
-from ..broker import events, keys
-from ..broker._app import RENDER_CHUNK
+from ..broker import RENDER_CHUNK, events, keys
 from ..config import defaults
-from ..plan._frames import parse_frames
+from ..plan import parse_frames
 from ..text import duration
 from ._chunk import SlotContext
 

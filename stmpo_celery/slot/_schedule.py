@@ -25,7 +25,7 @@ import redis
 from ..broker import events, keys
 from ..broker.keys import Sched
 from ..config import defaults
-from ..plan._steal import CostModel, Running, Steal, learn_launch, plan_steal
+from ..plan import CostModel, Running, Steal, learn_launch, plan_steal
 from ._chunk import SlotContext
 
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..aerender._argv import RenderTarget
+from ..aerender import RenderTarget
 from ..config import defaults
 
 

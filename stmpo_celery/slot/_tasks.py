@@ -16,8 +16,7 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
-from ..broker import events, keys
-from ..broker._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK
+from ..broker import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, events, keys
 from . import _schedule as schedule
 from ._chunk import ChunkError, SlotContext, run_chunk
 from ._monitor import SlotMonitor
