@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 from conftest import FAKE, Farm, stmpo_keys, system_redis, tagged
@@ -84,9 +87,14 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
-    _id, extra, overrides, env_extra, code, words = case
+#: Cases also run end to end through a real ``stmpo`` process; the rest run in-process
+#: through the same entry point (``main``), which is what keeps this catalogue fast.
+END_TO_END = {"frames-garbage", "movie-many-processes", "aerender-missing",
+              "broker-unreachable", "env-concurrency-text", "numa-map-not-json"}
+
+
+def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:  # type: ignore[type-arg]
+    _id, extra, overrides, env_extra, _code, _words = case
     kw: dict[str, object] = {"frames": "1-10", "concurrency": 2}
     for k, v in overrides.items():
         if isinstance(v, str):
@@ -105,11 +113,60 @@ def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
             path.chmod(0o755)
             a = str(path)
         args.append(a.replace("PROJECT", str(farm.project)))
-    argv = farm.argv(*args, **kw)
+    argv = farm.argv(*args, **kw)  # type: ignore[arg-type]
     if aerender is None or "--aerender" in extra:
         i = argv.index("--aerender")
         del argv[i : i + 2]
+    return argv, dict(env_extra)
+
+
+def _check(case: tuple, code: int, stdout: str, stderr: str) -> None:  # type: ignore[type-arg]
+    assert code == case[4], (code, stdout, stderr)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("stmpo: error: ")
+    for w in case[5]:
+        assert w in lines[0], (w, lines[0])
+    assert "Traceback" not in stderr + stdout
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(farm: Farm, case: tuple, monkeypatch: pytest.MonkeyPatch,  # type: ignore[type-arg]
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process: the same ``main`` the ``stmpo`` command runs, no subprocess."""
+    from stmpo_celery.cli import main
+    from stmpo_celery.orchestrator import Run
+
+    def reached(*_a: object, **_k: object) -> None:
+        raise AssertionError("bad input got past validation")
+
+    monkeypatch.setattr(Run, "execute", reached)
+    argv, env_extra = _argv(farm, case)
     private_tmp = farm.tmp / "tmp"  # the run's temp files would land here, and only here
+    private_tmp.mkdir()
+    for name in list(os.environ):
+        if name.startswith("STMPO_") or name == "AERENDER_PATH":
+            monkeypatch.delenv(name)
+    for name, value in {**farm.env(), **env_extra}.items():
+        if name.startswith("STMPO_") or name in ("AERENDER_PATH", "PATH"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    before_children = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(SystemExit) as stop:
+        main(argv[3:])  # after "python -m stmpo_celery.cli"
+    out = capsys.readouterr()
+    _check(case, int(stop.value.code or 0), out.out, out.err)
+    started = {p.pid for p in psutil.Process().children(recursive=True)} - before_children
+    assert not started, "nothing may be started"
+    assert not farm.journal.exists(), "aerender must not run"
+    assert list(private_tmp.iterdir()) == []  # and Run.execute, which makes keys, never ran
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in END_TO_END],
+                         ids=[c[0] for c in CASES if c[0] in END_TO_END])
+def test_bad_input_end_to_end(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
+    argv, env_extra = _argv(farm, case)
+    private_tmp = farm.tmp / "tmp"
     private_tmp.mkdir()
     env = farm.env(TMPDIR=str(private_tmp), **env_extra)
     client = system_redis()
@@ -118,13 +175,7 @@ def test_bad_input(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
     res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30,
                          stdin=subprocess.DEVNULL)
     assert time.monotonic() - t0 < 8, "bad input must fail fast"
-    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("stmpo: error: ")
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert "Traceback" not in res.stderr + res.stdout
+    _check(case, res.returncode, res.stdout, res.stderr)
     assert not tagged(farm.tag), "nothing may be started"
     assert not farm.journal.exists(), "aerender must not run"
     assert list(private_tmp.iterdir()) == []
