@@ -5,11 +5,12 @@ The argv and the log parser run inside a slot; :mod:`.simulator` is its own proc
 (``stmpo-fake-aerender``), a launcher plus a separate renderer, as the real program is.
 """
 
-from ._argv import RenderTarget, build_argv, resolve_aerender
+from ._argv import RenderTarget, build_argv, check_target, resolve_aerender
 from ._log import AerenderLog, AeWarning, FrameDone, StrongError
 from ._output import missing_frames
 
 __all__ = [
+    "check_target",
     "AerenderLog",
     "AeWarning",
     "build_argv",

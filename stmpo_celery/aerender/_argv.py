@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ..config import defaults
-from ..errors import EnvironmentProblem
+from ..errors import BadInput, EnvironmentProblem
 
 AERENDER_ENV = "AERENDER_PATH"
 
@@ -29,6 +29,16 @@ class RenderTarget:
     om_template: str | None = None
     mem_usage: tuple[int, int] | None = None
     continue_on_missing_footage: bool = False
+
+
+def check_target(comp: str | None, rqindex: int | None) -> None:
+    """Exactly one of ``-comp NAME`` and ``-rqindex N``, each well formed."""
+    if (comp is None) == (rqindex is None):
+        raise BadInput("pass exactly one of --comp NAME or --rqindex N")
+    if comp is not None and not str(comp).strip():
+        raise BadInput("--comp is empty: pass the composition's name as After Effects shows it")
+    if rqindex is not None and rqindex < 1:
+        raise BadInput(f"--rqindex {rqindex} is not a render-queue index: they start at 1")
 
 
 def build_argv(aerender: str, target: RenderTarget, start: int, end: int) -> list[str]:

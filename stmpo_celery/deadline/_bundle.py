@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..aerender import check_target
 from ..config import Command, for_command, parse_chunk_size
 from ..errors import BadInput, StmpoError
 from ..plan import format_frames, parse_frames, parse_output, runs
@@ -190,12 +191,7 @@ def _existing_file(label: str, value: str) -> str:
 
 def plan_bundle(kw: dict[str, Any]) -> Bundle:
     """Validate the options and decide the bundle's kind, values and asset references."""
-    if (kw.get("comp") is None) == (kw.get("rqindex") is None):
-        raise BadInput("pass exactly one of --comp NAME or --rqindex N")
-    if kw.get("comp") is not None and not str(kw["comp"]).strip():
-        raise BadInput("--comp is empty: pass the composition's name as After Effects shows it")
-    if kw.get("rqindex") is not None and kw["rqindex"] < 1:
-        raise BadInput(f"--rqindex {kw['rqindex']} is not a render-queue index: they start at 1")
+    check_target(kw.get("comp"), kw.get("rqindex"))
     frames = parse_frames(kw["frames"])
     pattern = parse_output(kw["output"])
     kind = IMAGE if pattern.is_sequence else MOVIE

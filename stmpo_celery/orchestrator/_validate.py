@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..aerender import missing_frames, resolve_aerender
+from ..aerender import check_target, missing_frames, resolve_aerender
 from ..broker import BrokerUrl, check_reachable, parse_broker_url
 from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
@@ -47,12 +47,7 @@ def check_numbers(o: RenderOptions) -> int | None:
 
 def prepare(o: RenderOptions) -> Prepared:
     """Validate everything, in an order that creates nothing until all else is known good."""
-    if (o.comp is None) == (o.rqindex is None):
-        raise BadInput("pass exactly one of --comp NAME or --rqindex N")
-    if o.comp is not None and not o.comp.strip():
-        raise BadInput("--comp is empty: pass the composition's name as After Effects shows it")
-    if o.rqindex is not None and o.rqindex < 1:
-        raise BadInput(f"--rqindex {o.rqindex} is not a render-queue index: they start at 1")
+    check_target(o.comp, o.rqindex)
     frames = parse_frames(o.frames)
     pattern = parse_output(o.output)
     chunk_size = check_numbers(o)

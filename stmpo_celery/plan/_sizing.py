@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import defaults
+from ..config import SETTINGS, defaults
 from ..errors import BadInput
 
 #: Order in which equal limits are named as the binding one.
@@ -39,21 +39,10 @@ def _check(
     frames: int,
     forced: int | None,
 ) -> None:
-    if not math.isfinite(ram_per_process_gb) or ram_per_process_gb <= 0:
-        raise BadInput(
-            f"--ram-per-process-gb {ram_per_process_gb:g} is not a RAM size: pass the GB one "
-            "aerender needs, e.g. 32"
-        )
-    if threads_per_slot < 1:
-        raise BadInput(
-            f"--threads-per-slot {threads_per_slot} is below 1: pass the CPUs one slot should "
-            "get, e.g. 16 with MFR on or 8 with it off"
-        )
-    if max_concurrency < 1:
-        raise BadInput(
-            f"--max-concurrency {max_concurrency} is below 1: pass the most slots one task may "
-            "start, e.g. 24"
-        )
+    for name, value in (("ram_per_process_gb", ram_per_process_gb),
+                        ("threads_per_slot", threads_per_slot),
+                        ("max_concurrency", max_concurrency)):
+        SETTINGS[name].check(value)  # the same ranges and words as every command
     if forced is not None and forced < 1:
         raise BadInput(
             f"--concurrency {forced} is below 1: pass a slot count of 1 or more, or leave it "
