@@ -223,8 +223,8 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
 
 
 def _register_commands() -> None:
-    from ..deadline import fonts_group
     from ._bundle import bundle_command
+    from ._fonts import fonts_group
 
     cli.add_command(bundle_command, "bundle")
     cli.add_command(fonts_group, "fonts")

@@ -12,11 +12,28 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._bundle import IMAGE, plan_bundle, task_ranges, write_bundle
-    from ._fonts import fonts_group
+    from ._fontleases import Registry, current_session, say, session_ended
+    from ._fonts import (
+        FONT_EXTENSIONS,
+        find_fonts,
+        install_fonts,
+        places,
+        refresh_cache,
+        remove_fonts,
+    )
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
-    "fonts_group": "._fonts",
+    "FONT_EXTENSIONS": "._fonts",
+    "Registry": "._fontleases",
+    "current_session": "._fontleases",
+    "find_fonts": "._fonts",
+    "install_fonts": "._fonts",
+    "places": "._fonts",
+    "refresh_cache": "._fonts",
+    "remove_fonts": "._fonts",
+    "say": "._fontleases",
+    "session_ended": "._fontleases",
     "IMAGE": "._bundle",
     "plan_bundle": "._bundle",
     "task_ranges": "._bundle",
@@ -24,7 +41,16 @@ _HOME = {
 }
 
 __all__ = [
-    "fonts_group",
+    "FONT_EXTENSIONS",
+    "Registry",
+    "current_session",
+    "find_fonts",
+    "install_fonts",
+    "places",
+    "refresh_cache",
+    "remove_fonts",
+    "say",
+    "session_ended",
     "IMAGE",
     "plan_bundle",
     "task_ranges",

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import click
 import psutil
 
 from ..errors import EnvironmentProblem
@@ -30,7 +29,8 @@ from ..text import one_line
 
 def say(text: str, err: bool = False) -> None:
     """One line of output: a path with a line break cannot forge an OpenJD directive."""
-    click.echo("stmpo fonts: " + one_line(text), err=err)
+    stream = sys.stderr if err else sys.stdout
+    print("stmpo fonts: " + one_line(text), file=stream, flush=True)
 
 
 REGISTRY_VERSION = 1

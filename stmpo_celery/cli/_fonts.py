@@ -1,0 +1,130 @@
+"""``stmpo fonts``: the click commands; the per-session font leases are
+:mod:`stmpo_celery.deadline`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..deadline import (
+    FONT_EXTENSIONS,
+    Registry,
+    current_session,
+    find_fonts,
+    install_fonts,
+    places,
+    refresh_cache,
+    remove_fonts,
+    say,
+    session_ended,
+)
+
+
+def _names(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+@click.group("fonts")
+def fonts_group() -> None:
+    """Install or remove the fonts attached to a job, per session.
+
+    Sessions on one host share fonts safely: a font is deleted only when no running
+    session holds it, and the holds of a session that was killed are reclaimed.
+    """
+
+
+_SESSION_HELP = ("Session id (default: $STMPO_FONTS_SESSION, $DEADLINE_SESSION_ID, the OpenJD "
+                 "session folder, else the process running the session).")
+
+
+@fonts_group.command("install")
+@click.option("--from", "source", help="Folder of fonts attached to the job (empty: none).")
+@click.option("--session", help=_SESSION_HELP)
+def install(source: str | None, session: str | None) -> None:
+    """Install the fonts in --from for this session (nothing to do when none are attached)."""
+    if source is None or not source.strip():
+        say("no fonts attached to the job (FontsDir is empty): nothing to install")
+        return
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        say(f"no fonts attached: the fonts folder {folder} does not exist on this host: "
+            "nothing to install")
+        return
+    if not find_fonts(folder):
+        say(f"no fonts attached: {folder} holds no font files "
+            f"({' '.join(sorted(FONT_EXTENSIONS))}): nothing to install")
+        return
+    pl = places()
+    sess = current_session(session)
+    out = install_fonts(folder, pl, sess)
+    for line in out.reclaimed:
+        say(line)
+    for line in out.conflicts:
+        say("warning: " + line, err=True)
+    if out.installed or out.deleted:
+        refresh_cache(pl)
+    parts = []
+    if out.installed:
+        parts.append(f"installed {len(out.installed)} ({_names(out.installed)})")
+    if out.shared:
+        parts.append(f"{len(out.shared)} already installed by another session, now shared "
+                     f"({_names(out.shared)})")
+    if out.present:
+        parts.append(f"{len(out.present)} already installed outside stmpo, used as they are "
+                     f"({_names(out.present)})")
+    if out.conflicts:
+        parts.append(f"{len(out.conflicts)} not installed (see the warnings)")
+    say(f"session {sess.key}: " + "; ".join(parts or ["nothing installed"])
+        + f"; fonts folder {pl.font_dir}")
+
+
+@fonts_group.command("remove")
+@click.option("--session", help=_SESSION_HELP)
+def remove(session: str | None) -> None:
+    """Remove the fonts this session installed (those other sessions still use stay)."""
+    pl = places()
+    sess = current_session(session)
+    out = remove_fonts(pl, sess)
+    if out is None:
+        say("no fonts were installed on this host by stmpo: nothing to remove")
+        return
+    for line in out.reclaimed:
+        say(line)
+    for line in out.conflicts:
+        say("warning: " + line, err=True)
+    if out.deleted:
+        refresh_cache(pl)
+    if not out.installed and not out.deleted:
+        say(f"session {sess.key} installed no fonts: nothing to remove")
+        return
+    parts = [f"removed {len(out.deleted)}" + (f" ({_names(out.deleted)})" if out.deleted else "")]
+    if out.kept:
+        parts.append(f"kept {len(out.kept)} still used by other sessions ({_names(out.kept)})")
+    say(f"session {sess.key}: " + "; ".join(parts))
+
+
+@fonts_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_fonts(as_json: bool) -> None:
+    """Show the fonts stmpo installed on this host and the sessions holding them."""
+    pl = places()
+    reg_path = pl.state_dir / "registry.json"
+    reg = Registry.load(reg_path) if reg_path.exists() else Registry()
+    if as_json:
+        click.echo(json.dumps({"font_dir": str(pl.font_dir), "fonts": reg.fonts,
+                               "sessions": reg.sessions}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"fonts folder: {pl.font_dir}")
+    if not reg.fonts:
+        click.echo("no fonts installed by stmpo")
+    for key, entry in sorted(reg.fonts.items()):
+        holders = reg.holders(key)
+        click.echo(f"{Path(entry['path']).name}  held by {len(holders)} session(s): "
+                   + (", ".join(holders) or "none (to delete)"))
+    for key, rec in sorted(reg.sessions.items()):
+        why = session_ended(rec)
+        state = f"ended: {why}" if why else f"running (process {rec.get('pid')})"
+        click.echo(f"session {key}: {len(rec.get('fonts', []))} font(s), {state}")
