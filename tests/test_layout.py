@@ -184,3 +184,9 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     found = [t for t, _ in imports("stmpo_celery.plan.m", fake, lazy=True)]
     assert "redis" in found and "stmpo_celery.broker.keys" in found
     assert area("stmpo_celery.broker.keys") not in ALLOWED["plan"]
+
+
+def test_click_lives_in_cli_only() -> None:
+    bad = [f"{p.relative_to(PKG.parent)}:{line}" for m, p in modules().items()
+           if area(m) != "cli" for t, line in imports(m, p, lazy=True) if t.split(".")[0] == "click"]
+    assert bad == []
