@@ -188,5 +188,6 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
 
 def test_click_lives_in_cli_only() -> None:
     bad = [f"{p.relative_to(PKG.parent)}:{line}" for m, p in modules().items()
-           if area(m) != "cli" for t, line in imports(m, p, lazy=True) if t.split(".")[0] == "click"]
+           if area(m) != "cli"
+           for t, line in imports(m, p, lazy=True) if t.split(".")[0] == "click"]
     assert bad == []
