@@ -49,3 +49,14 @@ BROKER_LOSS_GRACE_S: Final = 5.0  #: how long an external broker may be gone
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped
 FINALIZE_WAIT_S: Final = 5.0  #: wait for the chord body after the last chunk
 LOG_TAIL_LINES: Final = 8  #: aerender lines quoted in a failure summary
+
+# --- farm (stmpo farm) ------------------------------------------------------------------
+FARM_URL_ENV: Final = "STMPO_FARM_URL"  #: the farm Redis (else the host service's Redis)
+FARM_DIR_ENV: Final = "STMPO_FARM_DIR"  #: job folders (snapshots, logs): storage all hosts see
+FARM_QUEUE: Final = "stmpo.farm"  #: the Celery queue every render host consumes
+FARM_PRIORITY: Final = 50  #: 0-100, higher runs first
+FARM_MAX_RETRIES: Final = 1  #: a failed task runs again this many times (per job)
+FARM_HEARTBEAT_S: Final = 1.5  #: how often a farm worker says it is alive
+FARM_DEAD_AFTER_S: Final = 6.0  #: a worker silent this long is dead: its task runs elsewhere
+FARM_POLL_S: Final = 0.25  #: how often a running task checks for cancel
+FARM_ORPHAN_GRACE_S: Final = 10.0  #: a dead worker's render gets SIGTERM, then SIGKILL after this
