@@ -13,8 +13,10 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +88,7 @@ class Rig:
         return proc
 
     def wait_workers(self) -> None:
-        want = {f"stmpo:farm:x:worker:{n}@" for n in self.workers}
+        want = {f"stmpo:farm:x:worker:{n}@" for n in self.workers if n != "flower"}
         assert wait_for(lambda: all(any(k.startswith(w) for k in self.client.keys(
             "stmpo:farm:x:worker:*")) for w in want), timeout=30), self.logs()
         time.sleep(1.0)  # consuming: the worker loop is up after its first heartbeat
@@ -117,7 +119,9 @@ class Rig:
     def renders(self) -> list[psutil.Process]:
         """Processes below the workers other than their guards: actions, renders."""
         out = []
-        for w in self.workers.values():
+        for name, w in self.workers.items():
+            if name == "flower":
+                continue
             try:
                 kids = psutil.Process(w.pid).children(recursive=True)
             except psutil.Error:
@@ -127,7 +131,7 @@ class Rig:
 
     def logs(self) -> str:
         return "\n".join(f"--- {n}\n" + (self.tmp / f"{n}.log").read_text(errors="replace")[-3000:]
-                         for n in self.workers)
+                         for n in self.workers if (self.tmp / f"{n}.log").exists())
 
     def stop(self) -> None:
         for w in self.workers.values():
@@ -145,6 +149,22 @@ def _cmd(p: psutil.Process) -> list[str]:
         return p.cmdline()
     except psutil.Error:
         return []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def flower_tasks(port: int, job: str) -> list[dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/tasks", timeout=5) as r:
+            tasks = json.loads(r.read())
+    except OSError:
+        return []
+    found = [t for t in tasks.values() if job in str(t.get("name"))]
+    return found if len(found) == 4 and all(t.get("state") == "SUCCESS" for t in found) else []
 
 
 def sha(path: Path) -> str:
@@ -166,6 +186,11 @@ def rig(tmp_path: Path, farm_redis: str) -> Iterator[Rig]:
 def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
     rig.start_worker("w1")
     rig.start_worker("w2")
+    port = free_port()
+    flower = subprocess.Popen([str(BIN / "stmpo"), "farm", "flower", "--bind",
+                               f"127.0.0.1:{port}", "--log-dir", str(rig.tmp)],
+                              env=rig.env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    rig.workers["flower"] = flower  # stopped and checked like the workers
     rig.wait_workers()
     original = sha(rig.project)
     job = rig.submit()
@@ -177,6 +202,12 @@ def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
                                                    "Frame=7-8"]
     assert {t["worker"].split("@")[0] for t in view["tasks"]} == {"w1", "w2"}, view
     assert all(t["state"] == "succeeded" and t["progress"] == 100 for t in view["tasks"])
+    # Flower for the farm: tasks named by job, step and frames; render hosts as workers
+    seen = wait_for(lambda: flower_tasks(port, job), timeout=15, step=0.3)
+    assert sorted(t["name"] for t in seen) == [
+        f"job {job} RenderImageSequence Frame={f}" for f in ("1-2", "3-4", "5-6", "7-8")]
+    assert {t["worker"].split("@")[0] for t in seen} == {"w1", "w2"}
+    assert all(t["state"] == "SUCCESS" for t in seen)
 
     v1 = rig.shot / "v001"
     manifest = json.loads((v1 / "version.json").read_text())

@@ -32,6 +32,7 @@ def make_farm_app(broker: BrokerUrl) -> Celery:
         task_default_priority=redis_priority(defaults.FARM_PRIORITY),
         # a render host is a long-lived service: keep retrying a lost Redis
         broker_connection_max_retries=None,
+        result_expires=24 * 3600,  # results only serve monitoring; the records are the truth
     )
     return app
 
@@ -51,9 +52,14 @@ def enqueue(app: Celery, job: dict[str, Any], task: dict[str, Any]) -> str:
     cid = task.get("celery_id") or str(uuid.uuid4())
     app.send_task(TASK, args=[job["id"], task["step"], task["label"]],
                   kwargs={"index": task["index"], "attempt": task["attempt"]},
-                  task_id=cid, queue=defaults.FARM_QUEUE,
+                  task_id=cid, queue=defaults.FARM_QUEUE, shadow=shadow_name(job, task),
                   priority=redis_priority(job.get("priority", defaults.FARM_PRIORITY)))
     return cid
+
+
+def shadow_name(job: dict[str, Any], task: dict[str, Any]) -> str:
+    """The name Flower and worker logs show: ``job 3f9c0a1e RenderImageSequence Frame=1-25``."""
+    return f"job {job['id']} {task['step']} {task['label']}"
 
 
 def new_celery_id() -> str:
