@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "monitor": BASE | {"config", "plan", "aerender", "host", "broker"},
     "orchestrator": BASE | {"config", "plan", "aerender", "host", "broker", "slot", "monitor"},
     "deadline": BASE | {"config", "plan", "aerender", "host", "broker"},
+    "farm": BASE | {"config", "plan", "aerender", "host", "broker", "monitor"},
 }
 #: Pure subpackages: functions of their arguments, importable anywhere.
 PURE = {"plan"}

@@ -231,6 +231,8 @@ def _register_commands() -> None:
     from ._monitor import host_group, status_command
     cli.add_command(status_command, "status")
     cli.add_command(host_group, "host")
+    from ._farm import register_farm
+    register_farm(cli)
 
 
 _register_commands()

@@ -60,3 +60,14 @@ FAILURE_FLUSH_WAIT_S: Final = 2.0  #: a failing chunk waits this long for its ev
 SLOT_SILENT_AFTER_S: Final = 15.0  #: ``stmpo status`` calls a slot this long without a beat silent
 HOST_REDIS_PORT: Final = 6389  #: the host service's Redis: beside a system Redis on 6379
 HOST_FLOWER_PURGE_OFFLINE_S: Final = 600  #: the host Flower forgets ended runs' slots after this
+
+# --- farm (stmpo farm) ------------------------------------------------------------------
+FARM_URL_ENV: Final = "STMPO_FARM_URL"  #: the farm Redis (else the host service's Redis)
+FARM_DIR_ENV: Final = "STMPO_FARM_DIR"  #: job folders (snapshots, logs): storage all hosts see
+FARM_QUEUE: Final = "stmpo.farm"  #: the Celery queue every render host consumes
+FARM_PRIORITY: Final = 50  #: 0-100, higher runs first
+FARM_MAX_RETRIES: Final = 1  #: a failed task runs again this many times (per job)
+FARM_HEARTBEAT_S: Final = 1.5  #: how often a farm worker says it is alive
+FARM_DEAD_AFTER_S: Final = 6.0  #: a worker silent this long is dead: its task runs elsewhere
+FARM_POLL_S: Final = 0.25  #: how often a running task checks for cancel
+FARM_ORPHAN_GRACE_S: Final = 10.0  #: a dead worker's render gets SIGTERM, then SIGKILL after this

@@ -1,0 +1,225 @@
+"""``stmpo farm ...`` and ``stmpo versions ...`` (click only; the work is in farm/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ExitCode, StmpoError
+
+FARM_HELP = "Farm Redis URL (default $STMPO_FARM_URL, else the host service's Redis)."
+
+
+def _connect(url: str | None) -> tuple[Any, Any]:
+    from ..farm._store import FarmStore, resolve_farm_url
+
+    broker = resolve_farm_url(url)
+    return FarmStore.connect(broker), broker
+
+
+@click.group("farm")
+def farm_group() -> None:
+    """A local render farm: submit job bundles, run render hosts, watch and steer jobs."""
+
+
+@farm_group.command("submit")
+@click.argument("bundle")
+@click.option("-p", "--parameter", "params", multiple=True, metavar="NAME=VALUE",
+              help="A job parameter (repeatable); overrides the bundle's parameter_values.")
+@click.option("--priority", type=int, default=None, help="0-100, higher runs first (50).")
+@click.option("--max-retries", type=int, default=None,
+              help="Times a failed task runs again (default 1).")
+@click.option("--publish", "publish", metavar="SHOT_DIR",
+              help="Render into the next free SHOT_DIR/vNNN and publish it for review.")
+@click.option("--farm-dir", help="Job folders (default $STMPO_FARM_DIR, else <host dir>/farm);"
+              " every render host must see it at the same path.")
+@click.option("--farm", "farm_url", help=FARM_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print {\"job\": ID}.")
+def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
+               max_retries: int | None, publish: str | None, farm_dir: str | None,
+               farm_url: str | None, as_json: bool) -> None:
+    """Expand BUNDLE (an OpenJD job bundle or template) into tasks and queue them."""
+    from ..config import defaults
+    from ..farm._app import make_farm_app
+    from ..farm._store import farm_dir as resolve_dir
+    from ..farm._submit import submit
+
+    store, broker = _connect(farm_url)
+    job = submit(store, make_farm_app(broker), bundle, list(params),
+                 priority=defaults.FARM_PRIORITY if priority is None else priority,
+                 publish=publish, jobs_root=resolve_dir(farm_dir),
+                 max_retries=defaults.FARM_MAX_RETRIES if max_retries is None else max_retries)
+    if as_json:
+        click.echo(json.dumps({"job": job["id"]}))
+        return
+    click.echo(job["id"])
+    pub = job.get("publish")
+    click.echo(f"job {job['id']}: {job['tasks']} task(s) queued"
+               + (f", publishing {pub['dir']}" if pub else ""), err=True)
+
+
+@farm_group.command("worker")
+@click.option("--name", help="Worker name (default: this host's name); unique on the farm.")
+@click.option("--farm", "farm_url", help=FARM_HELP)
+@click.option("--loglevel", default="WARNING", show_default=True)
+def worker_cmd(name: str | None, farm_url: str | None, loglevel: str) -> None:
+    """Render farm tasks on this host, one at a time, until stopped."""
+    from ..farm._store import resolve_farm_url
+    from ..farm._worker import run_worker
+
+    sys.exit(run_worker(resolve_farm_url(farm_url), name, loglevel))
+
+
+@farm_group.command("jobs")
+@click.option("--farm", "farm_url", help=FARM_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def jobs_cmd(farm_url: str | None, as_json: bool) -> None:
+    """Jobs with their state, and each task's state, worker, attempts and progress."""
+    from ..farm._control import jobs
+
+    store, _ = _connect(farm_url)
+    views = jobs(store)
+    if as_json:
+        click.echo(json.dumps(views, indent=1))
+        return
+    for j in views:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j["submitted"]))
+        pub = f"  -> {j['publish']['dir']}" if j.get("publish") else ""
+        click.echo(f"{j['id']}  {j['state']:<10} {when}  {j['name']}{pub}")
+        for t in j["tasks"]:
+            click.echo(f"    {t['index']:>3} {t['step']} {t['task']:<16} {t['state']:<10} "
+                       f"{t['progress']:5.1f}%  {t['worker'] or '-'}  "
+                       f"attempts {t['attempts']}  {t['status']}")
+
+
+@farm_group.command("wait")
+@click.argument("job")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@click.option("--farm", "farm_url", help=FARM_HELP)
+def wait_cmd(job: str, timeout: float | None, farm_url: str | None) -> None:
+    """Wait for JOB: exit 0 when every task succeeded, 1 when it failed or was canceled."""
+    from ..farm._control import wait
+
+    store, _ = _connect(farm_url)
+    state = wait(store, job, timeout)
+    click.echo(f"job {job}: {state}")
+    if state != "succeeded":
+        sys.exit(int(ExitCode.RENDER_FAILED))
+
+
+@farm_group.command("cancel")
+@click.argument("job")
+@click.option("--farm", "farm_url", help=FARM_HELP)
+def cancel_cmd(job: str, farm_url: str | None) -> None:
+    """Cancel JOB: queued tasks are revoked, running ones canceled through OpenJD."""
+    from ..farm._app import make_farm_app
+    from ..farm._control import cancel
+
+    store, broker = _connect(farm_url)
+    revoked, running = cancel(store, make_farm_app(broker), job)
+    click.echo(f"job {job}: {revoked} queued task(s) revoked, {running} running task(s) "
+               "being canceled (see 'stmpo farm wait')")
+
+
+@farm_group.command("retry")
+@click.argument("job")
+@click.option("--farm", "farm_url", help=FARM_HELP)
+def retry_cmd(job: str, farm_url: str | None) -> None:
+    """Queue JOB's failed and canceled tasks again."""
+    from ..farm._app import make_farm_app
+    from ..farm._control import retry
+
+    store, broker = _connect(farm_url)
+    n = retry(store, make_farm_app(broker), job)
+    click.echo(f"job {job}: {n} task(s) queued again")
+
+
+@farm_group.command("flower")
+@click.option("--bind", default="127.0.0.1:5555", show_default=True, help="[HOST:]PORT.")
+@click.option("--auth", help="user:password (required off loopback; or $STMPO_FLOWER_AUTH).")
+@click.option("--url-prefix", help="URL prefix behind a reverse proxy.")
+@click.option("--log-dir", default=".", show_default=True, help="Where flower.log goes.")
+@click.option("--farm", "farm_url", help=FARM_HELP)
+def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str,
+               farm_url: str | None) -> None:
+    """Serve Flower for the farm: its tasks by job, step and frames, its render hosts."""
+    import os
+    import signal
+
+    from ..config import defaults
+    from ..farm._store import FARM_ID, resolve_farm_url
+    from ..monitor._flowerctl import start_flower
+
+    broker = resolve_farm_url(farm_url)
+    fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
+                      auth or os.environ.get("STMPO_FLOWER_AUTH"), url_prefix, Path(log_dir))
+    click.echo(f"Flower for the farm: {fp.url}")
+    stop: list[int] = []
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda n, _f: stop.append(n))
+    while not stop and fp.alive():
+        time.sleep(0.2)
+    fp.stop()
+    if stop:
+        sys.exit(128 + stop[0])
+    raise StmpoError("Flower exited: see its log", ExitCode.ENVIRONMENT)
+
+
+@click.group("versions")
+def versions_group() -> None:
+    """Published versions of a shot (SHOT_DIR/vNNN): list, approve, reject."""
+
+
+@versions_group.command("list")
+@click.argument("shot_dir")
+@click.option("--json", "as_json", is_flag=True)
+def versions_list(shot_dir: str, as_json: bool) -> None:
+    """Every version with its status; frames are checked against the manifest."""
+    from ..farm._versions import list_versions
+
+    entries = list_versions(Path(shot_dir))
+    if as_json:
+        click.echo(json.dumps(entries, indent=1))
+        return
+    if not entries:
+        click.echo(f"{shot_dir}: no versions")
+    for e in entries:
+        extra = f"{e.get('frames')} frames {e.get('frame_range')}" if e.get("frames") else ""
+        check = "" if not e.get("problems") else "  ! " + "; ".join(e["problems"])
+        click.echo(f"{e['version']}  {e['status']:<15} job {e.get('job') or '-'}  {extra}"
+                   f"{check}")
+
+
+def _set(shot_dir: str, version: str, status: str, note: str | None) -> None:
+    from ..farm._versions import set_status
+
+    set_status(Path(shot_dir), version, status, note)
+    click.echo(f"{version}: {status}")
+
+
+@versions_group.command("approve")
+@click.argument("shot_dir")
+@click.argument("version")
+@click.option("--note", help="Why (kept in the version's history).")
+def versions_approve(shot_dir: str, version: str, note: str | None) -> None:
+    """Mark VERSION approved (refused if its frames no longer match its manifest)."""
+    _set(shot_dir, version, "approved", note)
+
+
+@versions_group.command("reject")
+@click.argument("shot_dir")
+@click.argument("version")
+@click.option("--note", required=True, help="Why it is rejected.")
+def versions_reject(shot_dir: str, version: str, note: str) -> None:
+    """Mark VERSION rejected, with a note."""
+    _set(shot_dir, version, "rejected", note)
+
+
+def register_farm(cli: click.Group) -> None:
+    cli.add_command(farm_group, "farm")
+    cli.add_command(versions_group, "versions")

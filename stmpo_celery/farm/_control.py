@@ -1,0 +1,101 @@
+"""``stmpo farm jobs|wait|cancel|retry``: reading and steering jobs in the farm Redis."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from celery import Celery
+
+from ..errors import ExitCode, StmpoError
+from ._app import enqueue, new_celery_id
+from ._store import ACTIVE, FarmStore, job_summary_state
+
+
+def job_view(store: FarmStore, jid: str) -> dict[str, Any]:
+    job = store.job(jid)
+    tasks = store.tasks(jid)
+    return {
+        "id": jid, "name": job.get("name"), "state": job_summary_state(store.job_state(jid),
+                                                                       tasks),
+        "submitted": job.get("submitted"), "priority": job.get("priority"),
+        "publish": job.get("publish"), "job_dir": job.get("job_dir"),
+        "tasks": [{"index": t["index"], "step": t["step"], "task": t["label"],
+                   "state": t["state"], "worker": t.get("worker"), "attempts": t.get("runs", 0),
+                   "progress": t.get("progress", 0.0), "status": t.get("status", "")}
+                  for t in tasks],
+    }
+
+
+def jobs(store: FarmStore) -> list[dict[str, Any]]:
+    return [job_view(store, j) for j in store.job_ids()]
+
+
+def cancel(store: FarmStore, app: Celery, jid: str) -> tuple[int, int]:
+    """Cancel a job: queued tasks revoked at once, running ones canceled by their worker
+    through OpenJD (NOTIFY_THEN_TERMINATE). Returns (revoked, running)."""
+    store.job(jid)
+    store.set_job_state(jid, "canceled")
+    revoked, running = 0, 0
+    ids = []
+    for t in store.tasks(jid):
+        if t["state"] == "queued":
+            new = store.update_task(jid, t["index"], t["attempt"], lambda r: {
+                **r, "state": "canceled", "ended": time.time(), "status": "canceled"})
+            if new is not None:
+                revoked += 1
+                ids.append(t["celery_id"])
+        elif t["state"] == "running":
+            running += 1
+    if ids:
+        app.control.revoke(ids)
+    return revoked, running
+
+
+def retry(store: FarmStore, app: Celery, jid: str) -> int:
+    """Queue a job's failed and canceled tasks again (fresh retries); how many."""
+    job = store.job(jid)
+    store.set_job_state(jid, "queued")
+    n = 0
+    for t in store.tasks(jid):
+        if t["state"] not in ("failed", "canceled"):
+            continue
+        new = store.update_task(jid, t["index"], t["attempt"], lambda r: {
+            **r, "state": "queued", "attempt": r["attempt"] + 1, "celery_id": new_celery_id(),
+            "failures": 0, "worker": None, "progress": 0.0, "status": "retry"})
+        if new is not None:
+            enqueue(app, job, new)
+            n += 1
+    return n
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def wait(store: FarmStore, jid: str, timeout: float | None, poll: float = 0.5) -> str:
+    """Until the job ends: its final state. SIGINT/SIGTERM end the wait (130/143)."""
+    store.job(jid)
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise _Stop(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            tasks = store.tasks(jid)
+            state = job_summary_state(store.job_state(jid), tasks)
+            if not any(t["state"] in ACTIVE for t in tasks):
+                return state
+            if deadline is not None and time.monotonic() > deadline:
+                raise StmpoError(f"job {jid} still {state} after {timeout:g} s")
+            time.sleep(poll)
+    except _Stop as exc:
+        code = ExitCode.INTERRUPTED if exc.signum == signal.SIGINT else ExitCode.TERMINATED
+        raise StmpoError(f"stopped waiting for job {jid} (it goes on)", code) from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,78 @@
+"""The guard beside a farm worker: a dead worker's render does not live on.
+
+``python -m stmpo_celery.farm._guard WORKER_PID GRACE_S`` is started by ``stmpo farm
+worker`` with a pipe on its stdin that only the worker holds. While the worker lives the
+guard remembers its descendants (the OpenJD action, ``stmpo render``, slots, aerender)
+every half second. When the pipe reaches EOF — the worker ended, even by SIGKILL — the
+guard sends SIGTERM to the remembered action processes (``stmpo render`` then stops its
+slots and aerender trees itself), and SIGKILL to whatever of them is left after
+``GRACE_S``. Its task is by then requeued on another host by the farm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+
+import psutil
+
+from ..host._proc import set_process_name
+
+SNAPSHOT_S = 0.5
+
+
+def main(argv: list[str]) -> int:
+    worker_pid, grace = int(argv[0]), float(argv[1])
+    set_process_name("stmpo-guard")
+    gone = threading.Event()
+
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except OSError:
+            pass
+        gone.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    me = psutil.Process()
+    known: dict[int, psutil.Process] = {}
+    top: set[int] = set()
+    while not gone.wait(SNAPSHOT_S):
+        try:
+            worker = psutil.Process(worker_pid)
+            children = worker.children()
+            every = worker.children(recursive=True)
+        except psutil.Error:
+            break
+        known = {p.pid: p for p in every if p.pid != me.pid}
+        top = {p.pid for p in children if p.pid != me.pid}
+    alive = [p for p in known.values() if _running(p)]
+    if not alive:
+        return 0
+    for p in alive:
+        if p.pid in top:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_running(p) for p in alive):
+        time.sleep(0.1)
+    for p in alive:
+        if _running(p):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    psutil.wait_procs(alive, timeout=2.0)
+    return 0
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

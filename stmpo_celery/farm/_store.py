@@ -1,0 +1,186 @@
+"""The farm's records in Redis: jobs, their tasks, live workers (one client, no Celery).
+
+Layout (all under :data:`PREFIX`, beside Celery's own keys)::
+
+    x:jobs                 ZSET  job id -> submit time
+    x:job:<id>             STRING JSON: the job (bundle, parameters, snapshot, publish, ...)
+    x:job:<id>:state       STRING queued | canceled (tasks carry the rest)
+    x:job:<id>:tasks       HASH  task index -> JSON task record
+    x:job:<id>:done        SET   indexes of succeeded tasks (the last one publishes)
+    x:worker:<name>        STRING JSON, expires: a live farm worker
+
+A task record changes only through :meth:`FarmStore.update_task`, a compare-and-set on
+the record's ``attempt``: a stale worker (killed, then redelivered) cannot overwrite the
+attempt that replaced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ..broker._redis import BrokerUrl, parse_broker_url
+from ..config import defaults
+from ..errors import BadInput, EnvironmentProblem
+
+PREFIX = "stmpo:farm:"
+FARM_ID = "farm"  #: keys.prefix(FARM_ID) == PREFIX: Flower and the app use it
+ACTIVE = ("queued", "running")
+ENDED = ("succeeded", "failed", "canceled")
+
+
+def resolve_farm_url(url: str | None) -> BrokerUrl:
+    """``--farm``, else ``$STMPO_FARM_URL``, else the host service's Redis."""
+    from ..monitor._hostsvc import read_broker_url
+
+    url = url or os.environ.get(defaults.FARM_URL_ENV) or read_broker_url()
+    if not url:
+        raise BadInput(f"no farm Redis: pass --farm redis://HOST:6379/0, set "
+                       f"{defaults.FARM_URL_ENV}, or start one with 'stmpo host up'")
+    return parse_broker_url(url)
+
+
+def farm_dir(path: str | None = None) -> Path:
+    """Where job folders go: ``--farm-dir``, ``$STMPO_FARM_DIR``, else ``<host dir>/farm``."""
+    from ..monitor._hostsvc import host_dir
+
+    chosen = path or os.environ.get(defaults.FARM_DIR_ENV)
+    return Path(chosen).resolve() if chosen else host_dir() / "farm"
+
+
+@dataclass
+class FarmStore:
+    client: redis.Redis
+
+    @classmethod
+    def connect(cls, broker: BrokerUrl) -> FarmStore:
+        client = broker.client(timeout=10.0)
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as exc:
+            raise EnvironmentProblem(f"the farm Redis does not answer ({exc}): check --farm "
+                                     f"or {defaults.FARM_URL_ENV}") from None
+        return cls(client)
+
+    # -- keys ---------------------------------------------------------------------
+    @staticmethod
+    def key(*parts: str) -> str:
+        return PREFIX + "x:" + ":".join(parts)
+
+    # -- jobs ---------------------------------------------------------------------
+    def add_job(self, job: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+        jid = job["id"]
+        pipe = self.client.pipeline()
+        pipe.set(self.key("job", jid), json.dumps(job))
+        pipe.set(self.key("job", jid, "state"), "queued")
+        pipe.hset(self.key("job", jid, "tasks"),
+                  mapping={str(t["index"]): json.dumps(t) for t in tasks})
+        pipe.zadd(self.key("jobs"), {jid: job["submitted"]})
+        pipe.execute()
+
+    def job(self, jid: str) -> dict[str, Any]:
+        raw = self.client.get(self.key("job", jid))
+        if raw is None:
+            raise BadInput(f"no farm job {jid!r}: see 'stmpo farm jobs'")
+        out: dict[str, Any] = json.loads(str(raw))
+        return out
+
+    def job_ids(self) -> list[str]:
+        return [str(j) for j in self.client.zrange(self.key("jobs"), 0, -1)]
+
+    def job_state(self, jid: str) -> str:
+        return str(self.client.get(self.key("job", jid, "state")) or "queued")
+
+    def set_job_state(self, jid: str, state: str) -> None:
+        self.client.set(self.key("job", jid, "state"), state)
+
+    def tasks(self, jid: str) -> list[dict[str, Any]]:
+        raw = self.client.hgetall(self.key("job", jid, "tasks"))
+        return sorted((json.loads(v) for v in raw.values()), key=lambda t: t["index"])
+
+    def task(self, jid: str, index: int) -> dict[str, Any]:
+        raw = self.client.hget(self.key("job", jid, "tasks"), str(index))
+        if raw is None:
+            raise BadInput(f"job {jid} has no task {index}")
+        out: dict[str, Any] = json.loads(str(raw))
+        return out
+
+    def update_task(self, jid: str, index: int, attempt: int | None,
+                    change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> \
+            dict[str, Any] | None:
+        """Apply ``change`` to the task if its attempt is still ``attempt`` (None: any).
+
+        ``change`` returns the new record, or None to leave it. Returns the new record or
+        None when nothing changed.
+        """
+        key = self.key("job", jid, "tasks")
+        result: list[dict[str, Any] | None] = [None]
+
+        def txn(pipe: Any) -> None:
+            raw = pipe.hget(key, str(index))
+            if raw is None:
+                return
+            rec = json.loads(raw)
+            if attempt is not None and rec.get("attempt") != attempt:
+                return
+            new = change(dict(rec))
+            if new is None:
+                return
+            pipe.multi()
+            pipe.hset(key, str(index), json.dumps(new))
+            result[0] = new
+
+        self.client.transaction(txn, key)
+        return result[0]
+
+    def mark_done(self, jid: str, index: int) -> int:
+        """Record a succeeded task; the number of succeeded tasks, counted atomically."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.key("job", jid, "done"), str(index))
+        pipe.scard(self.key("job", jid, "done"))
+        added, count = pipe.execute()
+        return int(count) if added else -1
+
+    def clear_done(self, jid: str) -> None:
+        self.client.delete(self.key("job", jid, "done"))
+
+    # -- workers ------------------------------------------------------------------
+    def heartbeat(self, name: str, info: dict[str, Any]) -> None:
+        ttl = max(1, int(round(defaults.FARM_DEAD_AFTER_S)))
+        self.client.set(self.key("worker", name), json.dumps({**info, "seen": time.time()}),
+                        ex=ttl)
+
+    def worker_alive(self, name: str) -> bool:
+        return bool(self.client.exists(self.key("worker", name)))
+
+    def forget_worker(self, name: str) -> None:
+        self.client.delete(self.key("worker", name))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for key in self.client.scan_iter(match=self.key("worker", "*")):
+            raw = self.client.get(key)
+            if raw:
+                out[str(key).rsplit(":", 1)[1]] = json.loads(str(raw))
+        return out
+
+
+def job_summary_state(job_state: str, tasks: list[dict[str, Any]]) -> str:
+    """One word for a job: queued, running, canceling, canceled, failed, succeeded (pure)."""
+    states = [t["state"] for t in tasks]
+    active = any(s in ACTIVE for s in states)
+    if job_state == "canceled":
+        return "canceling" if any(s == "running" for s in states) else "canceled"
+    if active:
+        return "running" if any(s in ("running", "succeeded", "failed") for s in states) \
+            else "queued"
+    if tasks and all(s == "succeeded" for s in states):
+        return "succeeded"
+    return "failed"

@@ -1,0 +1,193 @@
+"""Published versions of a shot: ``SHOT_DIR/vNNN/`` with a ``version.json`` manifest.
+
+A job submitted with ``--publish SHOT_DIR`` takes the next free ``vNNN`` (created with
+``mkdir``, so two submits never share one) and renders into it. When its last task ends
+the worker that ran it writes ``version.json``: job, project snapshot hash, comp, frame
+range, every frame's size and sha256, each task's host and summary, status
+``pending-review``. ``stmpo versions approve|reject`` change only the status (with a
+history line); listing re-hashes the frames and says when they no longer match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput, StmpoError
+from ..plan._frames import parse_frames
+from ..plan._pattern import parse_output
+from ._snapshot import sha256_file
+
+MANIFEST = "version.json"
+JOB_MARK = ".stmpo-job"
+_VERSION = re.compile(r"^v(\d{3,})$")
+STATUSES = ("pending-review", "approved", "rejected")
+
+
+def version_dirs(shot: Path) -> list[Path]:
+    if not shot.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in shot.iterdir()
+             if p.is_dir() and (m := _VERSION.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def reserve_version(shot: Path, job_id: str) -> tuple[str, Path]:
+    """Create the next free ``vNNN`` (atomic ``mkdir``); mark it with the job id."""
+    existing = version_dirs(shot)
+    n = int(existing[-1].name[1:]) + 1 if existing else 1
+    while True:
+        path = shot / f"v{n:03d}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            n += 1
+            continue
+        (path / JOB_MARK).write_text(job_id + "\n", encoding="utf-8")
+        return path.name, path
+
+
+def release_version(path: Path) -> None:
+    """Undo :func:`reserve_version` (a submit that failed before queuing anything)."""
+    with contextlib.suppress(OSError):
+        (path / JOB_MARK).unlink()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def frame_files(job: dict[str, Any]) -> list[tuple[int, Path]]:
+    out = job.get("output") or {}
+    if not job.get("frames") or "OutputFileName" not in out:
+        return []
+    pattern = parse_output(str(Path(out["OutputDir"]) / out["OutputFileName"]))
+    if not pattern.is_sequence:
+        return [(0, Path(pattern.raw))]
+    return [(f, Path(pattern.path_for(f))) for f in parse_frames(job["frames"])]
+
+
+def write_manifest(job: dict[str, Any], tasks: list[dict[str, Any]]) -> Path:
+    """``version.json`` of a published job whose tasks all succeeded."""
+    pub = job["publish"]
+    vdir = Path(pub["dir"])
+    frames, missing = [], []
+    for number, path in frame_files(job):
+        if not path.is_file():
+            missing.append(number)
+            continue
+        frames.append({"frame": number, "file": os.path.relpath(path, vdir),
+                       "size": path.stat().st_size, "sha256": sha256_file(path)})
+    snap = job.get("snapshot") or {}
+    now = time.time()
+    status = "pending-review" if not missing else "incomplete"
+    manifest = {
+        "version": pub["version"], "shot_dir": pub["shot_dir"], "job": job["id"],
+        "job_name": job.get("name"),
+        "project": {"original": snap.get("original"), "snapshot": snap.get("snapshot"),
+                    "sha256": snap.get("sha256")},
+        "comp": job.get("comp"), "frame_range": job.get("frames"),
+        "frame_count": len(frames), "missing_frames": missing, "frames": frames,
+        "tasks": [{"index": t["index"], "step": t["step"], "task": t["label"],
+                   "host": t.get("host"), "worker": t.get("worker"), "runs": t.get("runs"),
+                   "summary": t.get("summary")} for t in tasks],
+        "status": status, "created": now,
+        "history": [{"status": status, "at": now, "by": "stmpo farm"}],
+    }
+    path = vdir / MANIFEST
+    _write(path, manifest)
+    return path
+
+
+def verify(vdir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Problems of the frames on disk against the manifest (empty: they match)."""
+    changed, gone = [], []
+    for f in manifest.get("frames") or []:
+        path = vdir / f["file"]
+        if not path.is_file():
+            gone.append(f["frame"])
+        elif path.stat().st_size != f["size"] or sha256_file(path) != f["sha256"]:
+            changed.append(f["frame"])
+    out = []
+    if changed:
+        out.append(f"{len(changed)} frame(s) changed since publishing: {_few(changed)}")
+    if gone:
+        out.append(f"{len(gone)} frame(s) missing: {_few(gone)}")
+    if manifest.get("missing_frames"):
+        out.append(f"published without {len(manifest['missing_frames'])} frame(s)")
+    return out
+
+
+def _few(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:8]))
+    return shown + (" ..." if len(numbers) > 8 else "")
+
+
+def list_versions(shot: Path) -> list[dict[str, Any]]:
+    out = []
+    for vdir in version_dirs(shot):
+        entry: dict[str, Any] = {"version": vdir.name, "dir": str(vdir)}
+        try:
+            manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            job = ""
+            with contextlib.suppress(OSError):
+                job = (vdir / JOB_MARK).read_text(encoding="utf-8").strip()
+            entry.update(status="unpublished", job=job or None, problems=[
+                f"no {MANIFEST}: job {job} has not finished (or failed)" if job
+                else f"no {MANIFEST}"])
+            out.append(entry)
+            continue
+        except (OSError, ValueError) as exc:
+            entry.update(status="unreadable", problems=[f"{MANIFEST}: {exc}"])
+            out.append(entry)
+            continue
+        problems = verify(vdir, manifest)
+        entry.update(status=manifest.get("status"), job=manifest.get("job"),
+                     frames=manifest.get("frame_count"), frame_range=manifest.get("frame_range"),
+                     comp=manifest.get("comp"), matches=not problems, problems=problems,
+                     created=manifest.get("created"))
+        out.append(entry)
+    return out
+
+
+def set_status(shot: Path, version: str, status: str, note: str | None) -> dict[str, Any]:
+    if status not in STATUSES:
+        raise BadInput(f"status {status!r}: use one of {', '.join(STATUSES)}")
+    vdir = shot / version
+    path = vdir / MANIFEST
+    if not _VERSION.match(version) or not vdir.is_dir():
+        raise BadInput(f"{shot} has no version {version!r}: see 'stmpo versions list {shot}'")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{version} is not published yet (no {MANIFEST}): wait for its job") \
+            from None
+    problems = verify(vdir, manifest)
+    if status == "approved" and problems:
+        raise StmpoError(f"{version} cannot be approved: {'; '.join(problems)}. Render it "
+                         "again or reject it")
+    manifest["status"] = status
+    entry = {"status": status, "at": time.time(), "by": _user()}
+    if note:
+        entry["note"] = note
+    manifest.setdefault("history", []).append(entry)
+    _write(path, manifest)
+    return manifest
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

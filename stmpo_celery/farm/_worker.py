@@ -1,0 +1,238 @@
+"""``stmpo farm worker``: a render host taking farm tasks one at a time.
+
+A Celery worker (threads pool, concurrency 1: the task uses the whole host through
+``stmpo render``, while the worker's own loop keeps sending heartbeats and events for
+Flower) consumes the farm queue with ``acks_late`` and prefetch 1, so it holds exactly
+one message, acknowledged only once the task ended. Each task runs in an OpenJD session
+(:mod:`._session`).
+
+Dead hosts: every worker refreshes ``x:worker:<name>`` (expiring) and, on the same
+beat, looks for running tasks whose worker key expired; it requeues them (a new
+attempt; the dead worker's un-acked message is dropped, and if it ever comes back its
+attempt number is stale and it is skipped). Kombu's own redelivery of un-acked
+messages waits for the visibility timeout, which cannot tell a dead host from a long
+render, so the farm does not rely on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from ..broker._redis import BrokerUrl
+from ..config import defaults
+from ._app import TASK, enqueue, make_farm_app, new_celery_id
+from ._session import run_task
+from ._store import ENDED, PREFIX, FarmStore
+from ._versions import write_manifest
+
+
+class _Worker:
+    """Process-wide state of this farm worker (one per process)."""
+
+    store: FarmStore
+    app: Celery
+    name: str = ""
+    current: tuple[str, int, int] | None = None
+
+
+W = _Worker()
+
+
+def say(text: str) -> None:
+    print(f"stmpo farm worker {W.name}: {text}", flush=True)
+
+
+def _now() -> float:
+    return time.time()
+
+
+# -- finishing a task ---------------------------------------------------------------------
+def requeue(job: dict[str, Any], task: dict[str, Any], why: str, *,
+            failed: bool) -> dict[str, Any] | None:
+    """Queue ``task`` again as a new attempt (if its attempt is still current)."""
+    store, jid = W.store, job["id"]
+
+    def change(rec: dict[str, Any]) -> dict[str, Any]:
+        rec.update(state="queued", attempt=rec["attempt"] + 1, celery_id=new_celery_id(),
+                   worker=None, progress=0.0, status=why,
+                   failures=rec.get("failures", 0) + (1 if failed else 0))
+        return rec
+
+    new = store.update_task(jid, task["index"], task["attempt"], change)
+    if new is not None:
+        enqueue(W.app, job, new)
+    return new
+
+
+def finish(job: dict[str, Any], task: dict[str, Any], state: str, summary: dict[str, Any],
+           message: str) -> str:
+    store, jid = W.store, job["id"]
+    if state == "failed" and task.get("failures", 0) < job.get("max_retries", 0) and \
+            store.job_state(jid) != "canceled" and \
+            requeue(job, task, f"retry after: {message}", failed=True) is not None:
+        return "requeued"
+
+    def change(rec: dict[str, Any]) -> dict[str, Any]:
+        rec.update(state=state, ended=_now(), summary=summary, status=message or rec["status"],
+                   progress=100.0 if state == "succeeded" else rec.get("progress", 0.0))
+        if state == "failed":
+            rec["failures"] = rec.get("failures", 0) + 1
+        return rec
+
+    if store.update_task(jid, task["index"], task["attempt"], change) is None:
+        return "stale"
+    if state == "succeeded" and store.mark_done(jid, task["index"]) == job["tasks"]:
+        if job.get("publish"):
+            path = write_manifest(job, store.tasks(jid))
+            say(f"job {jid}: every task done, published {path}")
+        else:
+            say(f"job {jid}: every task done")
+    return state
+
+
+# -- the Celery task ----------------------------------------------------------------------
+def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
+              attempt: int) -> dict[str, Any]:
+    store = W.store
+    job = store.job(job_id)
+    rec = store.task(job_id, index)
+    if rec["attempt"] != attempt or rec["state"] != "queued":
+        return {"skipped": f"attempt {attempt} is stale (task is {rec['state']}, "
+                           f"attempt {rec['attempt']})"}
+    if store.job_state(job_id) == "canceled":
+        store.update_task(job_id, index, attempt,
+                          lambda r: {**r, "state": "canceled", "ended": _now()})
+        return {"skipped": "job canceled"}
+    host = socket.gethostname()
+    tag = (self.request.delivery_info or {}).get("delivery_tag")
+
+    def start(r: dict[str, Any]) -> dict[str, Any]:
+        r.update(state="running", worker=W.name, host=host, started=_now(),
+                 runs=r.get("runs", 0) + 1, delivery_tag=tag, status="starting")
+        return r
+
+    started = store.update_task(job_id, index, attempt, start)
+    if started is None:
+        return {"skipped": "taken by another attempt"}
+    rec = started
+    W.current = (job_id, index, attempt)
+    say(f"job {job_id} task {index} {step} {label}: started (attempt {attempt})")
+    last = [0.0]
+
+    def on_progress(progress: float, status: str) -> None:
+        store.update_task(job_id, index, attempt,
+                          lambda r: {**r, "progress": round(progress, 1),
+                                     "status": status or r["status"]})
+        now = time.monotonic()
+        if now - last[0] > 0.5 or progress >= 100:
+            last[0] = now
+            meta = {"job": job_id, "step": step, "task": label, "progress": progress,
+                    "status": status}
+            with contextlib.suppress(Exception):
+                self.update_state(state="PROGRESS", meta=meta)
+                self.send_event("task-progress", **meta)
+
+    log_path = Path(job["job_dir"]) / "logs" / f"task{index:04d}.attempt{attempt}.log"
+    try:
+        outcome = run_task(job, rec, f"{job_id}-{index}-{attempt}", log_path, on_progress,
+                           lambda: store.job_state(job_id) == "canceled")
+    except Exception as exc:  # noqa: BLE001 - a broken job must not kill the host
+        from ._session import Outcome
+
+        outcome = Outcome(state="failed", message=f"{type(exc).__name__}: {exc}")
+    finally:
+        W.current = None
+    summary = {**outcome.summary(), "host": host, "worker": W.name, "log": str(log_path)}
+    result = finish(job, rec, outcome.state, summary, outcome.message)
+    say(f"job {job_id} task {index} {label}: {outcome.state}"
+        + (f" ({outcome.message})" if outcome.message else "") + f" -> {result}")
+    return {"job": job_id, "task": index, "label": label, "state": outcome.state,
+            "result": result, "seconds": round(outcome.seconds, 2)}
+
+
+# -- heartbeat and dead workers ----------------------------------------------------------
+def reap_dead(store: FarmStore) -> None:
+    """Requeue (or cancel) the running tasks of workers that stopped saying they live."""
+    for jid in store.job_ids():
+        tasks = store.tasks(jid)
+        if all(t["state"] in ENDED for t in tasks):
+            continue
+        job: dict[str, Any] | None = None
+        for t in tasks:
+            if t["state"] != "running" or not t.get("worker") or t["worker"] == W.name:
+                continue
+            if store.worker_alive(t["worker"]):
+                continue
+            job = job or store.job(jid)
+            if store.job_state(jid) == "canceled":
+                store.update_task(jid, t["index"], t["attempt"], lambda r: {
+                    **r, "state": "canceled", "ended": _now(),
+                    "status": f"worker {r['worker']} lost while canceling"})
+                continue
+            if requeue(job, t, f"worker {t['worker']} lost: running again", failed=False):
+                say(f"job {jid} task {t['index']}: worker {t['worker']} is gone, requeued")
+                tag = t.get("delivery_tag")
+                if tag:  # its un-acked message would come back after the visibility timeout
+                    store.client.hdel(PREFIX + "unacked", tag)
+                    store.client.zrem(PREFIX + "unacked_index", tag)
+
+
+def _beat(stop: threading.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            W.store.heartbeat(W.name, {"host": socket.gethostname(), "pid": os.getpid(),
+                                       "task": list(W.current) if W.current else None})
+            reap_dead(W.store)
+        stop.wait(defaults.FARM_HEARTBEAT_S)
+
+
+def _start_guard() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stmpo_celery.farm._guard", str(os.getpid()),
+         str(defaults.FARM_ORPHAN_GRACE_S)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
+        start_new_session=True)
+
+
+def worker_name(name: str | None) -> str:
+    from ..broker.keys import host_name
+
+    name = name or host_name()
+    return name if "@" in name else f"{name}@{host_name()}"
+
+
+def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -> int:
+    W.name = worker_name(name)
+    W.store = FarmStore.connect(broker)
+    W.app = make_farm_app(broker)
+    W.app.task(name=TASK, bind=True, acks_late=True, track_started=True)(farm_task)
+    guard = _start_guard()
+    stop = threading.Event()
+    beat = threading.Thread(target=_beat, args=(stop,), name="stmpo-farm-beat", daemon=True)
+    beat.start()
+    say(f"consuming {defaults.FARM_QUEUE} (one task at a time)")
+    try:
+        worker = W.app.Worker(pool="threads", concurrency=1, queues=[defaults.FARM_QUEUE],
+                              hostname=W.name, without_gossip=True, without_mingle=True,
+                              loglevel=loglevel, quiet=True)
+        worker.start()
+        code = int(worker.exitcode or 0)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            W.store.forget_worker(W.name)
+        if guard.stdin is not None:
+            guard.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            guard.wait(timeout=defaults.FARM_ORPHAN_GRACE_S + 5)
+    return code

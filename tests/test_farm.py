@@ -1,0 +1,320 @@
+"""`stmpo farm`: two real farm workers on one Redis render a job bundle, for real.
+
+Real parts only: an embedded redis-server (the farm Redis), `stmpo farm worker`
+processes (Celery workers running tasks with the OpenJD sessions runtime), the shipped
+job bundle with all its environments, `stmpo render` and the aerender simulator per
+task. Workers are SIGKILLed for real; every process carries the test tag so a test can
+prove that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+from conftest import BIN, FAKE, kill_tagged, tagged, wait_for
+
+from stmpo_celery.broker._redis import EmbeddedRedis
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLE = ROOT / "openjd_bundle"
+
+
+@pytest.fixture(scope="module")
+def farm_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    run_dir = tmp_path_factory.mktemp("farm-redis")
+    os.chmod(run_dir, 0o700)
+    server = EmbeddedRedis(run_dir)
+    server.start()
+    server.wait_ready()
+    try:
+        yield server.url.url
+    finally:
+        server.stop()
+
+
+class Rig:
+    """A farm on this machine: its Redis, job folder, project, workers."""
+
+    def __init__(self, tmp: Path, url: str) -> None:
+        self.tmp, self.url = tmp, url
+        self.tag = uuid.uuid4().hex
+        self.project = tmp / "proj" / "shot 1.aep"
+        self.project.parent.mkdir(parents=True)
+        self.project.write_text("original project\n")
+        self.shot = tmp / "shots" / "sh010"
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.client = redis.Redis.from_url(url.replace("redis+socket://", "unix://"),
+                                           decode_responses=True)
+        self.client.flushdb()
+
+    def env(self, **fake: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("STMPO_") and k != "AERENDER_PATH"}
+        env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                   STMPO_TEST_TAG=self.tag, STMPO_FARM_URL=self.url,
+                   STMPO_FARM_DIR=str(self.tmp / "farm"), STMPO_HOST_DIR=str(self.tmp / "host"),
+                   STMPO_FAKE_STARTUP="0.1", STMPO_FAKE_FRAME_COST="0.02",
+                   STMPO_FAKE_ARGV_DUMP=str(self.tmp / "argv.json"))
+        env.update({f"STMPO_FAKE_{k}": v for k, v in fake.items()})
+        return env
+
+    def stmpo(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "stmpo"), *args], capture_output=True, text=True,
+                              env=self.env(), timeout=timeout, stdin=subprocess.DEVNULL,
+                              cwd=self.tmp)
+
+    def start_worker(self, name: str, **fake: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([str(BIN / "stmpo"), "farm", "worker", "--name", name],
+                                env=self.env(**fake), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=self.tmp)
+        self.workers[name] = proc
+        return proc
+
+    def wait_workers(self) -> None:
+        want = {f"stmpo:farm:x:worker:{n}@" for n in self.workers if n != "flower"}
+        assert wait_for(lambda: all(any(k.startswith(w) for k in self.client.keys(
+            "stmpo:farm:x:worker:*")) for w in want), timeout=30), self.logs()
+        time.sleep(1.0)  # consuming: the worker loop is up after its first heartbeat
+
+    def submit(self, frames: str = "1-8", per_task: int = 2, publish: bool = True,
+               *extra: str) -> str:
+        args = ["farm", "submit", str(BUNDLE), "-p", f"ProjectFile={self.project}",
+                "-p", "Comp=Main Comp", "-p", f"Frames={frames}",
+                "-p", f"FramesPerTask={per_task}", "-p", f"AerenderPath={FAKE}",
+                "-p", "Concurrency=1", "-p", "SkipExisting=OFF", "--json", *extra]
+        if publish:
+            args += ["--publish", str(self.shot)]
+        else:
+            args += ["-p", f"OutputDir={self.tmp / 'out'}"]
+        res = self.stmpo(*args)
+        assert res.returncode == 0, res.stderr
+        return str(json.loads(res.stdout)["job"])
+
+    def wait(self, job: str, timeout: float = 90) -> int:
+        return self.stmpo("farm", "wait", job, "--timeout", str(timeout),
+                          timeout=timeout + 30).returncode
+
+    def job(self, job: str) -> dict[str, Any]:
+        res = self.stmpo("farm", "jobs", "--json")
+        assert res.returncode == 0, res.stderr
+        return next(j for j in json.loads(res.stdout) if j["id"] == job)
+
+    def renders(self) -> list[psutil.Process]:
+        """Processes below the workers other than their guards: actions, renders."""
+        out = []
+        for name, w in self.workers.items():
+            if name == "flower":
+                continue
+            try:
+                kids = psutil.Process(w.pid).children(recursive=True)
+            except psutil.Error:
+                continue
+            out += [p for p in kids if "_guard" not in " ".join(_cmd(p))]
+        return out
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n" + (self.tmp / f"{n}.log").read_text(errors="replace")[-3000:]
+                         for n in self.workers if (self.tmp / f"{n}.log").exists())
+
+    def stop(self) -> None:
+        for w in self.workers.values():
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in self.workers.values():
+            try:
+                w.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+
+
+def _cmd(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def flower_tasks(port: int, job: str) -> list[dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/tasks", timeout=5) as r:
+            tasks = json.loads(r.read())
+    except OSError:
+        return []
+    found = [t for t in tasks.values() if job in str(t.get("name"))]
+    return found if len(found) == 4 and all(t.get("state") == "SUCCESS" for t in found) else []
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, farm_redis: str) -> Iterator[Rig]:
+    r = Rig(tmp_path, farm_redis)
+    try:
+        yield r
+    finally:
+        r.stop()
+        left = wait_for(lambda: not tagged(r.tag), timeout=15)
+        kill_tagged(r.tag)
+        assert left, "processes of the farm were left running"
+
+
+def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
+    rig.start_worker("w1")
+    rig.start_worker("w2")
+    port = free_port()
+    flower = subprocess.Popen([str(BIN / "stmpo"), "farm", "flower", "--bind",
+                               f"127.0.0.1:{port}", "--log-dir", str(rig.tmp)],
+                              env=rig.env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    rig.workers["flower"] = flower  # stopped and checked like the workers
+    rig.wait_workers()
+    original = sha(rig.project)
+    job = rig.submit()
+    rig.project.write_text("the artist saved again after submitting\n")  # scene protection
+    assert rig.wait(job) == 0, rig.logs()
+    view = rig.job(job)
+    assert view["state"] == "succeeded"
+    assert [t["task"] for t in view["tasks"]] == ["Frame=1-2", "Frame=3-4", "Frame=5-6",
+                                                   "Frame=7-8"]
+    assert {t["worker"].split("@")[0] for t in view["tasks"]} == {"w1", "w2"}, view
+    assert all(t["state"] == "succeeded" and t["progress"] == 100 for t in view["tasks"])
+    # Flower for the farm: tasks named by job, step and frames; render hosts as workers
+    seen = wait_for(lambda: flower_tasks(port, job), timeout=15, step=0.3)
+    assert sorted(t["name"] for t in seen) == [
+        f"job {job} RenderImageSequence Frame={f}" for f in ("1-2", "3-4", "5-6", "7-8")]
+    assert {t["worker"].split("@")[0] for t in seen} == {"w1", "w2"}
+    assert all(t["state"] == "SUCCESS" for t in seen)
+
+    v1 = rig.shot / "v001"
+    manifest = json.loads((v1 / "version.json").read_text())
+    assert manifest["status"] == "pending-review" and manifest["job"] == job
+    assert manifest["frame_range"] == "1-8" and manifest["comp"] == "Main Comp"
+    assert [f["frame"] for f in manifest["frames"]] == list(range(1, 9))
+    for f in manifest["frames"]:
+        path = v1 / f["file"]
+        assert f["size"] == path.stat().st_size > 0 and f["sha256"] == sha(path)
+    assert {t["host"] for t in manifest["tasks"]} and all(
+        t["summary"]["state"] == "succeeded" for t in manifest["tasks"])
+    # the snapshot was rendered, not the edited project
+    snap = Path(manifest["project"]["snapshot"])
+    assert manifest["project"]["sha256"] == original == sha(snap)
+    assert snap.read_text() == "original project\n"
+    argv = json.loads((rig.tmp / "argv.json").read_text())
+    assert argv[argv.index("-project") + 1] == str(snap)
+
+    res = rig.stmpo("versions", "approve", str(rig.shot), "v001")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((v1 / "version.json").read_text())["status"] == "approved"
+
+    job2 = rig.submit(frames="1-4")
+    assert rig.wait(job2) == 0, rig.logs()
+    m2 = json.loads((rig.shot / "v002" / "version.json").read_text())
+    assert m2["job"] == job2 and m2["status"] == "pending-review"
+    assert m2["project"]["sha256"] == sha(rig.project) != original  # the saved project now
+    listed = json.loads(rig.stmpo("versions", "list", str(rig.shot), "--json").stdout)
+    assert [(v["version"], v["status"], v["matches"]) for v in listed] == [
+        ("v001", "approved", True), ("v002", "pending-review", True)]
+    # a frame changed after publishing: the listing says so, approval is refused
+    (rig.shot / "v002" / "render_00002.png").write_bytes(b"touched")
+    listed = json.loads(rig.stmpo("versions", "list", str(rig.shot), "--json").stdout)
+    assert listed[1]["matches"] is False and "changed" in listed[1]["problems"][0]
+    res = rig.stmpo("versions", "approve", str(rig.shot), "v002")
+    assert res.returncode == 1 and "cannot be approved" in res.stderr
+    res = rig.stmpo("versions", "reject", str(rig.shot), "v002", "--note", "frame 2 broken")
+    assert res.returncode == 0
+    m2 = json.loads((rig.shot / "v002" / "version.json").read_text())
+    assert m2["status"] == "rejected" and m2["history"][-1]["note"] == "frame 2 broken"
+
+
+def test_killed_worker_task_completes_on_the_other(rig: Rig) -> None:
+    w1 = rig.start_worker("w1", FRAME_COST="0.5")
+    rig.wait_workers()
+    job = rig.submit(frames="1-12", per_task=6)
+    rig.project.unlink()  # the original is gone: only the snapshot can render
+    assert wait_for(lambda: any(t["state"] == "running" and t["progress"] > 0
+                                for t in rig.job(job)["tasks"]), timeout=40, step=0.2), \
+        rig.logs()
+    rig.start_worker("w2")
+    w1.send_signal(signal.SIGKILL)
+    w1.wait(timeout=10)
+    assert rig.wait(job, timeout=90) == 0, rig.logs()
+    tasks = rig.job(job)["tasks"]
+    assert all(t["worker"].startswith("w2@") for t in tasks), tasks
+    assert max(t["attempts"] for t in tasks) == 2  # the killed task ran again elsewhere
+    manifest = json.loads((rig.shot / "v001" / "version.json").read_text())
+    assert [f["frame"] for f in manifest["frames"]] == list(range(1, 13))
+    # the dead worker's render was stopped by its guard, not left running
+    assert wait_for(lambda: not [p for p in tagged(rig.tag)
+                                 if p.pid != rig.workers["w2"].pid
+                                 and p not in rig.renders()
+                                 and "_guard" not in " ".join(_cmd(p))], timeout=20)
+
+
+def test_cancel_stops_running_tasks_and_leaves_nothing(rig: Rig) -> None:
+    rig.start_worker("w1", FRAME_COST="0.5")
+    rig.start_worker("w2", FRAME_COST="0.5")
+    rig.wait_workers()
+    job = rig.submit(frames="1-40", per_task=10, publish=False)
+    assert wait_for(lambda: sum(t["state"] == "running" and t["progress"] > 0
+                                for t in rig.job(job)["tasks"]) == 2, timeout=40, step=0.2), \
+        rig.logs()
+    assert any("AfterFX" in " ".join(_cmd(p)) or p.name() == "AfterFX" for p in rig.renders())
+    t0 = time.monotonic()
+    res = rig.stmpo("farm", "cancel", job)
+    assert res.returncode == 0 and "2 queued task(s) revoked, 2 running" in res.stdout, res
+    assert rig.wait(job, timeout=40) == 1
+    assert time.monotonic() - t0 < 25  # stmpo render stops on the notify, not the kill
+    view = rig.job(job)
+    assert view["state"] == "canceled"
+    assert [t["state"] for t in view["tasks"]] == ["canceled"] * 4
+    assert wait_for(lambda: not rig.renders(), timeout=10), rig.renders()
+    assert all(w.poll() is None for w in rig.workers.values())  # the hosts live on
+    res = rig.stmpo("farm", "retry", job)
+    assert res.returncode == 0 and "4 task(s) queued again" in res.stdout
+    assert rig.job(job)["state"] in ("queued", "running")
+    assert rig.stmpo("farm", "cancel", job).returncode == 0
+    assert rig.wait(job, timeout=40) == 1
+
+
+def test_bad_submit_is_refused_before_anything_is_written(rig: Rig) -> None:
+    res = rig.stmpo("farm", "submit", str(BUNDLE), "-p", f"ProjectFile={rig.project}",
+                    "-p", "Comp=C", "-p", "Framez=1-8", "--publish", str(rig.shot))
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "Framez" in res.stderr and "Traceback" not in res.stderr
+    res = rig.stmpo("farm", "submit", str(BUNDLE), "-p", f"ProjectFile={rig.tmp / 'nope.aep'}",
+                    "-p", "Comp=C", "--publish", str(rig.shot))
+    assert res.returncode == 2 and "is not a file" in res.stderr
+    assert not (rig.tmp / "farm").exists()
+    assert not list(rig.shot.glob("v*"))
+    assert not rig.client.keys("stmpo:farm:*")
+    res = rig.stmpo("farm", "wait", "nosuchjob")
+    assert res.returncode == 2 and "no farm job" in res.stderr
+    env = rig.env()
+    env.pop("STMPO_FARM_URL")
+    res = subprocess.run([str(BIN / "stmpo"), "farm", "jobs"], capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert res.returncode == 2 and "--farm" in res.stderr
