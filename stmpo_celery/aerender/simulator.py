@@ -44,8 +44,6 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import random
@@ -236,12 +234,11 @@ def timecode(frame: int) -> str:
 
 
 def _set_process_name(name: str) -> None:
-    """Best-effort ``prctl(PR_SET_NAME)`` so ps/psutil show ``name`` (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return
+    """Best-effort, so ps/psutil show ``name`` (Linux only)."""
+    from ..host._platform import set_process_name
+
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+        set_process_name(name)
 
 
 class _Out:

@@ -30,7 +30,7 @@ from ..broker._redis import BrokerUrl, EmbeddedRedis, mask_url
 from ..config import defaults
 from ..errors import ExitCode
 from ..host._hostplan import HostPlan
-from ..host._proc import become_subreaper
+from ..host._platform import become_subreaper, cancel_signals
 from ..monitor import _flowerctl as flowerctl
 from ..plan._frames import parse_frames
 from ..slot._chunk import missing_frames
@@ -131,10 +131,7 @@ class Run:
             if self.cancel_signal is None:
                 self.cancel_signal = signum
 
-        sigs = [signal.SIGINT, signal.SIGTERM]
-        if hasattr(signal, "SIGBREAK"):  # CTRL_BREAK: OpenJD's cancel notice on Windows
-            sigs.append(signal.SIGBREAK)
-        for sig in sigs:
+        for sig in cancel_signals():  # CTRL_BREAK (SIGBREAK): OpenJD's cancel on Windows
             self._old_handlers[sig] = signal.signal(sig, on_signal)
 
     def _restore_signals(self) -> None:
@@ -148,6 +145,7 @@ class Run:
             self.embedded = EmbeddedRedis(self.run_dir)
             self.embedded.start()
             self.broker = self.embedded.url
+            self._say(self.embedded.describe())
         spec = RunSpec(
             run_id=self.run_id, host=self.host, queue=self.queue, broker_url=self.broker.url,
             aerender=self.prep.aerender, target=self._target(), log_dir=str(self.log_dir),

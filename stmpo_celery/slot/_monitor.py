@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import queue
 import threading
 import time
@@ -52,6 +51,7 @@ from celery.utils.saferepr import saferepr
 
 from ..broker import keys
 from ..broker._app import RENDER_CHUNK
+from ..host._platform import os_label
 from ..plan._frames import parse_frames
 from ._chunk import SlotContext
 
@@ -340,7 +340,7 @@ class SlotMonitor:
         load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         return {"freq": HEARTBEAT_S, "active": 1, "processed": self.processed,
                 "loadavg": [round(x, 2) for x in load], "sw_ident": "py-celery",
-                "sw_ver": celery.__version__, "sw_sys": platform.system()}
+                "sw_ver": celery.__version__, "sw_sys": os_label()}
 
     def _write_state(self, rec: dict[str, Any], count_frame: bool) -> None:
         pipe = self.ctx.client.pipeline(transaction=False)
