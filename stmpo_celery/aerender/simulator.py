@@ -34,7 +34,8 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 ``STMPO_FAKE_MFR_SHUFFLE``     ``1``: with ``-mfr ON`` frames finish out of order in small
                                deterministic groups
 ``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses
-``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time>`` at start-up,
+``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time> cpus=<ids>`` at
+                               start-up (``ids``: the CPUs the launcher may use),
                                ``frame <f> <renderer-pid> <time>`` once a frame is written
                                (movie: rendered) and ``error <f> <pid> <time>`` as a strong
                                error is printed; one O_APPEND write per line
@@ -241,6 +242,15 @@ def _set_process_name(name: str) -> None:
         set_process_name(name)
 
 
+def _affinity() -> str:
+    """The CPUs this launcher may run on, as pinned by its slot ("-" where unknowable)."""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        return ",".join(map(str, sorted(psutil.Process().cpu_affinity() or [])))
+    return "-"
+
+
 class _Out:
     """Line writer to fd 1 that goes quiet, instead of dying, once the reader is gone."""
 
@@ -399,7 +409,8 @@ def run_launcher(argv: list[str]) -> int:
         out(f"aerender ERROR: {exc}")
         out("Usage: aerender -project <path> -comp <name> -s <start> -e <end> -output <path>")
         return 1
-    _journal(knobs.journal, f"launch {os.getpid()} {args.start} {args.end} {time.time():.6f}")
+    _journal(knobs.journal, f"launch {os.getpid()} {args.start} {args.end} {time.time():.6f} "
+                            f"cpus={_affinity()}")
     out("PROGRESS: Launching After Effects...")
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])

