@@ -22,7 +22,7 @@ BASE = {"errors", "text", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "config": BASE,
     "plan": BASE | {"config"},
-    "aerender": BASE | {"config", "plan"},
+    "aerender": BASE | {"config", "plan", "host"},
     "host": BASE | {"config", "plan"},
     "broker": BASE | {"config", "plan", "aerender", "host"},
     "slot": BASE | {"config", "plan", "aerender", "host", "broker"},

@@ -5,11 +5,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
+from ..host._aelocations import install_globs, newest_first
+from ..host._platform import OS, runs_batch_files
 
 AERENDER_ENV = "AERENDER_PATH"
 
@@ -66,20 +67,13 @@ def build_argv(aerender: str, target: RenderTarget, start: int, end: int) -> lis
     return argv
 
 
-def standard_locations() -> list[str]:
+def standard_locations(env: dict[str, str] | None = None) -> list[str]:
     """aerender in the platform's standard After Effects install folders, newest first."""
-    if sys.platform == "win32":
-        roots = [os.environ.get("PROGRAMFILES", r"C:\Program Files")]
-        pats = [os.path.join(r, "Adobe", "Adobe After Effects *", "Support Files", "aerender.exe")
-                for r in roots]
-    elif sys.platform == "darwin":
-        pats = ["/Applications/Adobe After Effects */aerender"]
-    else:
-        pats = ["/opt/adobe/Adobe After Effects */aerender"]
+    env = dict(os.environ) if env is None else env
     found: list[str] = []
-    for pat in pats:
-        found.extend(sorted(glob.glob(pat), reverse=True))
-    return found
+    for pat in install_globs(OS, env):
+        found.extend(glob.glob(pat))
+    return newest_first(found)
 
 
 def _usable(path: str) -> bool:
@@ -105,7 +99,7 @@ def why_not_runnable(path: str) -> str | None:
         if not interp or not os.path.exists(interp):
             return f"its interpreter {interp or '(none)'} does not exist"
         return None
-    if sys.platform == "win32" and path.lower().endswith((".bat", ".cmd")):
+    if runs_batch_files() and path.lower().endswith((".bat", ".cmd")):
         return None
     return "is not a program (no executable header or #! line)"
 

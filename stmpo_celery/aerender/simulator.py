@@ -34,7 +34,8 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 ``STMPO_FAKE_MFR_SHUFFLE``     ``1``: with ``-mfr ON`` frames finish out of order in small
                                deterministic groups
 ``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses
-``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time>`` at start-up,
+``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time> cpus=<ids>`` at
+                               start-up (``ids``: the CPUs the launcher may use),
                                ``frame <f> <renderer-pid> <time>`` once a frame is written
                                (movie: rendered) and ``error <f> <pid> <time>`` as a strong
                                error is printed; one O_APPEND write per line
@@ -44,8 +45,6 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import random
@@ -236,12 +235,20 @@ def timecode(frame: int) -> str:
 
 
 def _set_process_name(name: str) -> None:
-    """Best-effort ``prctl(PR_SET_NAME)`` so ps/psutil show ``name`` (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return
+    """Best-effort, so ps/psutil show ``name`` (Linux only)."""
+    from ..host._platform import set_process_name
+
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+        set_process_name(name)
+
+
+def _affinity() -> str:
+    """The CPUs this launcher may run on, as pinned by its slot ("-" where unknowable)."""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        return ",".join(map(str, sorted(psutil.Process().cpu_affinity() or [])))
+    return "-"
 
 
 class _Out:
@@ -402,7 +409,8 @@ def run_launcher(argv: list[str]) -> int:
         out(f"aerender ERROR: {exc}")
         out("Usage: aerender -project <path> -comp <name> -s <start> -e <end> -output <path>")
         return 1
-    _journal(knobs.journal, f"launch {os.getpid()} {args.start} {args.end} {time.time():.6f}")
+    _journal(knobs.journal, f"launch {os.getpid()} {args.start} {args.end} {time.time():.6f} "
+                            f"cpus={_affinity()}")
     out("PROGRESS: Launching After Effects...")
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])

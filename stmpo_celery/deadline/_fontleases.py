@@ -24,6 +24,7 @@ from typing import IO, Any
 import psutil
 
 from ..errors import EnvironmentProblem
+from ..host._platform import try_lock_file
 from ..text import one_line
 
 
@@ -153,23 +154,7 @@ class Registry:
 
 
 def _try_lock(f: IO[bytes]) -> bool:
-    if sys.platform == "win32":
-        import msvcrt
-
-        try:
-            f.seek(0)  # locks the file's first byte (it stays empty)
-            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-    else:
-        import fcntl
-
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError:
-            return False
+    return try_lock_file(f)
 
 
 @contextlib.contextmanager

@@ -42,13 +42,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import EnvironmentProblem
+from ..host._platform import FONT_PLATFORM
 from ._fontleases import (
     Registry,
     Session,
@@ -72,7 +72,7 @@ class Places:
 def places(env: Mapping[str, str] | None = None, platform: str | None = None) -> Places:
     """The font folder and registry folder of the current user on ``platform``."""
     env = os.environ if env is None else env
-    platform = platform or sys.platform
+    platform = platform or FONT_PLATFORM
     home = Path(env.get("HOME") or env.get("USERPROFILE") or Path.home())
     if platform == "win32":
         from ..host import local_appdata, user_font_dir

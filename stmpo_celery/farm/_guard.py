@@ -18,7 +18,7 @@ import time
 
 import psutil
 
-from ..host._proc import set_process_name
+from ..host import set_process_name
 
 SNAPSHOT_S = 0.5
 

@@ -30,6 +30,7 @@ from celery import Celery
 
 from ..broker._redis import BrokerUrl
 from ..config import defaults
+from ..host._platform import child_kwargs
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
 from ._session import run_task
 from ._store import ENDED, PREFIX, FarmStore
@@ -201,7 +202,7 @@ def _start_guard() -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "stmpo_celery.farm._guard", str(os.getpid()),
          str(defaults.FARM_ORPHAN_GRACE_S)],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
-        start_new_session=True)
+        **child_kwargs(detach=True))
 
 
 def worker_name(name: str | None) -> str:

@@ -7,17 +7,8 @@ orchestrator (detection, planning, tree kill) and in each slot (pinning, death w
 
 from . import _winfonts as winfonts
 from ._hostplan import HostPlan, make_host_plan, make_plan, other_host, this_host
-from ._proc import (
-    become_subreaper,
-    descendants,
-    kill_procs,
-    kill_tree,
-    pdeathsig_preexec,
-    set_process_name,
-    start_deathwatch,
-    tree_cpu_seconds,
-)
-from ._winaffinity import pin_current_process
+from ._platform import become_subreaper, pin_current_process, set_process_name
+from ._proc import descendants, kill_procs, kill_tree, start_deathwatch, tree_cpu_seconds
 from ._winfonts import local_appdata, user_font_dir
 
 __all__ = [
@@ -31,7 +22,6 @@ __all__ = [
     "make_host_plan",
     "make_plan",
     "other_host",
-    "pdeathsig_preexec",
     "pin_current_process",
     "set_process_name",
     "start_deathwatch",

@@ -10,42 +10,14 @@ reparented grandchildren are not missed).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
-import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import psutil
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prctl(option: int, arg: int | bytes) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(option, arg, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def pdeathsig_preexec() -> None:
-    """``preexec_fn``: the child gets SIGKILL when the process that started it dies."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def become_subreaper() -> bool:
-    """Orphaned descendants (a renderer whose launcher died) stay in our tree."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
-def set_process_name(name: str) -> None:
-    _prctl(_PR_SET_NAME, name.encode()[:15])
+from ._platform import kill_group, leads_group
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -68,14 +40,33 @@ def kill_tree(pid: int, *, pgid: int | None = None, include_self: bool = True,
     procs.extend(descendants(pid))
     if pgid is not None:
         procs.extend(group_members(pgid, exclude={p.pid for p in procs}))
-    if pgid is not None and hasattr(os, "killpg"):
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, signal.SIGKILL)
+    if pgid is not None:
+        kill_group(pgid)
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return [p.pid for p in alive]
+    return [p.pid for p in wait_gone(procs, timeout)]
+
+
+def _zombie(p: psutil.Process) -> bool:
+    try:
+        return bool(p.status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each process is gone, reaping our own children; a zombie counts as gone
+    (an orphan whose reaper is not us — no subreaper, or an init that never reaps —
+    stays a zombie forever but holds nothing). Returns the processes still alive."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while alive:
+        _, alive = psutil.wait_procs(alive, timeout=0.02)
+        alive = [p for p in alive if not _zombie(p)]
+        if time.monotonic() > deadline:
+            break
+    return alive
 
 
 def group_members(pgid: int, exclude: set[int] | None = None) -> list[psutil.Process]:
@@ -97,8 +88,7 @@ def kill_procs(procs: Iterable[psutil.Process], timeout: float = 2.0) -> list[in
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return [p.pid for p in alive]
+    return [p.pid for p in wait_gone(procs, timeout)]
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -135,10 +125,9 @@ def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> thre
         if cleanup is not None:
             with contextlib.suppress(Exception):
                 cleanup()
-        if os.getpgid(0) == me:  # a slot leads its own process group
-            with contextlib.suppress(OSError):
-                os.killpg(me, signal.SIGKILL)
-        os.kill(me, signal.SIGKILL)
+        if leads_group(me):  # a slot leads its own process group
+            kill_group(me)
+        os._exit(1)  # (Windows has no SIGKILL; the run's Job Object ends the rest)
 
     t = threading.Thread(target=watch, name="stmpo-deathwatch", daemon=True)
     t.start()

@@ -54,7 +54,7 @@ def _read(path: Path, as_list: bool = False) -> Any:
 
 
 def detect(
-    sys_root: str | os.PathLike[str] = "/sys", allowed: Iterable[int] | None = None
+    sys_root: str | os.PathLike[str] | None = None, allowed: Iterable[int] | None = None
 ) -> Topology:
     """This host's topology from sysfs, restricted to ``allowed`` CPUs.
 
@@ -65,6 +65,10 @@ def detect(
     allow = set(allowed) if allowed is not None else _process_cpus()
     if allow is not None and not allow:
         raise BadInput("no CPU is allowed for this process: widen its cpuset or affinity")
+    if sys_root is None:
+        if not sys.platform.startswith("linux"):  # (under Wine, Z:\sys is the Linux host's)
+            return _from_psutil(allow)
+        sys_root = "/sys"
     root = Path(sys_root) / "devices" / "system"
     present: dict[int, Path] = {}
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from collections.abc import Sequence
+from ctypes import wintypes
 from typing import Any
 
 from ..plan import group_affinity
@@ -36,9 +37,24 @@ class _GroupAffinity(ctypes.Structure):
 
 
 def _kernel32() -> Any:
-    if sys.platform == "win32":  # also tells type checkers on other platforms to skip it
-        return ctypes.WinDLL("kernel32", use_last_error=True)
-    raise OSError("kernel32 exists only on Windows")
+    if sys.platform != "win32":  # also tells type checkers on other platforms to skip it
+        raise OSError("kernel32 exists only on Windows")
+    k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    # Pseudo-handles are pointer-sized: passed as plain ints they are truncated (WinError 6).
+    h, ga = wintypes.HANDLE, ctypes.POINTER(_GroupAffinity)
+    k32.GetCurrentThread.argtypes, k32.GetCurrentThread.restype = [], h
+    k32.GetCurrentProcess.argtypes, k32.GetCurrentProcess.restype = [], h
+    k32.SetThreadGroupAffinity.argtypes = [h, ga, ga]
+    k32.SetThreadGroupAffinity.restype = wintypes.BOOL
+    k32.SetProcessAffinityMask.argtypes = [h, ctypes.c_size_t]
+    k32.SetProcessAffinityMask.restype = wintypes.BOOL
+    k32.GetActiveProcessorGroupCount.restype = wintypes.WORD
+    k32.GetActiveProcessorCount.argtypes = [wintypes.WORD]
+    k32.GetActiveProcessorCount.restype = wintypes.DWORD
+    cpu_sets = getattr(k32, "SetProcessDefaultCpuSetMasks", None)
+    if cpu_sets is not None:
+        cpu_sets.argtypes, cpu_sets.restype = [h, ga, wintypes.USHORT], wintypes.BOOL
+    return k32
 
 
 def processor_group_sizes() -> list[int] | None:
@@ -48,7 +64,7 @@ def processor_group_sizes() -> list[int] | None:
     try:
         k32 = _kernel32()
         count = int(k32.GetActiveProcessorGroupCount())
-        sizes = [int(k32.GetActiveProcessorCount(ctypes.c_ushort(g))) for g in range(count)]
+        sizes = [int(k32.GetActiveProcessorCount(g)) for g in range(count)]
     except (OSError, AttributeError):
         return None
     return sizes if sizes and all(sizes) else None
@@ -74,11 +90,11 @@ def pin_current_process(
     failed: list[str] = []
     if not k32.SetThreadGroupAffinity(k32.GetCurrentThread(), ctypes.byref(ga), None):
         failed.append(f"SetThreadGroupAffinity (WinError {ctypes.get_last_error()})")
-    if not k32.SetProcessAffinityMask(k32.GetCurrentProcess(), ctypes.c_size_t(mask)):
+    if not k32.SetProcessAffinityMask(k32.GetCurrentProcess(), mask):
         failed.append(f"SetProcessAffinityMask (WinError {ctypes.get_last_error()})")
     cpu_sets = getattr(k32, "SetProcessDefaultCpuSetMasks", None)
     if cpu_sets is not None and not cpu_sets(
-        k32.GetCurrentProcess(), ctypes.byref(ga), ctypes.c_ushort(1)
+        k32.GetCurrentProcess(), ctypes.byref(ga), 1
     ):
         failed.append(f"SetProcessDefaultCpuSetMasks (WinError {ctypes.get_last_error()})")
     if failed:

@@ -5,16 +5,27 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from ..aerender import resolve_aerender
-from ..broker import check_reachable, find_redis_server, mask_url, parse_broker_url
+from ..aerender._argv import resolve_aerender
+from ..broker._redis import (
+    check_reachable,
+    find_redis_server,
+    mask_url,
+    no_redis_server_problem,
+    parse_broker_url,
+)
 from ..config import defaults
 from ..errors import StmpoError
+from ..host._platform import (
+    has_render_only_licence_file,
+    pinning_check,
+    unix_socket_broker,
+)
+from ._hostsvc import discover_broker
 
 
 @dataclass(frozen=True)
@@ -52,22 +63,20 @@ def check_broker(url: str | None) -> Check:
         except StmpoError as exc:
             return Check("broker", False, exc.message)
         return Check("broker", True, f"{mask_url(url)} answers")
+    service = discover_broker()
+    if service:
+        return Check("broker", True, f"the host service's Redis answers ({mask_url(service)})")
     server = find_redis_server()
     if server is None:
-        return Check("broker", False, "no broker URL and no redis-server to embed")
-    return Check("broker", True, f"embedded redis-server available ({server})")
+        return Check("broker", False, no_redis_server_problem().message)
+    where = ("a private unix socket" if unix_socket_broker()
+             else "127.0.0.1 (loopback TCP, random password)")
+    return Check("broker", True, f"will start {server} per run on {where}")
 
 
 def check_pinning() -> Check:
-    if not hasattr(os, "sched_getaffinity"):
-        return Check("pinning", True, "not Linux: processor-group pinning via Win32", fatal=False)
-    cpus = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, cpus)
-    except OSError as exc:
-        return Check("pinning", False, f"sched_setaffinity refused ({exc}): use --no-affinity",
-                     fatal=False)
-    return Check("pinning", True, f"{len(cpus)} CPU(s) usable by this process")
+    ok, detail = pinning_check()
+    return Check("pinning", ok, detail, fatal=False)
 
 
 def check_ram(min_gb: float) -> Check:
@@ -97,7 +106,7 @@ def check_licence() -> Check:
     path = licence_file()
     if path.exists():
         return Check("licence", True, f"render-only node file present ({path})", fatal=False)
-    if sys.platform not in ("win32", "darwin"):
+    if not has_render_only_licence_file():
         return Check("licence", True, "not applicable on this platform", fatal=False)
     return Check("licence", False, f"no render-only node file at {path}: create an empty one "
                  "on render-only nodes (or sign in to Creative Cloud)", fatal=False)

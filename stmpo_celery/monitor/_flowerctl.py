@@ -33,7 +33,7 @@ from typing import Any
 from ..broker import BrokerUrl
 from ..config import RenderOptions
 from ..errors import BadInput, EnvironmentProblem, StmpoError
-from ..host import pdeathsig_preexec
+from ..host._platform import child_kwargs
 
 RUN_ID_LEN = 8  #: ``secrets.token_hex(4)``: every run id has this many characters
 #: A "run id" that is a Redis glob matching every run: a Flower whose key prefix is
@@ -182,9 +182,7 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
         proc = subprocess.Popen(
             [sys.executable, "-m", "stmpo_celery.monitor.flower_main"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
-            close_fds=True, start_new_session=detach,
-            preexec_fn=None if detach or not sys.platform.startswith("linux")
-            else pdeathsig_preexec,
+            close_fds=True, **child_kwargs(die_with_parent=not detach, detach=detach),
         )
     finally:
         os.close(err)

@@ -24,7 +24,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import redis
 from ..broker import BrokerUrl, find_redis_server, keys
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import pdeathsig_preexec
+from ..host._platform import child_kwargs, group_id
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
 
 BROKER_FILE = "broker.url"
@@ -158,12 +157,12 @@ class HostService:
             raise BadInput(f"--port {port} is not a TCP port")
         gid = None
         if group:
-            import grp
-
             try:
-                gid = grp.getgrnam(group).gr_gid
+                gid = group_id(group)
             except KeyError:
                 raise BadInput(f"--group {group!r} is not a group on this host") from None
+            except NotImplementedError as exc:
+                raise BadInput(f"--group: {exc}") from None
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700 if gid is None else 0o750)
         (self.dir / "redis").mkdir(exist_ok=True, mode=0o700)
@@ -211,9 +210,8 @@ class HostService:
             )
         proc = subprocess.Popen(
             [binary, str(self.conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, close_fds=True, start_new_session=not foreground,
-            preexec_fn=pdeathsig_preexec if foreground and sys.platform.startswith("linux")
-            else None)
+            stderr=subprocess.DEVNULL, close_fds=True,
+            **child_kwargs(die_with_parent=foreground, detach=not foreground))
         self.pidfile("redis").write_text(f"{proc.pid}\n")
         client = self.broker(port, bind).client(timeout=1.0)
         deadline = time.monotonic() + 10

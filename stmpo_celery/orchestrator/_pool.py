@@ -1,27 +1,29 @@
 """The slot pool: N pinned Celery worker processes, owned by the orchestrator.
 
-Each slot runs in its own session (so its whole tree can be killed by process group)
-and holds the read end of one "death pipe" whose write end only the orchestrator has:
-when the orchestrator dies, however it dies, every slot sees EOF and kills its own
-tree. On Linux the first slots are forked from the orchestrator, which has already
-imported Celery (no threads and no broker connections exist at that moment);
-replacements, and other platforms, exec the lean launcher instead.
+Each slot runs in its own session / process group (so its whole tree can be killed by
+process group) and holds the read end of a "death pipe" whose write end only the
+orchestrator has: when the orchestrator dies, however it dies, every slot sees EOF and
+kills its own tree. On Linux (default start method) the first slots are forked from the
+orchestrator, which has already imported Celery (no threads and no broker connections
+exist at that moment) and share one death pipe; replacements, Windows, macOS and
+``STMPO_START_METHOD=spawn`` exec the lean launcher, whose death pipe is its stdin. On
+Windows every slot also joins the pool's kill-on-close Job Object (see
+:mod:`stmpo_celery.host._platform`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from ..host import kill_tree
+from ..host._platform import RunJob, can_fork_slots, fork_slot, slot_popen_kwargs
+from ..host._proc import kill_tree
 from ._funnel import LogFunnel
 
 
@@ -78,6 +80,7 @@ class Slot:
     pump: threading.Thread | None = None
     expected_exit: bool = False
     generation: int = 0
+    death: IO[bytes] | None = None  #: write end of an exec'd slot's stdin death pipe
 
     @property
     def pid(self) -> int:
@@ -91,23 +94,22 @@ class SlotPool:
     log_dir: Path
     funnel: LogFunnel
     quiet: bool = False
-    fork: bool = field(default_factory=lambda: hasattr(os, "fork") and sys.platform != "darwin")
+    use_fork: bool = field(default_factory=can_fork_slots)
     slots: list[Slot] = field(default_factory=list)
+    job: RunJob = field(default_factory=RunJob)
     _death_r: int = -1
     _death_w: int = -1
 
     def start(self) -> None:
-        self._death_r, self._death_w = os.pipe()
-        os.set_inheritable(self._death_r, True)
-        # Only the write end decides EOF; keeping a read end lets replacements inherit it.
-        if self.fork:
-            from ..slot import preload
+        if self.use_fork:  # forked slots share one death pipe; only the write end decides EOF
+            self._death_r, self._death_w = os.pipe()
+            from ..slot._main import preload
 
             preload()
             sys.stdout.flush()
             sys.stderr.flush()
         for k, cpus in enumerate(self.blocks):
-            spawn = self._fork if self.fork else self._exec
+            spawn = self._fork if self.use_fork else self._exec
             self.slots.append(spawn(k, cpus, 0))
         for s in self.slots:  # threads only once every fork is done
             s.pump = self.funnel.pump(s.out, lambda: self.quiet)
@@ -117,45 +119,28 @@ class SlotPool:
                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _exec(self, k: int, cpus: tuple[int, ...] | None, generation: int) -> Slot:
+        err_log = str(self.log_dir / f"slot{k}.stderr.log")
         argv = [sys.executable, "-m", "stmpo_celery.slot._main", str(self.spec_path), str(k),
-                str(self._death_r), ",".join(map(str, cpus or ()))]
-        err = self._stderr_fd(k)
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                pass_fds=(self._death_r,), start_new_session=True,
-            )
-        finally:
-            os.close(err)
+                "0", ",".join(map(str, cpus or ())), err_log]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            **slot_popen_kwargs(),
+        )
+        self.job.assign(proc)
         assert proc.stdout is not None
-        return Slot(k, cpus, proc, proc.stdout, generation=generation)
+        return Slot(k, cpus, proc, proc.stdout, generation=generation, death=proc.stdin)
 
     def _fork(self, k: int, cpus: tuple[int, ...] | None, generation: int) -> Slot:
         out_r, out_w = os.pipe()
         err = self._stderr_fd(k)
-        pid = os.fork()
-        if pid == 0:  # the slot
-            code = 1
-            try:
-                os.setsid()
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err, 2)
-                keep = self._death_r
-                os.closerange(3, keep)
-                os.closerange(keep + 1, 65536)
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(sig, signal.SIG_DFL)
-                from ..slot import run_slot
+        spec, cpu_arg = str(self.spec_path), ",".join(map(str, cpus or ()))
 
-                code = run_slot(str(self.spec_path), k, keep,
-                                ",".join(map(str, cpus or ())))
-            except BaseException:  # noqa: BLE001 - a forked child must never return
-                with contextlib.suppress(Exception):
-                    os.write(2, traceback.format_exc().encode())
-            finally:
-                os._exit(code)
+        def body(keep_fd: int) -> int:
+            from ..slot._main import run_slot
+
+            return run_slot(spec, k, keep_fd, cpu_arg)
+
+        pid = fork_slot(body, out_w, err, self._death_r)
         os.close(out_w)
         os.close(err)
         return Slot(k, cpus, Forked(pid), os.fdopen(out_r, "rb"), generation=generation)
@@ -165,6 +150,9 @@ class SlotPool:
         old = self.slots[k]
         old.expected_exit = True
         kill_tree(old.pid, pgid=old.pid)
+        if old.death is not None:
+            with contextlib.suppress(OSError):
+                old.death.close()
         with contextlib.suppress(ChildProcessError):
             old.proc.poll()
         new = self._exec(k, old.cpus, old.generation + 1)  # threads run now: no fork
@@ -180,6 +168,7 @@ class SlotPool:
         survivors: list[int] = []
         for s in self.slots:
             s.expected_exit = True
+        self.job.kill_all()  # Windows: every slot tree in one call
         for s in self.slots:
             survivors += kill_tree(s.pid, pgid=s.pid, timeout=2.0)
         for s in self.slots:
@@ -194,6 +183,11 @@ class SlotPool:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._death_w = self._death_r = -1
+        for s in self.slots:
+            if s.death is not None:
+                with contextlib.suppress(OSError):
+                    s.death.close()
+        self.job.close()
         for s in self.slots:
             if s.pump is not None:
                 s.pump.join(timeout=1.0)

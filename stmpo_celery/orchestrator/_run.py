@@ -33,7 +33,8 @@ from ..broker import (
 )
 from ..config import defaults
 from ..errors import ExitCode
-from ..host import HostPlan, become_subreaper
+from ..host import HostPlan
+from ..host._platform import become_subreaper, cancel_signals
 from ..monitor import FlowerProcess, start_flower_for_run
 from ..plan import parse_frames
 from ..slot import RunSpec, next_attempt, register_plan, set_retry, spare_tasks
@@ -133,10 +134,7 @@ class Run:
             if self.cancel_signal is None:
                 self.cancel_signal = signum
 
-        sigs = [signal.SIGINT, signal.SIGTERM]
-        if hasattr(signal, "SIGBREAK"):  # CTRL_BREAK: OpenJD's cancel notice on Windows
-            sigs.append(signal.SIGBREAK)
-        for sig in sigs:
+        for sig in cancel_signals():  # CTRL_BREAK (SIGBREAK): OpenJD's cancel on Windows
             self._old_handlers[sig] = signal.signal(sig, on_signal)
 
     def _restore_signals(self) -> None:
@@ -150,6 +148,7 @@ class Run:
             self.embedded = EmbeddedRedis(self.run_dir)
             self.embedded.start()
             self.broker = self.embedded.url
+            self._say(self.embedded.describe())
         spec = RunSpec(
             run_id=self.run_id, host=self.host, queue=self.queue, broker_url=self.broker.url,
             aerender=self.prep.aerender, target=self._target(), log_dir=str(self.log_dir),

@@ -6,9 +6,16 @@ import os
 from dataclasses import dataclass, field
 
 from ..aerender import check_target, missing_frames, resolve_aerender
-from ..broker import BrokerUrl, check_reachable, parse_broker_url
+from ..broker._redis import (
+    BrokerUrl,
+    check_reachable,
+    find_redis_server,
+    no_redis_server_problem,
+    parse_broker_url,
+)
 from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
+from ..host._platform import check_start_method
 from ..monitor import check_bind, discover_broker
 from ..plan import OutputPattern, parse_frames, parse_output
 
@@ -48,6 +55,9 @@ def check_numbers(o: RenderOptions) -> int | None:
 def prepare(o: RenderOptions) -> Prepared:
     """Validate everything, in an order that creates nothing until all else is known good."""
     check_target(o.comp, o.rqindex)
+    bad_method = check_start_method()
+    if bad_method:
+        raise BadInput(bad_method)
     frames = parse_frames(o.frames)
     pattern = parse_output(o.output)
     chunk_size = check_numbers(o)
@@ -76,6 +86,8 @@ def prepare(o: RenderOptions) -> Prepared:
     if url:
         broker = parse_broker_url(url)
         check_reachable(broker)
+    elif find_redis_server() is None:
+        raise no_redis_server_problem()
     pattern = OutputPattern(os.path.abspath(pattern.raw))
     out_dir = os.path.dirname(pattern.path_for(frames[0])) or "."
     try:

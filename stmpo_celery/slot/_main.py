@@ -2,8 +2,10 @@
 
 Two ways in, one body (:func:`run_slot`): forked from the orchestrator on Linux (the
 orchestrator has already imported Celery, so N slots are ready in a fraction of the
-time), or exec'd as ``python -m stmpo_celery.slot._main SPEC SLOT DEATH_FD [CPUS]`` —
-the lean launcher used on other platforms and for replacement slots. Pinning
+time), or exec'd as ``python -m stmpo_celery.slot._main SPEC SLOT 0 CPUS STDERR_LOG`` —
+the lean launcher used on Windows, macOS, in the portable start method and for
+replacement slots; an exec'd slot's death pipe is its stdin (the orchestrator holds the
+write end). Pinning
 happens before the worker starts and is inherited by aerender and its renderer.
 No ``celery`` CLI: it imports click and plugins and costs ~0.5 s of CPU per slot.
 """
@@ -17,18 +19,9 @@ import sys
 def _pin(cpus_arg: str) -> str | None:
     if not cpus_arg:
         return None
-    cpus = {int(c) for c in cpus_arg.split(",") if c}
-    if sys.platform == "win32":
-        from ..host import pin_current_process
+    from ..host._platform import pin_current_process
 
-        return pin_current_process(sorted(cpus))
-    try:
-        os.sched_setaffinity(0, cpus)
-    except (OSError, AttributeError, ValueError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        # the same text from every slot: the orchestrator says it once
-        return f"CPU pinning failed ({why}): slots run unpinned; --no-affinity silences this"
-    return None
+    return pin_current_process({int(c) for c in cpus_arg.split(",") if c})
 
 
 def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
@@ -36,7 +29,8 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     import shutil
 
-    from ..host import become_subreaper, set_process_name, start_deathwatch
+    from ..host._platform import become_subreaper, set_process_name
+    from ..host._proc import start_deathwatch
 
     set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
 
@@ -84,6 +78,13 @@ def preload() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 4 and args[4]:  # the slot's stderr log (a file handle as a std handle
+        # at start is what Wine cannot take, so the slot opens it itself)
+        fd = os.open(args[4], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="replace",  # noqa: SIM115
+                          buffering=1, closefd=False)
     sys.exit(run_slot(args[0], int(args[1]), int(args[2]), args[3] if len(args) > 3 else ""))
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import queue
 import threading
 import time
@@ -53,6 +52,7 @@ from celery.utils.saferepr import saferepr
 
 from ..broker import RENDER_CHUNK, events, keys
 from ..config import defaults
+from ..host._platform import os_label
 from ..plan import parse_frames
 from ..text import duration
 from ._chunk import SlotContext
@@ -349,7 +349,7 @@ class SlotMonitor:
         load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
         return {"freq": defaults.SLOT_HEARTBEAT_S, "active": 1, "processed": self.processed,
                 "loadavg": [round(x, 2) for x in load], "sw_ident": "py-celery",
-                "sw_ver": celery.__version__, "sw_sys": platform.system()}
+                "sw_ver": celery.__version__, "sw_sys": os_label()}
 
     def _write_state(self, rec: dict[str, Any], count_frame: bool) -> None:
         pipe = self.ctx.client.pipeline(transaction=False)

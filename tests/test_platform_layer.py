@@ -1,0 +1,93 @@
+"""The platform layer is the only place that asks which OS it runs on or calls an OS-only
+API: every other module must run unchanged on Linux, Windows and macOS."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import stmpo_celery
+
+PKG = Path(stmpo_celery.__file__).parent
+LAYER = PKG / "host"
+
+#: attribute chains that ask which OS this is
+OS_QUESTIONS = {"sys.platform", "os.name", "platform.system", "platform.platform",
+                "sys.getwindowsversion", "platform.mac_ver", "platform.win32_ver"}
+#: calls that exist on one OS only (Linux, POSIX or Windows)
+OS_ONLY = {"sched_setaffinity", "sched_getaffinity", "prctl", "fork", "forkpty", "setsid",
+           "setpgid", "getpgid", "killpg", "setpgrp", "getsid", "WinDLL", "windll",
+           "get_last_error", "GenerateConsoleCtrlEvent", "waitstatus_to_exitcode"}
+#: Popen keywords that are POSIX-only or Windows-only
+OS_ONLY_KWARGS = {"preexec_fn", "start_new_session", "pass_fds", "process_group",
+                  "creationflags", "startupinfo"}
+OS_ONLY_MODULES = {"msvcrt", "winreg", "fcntl", "termios", "resource", "_winapi", "pwd", "grp"}
+
+#: known, reviewed exceptions: (module, name) -> why it is portable
+ALLOWED = {
+    # a forked child's waitpid status: only reached when the layer forked the slot
+    ("orchestrator/_pool.py", "waitstatus_to_exitcode"),
+}
+
+
+def _dotted(node: ast.AST) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def violations(path: Path, rel: str | None = None) -> list[str]:
+    rel = rel or path.relative_to(PKG).as_posix()
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        what = None
+        if isinstance(node, ast.Attribute):
+            dotted = _dotted(node)
+            if dotted in OS_QUESTIONS:
+                what = dotted
+            elif node.attr in OS_ONLY:
+                what = node.attr
+        elif isinstance(node, ast.Name) and node.id in OS_ONLY:
+            what = node.id
+        elif isinstance(node, ast.keyword) and node.arg in OS_ONLY_KWARGS:
+            what = f"{node.arg}="
+        elif isinstance(node, ast.Import):
+            what = next((a.name for a in node.names if a.name.split(".")[0]
+                         in OS_ONLY_MODULES | {"platform"}), None)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] in OS_ONLY_MODULES | {"platform"}:
+                what = node.module
+            elif node.module in ("os", "sys"):
+                names = {a.name for a in node.names}
+                what = next(iter(names & (OS_ONLY | {"platform", "name"})), None)
+        if what and (rel, what.rstrip("=")) not in ALLOWED:
+            found.append(f"{rel}:{getattr(node, 'lineno', '?')}: {what}")
+    return found
+
+
+def test_no_os_question_or_os_only_call_outside_the_platform_layer() -> None:
+    files = [p for p in PKG.rglob("*.py") if LAYER not in p.parents]
+    assert len(files) > 40  # the scan really covers the package
+    bad = [v for p in sorted(files) for v in violations(p)]
+    assert not bad, "OS-specific code outside stmpo_celery/host/:\n" + "\n".join(bad)
+
+
+def test_the_scan_catches_each_kind_of_violation(tmp_path: Path) -> None:
+    """The check itself can fail: each forbidden form is caught in a module outside host/."""
+    sample = tmp_path / "probe.py"
+    sample.write_text(
+        "import os, sys, subprocess\nimport msvcrt\nfrom os import fork\n"
+        "if sys.platform == 'win32': pass\n"
+        "if os.name == 'nt': pass\n"
+        "os.sched_setaffinity(0, {0})\nos.setsid()\nos.killpg(1, 9)\n"
+        "subprocess.Popen(['x'], start_new_session=True, preexec_fn=None, pass_fds=(3,))\n",
+        encoding="utf-8")
+    found = " ".join(violations(sample, "slot/probe.py"))
+    for what in ("msvcrt", "fork", "sys.platform", "os.name", "sched_setaffinity", "setsid",
+                 "killpg", "start_new_session=", "preexec_fn=", "pass_fds="):
+        assert what in found, (what, found)

