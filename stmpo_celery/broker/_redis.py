@@ -2,7 +2,9 @@
 
 An embedded server listens only on a unix socket inside a private 0700 run
 directory, requires a random password, keeps nothing on disk, and dies with the
-orchestrator (``PR_SET_PDEATHSIG`` on Linux, and the orchestrator's process group).
+orchestrator (``PR_SET_PDEATHSIG`` on Linux; :meth:`EmbeddedRedis.stop` otherwise). It
+runs in its own session, so a signal to the orchestrator's process group leaves it up
+until the orchestrator has stopped everything else.
 """
 
 from __future__ import annotations
@@ -217,6 +219,9 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
             preexec_fn=pdeathsig_preexec,
             close_fds=True,
+            # Its own session: a Ctrl-C or SIGTERM sent to the orchestrator's process
+            # group must not take the broker down before the orchestrator has stopped.
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 10.0) -> None:

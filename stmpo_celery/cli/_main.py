@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..config._finite import FINITE
 from ..config._options import RenderOptions
 from ..config._settings import SETTINGS, resolve
 from ..errors import BadInput, ExitCode, StmpoError
@@ -32,7 +33,7 @@ def _settings_options(f: F) -> F:
         click.option("--max-concurrency", "--max_concurrency", "max_concurrency", type=int,
                      help="Upper bound on slots, also for --concurrency."),
         click.option("--ram-per-process-gb", "--ram_per_process_gb", "ram_per_process_gb",
-                     type=float, help="RAM budget of one aerender process (GB)."),
+                     type=FINITE, help="RAM budget of one aerender process (GB)."),
         click.option("--threads-per-slot", type=int,
                      help="CPUs per slot (default 16 with MFR, 8 without)."),
         click.option("--mfr/--no-mfr", " /--disable_mfr", "mfr", default=None,
@@ -44,17 +45,17 @@ def _settings_options(f: F) -> F:
         click.option("--schedule", type=click.Choice(["adaptive", "guided", "static", "fixed"]),
                      help="Chunk plan."),
         click.option("--chunk-size", help="auto or frames per chunk."),
-        click.option("--launch-cost", type=float, help="Seed for aerender start-up (s)."),
-        click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=float,
+        click.option("--launch-cost", type=FINITE, help="Seed for aerender start-up (s)."),
+        click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=FINITE,
                      help="Stagger each slot's first aerender launch by this many seconds."),
         click.option("--fail-fast/--no-fail-fast", default=None,
                      help="Stop everything on the first failed chunk."),
         click.option("--skip-existing/--no-skip-existing", default=None,
                      help="Do not re-render frames already on disk."),
         click.option("--retries", type=int, help="Retries of a crashed chunk's missing frames."),
-        click.option("--stall-timeout", type=float,
+        click.option("--stall-timeout", type=FINITE,
                      help="Seconds of no output and no CPU before a chunk is stalled."),
-        click.option("--chunk-timeout", type=float, help="Hard cap on one chunk (s); 0 = none."),
+        click.option("--chunk-timeout", type=FINITE, help="Hard cap on one chunk (s); 0 = none."),
         click.option("--broker", help="Redis URL (default: $STMPO_BROKER_URL, else embedded)."),
         click.option("--log-dir", help="The run's log directory."),
     ]
@@ -114,11 +115,12 @@ def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host._hostplan import make_host_plan
     from ..orchestrator._run import Run
-    from ..orchestrator._validate import prepare
+    from ..orchestrator._validate import create_output_dir, prepare
 
     options = _options_from(kw)
     prep = prepare(options)
-    plan = make_host_plan(prep)
+    plan = make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
+    create_output_dir(prep)
     run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
     code = run.execute()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
@@ -133,10 +135,10 @@ def render(**kw: Any) -> None:
 @click.option("--output", default="frames_[#####].png", show_default=True,
               help="Output pattern (a movie forces one slot).")
 @click.option("--cpus", type=int, help="Plan for another host with this many logical CPUs.")
-@click.option("--ram-gb", type=float, help="... and this much RAM (GB).")
+@click.option("--ram-gb", type=FINITE, help="... and this much RAM (GB).")
 @click.option("--numa-nodes", type=int, default=1, show_default=True)
 @click.option("--smt/--no-smt", default=True, show_default=True)
-@click.option("--frame-cost", type=float, default=1.0, show_default=True,
+@click.option("--frame-cost", type=FINITE, default=1.0, show_default=True,
               help="Assumed seconds per frame for the predicted makespan.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_settings_options
@@ -206,9 +208,9 @@ def config_show(as_json: bool, **kw: Any) -> None:
               help="Where the demo project, frames and logs go.")
 @click.option("--frames", default="1-240", show_default=True)
 @click.option("--concurrency", type=int, default=4, show_default=True)
-@click.option("--frame-cost", type=float, default=0.04, show_default=True,
+@click.option("--frame-cost", type=FINITE, default=0.04, show_default=True,
               help="Simulated seconds per frame.")
-@click.option("--startup", type=float, default=1.0, show_default=True,
+@click.option("--startup", type=FINITE, default=1.0, show_default=True,
               help="Simulated After Effects start-up seconds.")
 def demo(directory: str, frames: str, concurrency: int, frame_cost: float, startup: float) -> None:
     """Render a simulated 240-frame comp with the aerender simulator and an embedded Redis."""
@@ -235,8 +237,8 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
 @click.option("--aerender", "--aerender_path", "aerender", help="aerender to check.")
 @click.option("--broker", help="Redis URL to check (default $STMPO_BROKER_URL or embedded).")
 @click.option("--output-dir", help="Where frames will be written (disk space check).")
-@click.option("--min-ram-gb", type=float, default=4.0, show_default=True)
-@click.option("--min-disk-gb", type=float, default=1.0, show_default=True)
+@click.option("--min-ram-gb", type=FINITE, default=4.0, show_default=True)
+@click.option("--min-disk-gb", type=FINITE, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
            min_ram_gb: float, min_disk_gb: float, as_json: bool) -> None:
@@ -281,12 +283,18 @@ def _quote(arg: str) -> str:
     return shlex.quote(arg)
 
 
+def _error(message: str) -> None:
+    from ..orchestrator._funnel import one_line
+
+    click.echo(f"stmpo: error: {one_line(message)}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every failure to one line and a named exit code."""
     try:
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
     except StmpoError as exc:
-        click.echo(f"stmpo: error: {exc.message}", err=True)
+        _error(exc.message)
         sys.exit(int(exc.code))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -295,15 +303,12 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
-        click.echo(f"stmpo: error: {exc.format_message()}{hint}", err=True)
+        _error(f"{exc.format_message()}{hint}")
         sys.exit(int(ExitCode.BAD_INPUT))
     except click.Abort:
         sys.exit(int(ExitCode.INTERRUPTED))
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
-    except BadInput as exc:  # pragma: no cover - covered by StmpoError
-        click.echo(f"stmpo: error: {exc.message}", err=True)
-        sys.exit(int(ExitCode.BAD_INPUT))
 
 
 if __name__ == "__main__":

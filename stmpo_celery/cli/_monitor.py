@@ -13,6 +13,7 @@ import time
 import click
 
 from ..config import defaults
+from ..config._finite import FINITE
 
 
 @click.command("status")
@@ -21,7 +22,7 @@ from ..config import defaults
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: one JSON document (with --once) or one per line.")
 @click.option("--once", is_flag=True, help="Print once and exit instead of refreshing.")
-@click.option("--interval", type=float, default=1.0, show_default=True,
+@click.option("--interval", type=FINITE, default=1.0, show_default=True,
               help="Seconds between refreshes.")
 def status_command(broker: str | None, as_json: bool, once: bool, interval: float) -> None:
     """Show the runs on this host: per slot, its chunk, frames done, frames/s and ETA."""

@@ -29,7 +29,8 @@ from typing import Any
 
 import click
 
-from ..errors import BadInput, StmpoError
+from ..config._finite import FINITE
+from ..errors import BadInput, EnvironmentProblem, StmpoError
 from ..plan._frames import format_frames, parse_frames, runs
 from ..plan._pattern import parse_output
 
@@ -299,6 +300,12 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
     params = check_against_template(b, text, str(template))
     if dest.exists() and not dest.is_dir():
         raise BadInput(f"--dest {dest} exists and is not a folder")
+    probe = dest
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInput(f"--dest {dest} cannot be written ({probe} is read-only or not "
+                       "yours): choose another folder")
     if dest.is_dir() and any(dest.iterdir()):
         if not force:
             raise BadInput(f"--dest {dest} is not empty: pass --force to replace its bundle")
@@ -308,12 +315,16 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
                            f"({', '.join(sorted(others)[:3])}): choose another folder")
         for name in _BUNDLE_FILES:
             (dest / name).unlink(missing_ok=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / TEMPLATE_NAME).write_bytes(template.read_bytes())
-    for name, data in (("parameter_values.json", b.parameter_values()),
-                       ("asset_references.json", b.asset_references())):
-        (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
-                                 encoding="utf-8")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / TEMPLATE_NAME).write_bytes(template.read_bytes())
+        for name, data in (("parameter_values.json", b.parameter_values()),
+                           ("asset_references.json", b.asset_references())):
+            (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
+    except OSError as exc:
+        raise EnvironmentProblem(f"--dest {dest} cannot be written ({exc.strerror}): "
+                                 "choose another folder") from None
     return template, params
 
 
@@ -335,7 +346,7 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
 @click.option("--max-concurrency", "--max_concurrency", "max_concurrency", type=int,
               help="Upper bound on slots per task.")
 @click.option("--ram-per-process-gb", "--ram_per_process_gb", "ram_per_process_gb",
-              type=float, help="RAM budget of one aerender process (GB).")
+              type=FINITE, help="RAM budget of one aerender process (GB).")
 @click.option("--threads-per-slot", type=int, help="CPUs per slot.")
 @click.option("--mfr/--no-mfr", " /--disable_mfr", "mfr", default=None,
               help="Multi-Frame Rendering in each aerender.")
@@ -347,7 +358,7 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
 @click.option("--schedule", type=click.Choice(["adaptive", "guided", "static", "fixed"]),
               help="Chunk plan inside each task.")
 @click.option("--chunk-size", help="auto or frames per aerender run.")
-@click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=float,
+@click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=FINITE,
               help="Stagger of each slot's first aerender launch (s).")
 @click.option("--fail-fast/--no-fail-fast", default=None,
               help="Stop every slot on the first failed chunk.")

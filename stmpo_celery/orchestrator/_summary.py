@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..broker._redis import mask_url
+from ..errors import ExitCode
 from ..plan._frames import format_frames
 
 if TYPE_CHECKING:
@@ -114,3 +115,15 @@ def write_summary(run: Run, missing: list[int]) -> None:
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(build(run, missing), fh, indent=2, default=str)
     os.replace(tmp, path)
+
+
+def final_line(run: Run, missing: list[int]) -> str:
+    """The run's last line: OK with counts, or FAILED with the reason."""
+    n = len(run.prep.frames)
+    if run.exit_code == ExitCode.OK:
+        return (f"OK: {n - len(missing)} of {n} frame(s) on disk "
+                f"({len(run.prep.skipped)} skipped) in {time.time() - run.t_start:.1f} s")
+    if len(run.failures) > 1 and not run.o.fail_fast:
+        parts = "; ".join(f.describe(tail=False) for f in run.failures)
+        return f"FAILED: {len(run.failures)} chunk(s) failed: {parts}"
+    return f"FAILED: {run.stop_reason or 'render failed'}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from ..plan._chunks import SCHEDULES
 from ..plan._frames import parse_frames
 from ..plan._pattern import OutputPattern, parse_output
 from ..slot._chunk import missing_frames
+from ._logdir import check_log_dir, check_summary
 
 
 @dataclass
@@ -36,7 +38,12 @@ class Prepared:
         return [f for f in self.frames if f not in todo]
 
 
+NAME_MAX = 255  #: bytes in one file name on every file system a farm uses
+
+
 def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if not math.isfinite(value):
+        raise BadInput(f"{name} is {value}: it must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         need = "zero or more" if allow_zero else "more than zero"
         raise BadInput(f"{name} is {value:g}: it must be {need}")
@@ -106,7 +113,42 @@ def prepare(o: RenderOptions) -> Prepared:
         broker = parse_broker_url(url)
         check_reachable(broker)
     pattern = OutputPattern(os.path.abspath(pattern.raw))
+    check_output_path(pattern, frames)
+    check_log_dir(o.log_dir)
+    check_summary(o.summary)
+    to_render = frames
+    if o.skip_existing and pattern.is_sequence:
+        missing = set(missing_frames(pattern, frames))
+        to_render = [f for f in frames if f in missing]
+        if len(to_render) < len(frames):
+            notes.append(f"skipping {len(frames) - len(to_render)} frame(s) already on disk")
+    return Prepared(o, project, pattern, frames, to_render, aerender, broker, chunk_size, notes)
+
+
+def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
+    """The output's folder can be created and written, and each frame's name is legal;
+    nothing is created yet (:func:`create_output_dir` does, once every check passed)."""
     out_dir = os.path.dirname(pattern.path_for(frames[0])) or "."
+    if "[#" in out_dir:
+        raise BadInput(f"--output {pattern.raw!r} has a frame token in its folder: "
+                       "put [#####] in the file name")
+    for f in (frames[0], frames[-1]):
+        name = os.path.basename(pattern.path_for(f))
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise BadInput(f"--output file name is {len(os.fsencode(name))} bytes long: "
+                           f"file systems allow {NAME_MAX}; shorten it")
+    probe = out_dir
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is not a folder" if not os.path.isdir(probe) else "is not writable"
+        raise BadInput(f"output directory cannot be created: {out_dir} ({probe} {why}): "
+                       "fix --output or the folder's permissions")
+
+
+def create_output_dir(prep: Prepared) -> None:
+    """Create the output folder (the last step before the run starts)."""
+    out_dir = os.path.dirname(prep.pattern.path_for(prep.frames[0])) or "."
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
@@ -116,10 +158,3 @@ def prepare(o: RenderOptions) -> Prepared:
         ) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise BadInput(f"output directory is not writable: {out_dir}")
-    to_render = frames
-    if o.skip_existing and pattern.is_sequence:
-        missing = set(missing_frames(pattern, frames))
-        to_render = [f for f in frames if f in missing]
-        if len(to_render) < len(frames):
-            notes.append(f"skipping {len(frames) - len(to_render)} frame(s) already on disk")
-    return Prepared(o, project, pattern, frames, to_render, aerender, broker, chunk_size, notes)
