@@ -155,6 +155,11 @@ def check_reachable(broker: BrokerUrl) -> None:
             f"broker {mask_url(broker.url)} is unreachable ({reason}): start Redis there, "
             f"fix --broker/${defaults.BROKER_ENV}, or leave both unset for an embedded Redis"
         ) from None
+    except (redis.RedisError, ValueError, UnicodeError) as exc:  # not a Redis answering
+        raise EnvironmentProblem(
+            f"broker {mask_url(broker.url)} does not answer like Redis "
+            f"({type(exc).__name__}): check the host and port in --broker/${defaults.BROKER_ENV}"
+        ) from None
     finally:
         client.close()
 

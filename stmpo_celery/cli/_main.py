@@ -115,12 +115,12 @@ def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host._hostplan import make_host_plan
     from ..orchestrator._run import Run
-    from ..orchestrator._validate import create_output_dir, prepare
+    from ..orchestrator._validate import create_outputs, prepare
 
     options = _options_from(kw)
     prep = prepare(options)
     plan = make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
-    create_output_dir(prep)
+    create_outputs(prep)  # log and output folders, summary probe: the last check
     run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
     code = run.execute()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown

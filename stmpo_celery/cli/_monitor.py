@@ -32,11 +32,11 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
 
     if interval <= 0:
         raise BadInput(f"--interval is {interval:g}: it must be more than zero")
-    if broker:
-        parse_broker_url(broker)
+    from ..broker._redis import check_reachable
+
     env = os.environ.get(defaults.BROKER_ENV) or None
-    if env and not broker:
-        parse_broker_url(env)
+    if broker or env:  # a broker named on purpose must answer (exit 3, one line)
+        check_reachable(parse_broker_url(broker or env or ""))
     tty = sys.stdout.isatty() and not as_json
     try:
         while True:
@@ -78,7 +78,7 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
     from ..monitor._hostsvc import DEFAULT_PORT, HostService, host_dir
 
     svc = HostService(host_dir())
-    for line in svc.up(port or DEFAULT_PORT, bind, flower, flower_auth or None,
+    for line in svc.up(DEFAULT_PORT if port is None else port, bind, flower, flower_auth or None,
                        flower_url_prefix, group, foreground):
         click.echo(f"stmpo host: {line}")
     if foreground:

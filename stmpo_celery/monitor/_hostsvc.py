@@ -33,6 +33,7 @@ import psutil
 import redis
 
 from ..broker import keys
+from ..broker._liveness import reap_dead_runs
 from ..broker._redis import BrokerUrl, find_redis_server
 from ..errors import BadInput, EnvironmentProblem
 from ..host._proc import pdeathsig_preexec
@@ -275,6 +276,8 @@ class HostService:
         client = BrokerUrl(url).client(timeout=2.0) if url and redis_proc else None
         if client is not None:
             with contextlib.suppress(redis.RedisError, OSError):
+                for run_id, why in reap_dead_runs(client).items():
+                    said.append(f"removed the keys of dead run {run_id} ({why})")
                 live = client.hkeys(keys.REGISTRY)
                 if live and not force:
                     runs = ", ".join(map(str, live))

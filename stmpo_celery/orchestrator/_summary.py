@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -111,10 +112,14 @@ def write_summary(run: Run, missing: list[int]) -> None:
     assert run.o.summary is not None
     path = run.o.summary
     tmp = f"{path}.tmp{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(build(run, missing), fh, indent=2, default=str)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(build(run, missing), fh, indent=2, default=str)
+        os.replace(tmp, path)
+    except OSError as exc:  # checked up front; a disk that filled up since: say so, once
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        run.funnel.line(f"stmpo: WARNING: summary not written to {path} ({exc.strerror})")
 
 
 def final_line(run: Run, missing: list[int]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
     """The output's folder can be created and written, and each frame's name is legal;
     nothing is created yet (:func:`create_output_dir` does, once every check passed)."""
     out_dir = os.path.dirname(pattern.path_for(frames[0])) or "."
-    if "[#" in out_dir:
+    if "[#" in os.path.dirname(pattern.raw):
         raise BadInput(f"--output {pattern.raw!r} has a frame token in its folder: "
                        "put [#####] in the file name")
     for f in (frames[0], frames[-1]):
@@ -146,15 +147,44 @@ def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
                        "fix --output or the folder's permissions")
 
 
-def create_output_dir(prep: Prepared) -> None:
-    """Create the output folder (the last step before the run starts)."""
-    out_dir = os.path.dirname(prep.pattern.path_for(prep.frames[0])) or "."
+def _make_dirs(path: str, made: list[str]) -> None:
+    """``os.makedirs`` that records each folder it created (to undo on a later failure)."""
+    path = os.path.abspath(path)
+    todo = []
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        todo.append(path)
+        path = os.path.dirname(path)
+    for d in reversed(todo):
+        os.mkdir(d)
+        made.append(d)
+
+
+def create_outputs(prep: Prepared) -> None:
+    """The last step before the run starts, once every check passed: create the output
+    and log folders and prove the summary can be written; on a failure, remove what this
+    created and raise :class:`BadInput`."""
+    o = prep.options
+    made: list[str] = []
+    what = ""
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        if o.log_dir:
+            what = f"--log-dir {o.log_dir} cannot be created"
+            _make_dirs(o.log_dir, made)
+        if o.summary:
+            what = f"--summary {o.summary} cannot be written"
+            folder = os.path.dirname(os.path.abspath(o.summary))
+            _make_dirs(folder, made)
+            probe = os.path.join(folder, f".stmpo-probe-{os.getpid()}")
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        out_dir = os.path.dirname(prep.pattern.path_for(prep.frames[0])) or "."
+        what = f"output directory cannot be created: {out_dir}"
+        _make_dirs(out_dir, made)
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
     except OSError as exc:
-        raise BadInput(
-            f"output directory cannot be created: {out_dir} ({exc.strerror}): "
-            "fix --output or the folder's permissions"
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise BadInput(f"output directory is not writable: {out_dir}")
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise BadInput(f"{what} ({exc.strerror or exc}): fix the path or the folder's "
+                       "permissions") from None

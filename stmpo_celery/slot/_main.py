@@ -40,9 +40,24 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
 
-    # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too.
+    # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too,
+    # and so do the run's keys on an external Redis (else they expire with no heartbeat).
     run_dir = os.path.dirname(os.path.abspath(spec_path))
-    start_deathwatch(death_fd, cleanup=lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    spec_url: list[str] = []
+
+    def orphaned() -> None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if spec_url:
+            from ..broker._liveness import delete_run
+            from ..broker._redis import BrokerUrl as Url
+
+            client = Url(spec_url[0]).client(timeout=2.0)
+            try:
+                delete_run(client, spec_url[1])
+            finally:
+                client.close()
+
+    start_deathwatch(death_fd, cleanup=orphaned)
     become_subreaper()
 
     import warnings
@@ -56,6 +71,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     from ._tasks import register
 
     spec = RunSpec.read(spec_path)
+    spec_url.extend((spec.broker_url, spec.run_id))
     broker = BrokerUrl(spec.broker_url)
     ctx = SlotContext(spec=spec, slot=slot, client=broker.client(timeout=30))
     if pin_problem:
