@@ -289,8 +289,29 @@ def _error(message: str) -> None:
     click.echo(f"stmpo: error: {one_line(message)}", err=True)
 
 
+def _scrub_secrets(argv: list[str]) -> None:
+    """Hide passwords given on the command line from ``ps`` (this process and the slots
+    it forks); children get them through a 0600 file or stdin, never argv."""
+    from ..broker._redis import url_secrets
+    from ..host._proc import scrub_argv
+
+    found: list[str] = []
+    for i, arg in enumerate(argv):
+        for flag in ("--broker", "--flower-auth"):
+            if arg == flag and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            else:
+                continue
+            found += url_secrets(value) if flag == "--broker" else [value.partition(":")[2]]
+    scrub_argv(found)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every failure to one line and a named exit code."""
+    if argv is None:
+        _scrub_secrets(sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
     except StmpoError as exc:

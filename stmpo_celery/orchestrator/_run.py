@@ -45,6 +45,7 @@ from ._stopping import BrokerWatch, bounded, force_exit
 from ._summary import ChunkRecord, final_line, write_summary
 from ._validate import Prepared
 
+SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
 _CANCEL_CODES: dict[int, ExitCode] = {
     signal.SIGINT: ExitCode.INTERRUPTED,
     signal.SIGTERM: ExitCode.TERMINATED,
@@ -171,8 +172,10 @@ class Run:
             min_steal=self.prep.chunk_size or 1,
             chunks=list(self.plan.chunks), frames=list(self.prep.to_render),
         )
-        spec_path = self.run_dir / "spec.json"
+        spec_path = self.run_dir / "spec.json"  # the broker URL reaches slots only here (0700)
         spec.write(spec_path)
+        for name in SECRET_ENV:  # never inherited by slots, aerender or After Effects
+            os.environ.pop(name, None)
         # Slots import Celery (~0.4 s) while Redis comes up (~10 ms): start both now.
         self.pool = SlotPool(spec_path, list(self.plan.blocks), self.log_dir, self.funnel,
                              quiet=self._bar_mode() and not self.o.verbose)

@@ -77,6 +77,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     if pin_problem:
         ctx.publish("warning", index=None, text=pin_problem)
     app = make_app(broker, spec.run_id, spec.queue)
+    _mask_broker_in_stats()
     register(app, ctx)
     worker = app.Worker(
         pool="solo", concurrency=1, queues=[spec.queue],
@@ -87,6 +88,34 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     )
     worker.start()
     return int(worker.exitcode or 0)
+
+
+def _mask_broker_in_stats() -> None:
+    """The worker's ``stats`` reply (Flower's ``/api/workers``) describes the broker
+    connection; Celery drops its ``password`` but a socket URL keeps it in ``hostname``.
+    Mask every URL there."""
+    from celery.worker.consumer import connection as step
+
+    from ..broker._redis import mask_url
+
+    original = step.Connection.info
+    if getattr(original, "stmpo_masked", False):
+        return
+
+    def info(self: object, c: object) -> dict[str, object]:
+        out: dict[str, object] = original(self, c)
+        params = out.get("broker")
+        if isinstance(params, dict):
+            params.pop("password", None)
+            if isinstance(params.get("hostname"), str):
+                params["hostname"] = mask_url(params["hostname"])
+            alternates = params.get("alternates")
+            if isinstance(alternates, list):
+                params["alternates"] = [mask_url(str(a)) for a in alternates]
+        return out
+
+    info.stmpo_masked = True  # type: ignore[attr-defined]
+    step.Connection.info = info
 
 
 def preload() -> None:
