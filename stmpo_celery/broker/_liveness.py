@@ -104,7 +104,9 @@ def reap_dead_runs(client: redis.Redis, host: str | None = None,
     host = host or keys.host_name()
     now = time.time() if now is None else now
     reaped: dict[str, str] = {}
-    for run_id, raw in client.hgetall(keys.REGISTRY).items():
+    registry = client.hgetall(keys.REGISTRY)
+    expire_orphans(client, {str(k) for k in registry})
+    for run_id, raw in registry.items():
         try:
             entry = json.loads(raw)
         except (TypeError, ValueError):
@@ -114,6 +116,27 @@ def reap_dead_runs(client: redis.Redis, host: str | None = None,
             delete_run(client, str(run_id))
             reaped[str(run_id)] = verdict.why or "its registry entry is unreadable"
     return reaped
+
+
+def expire_orphans(client: redis.Redis, registered: set[str],
+                   ttl: int = defaults.RUN_KEY_TTL_S) -> int:
+    """Give a TTL to every run key without one whose run is not in the registry: keys a
+    run created after its last beat, before it was killed with all its slots. (Not a
+    delete: a run that starts right now writes keys before it registers; its beat
+    keeps them.)"""
+    candidates = []
+    for key in client.scan_iter(match="stmpo:*", count=1000):
+        run_id = str(key).split(":", 2)[1] if str(key).count(":") >= 2 else ""
+        if run_id and run_id not in registered:
+            candidates.append(key)
+    pipe = client.pipeline(transaction=False)
+    for key in candidates:
+        pipe.ttl(key)
+    forever = [k for k, t in zip(candidates, pipe.execute(), strict=True) if t == -1]
+    for key in forever:
+        pipe.expire(key, ttl)
+    pipe.execute()
+    return len(forever)
 
 
 def try_reap(client: redis.Redis) -> dict[str, str]:

@@ -48,7 +48,7 @@ WATCHDOG_TIMEOUT_S: Final = 1.0  #: one watchdog ping waits this long for an ans
 STOP_BROKER_WAIT_S: Final = 0.5  #: a stop waits this long for abort/purge/revoke on the broker
 CLEANUP_BROKER_WAIT_S: Final = 2.0  #: teardown waits this long to delete the run's keys
 RUN_KEY_TTL_S: Final = 30  #: every key of a run expires this long after its last heartbeat
-HEARTBEAT_INTERVAL_S: Final = 5.0  #: how often a run refreshes the TTL of its keys
+HEARTBEAT_INTERVAL_S: Final = 2.0  #: how often a run refreshes the TTL of its keys
 
 # --- orchestrator -------------------------------------------------------------------
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped

@@ -204,6 +204,7 @@ class Run:
             s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
             self.chunks[i] = ChunkRecord(index=i, start=s, end=e)
         self._enqueue(n_tasks)
+        self.entry = heartbeat(self.client, self.run_id, self.entry)  # the chord's keys too
         self.progress_status("Rendering")
 
     def _target(self) -> RenderTarget:
