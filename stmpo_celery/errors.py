@@ -12,6 +12,7 @@ class ExitCode(enum.IntEnum):
     RENDER_FAILED = 1  #: a chunk failed or frames are missing
     BAD_INPUT = 2  #: the command line, a file or an environment variable is wrong
     ENVIRONMENT = 3  #: aerender or the broker is unusable on this host
+    HANGUP = 129  #: cancelled by SIGHUP (the terminal or ssh session went away)
     INTERRUPTED = 130  #: cancelled by SIGINT (Ctrl-C)
     TERMINATED = 143  #: cancelled by SIGTERM (OpenJD cancel, Deadline)
 

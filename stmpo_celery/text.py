@@ -10,7 +10,7 @@ __all__ = ["duration", "one_line", "shell_quote"]
 
 def one_line(text: str) -> str:
     """Collapse a message to one line so a path or comp name cannot forge a directive."""
-    return " ".join(str(text).replace("\r", "\n").split("\n")).strip()
+    return " ".join(str(text).splitlines()).strip()  # \n, \r, \v, \f, \x85, \u2028...
 
 
 def duration(seconds: float | None) -> str:

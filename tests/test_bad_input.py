@@ -84,6 +84,26 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("numa-map-duplicate-cpu", ["--numa-map", "MAP:{\"group_0\": [0, 1], \"group_1\": [1]}"],
      {}, {}, 2, ["numa map"]),
     ("env-profile-unknown", [], {}, {"STMPO_PROFILE": "turbo"}, 2, ["unknown profile"]),
+    ("profile-not-utf8", ["--profile", "LATIN1:concurrency = \"\xe9\"\n"], {}, {}, 2,
+     ["not UTF-8"]),
+    ("broker-port-text", ["--broker", "redis://127.0.0.1:abc/0"], {}, {}, 2, ["malformed"]),
+    ("broker-port-too-big", ["--broker", "redis://127.0.0.1:99999/0"], {}, {}, 2,
+     ["malformed"]),
+    ("broker-password-query-masked", ["--broker", "redis://127.0.0.1:1/0?password=Qz9secret"],
+     {}, {}, 3, ["unreachable", "password=***"]),
+    ("spawn-delay-inf", ["--spawn-delay", "inf"], {}, {}, 2, ["--spawn-delay", "finite"]),
+    ("stall-timeout-nan", ["--stall-timeout", "nan"], {}, {}, 2, ["--stall-timeout", "finite"]),
+    ("chunk-timeout-inf", ["--chunk-timeout", "inf"], {}, {}, 2, ["--chunk-timeout", "finite"]),
+    ("env-spawn-delay-inf", [], {}, {"STMPO_SPAWN_DELAY": "inf"}, 2,
+     ["$STMPO_SPAWN_DELAY", "finite"]),
+    ("output-token-in-folder", [], {"output": "OUT/[##]/x.png"}, {}, 2,
+     ["frame token in its folder"]),
+    ("output-name-too-long", [], {"output": "OUT/" + "a" * 250 + "_[####].png"}, {}, 2,
+     ["255"]),
+    ("log-dir-uncreatable", ["--log-dir", "/proc/stmpo-logs"], {}, {}, 2, ["--log-dir"]),
+    ("summary-unwritable", ["--summary", "/proc/stmpo-summary.json"], {}, {}, 2,
+     ["--summary"]),
+    ("summary-is-a-folder", ["--summary", "/tmp"], {}, {}, 2, ["--summary", "folder"]),
 ]
 
 
@@ -106,6 +126,10 @@ def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:  # type:
         if a.startswith("MAP:"):  # a NUMA map file with this content
             path = farm.tmp / "map.json"
             path.write_text(a[4:])
+            a = str(path)
+        elif a.startswith("LATIN1:"):  # a profile file in another encoding
+            path = farm.tmp / "profile.toml"
+            path.write_bytes(a[7:].encode("latin-1"))
             a = str(path)
         elif a.startswith("SCRIPT:"):  # an executable file with this content
             path = farm.tmp / "aerender"
@@ -179,6 +203,8 @@ def test_bad_input_end_to_end(farm: Farm, case: tuple) -> None:  # type: ignore[
     assert not tagged(farm.tag), "nothing may be started"
     assert not farm.journal.exists(), "aerender must not run"
     assert list(private_tmp.iterdir()) == []
+    assert not farm.out.exists(), "the output folder is created only once all is known good"
+    assert "Qz9secret" not in res.stderr
     if client:
         assert stmpo_keys(client) - before_keys == set()
 

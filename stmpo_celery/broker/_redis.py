@@ -4,7 +4,9 @@ An embedded server requires a random password, keeps nothing on disk, and dies w
 orchestrator (see :func:`stmpo_celery.host._platform.start_guarded`). On Linux it
 listens only on a unix socket inside a private 0700 run directory; on Windows, macOS and
 in the portable start method (``STMPO_START_METHOD=spawn``) on loopback TCP
-(127.0.0.1, a free port).
+(127.0.0.1, a free port). It runs in its own session (process group), so a signal to
+the orchestrator's process group leaves it up until the orchestrator has stopped
+everything else.
 """
 
 from __future__ import annotations
@@ -36,22 +38,41 @@ from ..host._platform import (
 )
 from ..host._proc import kill_tree
 
+_SECRET_PARAMS = ("password", "pass", "passwd", "pwd", "secret", "token")
+
 
 def mask_url(url: str) -> str:
-    """``redis://:secret@host`` -> ``redis://:***@host`` (for every log and summary)."""
+    """``redis://:secret@host`` -> ``redis://:***@host``, and ``?password=secret`` ->
+    ``?password=***`` (for every log, summary, error and API answer)."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "<unparseable broker url>"
-    if parts.password is None:
+    netloc = parts.netloc
+    if "@" in netloc:  # whatever stands before the last @ is credentials
+        creds, _, hostport = netloc.rpartition("@")
+        user, sep, _pw = creds.partition(":")
+        netloc = f"{user}:***@{hostport}" if sep else f"{creds}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in _SECRET_PARAMS for k, _v in pairs):
+            query = "&".join(f"{k}=***" if k.lower() in _SECRET_PARAMS
+                             else f"{k}={urllib.parse.quote(v, safe='/:,')}" for k, v in pairs)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(
-        (parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment)
-    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets inside a URL (its password, ``?password=``), to scrub them elsewhere."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        out = [parts.password or ""]
+        out += [v for k, v in urllib.parse.parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS]
+    except ValueError:
+        return []
+    return [s for s in out if s] + [urllib.parse.unquote(s) for s in out if s and "%" in s]
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,11 @@ def check_reachable(broker: BrokerUrl) -> None:
         raise EnvironmentProblem(
             f"broker {mask_url(broker.url)} is unreachable ({reason}): start Redis there, "
             f"fix --broker/${defaults.BROKER_ENV}, or leave both unset for an embedded Redis"
+        ) from None
+    except (redis.RedisError, ValueError, UnicodeError) as exc:  # not a Redis answering
+        raise EnvironmentProblem(
+            f"broker {mask_url(broker.url)} does not answer like Redis "
+            f"({type(exc).__name__}): check the host and port in --broker/${defaults.BROKER_ENV}"
         ) from None
     finally:
         client.close()

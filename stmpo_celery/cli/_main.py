@@ -20,6 +20,7 @@ from .. import __version__
 from ..config import SETTINGS, Command, RenderOptions, resolve
 from ..errors import BadInput, ExitCode, StmpoError
 from ..text import shell_quote
+from ._finite import FINITE
 from ._options import setting_options
 
 F = Callable[..., Any]
@@ -73,10 +74,12 @@ def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host import make_host_plan
     from ..orchestrator import Run, prepare
+    from ..orchestrator._validate import create_outputs
 
     options = _options_from(kw)
     prep = prepare(options)
-    plan = make_host_plan(prep)
+    plan = make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
+    create_outputs(prep)  # log and output folders, summary probe: the last check
     run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
     code = run.execute()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
@@ -91,10 +94,10 @@ def render(**kw: Any) -> None:
 @click.option("--output", default="frames_[#####].png", show_default=True,
               help="Output pattern (a movie forces one slot).")
 @click.option("--cpus", type=int, help="Plan for another host with this many logical CPUs.")
-@click.option("--ram-gb", type=float, help="... and this much RAM (GB).")
+@click.option("--ram-gb", type=FINITE, help="... and this much RAM (GB).")
 @click.option("--numa-nodes", type=int, default=1, show_default=True)
 @click.option("--smt/--no-smt", default=True, show_default=True)
-@click.option("--frame-cost", type=float, default=1.0, show_default=True,
+@click.option("--frame-cost", type=FINITE, default=1.0, show_default=True,
               help="Assumed seconds per frame for the predicted makespan.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @setting_options(Command.PLAN)
@@ -167,9 +170,9 @@ def config_show(as_json: bool, **kw: Any) -> None:
               help="Where the demo project, frames and logs go.")
 @click.option("--frames", default="1-240", show_default=True)
 @click.option("--concurrency", type=int, default=4, show_default=True)
-@click.option("--frame-cost", type=float, default=0.04, show_default=True,
+@click.option("--frame-cost", type=FINITE, default=0.04, show_default=True,
               help="Simulated seconds per frame.")
-@click.option("--startup", type=float, default=1.0, show_default=True,
+@click.option("--startup", type=FINITE, default=1.0, show_default=True,
               help="Simulated After Effects start-up seconds.")
 def demo(directory: str, frames: str, concurrency: int, frame_cost: float, startup: float) -> None:
     """Render a simulated 240-frame comp with the aerender simulator and an embedded Redis."""
@@ -196,8 +199,8 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
 @click.option("--aerender", "--aerender_path", "aerender", help="aerender to check.")
 @click.option("--broker", help="Redis URL to check (default $STMPO_BROKER_URL or embedded).")
 @click.option("--output-dir", help="Where frames will be written (disk space check).")
-@click.option("--min-ram-gb", type=float, default=4.0, show_default=True)
-@click.option("--min-disk-gb", type=float, default=1.0, show_default=True)
+@click.option("--min-ram-gb", type=FINITE, default=4.0, show_default=True)
+@click.option("--min-disk-gb", type=FINITE, default=1.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
            min_ram_gb: float, min_disk_gb: float, as_json: bool) -> None:
@@ -240,12 +243,39 @@ _register_commands()
 
 
 
+def _error(message: str) -> None:
+    from ..orchestrator._funnel import one_line
+
+    click.echo(f"stmpo: error: {one_line(message)}", err=True)
+
+
+def _scrub_secrets(argv: list[str]) -> None:
+    """Hide passwords given on the command line from ``ps`` (this process and the slots
+    it forks); children get them through a 0600 file or stdin, never argv."""
+    from ..broker._redis import url_secrets
+    from ..host._proc import scrub_argv
+
+    found: list[str] = []
+    for i, arg in enumerate(argv):
+        for flag in ("--broker", "--flower-auth"):
+            if arg == flag and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            else:
+                continue
+            found += url_secrets(value) if flag == "--broker" else [value.partition(":")[2]]
+    scrub_argv(found)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every failure to one line and a named exit code."""
+    if argv is None:
+        _scrub_secrets(sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
     except StmpoError as exc:
-        click.echo(f"stmpo: error: {exc.message}", err=True)
+        _error(exc.message)
         sys.exit(int(exc.code))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -254,15 +284,12 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
-        click.echo(f"stmpo: error: {exc.format_message()}{hint}", err=True)
+        _error(f"{exc.format_message()}{hint}")
         sys.exit(int(ExitCode.BAD_INPUT))
     except click.Abort:
         sys.exit(int(ExitCode.INTERRUPTED))
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
-    except BadInput as exc:  # pragma: no cover - covered by StmpoError
-        click.echo(f"stmpo: error: {exc.message}", err=True)
-        sys.exit(int(ExitCode.BAD_INPUT))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 import click
 
 from ..config import defaults
+from ._finite import FINITE
 
 
 @click.command("status")
@@ -21,7 +22,7 @@ from ..config import defaults
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: one JSON document (with --once) or one per line.")
 @click.option("--once", is_flag=True, help="Print once and exit instead of refreshing.")
-@click.option("--interval", type=float, default=1.0, show_default=True,
+@click.option("--interval", type=FINITE, default=1.0, show_default=True,
               help="Seconds between refreshes.")
 def status_command(broker: str | None, as_json: bool, once: bool, interval: float) -> None:
     """Show the runs on this host: per slot, its chunk, frames done, frames/s and ETA."""
@@ -31,11 +32,11 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
 
     if interval <= 0:
         raise BadInput(f"--interval is {interval:g}: it must be more than zero")
-    if broker:
-        parse_broker_url(broker)
+    from ..broker._redis import check_reachable
+
     env = os.environ.get(defaults.BROKER_ENV) or None
-    if env and not broker:
-        parse_broker_url(env)
+    if broker or env:  # a broker named on purpose must answer (exit 3, one line)
+        check_reachable(parse_broker_url(broker or env or ""))
     tty = sys.stdout.isatty() and not as_json
     try:
         while True:
@@ -77,7 +78,8 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
     from ..monitor import HostService, host_dir
 
     svc = HostService(host_dir())
-    for line in svc.up(port or defaults.HOST_REDIS_PORT, bind, flower, flower_auth or None,
+    for line in svc.up(defaults.HOST_REDIS_PORT if port is None else port, bind, flower,
+                       flower_auth or None,
                        flower_url_prefix, group, foreground):
         click.echo(f"stmpo host: {line}")
     if foreground:

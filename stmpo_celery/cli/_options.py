@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..config import Command, Setting, for_command
+from ._finite import FINITE
 
 F = Callable[..., Any]
 
@@ -34,7 +35,7 @@ def _help(s: Setting) -> str:
 def option_for(s: Setting) -> Callable[[F], F]:
     """The click option of one setting; None when not given, so lower layers apply."""
     kind: Any = click.Choice(list(s.choices)) if s.choices else (
-        s.kind if s.kind in (int, float) else None)
+        FINITE if s.kind is float else int if s.kind is int else None)
     return click.option(*_decls(s), s.name, type=kind, default=None, help=_help(s))
 
 

@@ -202,8 +202,8 @@ def convert(setting: Setting, value: Any, origin: str) -> Any:
         if setting.kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         out = setting.kind(value) if setting.kind is not str else str(value)
-        if setting.kind is float and not math.isfinite(float(out)):
-            raise ValueError(value)
+        if isinstance(out, float) and not math.isfinite(out):
+            raise ValueError(value)  # inf or nan: a duration that never ends
         return out
     except (TypeError, ValueError):
         want = {bool: "true or false", int: "a whole number", float: "a finite number"}.get(
@@ -238,6 +238,8 @@ def load_profile(name_or_file: str) -> tuple[dict[str, Any], str]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise BadInput(f"profile {path} cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"profile {path} is not UTF-8 text: save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"profile {path} is not valid TOML ({exc})") from None
     unknown = sorted(k for k in data if k not in SETTINGS)

@@ -44,7 +44,12 @@ BROKER_ENV: Final = "STMPO_BROKER_URL"
 CONNECT_TIMEOUT_S: Final = 3.0  #: a wrong host or password fails this fast, not in 20 s
 VISIBILITY_TIMEOUT_S: Final = 30 * 24 * 3600  #: far beyond any chunk: never redeliver
 WATCHDOG_INTERVAL_S: Final = 1.0  #: how often the orchestrator pings the broker
-BROKER_LOSS_GRACE_S: Final = 5.0  #: how long an external broker may be gone
+BROKER_LOSS_GRACE_S: Final = 5.0  #: an external broker unreachable this long fails the run
+WATCHDOG_TIMEOUT_S: Final = 1.0  #: one watchdog ping waits this long for an answer
+STOP_BROKER_WAIT_S: Final = 0.5  #: a stop waits this long for abort/purge/revoke on the broker
+CLEANUP_BROKER_WAIT_S: Final = 2.0  #: teardown waits this long to delete the run's keys
+RUN_KEY_TTL_S: Final = 30  #: every key of a run expires this long after its last heartbeat
+HEARTBEAT_INTERVAL_S: Final = 2.0  #: how often a run refreshes the TTL of its keys
 
 # --- orchestrator -------------------------------------------------------------------
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped
@@ -71,3 +76,4 @@ FARM_HEARTBEAT_S: Final = 1.5  #: how often a farm worker says it is alive
 FARM_DEAD_AFTER_S: Final = 6.0  #: a worker silent this long is dead: its task runs elsewhere
 FARM_POLL_S: Final = 0.25  #: how often a running task checks for cancel
 FARM_ORPHAN_GRACE_S: Final = 10.0  #: a dead worker's render gets SIGTERM, then SIGKILL after this
+LOG_KEEP_RUNS: Final = 20  #: run folders kept under the default log root (older ones pruned)

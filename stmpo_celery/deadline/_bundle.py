@@ -29,7 +29,7 @@ from typing import Any
 
 from ..aerender import check_target
 from ..config import Command, for_command, parse_chunk_size
-from ..errors import BadInput, StmpoError
+from ..errors import BadInput, EnvironmentProblem, StmpoError
 from ..plan import format_frames, parse_frames, parse_output, runs
 
 IMAGE = "image"
@@ -280,6 +280,12 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
     params = check_against_template(b, text, str(template))
     if dest.exists() and not dest.is_dir():
         raise BadInput(f"--dest {dest} exists and is not a folder")
+    probe = dest
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInput(f"--dest {dest} cannot be written ({probe} is read-only or not "
+                       "yours): choose another folder")
     if dest.is_dir() and any(dest.iterdir()):
         if not force:
             raise BadInput(f"--dest {dest} is not empty: pass --force to replace its bundle")
@@ -289,10 +295,14 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
                            f"({', '.join(sorted(others)[:3])}): choose another folder")
         for name in _BUNDLE_FILES:
             (dest / name).unlink(missing_ok=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / TEMPLATE_NAME).write_bytes(template.read_bytes())
-    for name, data in (("parameter_values.json", b.parameter_values()),
-                       ("asset_references.json", b.asset_references())):
-        (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
-                                 encoding="utf-8")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / TEMPLATE_NAME).write_bytes(template.read_bytes())
+        for name, data in (("parameter_values.json", b.parameter_values()),
+                           ("asset_references.json", b.asset_references())):
+            (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                     encoding="utf-8")
+    except OSError as exc:
+        raise EnvironmentProblem(f"--dest {dest} cannot be written ({exc.strerror}): "
+                                 "choose another folder") from None
     return template, params

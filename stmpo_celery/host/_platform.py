@@ -197,11 +197,13 @@ def pinning_check() -> tuple[bool, str]:
 # ------------------------------------------------------------------------- cancel
 def cancel_signals() -> list[int]:
     """Signals that mean "cancel this render": OpenJD sends SIGTERM (POSIX) or CTRL_BREAK
-    (Windows, seen by Python as SIGBREAK); an interactive user sends SIGINT."""
+    (Windows, seen by Python as SIGBREAK); an interactive user sends SIGINT or, by closing
+    the terminal, SIGHUP."""
     sigs: list[int] = [signal.SIGINT, signal.SIGTERM]
-    brk = getattr(signal, "SIGBREAK", None)
-    if brk is not None:
-        sigs.append(brk)
+    for name in ("SIGBREAK", "SIGHUP"):  # SIGHUP: a closed terminal, a dropped ssh session
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            sigs.append(sig)
     return sigs
 
 
@@ -249,10 +251,12 @@ def start_guarded(argv: list[str], job: RunJob | None = None) -> subprocess.Pope
     """
     quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     if use_linux_extras():
+        # its own session: a Ctrl-C to our process group must not stop it first
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True,
-                                preexec_fn=_linux.pdeathsig_preexec, **quiet)
+                                preexec_fn=_linux.pdeathsig_preexec, start_new_session=True,
+                                **quiet)
     proc = subprocess.Popen([sys.executable, "-S", "-c", _GUARD, *argv],
-                            stdin=subprocess.PIPE, **quiet, **child_kwargs())
+                            stdin=subprocess.PIPE, **quiet, **child_kwargs(detach=True))
     if job is not None:
         job.assign(proc)
     return proc

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -132,3 +134,53 @@ def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> thre
     t = threading.Thread(target=watch, name="stmpo-deathwatch", daemon=True)
     t.start()
     return t
+
+
+def process_started(pid: int) -> float | None:
+    """The start time of process ``pid`` (epoch seconds), None when there is none."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, ValueError, OverflowError):
+        return None
+
+
+def same_process_alive(pid: int, started: float, tolerance: float = 1.0) -> bool:
+    """Is process ``pid`` still the one that started at ``started`` (not a reused pid)?"""
+    now = process_started(pid)
+    return now is not None and abs(now - started) <= tolerance
+
+
+def scrub_argv(secrets: list[str]) -> None:
+    """Overwrite each secret in this process's command line (``ps``, ``/proc/PID/cmdline``)
+    with ``*``; forked children share the scrubbed copy. Linux only (the kernel keeps
+    argv in the process's own memory, writable through ``/proc/self/mem``); elsewhere
+    it does nothing, so pass secrets through the environment or a file there."""
+    wanted = [s.encode() for s in secrets if s]
+    if not wanted or not sys.platform.startswith("linux"):
+        return
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            stat = fh.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            raw = mem.read(end - start)
+            for secret in wanted:
+                at = raw.find(secret)
+                while at >= 0:
+                    mem.seek(start + at)
+                    mem.write(b"*" * len(secret))
+                    at = raw.find(secret, at + len(secret))
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+def kill_groups_now(pgids: Iterable[int]) -> None:
+    """SIGKILL each process group (and its leader), without waiting for anything."""
+    for pgid in pgids:
+        if hasattr(os, "killpg"):
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pgid, signal.SIGKILL)

@@ -32,6 +32,7 @@ import psutil
 import redis
 
 from ..broker import BrokerUrl, find_redis_server, keys
+from ..broker._liveness import reap_dead_runs
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
 from ..host._platform import child_kwargs, group_id
@@ -272,6 +273,8 @@ class HostService:
         client = BrokerUrl(url).client(timeout=2.0) if url and redis_proc else None
         if client is not None:
             with contextlib.suppress(redis.RedisError, OSError):
+                for run_id, why in reap_dead_runs(client).items():
+                    said.append(f"removed the keys of dead run {run_id} ({why})")
                 live = client.hkeys(keys.REGISTRY)
                 if live and not force:
                     runs = ", ".join(map(str, live))

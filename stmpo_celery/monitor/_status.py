@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from ..broker import BrokerUrl, keys, mask_url
+from ..broker._liveness import delete_run, judge
 from ..config import defaults
 from ..text import duration
 
@@ -120,8 +121,16 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                     entry = json.loads(raw)
                 except ValueError:
                     continue
+                if not isinstance(entry, dict):
+                    continue
                 seen.add(run_id)
-                runs.append(read_run(client, entry, src.origin, now))
+                run = read_run(client, entry, src.origin, now)
+                verdict = judge(entry, keys.host_name(), now)
+                run["state"] = "dead" if verdict.dead else "rendering"
+                if verdict.dead:  # shown once, as dead; its keys go now
+                    run["dead_because"] = verdict.why
+                    delete_run(client, run_id)
+                runs.append(run)
         except (redis.RedisError, OSError) as exc:
             if src.only_run is None:  # an embedded run that just ended is no problem
                 problems.append(f"{mask_url(src.broker.url)} ({src.origin}): "
@@ -154,6 +163,10 @@ def render_text(snap: dict[str, Any]) -> str:
         where = ", ".join(snap["sources"]) or "no broker configured and no embedded runs"
         lines.append(f"no stmpo runs found (looked in: {where})")
     for r in snap["runs"]:
+        if r.get("state") == "dead":
+            lines.append(f"run {r['run']} on {r['host']}: DEAD ({r.get('dead_because')}); "
+                         f"its keys were removed  [{r['broker']}]")
+            continue
         pct = f" ({r['percent']:.0f}%)" if r.get("percent") is not None else ""
         fps = f", {r['fps']:.2f} f/s, ETA {duration(r['eta_s'])}" if r.get("fps") else ""
         lines.append(

@@ -53,6 +53,14 @@ def _configure(cfg: dict[str, Any]) -> Any:
     return options
 
 
+def _protect_metrics() -> None:
+    """Flower serves ``/metrics`` to anyone; with basic auth on, it needs it too."""
+    import tornado.web
+    from flower.views import monitor
+
+    monitor.Metrics.get = tornado.web.authenticated(monitor.Metrics.get)
+
+
 def _settings(prefix: str) -> dict[str, Any]:
     from flower.urls import settings
     from flower.utils import prepend_url
@@ -108,6 +116,8 @@ def main() -> None:
     from ..broker import BrokerUrl, make_app
 
     options = _configure(cfg)
+    if cfg.get("auth"):
+        _protect_metrics()
     capp = make_app(BrokerUrl(cfg["broker"]), cfg["run_id"], cfg.get("queue") or "stmpo")
     flower = Flower(capp=capp, options=options, **_settings(options.url_prefix))
     port = flower.start_http_server()

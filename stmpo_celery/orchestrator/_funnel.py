@@ -25,7 +25,9 @@ class LogFunnel:
         self.on_clear: Callable[[], None] | None = None  #: a progress bar clears its line
 
     def line(self, text: str, *, echo: bool = True) -> None:
-        text = text.rstrip("\n")
+        """Write one line; any line break inside ``text`` is collapsed (:func:`one_line`),
+        so no message, path or comp name can start a line of its own on OpenJD's stdout."""
+        text = one_line(text)
         with self._lock:
             if self._run_log is not None:
                 with contextlib.suppress(OSError, ValueError):

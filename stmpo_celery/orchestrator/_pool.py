@@ -116,7 +116,7 @@ class SlotPool:
 
     def _stderr_fd(self, k: int) -> int:
         return os.open(self.log_dir / f"slot{k}.stderr.log",
-                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                       os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def _exec(self, k: int, cpus: tuple[int, ...] | None, generation: int) -> Slot:
         err_log = str(self.log_dir / f"slot{k}.stderr.log")

@@ -31,6 +31,7 @@ from ..broker import (
     missing_frames_suspect,
     requeue_unacked,
 )
+from ..broker._liveness import heartbeat, owned_entry, try_reap
 from ..config import defaults
 from ..errors import ExitCode
 from ..host import HostPlan
@@ -40,15 +41,20 @@ from ..plan import parse_frames
 from ..slot import RunSpec, next_attempt, register_plan, set_retry, spare_tasks
 from ._dispatch import RunQueue, delete_run_keys
 from ._funnel import LogFunnel, one_line
+from ._logdir import open_private, run_log_dir
 from ._pool import Slot, SlotPool
 from ._progress import Progress
-from ._summary import ChunkRecord, ChunkStatus, write_summary
+from ._stopping import BrokerWatch, bounded, force_exit
+from ._summary import ChunkRecord, ChunkStatus, final_line, write_summary
 from ._validate import Prepared
 
+SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
 _CANCEL_CODES: dict[int, ExitCode] = {
     signal.SIGINT: ExitCode.INTERRUPTED,
     signal.SIGTERM: ExitCode.TERMINATED,
 }
+if hasattr(signal, "SIGHUP"):  # a closed terminal or a dropped ssh session: a cancel
+    _CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
 
 
 class Run:
@@ -61,10 +67,8 @@ class Run:
         self.queue = keys.queue(self.run_id, self.host)
         self.tty = tty
         self.stdout = stdout
+        self.log_dir = run_log_dir(self.o.log_dir, self.run_id)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
-        log_root = Path(self.o.log_dir) if self.o.log_dir else (
-            Path(tempfile.gettempdir()) / "stmpo-logs" / self.run_id)
-        self.log_dir = log_root
         self.embedded: EmbeddedRedis | None = None
         self.broker: BrokerUrl | None = prep.broker
         self.pool: SlotPool | None = None
@@ -88,14 +92,15 @@ class Run:
         self.progress: Progress | None = None
         self._old_handlers: dict[int, Any] = {}
         self.flower: FlowerProcess | None = None
+        self.watch = BrokerWatch()
+        self.entry = ""
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
         self._install_signals()
         become_subreaper()  # a dead slot's orphaned renderer is ours to kill and reap
         try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            self._run_log = open(self.log_dir / "run.log", "a", encoding="utf-8")  # noqa: SIM115
+            self._run_log = open_private(self.log_dir / "run.log")
             self.funnel = LogFunnel(self._run_log, self.stdout)
             self.progress = Progress(self.funnel, len(self.prep.to_render),
                                      tty=self._bar_mode())
@@ -133,9 +138,19 @@ class Run:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             if self.cancel_signal is None:
                 self.cancel_signal = signum
+            else:  # a second cancel: the first one is taking too long
+                self._force_exit(signum)
 
         for sig in cancel_signals():  # CTRL_BREAK (SIGBREAK): OpenJD's cancel on Windows
             self._old_handlers[sig] = signal.signal(sig, on_signal)
+
+    def _force_exit(self, signum: int) -> None:
+        """Kill what this run owns, without waiting on anything, and exit now."""
+        force_exit([s.pid for s in self.pool.slots] if self.pool is not None else [],
+                   [self.embedded.proc if self.embedded else None,
+                    self.flower.proc if self.flower else None],
+                   _CANCEL_CODES.get(self.cancel_signal or signum, ExitCode.TERMINATED),
+                   signal.Signals(signum).name)
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
@@ -158,8 +173,10 @@ class Run:
             min_steal=self.prep.chunk_size or 1,
             chunks=list(self.plan.chunks), frames=list(self.prep.to_render),
         )
-        spec_path = self.run_dir / "spec.json"
+        spec_path = self.run_dir / "spec.json"  # the broker URL reaches slots only here (0700)
         spec.write(spec_path)
+        for name in SECRET_ENV:  # never inherited by slots, aerender or After Effects
+            os.environ.pop(name, None)
         # Slots import Celery (~0.4 s) while Redis comes up (~10 ms): start both now.
         self.pool = SlotPool(spec_path, list(self.plan.blocks), self.log_dir, self.funnel,
                              quiet=self._bar_mode() and not self.o.verbose)
@@ -169,11 +186,17 @@ class Run:
         self.flower = start_flower_for_run(self.o, self.broker, self.run_id, self.queue,
                                               self.log_dir, self._say)
         self.client = self.broker.client(timeout=10)
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.watch_client = self.broker.client(timeout=defaults.WATCHDOG_TIMEOUT_S)
+        # raw bytes: a message that is not UTF-8 is one bad event, not a dead run
+        self.pubsub = self.broker.client(timeout=10, decode=False).pubsub(
+            ignore_subscribe_messages=True)
         self.pubsub.subscribe(keys.events_channel(self.run_id))
-        self.client.hset(keys.REGISTRY, self.run_id, events.registry_entry(
+        if self.embedded is None:
+            for run_id, why in try_reap(self.client).items():
+                self._say(f"removed the keys of dead run {run_id} ({why})")
+        self.entry = heartbeat(self.client, self.run_id, owned_entry(events.registry_entry(
             self.run_id, self.host, self.queue, len(self.prep.to_render), len(self.plan.blocks),
-            str(self.log_dir)))
+            str(self.log_dir))))
         n_tasks = len(self.plan.chunks)
         if self.plan.schedule == "adaptive":
             register_plan(self.client, self.run_id, self.plan.chunks)
@@ -182,6 +205,7 @@ class Run:
             s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
             self.chunks[i] = ChunkRecord(index=i, start=s, end=e)
         self._enqueue(n_tasks)
+        self.entry = heartbeat(self.client, self.run_id, self.entry)  # the chord's keys too
         self.progress_status("Rendering")
 
     def _target(self) -> RenderTarget:
@@ -206,7 +230,7 @@ class Run:
     # -- follow -------------------------------------------------------------------
     def _follow(self) -> None:
         assert self.pool is not None and self.client is not None
-        last_ping = time.monotonic()
+        last_ping = last_beat = time.monotonic()
         all_done_at: float | None = None
         while self.stop_reason is None:
             if self.cancel_signal is not None:
@@ -223,8 +247,11 @@ class Run:
                             self._on_event(ev)
                     msg = self.pubsub.get_message(timeout=0)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
-                self._broker_lost()
-                break
+                if self.embedded is not None or self.watch.failed(time.monotonic()):
+                    self._broker_lost()
+                    break
+                time.sleep(0.2)  # a blip: the next call reconnects and resubscribes
+                continue
             if self.stop_reason is not None:
                 break
             if self.embedded is not None and not self.embedded.alive():
@@ -238,10 +265,16 @@ class Run:
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
                 last_ping = now
                 try:
-                    self.client.ping()
+                    if now - last_beat > defaults.HEARTBEAT_INTERVAL_S:
+                        self.entry = heartbeat(self.watch_client, self.run_id, self.entry)
+                        last_beat = now
+                    else:
+                        self.watch_client.ping()
+                    self.watch.ok()
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    self._broker_lost()
-                    break
+                    if self.embedded is not None or self.watch.failed(now):
+                        self._broker_lost()
+                        break
             if all(c.terminal for c in self.chunks.values()):
                 if self.failures or self.finalized:
                     break
@@ -379,15 +412,19 @@ class Run:
             return
         self.stop_reason = reason
         self.exit_code = code
-        if self.client is not None:
-            with contextlib.suppress(redis.RedisError):
-                self.client.set(keys.abort_key(self.run_id), reason, nx=True)
         if self.pool is not None:
             self.pool.kill_all()
-        if self.run_queue is not None:
-            self.run_queue.purge()
-            self.run_queue.announce_revoked(
-                c.task_id for c in self.chunks.values() if c.task_id and not c.terminal)
+        revoked = [c.task_id for c in self.chunks.values() if c.task_id and not c.terminal]
+
+        def tell_broker() -> None:  # abort flag, purge, revoke: never wait on a dead broker
+            if self.client is not None:
+                self.client.set(keys.abort_key(self.run_id), reason, nx=True)
+            if self.run_queue is not None:
+                self.run_queue.purge()
+                self.run_queue.announce_revoked(revoked)
+
+        if self.embedded is None or self.embedded.alive():
+            bounded(tell_broker, defaults.STOP_BROKER_WAIT_S)
 
     def _broker_lost(self) -> None:
         which = "embedded Redis" if self.embedded is not None else (
@@ -407,9 +444,12 @@ class Run:
             with contextlib.suppress(Exception):
                 self.pubsub.close()
             if self.embedded is None:  # an embedded Redis is stopped with all it holds
-                delete_run_keys(self.client, self.run_id)
-            with contextlib.suppress(Exception):
-                self.client.close()
+                client = self.client  # what this cannot delete in time expires by itself
+                bounded(lambda: delete_run_keys(client, self.run_id),
+                        defaults.CLEANUP_BROKER_WAIT_S)
+            for c in (self.client, getattr(self, "watch_client", None)):
+                with contextlib.suppress(Exception):
+                    c.close()  # type: ignore[union-attr]
         if self.embedded is not None:
             self.embedded.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -428,7 +468,7 @@ class Run:
             self.exit_code = ExitCode.RENDER_FAILED
         if self.progress is not None:
             self.progress.close()
-        summary_line = self._summary_line(missing)
+        summary_line = final_line(self, missing)
         self.funnel.line(f"stmpo: {summary_line}")
         if self.exit_code != ExitCode.OK and not self._bar_mode():
             self.funnel.directive("openjd_fail", summary_line)
@@ -438,13 +478,3 @@ class Run:
             with contextlib.suppress(Exception):
                 self._run_log.close()
         return self.exit_code
-
-    def _summary_line(self, missing: list[int]) -> str:
-        n = len(self.prep.frames)
-        if self.exit_code == ExitCode.OK:
-            return (f"OK: {n - len(missing)} of {n} frame(s) on disk "
-                    f"({len(self.prep.skipped)} skipped) in {time.time() - self.t_start:.1f} s")
-        if len(self.failures) > 1 and not self.o.fail_fast:
-            parts = "; ".join(f.describe(tail=False) for f in self.failures)
-            return f"FAILED: {len(self.failures)} chunk(s) failed: {parts}"
-        return f"FAILED: {self.stop_reason or 'render failed'}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker import mask_url
 from ..broker.events import ChunkOutcome, ChunkRetry
+from ..errors import ExitCode
 from ..plan import format_frames
 
 if TYPE_CHECKING:
@@ -140,7 +142,23 @@ def write_summary(run: Run, missing: list[int]) -> None:
     assert run.o.summary is not None
     path = run.o.summary
     tmp = f"{path}.tmp{os.getpid()}"
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(build(run, missing), fh, indent=2, default=str)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(build(run, missing), fh, indent=2, default=str)
+        os.replace(tmp, path)
+    except OSError as exc:  # checked up front; a disk that filled up since: say so, once
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        run.funnel.line(f"stmpo: WARNING: summary not written to {path} ({exc.strerror})")
+
+
+def final_line(run: Run, missing: list[int]) -> str:
+    """The run's last line: OK with counts, or FAILED with the reason."""
+    n = len(run.prep.frames)
+    if run.exit_code == ExitCode.OK:
+        return (f"OK: {n - len(missing)} of {n} frame(s) on disk "
+                f"({len(run.prep.skipped)} skipped) in {time.time() - run.t_start:.1f} s")
+    if len(run.failures) > 1 and not run.o.fail_fast:
+        parts = "; ".join(f.describe(tail=False) for f in run.failures)
+        return f"FAILED: {len(run.failures)} chunk(s) failed: {parts}"
+    return f"FAILED: {run.stop_reason or 'render failed'}"

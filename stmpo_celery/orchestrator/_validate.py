@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from ..errors import BadInput
 from ..host._platform import check_start_method
 from ..monitor import check_bind, discover_broker
 from ..plan import OutputPattern, parse_frames, parse_output
+from ._logdir import check_log_dir, check_summary
 
 
 @dataclass
@@ -36,6 +38,9 @@ class Prepared:
     def skipped(self) -> list[int]:
         todo = set(self.to_render)
         return [f for f in self.frames if f not in todo]
+
+
+NAME_MAX = 255  #: bytes in one file name on every file system a farm uses
 
 
 def check_numbers(o: RenderOptions) -> int | None:
@@ -89,16 +94,9 @@ def prepare(o: RenderOptions) -> Prepared:
     elif find_redis_server() is None:
         raise no_redis_server_problem()
     pattern = OutputPattern(os.path.abspath(pattern.raw))
-    out_dir = os.path.dirname(pattern.path_for(frames[0])) or "."
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(
-            f"output directory cannot be created: {out_dir} ({exc.strerror}): "
-            "fix --output or the folder's permissions"
-        ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise BadInput(f"output directory is not writable: {out_dir}")
+    check_output_path(pattern, frames)
+    check_log_dir(o.log_dir)
+    check_summary(o.summary)
     to_render = frames
     if o.skip_existing and pattern.is_sequence:
         missing = set(missing_frames(pattern, frames))
@@ -106,3 +104,67 @@ def prepare(o: RenderOptions) -> Prepared:
         if len(to_render) < len(frames):
             notes.append(f"skipping {len(frames) - len(to_render)} frame(s) already on disk")
     return Prepared(o, project, pattern, frames, to_render, aerender, broker, chunk_size, notes)
+
+
+def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
+    """The output's folder can be created and written, and each frame's name is legal;
+    nothing is created yet (:func:`create_output_dir` does, once every check passed)."""
+    out_dir = os.path.dirname(pattern.path_for(frames[0])) or "."
+    if "[#" in os.path.dirname(pattern.raw):
+        raise BadInput(f"--output {pattern.raw!r} has a frame token in its folder: "
+                       "put [#####] in the file name")
+    for f in (frames[0], frames[-1]):
+        name = os.path.basename(pattern.path_for(f))
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise BadInput(f"--output file name is {len(os.fsencode(name))} bytes long: "
+                           f"file systems allow {NAME_MAX}; shorten it")
+    probe = out_dir
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is not a folder" if not os.path.isdir(probe) else "is not writable"
+        raise BadInput(f"output directory cannot be created: {out_dir} ({probe} {why}): "
+                       "fix --output or the folder's permissions")
+
+
+def _make_dirs(path: str, made: list[str]) -> None:
+    """``os.makedirs`` that records each folder it created (to undo on a later failure)."""
+    path = os.path.abspath(path)
+    todo = []
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        todo.append(path)
+        path = os.path.dirname(path)
+    for d in reversed(todo):
+        os.mkdir(d)
+        made.append(d)
+
+
+def create_outputs(prep: Prepared) -> None:
+    """The last step before the run starts, once every check passed: create the output
+    and log folders and prove the summary can be written; on a failure, remove what this
+    created and raise :class:`BadInput`."""
+    o = prep.options
+    made: list[str] = []
+    what = ""
+    try:
+        if o.log_dir:
+            what = f"--log-dir {o.log_dir} cannot be created"
+            _make_dirs(o.log_dir, made)
+        if o.summary:
+            what = f"--summary {o.summary} cannot be written"
+            folder = os.path.dirname(os.path.abspath(o.summary))
+            _make_dirs(folder, made)
+            probe = os.path.join(folder, f".stmpo-probe-{os.getpid()}")
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        out_dir = os.path.dirname(prep.pattern.path_for(prep.frames[0])) or "."
+        what = f"output directory cannot be created: {out_dir}"
+        _make_dirs(out_dir, made)
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise BadInput(f"{what} ({exc.strerror or exc}): fix the path or the folder's "
+                       "permissions") from None

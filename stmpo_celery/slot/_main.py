@@ -34,9 +34,24 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
 
-    # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too.
+    # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too,
+    # and so do the run's keys on an external Redis (else they expire with no heartbeat).
     run_dir = os.path.dirname(os.path.abspath(spec_path))
-    start_deathwatch(death_fd, cleanup=lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    spec_url: list[str] = []
+
+    def orphaned() -> None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if spec_url:
+            from ..broker._liveness import delete_run
+            from ..broker._redis import BrokerUrl as Url
+
+            client = Url(spec_url[0]).client(timeout=2.0)
+            try:
+                delete_run(client, spec_url[1])
+            finally:
+                client.close()
+
+    start_deathwatch(death_fd, cleanup=orphaned)
     become_subreaper()
 
     import warnings
@@ -49,11 +64,13 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     from ._tasks import register
 
     spec = RunSpec.read(spec_path)
+    spec_url.extend((spec.broker_url, spec.run_id))
     broker = BrokerUrl(spec.broker_url)
     ctx = SlotContext(spec=spec, slot=slot, client=broker.client(timeout=30))
     if pin_problem:
         ctx.publish(events.SlotWarning(text=pin_problem))
     app = make_app(broker, spec.run_id, spec.queue)
+    _mask_broker_in_stats()
     register(app, ctx)
     worker = app.Worker(
         pool="solo", concurrency=1, queues=[spec.queue],
@@ -64,6 +81,34 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     )
     worker.start()
     return int(worker.exitcode or 0)
+
+
+def _mask_broker_in_stats() -> None:
+    """The worker's ``stats`` reply (Flower's ``/api/workers``) describes the broker
+    connection; Celery drops its ``password`` but a socket URL keeps it in ``hostname``.
+    Mask every URL there."""
+    from celery.worker.consumer import connection as step
+
+    from ..broker._redis import mask_url
+
+    original = step.Connection.info
+    if getattr(original, "stmpo_masked", False):
+        return
+
+    def info(self: object, c: object) -> dict[str, object]:
+        out: dict[str, object] = original(self, c)
+        params = out.get("broker")
+        if isinstance(params, dict):
+            params.pop("password", None)
+            if isinstance(params.get("hostname"), str):
+                params["hostname"] = mask_url(params["hostname"])
+            alternates = params.get("alternates")
+            if isinstance(alternates, list):
+                params["alternates"] = [mask_url(str(a)) for a in alternates]
+        return out
+
+    info.stmpo_masked = True  # type: ignore[attr-defined]
+    step.Connection.info = info
 
 
 def preload() -> None:

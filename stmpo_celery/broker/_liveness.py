@@ -1,0 +1,146 @@
+"""Every key of a run expires unless its orchestrator keeps it alive.
+
+A live run beats every :data:`defaults.HEARTBEAT_INTERVAL_S`: it gives each of its
+keys (``stmpo:<run>:*``, Celery's and kombu's included) and the host's run registry
+``stmpo:runs`` a TTL of :data:`defaults.RUN_KEY_TTL_S`, and stamps its registry entry
+with the time of the beat. A run whose orchestrator was SIGKILLed therefore leaves
+nothing behind after one TTL, with nobody cleaning up.
+
+Sooner than that, any ``stmpo`` command that opens the Redis (``render``, ``status``,
+``host down``) reaps dead runs at once (:func:`reap_dead_runs`): on the run's own host a
+run is dead as soon as its orchestrator process (pid and start time, recorded in the
+entry) is gone; from another host, once its last beat is older than one TTL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ..config import defaults
+from ..host._proc import process_started, same_process_alive
+from . import keys
+
+
+def owned_entry(entry_json: str) -> str:
+    """A registry entry (``events.registry_entry``) plus who owns it: this process's
+    pid and start time, and the time of the first beat."""
+    data = json.loads(entry_json)
+    pid = os.getpid()
+    data.update(pid=pid, pid_started=process_started(pid), beat=time.time())
+    return json.dumps(data)
+
+
+def expire_run_keys(client: redis.Redis, run_id: str, ttl: int) -> int:
+    """Give every key of ``run_id`` a TTL of ``ttl`` seconds; returns how many."""
+    n = 0
+    pipe = client.pipeline(transaction=False)
+    for key in client.scan_iter(match=keys.prefix(run_id) + "*", count=500):
+        pipe.expire(key, ttl)
+        n += 1
+        if n % 500 == 0:
+            pipe.execute()
+    pipe.execute()
+    return n
+
+
+def heartbeat(client: redis.Redis, run_id: str, entry_json: str,
+              ttl: int = defaults.RUN_KEY_TTL_S) -> str:
+    """One beat of a live run: refresh the TTL of its keys and of the registry, stamp its
+    entry; returns the entry as written."""
+    data = json.loads(entry_json)
+    data["beat"] = time.time()
+    entry = json.dumps(data)
+    expire_run_keys(client, run_id, ttl)
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.REGISTRY, run_id, entry)
+    pipe.expire(keys.REGISTRY, ttl)
+    pipe.execute()
+    return entry
+
+
+@dataclass(frozen=True)
+class Verdict:
+    dead: bool
+    why: str = ""
+
+
+def judge(entry: dict[str, Any], host: str, now: float,
+          ttl: float = defaults.RUN_KEY_TTL_S) -> Verdict:
+    """Is the run of this registry entry dead? (pure but for the process lookup)"""
+    pid, started = entry.get("pid"), entry.get("pid_started")
+    if entry.get("host") == host and isinstance(pid, int) and isinstance(started, (int, float)):
+        if not same_process_alive(pid, float(started)):
+            return Verdict(True, f"its orchestrator (pid {pid}) is gone")
+        return Verdict(False)
+    beat = entry.get("beat")  # an entry without one (an older stmpo) is never judged
+    if isinstance(beat, (int, float)) and now - float(beat) > ttl:
+        return Verdict(True, f"no heartbeat for {now - float(beat):.0f} s")
+    return Verdict(False)
+
+
+def delete_run(client: redis.Redis, run_id: str) -> None:
+    """Every key of the run (one prefix scan) and its line in the host's run registry."""
+    batch: list[str] = []
+    for key in client.scan_iter(match=keys.prefix(run_id) + "*", count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
+    client.hdel(keys.REGISTRY, run_id)
+
+
+def reap_dead_runs(client: redis.Redis, host: str | None = None,
+                   now: float | None = None) -> dict[str, str]:
+    """Delete every dead run's keys and registry entry; returns ``{run id: why}``."""
+    host = host or keys.host_name()
+    now = time.time() if now is None else now
+    reaped: dict[str, str] = {}
+    registry = client.hgetall(keys.REGISTRY)
+    expire_orphans(client, {str(k) for k in registry})
+    for run_id, raw in registry.items():
+        try:
+            entry = json.loads(raw)
+        except (TypeError, ValueError):
+            entry = {}
+        verdict = judge(entry, host, now) if isinstance(entry, dict) else Verdict(True, "")
+        if verdict.dead:
+            delete_run(client, str(run_id))
+            reaped[str(run_id)] = verdict.why or "its registry entry is unreadable"
+    return reaped
+
+
+def expire_orphans(client: redis.Redis, registered: set[str],
+                   ttl: int = defaults.RUN_KEY_TTL_S) -> int:
+    """Give a TTL to every run key without one whose run is not in the registry: keys a
+    run created after its last beat, before it was killed with all its slots. (Not a
+    delete: a run that starts right now writes keys before it registers; its beat
+    keeps them.)"""
+    candidates = []
+    for key in client.scan_iter(match="stmpo:*", count=1000):
+        run_id = str(key).split(":", 2)[1] if str(key).count(":") >= 2 else ""
+        if run_id and run_id not in registered:
+            candidates.append(key)
+    pipe = client.pipeline(transaction=False)
+    for key in candidates:
+        pipe.ttl(key)
+    forever = [k for k, t in zip(candidates, pipe.execute(), strict=True) if t == -1]
+    for key in forever:
+        pipe.expire(key, ttl)
+    pipe.execute()
+    return len(forever)
+
+
+def try_reap(client: redis.Redis) -> dict[str, str]:
+    """:func:`reap_dead_runs`, never raising (a command's side job)."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        return reap_dead_runs(client)
+    return {}

@@ -1,0 +1,70 @@
+"""Stopping never waits on a broker: bounded broker calls and a grace for blips.
+
+A stop (first failure, cancel) and the teardown talk to Redis — abort flag, purge,
+revoke announcements, key deletion — but a dead or frozen broker must not hold a
+cancelled render: each of those runs in a daemon thread that the orchestrator waits
+for only so long (:func:`bounded`). Whatever it could not delete expires by itself
+(:mod:`..broker._liveness`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from ..config import defaults
+from ..host._proc import kill_groups_now
+
+
+def bounded(fn: Callable[[], object], timeout: float) -> bool:
+    """Run ``fn`` in a daemon thread; wait at most ``timeout`` s. True if it finished."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            fn()
+
+    t = threading.Thread(target=run, name="stmpo-broker-call", daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive()
+
+
+class BrokerWatch:
+    """Tells a broker blip from a lost broker: unreachable for longer than ``grace``
+    seconds (:data:`defaults.BROKER_LOSS_GRACE_S`) is lost; anything shorter is not."""
+
+    def __init__(self, grace: float = defaults.BROKER_LOSS_GRACE_S) -> None:
+        self.grace = grace
+        self.down_since: float | None = None
+        self.blips = 0
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            self.blips += 1
+        self.down_since = None
+
+    def failed(self, now: float) -> bool:
+        """One failed contact at ``now`` (monotonic); True when the broker is lost."""
+        if self.down_since is None:
+            self.down_since = now
+        return now - self.down_since >= self.grace
+
+
+def force_exit(groups: Sequence[int], procs: Sequence[subprocess.Popen[bytes] | None],
+               code: int, signame: str) -> NoReturn:
+    """A second cancel signal: the first stop is taking too long. SIGKILL the slots'
+    process groups and our other children, say so, exit now — no waiting, no funnel
+    (its lock may be held by the interrupted thread)."""
+    kill_groups_now(groups)
+    for proc in procs:
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+    with contextlib.suppress(OSError):
+        os.write(1, f"stmpo: FAILED: cancelled, then forced to exit by a second "
+                    f"{signame}\n".encode())
+    os._exit(code)

@@ -1,0 +1,391 @@
+"""Stopping, expiring, secrets, private logs, forged directives: real runs, killed for real."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis
+from conftest import Farm, tagged, wait_for
+
+from stmpo_celery.broker._redis import find_redis_server
+from stmpo_celery.config import defaults
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a TCP port: an 'external' broker no other
+    test shares (its keys and registry are this test's alone)."""
+
+    def __init__(self, password: str | None = None) -> None:
+        server = find_redis_server()
+        assert server
+        self.port = free_port()
+        self.password = password
+        args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no"]
+        if password:
+            args += ["--requirepass", password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis(port=self.port, password=password, decode_responses=True)
+        assert wait_for(self._pings, timeout=5)
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _pings(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def all_keys(self) -> set[str]:
+        return set(self.client.scan_iter(match="*", count=1000))
+
+    def stop(self) -> None:
+        with_cont = self.proc.poll() is None
+        if with_cont:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    r = PrivateRedis()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def start_in_own_group(farm: Farm, *extra: str, env: dict[str, str] | None = None,
+                       **kw: Any) -> subprocess.Popen[str]:
+    """`stmpo render` leading its own process group, as a terminal or OpenJD starts it."""
+    return subprocess.Popen(farm.argv(*extra, **kw), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env or farm.env(),
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def run_id_of(proc: subprocess.Popen[str], seen: list[str]) -> str:
+    assert proc.stdout is not None
+    for line in iter(proc.stdout.readline, ""):
+        seen.append(line)
+        if line.startswith("stmpo: stmpo run "):
+            return line.split()[3]
+    raise AssertionError("no run line")
+
+
+# -- stopping ---------------------------------------------------------------------------
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_group_signal_exits_within_a_second(farm: Farm, sig: int, code: int) -> None:
+    """Ctrl-C reaches the whole process group; the embedded Redis must not die first and
+    leave the stop waiting on it."""
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = start_in_own_group(farm, frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, sig)
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == code, out + err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s to exit"
+    assert "Traceback" not in out + err
+    assert not farm.leftovers(timeout=3)
+
+
+def test_sighup_is_a_cancel_with_129_and_a_summary(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = farm.start(frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 129, out + err
+    assert "cancelled by SIGHUP" in out
+    assert farm.load_summary()["exit_code"] == 129
+    assert not farm.leftovers(timeout=3)
+
+
+def test_second_signal_forces_the_exit_while_the_broker_is_frozen(
+        farm: Farm, private_redis: PrivateRedis) -> None:
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    assert proc.returncode == 143, out + err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s after the second signal"
+    assert "forced to exit by a second SIGTERM" in out
+    assert not farm.leftovers(timeout=5)
+
+
+# -- every key expires -------------------------------------------------------------------
+def test_keys_made_after_the_last_beat_get_a_ttl_from_the_next_command(
+        private_redis: PrivateRedis) -> None:
+    from stmpo_celery.broker._liveness import reap_dead_runs
+
+    c = private_redis.client
+    c.set("stmpo:deadbeef:celery-task-meta-1", "x")  # a run no registry knows any more
+    c.hset("stmpo:runs", "cafe0001", json.dumps({"run": "cafe0001", "host": "elsewhere",
+                                                 "beat": time.time()}))
+    c.set("stmpo:cafe0001:x:state", "y")  # a live run's key: left to its own beat
+    reap_dead_runs(c)
+    assert 0 < c.ttl("stmpo:deadbeef:celery-task-meta-1") <= defaults.RUN_KEY_TTL_S
+    assert c.ttl("stmpo:cafe0001:x:state") == -1
+    c.hset("stmpo:runs", "cafe0001", json.dumps({"run": "cafe0001", "host": "elsewhere",
+                                                 "beat": time.time() - 3600}))
+    assert reap_dead_runs(c) == {"cafe0001": "no heartbeat for 3600 s"}
+    assert not c.exists("stmpo:cafe0001:x:state") and not c.hexists("stmpo:runs", "cafe0001")
+
+
+def _kill_everything(farm: Farm, proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the orchestrator and every slot at once: nobody gets to clean up."""
+    victims = [p for p in tagged(farm.tag) if p.pid != proc.pid]
+    for p in [psutil.Process(proc.pid), *victims]:
+        try:
+            p.suspend()
+        except psutil.Error:
+            pass
+    for p in [psutil.Process(proc.pid), *victims]:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    proc.wait(timeout=10)
+    assert wait_for(lambda: not tagged(farm.tag), timeout=10)
+
+
+def _status(farm: Farm, url: str) -> dict[str, Any]:
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "status", "--broker", url,
+                          "--once", "--json"], capture_output=True, text=True, timeout=60,
+                         env=farm.env(), stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    data: dict[str, Any] = json.loads(res.stdout)
+    return data
+
+
+def test_sigkilled_run_is_shown_dead_once_then_gone(farm: Farm,
+                                                    private_redis: PrivateRedis) -> None:
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
+    seen: list[str] = []
+    run_id = run_id_of(proc, seen)
+    assert wait_for(lambda: farm.journal_frames(), timeout=30)
+    _kill_everything(farm, proc)
+    assert any(k.startswith(f"stmpo:{run_id}:") for k in private_redis.all_keys())
+    first = _status(farm, private_redis.url)
+    runs = [r for r in first["runs"] if r["run"] == run_id]
+    assert runs and runs[0]["state"] == "dead", first
+    assert "is gone" in runs[0]["dead_because"]
+    second = _status(farm, private_redis.url)
+    assert not [r for r in second["runs"] if r["run"] == run_id], second
+    assert {k for k in private_redis.all_keys() if k.startswith("stmpo:")} == set()
+
+
+def test_sigkilled_run_keys_expire_with_nobody_cleaning(farm: Farm,
+                                                        private_redis: PrivateRedis) -> None:
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
+    assert wait_for(lambda: farm.journal_frames(), timeout=30)
+    # a beat after the slots took their chunks (keys made since the last beat have no
+    # TTL yet; the next stmpo command gives them one: see the test below)
+    time.sleep(defaults.HEARTBEAT_INTERVAL_S + defaults.WATCHDOG_INTERVAL_S + 0.5)
+    _kill_everything(farm, proc)
+    left = private_redis.all_keys()
+    assert any(k.startswith("stmpo:") for k in left)
+    ttls = {k: private_redis.client.ttl(k) for k in left}
+    assert all(0 < t <= defaults.RUN_KEY_TTL_S for t in ttls.values()), ttls
+    assert wait_for(lambda: not private_redis.all_keys(), timeout=defaults.RUN_KEY_TTL_S + 10,
+                    step=1.0), private_redis.all_keys()
+
+
+def test_event_that_is_not_utf8_does_not_kill_the_run(farm: Farm,
+                                                      private_redis: PrivateRedis) -> None:
+    farm.knobs.update(FRAME_COST="0.05")
+    proc = farm.start("--broker", private_redis.url, frames="1-24", concurrency=2)
+    seen: list[str] = []
+    run_id = run_id_of(proc, seen)
+    raw = redis.Redis(port=private_redis.port)
+    raw.publish(f"stmpo:{run_id}:x:events", b"\xff\xfe{not json")
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, "".join(seen) + out + err
+    assert farm.frames_on_disk() == list(range(1, 25))
+
+
+# -- secrets -----------------------------------------------------------------------------
+def _api(port: int, path: str, auth: str | None) -> tuple[int, str]:
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if (
+        auth) else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def _cmdlines(pids: list[psutil.Process]) -> str:
+    out = []
+    for p in pids:
+        try:
+            out.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            pass
+    return "\n".join(out)
+
+
+def test_no_password_in_flower_api_metrics_or_argv(farm: Farm, tmp_path: Path) -> None:
+    farm.knobs.update(STARTUP="0.3", FRAME_COST="0.3")
+    port = free_port()
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    proc = farm.start("--flower", f"127.0.0.1:{port}", "--flower-auth", "u:Fl0werPw",
+                      env=farm.env(TMPDIR=str(private_tmp)), frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        spec = next(private_tmp.glob("stmpo-*-*/spec.json"))
+        url = json.loads(spec.read_text())["broker_url"]
+        embedded_pw = url.split("://:", 1)[1].split("@", 1)[0]
+        assert len(embedded_pw) > 10
+        assert wait_for(lambda: _api(port, "/api/workers?refresh=1", "u:Fl0werPw")[1].count(
+            "broker") >= 2, timeout=20)
+        code, body = _api(port, "/api/workers?refresh=1", "u:Fl0werPw")
+        assert code == 200 and "hostname" in body
+        assert embedded_pw not in body
+        assert _api(port, "/metrics", None)[0] == 401
+        assert _api(port, "/metrics", "u:Fl0werPw")[0] == 200
+        text = _cmdlines(tagged(farm.tag))
+        assert "--flower-auth" in text and "Fl0werPw" not in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def test_broker_password_never_in_argv_or_aerender_environment(farm: Farm) -> None:
+    r = PrivateRedis(password="Br0kerPw")
+    try:
+        farm.knobs.update(STARTUP="0.3", FRAME_COST="0.2")
+        env = farm.env(STMPO_BROKER_URL=r.url)
+        proc = farm.start("--broker", r.url, frames="1-40", concurrency=2, env=env)
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        procs = tagged(farm.tag)
+        text = _cmdlines(procs)
+        assert "--broker" in text and "Br0kerPw" not in text, text
+        renderers = [p for p in procs if "fake-aerender" in _cmdlines([p])
+                     and "--project" not in _cmdlines([p])  # not the (forked) slots
+                     and "stmpo_celery.slot" not in _cmdlines([p])]
+        assert renderers
+        for p in renderers:
+            environ = p.environ()
+            assert defaults.BROKER_ENV not in environ
+            assert not any("Br0kerPw" in v for v in environ.values())
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert "Br0kerPw" not in out + err
+    finally:
+        r.stop()
+
+
+# -- forged directives -------------------------------------------------------------------
+def test_newline_in_a_path_cannot_forge_a_directive(farm: Farm) -> None:
+    out_dir = farm.tmp / "x\nopenjd_status: FORGED"
+    farm.knobs.update(NO_WRITE_FRAME="3")  # exit 0, one frame missing: FAILED names its path
+    res = farm.run(output=str(out_dir / "f_[####].png"), frames="1-6", concurrency=1)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FORGED" in res.stdout
+    for line in res.stdout.splitlines():
+        assert not line.startswith("openjd_status: FORGED"), line
+
+
+# -- input gaps answered before anything starts ----------------------------------------
+def test_status_on_an_unreachable_broker_is_exit_3(farm: Farm) -> None:
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "status", "--once",
+                          "--broker", f"redis://127.0.0.1:{free_port()}/0"],
+                         capture_output=True, text=True, timeout=30, env=farm.env())
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stderr.startswith("stmpo: error: ") and len(res.stderr.splitlines()) == 1
+
+
+def test_broker_port_that_answers_garbage_is_one_line(farm: Farm) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n\xff\xfe garbage\r\n")
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        res = farm.run("--broker", f"redis://127.0.0.1:{port}/0", frames="1-4")
+    finally:
+        srv.close()
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "does not answer like Redis" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not farm.out.exists()
+
+
+def test_host_up_port_0_is_refused(tmp_path: Path) -> None:
+    env = dict(os.environ, STMPO_HOST_DIR=str(tmp_path / "host"))
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "host", "up", "--port", "0"],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--port 0" in res.stderr
+    assert not (tmp_path / "host").exists()
+
+
+def test_bundle_dest_on_a_read_only_file_system(tmp_path: Path) -> None:
+    (tmp_path / "a.aep").write_text("aep")
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "bundle", "--project",
+                          str(tmp_path / "a.aep"), "--comp", "C", "--frames", "1-10",
+                          "--output", str(tmp_path / "f_[####].png"),
+                          "--dest", "/proc/stmpo-bundle"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode in (2, 3), res.stdout + res.stderr
+    assert res.stderr.startswith("stmpo: error: --dest /proc/stmpo-bundle")
+    assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1

@@ -1,0 +1,152 @@
+"""In-process checks of the stop, secret and log rules (no process needed)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from stmpo_celery.broker._liveness import judge
+from stmpo_celery.broker._redis import mask_url, url_secrets
+from stmpo_celery.config import defaults
+from stmpo_celery.config._settings import SETTINGS, convert
+from stmpo_celery.errors import BadInput, EnvironmentProblem
+from stmpo_celery.orchestrator import _logdir
+from stmpo_celery.orchestrator._funnel import LogFunnel
+from stmpo_celery.orchestrator._stopping import BrokerWatch, bounded
+
+
+def test_every_funnel_line_is_one_line() -> None:
+    out = io.StringIO()
+    funnel = LogFunnel(None, out)
+    for sep in ("\n", "\r", "\r\n", "\v", "\f", "\x85", "\u2028", "\u2029", "\x1c"):
+        funnel.line(f"stmpo: FAILED: frame /r/x{sep}openjd_status: FORGED.png missing")
+    lines = out.getvalue().split("\n")[:-1]
+    assert len(lines) == 9
+    assert all(ln.startswith("stmpo: FAILED:") for ln in lines), lines
+
+
+@pytest.mark.parametrize("url,secret", [
+    ("redis+socket://:Sekr3t@/tmp/run/redis.sock", "Sekr3t"),
+    ("redis://:Sekr3t@h:6379/0", "Sekr3t"),
+    ("redis://user:Sekr3t@h:6379/0", "Sekr3t"),
+    ("rediss://user:Sekr3t@h/0", "Sekr3t"),
+    ("redis://h:6379/0?password=Sekr3t", "Sekr3t"),
+    ("redis://h:6379/0?db=1&PASSWORD=Sekr3t", "Sekr3t"),
+    ("unix://:Sekr3t@/tmp/r.sock?virtual_host=1", "Sekr3t"),
+    ("redis://:p%40Sekr3t@h:6379/0", "Sekr3t"),
+])
+def test_every_url_form_is_masked(url: str, secret: str) -> None:
+    masked = mask_url(url)
+    assert secret not in masked and "***" in masked, masked
+    assert any(secret in s for s in url_secrets(url))
+
+
+def test_url_without_secret_is_unchanged() -> None:
+    for url in ("redis://h:6379/0", "redis+socket:///tmp/r.sock?virtual_host=1"):
+        assert mask_url(url) == url
+
+
+def test_a_blip_shorter_than_the_grace_is_not_a_loss() -> None:
+    w = BrokerWatch(grace=defaults.BROKER_LOSS_GRACE_S)
+    assert not w.failed(100.0)
+    assert not w.failed(100.0 + defaults.BROKER_LOSS_GRACE_S - 0.1)
+    w.ok()  # back: the clock starts again
+    assert w.blips == 1
+    assert not w.failed(200.0)
+    assert w.failed(200.0 + defaults.BROKER_LOSS_GRACE_S)
+
+
+def test_bounded_never_waits_longer_than_asked() -> None:
+    t0 = time.monotonic()
+    assert not bounded(lambda: time.sleep(5), 0.2)
+    assert time.monotonic() - t0 < 0.5
+    assert bounded(lambda: None, 1.0)
+
+
+def test_a_run_is_dead_when_its_orchestrator_is_gone_or_its_beat_stopped() -> None:
+    now = time.time()
+    me = {"host": "h1", "pid": os.getpid(), "pid_started": _started(os.getpid()), "beat": now}
+    assert not judge(me, "h1", now).dead
+    reused = dict(me, pid_started=me["pid_started"] - 1000)  # same pid, another process
+    assert judge(reused, "h1", now).dead
+    assert judge(dict(me, pid=2 ** 22 + 7), "h1", now).dead
+    far = dict(me, host="h2")  # another host: only the heartbeat tells
+    assert not judge(far, "h1", now + defaults.RUN_KEY_TTL_S - 1).dead
+    assert judge(far, "h1", now + defaults.RUN_KEY_TTL_S + 1).dead
+    assert not judge({"host": "h2", "started": 0}, "h1", now).dead  # an older stmpo's entry
+
+
+def _started(pid: int) -> float:
+    import psutil
+
+    return float(psutil.Process(pid).create_time())
+
+
+@pytest.mark.parametrize("name", ["spawn_delay", "stall_timeout", "chunk_timeout",
+                                  "launch_cost", "ram_per_process_gb"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999"])
+def test_non_finite_numbers_are_refused(name: str, value: str) -> None:
+    with pytest.raises(BadInput, match="finite"):
+        convert(SETTINGS[name], value, f"${SETTINGS[name].env}")
+
+
+# -- the private log root -----------------------------------------------------------------
+@pytest.fixture
+def tmpdir_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_default_log_root_is_private(tmpdir_env: Path) -> None:
+    path = _logdir.run_log_dir(None, "abcd0001")
+    root = path.parent
+    assert root == tmpdir_env / f"stmpo-logs-{os.getuid()}"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    with _logdir.open_private(path / "run.log") as fh:
+        fh.write("x\n")
+    assert stat.S_IMODE((path / "run.log").stat().st_mode) == 0o600
+
+
+def test_log_root_symlink_is_refused(tmpdir_env: Path) -> None:
+    elsewhere = tmpdir_env / "someone-elses"
+    elsewhere.mkdir(mode=0o700)
+    (tmpdir_env / f"stmpo-logs-{os.getuid()}").symlink_to(elsewhere)
+    with pytest.raises(EnvironmentProblem, match="not a plain directory"):
+        _logdir.run_log_dir(None, "abcd0002")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_log_root_open_to_others_is_refused(tmpdir_env: Path) -> None:
+    root = tmpdir_env / f"stmpo-logs-{os.getuid()}"
+    root.mkdir()
+    root.chmod(0o777)
+    with pytest.raises(EnvironmentProblem, match="open to others"):
+        _logdir.run_log_dir(None, "abcd0003")
+
+
+def test_old_run_folders_are_pruned(tmpdir_env: Path) -> None:
+    root = tmpdir_env / f"stmpo-logs-{os.getuid()}"
+    root.mkdir(mode=0o700)
+    for i in range(defaults.LOG_KEEP_RUNS + 5):
+        d = root / f"old{i:04d}"
+        d.mkdir()
+        os.utime(d, (1000 + i, 1000 + i))
+    new = _logdir.run_log_dir(None, "abcd0004")
+    kept = sorted(p.name for p in root.iterdir())
+    assert len(kept) == defaults.LOG_KEEP_RUNS and new.name in kept
+    assert "old0000" not in kept and f"old{defaults.LOG_KEEP_RUNS + 4:04d}" in kept
+
+
+def test_explicit_log_dir_is_never_pruned(tmp_path: Path) -> None:
+    for i in range(defaults.LOG_KEEP_RUNS + 3):
+        (tmp_path / f"r{i}").mkdir()
+    _logdir.run_log_dir(str(tmp_path), "abcd0005")
+    assert len(list(tmp_path.iterdir())) == defaults.LOG_KEEP_RUNS + 3
