@@ -36,6 +36,15 @@ redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
 return 1
 """
 
+# Close a chunk's range: mark every frame up to its current end as taken, so no steal can
+# lower the end any more (_CAS refuses once done >= new end); returns that end.
+_CLOSE = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if not e then return nil end
+redis.call('HSET', KEYS[2], ARGV[1], e)
+return tonumber(e)
+"""
+
 WAIT_STEP_S = 0.1
 
 
@@ -154,8 +163,20 @@ def on_frame(ctx: SlotContext, index: int, done: int, frame: int | None, cost: f
     *_, end, raw = pipe.execute()
     if raw:
         info: dict[str, Any] = json.loads(raw)
+        if info.get("state") == "retry":  # a retry renders exactly its frames: never cut
+            return None
         info["tf"] = time.time()
         ctx.client.hset(_k(ctx, "info"), str(index), json.dumps(info))
+    return int(end) if end is not None else None
+
+
+def close_range(client: redis.Redis, run_id: str, index: int) -> int | None:
+    """Stop steals from chunk ``index`` and return the last frame it owns (None: no
+    recorded end, i.e. not an adaptive chunk). Called when a chunk's aerender has
+    stopped, by its slot, or by the orchestrator when the slot died: the frames that
+    chunk must account for never change after this."""
+    end = client.register_script(_CLOSE)(keys=[_k(run_id, "end"), _k(run_id, "done")],
+                                          args=[str(index)])
     return int(end) if end is not None else None
 
 

@@ -33,6 +33,7 @@ from ..host._hostplan import HostPlan
 from ..host._proc import become_subreaper
 from ..monitor import _flowerctl as flowerctl
 from ..plan._frames import parse_frames
+from ..slot import _ledger as ledger
 from ..slot._chunk import missing_frames
 from ..slot._spec import RunSpec
 from ._dispatch import RunQueue, delete_run_keys
@@ -321,6 +322,15 @@ class Run:
                        ExitCode.RENDER_FAILED)
             return
         frames = parse_frames(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
+        end = schedule.close_range(self.client, self.run_id, rec.index) if (
+            self.plan.schedule == "adaptive") else None
+        if end is not None:  # a stolen tail is the thief's: neither redone nor deleted here
+            frames = [f for f in frames if f <= end]
+            rec.end = min(rec.end, end)
+        tag = f"-slot{slot.index}-{slot.pid}-"
+        ledger.settle(ledger.state_dir(self.prep.pattern),
+                      lambda e: e.run_id == self.run_id and tag in e.path.name,
+                      owned=lambda f: end is None or f <= end)
         redo = [f for f in frames if f not in self.done_frames]
         redo += [f for f in frames if f in self.done_frames and f in set(
             missing_frames(self.prep.pattern, [f]))]
@@ -371,6 +381,12 @@ class Run:
             self.flower.stop()
         if self.pool is not None:
             self.pool.kill_all()
+            # Frames our killed slots had in flight may be half-written: never leave them.
+            partial = ledger.settle(ledger.state_dir(self.prep.pattern),
+                                    lambda e: e.run_id == self.run_id)
+            if partial:
+                self._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
+                          f"chunks (first: {partial[0]})")
         if self.client is not None:
             with contextlib.suppress(Exception):
                 self.pubsub.close()
