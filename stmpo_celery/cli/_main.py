@@ -118,9 +118,13 @@ def render(**kw: Any) -> None:
 
     options = _options_from(kw)
     prep = prepare(options)
-    plan = make_host_plan(prep)
-    run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
-    code = run.execute()
+    try:
+        plan = make_host_plan(prep)
+        run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
+        code = run.execute()
+    finally:
+        if prep.lock is not None:  # released by the run; here too if it never started
+            prep.lock.release()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
     # of Celery's modules (a render host waits on this exit to start the next task).
     sys.stdout.flush()

@@ -49,3 +49,5 @@ BROKER_LOSS_GRACE_S: Final = 5.0  #: how long an external broker may be gone
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped
 FINALIZE_WAIT_S: Final = 5.0  #: wait for the chord body after the last chunk
 LOG_TAIL_LINES: Final = 8  #: aerender lines quoted in a failure summary
+OUTPUT_LOCK_REFRESH_S: Final = 10.0  #: how often a run re-stamps its output lock
+OUTPUT_LOCK_STALE_S: Final = 120.0  #: another host's lock not re-stamped this long is dead

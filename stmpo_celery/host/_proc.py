@@ -143,3 +143,12 @@ def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> thre
     t = threading.Thread(target=watch, name="stmpo-deathwatch", daemon=True)
     t.start()
     return t
+
+
+def start_time(pid: int | None = None) -> float | None:
+    """When process ``pid`` (default: this one) started, or None if it is gone: a pid
+    with another start time is a new process that reused the number."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None

@@ -54,7 +54,7 @@ class Run:
         self.prep = prep
         self.plan = plan
         self.o = prep.options
-        self.run_id = secrets.token_hex(4)
+        self.run_id = prep.run_id or secrets.token_hex(4)
         self.host = keys.host_name()
         self.queue = keys.queue(self.run_id, self.host)
         self.tty = tty
@@ -235,6 +235,8 @@ class Run:
             if self.stop_reason is not None:
                 break
             now = time.monotonic()
+            if self.prep.lock is not None:
+                self.prep.lock.refresh()
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
                 last_ping = now
                 try:
@@ -408,6 +410,8 @@ class Run:
             self.exit_code = ExitCode.RENDER_FAILED
             self.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
                                 f"(first: {pattern.path_for(missing[0])})")
+            if self.failures:  # the failed chunk is the reason; name it
+                self.stop_reason = f"{self.failures[0].describe()}; {self.stop_reason}"
         if self.exit_code == ExitCode.OK and self.failures:
             self.exit_code = ExitCode.RENDER_FAILED
         if self.progress is not None:
@@ -421,6 +425,8 @@ class Run:
         if self._run_log is not None:
             with contextlib.suppress(Exception):
                 self._run_log.close()
+        if self.prep.lock is not None:  # frames verified and recorded: the output is free
+            self.prep.lock.release()
         return self.exit_code
 
     def _summary_line(self, missing: list[int]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 
 from ..aerender._argv import resolve_aerender
@@ -15,7 +16,9 @@ from ..monitor._hostsvc import discover_broker
 from ..plan._chunks import SCHEDULES
 from ..plan._frames import parse_frames
 from ..plan._pattern import OutputPattern, parse_output
+from ..slot import _ledger as ledger
 from ..slot._chunk import missing_frames
+from ._outlock import OutputLock, acquire
 
 
 @dataclass
@@ -29,6 +32,8 @@ class Prepared:
     broker: BrokerUrl | None  #: None = embedded
     chunk_size: int | None
     notes: list[str] = field(default_factory=list)
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    lock: OutputLock | None = None  #: this run's claim on its output frames
 
     @property
     def skipped(self) -> list[int]:
@@ -116,10 +121,18 @@ def prepare(o: RenderOptions) -> Prepared:
         ) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise BadInput(f"output directory is not writable: {out_dir}")
-    to_render = frames
+    prep = Prepared(o, project, pattern, frames, frames, aerender, broker, chunk_size, notes)
+    # Last: claim the output (refused if a live run renders these frames), then drop what
+    # dead runs left half-written (their in-flight ledgers), then look at what is on disk.
+    prep.lock, live = acquire(pattern, frames, prep.run_id)
+    partial = ledger.settle(ledger.state_dir(pattern), lambda e: e.run_id not in live)
+    if partial:
+        notes.append(f"deleted {len(partial)} frame(s) a stopped run left half-written "
+                     f"(first: {partial[0]})")
     if o.skip_existing and pattern.is_sequence:
         missing = set(missing_frames(pattern, frames))
-        to_render = [f for f in frames if f in missing]
-        if len(to_render) < len(frames):
-            notes.append(f"skipping {len(frames) - len(to_render)} frame(s) already on disk")
-    return Prepared(o, project, pattern, frames, to_render, aerender, broker, chunk_size, notes)
+        prep.to_render = [f for f in frames if f in missing]
+        if len(prep.to_render) < len(frames):
+            notes.append(f"skipping {len(frames) - len(prep.to_render)} frame(s) already "
+                         "whole on disk")
+    return prep
