@@ -237,3 +237,12 @@ def test_full_log_folder_fails_the_chunk_cleanly(farm: Farm) -> None:
     assert "Traceback" not in res.stdout + res.stderr
     assert set(range(6, 11)) <= set(farm.frames_on_disk())
     assert not farm.leftovers()
+
+
+def test_final_verification_rejects_a_frame_cut_short(farm: Farm) -> None:
+    farm.knobs.update(TRUNCATE_FRAME="4")  # aerender reports it done, exit 0, file cut short
+    res = farm.run("--retries", "0", frames="1-6", concurrency=1)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "missing on disk (or incomplete)" in res.stdout
+    assert farm.load_summary()["frames"]["missing_spec"] == "4"
+    assert not farm.leftovers()

@@ -333,7 +333,8 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
     if failed and att.resolvable:
         good += [f for f in owned if f in on_disk and f in att.reported]
         for f in owned:
-            if f not in att.reported and f in att.touched:
+            # touched but never reported, or reported but not whole: in flight at the stop
+            if f in att.touched and (f not in att.reported or f not in on_disk):
                 suspect.append(f)
                 with contextlib.suppress(OSError):
                     os.unlink(pattern.path_for(f))
