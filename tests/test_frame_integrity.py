@@ -201,6 +201,8 @@ def test_second_run_on_a_busy_output_is_refused_naming_the_first(farm: Farm) -> 
     assert _run_id(out) in line and f"pid {a.pid}" in line and "25-30" in line
     assert c.returncode == 0, c.stdout + c.stderr
     assert a.returncode == 0, out + err
+    # the refused run launched nothing: every launch is A's (1-30) or C's (100-101)
+    assert all(int(r[2]) <= 30 or int(r[1]) >= 100 for r in journal(farm, "launch"))
     assert farm.frames_on_disk() == list(range(1, 31)) + [100, 101]
     assert not (farm.out / ".stmpo").exists()  # every run ended: no lock, no ledger
 

@@ -306,6 +306,9 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
                     ctx.publish("warning", index=index, text=ev.text)
+    except BaseException:
+        kill_renderer()  # never leave a renderer behind us (its frames stay in the ledger)
+        raise
     finally:
         att.exit_code = proc.wait()
         reaper.join(timeout=defaults.KILL_WAIT_S + 1)
