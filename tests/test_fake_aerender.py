@@ -18,7 +18,9 @@ import pytest
 from conftest import tagged
 
 import stmpo_celery
+from stmpo_celery.aerender._fakeframes import frame_bytes
 from stmpo_celery.aerender._log import AerenderLog, AeWarning
+from stmpo_celery.aerender._output import file_problem
 from stmpo_celery.aerender.simulator import Knobs, frame_cost, parse_args, scan_flags, timecode
 
 pytestmark = pytest.mark.slow
@@ -137,8 +139,10 @@ def test_run_writes_every_frame_and_log_yields_exactly_them(fake: Fake) -> None:
     assert log.launched and log.finished and log.errors == []
     assert log.comp_name == "Main comp"
     for f in range(95, 105):
-        data = (fake.tmp / "out" / f"f_{f:04d}.png").read_bytes()
-        assert data == f"stmpo fake frame {f}\n".encode()
+        path = fake.tmp / "out" / f"f_{f:04d}.png"
+        assert path.read_bytes() == frame_bytes(str(path), f)
+        assert f"stmpo fake frame {f}\n".encode() in path.read_bytes()
+        assert file_problem(str(path)) is None  # a real, whole PNG
     assert frames_on_disk(fake) == set(range(95, 105))
     launches = fake.journal_lines("launch")
     assert len(launches) == 1 and launches[0][1:3] == ["95", "104"]

@@ -11,6 +11,8 @@ import pytest
 import redis
 from conftest import Farm, stmpo_keys, tagged, wait_for
 
+from stmpo_celery.aerender._fakeframes import frame_bytes
+
 pytestmark = pytest.mark.slow
 
 
@@ -97,8 +99,11 @@ def test_sigkill_of_orchestrator_leaves_no_process(farm: Farm) -> None:
 def test_skip_existing_frames_are_not_rendered_again(farm: Farm) -> None:
     farm.out.mkdir(parents=True)
     for f in (1, 2, 3, 10):
-        (farm.out / f"shot_{f:04d}.png").write_bytes(b"done")
+        path = farm.out / f"shot_{f:04d}.png"
+        path.write_bytes(frame_bytes(str(path), f))
     (farm.out / "shot_0004.png").write_bytes(b"")  # empty is not a frame
+    whole = frame_bytes(str(farm.out / "shot_0005.png"), 5)
+    (farm.out / "shot_0005.png").write_bytes(whole[: len(whole) - 40])  # cut short: neither
     res = farm.run(frames="1-12", concurrency=2)
     assert res.returncode == 0, res.stdout + res.stderr
     assert sorted(farm.journal_frames()) == [4, 5, 6, 7, 8, 9, 11, 12]

@@ -1,7 +1,11 @@
-"""What aerender left on disk: which requested frames are not (yet) whole files.
+"""What aerender left on disk: which requested frames are not whole files.
 
-Used by a slot to verify its chunk, by the orchestrator before planning (resume) and
-after the run (final verification), and by redelivery.
+After Effects writes a frame in place, so a renderer killed mid-write leaves a file of
+non-zero size that is not a frame. A frame counts only when the format's own structure
+says it is complete (:func:`stmpo_celery.plan.frame_problem`: PNG ends with IEND, JPEG
+with EOI, EXR/TIFF/DPX offsets and sizes inside the file). Used by a slot to verify its
+chunk, by the orchestrator before planning (resume) and after the run, and by
+redelivery.
 """
 
 from __future__ import annotations
@@ -9,15 +13,25 @@ from __future__ import annotations
 import os
 
 from ..plan import OutputPattern
+from ..plan._formats import frame_problem
+
+
+def file_problem(path: str) -> str | None:
+    """Why ``path`` is not a whole frame (absent, empty, truncated), or None."""
+    try:
+        size = os.path.getsize(path)
+        if size <= 0:
+            return "empty file"
+        with open(path, "rb") as fh:
+            def read(offset: int, length: int) -> bytes:
+                fh.seek(offset)
+                return fh.read(length)
+
+            return frame_problem(path, size, read)
+    except OSError as exc:
+        return exc.strerror or "missing"
 
 
 def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:
-    """Frames whose file is absent or empty (an empty file is not a frame)."""
-    out = []
-    for f in frames:
-        try:
-            if os.path.getsize(pattern.path_for(f)) <= 0:
-                out.append(f)
-        except OSError:
-            out.append(f)
-    return out
+    """Frames that are not whole files: absent, empty, or cut short mid-write."""
+    return [f for f in frames if file_problem(pattern.path_for(f)) is not None]

@@ -8,9 +8,10 @@ command line (``-project P -comp NAME|-rqindex N -s S -e E -output PATTERN -mfr 
 output per line; its exit code is the renderer's (128+signal if killed). On SIGTERM the
 launcher dies at once and the renderer keeps rendering despite the broken pipe: only
 killing the whole tree stops it. The renderer starts slowly, prints the real log format
-(``PROGRESS:  0:00:04:18 (118): 1 Seconds``, 24 fps) and writes one small file per frame,
-or one file at the end for a movie. A missing output folder prints ``aerender ERROR`` and
-exits 0; a missing project or an unknown flag exits 1.
+(``PROGRESS:  0:00:04:18 (118): 1 Seconds``, 24 fps) and writes, in place, one small but
+structurally real file per frame (PNG, JPEG, EXR, TIFF, DPX: ``_fakeframes``), or one file
+at the end for a movie. A missing output folder prints ``aerender ERROR`` and exits 0; a
+missing project or an unknown flag exits 1.
 
 Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 
@@ -24,21 +25,26 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 ``STMPO_FAKE_CRASH_EXIT``      with CRASH_FRAME: exit with this code instead, silently
 ``STMPO_FAKE_HANG_FRAME``      stop printing at that frame and sleep forever (no CPU)
 ``STMPO_FAKE_BUSY_FRAME``      ``N:SECONDS``: frame N burns SECONDS of CPU, silently
-``STMPO_FAKE_ONCE_DIR``        CRASH/HANG/FAIL trigger once per frame: the trigger first
-                               creates ``DIR/<crash|hang|fail>-<frame>`` (O_EXCL); if that
-                               exists, the frame renders normally
+``STMPO_FAKE_ONCE_DIR``        CRASH/HANG/FAIL/ORPHAN trigger once per frame: each first
+                               creates ``DIR/<kind>-<frame>`` (O_EXCL); if that exists, the
+                               frame renders normally
 ``STMPO_FAKE_IGNORE_SIGTERM``  ``1``: the renderer ignores SIGTERM (only SIGKILL works)
 ``STMPO_FAKE_MISSING_FONTS``   ``1``: warn ``Project has missing fonts`` (still succeeds)
 ``STMPO_FAKE_NO_WRITE_FRAME``  print that frame's progress line but write no file
 ``STMPO_FAKE_EMPTY_FRAME``     write a zero-byte file for that frame
+``STMPO_FAKE_TRUNCATE_FRAME``  write only the first half of that frame's file, then go on
+``STMPO_FAKE_WRITE_TIME``      seconds to write each frame in pieces (a big EXR): a kill
+                               meanwhile leaves a partial file
+``STMPO_FAKE_ORPHAN_FRAME``    after that frame the renderer SIGKILLs its launcher and renders
+                               on holding the launcher's output pipe: no EOF for the reader
 ``STMPO_FAKE_MFR_SHUFFLE``     ``1``: with ``-mfr ON`` frames finish out of order in small
                                deterministic groups
 ``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses
 ``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time> cpus=<ids>`` at
                                start-up (``ids``: the CPUs the launcher may use),
-                               ``frame <f> <renderer-pid> <time>`` once a frame is written
-                               (movie: rendered) and ``error <f> <pid> <time>`` as a strong
-                               error is printed; one O_APPEND write per line
+                               ``begin|frame <f> <renderer-pid> <time>`` as a frame's file is
+                               opened|written (movie: rendered), ``error``/``orphan`` likewise
+                               at a strong error/launcher kill; one O_APPEND write per line
 ``STMPO_FAKE_ARGV_DUMP``       write the launcher's argv as a JSON list to this file
 """
 
@@ -57,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..plan import OutputPattern
+from ._fakeframes import frame_writes, write_in_place
 
 VERSION = "24.6x1"
 FPS = 24
@@ -180,6 +187,9 @@ class Knobs:
     busy: dict[int, float] = field(default_factory=dict)
     no_write: set[int] = field(default_factory=set)
     empty: set[int] = field(default_factory=set)
+    truncate: set[int] = field(default_factory=set)
+    orphan: set[int] = field(default_factory=set)
+    write_time: float = 0.0
     once_dir: str = ""
     ignore_sigterm: bool = False
     missing_fonts: bool = False
@@ -192,6 +202,7 @@ class Knobs:
         k = cls(heavy=_ranges("HEAVY"), ramp=_ranges("RAMP"), fail=_frames("FAIL_FRAME"),
                 crash=_frames("CRASH_FRAME"), hang=_frames("HANG_FRAME"),
                 no_write=_frames("NO_WRITE_FRAME"), empty=_frames("EMPTY_FRAME"),
+                truncate=_frames("TRUNCATE_FRAME"), orphan=_frames("ORPHAN_FRAME"),
                 once_dir=_env("ONCE_DIR"), journal=_env("JOURNAL"),
                 ignore_sigterm=_env("IGNORE_SIGTERM").lower() in _TRUE,
                 missing_fonts=_env("MISSING_FONTS").lower() in _TRUE,
@@ -200,6 +211,7 @@ class Knobs:
         try:
             k.startup = float(_env("STARTUP") or 2.0)
             k.frame_cost = float(_env("FRAME_COST") or 0.05)
+            k.write_time = float(_env("WRITE_TIME") or 0.0)
             if _env("CRASH_EXIT"):
                 k.crash_exit = int(_env("CRASH_EXIT"))
             for item in filter(None, _env("BUSY_FRAME").split(",")):
@@ -373,14 +385,22 @@ def run_renderer(argv: list[str]) -> int:
         else:
             _sleep(frame_cost(frame, knobs))
         if pattern.is_sequence and frame not in knobs.no_write:
-            data = b"" if frame in knobs.empty else f"stmpo fake frame {frame}\n".encode()
+            _journal(knobs.journal, f"begin {frame} {pid} {time.time():.6f}")
             try:
-                Path(pattern.path_for(frame)).write_bytes(data)
+                writes = [] if frame in knobs.empty else frame_writes(pattern.path_for(frame),
+                                                                      frame)
+                if frame in knobs.truncate:
+                    writes = writes[: max(1, len(writes) // 2)]
+                write_in_place(pattern.path_for(frame), writes, knobs.write_time)
             except OSError as exc:
                 out(f"aerender ERROR: After Effects error: Can't write file: {exc}")
                 return 0
         if frame not in knobs.no_write:
             _journal(knobs.journal, f"frame {frame} {pid} {time.time():.6f}")
+        if frame in knobs.orphan and _once(knobs, "orphan", frame):
+            _journal(knobs.journal, f"orphan {frame} {pid} {time.time():.6f}")
+            with contextlib.suppress(OSError):  # the launcher dies; we render on
+                os.kill(os.getppid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         number = frame - args.start + 1 if knobs.relative else frame
         seconds = round(time.monotonic() - t0)
         out(f"PROGRESS:  {timecode(frame)} ({number}): {seconds} Seconds")
@@ -416,8 +436,10 @@ def run_launcher(argv: list[str]) -> int:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "stmpo_celery.aerender.simulator", RENDERER_FLAG, *argv]
+    # ORPHAN_FRAME: the renderer inherits our stderr (the caller's pipe) and holds it
+    stderr = None if knobs.orphan else subprocess.STDOUT
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env)  # fmt: skip
+                            stderr=stderr, env=env)  # fmt: skip
     assert proc.stdout is not None
     for raw in proc.stdout:
         out(raw.decode("utf-8", "replace").rstrip("\r\n"))

@@ -120,3 +120,16 @@ redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
 return 1
 """
+
+
+#: Close a chunk's range: mark every frame up to its current end as taken, so no steal can
+#: lower the end any more (:data:`STEAL_CAS` refuses once ``done`` >= the new end).
+#:
+#: ``KEYS[1]`` = :attr:`Sched.END` hash, ``KEYS[2]`` = :attr:`Sched.DONE` hash;
+#: ``ARGV[1]`` = the chunk. Returns the chunk's end, or nil for an unknown chunk.
+CLOSE_RANGE = """
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+if not e then return nil end
+redis.call('HSET', KEYS[2], ARGV[1], e)
+return tonumber(e)
+"""

@@ -78,10 +78,15 @@ def render(**kw: Any) -> None:
 
     options = _options_from(kw)
     prep = prepare(options)
-    plan = make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
-    create_outputs(prep)  # log and output folders, summary probe: the last check
-    run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
-    code = run.execute()
+    make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
+    create_outputs(prep)  # folders, summary probe, the output lock: the last step
+    try:
+        plan = make_host_plan(prep)  # for the frames left to render
+        run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
+        code = run.execute()
+    finally:
+        if prep.lock is not None:  # released by the run; here too if it never started
+            prep.lock.release()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
     # of Celery's modules (a render host waits on this exit to start the next task).
     sys.stdout.flush()

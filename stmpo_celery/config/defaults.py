@@ -77,3 +77,5 @@ FARM_DEAD_AFTER_S: Final = 6.0  #: a worker silent this long is dead: its task r
 FARM_POLL_S: Final = 0.25  #: how often a running task checks for cancel
 FARM_ORPHAN_GRACE_S: Final = 10.0  #: a dead worker's render gets SIGTERM, then SIGKILL after this
 LOG_KEEP_RUNS: Final = 20  #: run folders kept under the default log root (older ones pruned)
+OUTPUT_LOCK_REFRESH_S: Final = 10.0  #: how often a run re-stamps its output lock
+OUTPUT_LOCK_STALE_S: Final = 120.0  #: another host's lock not re-stamped this long is dead

@@ -184,3 +184,9 @@ def kill_groups_now(pgids: Iterable[int]) -> None:
                 os.killpg(pgid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.kill(pgid, signal.SIGKILL)
+
+
+def start_time(pid: int | None = None) -> float | None:
+    """When process ``pid`` (default: this one) started, or None if it is gone: a pid
+    with another start time is a new process that reused the number."""
+    return process_started(os.getpid() if pid is None else pid)

@@ -38,7 +38,8 @@ from ..host import HostPlan
 from ..host._platform import become_subreaper, cancel_signals
 from ..monitor import FlowerProcess, start_flower_for_run
 from ..plan import parse_frames
-from ..slot import RunSpec, next_attempt, register_plan, set_retry, spare_tasks
+from ..slot import RunSpec, close_range, next_attempt, register_plan, set_retry, spare_tasks
+from ..slot import _ledger as ledger
 from ._dispatch import RunQueue, delete_run_keys
 from ._funnel import LogFunnel, one_line
 from ._logdir import open_private, run_log_dir
@@ -62,7 +63,7 @@ class Run:
         self.prep = prep
         self.plan = plan
         self.o = prep.options
-        self.run_id = secrets.token_hex(4)
+        self.run_id = prep.run_id or secrets.token_hex(4)
         self.host = keys.host_name()
         self.queue = keys.queue(self.run_id, self.host)
         self.tty = tty
@@ -262,6 +263,8 @@ class Run:
             if self.stop_reason is not None:
                 break
             now = time.monotonic()
+            if self.prep.lock is not None:
+                self.prep.lock.refresh()
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
                 last_ping = now
                 try:
@@ -386,6 +389,15 @@ class Run:
                        ExitCode.RENDER_FAILED)
             return
         frames = parse_frames(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
+        end = close_range(self.client, self.run_id, rec.index) if (
+            self.plan.schedule == "adaptive") else None
+        if end is not None:  # a stolen tail is the thief's: neither redone nor deleted here
+            frames = [f for f in frames if f <= end]
+            rec.end = min(rec.end, end)
+        tag = f"-slot{slot.index}-{slot.pid}-"
+        ledger.settle(ledger.state_dir(self.prep.pattern),
+                      lambda e: e.run_id == self.run_id and tag in e.path.name,
+                      owned=lambda f: end is None or f <= end)
         redo = [f for f in frames if f not in self.done_frames]
         redo += [f for f in frames if f in self.done_frames and f in set(
             missing_frames(self.prep.pattern, [f]))]
@@ -440,6 +452,12 @@ class Run:
             self.flower.stop()
         if self.pool is not None:
             self.pool.kill_all()
+            # Frames our killed slots had in flight may be half-written: never leave them.
+            partial = ledger.settle(ledger.state_dir(self.prep.pattern),
+                                    lambda e: e.run_id == self.run_id)
+            if partial:
+                self._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
+                          f"chunks (first: {partial[0]})")
         if self.client is not None:
             with contextlib.suppress(Exception):
                 self.pubsub.close()
@@ -464,6 +482,8 @@ class Run:
             self.exit_code = ExitCode.RENDER_FAILED
             self.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
                                 f"(first: {pattern.path_for(missing[0])})")
+            if self.failures:  # the failed chunk is the reason; name it
+                self.stop_reason = f"{self.failures[0].describe()}; {self.stop_reason}"
         if self.exit_code == ExitCode.OK and self.failures:
             self.exit_code = ExitCode.RENDER_FAILED
         if self.progress is not None:
@@ -477,4 +497,6 @@ class Run:
         if self._run_log is not None:
             with contextlib.suppress(Exception):
                 self._run_log.close()
+        if self.prep.lock is not None:  # frames verified and recorded: the output is free
+            self.prep.lock.release()
         return self.exit_code

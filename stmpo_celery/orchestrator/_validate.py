@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from dataclasses import dataclass, field
 
 from ..aerender import check_target, missing_frames, resolve_aerender
@@ -19,7 +20,9 @@ from ..errors import BadInput
 from ..host._platform import check_start_method
 from ..monitor import check_bind, discover_broker
 from ..plan import OutputPattern, parse_frames, parse_output
+from ..slot import _ledger as ledger
 from ._logdir import check_log_dir, check_summary
+from ._outlock import OutputLock, acquire
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Prepared:
     broker: BrokerUrl | None  #: None = embedded
     chunk_size: int | None
     notes: list[str] = field(default_factory=list)
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    lock: OutputLock | None = None  #: this run's claim on its output frames
 
     @property
     def skipped(self) -> list[int]:
@@ -97,13 +102,8 @@ def prepare(o: RenderOptions) -> Prepared:
     check_output_path(pattern, frames)
     check_log_dir(o.log_dir)
     check_summary(o.summary)
-    to_render = frames
-    if o.skip_existing and pattern.is_sequence:
-        missing = set(missing_frames(pattern, frames))
-        to_render = [f for f in frames if f in missing]
-        if len(to_render) < len(frames):
-            notes.append(f"skipping {len(frames) - len(to_render)} frame(s) already on disk")
-    return Prepared(o, project, pattern, frames, to_render, aerender, broker, chunk_size, notes)
+    # what to render is decided by create_outputs, under the output lock
+    return Prepared(o, project, pattern, frames, frames, aerender, broker, chunk_size, notes)
 
 
 def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
@@ -141,8 +141,8 @@ def _make_dirs(path: str, made: list[str]) -> None:
 
 def create_outputs(prep: Prepared) -> None:
     """The last step before the run starts, once every check passed: create the output
-    and log folders and prove the summary can be written; on a failure, remove what this
-    created and raise :class:`BadInput`."""
+    and log folders and prove the summary can be written (on a failure, remove what this
+    created and raise :class:`BadInput`), then :func:`claim_output`."""
     o = prep.options
     made: list[str] = []
     what = ""
@@ -168,3 +168,23 @@ def create_outputs(prep: Prepared) -> None:
                 os.rmdir(d)
         raise BadInput(f"{what} ({exc.strerror or exc}): fix the path or the folder's "
                        "permissions") from None
+    claim_output(prep)
+
+
+def claim_output(prep: Prepared) -> None:
+    """Claim the output (refused if a live run renders any of these frames), delete what
+    dead runs left half-written (their in-flight ledgers), then decide what to render:
+    with ``--skip-existing``, the frames not already whole on disk."""
+    pattern, frames, notes = prep.pattern, prep.frames, prep.notes
+    prep.lock, live = acquire(pattern, frames, prep.run_id)
+    partial = ledger.settle(ledger.state_dir(pattern), lambda e: e.run_id not in live)
+    if partial:
+        notes.append(f"deleted {len(partial)} frame(s) a stopped run left half-written "
+                     f"(first: {partial[0]})")
+    prep.to_render = frames
+    if prep.options.skip_existing and pattern.is_sequence:
+        missing = set(missing_frames(pattern, frames))
+        prep.to_render = [f for f in frames if f in missing]
+        if len(prep.to_render) < len(frames):
+            notes.append(f"skipping {len(frames) - len(prep.to_render)} frame(s) already "
+                         "whole on disk")

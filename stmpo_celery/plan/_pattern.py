@@ -51,3 +51,10 @@ def parse_output(raw: str) -> OutputPattern:
             f"--output {raw!r} has a malformed frame token: write it as [#####]"
         )
     return OutputPattern(raw)
+
+
+def shared_frames(a: OutputPattern, a_frames: list[int], b: OutputPattern,
+                  b_frames: list[int]) -> list[int]:
+    """Frames of ``a`` whose file ``b`` would also write (two runs on one output)."""
+    theirs = {b.path_for(f) for f in b_frames}
+    return [f for f in a_frames if a.path_for(f) in theirs]

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._main import preload, run_slot
-    from ._schedule import next_attempt, register_plan, set_retry, spare_tasks
+    from ._schedule import close_range, next_attempt, register_plan, set_retry, spare_tasks
     from ._spec import RunSpec
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "close_range": "._schedule",
     "next_attempt": "._schedule",
     "register_plan": "._schedule",
     "set_retry": "._schedule",
@@ -27,6 +28,7 @@ _HOME = {
 }
 
 __all__ = [
+    "close_range",
     "next_attempt",
     "register_plan",
     "set_retry",

@@ -1,10 +1,17 @@
 """One chunk inside a slot: run aerender's tree, read its log, verify frames on disk.
 
 The outcome never trusts aerender's exit code alone: a strong error line fails the
-chunk even on exit 0, and so does any expected frame that is not a non-empty file.
-A frame counts as rendered only when it is on disk, non-empty, and was reported done
-by an aerender that did not fail afterwards; a file written by an aerender that then
-crashed is *suspect* (it may be partial) and is rendered again on retry.
+chunk even on exit 0, and so does any expected frame that is not a whole file (present,
+non-empty, and structurally complete where the format says so: :mod:`..plan._formats`).
+A frame counts as rendered only when it is whole on disk and was reported done by an
+aerender; a file an aerender touched without reporting it done, before it was stopped,
+is *suspect* (it may be partial): it is deleted and rendered again on retry. Every
+launch keeps an in-flight ledger beside the output (:mod:`._ledger`), so even a SIGKILL
+of everything leaves no partial frame that a later run could trust.
+
+When the launcher exits, whatever it left below the slot (its renderer) is killed at
+once: the chunk never waits on an orphan holding the output pipe, and a retry never
+overlaps a living renderer.
 """
 
 from __future__ import annotations
@@ -25,7 +32,16 @@ from ..broker import events, keys
 from ..config import defaults
 from ..host import descendants, kill_procs, tree_cpu_seconds
 from ..plan import OutputPattern, format_frames, runs
+from ._ledger import Ledger
 from ._spec import RunSpec
+
+
+def _stat(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class ChunkError(Exception):
@@ -55,6 +71,9 @@ class SlotContext:
         None)
     #: sees every event before it is published (the slot's live state for Flower and status)
     observer: Callable[[events.Event], None] | None = None
+    #: chunk index -> the last frame it owns, fixed from now on (steals may have lowered it;
+    #: None: the schedule never lowers ends)
+    close_range: Callable[[int], int | None] | None = None
 
     def emit(self, label: str, line: str) -> None:
         """One whole line into the merged stream (the orchestrator's log funnel)."""
@@ -103,6 +122,9 @@ class Attempt:
     launch_s: float | None = None
     tail: list[str] = field(default_factory=list)
     log: str = ""
+    touched: list[int] = field(default_factory=list)  #: frame files this launch changed
+    problem: str | None = None  #: the slot itself could not go on (log or ledger unwritable)
+    ledger: Ledger | None = None
 
 
 class _Watch(threading.Thread):
@@ -151,12 +173,50 @@ def kill_renderer() -> None:
     kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)
 
 
+class _LogFailed(Exception):
+    """The chunk's own log file cannot be written (a full or read-only log folder)."""
+
+
+def _open_log(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, b"")
+    except OSError as exc:
+        raise _LogFailed(f"cannot write the chunk log {path}: {exc.strerror or exc}: "
+                         "free space in the log folder or pass another --log-dir") from None
+    return fd
+
+
+def _write_log(fd: int, path: Path, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as exc:
+        raise _LogFailed(f"cannot write the chunk log {path}: {exc.strerror or exc}: "
+                         "free space in the log folder or pass another --log-dir") from None
+
+
 def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
-            log_path: Path) -> Attempt:
+            log_path: Path, pattern: OutputPattern) -> Attempt:
     spec = ctx.spec
     att = Attempt(start, end, log=str(log_path))
     argv = build_argv(spec.aerender, spec.target, start, end)
     parser = AerenderLog(start, end)
+    span = list(range(start, end + 1))
+    before = {f: _stat(pattern.path_for(f)) for f in span}
+    try:
+        log_fd = _open_log(log_path)
+    except _LogFailed as exc:
+        att.problem = str(exc)
+        return att
+    ledger = Ledger(pattern, spec.run_id, ctx.slot, span)
+    try:
+        ledger.open()
+    except OSError as exc:
+        os.close(log_fd)
+        att.problem = (f"cannot write the in-flight ledger {ledger.path}: "
+                       f"{exc.strerror or exc}: check space and permissions of the output")
+        return att
     t0 = time.monotonic()
     last_frame_at = t0
     next_needed = start
@@ -164,14 +224,32 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, close_fds=True)
     except OSError as exc:
+        os.close(log_fd)
+        ledger.close()
         att.strong.append(f"aerender could not start: {exc.strerror or exc}")
         return att
+
+    def end_of_launcher() -> None:
+        # The launcher is gone (any code, any signal): whatever it left below this slot —
+        # its renderer, maybe holding our pipe — dies now, so we never wait on an orphan.
+        proc.wait()
+        kill_renderer()
+
+    reaper = threading.Thread(target=end_of_launcher, name="stmpo-launcher-end", daemon=True)
+    reaper.start()
     watch = _Watch(ctx, t0)
     watch.start()
     assert proc.stdout is not None
-    with open(log_path, "ab") as log:
+    try:
         for raw in iter(proc.stdout.readline, b""):
-            log.write(raw)
+            if att.problem:
+                continue  # draining: the renderer is being killed
+            try:
+                _write_log(log_fd, log_path, raw)
+            except _LogFailed as exc:
+                att.problem = str(exc)
+                kill_renderer()
+                continue
             watch.last_output = time.monotonic()
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             ctx.emit(label, line)
@@ -187,6 +265,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     last_frame_at = now
                     frame = ev.frame if ev.frame is not None else start + parser.done_count - 1
                     att.reported.add(frame)
+                    ledger.done(frame)
                     while next_needed in att.reported:
                         next_needed += 1
                     ctx.publish(events.Frame(index=index, frame=ev.frame, number=ev.number,
@@ -194,24 +273,56 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     if ctx.frame_hook is not None and att.cut_end is None:
                         new_end = ctx.frame_hook(index, next_needed - 1, frame, cost,
                                                  att.launch_s if first else None)
-                        if new_end is not None and new_end < att.end and (
-                                next_needed - 1 >= new_end):
-                            att.cut_end = new_end  # our tail went to another slot: stop here
-                            kill_renderer()
+                        if new_end is not None and new_end < att.end:
+                            ledger.keep_until(new_end)  # the tail is another slot's now
+                            if next_needed - 1 >= new_end:
+                                att.cut_end = new_end  # stop right after our last frame
+                                kill_renderer()
                 elif isinstance(ev, StrongError):
                     att.strong.append(ev.text)
                     kill_renderer()  # deterministic failure: do not let AE go on
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
                     ctx.publish(events.SlotWarning(index=index, text=ev.text))
-    att.exit_code = proc.wait()
-    watch.done.set()
-    watch.join(timeout=1)
+    except BaseException:
+        kill_renderer()  # never leave a renderer behind us (its frames stay in the ledger)
+        raise
+    finally:
+        att.exit_code = proc.wait()
+        reaper.join(timeout=defaults.KILL_WAIT_S + 1)
+        watch.done.set()
+        watch.join(timeout=1)
+        os.close(log_fd)
+        proc.stdout.close()
     if watch.reason and watch.reason != "aborted":
         att.stalled = watch.reason
     att.resolvable = parser.numbering != "unknown"
     att.tail = parser.tail()[-defaults.LOG_TAIL_LINES:]
+    att.touched = [f for f in span if _stat(pattern.path_for(f)) != before[f]]
+    att.ledger = ledger
     return att
+
+
+def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool,
+            good: list[int], suspect: list[int]) -> None:
+    """Decide which of the launch's frames (those the chunk still owns) are rendered.
+
+    A failed launch keeps only whole frames it reported done; a frame it touched without
+    reporting it was in flight when the launch stopped and is deleted. Frames no longer
+    owned (a stolen tail) belong to the thief and are never touched."""
+    on_disk = set(owned) - set(missing_frames(pattern, owned))
+    if failed and att.resolvable:
+        good += [f for f in owned if f in on_disk and f in att.reported]
+        for f in owned:
+            # touched but never reported, or reported but not whole: in flight at the stop
+            if f in att.touched and (f not in att.reported or f not in on_disk):
+                suspect.append(f)
+                with contextlib.suppress(OSError):
+                    os.unlink(pattern.path_for(f))
+    else:
+        good += [f for f in owned if f in on_disk]
+    if att.ledger is not None:
+        att.ledger.close()
 
 
 def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
@@ -246,24 +357,22 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         log_path = Path(spec.log_dir) / (
             f"chunk{index:04d}-{frames_label(s, e)}-slot{ctx.slot}"
             + (f"-r{attempt}" if attempt else "") + ".log")
-        att = _launch(ctx, index, s, e, label, log_path)
+        att = _launch(ctx, index, s, e, label, log_path, pattern)
         warnings += att.warnings
         if n == 0:
             launch_s = att.launch_s
-        span = list(range(s, e + 1))
-        on_disk = [f for f in span if f not in set(missing_frames(pattern, span))]
-        if att.cut_end is not None:
-            span = list(range(s, att.cut_end + 1))
-            frames = [f for f in frames if f <= att.cut_end]
-            on_disk = [f for f in span if f not in set(missing_frames(pattern, span))]
-        failed = bool(att.strong) or att.stalled is not None or (
-            att.exit_code != 0 and att.cut_end is None)
-        if failed and att.resolvable:
-            good += [f for f in on_disk if f in att.reported]
-            suspect += [f for f in on_disk if f not in att.reported]
-        else:
-            good += on_disk
-        if att.strong:
+        # From here on no slot can take frames from this chunk: what it owns is final.
+        owned_end = ctx.close_range(index) if ctx.close_range is not None else None
+        if owned_end is None:
+            owned_end = att.cut_end if att.cut_end is not None else e
+        if owned_end < e:
+            frames = [f for f in frames if f <= owned_end]
+        failed = bool(att.strong) or att.problem is not None or att.stalled is not None or (
+            att.exit_code != 0 and att.cut_end is None) or ctx.aborted() is not None
+        _settle(pattern, att, list(range(s, min(e, owned_end) + 1)), failed, good, suspect)
+        if att.problem:
+            failure = (att.problem, False, att)
+        elif att.strong:
             failure = (f"aerender reported: {att.strong[0].strip()}", False, att)
         elif ctx.aborted():
             failure = (f"stopped: {ctx.aborted()}", False, att)
@@ -271,7 +380,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
             failure = (att.stalled, True, att)
         elif att.exit_code != 0 and att.cut_end is None:
             failure = (f"aerender exited with code {att.exit_code}", True, att)
-        if failure or att.cut_end is not None:
+        if failure or owned_end < e:
             break
     t1 = time.time()
     good_set = set(good)
@@ -285,14 +394,11 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         warnings=warnings, log=failure[2].log if failure else "",
     )
     if failure is None and missing:
-        failure = (f"{len(missing)} frame(s) missing on disk after aerender exited 0 "
-                   f"(first: {pattern.path_for(missing[0])})", True, Attempt(0, 0))
+        failure = (f"{len(missing)} frame(s) missing on disk (or incomplete) after aerender "
+                   f"exited 0 (first: {pattern.path_for(missing[0])})", True, Attempt(0, 0))
     if failure is None:
         return result
     reason, retryable, att = failure
-    for f in suspect:  # a file from a failed aerender may be partial: never keep it
-        with contextlib.suppress(OSError):
-            os.unlink(pattern.path_for(f))
     result.reason, result.tail, result.retryable = reason, att.tail, retryable
     raise ChunkError(f"chunk {index} frames {format_frames(frames)} on slot {ctx.slot}: "
                       f"{reason}", retryable=retryable, redo=missing, outcome=result)

@@ -162,8 +162,20 @@ def on_frame(ctx: SlotContext, index: int, done: int, frame: int | None, cost: f
     *_, end, raw = pipe.execute()
     if raw:
         info: dict[str, Any] = json.loads(raw)
+        if info.get("state") == SchedState.RETRY:  # a retry renders exactly its frames: never cut
+            return None
         info["tf"] = time.time()
         ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
+    return int(end) if end is not None else None
+
+
+def close_range(client: redis.Redis, run_id: str, index: int) -> int | None:
+    """Stop steals from chunk ``index`` and return the last frame it owns (None: no
+    recorded end, i.e. not an adaptive chunk). Called when a chunk's aerender has
+    stopped, by its slot, or by the orchestrator when the slot died: the frames that
+    chunk must account for never change after this."""
+    script = client.register_script(keys.CLOSE_RANGE)
+    end = script(keys=[_k(run_id, Sched.END), _k(run_id, Sched.DONE)], args=[str(index)])
     return int(end) if end is not None else None
 
 

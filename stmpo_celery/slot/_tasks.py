@@ -26,6 +26,8 @@ def register(app: Celery, ctx: SlotContext) -> None:
     spec = ctx.spec
     ctx.frame_hook = lambda index, done, frame, cost, first: schedule.on_frame(
         ctx, index, done, frame, cost, first)
+    if spec.schedule == "adaptive":
+        ctx.close_range = lambda index: schedule.close_range(ctx.client, spec.run_id, index)
 
     # Celery's own task events wait in a busy solo slot until the chunk ends: the slot
     # monitor sends this task's events live instead (see slotmon).
@@ -42,7 +44,15 @@ def register(app: Celery, ctx: SlotContext) -> None:
             return {"index": index, "status": "idle"}
         frames, attempt = claim
         try:
-            result = run_chunk(ctx, index, frames, attempt, task_id=self.request.id)
+            try:
+                result = run_chunk(ctx, index, frames, attempt, task_id=self.request.id)
+            except (OSError, redis.RedisError) as exc:  # never leave the run waiting on us
+                reason = f"slot error: {type(exc).__name__}: {exc}".splitlines()[0]
+                raise ChunkError(f"chunk {index} frames {frames[0]}-{frames[-1]} on slot "
+                                 f"{ctx.slot}: {reason}", outcome=events.ChunkOutcome(
+                                     index=index, slot=ctx.slot, start=frames[0],
+                                     end=frames[-1], reason=reason, missing=frames,
+                                     attempt=attempt)) from None
         except ChunkError as exc:
             schedule.finish(ctx, index)
             outcome = exc.outcome or events.ChunkOutcome(index=index, reason=str(exc))

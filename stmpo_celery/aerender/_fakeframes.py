@@ -1,0 +1,140 @@
+"""Small but structurally real frame files for the simulator, written like AE writes them.
+
+:func:`frame_writes` returns the writes that produce one frame, in the order a real
+image library issues them: a PNG or JPEG front to back, an OpenEXR with its offset
+table zero-filled first and filled in last, a TIFF with its IFD after the pixels and
+the header patched at the end, a DPX header (which declares the file size) then the
+pixels. The simulator performs them in place, optionally slowly, so a kill mid-write
+leaves exactly the partial file the real program would leave. Unknown extensions get
+a text file.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+
+from ..plan._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension
+
+#: (offset, bytes) in write order
+Writes = list[tuple[int, bytes]]
+
+_PIXELS = 2048  #: payload bytes per frame: a handful of writes when written slowly
+
+
+def _split(offset: int, data: bytes, pieces: int = 4) -> Writes:
+    step = max(1, -(-len(data) // pieces))
+    return [(offset + i, data[i:i + step]) for i in range(0, len(data), step)]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png(frame: int, text: bytes) -> Writes:
+    width, height = 16, 32
+    raw = b"".join(b"\x00" + bytes((frame + y) % 256 for _ in range(width * 4))
+                   for y in range(height))
+    head = PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6,
+                                                           0, 0, 0))
+    body = _png_chunk(b"tEXt", b"Comment\x00" + text) + _png_chunk(
+        b"IDAT", zlib.compress(raw, 0)) + _png_chunk(b"zTXt", b"pad\x00\x00" + bytes(_PIXELS))
+    out = [(0, head)] + _split(len(head), body)
+    out.append((len(head) + len(body), PNG_IEND))
+    return out
+
+
+def _jpeg(frame: int, text: bytes) -> Writes:
+    comment = b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text
+    body = comment + bytes((frame + i) % 256 for i in range(_PIXELS))
+    return [(0, b"\xff\xd8")] + _split(2, body) + [(2 + len(body), b"\xff\xd9")]
+
+
+def _exr_attr(name: str, kind: str, value: bytes) -> bytes:
+    return name.encode() + b"\x00" + kind.encode() + b"\x00" + struct.pack("<i", len(value)) + value
+
+
+def _exr(frame: int, text: bytes) -> Writes:
+    width, height = 16, 16
+    channels = b"Y\x00" + struct.pack("<iB3xii", 1, 0, 1, 1) + b"\x00"  # HALF, one channel
+    header = EXR_MAGIC + struct.pack("<I", 2) + b"".join([
+        _exr_attr("channels", "chlist", channels),
+        _exr_attr("compression", "compression", b"\x00"),  # NO: one scanline per chunk
+        _exr_attr("dataWindow", "box2i", struct.pack("<4i", 0, 0, width - 1, height - 1)),
+        _exr_attr("displayWindow", "box2i", struct.pack("<4i", 0, 0, width - 1, height - 1)),
+        _exr_attr("lineOrder", "lineOrder", b"\x00"),
+        _exr_attr("pixelAspectRatio", "float", struct.pack("<f", 1.0)),
+        _exr_attr("screenWindowCenter", "v2f", struct.pack("<2f", 0.0, 0.0)),
+        _exr_attr("screenWindowWidth", "float", struct.pack("<f", 1.0)),
+        _exr_attr("comments", "string", text),
+    ]) + b"\x00"
+    table_at = len(header)
+    pos = table_at + 8 * height
+    chunks: Writes = []
+    offsets = []
+    for y in range(height):
+        data = bytes((frame + y) % 256 for _ in range(2 * width))
+        offsets.append(pos)
+        chunks.append((pos, struct.pack("<iI", y, len(data)) + data))
+        pos += 8 + len(data)
+    # OpenEXR reserves the offset table (zeros), writes the chunks, then fills the table
+    return ([(0, header + bytes(8 * height))] + chunks
+            + [(table_at, struct.pack(f"<{height}Q", *offsets))])
+
+
+def _tiff(frame: int, text: bytes) -> Writes:
+    pixels = bytes((frame + i) % 256 for i in range(_PIXELS)) + text
+    ifd_at = 8 + len(pixels) + (len(pixels) % 2)
+    entries = [(256, 4, 1, 64), (257, 4, 1, len(pixels) // 64), (258, 3, 1, 8),
+               (273, 4, 1, 8), (279, 4, 1, len(pixels))]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, typ, count) + (struct.pack("<HH", value, 0) if typ == 3
+                                                 else struct.pack("<I", value))
+        for tag, typ, count, value in entries) + struct.pack("<I", 0)
+    # libtiff: header with no IFD yet, the strips, the IFD, then the header's IFD pointer
+    return ([(0, b"II*\x00" + bytes(4))] + _split(8, pixels) + [(ifd_at, ifd)]
+            + [(4, struct.pack("<I", ifd_at))])
+
+
+def _dpx(frame: int, text: bytes) -> Writes:
+    pixels = bytes((frame + i) % 256 for i in range(_PIXELS))
+    header = bytearray(2048)
+    struct.pack_into(">4sI8sI", header, 0, b"SDPX", 2048, b"V2.0\x00\x00\x00\x00",
+                     2048 + len(pixels))
+    header[100:100 + min(len(text), 100)] = text[:100]
+    return [(0, bytes(header))] + _split(2048, pixels)
+
+
+def frame_writes(path: str, frame: int) -> Writes:
+    """The writes that produce frame ``frame`` at ``path``, in a real writer's order."""
+    text = f"stmpo fake frame {frame}\n".encode()
+    maker = {"png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff,
+             "tiff": _tiff, "dpx": _dpx}.get(extension(path))
+    if maker is None:
+        return [(0, text)] + _split(len(text), bytes(_PIXELS))
+    return maker(frame, text)
+
+
+def frame_bytes(path: str, frame: int) -> bytes:
+    """The finished file (all writes applied)."""
+    buf = bytearray()
+    for offset, data in frame_writes(path, frame):
+        if len(buf) < offset + len(data):
+            buf.extend(bytes(offset + len(data) - len(buf)))
+        buf[offset:offset + len(data)] = data
+    return bytes(buf)
+
+
+def write_in_place(path: str, writes: Writes, seconds: float = 0.0) -> None:
+    """Perform ``writes`` on ``path`` (truncated first), spread over ``seconds``."""
+    pause = seconds / max(1, len(writes))
+    with open(path, "wb") as fh:
+        for offset, data in writes:
+            fh.seek(offset)
+            fh.write(data)
+            fh.flush()
+            deadline = time.monotonic() + pause
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, 0.05))

@@ -1,0 +1,158 @@
+"""One run per output: a lock file beside the output for every running render.
+
+Two renders writing the same frame files destroy each other's work (a requeued task
+next to a zombie one: one reports OK, the other then deletes frames it took for its
+own half-written ones). Each run therefore records itself in
+``<output folder>/.stmpo/run-<run>.lock`` (host, pid and start time of its
+orchestrator, output pattern, frames) before it starts anything, re-stamps it while it
+runs and removes it when it ends. A run whose frames overlap a live lock's is refused
+(exit 2) with the other run named. A lock is dead — and reclaimed, with the in-flight
+frames its run left behind — when, on its own host, its orchestrator process is gone
+(pid and start time no longer match), or, from another host, when it has not been
+re-stamped for ``OUTPUT_LOCK_STALE_S``. Deciding and writing happen under a guard
+directory created with ``mkdir`` (atomic on local and network file systems).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..broker.keys import host_name
+from ..config import defaults
+from ..errors import BadInput, EnvironmentProblem
+from ..host._proc import start_time
+from ..plan._frames import format_frames, parse_frames
+from ..plan._pattern import OutputPattern, shared_frames
+from ..slot._ledger import state_dir
+
+GUARD_WAIT_S = 10.0
+GUARD_STALE_S = 30.0
+
+
+@dataclass
+class OutputLock:
+    path: Path
+    info: dict[str, Any]
+    released: bool = False
+    stamped: float = field(default_factory=time.monotonic)
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-stamp the lock (at most every ``OUTPUT_LOCK_REFRESH_S`` unless forced)."""
+        if self.released or (not force and time.monotonic() - self.stamped
+                             < defaults.OUTPUT_LOCK_REFRESH_S):
+            return
+        self.stamped = time.monotonic()
+        self.info["time"] = time.time()
+        with contextlib.suppress(OSError):
+            _write(self.path, self.info)
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            with contextlib.suppress(OSError):  # only when no other run or ledger is there
+                self.path.parent.rmdir()
+
+
+def _write(path: Path, info: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(info, fh)
+    os.replace(tmp, path)
+
+
+def alive(info: dict[str, Any], mtime: float, now: float) -> bool:
+    """Is the run that wrote this lock still running?"""
+    if info.get("host") == host_name():
+        started = start_time(int(info.get("pid", 0)) or -1)
+        return started is not None and abs(started - float(info.get("started", 0))) < 1.0
+    return now - max(mtime, float(info.get("time", 0))) < defaults.OUTPUT_LOCK_STALE_S
+
+
+@contextlib.contextmanager
+def _guard(folder: Path) -> Any:
+    guard = folder / "guard"
+    deadline = time.monotonic() + GUARD_WAIT_S
+    while True:
+        try:
+            guard.mkdir()
+            break
+        except FileNotFoundError:  # the folder was just removed by a run that ended
+            folder.mkdir(exist_ok=True)
+            continue
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                if time.time() - guard.stat().st_mtime > GUARD_STALE_S:
+                    guard.rmdir()  # left by a run killed inside this section
+                    continue
+            if time.monotonic() > deadline:
+                raise EnvironmentProblem(f"output lock {guard} is held for more than "
+                                         f"{GUARD_WAIT_S:g} s: remove it if no stmpo "
+                                         "render is starting on this output") from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            guard.rmdir()
+
+
+def locks(folder: Path) -> list[tuple[Path, dict[str, Any], float]]:
+    out = []
+    with contextlib.suppress(OSError):
+        for path in sorted(folder.glob("run-*.lock")):
+            try:
+                out.append((path, json.loads(path.read_text(encoding="utf-8")),
+                            path.stat().st_mtime))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def acquire(pattern: OutputPattern, frames: list[int], run_id: str) -> tuple[OutputLock,
+                                                                             set[str]]:
+    """Lock ``frames`` of ``pattern`` for ``run_id``; returns the lock and the run ids of
+    the other live runs on this folder. Refuses (exit 2) when a live run overlaps."""
+    folder = state_dir(pattern)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create {folder} for the output lock ({exc.strerror}): "
+                       "fix the output folder's permissions") from None
+    live: set[str] = set()
+    now = time.time()
+    with _guard(folder):
+        for path, info, mtime in locks(folder):
+            if not alive(info, mtime, now):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # a dead run's lock: reclaimed
+                continue
+            live.add(str(info.get("run")))
+            try:
+                theirs = OutputPattern(str(info["pattern"]))
+                shared = shared_frames(pattern, frames, theirs, parse_frames(str(info["frames"])))
+            except Exception:  # noqa: BLE001 - an unreadable lock of a live run: overlap
+                shared = list(frames)
+            if shared:
+                raise BadInput(
+                    f"frames {format_frames(shared)} of {pattern.raw} are being rendered by "
+                    f"run {info.get('run')} on {info.get('host')} (pid {info.get('pid')}): "
+                    "wait for it to end or cancel it (a dead run's lock is reclaimed by "
+                    f"itself; its lock file is {path})")
+        info = {"run": run_id, "host": host_name(), "pid": os.getpid(),
+                "started": start_time(), "pattern": pattern.raw,
+                "frames": format_frames(frames), "time": now}
+        path = folder / f"run-{run_id}.lock"
+        try:
+            _write(path, info)
+        except OSError as exc:
+            raise BadInput(f"cannot write the output lock {path} ({exc.strerror}): "
+                           "fix the output folder's permissions or free space") from None
+    return OutputLock(path, info), live

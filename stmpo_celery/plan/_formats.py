@@ -1,0 +1,180 @@
+"""Is a frame file whole? Cheap structural checks per image format (pure).
+
+After Effects writes a frame in place, so a render killed mid-write leaves a file of
+non-zero size that is not a frame. Where the format allows it cheaply, the file's own
+structure says whether it was finished:
+
+* PNG ends with the ``IEND`` chunk; JPEG ends with the EOI marker ``FF D9``.
+* OpenEXR (single-part scanline) has an offset table that the writer fills in last:
+  every offset must be set and the last chunk must end inside the file.
+* TIFF's first IFD (written after the pixels) and its strips must lie inside the file.
+* DPX declares its total file size in the header.
+
+Other formats (and layouts these checks do not parse) are only checked for being
+non-empty. Nothing here touches a file: callers pass ``read(offset, length)``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable
+
+#: ``read(offset, length)`` -> at most ``length`` bytes at ``offset`` (short at end of file)
+Reader = Callable[[int, int], bytes]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+#: scanlines per chunk by OpenEXR compression id (NO, RLE, ZIPS, ZIP, PIZ, PXR24, B44,
+#: B44A, DWAA, DWAB)
+EXR_LINES = {0: 1, 1: 1, 2: 1, 3: 16, 4: 32, 5: 16, 6: 32, 7: 32, 8: 32, 9: 256}
+_EXR_HEADER_MAX = 1 << 20
+
+
+def extension(path: str) -> str:
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def frame_problem(path: str, size: int, read: Reader) -> str | None:
+    """Why the file at ``path`` (``size`` bytes) is not a whole frame, or None if it is."""
+    if size <= 0:
+        return "empty file"
+    check = _CHECKS.get(extension(path))
+    return check(size, read) if check is not None else None
+
+
+def _png(size: int, read: Reader) -> str | None:
+    if read(0, 8) != PNG_SIGNATURE:
+        return "not a PNG (bad signature)"
+    if size < 8 + 12 or read(size - 12, 12) != PNG_IEND:
+        return "truncated PNG (no IEND chunk at the end)"
+    return None
+
+
+def _jpeg(size: int, read: Reader) -> str | None:
+    if read(0, 2) != b"\xff\xd8":
+        return "not a JPEG (no SOI marker)"
+    if size < 4 or read(size - 2, 2) != b"\xff\xd9":
+        return "truncated JPEG (no EOI marker at the end)"
+    return None
+
+
+def _exr(size: int, read: Reader) -> str | None:
+    head = read(0, min(size, _EXR_HEADER_MAX))
+    if head[:4] != EXR_MAGIC:
+        return "not an OpenEXR file (bad magic number)"
+    if len(head) < 8:
+        return "truncated OpenEXR header"
+    flags = struct.unpack_from("<I", head, 4)[0]
+    if flags & (0x200 | 0x800 | 0x1000):  # tiled, deep or multi-part: magic only
+        return None
+    attrs, end = _exr_attributes(head)
+    if end is None:
+        return "truncated OpenEXR header"
+    window, compression = attrs.get(("dataWindow", "box2i")), attrs.get(("compression",
+                                                                         "compression"))
+    if window is None or len(window) != 16 or compression is None or len(compression) != 1:
+        return None  # a header this check does not understand: trust it
+    _, ymin, _, ymax = struct.unpack("<4i", window)
+    lines = EXR_LINES.get(compression[0])
+    if lines is None or ymax < ymin:
+        return None
+    count = math.ceil((ymax - ymin + 1) / lines)
+    table = read(end, 8 * count)
+    if len(table) < 8 * count:
+        return "truncated OpenEXR file (offset table incomplete)"
+    offsets = struct.unpack(f"<{count}Q", table)
+    if any(o < end + 8 * count or o + 8 > size for o in offsets):
+        return "truncated OpenEXR file (offset table not filled in)"
+    last = max(offsets)
+    _, length = struct.unpack("<iI", read(last, 8))
+    if last + 8 + length > size:
+        return "truncated OpenEXR file (last chunk cut short)"
+    return None
+
+
+def _exr_attributes(head: bytes) -> tuple[dict[tuple[str, str], bytes], int | None]:
+    """Header attributes ``(name, type) -> value`` and the offset after the header."""
+    attrs: dict[tuple[str, str], bytes] = {}
+    pos = 8
+    while pos < len(head):
+        if head[pos] == 0:
+            return attrs, pos + 1
+        name_end = head.find(b"\x00", pos)
+        type_end = head.find(b"\x00", name_end + 1) if name_end >= 0 else -1
+        if type_end < 0 or type_end + 5 > len(head):
+            return attrs, None
+        (length,) = struct.unpack_from("<i", head, type_end + 1)
+        start = type_end + 5
+        if length < 0 or start + length > len(head):
+            return attrs, None
+        key = (head[pos:name_end].decode("latin-1"), head[name_end + 1:type_end].decode("latin-1"))
+        attrs[key] = head[start:start + length]
+        pos = start + length
+    return attrs, None
+
+
+_TIFF_SIZES = {3: 2, 4: 4, 16: 8}  # SHORT, LONG, LONG8
+
+
+def _tiff(size: int, read: Reader) -> str | None:
+    head = read(0, 8)
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 8:
+        return "not a TIFF file (bad byte order mark)"
+    (magic,) = struct.unpack_from(order + "H", head, 2)
+    if magic == 43:  # BigTIFF: header only
+        return None
+    if magic != 42:
+        return "not a TIFF file (bad magic number)"
+    (ifd,) = struct.unpack_from(order + "I", head, 4)
+    if ifd < 8 or ifd + 2 > size:
+        return "truncated TIFF (first IFD missing)"
+    (n,) = struct.unpack(order + "H", read(ifd, 2))
+    entries = read(ifd + 2, 12 * n)
+    if ifd + 2 + 12 * n + 4 > size or len(entries) < 12 * n:
+        return "truncated TIFF (first IFD cut short)"
+    tags: dict[int, list[int]] = {}
+    for i in range(n):
+        tag, typ, count = struct.unpack_from(order + "HHI", entries, 12 * i)
+        width = _TIFF_SIZES.get(typ)
+        if tag not in (273, 279, 324, 325) or width is None or count > 1 << 20:
+            continue
+        raw = entries[12 * i + 8:12 * i + 12]
+        if width * count > 4:
+            (where,) = struct.unpack(order + "I", raw)
+            raw = read(where, width * count)
+            if len(raw) < width * count:
+                return "truncated TIFF (strip table cut short)"
+        code = {2: "H", 4: "I", 8: "Q"}[width]
+        tags[tag] = list(struct.unpack(f"{order}{count}{code}", raw[:width * count]))
+    for offsets_tag, counts_tag in ((273, 279), (324, 325)):
+        offs, lens = tags.get(offsets_tag), tags.get(counts_tag)
+        if offs and lens and max(o + c for o, c in zip(offs, lens, strict=False)) > size:
+            return "truncated TIFF (image data cut short)"
+    return None
+
+
+def _dpx(size: int, read: Reader) -> str | None:
+    head = read(0, 20)
+    order = {b"SDPX": ">", b"XPDS": "<"}.get(head[:4])
+    if order is None or len(head) < 20:
+        return "not a DPX file (bad magic number)"
+    image_offset, declared = struct.unpack_from(order + "I", head, 4)[0], struct.unpack_from(
+        order + "I", head, 16)[0]
+    if size < max(declared, image_offset):
+        return f"truncated DPX ({size} of {declared} bytes)"
+    return None
+
+
+_CHECKS: dict[str, Callable[[int, Reader], str | None]] = {
+    "png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff, "tiff": _tiff,
+    "dpx": _dpx,
+}
+
+
+def bytes_reader(data: bytes) -> Reader:
+    """A :data:`Reader` over bytes in memory (tests, and files read whole)."""
+    return lambda offset, length: data[offset:offset + length]

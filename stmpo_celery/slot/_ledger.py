@@ -1,0 +1,127 @@
+"""The in-flight ledger: which frames an aerender may be half-way through writing.
+
+After Effects writes a frame in place, so a render stopped mid-frame (cancel, crash,
+kill, stall, a stolen tail) leaves a partial file of non-zero size. Before each
+aerender launch the slot writes a small JSON file beside the output,
+``<output folder>/.stmpo/inflight-<run>-slot<K>-<pid>-<n>.json``, listing the frames of
+that launch; each frame leaves the list as aerender reports it done, and the file is
+removed when the launch is settled. Whoever stops a launch deletes the frames still
+listed (the slot, or the orchestrator after it had to SIGKILL the slot); if everything
+was killed, the next run on that output deletes them before it looks at what is on
+disk, so a half-written frame is never taken for a rendered one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..plan._frames import format_frames, parse_frames
+from ..plan._pattern import OutputPattern
+
+STATE_DIR = ".stmpo"  #: beside the output: in-flight ledgers and output locks
+_COUNTER = itertools.count()
+
+
+def state_dir(pattern: OutputPattern) -> Path:
+    return Path(os.path.dirname(os.path.abspath(pattern.path_for(0)))) / STATE_DIR
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
+
+
+class Ledger:
+    """The frames one aerender launch has in flight."""
+
+    def __init__(self, pattern: OutputPattern, run_id: str, slot: int,
+                 frames: Iterable[int]) -> None:
+        self.pattern = pattern
+        self.run_id = run_id
+        self.pending = set(frames)
+        self.path = state_dir(pattern) / (
+            f"inflight-{run_id}-slot{slot}-{os.getpid()}-{next(_COUNTER)}.json")
+
+    def open(self) -> None:
+        """Written before the launch; raises OSError when it cannot be (no frame is safe)."""
+        self.path.parent.mkdir(exist_ok=True)
+        self._write()
+
+    def _write(self) -> None:
+        _write_json(self.path, {"run": self.run_id, "pattern": self.pattern.raw,
+                                "frames": format_frames(sorted(self.pending))})
+
+    def done(self, frame: int) -> None:
+        if frame in self.pending:
+            self.pending.discard(frame)
+            with contextlib.suppress(OSError):  # a stale entry only costs a re-render
+                self._write()
+
+    def keep_until(self, end: int) -> None:
+        """Frames after ``end`` went to another slot (a stolen tail): not ours any more."""
+        if any(f > end for f in self.pending):
+            self.pending = {f for f in self.pending if f <= end}
+            with contextlib.suppress(OSError):
+                self._write()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    run_id: str
+    pattern: OutputPattern
+    frames: list[int]
+
+
+def entries(folder: Path) -> list[Entry]:
+    """Every ledger in ``folder`` (unreadable ones are skipped: never a traceback)."""
+    out: list[Entry] = []
+    try:
+        names = sorted(p for p in folder.iterdir() if p.name.startswith("inflight-")
+                       and p.name.endswith(".json"))
+    except OSError:
+        return out
+    for path in names:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            frames = parse_frames(data["frames"]) if data.get("frames") else []
+            out.append(Entry(path, str(data["run"]), OutputPattern(str(data["pattern"])),
+                             frames))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        except Exception:  # noqa: BLE001 - a malformed spec raises the package's own error
+            continue
+    return out
+
+
+def settle(folder: Path, which: Callable[[Entry], bool],
+           owned: Callable[[int], bool] = lambda frame: True) -> list[str]:
+    """Delete the frames still listed by the ledgers ``which`` selects (only those
+    ``owned`` accepts: a stolen tail is the thief's), then the ledgers.
+
+    Returns the frame files deleted (each possibly half-written)."""
+    deleted: list[str] = []
+    for entry in entries(folder):
+        if not which(entry):
+            continue
+        for frame in filter(owned, entry.frames):
+            path = entry.pattern.path_for(frame)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                deleted.append(path)
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+    return deleted

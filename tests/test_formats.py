@@ -1,0 +1,102 @@
+"""Whole-frame checks (pure), output overlap, and the in-flight ledger's bookkeeping."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from stmpo_celery.aerender._fakeframes import frame_bytes, frame_writes
+from stmpo_celery.plan._formats import bytes_reader, frame_problem
+from stmpo_celery.plan._pattern import OutputPattern, shared_frames
+from stmpo_celery.slot._ledger import Ledger, entries, settle, state_dir
+
+FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx"]
+
+
+def problem(name: str, data: bytes) -> str | None:
+    return frame_problem(name, len(data), bytes_reader(data))
+
+
+def partial_writes(name: str, frame: int) -> list[bytes]:
+    """The file as it is on disk after each write but the last (a kill at that moment)."""
+    out = []
+    writes = frame_writes(name, frame)
+    buf = bytearray()
+    for offset, data in writes[:-1]:
+        if len(buf) < offset + len(data):
+            buf.extend(bytes(offset + len(data) - len(buf)))
+        buf[offset:offset + len(data)] = data
+        out.append(bytes(buf))
+    return out
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_whole_frame_passes_and_every_partial_state_fails(ext: str) -> None:
+    name = f"/r/shot_0007.{ext}"
+    assert problem(name, frame_bytes(name, 7)) is None
+    partials = partial_writes(name, 7)
+    assert partials, "the writer must take more than one write"
+    for data in partials:
+        assert problem(name, data) is not None, (ext, len(data))
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_truncated_and_foreign_files_fail(ext: str) -> None:
+    name = f"/r/shot_0001.{ext}"
+    whole = frame_bytes(name, 1)
+    for cut in (len(whole) - 1, len(whole) // 2, 3):
+        assert problem(name, whole[:cut]) is not None, (ext, cut)
+    assert problem(name, b"done") is not None
+    assert problem(name, b"") == "empty file"
+
+
+def test_exr_with_zero_filled_offset_table_is_partial() -> None:
+    name = "/r/a.exr"
+    whole = bytearray(frame_bytes(name, 3))
+    # every chunk on disk but the table not yet written back: exactly what a kill leaves
+    writes = frame_writes(name, 3)
+    table_offset, table = writes[-1]
+    whole[table_offset:table_offset + len(table)] = bytes(len(table))
+    assert "offset table" in (problem(name, bytes(whole)) or "")
+
+
+def test_tiled_exr_and_unknown_formats_are_only_checked_for_size() -> None:
+    tiled = b"\x76\x2f\x31\x01" + struct.pack("<I", 2 | 0x200) + b"\x00" * 8
+    assert problem("/r/t.exr", tiled) is None
+    assert problem("/r/t.psd", b"x") is None and problem("/r/t.psd", b"") == "empty file"
+    assert problem("/r/noext", b"x") is None
+
+
+def test_shared_frames_compares_paths_not_numbers() -> None:
+    a = OutputPattern("/r/shot_[####].png")
+    assert shared_frames(a, [1, 2, 3], OutputPattern("/r/shot_[####].png"), [3, 4]) == [3]
+    assert shared_frames(a, [1, 2, 3], OutputPattern("/r/shot_[####].exr"), [1, 2, 3]) == []
+    assert shared_frames(a, [1, 2], OutputPattern("/r/other_[####].png"), [1, 2]) == []
+    # another width names other files, except where the number is wider than both
+    assert shared_frames(OutputPattern("/r/s_[##].png"), [5, 123],
+                         OutputPattern("/r/s_[###].png"), [5, 123]) == [123]
+    movie = OutputPattern("/r/shot.mov")
+    assert shared_frames(movie, [1], OutputPattern("/r/shot.mov"), [7]) == [1]
+
+
+def test_ledger_lists_in_flight_frames_until_done_and_settle_deletes_them(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    for f in (1, 2, 3, 4):
+        Path(pattern.path_for(f)).write_bytes(b"partial")
+    led = Ledger(pattern, "run1", 0, [1, 2, 3, 4])
+    led.open()
+    led.done(1)
+    led.keep_until(3)  # frame 4 was stolen: the thief's now
+    (entry,) = entries(state_dir(pattern))
+    assert entry.run_id == "run1" and entry.frames == [2, 3]
+    other = Ledger(pattern, "run2", 1, [9])
+    other.open()
+    deleted = settle(state_dir(pattern), lambda e: e.run_id == "run1")
+    assert sorted(deleted) == [pattern.path_for(2), pattern.path_for(3)]
+    assert Path(pattern.path_for(1)).exists() and Path(pattern.path_for(4)).exists()
+    assert [e.run_id for e in entries(state_dir(pattern))] == ["run2"]
+    other.close()
+    led.close()
+    assert entries(state_dir(pattern)) == []

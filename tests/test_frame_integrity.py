@@ -1,0 +1,250 @@
+"""Never accept a bad frame, never destroy a good one: partial writes, orphaned renderers,
+steals during stalls, two runs on one output, a full log folder. Real processes, killed
+for real; the simulator writes frames in place like After Effects."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import Farm, kill_tagged, tagged, wait_for
+
+from stmpo_celery.plan._formats import frame_problem
+
+pytestmark = pytest.mark.slow
+
+
+def whole(path: Path) -> bool:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return frame_problem(str(path), len(data), lambda o, n: data[o:o + n]) is None
+
+
+def journal(farm: Farm, kind: str) -> list[list[str]]:
+    if not farm.journal.exists():
+        return []
+    return [ln.split()[1:] for ln in farm.journal.read_text().splitlines()
+            if ln.startswith(kind + " ")]
+
+
+def mid_write(farm: Farm, ext: str = "png") -> Path | None:
+    """A frame file that the renderer has begun but not finished (non-empty)."""
+    finished = {int(r[0]) for r in journal(farm, "frame")}
+    for row in journal(farm, "begin"):
+        f = int(row[0])
+        path = farm.out / f"shot_{f:04d}.{ext}"
+        if f not in finished and path.exists() and path.stat().st_size > 0:
+            return path
+    return None
+
+
+def bad_files(farm: Farm, ext: str = "png") -> list[str]:
+    return sorted(p.name for p in farm.out.glob(f"shot_*.{ext}") if not whole(p))
+
+
+def test_cancel_mid_write_then_rerun_accepts_no_partial_frame(farm: Farm) -> None:
+    farm.knobs.update(WRITE_TIME="1.5", FRAME_COST="0.05")
+    proc = farm.start(frames="1-12", concurrency=2)
+    try:
+        partial = wait_for(lambda: mid_write(farm), timeout=30)
+        assert partial, "no frame was ever caught mid-write"
+        proc.send_signal(signal.SIGTERM)  # the Deadline cancel
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, out + err
+    assert not farm.leftovers()
+    assert bad_files(farm) == [], "the stopped run left half-written frames behind"
+    farm.knobs.update(WRITE_TIME="0")
+    res = farm.run(frames="1-12", concurrency=2)  # default --skip-existing
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 13))
+
+
+def test_sigkill_of_everything_mid_write_leaves_a_ledger_the_next_run_obeys(
+        farm: Farm) -> None:
+    # .iff: a format without a structural check, so only the ledger can tell
+    farm.pattern = str(farm.out / "shot_[####].iff")
+    farm.knobs.update(WRITE_TIME="1.5", FRAME_COST="0.05")
+    proc = farm.start(frames="1-8", concurrency=1)
+    try:
+        partial = wait_for(lambda: mid_write(farm, "iff"), timeout=30)
+        assert partial
+        for p in tagged(farm.tag):  # renderers first: nothing gets to clean up after them
+            if p.name() == "AfterFX":
+                p.kill()
+        proc.kill()
+        kill_tagged(farm.tag)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert not farm.leftovers()
+    size = partial.stat().st_size
+    assert size > 0, "the kill must leave a partial, non-empty file"
+    frame = int(partial.stem.split("_")[-1])
+    before = len(journal(farm, "frame"))
+    farm.knobs.update(WRITE_TIME="0")
+    res = farm.run(frames="1-8", concurrency=1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    redone = [int(r[0]) for r in journal(farm, "frame")[before:]]
+    assert frame in redone, "the half-written frame was trusted"
+    assert partial.stat().st_size > size
+    assert "half-written" in res.stdout
+
+
+def _renderer_pids(farm: Farm) -> dict[int, float]:
+    """renderer pid -> time of its last written frame."""
+    last: dict[int, float] = {}
+    for _f, pid, t in journal(farm, "frame"):
+        last[int(pid)] = max(last.get(int(pid), 0.0), float(t))
+    return last
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def test_launcher_dying_while_renderer_holds_the_pipe(farm: Farm) -> None:
+    once = farm.tmp / "once"
+    once.mkdir()
+    farm.knobs.update(ORPHAN_FRAME="3", ONCE_DIR=str(once), FRAME_COST="0.15")
+    proc = farm.start("--retries", "1", frames="1-20", concurrency=1)
+    try:
+        row = wait_for(lambda: journal(farm, "orphan"), timeout=30)
+        assert row
+        _, pid, t_orphan = row[0]
+        assert wait_for(lambda: _gone(int(pid)), timeout=5)
+        gone_after = time.time() - float(t_orphan)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert gone_after < 1.0, f"the orphaned renderer lived {gone_after:.2f} s"
+    assert proc.returncode == 0, out + err
+    launches = [float(r[3]) for r in journal(farm, "launch")]
+    assert len(launches) == 2
+    orphan_last = _renderer_pids(farm).get(int(pid), 0.0)
+    assert orphan_last < launches[1], "the retry overlapped a living renderer"
+    assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 21))
+    assert not farm.leftovers()
+
+
+def test_killed_launcher_takes_its_renderer_along_before_the_retry(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.15")
+    proc = farm.start("--retries", "1", frames="1-20", concurrency=1)
+    try:
+        assert wait_for(lambda: len(journal(farm, "frame")) >= 2, timeout=30)
+        launcher = next(p for p in tagged(farm.tag) if p.name() == "aerender")
+        renderer = next(p for p in tagged(farm.tag) if p.name() == "AfterFX")
+        launcher.kill()
+        t_kill = time.time()
+        assert wait_for(lambda: _gone(renderer.pid), timeout=5)
+        gone_after = time.time() - t_kill
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert gone_after < 1.0, f"the renderer outlived its launcher by {gone_after:.2f} s"
+    assert proc.returncode == 0, out + err
+    launches = [float(r[3]) for r in journal(farm, "launch")]
+    assert len(launches) == 2
+    assert _renderer_pids(farm)[renderer.pid] < launches[1], "two renderers on one chunk"
+    assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 21))
+    assert not farm.leftovers()
+
+
+def test_stall_in_a_chunk_whose_tail_was_stolen_keeps_every_frame(farm: Farm) -> None:
+    once = farm.tmp / "once"
+    once.mkdir()
+    # chunk 1 (21-40) is quick: its slot steals chunk 0's tail before chunk 0 hangs at 10
+    farm.knobs.update(HANG_FRAME="10", ONCE_DIR=str(once), FRAME_COST="0.2",
+                      HEAVY="21-40x0.1")
+    res = farm.run("--stall-timeout", "2", frames="1-40", concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "stalled" in res.stdout
+    chunk0 = next(c for c in farm.load_summary()["chunks"] if c["index"] == 0)
+    assert chunk0["stolen_by"], "the scenario needs a steal from the stalled chunk"
+    assert farm.frames_on_disk() == list(range(1, 41)) and bad_files(farm) == []
+    assert not farm.leftovers()
+
+
+def _run_id(out: str) -> str:
+    match = re.search(r"stmpo run (\w+) on ", out)
+    assert match, out
+    return match[1]
+
+
+def test_second_run_on_a_busy_output_is_refused_naming_the_first(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.25")
+    a = farm.start(frames="1-30", concurrency=2)
+    try:
+        assert wait_for(lambda: journal(farm, "frame"), timeout=30)
+        t0 = time.monotonic()
+        b = farm.run(frames="25-40", concurrency=2, timeout=30)
+        assert time.monotonic() - t0 < 8
+        c = farm.run(frames="100-101", concurrency=1, timeout=60)  # other frames: fine
+        out, err = a.communicate(timeout=90)
+    finally:
+        a.kill()
+    assert b.returncode == 2, b.stdout + b.stderr
+    line = b.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert _run_id(out) in line and f"pid {a.pid}" in line and "25-30" in line
+    assert c.returncode == 0, c.stdout + c.stderr
+    assert a.returncode == 0, out + err
+    # the refused run launched nothing: every launch is A's (1-30) or C's (100-101)
+    assert all(int(r[2]) <= 30 or int(r[1]) >= 100 for r in journal(farm, "launch"))
+    assert farm.frames_on_disk() == list(range(1, 31)) + [100, 101]
+    assert not (farm.out / ".stmpo").exists()  # every run ended: no lock, no ledger
+
+
+def test_lock_of_a_killed_run_is_reclaimed(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.25")
+    a = farm.start(frames="1-30", concurrency=2)
+    try:
+        assert wait_for(lambda: journal(farm, "frame"), timeout=30)
+        assert list((farm.out / ".stmpo").glob("run-*.lock"))
+        a.kill()  # SIGKILL: no cleanup of its own
+        a.communicate(timeout=10)
+    finally:
+        a.kill()
+    assert not farm.leftovers()
+    res = farm.run(frames="1-30", concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert farm.frames_on_disk() == list(range(1, 31)) and bad_files(farm) == []
+    assert not (farm.out / ".stmpo").exists()
+
+
+def test_full_log_folder_fails_the_chunk_cleanly(farm: Farm) -> None:
+    farm.logs.mkdir()
+    for slot in (0, 1):  # the first chunk's log is on a full device, wherever it runs
+        os.symlink("/dev/full", farm.logs / f"chunk0000-f1-5-slot{slot}.log")
+    try:
+        res = farm.run("--no-fail-fast", "--schedule", "fixed", "--chunk-size", "5",
+                       frames="1-10", concurrency=2, timeout=40)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run never ended")
+    assert res.returncode == 1, res.stdout + res.stderr
+    last = [ln for ln in res.stdout.splitlines() if ln.startswith("stmpo: FAILED")][-1]
+    assert "No space left on device" in last and "--log-dir" in last
+    assert "Traceback" not in res.stdout + res.stderr
+    assert set(range(6, 11)) <= set(farm.frames_on_disk())
+    assert not farm.leftovers()
+
+
+def test_final_verification_rejects_a_frame_cut_short(farm: Farm) -> None:
+    farm.knobs.update(TRUNCATE_FRAME="4")  # aerender reports it done, exit 0, file cut short
+    res = farm.run("--retries", "0", frames="1-6", concurrency=1)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "missing on disk (or incomplete)" in res.stdout
+    assert farm.load_summary()["frames"]["missing_spec"] == "4"
+    assert not farm.leftovers()
