@@ -77,6 +77,7 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
         summary=kw.get("summary"), rs_template=kw.get("rs_template"),
         om_template=kw.get("om_template"), mem_usage=kw.get("mem_usage"),
         continue_on_missing_footage=bool(kw.get("continue_on_missing_footage")),
+        ignore_missing_effects=bool(kw.get("ignore_missing_effects")),
         verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
         flower=kw.get("flower"), flower_auth=kw.get("flower_auth") or flower_auth,
         flower_url_prefix=kw.get("flower_url_prefix"),
@@ -103,6 +104,8 @@ def cli() -> None:
 @click.option("--om-template", help="aerender -OMtemplate.")
 @click.option("--mem-usage", type=(int, int), help="aerender -mem_usage IMAGE_CACHE% MAX%.")
 @click.option("--continue-on-missing-footage", is_flag=True, default=False)
+@click.option("--ignore-missing-effects", is_flag=True, default=False,
+              help="Missing effects / layer dependencies warn instead of failing the chunk.")
 @click.option("--flower", help="Start Flower for this run on [HOST:]PORT.")
 @click.option("--flower-auth", help="user:pass for Flower (required off loopback).")
 @click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")

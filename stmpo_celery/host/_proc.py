@@ -9,6 +9,7 @@ reparented grandchildren are not missed).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ctypes
 import os
@@ -143,3 +144,21 @@ def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> thre
     t = threading.Thread(target=watch, name="stmpo-deathwatch", daemon=True)
     t.start()
     return t
+
+
+def console_encoding() -> str:
+    """How a console program's output to a pipe is encoded: UTF-8 on Linux and macOS; on
+    Windows the console output code page (the OEM code page when there is no console)."""
+    if sys.platform != "win32":
+        return "utf-8"
+    try:
+        k32 = ctypes.WinDLL("kernel32")  # type: ignore[attr-defined,unused-ignore]
+        cp = int(k32.GetConsoleOutputCP()) or int(k32.GetOEMCP())
+    except (OSError, AttributeError):
+        return "utf-8"
+    if cp == 65001:
+        return "utf-8"
+    try:
+        return codecs.lookup(f"cp{cp}").name
+    except LookupError:
+        return "utf-8"

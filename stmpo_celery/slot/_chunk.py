@@ -25,7 +25,7 @@ from ..aerender._argv import build_argv
 from ..aerender._log import AerenderLog, AeWarning, FrameDone, StrongError
 from ..broker import events, keys
 from ..config import defaults
-from ..host._proc import descendants, kill_procs, tree_cpu_seconds
+from ..host._proc import console_encoding, descendants, kill_procs, tree_cpu_seconds
 from ..plan._frames import format_frames, runs
 from ..plan._pattern import OutputPattern
 from ._spec import RunSpec
@@ -163,18 +163,26 @@ def kill_renderer() -> None:
     kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)
 
 
+#: After Effects loads Intel's OpenMP runtime, and so may a plug-in: without this a second
+#: copy aborts the renderer with "OMP: Error #15" (both official integrations set it).
+AERENDER_ENV = {"KMP_DUPLICATE_LIB_OK": "TRUE"}
+
+
 def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
             log_path: Path) -> Attempt:
     spec = ctx.spec
     att = Attempt(start, end, log=str(log_path))
     argv = build_argv(spec.aerender, spec.target, start, end)
-    parser = AerenderLog(start, end)
+    parser = AerenderLog(start, end,
+                         ignore_missing_effects=spec.target.ignore_missing_effects)
+    encoding = console_encoding()
     t0 = time.monotonic()
     last_frame_at = t0
     next_needed = start
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, close_fds=True)
+                                stderr=subprocess.STDOUT, close_fds=True,
+                                env={**os.environ, **AERENDER_ENV})
     except OSError as exc:
         att.strong.append(f"aerender could not start: {exc.strerror or exc}")
         return att
@@ -185,7 +193,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
         for raw in iter(proc.stdout.readline, b""):
             log.write(raw)
             watch.last_output = time.monotonic()
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            line = raw.decode(encoding, errors="replace").rstrip("\r\n")
             ctx.emit(label, line)
             for ev in parser.feed(line):
                 if isinstance(ev, FrameDone):
@@ -211,7 +219,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                             att.cut_end = new_end  # our tail went to another slot: stop here
                             kill_renderer()
                 elif isinstance(ev, StrongError):
-                    att.strong.append(ev.text)
+                    att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
                     kill_renderer()  # deterministic failure: do not let AE go on
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
