@@ -51,6 +51,8 @@ def _settings_options(f: F) -> F:
                      help="Stop everything on the first failed chunk."),
         click.option("--skip-existing/--no-skip-existing", default=None,
                      help="Do not re-render frames already on disk."),
+        click.option("--ignore-missing-effects/--no-ignore-missing-effects", default=None,
+                     help="Missing effects / layer dependencies warn instead of failing."),
         click.option("--retries", type=int, help="Retries of a crashed chunk's missing frames."),
         click.option("--stall-timeout", type=float,
                      help="Seconds of no output and no CPU before a chunk is stalled."),
@@ -77,12 +79,22 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
         summary=kw.get("summary"), rs_template=kw.get("rs_template"),
         om_template=kw.get("om_template"), mem_usage=kw.get("mem_usage"),
         continue_on_missing_footage=bool(kw.get("continue_on_missing_footage")),
-        ignore_missing_effects=bool(kw.get("ignore_missing_effects")),
         verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
         flower=kw.get("flower"), flower_auth=kw.get("flower_auth") or flower_auth,
         flower_url_prefix=kw.get("flower_url_prefix"),
         **values,
     )
+
+
+def _task_frames(spec: str, task_of: str) -> str:
+    """The frames of task I/N of ``spec`` (a frame spec stmpo render accepts)."""
+    from ..plan._chunks import task_share
+    from ..plan._frames import format_frames, parse_frames
+
+    index, sep, count = task_of.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise BadInput(f"--task {task_of!r} is not I/N: pass e.g. --task 2/5")
+    return format_frames(task_share(parse_frames(spec), int(index), int(count)))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -95,7 +107,11 @@ def cli() -> None:
 @click.option("--project", required=True, help="The .aep project file.")
 @click.option("--comp", help="Composition name to render.")
 @click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
-@click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60, -5--1, 7.")
+@click.option("--frames", required=True,
+              help="Frames, an OpenJD range expression: 1-240, 1-10,50-60, 1-240:5, -5--1, 7.")
+@click.option("--task", "task_of", metavar="I/N",
+              help="Render only task I of N: FRAMES cut in order into N near-equal pieces "
+                   "(the big-task job template).")
 @click.option("--output", required=True, help="Output pattern, e.g. /renders/shot_[#####].png.")
 @click.option("--aerender", "--aerender_path", "aerender",
               help="aerender path (default $AERENDER_PATH, PATH, standard locations).")
@@ -104,8 +120,6 @@ def cli() -> None:
 @click.option("--om-template", help="aerender -OMtemplate.")
 @click.option("--mem-usage", type=(int, int), help="aerender -mem_usage IMAGE_CACHE% MAX%.")
 @click.option("--continue-on-missing-footage", is_flag=True, default=False)
-@click.option("--ignore-missing-effects", is_flag=True, default=False,
-              help="Missing effects / layer dependencies warn instead of failing the chunk.")
 @click.option("--flower", help="Start Flower for this run on [HOST:]PORT.")
 @click.option("--flower-auth", help="user:pass for Flower (required off loopback).")
 @click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
@@ -119,6 +133,8 @@ def render(**kw: Any) -> None:
     from ..orchestrator._run import Run
     from ..orchestrator._validate import prepare
 
+    if kw.get("task_of"):
+        kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
     options = _options_from(kw)
     prep = prepare(options)
     plan = make_host_plan(prep)

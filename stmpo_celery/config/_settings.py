@@ -49,6 +49,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _s("spawn_delay", float, defaults.SPAWN_DELAY_S, "stagger of first launches, seconds"),
     _s("fail_fast", bool, defaults.FAIL_FAST, "stop everything on the first failure"),
     _s("skip_existing", bool, defaults.SKIP_EXISTING, "do not re-render frames on disk"),
+    _s("ignore_missing_effects", bool, False, "missing effects warn, not fail the chunk"),
     _s("retries", int, defaults.RETRIES, "retries of a crashed chunk's missing frames"),
     _s("stall_timeout", float, 0.0, "seconds of silence+idle CPU; 0 = derived"),
     _s("chunk_timeout", float, defaults.CHUNK_TIMEOUT_S, "hard cap per chunk; 0 = none"),

@@ -32,9 +32,11 @@ import click
 from ..errors import BadInput, StmpoError
 from ..plan._frames import format_frames, parse_frames, runs
 from ..plan._pattern import parse_output
+from ._bigtask import CHUNK_LIMIT, describe_tasks, host_minimums, task_count, with_host_minimums
 
 IMAGE = "image"
 MOVIE = "movie"
+BIG = "big"  #: image sequence in tasks above CHUNK[INT]'s 150 frames (big/template.yaml)
 TEMPLATE_NAME = "template.yaml"
 _BUNDLE_FILES = ("template.yaml", "template.json", "parameter_values.yaml",
                  "parameter_values.json", "asset_references.yaml", "asset_references.json")
@@ -49,7 +51,7 @@ def template_roots() -> list[Path]:
 
 def find_template(kind: str, roots: Sequence[Path] | None = None) -> Path:
     """The template of ``kind`` (``image`` or ``movie``)."""
-    rel = Path(TEMPLATE_NAME) if kind == IMAGE else Path("movie") / TEMPLATE_NAME
+    rel = Path(TEMPLATE_NAME) if kind == IMAGE else Path(kind) / TEMPLATE_NAME
     searched = list(roots) if roots is not None else template_roots()
     for root in searched:
         if (root / rel).is_file():
@@ -136,6 +138,8 @@ class Bundle:
     inputs_dirs: list[str] = field(default_factory=list)
     outputs_dirs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  #: why the bundle is what it is
+    host: tuple[int, int] | None = None  #: host requirements: (vCPUs, memory MiB)
 
     def parameter_values(self) -> dict[str, Any]:
         return {"parameterValues": [{"name": k, "value": v} for k, v in self.values.items()]}
@@ -170,7 +174,8 @@ def task_ranges(frames: Sequence[int], frames_per_task: int) -> list[tuple[int, 
 
 
 _IMAGE_ONLY = {  # option -> parameter: settings that cannot matter for one movie process
-    "frames_per_task": "FramesPerTask", "concurrency": "Concurrency",
+    "frames_per_task": "FramesPerTask", "target_runtime": "TargetRuntimeSeconds",
+    "concurrency": "Concurrency",
     "max_concurrency": "MaxConcurrency", "ram_per_process_gb": "RamPerProcessGB",
     "threads_per_slot": "ThreadsPerSlot", "affinity": "Affinity", "numa_map": "NumaMap",
     "schedule": "Schedule", "chunk_size": "ChunkSize", "spawn_delay": "SpawnDelay",
@@ -232,11 +237,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     b.inputs_files.append(project)
     b.outputs_dirs.append(out_dir)
     if kind == IMAGE:
-        fpt = kw.get("frames_per_task")
-        if fpt is not None:
-            if fpt < 1:
-                raise BadInput(f"--frames-per-task {fpt} is below 1: pass e.g. 100")
-            b.values["FramesPerTask"] = int(fpt)
+        _task_size(b, kw, frames)
     for opt, param in _PLAIN.items():
         if kw.get(opt) is not None:
             b.values[param] = str(kw[opt])
@@ -268,6 +269,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
             raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
+    b.host = _host_minimums(b, kw)
     if kw.get("broker"):
         from ..broker._redis import mask_url
 
@@ -276,6 +278,47 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
                               "visible to everyone on the queue: prefer STMPO_BROKER_URL on "
                               "the workers")
     return b
+
+
+def _task_size(b: Bundle, kw: dict[str, Any], frames: list[int]) -> None:
+    """Chunked tasks up to CHUNK[INT]'s limit, the big-task template above it."""
+    fpt = kw.get("frames_per_task")
+    target = kw.get("target_runtime")
+    if fpt is not None and fpt < 1:
+        raise BadInput(f"--frames-per-task {fpt} is below 1: pass e.g. 100")
+    if target is not None and target < 0:
+        raise BadInput(f"--target-runtime {target} is negative: pass seconds, or 0 for none")
+    if fpt is None or fpt <= CHUNK_LIMIT:
+        if fpt is not None:
+            b.values["FramesPerTask"] = int(fpt)
+        if target is not None:
+            b.values["TargetRuntimeSeconds"] = int(target)
+        return
+    if target:
+        raise BadInput(f"--target-runtime needs chunked tasks of at most {CHUNK_LIMIT} frames, "
+                       f"but --frames-per-task is {fpt}: drop one of them")
+    b.kind = BIG
+    count = task_count(len(frames), fpt)
+    b.values["TaskCount"] = count
+    b.notes.append(f"--frames-per-task {fpt} is above the {CHUNK_LIMIT} frames a chunked "
+                   "(CHUNK[INT]) task may carry: writing the big-task template, "
+                   f"{count} task(s) of near-equal size, each one stmpo render of its frames")
+
+
+def _host_minimums(b: Bundle, kw: dict[str, Any]) -> tuple[int, int]:
+    """vCPUs and memory a host needs: two slots for an image task, one for a movie."""
+    from ..config._settings import resolve
+    from ..plan._sizing import default_threads_per_slot
+
+    flags = {k: kw.get(k) for k in ("threads_per_slot", "ram_per_process_gb", "mfr")}
+    try:
+        values = {k: v for k, (v, _src) in resolve(flags, kw.get("profile"), env={}).items()}
+    except BadInput as exc:  # a profile file that lives on the workers only
+        b.warnings.append(f"host requirements use stmpo's defaults: {exc.message}")
+        values = {k: v for k, (v, _src) in resolve(flags, None, env={}).items()}
+    threads = values["threads_per_slot"] or default_threads_per_slot(bool(values["mfr"]))
+    return host_minimums(int(threads), float(values["ram_per_process_gb"]),
+                         1 if b.kind == MOVIE else 2)
 
 
 def check_against_template(b: Bundle, text: str, where: str) -> dict[str, ParamInfo]:
@@ -309,7 +352,9 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
         for name in _BUNDLE_FILES:
             (dest / name).unlink(missing_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / TEMPLATE_NAME).write_bytes(template.read_bytes())
+    if b.host is not None:
+        text = with_host_minimums(text, *b.host)
+    (dest / TEMPLATE_NAME).write_text(text, encoding="utf-8")
     for name, data in (("parameter_values.json", b.parameter_values()),
                        ("asset_references.json", b.asset_references())):
         (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
@@ -329,7 +374,10 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
               help="The bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace the job bundle already in --dest.")
 @click.option("--frames-per-task", type=int,
-              help="Most frames one task renders (image sequences; template default 100).")
+              help="Most frames one task renders (image sequences; template default 100). "
+                   f"Above {CHUNK_LIMIT}: the big-task template.")
+@click.option("--target-runtime", type=int,
+              help="Seconds Deadline Cloud should aim for per chunked task (0 = none).")
 @click.option("--profile", help="Profile name (hero, farm) or a .toml path on the workers.")
 @click.option("--concurrency", type=int, help="Slots per task; 0 = auto.")
 @click.option("--max-concurrency", "--max_concurrency", "max_concurrency", type=int,
@@ -369,7 +417,9 @@ def bundle_command(**kw: Any) -> None:
     template, params = write_bundle(b, dest, bool(kw.get("force")))
     for w in b.warnings:
         click.echo(f"stmpo bundle: warning: {w}", err=True)
-    what = "image sequence" if b.kind == IMAGE else "movie"
+    for note in b.notes:
+        click.echo(f"stmpo bundle: {note}")
+    what = {IMAGE: "image sequence", BIG: "image sequence (big tasks)"}.get(b.kind, "movie")
     click.echo(f"stmpo bundle: {what} bundle written to {dest} (template {template})")
     if b.kind == IMAGE:
         default = params["FramesPerTask"].default
@@ -378,8 +428,14 @@ def bundle_command(**kw: Any) -> None:
         click.echo(f"stmpo bundle: {len(tasks)} task(s) of at most {fpt} frame(s): "
                    + ", ".join(f"{a}-{z}" for a, z in tasks[:6])
                    + (", ..." if len(tasks) > 6 else ""))
+    elif b.kind == BIG:
+        click.echo("stmpo bundle: " + describe_tasks(parse_frames(str(b.values["Frames"])),
+                                                     int(b.values["TaskCount"])))
     else:
         click.echo(f"stmpo bundle: 1 task, one aerender process, frames {b.values['Frames']}")
+    if b.host:
+        click.echo(f"stmpo bundle: host requirements: Windows or macOS, at least {b.host[0]} "
+                   f"vCPUs and {b.host[1] // 1024} GiB")
     click.echo(f"submit with: deadline bundle submit {_quote(str(dest))}")
 
 
