@@ -33,7 +33,7 @@ from stmpo_celery.config._settings import SETTINGS
 from stmpo_celery.deadline import _bundle as bundle_mod
 from stmpo_celery.deadline._bundle import (
     scan_parameters,
-    task_ranges,
+    task_chunks,
     template_parameters,
 )
 from stmpo_celery.plan._frames import parse_frames
@@ -59,11 +59,12 @@ def test_templates_use_only_task_chunking(path: Path) -> None:
     ("1-100", 30, ["1-25", "26-50", "51-75", "76-100"]),
     ("1-100", 100, ["1-100"]),
     ("1-240", 100, ["1-80", "81-160", "161-240"]),
-    ("1-10,50-60", 5, ["1-5", "6-10", "50-53", "54-57", "58-60"]),
-    ("7", 10, ["7-7"]),
-    ("-5--1", 2, ["-5--4", "-3--2", "-1--1"]),
+    ("1-10,50-60", 5, ["1-5", "6-9", "10,50,51,52", "53-56", "57-60"]),
+    ("1-240:10", 10, ["1-71:10", "81-151:10", "161-231:10"]),  # a quick check render
+    ("7", 10, ["7"]),
+    ("-5--1", 2, ["-5,-4", "-3,-2", "-1"]),
 ])
-def test_image_tasks_are_contiguous_chunks(tmp_path: Path, frames: str, per_task: int,
+def test_image_tasks_are_near_equal_chunks(tmp_path: Path, frames: str, per_task: int,
                                            expected: list[str]) -> None:
     job = job_for(IMAGE_T, {**required(tmp_path), "Frames": frames,
                             "FramesPerTask": str(per_task)}, tmp_path)
@@ -71,7 +72,7 @@ def test_image_tasks_are_contiguous_chunks(tmp_path: Path, frames: str, per_task
     assert got == expected
     # every frame exactly once, and `stmpo bundle` predicts the same tasks
     assert sorted(f for c in got for f in parse_frames(c)) == parse_frames(frames)
-    assert [f"{a}-{b}" for a, b in task_ranges(parse_frames(frames), per_task)] == expected
+    assert task_chunks(parse_frames(frames), per_task) == [parse_frames(c) for c in got]
 
 
 def test_frames_per_task_must_be_positive(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_image_step_renders_its_chunk(tmp_path: Path) -> None:
     assert param["type"] == "CHUNK[INT]" and param["range"] == "{{Param.Frames}}"
     assert param["chunks"] == {"defaultTaskCount": "{{Param.FramesPerTask}}",
                                "targetRuntimeSeconds": "{{Param.TargetRuntimeSeconds}}",
-                               "rangeConstraint": "CONTIGUOUS"}
+                               "rangeConstraint": "NONCONTIGUOUS"}
     args = run_args(step)
     assert args[args.index("--frames") + 1] == "{{Task.Param.Frame}}"
     assert "--concurrency" not in args  # slots per task come from the settings

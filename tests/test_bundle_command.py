@@ -95,9 +95,9 @@ def test_bundle_leaves_unset_settings_to_the_workers(tmp_path: Path) -> None:
                  "OutputFileName": "a_[###].png", "RenderBy": "rqindex", "Comp": "2",
                  "Frames": "1-10,50-60"}
     # the template default (100 frames per task) applies: one task per contiguous run
-    assert "2 task(s) of at most 100 frame(s): 1-10, 50-60" in res.output
+    assert "1 task(s) of at most 100 frame(s): 1-10,50-60" in res.output
     job = job_for(tmp_path / "b" / "template.yaml", v, tmp_path)
-    assert chunk_values(job) == ["1-10", "50-60"]
+    assert chunk_values(job) == ["1-10,50-60"]  # one task: 21 frames, gaps allowed
 
 
 def test_bundle_for_a_movie_uses_the_movie_template(tmp_path: Path) -> None:

@@ -152,24 +152,23 @@ class Bundle:
         }}
 
 
-def task_ranges(frames: Sequence[int], frames_per_task: int) -> list[tuple[int, int]]:
-    """The tasks OpenJD's CONTIGUOUS chunking makes: each contiguous run of frames is cut
-    into ``ceil(n / frames_per_task)`` near-equal ranges (1-100 at 30: 25 frames each)."""
-    out: list[tuple[int, int]] = []
-    for a, b in runs(frames):
-        n = b - a + 1
-        count = -(-n // max(1, frames_per_task))
-        if count >= n:
-            out.extend((f, f) for f in range(a, b + 1))
-            continue
-        base, extra = divmod(n, count)
-        sizes = [base] * count
-        for i in range(extra):
-            sizes[(i * count) // extra] += 1
-        start = a
-        for size in sizes:
-            out.append((start, start + size - 1))
-            start += size
+def task_chunks(frames: Sequence[int], frames_per_task: int) -> list[list[int]]:
+    """The tasks OpenJD's NONCONTIGUOUS chunking makes: the listed frames, in order, cut
+    into ``ceil(n / frames_per_task)`` near-equal pieces (1-100 at 30: 25 frames each;
+    ``1-240:10`` at 10: three tasks of 8 frames, ``1-71:10`` ...)."""
+    frames = sorted(set(frames))
+    n = len(frames)
+    count = -(-n // max(1, frames_per_task))
+    if not n:
+        return []
+    base, extra = divmod(n, count)
+    sizes = [base] * count
+    for i in range(extra):
+        sizes[(i * count) // extra] += 1
+    out, start = [], 0
+    for size in sizes:
+        out.append(frames[start : start + size])
+        start += size
     return out
 
 
@@ -424,9 +423,9 @@ def bundle_command(**kw: Any) -> None:
     if b.kind == IMAGE:
         default = params["FramesPerTask"].default
         fpt = int(b.values.get("FramesPerTask", default or 1))
-        tasks = task_ranges(parse_frames(str(b.values["Frames"])), fpt)
+        tasks = task_chunks(parse_frames(str(b.values["Frames"])), fpt)
         click.echo(f"stmpo bundle: {len(tasks)} task(s) of at most {fpt} frame(s): "
-                   + ", ".join(f"{a}-{z}" for a, z in tasks[:6])
+                   + ", ".join(format_frames(t) for t in tasks[:6])
                    + (", ..." if len(tasks) > 6 else ""))
     elif b.kind == BIG:
         click.echo("stmpo bundle: " + describe_tasks(parse_frames(str(b.values["Frames"])),
