@@ -283,8 +283,10 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
 def _register_commands() -> None:
     from ..deadline._bundle import bundle_command
     from ..deadline._fonts import fonts_group
+    from ..deadline._project import inspect_command
 
     cli.add_command(bundle_command, "bundle")
+    cli.add_command(inspect_command, "inspect")
     cli.add_command(fonts_group, "fonts")
     from ._monitor import host_group, status_command
     cli.add_command(status_command, "status")

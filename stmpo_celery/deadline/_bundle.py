@@ -33,6 +33,7 @@ from ..errors import BadInput, StmpoError
 from ..plan._frames import format_frames, parse_frames, runs
 from ..plan._pattern import parse_output
 from ._bigtask import CHUNK_LIMIT, describe_tasks, host_minimums, task_count, with_host_minimums
+from ._project import check_for_bundle
 
 IMAGE = "image"
 MOVIE = "movie"
@@ -235,6 +236,10 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     b.values["Frames"] = format_frames(frames)
     b.inputs_files.append(project)
     b.outputs_dirs.append(out_dir)
+    found = check_for_bundle(project, kw, split=kind == IMAGE, movie=kind == MOVIE)
+    b.inputs_files += [f for f in found.files if f not in b.inputs_files]
+    b.inputs_dirs += found.dirs
+    b.warnings += found.warnings
     if kind == IMAGE:
         _task_size(b, kw, frames)
     for opt, param in _PLAIN.items():
