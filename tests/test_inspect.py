@@ -4,6 +4,7 @@ refuses, attaches and warns about from what it reads."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -127,3 +128,26 @@ def test_bundle_sequence_module_with_a_movie_name_is_refused(project: Path,
                  "--output", str(tmp_path / "o" / "main.mov"))
     assert isinstance(res.exception, BadInput)
     assert "the output module decides the format" in res.exception.message
+
+
+def test_simulator_refuses_a_comp_that_is_not_in_a_project_it_can_read(
+        project: Path, tmp_path: Path) -> None:
+    from conftest import FAKE
+
+    out = tmp_path / "o"
+    out.mkdir()
+
+    def run(*target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FAKE, "-project", str(project), *target, "-s", "1", "-e", "2",
+                               "-output", str(out / "f_[####].png"), "-mfr", "OFF", "100"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "STMPO_FAKE_STARTUP": "0",
+                                   "STMPO_FAKE_FRAME_COST": "0"})
+    bad = run("-comp", "Main comp")
+    assert bad.returncode == 0  # exit 0, as After Effects does: the log must catch it
+    assert "aerender ERROR: No comp was found with the given name." in bad.stdout
+    assert not list(out.iterdir())
+    good = run("-comp", "Main Comp")
+    assert good.returncode == 0 and "aerender ERROR" not in good.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["f_0001.png", "f_0002.png"]
+    assert "does not exist" in run("-rqindex", "9").stdout

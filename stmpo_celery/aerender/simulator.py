@@ -217,6 +217,26 @@ def _stamp() -> str:
     return f"{t.tm_mon}/{t.tm_mday}/{t.tm_year} {time.strftime('%I:%M:%S %p', t)}"
 
 
+def _project_problem(args: Args) -> str | None:
+    """What After Effects would refuse in a project it can read (a real .aep that py-aep
+    parses): a comp that is not in it, a render-queue index past its queue."""
+    try:
+        with open(args.project, "rb") as fh:
+            if fh.read(4) != b"RIFX":
+                return None
+        import py_aep
+
+        proj = py_aep.parse(args.project).project
+    except Exception:  # not readable here: After Effects would find out later
+        return None
+    if args.comp is not None and args.comp not in {c.name for c in proj.compositions}:
+        return "No comp was found with the given name."
+    queue = proj.render_queue.items if proj.render_queue else []
+    if args.rqindex is not None and not 1 <= args.rqindex <= len(queue):
+        return f"Render queue item {args.rqindex} does not exist."
+    return None
+
+
 # --- renderer ("AfterFX") ------------------------------------------------------------
 
 
@@ -248,6 +268,10 @@ def run_renderer(argv: list[str]) -> int:
         out(f"aerender ERROR: No project found at specified path: {args.project}")
         return 1
     out("PROGRESS: ...After Effects successfully launched")
+    problem = _project_problem(args)
+    if problem:
+        out(f"aerender ERROR: {problem}")  # and exit 0, as After Effects does
+        return 0
     if failure:
         out(failure)
     if knobs.missing_fonts:
