@@ -28,39 +28,48 @@
 // <pure>
 // ---- the one table: UI field -> job parameter ------------------------------------------
 // kinds: the bundles whose template defines the parameter ("image" = openjd_bundle/
-// template.yaml, "movie" = openjd_bundle/movie/template.yaml). type INT is written as a
+// template.yaml, chunked tasks of at most 150 frames; "big" = openjd_bundle/big/
+// template.yaml, tasks of any size; "movie" = openjd_bundle/movie/template.yaml). type INT is written as a
 // number, everything else as a string. An empty value or DEFAULT is not written at all, so
 // the worker's STMPO_* environment, the profile or stmpo's default applies.
 var STMPO_PARAMETERS = [
     // field              parameter            kinds            type
-    {field: "projectFile",     param: "ProjectFile",     kinds: "image movie", type: "PATH"},
-    {field: "renderBy",        param: "RenderBy",        kinds: "image movie", type: "STRING"},
-    {field: "comp",            param: "Comp",            kinds: "image movie", type: "STRING"},
-    {field: "outputDir",       param: "OutputDir",       kinds: "image movie", type: "PATH"},
-    {field: "outputFileName",  param: "OutputFileName",  kinds: "image movie", type: "STRING"},
-    {field: "frames",          param: "Frames",          kinds: "image movie", type: "STRING"},
+    {field: "projectFile",     param: "ProjectFile",     kinds: "image big movie", type: "PATH"},
+    {field: "renderBy",        param: "RenderBy",        kinds: "image big movie", type: "STRING"},
+    {field: "comp",            param: "Comp",            kinds: "image big movie", type: "STRING"},
+    {field: "outputDir",       param: "OutputDir",       kinds: "image big movie", type: "PATH"},
+    {field: "outputFileName",  param: "OutputFileName",  kinds: "image big movie", type: "STRING"},
+    {field: "frames",          param: "Frames",          kinds: "image big movie", type: "STRING"},
     {field: "framesPerTask",   param: "FramesPerTask",   kinds: "image",       type: "INT"},
-    {field: "profile",         param: "Profile",         kinds: "image movie", type: "STRING"},
-    {field: "concurrency",     param: "Concurrency",     kinds: "image",       type: "STRING"},
-    {field: "maxConcurrency",  param: "MaxConcurrency",  kinds: "image",       type: "STRING"},
-    {field: "ramPerProcessGB", param: "RamPerProcessGB", kinds: "image",       type: "STRING"},
-    {field: "threadsPerSlot",  param: "ThreadsPerSlot",  kinds: "image",       type: "STRING"},
-    {field: "affinity",        param: "Affinity",        kinds: "image",       type: "STRING"},
-    {field: "numaMap",         param: "NumaMap",         kinds: "image",       type: "PATH"},
-    {field: "mfr",             param: "Mfr",             kinds: "image movie", type: "STRING"},
-    {field: "mfrMaxCpu",       param: "MfrMaxCpu",       kinds: "image movie", type: "STRING"},
-    {field: "schedule",        param: "Schedule",        kinds: "image",       type: "STRING"},
-    {field: "chunkSize",       param: "ChunkSize",       kinds: "image",       type: "STRING"},
-    {field: "spawnDelay",      param: "SpawnDelay",      kinds: "image",       type: "STRING"},
-    {field: "failFast",        param: "FailFast",        kinds: "image",       type: "STRING"},
-    {field: "skipExisting",    param: "SkipExisting",    kinds: "image",       type: "STRING"},
-    {field: "aerenderPath",    param: "AerenderPath",    kinds: "image movie", type: "STRING"},
-    {field: "brokerUrl",       param: "BrokerUrl",       kinds: "image movie", type: "STRING"},
-    {field: "fontsDir",        param: "FontsDir",        kinds: "image movie", type: "PATH"}
+    {field: "targetRuntime",   param: "TargetRuntimeSeconds", kinds: "image",  type: "INT"},
+    {field: "taskCount",       param: "TaskCount",       kinds: "big",         type: "INT"},
+    {field: "profile",         param: "Profile",         kinds: "image big movie", type: "STRING"},
+    {field: "concurrency",     param: "Concurrency",     kinds: "image big",   type: "STRING"},
+    {field: "maxConcurrency",  param: "MaxConcurrency",  kinds: "image big",   type: "STRING"},
+    {field: "ramPerProcessGB", param: "RamPerProcessGB", kinds: "image big",   type: "STRING"},
+    {field: "threadsPerSlot",  param: "ThreadsPerSlot",  kinds: "image big",   type: "STRING"},
+    {field: "affinity",        param: "Affinity",        kinds: "image big",   type: "STRING"},
+    {field: "numaMap",         param: "NumaMap",         kinds: "image big",   type: "PATH"},
+    {field: "mfr",             param: "Mfr",             kinds: "image big movie", type: "STRING"},
+    {field: "mfrMaxCpu",       param: "MfrMaxCpu",       kinds: "image big movie", type: "STRING"},
+    {field: "schedule",        param: "Schedule",        kinds: "image big",   type: "STRING"},
+    {field: "chunkSize",       param: "ChunkSize",       kinds: "image big",   type: "STRING"},
+    {field: "spawnDelay",      param: "SpawnDelay",      kinds: "image big",   type: "STRING"},
+    {field: "failFast",        param: "FailFast",        kinds: "image big",   type: "STRING"},
+    {field: "skipExisting",    param: "SkipExisting",    kinds: "image big",   type: "STRING"},
+    {field: "aerenderPath",    param: "AerenderPath",    kinds: "image big movie", type: "STRING"},
+    {field: "brokerUrl",       param: "BrokerUrl",       kinds: "image big movie", type: "STRING"},
+    {field: "fontsDir",        param: "FontsDir",        kinds: "image big movie", type: "PATH"},
+    {field: "omTemplate",      param: "OMTemplate",      kinds: "image big movie", type: "STRING"},
+    {field: "rsTemplate",      param: "RSTemplate",      kinds: "image big movie", type: "STRING"},
+    {field: "ignoreMissingEffects", param: "IgnoreMissingEffects", kinds: "image big movie", type: "STRING"},
+    {field: "condaPackages",   param: "CondaPackages",   kinds: "image big movie", type: "STRING"},
+    {field: "condaChannels",   param: "CondaChannels",   kinds: "image big movie", type: "STRING"}
 ];
 // ---- end of the table -------------------------------------------------------------------
 
-var STMPO_TEMPLATES = {image: "template.yaml", movie: "movie/template.yaml"};
+var STMPO_TEMPLATES = {image: "template.yaml", big: "big/template.yaml", movie: "movie/template.yaml"};
+var STMPO_CHUNK_LIMIT = 150; // CHUNK[INT]: Deadline Cloud's most frames per chunked task
 var STMPO_REQUIRED = ["projectFile", "renderBy", "comp", "outputDir", "outputFileName", "frames"];
 var STMPO_FONT_EXTENSIONS = ["ttf", "otf", "ttc", "otc", "pfb", "pfm", "afm", "dfont", "fon", "fnt"];
 
@@ -143,8 +152,72 @@ function stmpoKindFor(fileName) {
 }
 
 function stmpoTemplateFor(kind) {
-    if (kind !== "image" && kind !== "movie") { throw new Error("unknown bundle kind " + kind); }
+    if (kind !== "image" && kind !== "movie" && kind !== "big") { throw new Error("unknown bundle kind " + kind); }
     return STMPO_TEMPLATES[kind];
+}
+
+// The bundle for an output and a task size: a movie; chunked tasks up to 150 frames
+// ("image"); above that the big-task template ("big"), as stmpo bundle chooses.
+// Returns {kind, taskCount, why}.
+function stmpoChooseBundle(outputKind, framesPerTask, frameCount) {
+    var fpt = parseInt(String(framesPerTask), 10);
+    if (outputKind !== "image" || !(fpt > STMPO_CHUNK_LIMIT)) {
+        return {kind: outputKind, taskCount: 0, why: ""};
+    }
+    var count = Math.max(1, Math.ceil(frameCount / fpt));
+    return {kind: "big", taskCount: count,
+        why: "Frames per task " + fpt + " is above the " + STMPO_CHUNK_LIMIT + " frames a chunked task may carry: "
+            + "big-task template, " + count + " task(s) of about " + Math.ceil(frameCount / count) + " frames"};
+}
+
+// What an output module's Format says: "image" (a sequence) or "movie"; an unknown
+// format goes by the file name's [#####] token, like stmpo.
+function stmpoKindForFormat(format, fileName) {
+    var f = stmpoTrim(format).toLowerCase();
+    if (/sequence$/.test(f)) { return "image"; }
+    if (stmpoInList(["quicktime", "avi", "h.264", "aiff", "wav", "mp3"], f)) { return "movie"; }
+    return stmpoKindFor(fileName);
+}
+
+// The checks stmpo bundle makes on a render-queue item, as messages (empty = fine).
+// item: {index, status: "QUEUED"|..., outputs: [{format, file, useCompFrameNumber}]};
+// kind: the bundle the output name asks for.
+function stmpoCheckQueueItem(item, kind) {
+    var errors = [], label = "render-queue item " + item.index;
+    if (item.status !== "QUEUED") {
+        errors.push(label + " is " + item.status + ", not queued: tick Render for it in the render queue");
+    }
+    if (item.outputs.length !== 1) {
+        errors.push(label + " has " + item.outputs.length + " output modules: stmpo renders exactly one");
+        return errors;
+    }
+    var om = item.outputs[0];
+    var omKind = stmpoKindForFormat(om.format, om.file);
+    if (kind !== "movie" && omKind === "movie") {
+        errors.push(label + " writes " + om.format + " (a movie), which cannot be split across tasks and slots: "
+            + "set an image-sequence output module, or name a movie file");
+    }
+    if (kind === "movie" && omKind === "image") {
+        errors.push(label + " writes " + om.format + " (an image sequence) but the file name is a movie: "
+            + "the output module decides the format");
+    }
+    if (kind !== "movie" && om.useCompFrameNumber === false) {
+        errors.push(label + ": switch on 'Use comp frame number' (stmpo checks frames by number)");
+    }
+    return errors;
+}
+
+// Footage to attach: files, and folders for image sequences; missing ones named.
+// list: [{path, sequence, exists}]. Returns {files, dirs, missing}.
+function stmpoFootageToAttach(list) {
+    var out = {files: [], dirs: [], missing: []};
+    for (var i = 0; i < list.length; i++) {
+        var f = list[i];
+        if (!f.exists) { out.missing.push(f.path); continue; }
+        var target = f.sequence ? out.dirs : out.files;
+        if (!stmpoInList(target, f.path)) { target.push(f.path); }
+    }
+    return out;
 }
 
 function stmpoKindsOf(row) {
@@ -230,20 +303,24 @@ function stmpoFramesFromTimes(start, duration, frameDuration, displayStartFrame)
     return {first: first, last: first + count - 1};
 }
 
-// A typed frame spec, cleaned: "1-240", "1-10, 50-60", "7", "-5--1". Returns
-// {ok, spec, error, ranges: [[a, b], ...]}.
+// A typed frame spec, an OpenJD range expression, cleaned: "1-240", "1-10, 50-60", "7",
+// "-5--1", "1-240:5" (every 5th frame). Returns {ok, spec, error, count, ranges: [[a, b,
+// step], ...]}.
 function stmpoParseFrameSpec(text) {
     var s = String(text).replace(/\s+/g, "");
-    var result = {ok: false, spec: s, error: "", ranges: []};
+    var result = {ok: false, spec: s, error: "", ranges: [], count: 0};
     if (s === "") { result.error = "no frames: type e.g. 1-240"; return result; }
     var parts = s.split(",");
     for (var i = 0; i < parts.length; i++) {
-        var m = /^(-?\d+)(?:-(-?\d+))?$/.exec(parts[i]);
-        if (!m) { result.error = "'" + parts[i] + "' is not a frame or range (e.g. 1-240)"; return result; }
+        var m = /^(-?\d+)(?:-(-?\d+)(?::(\d+))?)?$/.exec(parts[i]);
+        if (!m) { result.error = "'" + parts[i] + "' is not a frame or range (e.g. 1-240 or 1-240:5)"; return result; }
         var a = parseInt(m[1], 10);
         var b = (m[2] === undefined || m[2] === "") ? a : parseInt(m[2], 10);
+        var step = (m[3] === undefined || m[3] === "") ? 1 : parseInt(m[3], 10);
         if (b < a) { result.error = "range " + parts[i] + " ends before it starts"; return result; }
-        result.ranges.push([a, b]);
+        if (step < 1) { result.error = "range " + parts[i] + " needs a step of 1 or more"; return result; }
+        result.ranges.push([a, b, step]);
+        result.count += Math.floor((b - a) / step) + 1;
     }
     result.ok = true;
     return result;
@@ -266,7 +343,14 @@ function stmpoFrameSpec(mode, range, typed, kind) {
     }
     if (parsed.ok && kind === "movie") {
         var sorted = parsed.ranges.slice(0).sort(function (x, y) { return x[0] - y[0]; });
-        for (var i = 1; i < sorted.length; i++) {
+        for (var i = 0; i < sorted.length; i++) {
+            if (sorted[i][2] > 1 && sorted[i][1] > sorted[i][0]) {
+                parsed.ok = false;
+                parsed.error = "a movie is one contiguous range of frames: " + parsed.spec + " has a step";
+                return parsed;
+            }
+        }
+        for (i = 1; i < sorted.length; i++) {
             if (sorted[i][0] > sorted[i - 1][1] + 1) {
                 parsed.ok = false;
                 parsed.error = "a movie is one contiguous range of frames: " + parsed.spec + " has gaps";
@@ -299,13 +383,15 @@ function stmpoValidate(settings, kind) {
         if (stmpoIsUnset(settings[STMPO_REQUIRED[i]])) { errors.push(STMPO_REQUIRED[i] + " is empty"); }
     }
     var name = String(settings.outputFileName || "");
-    if (kind === "image" && stmpoKindFor(name) !== "image") {
+    if (kind !== "movie" && stmpoKindFor(name) !== "image") {
         errors.push("an image sequence needs a [#####] frame token in the file name");
     }
     if (/[\r\n]/.test(name) || /[\r\n]/.test(String(settings.outputDir || ""))) {
         errors.push("the output folder and file name must be one line each");
     }
-    stmpoCheckNumber(errors, "Frames per task", settings.framesPerTask, 1, null, true);
+    stmpoCheckNumber(errors, "Frames per task", settings.framesPerTask, 1,
+        kind === "image" ? STMPO_CHUNK_LIMIT : null, true);
+    stmpoCheckNumber(errors, "Target task runtime (s)", settings.targetRuntime, 0, 86400, true);
     stmpoCheckNumber(errors, "Concurrency", settings.concurrency, 0, null, true);
     stmpoCheckNumber(errors, "Max concurrency", settings.maxConcurrency, 1, null, true);
     stmpoCheckNumber(errors, "RAM per process (GB)", settings.ramPerProcessGB, 0.1, null, false);
@@ -360,18 +446,22 @@ function stmpoIsFontFile(path) {
 }
 
 // Fonts of the operating system are on every worker of that OS already: not attached.
+// Fonts the operating system itself ships (macOS /System/Library, read-only). Windows'
+// Fonts folder is NOT one of them: "install for all users" puts fonts there too, and a
+// worker may lack them, so those are attached.
 function stmpoIsSystemFont(path) {
     var p = String(path).replace(/\\/g, "/").toLowerCase();
-    return /^[a-z]:\/windows\/fonts\//.test(p) || p.indexOf("/system/library/") === 0
-        || p.indexOf("/usr/share/fonts/") === 0;
+    return p.indexOf("/system/library/") === 0;
 }
 
-// Font files to attach: unique, existing font files that are not system fonts.
-// fonts: [{name, path}] -> {attach: [path], skipped: [text]}
+// Font files to attach: unique, existing font files that are not OS fonts. A font After
+// Effects substitutes (missing on this machine) is named, never attached.
+// fonts: [{name, path, substitute}] -> {attach: [path], skipped: [text]}
 function stmpoFontsToAttach(fonts) {
     var attach = [], seen = [], skipped = [];
     for (var i = 0; i < fonts.length; i++) {
         var f = fonts[i];
+        if (f.substitute) { skipped.push(f.name + " is missing on this machine: After Effects renders a substitute"); continue; }
         if (!f.path) { skipped.push(f.name + " (After Effects does not say where its file is)"); continue; }
         if (!stmpoIsFontFile(f.path)) { skipped.push(f.name + " (" + f.path + " is not a font file)"); continue; }
         if (stmpoIsSystemFont(f.path)) { continue; }
@@ -389,6 +479,17 @@ function stmpoQuoteArg(arg, windows) {
     var s = String(arg);
     if (windows) { return "\"" + s.replace(/["%]/g, "_") + "\""; }
     return "'" + s.replace(/'/g, "'\\''") + "'";
+}
+
+// The command line that opens Deadline Cloud's own submitter window on the bundle
+// (`deadline bundle gui-submit`), started in the background so After Effects is not
+// frozen while attachments are hashed and uploaded.
+function stmpoGuiSubmitCommand(deadline, bundleDir, windows, loginShell) {
+    var q = function (a) { return stmpoQuoteArg(a, windows); };
+    var cmd = q(deadline) + " bundle gui-submit " + q(bundleDir);
+    if (windows) { return "cmd.exe /d /c \"start \"\" /b " + cmd + "\""; }
+    cmd = "(" + cmd + " >/dev/null 2>&1 &)";
+    return loginShell ? q(loginShell) + " -l -c " + q(cmd) : cmd;
 }
 
 // The command line system.callSystem runs to submit the bundle. On macOS a login shell
@@ -514,6 +615,55 @@ function stmpoFontLocation(doc) {
     return "";
 }
 
+// Fonts the project uses: app.project.usedFonts (After Effects 24.5+: every text layer
+// of the project, with missing fonts flagged as substitutes), else the text layers of
+// `comp` and its nested comps.
+function stmpoProjectFonts(comp) {
+    try {
+        var used = app.project.usedFonts, out = [];
+        if (used !== undefined && used !== null) {
+            for (var i = 0; i < used.length; i++) {
+                var f = used[i].font;
+                out.push({name: f.postScriptName, path: f.location || "", substitute: f.isSubstitute === true});
+            }
+            return out;
+        }
+    } catch (e) { /* before After Effects 24.5 */ }
+    return stmpoCollectFonts(comp);
+}
+
+// Every footage file of the project: [{path, sequence, exists}] (a sequence is its folder).
+function stmpoProjectFootage() {
+    var out = [];
+    for (var i = 1; i <= app.project.numItems; i++) {
+        var item = app.project.item(i);
+        if (!(item instanceof FootageItem) || !(item.mainSource instanceof FileSource)) { continue; }
+        var file = item.mainSource.file || item.file;
+        if (!file) { continue; }
+        var seq = !item.mainSource.isStill && /\.(png|jpe?g|tiff?|exr|dpx|cin|tga|psd|bmp|sgi|rgb|hdr|iff|gif)$/i.test(file.name);
+        var path = seq ? file.parent.fsName : file.fsName;
+        out.push({path: path, sequence: seq, exists: !item.footageMissing && (seq ? file.parent.exists : file.exists)});
+    }
+    return out;
+}
+
+// The render-queue item as stmpoCheckQueueItem reads it.
+function stmpoQueueItemInfo(index) {
+    var rq = app.project.renderQueue.item(index), outputs = [];
+    var names = {};
+    names[RQItemStatus.QUEUED] = "QUEUED"; names[RQItemStatus.UNQUEUED] = "UNQUEUED";
+    names[RQItemStatus.NEEDS_OUTPUT] = "NEEDS_OUTPUT"; names[RQItemStatus.DONE] = "DONE";
+    names[RQItemStatus.RENDERING] = "RENDERING"; names[RQItemStatus.USER_STOPPED] = "USER_STOPPED";
+    names[RQItemStatus.ERR_STOPPED] = "ERR_STOPPED"; names[RQItemStatus.WILL_CONTINUE] = "WILL_CONTINUE";
+    for (var j = 1; j <= rq.numOutputModules; j++) {
+        var om = rq.outputModule(j), set = {};
+        try { set = om.getSettings(GetSettingsFormat.STRING); } catch (e) { /* older AE */ }
+        outputs.push({format: set["Format"] || "", file: om.file ? om.file.fsName : "",
+            useCompFrameNumber: set["Use Comp Frame Number"] !== "false"});
+    }
+    return {index: index, status: names[rq.status] || String(rq.status), outputs: outputs};
+}
+
 // Fonts used by the text layers of `comp` and of every comp nested in it, keyframes too.
 function stmpoCollectFonts(comp) {
     var fonts = [], visited = [];
@@ -624,6 +774,12 @@ function stmpoBuildUI(thisObj) {
     ui.brokerUrl = edit(pSet, "Broker URL", "brokerUrl", "", 300);
     ui.attachFonts = pSet.add("checkbox", undefined, "Attach the fonts the comp's text layers use");
     ui.attachFonts.value = stmpoGetSetting("attachFonts", "true") === "true";
+    ui.attachFootage = pSet.add("checkbox", undefined, "Attach every footage file of the project (job attachments)");
+    ui.attachFootage.value = stmpoGetSetting("attachFootage", "true") === "true";
+    ui.snapshot = pSet.add("checkbox", undefined, "Submit a snapshot copy of the project (later saves do not change the job)");
+    ui.snapshot.value = stmpoGetSetting("snapshot", "false") === "true";
+    ui.guiSubmit = pSet.add("checkbox", undefined, "Open Deadline's submitter window (After Effects stays usable)");
+    ui.guiSubmit.value = stmpoGetSetting("guiSubmit", "true") === "true";
 
     // -- job and bundle
     var pJob = panel("Job");
@@ -644,7 +800,7 @@ function stmpoBuildUI(thisObj) {
     function updateKind() {
         var kind = stmpoKindFor(ui.outputFileName.text);
         ui.kindLabel.text = kind === "image"
-            ? "Image sequence: frames split into tasks of at most 'Frames per task', N slots per task"
+            ? "Image sequence: tasks of at most 'Frames per task' frames (above 150: big tasks), N slots per task"
             : "Movie: one task, one aerender process (slot settings do not apply)";
         var imageOnly = [ui.framesPerTask, ui.concurrency, ui.maxConcurrency, ui.ramPerProcessGB,
             ui.threadsPerSlot, ui.affinity, ui.numaMap, ui.schedule, ui.chunkSize, ui.spawnDelay,
@@ -688,6 +844,9 @@ function stmpoBuildUI(thisObj) {
             }
         }
         stmpoSaveSetting("attachFonts", ui.attachFonts.value ? "true" : "false");
+        stmpoSaveSetting("attachFootage", ui.attachFootage.value ? "true" : "false");
+        stmpoSaveSetting("snapshot", ui.snapshot.value ? "true" : "false");
+        stmpoSaveSetting("guiSubmit", ui.guiSubmit.value ? "true" : "false");
     }
 
     function writeBundle() {
@@ -710,7 +869,11 @@ function stmpoBuildUI(thisObj) {
         s.projectFile = app.project.file.fsName;
         s.renderBy = src.rqIndex ? "rqindex" : "comp";
         s.comp = src.rqIndex ? String(src.rqIndex) : src.comp.name;
+        var choice = stmpoChooseBundle(kind, s.framesPerTask, frames.count);
+        kind = choice.kind;
+        if (kind === "big") { s.taskCount = String(choice.taskCount); }
         var errors = stmpoValidate(s, kind);
+        if (src.rqIndex) { errors = errors.concat(stmpoCheckQueueItem(stmpoQueueItemInfo(src.rqIndex), kind)); }
         if (errors.length) { throw new Error(errors.join("\n")); }
 
         var templatesDir = ui.templatesDir.text;
@@ -723,10 +886,23 @@ function stmpoBuildUI(thisObj) {
         var dir = stmpoJoinPath(ui.bundleRoot.text, stmpoSafeName(ui.jobName.text) + "_" + stamp, STMPO_IS_WINDOWS);
         if (!new Folder(dir).create()) { throw new Error("cannot create the bundle folder " + dir); }
 
-        var inputDirs = [], inputFiles = [s.projectFile], warnings = [];
-        if (kind === "image" && !stmpoIsUnset(s.numaMap)) { inputFiles.push(stmpoTrim(s.numaMap)); }
+        var inputDirs = [], inputFiles = [], warnings = [];
+        if (choice.why) { warnings.push(choice.why); }
+        if (ui.snapshot.value) {  // workers render this copy, whatever happens to the original
+            var snap = stmpoJoinPath(dir, app.project.file.name, STMPO_IS_WINDOWS);
+            stmpoCopyFile(s.projectFile, snap);
+            s.projectFile = snap;
+        }
+        inputFiles.push(s.projectFile);
+        if (ui.attachFootage.value) {
+            var footage = stmpoFootageToAttach(stmpoProjectFootage());
+            inputFiles = inputFiles.concat(footage.files);
+            inputDirs = inputDirs.concat(footage.dirs);
+            for (var m = 0; m < footage.missing.length; m++) { warnings.push("footage missing, not attached: " + footage.missing[m]); }
+        }
+        if (kind !== "movie" && !stmpoIsUnset(s.numaMap)) { inputFiles.push(stmpoTrim(s.numaMap)); }
         if (ui.attachFonts.value) {
-            var picked = stmpoFontsToAttach(stmpoCollectFonts(src.comp));
+            var picked = stmpoFontsToAttach(stmpoProjectFonts(src.comp));
             if (picked.attach.length) {
                 var fontsDir = stmpoJoinPath(dir, "fonts", STMPO_IS_WINDOWS);
                 new Folder(fontsDir).create();
@@ -752,7 +928,7 @@ function stmpoBuildUI(thisObj) {
     }
 
     function report(b, extra) {
-        var text = (b.kind === "image" ? "Image sequence" : "Movie") + " bundle, frames " + b.frames
+        var text = ({image: "Image sequence", big: "Image sequence (big tasks)"}[b.kind] || "Movie") + " bundle, frames " + b.frames
             + ":\n" + b.dir;
         if (b.warnings.length) { text += "\n\n" + b.warnings.join("\n"); }
         alert(text + (extra ? "\n\n" + extra : ""), "stmpo");
@@ -771,6 +947,12 @@ function stmpoBuildUI(thisObj) {
         if (STMPO_IS_WINDOWS && /[^\x20-\x7e]/.test(b.dir)) {
             report(b, "The bundle folder's path has non-ASCII characters, which the Windows command line may not pass on: submit it from a terminal, or choose another 'Write bundles into' folder.");
             new Folder(b.dir).execute();
+            return;
+        }
+        if (ui.guiSubmit.value) {  // non-blocking: Deadline's window hashes and uploads
+            system.callSystem(stmpoGuiSubmitCommand(ui.deadline.text, b.dir, STMPO_IS_WINDOWS,
+                STMPO_IS_WINDOWS ? "" : "/bin/zsh"));
+            report(b, "Deadline Cloud's submitter window opens for this bundle: review and submit it there.");
             return;
         }
         var cmd = stmpoSubmitCommand(ui.deadline.text, b.dir, ui.jobName.text || "stmpo", STMPO_IS_WINDOWS,

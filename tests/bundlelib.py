@@ -18,15 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLE = ROOT / "openjd_bundle"
 IMAGE_T = BUNDLE / "template.yaml"
 MOVIE_T = BUNDLE / "movie" / "template.yaml"
-TEMPLATES = [IMAGE_T, MOVIE_T]
+BIG_T = BUNDLE / "big" / "template.yaml"
+TEMPLATES = [IMAGE_T, MOVIE_T, BIG_T]
+TEMPLATE_IDS = ["image", "movie", "big"]
+#: Read by the queue's conda environment (service-managed fleets), not by the job itself.
+QUEUE_ENV_PARAMS = {"CondaPackages", "CondaChannels"}
 BIN = Path(sys.executable).parent
 EXTENSIONS = ["TASK_CHUNKING"]  # the only extension the templates may use (Deadline supports it)
 
 #: The parameters of the image bundle that the movie bundle leaves out: they cannot
 #: change one aerender process rendering one task (see stmpo_celery.deadline._bundle._IMAGE_ONLY).
-IMAGE_ONLY = {"FramesPerTask", "Concurrency", "MaxConcurrency", "RamPerProcessGB",
-              "ThreadsPerSlot", "Affinity", "NumaMap", "Schedule", "ChunkSize", "SpawnDelay",
-              "FailFast", "SkipExisting"}
+IMAGE_ONLY = {"FramesPerTask", "TargetRuntimeSeconds", "Concurrency", "MaxConcurrency",
+              "RamPerProcessGB", "ThreadsPerSlot", "Affinity", "NumaMap", "Schedule",
+              "ChunkSize", "SpawnDelay", "FailFast", "SkipExisting"}
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def test_real_log_events_in_order() -> None:
     assert log.done_count == 3
     assert log.launched and log.finished
     assert log.errors == [] and log.warnings == []
-    assert log.numbering == "absolute"
+    assert log.numbering == "timecode"  # the header names Start and Frame Rate
 
 
 def test_settings_block_is_not_a_frame() -> None:
@@ -213,3 +213,133 @@ def test_tail_keeps_last_non_empty_lines() -> None:
 def test_bad_range_is_rejected() -> None:
     with pytest.raises(ValueError):
         AerenderLog(10, 9)
+
+
+# --- fatal lines without a strong marker, and benign ones with it -------------------------
+# Each line is the text After Effects / aerender (or a plug-in inside it) prints; the
+# patterns are the ones Thinkbox Deadline's AfterEffects plugin fails on.
+FATAL_LINES = [
+    "aerender ERROR: Unable to obtain a license. Please log in to Creative Cloud.",
+    "PROGRESS: Unable to obtain a license for After Effects",
+    "unexpected failure during application startup",
+    "aerender ERROR: unexpected failure during application startup",
+    "Trapcode Particular: Another user is using the same serial number.",
+    "Invalid Serial Number",
+    "PROGRESS: After Effects logged one error; check the log.",
+    "After Effects error: Rendering error while writing to file (/renders/shot_00012.png). "
+    "Unable to delete existing file. ( 33 :: 7 )",
+    "Rendering error while writing to file (D:\\out\\a.mov)",
+    "OMP: Error #15: Initializing libiomp5md.dll, but found libiomp5md.dll already initialized.",
+    "error: internal verification failure, sorry! {unexpected match name}",
+]
+
+
+@pytest.mark.parametrize("line", FATAL_LINES)
+def test_fatal_lines_without_marker_fail_the_chunk(line: str) -> None:
+    log = AerenderLog(0, 1)
+    (ev,) = log.feed(line + "\r\n")
+    assert isinstance(ev, StrongError) and ev.text == line
+    assert log.errors == [line]
+
+
+def test_licence_and_omp_failures_say_what_to_do() -> None:
+    log = AerenderLog(0, 1)
+    (lic,) = log.feed("aerender ERROR: Unable to obtain a license.")
+    (omp,) = log.feed(FATAL_LINES[9])
+    assert isinstance(lic, StrongError) and "ae_render_only_node.txt" in lic.hint
+    assert isinstance(omp, StrongError) and "KMP_DUPLICATE_LIB_OK=TRUE" in omp.hint
+
+
+MISSING_EFFECT_LINES = [
+    "INFO:This project contains a reference to a missing effect. Please install the "
+    "following effect to restore this reference. ( Particular )",
+    "This project contains a reference to a missing effect.",
+    "INFO:The following layer dependencies are missing",
+    "aerender ERROR: Unable to render: a layer has missing dependencies",
+]
+
+
+@pytest.mark.parametrize("line", MISSING_EFFECT_LINES)
+def test_missing_effects_fail_unless_ignored(line: str) -> None:
+    strict = AerenderLog(0, 1)
+    (ev,) = strict.feed(line)
+    assert isinstance(ev, StrongError) and "--ignore-missing-effects" in ev.hint
+    lenient = AerenderLog(0, 1, ignore_missing_effects=True)
+    (warn,) = lenient.feed(line)
+    assert isinstance(warn, AeWarning) and warn.text == line
+    assert lenient.errors == [] and lenient.warnings == [line]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "After Effects error: Auto-save failed: the project folder is not writable.",
+        "aerender ERROR: After Effects error: Unable to auto-save the project ( 5027 :: 12 )",
+        "PROGRESS: After Effects error: Autosave could not write the file",
+    ],
+)
+def test_auto_save_errors_are_warnings(line: str) -> None:
+    log = AerenderLog(0, 1)
+    (ev,) = log.feed(line)
+    assert isinstance(ev, AeWarning)
+    assert log.errors == [] and log.warnings == [line]
+
+
+def test_auto_save_in_a_path_does_not_hide_a_real_error() -> None:
+    log = AerenderLog(0, 1)
+    line = "auto-save folder: aerender ERROR: No comp was found with the given name."
+    (ev,) = log.feed(line)
+    assert isinstance(ev, StrongError)
+
+
+# --- frames from the absolute timecode -------------------------------------------------------
+HEADER = """\
+PROGRESS:  12/5/2026 11:52:38 PM: Starting composition Main.
+PROGRESS:  Render Settings: Best Settings
+PROGRESS:      Start: {start}
+PROGRESS:      End: {end}
+PROGRESS:      Duration: 0:00:00:08 (8)
+PROGRESS:      Frame Rate: {fps} (comp)
+"""
+
+
+def test_mfr_out_of_order_frames_follow_the_timecode_not_the_count() -> None:
+    # MFR: frames finish out of order and the parenthesised number counts frames done.
+    log = AerenderLog(100, 107)
+    feed_all(log, HEADER.format(start="0:00:04:04", end="0:00:04:11", fps="24.00"))
+    order = [102, 100, 103, 101, 106, 104]
+    events = []
+    for count, frame in enumerate(order, 1):
+        tc = f"0:00:04:{frame - 96:02d}"
+        events += log.feed(f"PROGRESS:  {tc} ({count}): 1 Seconds")
+    assert [e.frame for e in events if isinstance(e, FrameDone)] == order
+    assert log.frames_done == set(order)  # 105 and 107 were not reported: not done
+    assert log.done_count == 6
+    assert log.numbering == "timecode"
+
+
+def test_timecode_is_anchored_on_the_header_start_not_time_zero() -> None:
+    # A comp whose display starts at 01:00:00:00 prints that timecode for frame 0.
+    log = AerenderLog(10, 12)
+    feed_all(log, HEADER.format(start="1:00:00:10", end="1:00:00:12", fps="25.00"))
+    (ev,) = log.feed("PROGRESS:  1:00:00:11 (2): 1 Seconds")
+    assert isinstance(ev, FrameDone) and ev.frame == 11
+
+
+def test_drop_frame_timecode_crosses_a_minute() -> None:
+    # 29.97 drop-frame: 0;00;59;29 is followed by 0;01;00;02.
+    log = AerenderLog(1000, 1003)
+    feed_all(log, HEADER.format(start="0;00;59;28", end="0;01;00;03", fps="29.97"))
+    frames = [e.frame for line in ("0;00;59;29", "0;01;00;02", "0;01;00;03")
+              for e in log.feed(f"PROGRESS:  {line} (1): 0 Seconds") if isinstance(e, FrameDone)]
+    assert frames == [1001, 1002, 1003]
+
+
+def test_timecode_outside_the_chunk_is_unknown_and_without_header_the_number_is_used() -> None:
+    log = AerenderLog(0, 3)
+    feed_all(log, HEADER.format(start="0:00:00:00", end="0:00:00:03", fps="24.00"))
+    (ev,) = log.feed("PROGRESS:  0:00:01:00 (24): 1 Seconds")
+    assert isinstance(ev, FrameDone) and ev.frame is None
+    bare = AerenderLog(200, 204)
+    (ev2,) = bare.feed(frame_line(1))
+    assert isinstance(ev2, FrameDone) and ev2.frame == 200 and bare.numbering == "relative-1"

@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 from bundlelib import (
+    BIG_T,
     BIN,
     BUNDLE,
     EXTENSIONS,
     IMAGE_ONLY,
     IMAGE_T,
     MOVIE_T,
+    QUEUE_ENV_PARAMS,
+    TEMPLATE_IDS,
     TEMPLATES,
     chunk_values,
     job_for,
@@ -22,6 +25,7 @@ from bundlelib import (
     required,
 )
 from openjd.model import (
+    StepParameterSpaceIterator,
     decode_job_template,
 )
 
@@ -29,14 +33,14 @@ from stmpo_celery.config._settings import SETTINGS
 from stmpo_celery.deadline import _bundle as bundle_mod
 from stmpo_celery.deadline._bundle import (
     scan_parameters,
-    task_ranges,
+    task_chunks,
     template_parameters,
 )
 from stmpo_celery.plan._frames import parse_frames
 
 
 # -- the templates are valid ------------------------------------------------------------------
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_openjd_check_passes(path: Path) -> None:
     res = subprocess.run([str(BIN / "openjd"), "check", str(path)], capture_output=True,
                          text=True, timeout=60)
@@ -44,7 +48,7 @@ def test_openjd_check_passes(path: Path) -> None:
     assert "passes validation" in res.stdout
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_templates_use_only_task_chunking(path: Path) -> None:
     # Deadline Cloud must support every extension a template declares.
     assert set(load(path).get("extensions") or []) <= set(EXTENSIONS)
@@ -55,11 +59,12 @@ def test_templates_use_only_task_chunking(path: Path) -> None:
     ("1-100", 30, ["1-25", "26-50", "51-75", "76-100"]),
     ("1-100", 100, ["1-100"]),
     ("1-240", 100, ["1-80", "81-160", "161-240"]),
-    ("1-10,50-60", 5, ["1-5", "6-10", "50-53", "54-57", "58-60"]),
-    ("7", 10, ["7-7"]),
-    ("-5--1", 2, ["-5--4", "-3--2", "-1--1"]),
+    ("1-10,50-60", 5, ["1-5", "6-9", "10,50,51,52", "53-56", "57-60"]),
+    ("1-240:10", 10, ["1-71:10", "81-151:10", "161-231:10"]),  # a quick check render
+    ("7", 10, ["7"]),
+    ("-5--1", 2, ["-5,-4", "-3,-2", "-1"]),
 ])
-def test_image_tasks_are_contiguous_chunks(tmp_path: Path, frames: str, per_task: int,
+def test_image_tasks_are_near_equal_chunks(tmp_path: Path, frames: str, per_task: int,
                                            expected: list[str]) -> None:
     job = job_for(IMAGE_T, {**required(tmp_path), "Frames": frames,
                             "FramesPerTask": str(per_task)}, tmp_path)
@@ -67,7 +72,7 @@ def test_image_tasks_are_contiguous_chunks(tmp_path: Path, frames: str, per_task
     assert got == expected
     # every frame exactly once, and `stmpo bundle` predicts the same tasks
     assert sorted(f for c in got for f in parse_frames(c)) == parse_frames(frames)
-    assert [f"{a}-{b}" for a, b in task_ranges(parse_frames(frames), per_task)] == expected
+    assert task_chunks(parse_frames(frames), per_task) == [parse_frames(c) for c in got]
 
 
 def test_frames_per_task_must_be_positive(tmp_path: Path) -> None:
@@ -88,7 +93,8 @@ def test_image_step_renders_its_chunk(tmp_path: Path) -> None:
     (param,) = step["parameterSpace"]["taskParameterDefinitions"]
     assert param["type"] == "CHUNK[INT]" and param["range"] == "{{Param.Frames}}"
     assert param["chunks"] == {"defaultTaskCount": "{{Param.FramesPerTask}}",
-                               "rangeConstraint": "CONTIGUOUS"}
+                               "targetRuntimeSeconds": "{{Param.TargetRuntimeSeconds}}",
+                               "rangeConstraint": "NONCONTIGUOUS"}
     args = run_args(step)
     assert args[args.index("--frames") + 1] == "{{Task.Param.Frame}}"
     assert "--concurrency" not in args  # slots per task come from the settings
@@ -102,7 +108,7 @@ def run_args(step: dict[str, Any]) -> list[str]:
     return args
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_render_action_reports_progress_and_cancels_cleanly(path: Path) -> None:
     (step,) = load(path)["steps"]
     args = run_args(step)
@@ -127,20 +133,20 @@ def _strings(node: Any) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_every_parameter_reaches_a_command(path: Path) -> None:
     doc = load(path)
     names = [p["name"] for p in doc["parameterDefinitions"]]
     used = " ".join(_strings({"steps": doc["steps"], "env": doc.get("jobEnvironments")}))
-    dead = [n for n in names
-            if not re.search(r"\{\{\s*(Raw)?Param\." + n + r"\s*\}\}", used)]
+    dead = [n for n in names if n not in QUEUE_ENV_PARAMS
+            and not re.search(r"\{\{\s*(Raw)?Param\." + n + r"\s*\}\}", used)]
     assert not dead, f"parameters no step or environment uses: {dead}"
     # and nothing refers to a parameter the template does not define
     refs = set(re.findall(r"\{\{\s*(?:Raw)?Param\.([A-Za-z0-9_]+)\s*\}\}", used))
     assert refs <= set(names)
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_every_parameter_has_a_ui_group_and_description(path: Path) -> None:
     for p in load(path)["parameterDefinitions"]:
         ui = p.get("userInterface") or {}
@@ -148,7 +154,7 @@ def test_every_parameter_has_a_ui_group_and_description(path: Path) -> None:
         assert p.get("description"), p["name"]
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_settings_exports_name_real_stmpo_settings(path: Path) -> None:
     doc = load(path)
     env = next(e for e in doc["jobEnvironments"] if e["name"] == "StmpoSettings")
@@ -184,7 +190,7 @@ def test_movie_parameters_are_the_image_ones_minus_the_slot_knobs() -> None:
     assert kind[MOVIE_T][kind[MOVIE_T].index("--kind") + 1] == "movie"
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_environments_create_outputs_check_host_and_handle_fonts(path: Path) -> None:
     envs = {e["name"]: e["script"] for e in load(path)["jobEnvironments"]}
     assert list(envs) == ["OutputDirectories", "StmpoSettings", "HostCheck", "Fonts"]
@@ -199,7 +205,7 @@ def test_environments_create_outputs_check_host_and_handle_fonts(path: Path) -> 
     assert fonts["onExit"]["args"] == ["fonts", "remove"]
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_embedded_scripts_are_the_files_in_scripts(path: Path) -> None:
     files = [f for e in load(path)["jobEnvironments"]
              for f in e["script"].get("embeddedFiles", [])]
@@ -211,7 +217,7 @@ def test_embedded_scripts_are_the_files_in_scripts(path: Path) -> None:
 
 
 # -- parameter values name only defined parameters --------------------------------------------
-@pytest.mark.parametrize("path", TEMPLATES, ids=["image", "movie"])
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
 def test_shipped_parameter_values_are_defined_and_valid(path: Path, tmp_path: Path) -> None:
     values = load(path.parent / "parameter_values.yaml")["parameterValues"]
     defined = {p["name"] for p in load(path)["parameterDefinitions"]}
@@ -227,3 +233,55 @@ def test_scanner_reads_the_templates_like_yaml() -> None:
         text = path.read_text(encoding="utf-8")
         assert scan_parameters(text) == template_parameters(text)
         assert len(scan_parameters(text)) == len(load(path)["parameterDefinitions"])
+
+
+# -- tasks of any size: CHUNK[INT] up to 150 frames, the big-task template above ----------
+def test_chunked_tasks_are_capped_at_150_frames(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="FramesPerTask"):
+        job_for(IMAGE_T, {**required(tmp_path), "FramesPerTask": "151"}, tmp_path)
+    job = job_for(IMAGE_T, {**required(tmp_path), "Frames": "1-300", "FramesPerTask": "150",
+                            "TargetRuntimeSeconds": "600"}, tmp_path)
+    assert chunk_values(job) == ["1-150", "151-300"]
+
+
+def test_big_template_is_generated_from_the_chunked_one() -> None:
+    from stmpo_celery.deadline._bigtask import big_template_text
+
+    assert BIG_T.read_text(encoding="utf-8") == big_template_text(IMAGE_T.read_text("utf-8"))
+    image = {p["name"]: p for p in load(IMAGE_T)["parameterDefinitions"]}
+    big = {p["name"]: p for p in load(BIG_T)["parameterDefinitions"]}
+    assert set(image) - set(big) == {"FramesPerTask", "TargetRuntimeSeconds"}
+    assert set(big) - set(image) == {"TaskCount"}
+    assert "extensions" not in load(BIG_T)  # runs on any worker agent
+
+
+def test_big_tasks_carry_any_number_of_frames(tmp_path: Path) -> None:
+    from stmpo_celery.plan._chunks import task_share
+
+    job = job_for(BIG_T, {**required(tmp_path), "Frames": "1-1200,2001-2600:2",
+                          "TaskCount": "2"}, tmp_path)
+    space = job.steps[0].parameterSpace
+    tasks = [int(t["Task"].value) for t in StepParameterSpaceIterator(space=space)]
+    assert tasks == [1, 2]
+    frames = parse_frames("1-1200,2001-2600:2")
+    pieces = [task_share(frames, i, 2) for i in tasks]
+    assert [len(p) for p in pieces] == [750, 750]  # 1,500 frames: 750 per task
+    assert sorted(f for p in pieces for f in p) == frames
+    args = run_args(load(BIG_T)["steps"][0])
+    assert args[args.index("--frames") + 1] == "{{Param.Frames}}"
+    assert args[args.index("--task") + 1] == "{{Task.Param.Task}}/{{Param.TaskCount}}"
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=TEMPLATE_IDS)
+def test_host_requirements_and_conda_packages(path: Path) -> None:
+    (step,) = load(path)["steps"]
+    req = step["hostRequirements"]
+    (os_family,) = req["attributes"]
+    assert os_family == {"name": "attr.worker.os.family", "anyOf": ["windows", "macos"]}
+    amounts = {a["name"]: a["min"] for a in req["amounts"]}
+    slots = 1 if path == MOVIE_T else 2  # default: 16 threads and 32 GB per slot
+    assert amounts == {"amount.worker.vcpu": 16 * slots, "amount.worker.memory": 32768 * slots}
+    defs = {p["name"]: p for p in load(path)["parameterDefinitions"]}
+    assert defs["CondaPackages"]["default"].startswith("aftereffects=")
+    assert defs["CondaPackages"]["userInterface"]["control"] == "HIDDEN"
+    assert defs["RenderBy"]["default"] == "rqindex"  # the queue item's output module decides

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from stmpo_celery.cli._bundle import bundle_command
 from stmpo_celery.deadline import _bundle as bundle_mod
+from stmpo_celery.deadline._bigtask import with_host_minimums
 
 
 # -- stmpo bundle -----------------------------------------------------------------------------
@@ -57,7 +58,10 @@ def test_bundle_for_an_image_sequence_writes_values_the_template_accepts(tmp_pat
     assert res.exit_code == 0, res.output
     assert "4 task(s) of at most 30 frame(s): 1-25, 26-50, 51-75, 76-100" in res.output
     assert "deadline bundle submit" in res.output
-    assert (dest / "template.yaml").read_bytes() == IMAGE_T.read_bytes()
+    # the template, with host requirements for two slots of 8 threads and 24 GB each
+    assert (dest / "template.yaml").read_text("utf-8") == with_host_minimums(
+        IMAGE_T.read_text("utf-8"), 16, 2 * 24 * 1024)
+    assert "at least 16 vCPUs and 48 GiB" in res.output
     v = written(dest)
     assert v == {
         "ProjectFile": str(project), "OutputDir": str(out.parent),
@@ -89,9 +93,9 @@ def test_bundle_leaves_unset_settings_to_the_workers(tmp_path: Path) -> None:
                  "OutputFileName": "a_[###].png", "RenderBy": "rqindex", "Comp": "2",
                  "Frames": "1-10,50-60"}
     # the template default (100 frames per task) applies: one task per contiguous run
-    assert "2 task(s) of at most 100 frame(s): 1-10, 50-60" in res.output
+    assert "1 task(s) of at most 100 frame(s): 1-10,50-60" in res.output
     job = job_for(tmp_path / "b" / "template.yaml", v, tmp_path)
-    assert chunk_values(job) == ["1-10", "50-60"]
+    assert chunk_values(job) == ["1-10,50-60"]  # one task: 21 frames, gaps allowed
 
 
 def test_bundle_for_a_movie_uses_the_movie_template(tmp_path: Path) -> None:
@@ -101,7 +105,9 @@ def test_bundle_for_a_movie_uses_the_movie_template(tmp_path: Path) -> None:
                      "1-240", "--output", str(tmp_path / "o" / "edit.mov"), "--dest", str(dest),
                      "--mfr", "--mfr-max-cpu", "75", "--profile", "hero")
     assert res.exit_code == 0, res.output
-    assert (dest / "template.yaml").read_bytes() == MOVIE_T.read_bytes()
+    # hero: one slot of 16 threads and 48 GB (a movie is one process)
+    assert (dest / "template.yaml").read_text("utf-8") == with_host_minimums(
+        MOVIE_T.read_text("utf-8"), 16, 48 * 1024)
     v = written(dest)
     assert v["OutputFileName"] == "edit.mov" and v["Mfr"] == "ON" and v["MfrMaxCpu"] == "75"
     job = job_for(dest / "template.yaml", {k: str(x) for k, x in v.items()}, tmp_path)
@@ -291,3 +297,32 @@ def test_readme_documents_submission_install_and_every_parameter() -> None:
     assert block
     env = decode_environment_template(template=yaml.safe_load(block.group(1)))
     assert env.environment.name == "StmpoCelery"
+
+
+def test_bundle_above_150_frames_per_task_writes_the_big_task_template(tmp_path: Path) -> None:
+    (tmp_path / "a.aep").write_text("aep")
+    dest = tmp_path / "b"
+    res = run_bundle("--project", str(tmp_path / "a.aep"), "--rqindex", "1", "--frames",
+                     "1-1200", "--output", str(tmp_path / "o" / "s_[####].png"), "--dest",
+                     str(dest), "--frames-per-task", "600")
+    assert res.exit_code == 0, res.output
+    assert "above the 150 frames a chunked (CHUNK[INT]) task may carry" in res.output
+    assert "2 task(s) of about 600 frame(s): 1-600, 601-1200" in res.output
+    v = written(dest)
+    assert v["TaskCount"] == 2 and "FramesPerTask" not in v and v["RenderBy"] == "rqindex"
+    job = job_for(dest / "template.yaml", {k: str(x) for k, x in v.items()}, tmp_path)
+    assert job.steps[0].parameterSpace is not None
+    assert "extensions:" not in (dest / "template.yaml").read_text("utf-8")
+
+
+def test_bundle_at_150_frames_per_task_stays_chunked(tmp_path: Path) -> None:
+    (tmp_path / "a.aep").write_text("aep")
+    dest = tmp_path / "b"
+    res = run_bundle("--project", str(tmp_path / "a.aep"), "--rqindex", "1", "--frames",
+                     "1-300", "--output", str(tmp_path / "o" / "s_[####].png"), "--dest",
+                     str(dest), "--frames-per-task", "150", "--target-runtime", "900")
+    assert res.exit_code == 0, res.output
+    v = written(dest)
+    assert v["FramesPerTask"] == 150 and v["TargetRuntimeSeconds"] == 900
+    job = job_for(dest / "template.yaml", {k: str(x) for k, x in v.items()}, tmp_path)
+    assert chunk_values(job) == ["1-150", "151-300"]

@@ -154,7 +154,47 @@ def test_relative_numbering(fake: Fake) -> None:
     assert code == 0
     assert "PROGRESS:  0:00:01:16 (1): 0 Seconds" in lines
     log = parse(lines, 40, 45)
-    assert log.numbering == "relative-1" and log.frames_done == set(range(40, 46))
+    # the header's Start and Frame Rate anchor the timecode: the (N) is not needed
+    assert log.numbering == "timecode" and log.frames_done == set(range(40, 46))
+
+
+def test_count_numbering_with_mfr_shuffle(fake: Fake) -> None:
+    argv = fake.argv(1, 8)
+    argv[argv.index("-mfr") + 1] = "ON"
+    code, lines = fake.run(argv, MFR_SHUFFLE="1", NUMBERING="count")
+    assert code == 0
+    order = [int(r[0]) for r in fake.journal_lines("frame")]
+    numbers = [int(ln.split("(")[1].split(")")[0]) for ln in lines if ") : " in ln or "): " in ln]
+    assert numbers == list(range(1, 9)) and order != sorted(order)
+    log = parse(lines, 1, 8)
+    assert log.frames_done == set(range(1, 9))
+
+
+@pytest.mark.parametrize(("failure", "renders"), [("licence", False), ("startup", False),
+                                                  ("serial", True), ("missing-effect", True),
+                                                  ("autosave", True), ("logged-error", True)])
+def test_failure_lines_exit_0(fake: Fake, failure: str, renders: bool) -> None:
+    code, lines = fake.run(fake.argv(1, 3), FAILURE=failure)
+    assert code == 0
+    log = parse(lines, 1, 3)
+    assert (frames_on_disk(fake) == {1, 2, 3}) is renders
+    if failure == "autosave":
+        assert log.errors == [] and log.warnings
+    else:
+        assert len(log.errors) == 1
+
+
+def test_omp_conflict_aborts_without_kmp_duplicate_lib_ok(
+        fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KMP_DUPLICATE_LIB_OK", raising=False)
+    proc = fake.start(fake.argv(1, 3), OMP_CONFLICT="1")
+    out, _ = proc.communicate(timeout=20)
+    lines = out.decode().splitlines()
+    assert proc.returncode != 0 and any(ln.startswith("OMP: Error #15") for ln in lines)
+    assert frames_on_disk(fake) == set()
+    monkeypatch.setenv("KMP_DUPLICATE_LIB_OK", "TRUE")
+    code, _ = fake.run(fake.argv(1, 3), OMP_CONFLICT="1")
+    assert code == 0 and frames_on_disk(fake) == {1, 2, 3}
 
 
 def test_mfr_shuffle_finishes_out_of_order(fake: Fake) -> None:

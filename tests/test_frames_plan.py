@@ -21,6 +21,12 @@ from stmpo_celery.plan._pattern import parse_output
     ("-3--1", [-3, -2, -1]),
     ("-2-1", [-2, -1, 0, 1]),
     (" 1 - 3 , 2-4 ", [1, 2, 3, 4]),
+    # OpenJD range expressions with steps, as Deadline Cloud writes them
+    ("1-20:2", [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]),
+    ("1,3,7-20:2", [1, 3, 7, 9, 11, 13, 15, 17, 19]),
+    ("1-100:25", [1, 26, 51, 76]),
+    ("-10--1:3", [-10, -7, -4, -1]),
+    ("10-1:-3", [1, 4, 7, 10]),
 ])
 def test_parse_frames(spec: str, expected: list[int]) -> None:
     assert parse_frames(spec) == expected
@@ -29,7 +35,8 @@ def test_parse_frames(spec: str, expected: list[int]) -> None:
 @pytest.mark.parametrize("spec,needle", [
     ("", "empty"), ("   ", "empty"), ("1-", "not a frame"), ("a-b", "not a frame"),
     ("10-1", "ends before it starts"), ("1,,2", "empty item"), ("1-2x", "not a frame"),
-    ("0-99999999", "more than"),
+    ("0-99999999", "more than"), ("1-20:0", "not a frame"), ("1-20:x", "not a frame"),
+    ("1-10:-1", "not a frame"), ("0-999999,0-999999", "more than"),
 ])
 def test_parse_frames_rejects(spec: str, needle: str) -> None:
     with pytest.raises(BadInput) as info:

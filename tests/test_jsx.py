@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JSX = ROOT / "jsx" / "DeadlineCloudSubmitter_stmpo.jsx"
 TEXT = JSX.read_text(encoding="utf-8")
 TEMPLATES = {"image": ROOT / "openjd_bundle" / "template.yaml",
+             "big": ROOT / "openjd_bundle" / "big" / "template.yaml",
              "movie": ROOT / "openjd_bundle" / "movie" / "template.yaml"}
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
@@ -63,7 +64,7 @@ def test_the_table_names_only_parameters_its_templates_define() -> None:
     rows = table()
     assert len({r["param"] for r in rows}) == len(rows)
     assert len({r["field"] for r in rows}) == len(rows)
-    for kind in ("image", "movie"):
+    for kind in ("image", "big", "movie"):
         defined = template_params(kind)
         mine = {r["param"]: r["type"] for r in rows if kind in r["kinds"]}
         assert set(mine) <= set(defined), f"{kind}: not in the template: {set(mine) - set(defined)}"
@@ -76,7 +77,8 @@ def test_the_table_names_only_parameters_its_templates_define() -> None:
 def test_image_only_parameters_are_not_offered_to_the_movie_bundle() -> None:
     image_only = set(template_params("image")) - set(template_params("movie"))
     assert image_only >= {"FramesPerTask", "Concurrency", "Schedule", "FailFast"}
-    assert {r["param"] for r in table() if r["kinds"] == {"image"}} == image_only
+    assert {r["param"] for r in table() if "movie" not in r["kinds"] and "image" in r["kinds"]
+            } == image_only
 
 
 def test_values_are_made_only_from_the_table() -> None:
@@ -87,9 +89,10 @@ def test_values_are_made_only_from_the_table() -> None:
 
 
 def test_templates_are_chosen_by_the_frame_token_like_stmpo() -> None:
-    assert 'var STMPO_TEMPLATES = {image: "template.yaml", movie: "movie/template.yaml"};' in TEXT
+    assert ('var STMPO_TEMPLATES = {image: "template.yaml", big: "big/template.yaml", '
+            'movie: "movie/template.yaml"};') in TEXT
     assert r"/\[#+\]/.test(base)" in TEXT  # stmpo_celery.plan._pattern's rule: [#...] = sequence
-    for rel in ("template.yaml", "movie/template.yaml"):
+    for rel in ("template.yaml", "big/template.yaml", "movie/template.yaml"):
         assert (ROOT / "openjd_bundle" / rel).is_file()
 
 
@@ -212,6 +215,10 @@ def test_template_choice_and_param_scan(js: Any) -> None:
     ("custom", None, "10-1", "image", "", "ends before it starts"),
     ("custom", None, "1-a", "image", "", "is not a frame or range"),
     ("custom", None, "  ", "image", "", "no frames"),
+    ("custom", None, "1-240:5", "image", "1-240:5", ""),  # OpenJD steps, as Deadline writes
+    ("custom", None, "1,3,7-20:2", "image", "1,3,7-20:2", ""),
+    ("custom", None, "1-20:2", "movie", "", "has a step"),
+    ("custom", None, "1-20:0", "image", "", "step of 1 or more"),
 ])
 def test_frame_specs(js: Any, mode: str, rng: Any, typed: str, kind: str, spec: str,
                      error: str) -> None:
@@ -245,7 +252,10 @@ def every_setting(tmp: Path) -> dict[str, str]:
         "numaMap": str(numa), "mfr": "OFF", "mfrMaxCpu": "80", "schedule": "guided",
         "chunkSize": "5", "spawnDelay": "0.5", "failFast": "OFF", "skipExisting": "ON",
         "aerenderPath": "C:\\Program Files\\Adobe\\aerender.exe",
-        "brokerUrl": "redis://farm:6379/0", "fontsDir": str(fonts),
+        "brokerUrl": "redis://farm:6379/0", "fontsDir": str(fonts), "targetRuntime": "600",
+        "taskCount": "3", "omTemplate": "Lossless", "rsTemplate": "Best Settings",
+        "ignoreMissingEffects": "ON", "condaPackages": "aftereffects=25",
+        "condaChannels": "deadline-cloud",
     }
 
 
@@ -264,7 +274,8 @@ def test_image_parameter_values_are_accepted_by_the_image_template(js: Any,
                                                                   tmp_path: Path) -> None:
     settings = every_setting(tmp_path)
     (res,) = js(["stmpoParameterValues", settings, "image"])
-    assert res["errors"] == [] and res["dropped"] == []
+    assert res["errors"] == [] and res["dropped"] == [
+        "TaskCount (the image bundle has no such parameter)"]
     values = {v["name"]: v["value"] for v in res["values"]}
     assert set(values) == set(template_params("image"))
     assert values["FramesPerTask"] == 25  # INT parameters are JSON numbers
@@ -282,7 +293,7 @@ def test_the_movie_path_drops_image_only_parameters(js: Any, tmp_path: Path) -> 
     names = {v["name"] for v in res["values"]}
     assert names == set(template_params("movie"))
     image_only = set(template_params("image")) - set(template_params("movie"))
-    assert {d.split()[0] for d in res["dropped"]} == image_only
+    assert {d.split()[0] for d in res["dropped"]} == image_only | {"TaskCount"}
     assert all("movie bundle has no such parameter" in d for d in res["dropped"])
     openjd_accepts("movie", res["values"], tmp_path)
 
@@ -329,14 +340,18 @@ def test_asset_references_and_fonts_to_attach(js: Any) -> None:
             {"name": "Arial", "path": "C:\\Windows\\Fonts\\arial.ttf"},
             {"name": "Helvetica", "path": "/System/Library/Fonts/Helvetica.ttc"},
             {"name": "Cloud", "path": ""},
-            {"name": "Odd", "path": "/x/odd.txt"}]],
+            {"name": "Odd", "path": "/x/odd.txt"},
+            {"name": "Gone-Regular", "path": "/Library/Fonts/Gone.otf", "substitute": True}]],
         ["stmpoSafeName", "Shot 010, ü/v2"])
     assert refs == {"assetReferences": {"inputs": {"filenames": ["/p/a, b.aep"],
                                                    "directories": ["/b/fonts"]},
                                         "outputs": {"directories": ["/out"]},
                                         "referencedPaths": []}}
-    assert picked["attach"] == ["/Users/a/Library/Fonts/Brand-Bold.otf"]
-    assert len(picked["skipped"]) == 2
+    # Windows' Fonts folder holds fonts installed "for all users": attached; macOS's own not
+    assert picked["attach"] == ["/Users/a/Library/Fonts/Brand-Bold.otf",
+                                "C:\\Windows\\Fonts\\arial.ttf"]
+    assert len(picked["skipped"]) == 3
+    assert "Gone-Regular is missing on this machine" in picked["skipped"][2]
     assert safe == "Shot_010_v2"
 
 
@@ -365,3 +380,95 @@ def test_submit_command_passes_awkward_paths_intact_through_a_shell(js: Any,
                                                   str(bundle)]
     assert win == ('cmd.exe /d /c ""deadline" bundle submit --yes --name "Shot _010_, 50_ ü" '
                    '"C:\\b\\x y" 2>&1 && echo STMPO_SUBMIT_OK"')
+
+
+@needs_node
+def test_frame_spec_counts_match_openjd(js: Any) -> None:
+    from stmpo_celery.plan._frames import parse_frames
+
+    specs = ["1-240:5", "1,3,7-20:2", "-10--1:3", "1-10,50-60"]
+    got = js(*[["stmpoParseFrameSpec", spec] for spec in specs])
+    assert [g["count"] for g in got] == [len(parse_frames(spec)) for spec in specs]
+
+
+@needs_node
+def test_bundle_choice_by_task_size(js: Any) -> None:
+    small, at_limit, big, movie = js(["stmpoChooseBundle", "image", "100", 1200],
+                                     ["stmpoChooseBundle", "image", "150", 1200],
+                                     ["stmpoChooseBundle", "image", "600", 1200],
+                                     ["stmpoChooseBundle", "movie", "600", 1200])
+    assert small["kind"] == at_limit["kind"] == "image" and movie["kind"] == "movie"
+    assert big["kind"] == "big" and big["taskCount"] == 2 and "above the 150" in big["why"]
+    (template,) = js(["stmpoTemplateFor", "big"])
+    assert template == "big/template.yaml"
+
+
+@needs_node
+def test_queue_item_checks_like_stmpo_bundle(js: Any) -> None:
+    def item(status: str = "QUEUED", *outputs: dict[str, Any]) -> dict[str, Any]:
+        return {"index": 2, "status": status, "outputs": list(outputs) or [png]}
+
+    png = {"format": "PNG Sequence", "file": "/r/a_[#####].png", "useCompFrameNumber": True}
+    mov = {"format": "QuickTime", "file": "/r/a.mov", "useCompFrameNumber": True}
+    res = js(["stmpoCheckQueueItem", item(), "image"],
+             ["stmpoCheckQueueItem", item("UNQUEUED"), "image"],
+             ["stmpoCheckQueueItem", item("QUEUED", png, png), "image"],
+             ["stmpoCheckQueueItem", item("QUEUED", mov), "big"],
+             ["stmpoCheckQueueItem", item("QUEUED", png), "movie"],
+             ["stmpoCheckQueueItem", item("QUEUED", {**png, "useCompFrameNumber": False}),
+              "image"],
+             ["stmpoKindForFormat", "OpenEXR Sequence", "x.mov"],
+             ["stmpoKindForFormat", "H.264", "x_[####].mp4"],
+             ["stmpoKindForFormat", "Some Plugin", "x_[####].dpx"])
+    assert res[0] == []
+    assert "is UNQUEUED, not queued" in res[1][0]
+    assert "2 output modules" in res[2][0]
+    assert "cannot be split" in res[3][0]
+    assert "output module decides the format" in res[4][0]
+    assert "Use comp frame number" in res[5][0]
+    assert res[6:] == ["image", "movie", "image"]
+
+
+@needs_node
+def test_footage_to_attach(js: Any) -> None:
+    (out,) = js(["stmpoFootageToAttach", [
+        {"path": "/f/plates", "sequence": True, "exists": True},
+        {"path": "/f/logo.png", "sequence": False, "exists": True},
+        {"path": "/f/logo.png", "sequence": False, "exists": True},
+        {"path": "/f/gone.mov", "sequence": False, "exists": False}]])
+    assert out == {"files": ["/f/logo.png"], "dirs": ["/f/plates"], "missing": ["/f/gone.mov"]}
+
+
+@needs_node
+def test_gui_submit_returns_at_once_and_passes_the_bundle(js: Any, tmp_path: Path) -> None:
+    import time
+
+    fake = tmp_path / "dead line"
+    record = tmp_path / "argv.json"
+    fake.write_text("#!/usr/bin/env python3\nimport json, sys, time\ntime.sleep(3)\n"
+                    f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    bundle = tmp_path / "it's a bündle"
+    cmd, win = js(["stmpoGuiSubmitCommand", str(fake), str(bundle), False, ""],
+                  ["stmpoGuiSubmitCommand", "deadline", "C:\\b\\x y", True, ""])
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and time.monotonic() - t0 < 2  # After Effects is not held
+    deadline = time.monotonic() + 15
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert json.loads(record.read_text()) == ["bundle", "gui-submit", str(bundle)]
+    assert win == 'cmd.exe /d /c "start "" /b "deadline" bundle gui-submit "C:\\b\\x y""'
+
+
+@needs_node
+def test_big_task_values_are_accepted_by_the_big_template(js: Any, tmp_path: Path) -> None:
+    settings = every_setting(tmp_path)
+    settings.update(frames="1-1200", framesPerTask="600")
+    (choice,) = js(["stmpoChooseBundle", "image", settings["framesPerTask"], 1200])
+    settings["taskCount"] = str(choice["taskCount"])
+    (res,) = js(["stmpoParameterValues", settings, "big"])
+    assert res["errors"] == []
+    values = {v["name"]: v["value"] for v in res["values"]}
+    assert set(values) == set(template_params("big")) and values["TaskCount"] == 2
+    openjd_accepts("big", res["values"], tmp_path)

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_T = ROOT / "openjd_bundle" / "template.yaml"
 MOVIE_T = ROOT / "openjd_bundle" / "movie" / "template.yaml"
+BIG_T = ROOT / "openjd_bundle" / "big" / "template.yaml"
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
 _RUN_ID = re.compile(r"stmpo run ([0-9a-f]+) on ")
 
@@ -55,7 +56,7 @@ class Session:
         return env
 
     def argv(self, template: Path, step: str, *extra: str, **params: str) -> list[str]:
-        values = {"ProjectFile": str(self.project), "Comp": "Main, Comp",
+        values = {"ProjectFile": str(self.project), "RenderBy": "comp", "Comp": "Main, Comp",
                   "OutputDir": str(self.out), "AerenderPath": FAKE, **params}
         args = [str(BIN / "openjd"), "run", str(template), "--step", step]
         for k, v in values.items():
@@ -113,6 +114,19 @@ def test_image_step_renders_every_task_with_slots(session: Session) -> None:
     assert "Entering Environment: Fonts" in res.stdout
     pct = progress(res.stdout)
     assert pct and max(pct) == 100.0 and pct.count(100.0) >= 3  # each task reached 100
+
+
+def test_big_task_of_600_frames_is_one_stmpo_render(session: Session) -> None:
+    # Above CHUNK[INT]'s 150 frames: the big-task template, task 1 of 2 of 1-1200.
+    res = session.run(BIG_T, "RenderImageSequence", "--tasks", '[{"Task": 1}]',
+                      Frames="1-1200", TaskCount="2", OutputFileName="shot_[####].png",
+                      Concurrency="2", Schedule="static", Mfr="OFF",
+                      knobs={"FRAME_COST": "0.001", "STARTUP": "0.05"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    assert session.frames() == list(range(1, 601))
+    assert len(_RUN_ID.findall(res.stdout)) == 1  # one stmpo render for the 600 frames
+    assert sorted(session.launches()) == [(1, 300), (301, 600)]  # one launch per slot
+    assert progress(res.stdout)[-1] == 100.0
 
 
 def test_movie_step_is_one_process_for_all_frames(session: Session) -> None:

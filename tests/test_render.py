@@ -160,3 +160,16 @@ def test_adaptive_steals_a_heavy_tail_and_renders_each_frame_once(farm: Farm) ->
     thieves = [c for c in s["chunks"] if c["index"] in victim["stolen_by"]]
     assert all(c["status"] == "done" and c["start"] > victim["end"] for c in thieves)
     assert farm.launches() == len([c for c in s["chunks"] if c["status"] == "done"])
+
+
+@pytest.mark.parametrize("schedule", ["static", "adaptive"])
+def test_stepped_frame_spec_renders_only_the_listed_frames(farm: Farm, schedule: str) -> None:
+    # An OpenJD range expression with a step: ten frames, never the ones in between
+    # (aerender renders contiguous -s/-e spans, so each listed frame is its own span).
+    res = farm.run("--schedule", schedule, frames="1-20:2", concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    listed = list(range(1, 21, 2))
+    assert farm.frames_on_disk() == listed
+    assert sorted(farm.journal_frames()) == listed
+    assert farm.load_summary()["frames"]["rendered"] == 10
+    assert not farm.leftovers()

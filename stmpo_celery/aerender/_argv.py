@@ -30,6 +30,8 @@ class RenderTarget:
     om_template: str | None = None
     mem_usage: tuple[int, int] | None = None
     continue_on_missing_footage: bool = False
+    #: missing effects / layer dependencies are warnings instead of failing the chunk
+    ignore_missing_effects: bool = False
 
 
 def check_target(comp: str | None, rqindex: int | None) -> None:

@@ -34,6 +34,27 @@ first line printed need not be the first frame, so a relative log whose first
 printed number is neither 0 nor 1 cannot be resolved. A resolved frame that falls
 outside ``[start, end]`` is reported as ``None`` (the mode guess was wrong for it).
 Callers must therefore confirm frames on disk; the log is evidence, not proof.
+
+That heuristic is only the fallback. The timecode printed on a frame line is the
+absolute comp time of that frame, on every version and with MFR too; once the
+settings block has named the render's ``Start:`` timecode and the ``Frame Rate:``,
+each frame is ``start + (timecode - Start)`` in frames (drop-frame ``;`` timecodes
+included). Out-of-order MFR frames are then attributed exactly, whatever the
+parenthesised number means (absolute, relative, or a count of frames done).
+
+Fatal and benign lines
+----------------------
+Besides the strong markers (``aerender ERROR``, ``After Effects error:``), these fail
+the chunk (patterns as Thinkbox Deadline's AfterEffects plugin and other aerender
+wrappers match them): licence failures (``Unable to obtain a license``), start-up
+failures (``unexpected failure during application startup``), a plug-in licence
+clash (``... is using the same serial number``, ``Invalid Serial Number``),
+``logged one error``, ``Rendering error while writing to file``, an OpenMP runtime
+clash (``OMP: Error #15``; aerender is started with ``KMP_DUPLICATE_LIB_OK=TRUE``)
+and ``internal verification failure``. Missing effects and missing layer
+dependencies fail too (the frames would exist but render wrong) unless the run
+ignores them (``--ignore-missing-effects``); then they are loud warnings. An
+``After Effects error: Auto-save ...`` line is a warning: the render goes on.
 """
 
 from __future__ import annotations
@@ -41,7 +62,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "AeWarning",
@@ -67,9 +88,11 @@ class FrameDone:
 
 @dataclass(frozen=True)
 class StrongError:
-    """``aerender ERROR`` or ``After Effects error:``: fails the chunk even on exit 0."""
+    """A fatal line (``aerender ERROR``, a licence failure ...): fails the chunk even on
+    exit 0. ``hint`` says what to do about it, when there is something to say."""
 
     text: str
+    hint: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,36 @@ _FRAME = re.compile(
     r"(?P<sec>\d+(?:[.,]\d+)?)?"
 )
 _STRONG = re.compile(r"aerender\s+error|after\s+effects\s+error\s*:", re.IGNORECASE)
+#: (pattern, hint) of fatal lines that carry no strong marker
+_FATAL: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), hint) for p, hint in (
+        (r"unable\s+to\s+obtain\s+a\s+licen[cs]e",
+         "After Effects has no licence on this host: sign in, or create the empty "
+         "ae_render_only_node.txt in the user's Documents for render-only mode"),
+        (r"unexpected\s+failure\s+during\s+application\s+startup",
+         "After Effects could not start on this host"),
+        (r"is\s+using\s+the\s+same\s+serial\s+number|invalid\s+serial\s+number",
+         "a plug-in licence is in use elsewhere or invalid: frames would be watermarked"),
+        (r"logged\s+one\s+error", ""),
+        (r"rendering\s+error\s+while\s+writing\s+to\s+file", ""),
+        (r"OMP:\s*Error\s*#\s*15\b",
+         "two OpenMP runtimes were loaded: set KMP_DUPLICATE_LIB_OK=TRUE"),
+        (r"internal\s+verification\s+failure", ""),
+    )
+)
+_MISSING_EFFECTS = re.compile(
+    r"reference\s+to\s+a\s+missing\s+effect|layer\s+dependencies\s+are\s+missing"
+    r"|a\s+layer\s+has\s+missing\s+dependencies",
+    re.IGNORECASE,
+)
+_MISSING_EFFECTS_HINT = (
+    "frames would render without the effect: install it on the render host, or pass "
+    "--ignore-missing-effects (IgnoreMissingEffects=true) to render anyway"
+)
+_AUTOSAVE = re.compile(r"auto-?\s*save", re.IGNORECASE)
+_HDR_START = re.compile(r"PROGRESS:\s*Start\s*:\s*(?P<tc>-?\d[\d:;]*)\s*$", re.IGNORECASE)
+_HDR_FPS = re.compile(r"PROGRESS:\s*Frame\s+Rate\s*:\s*(?P<fps>\d+(?:[.,]\d+)?)",
+                      re.IGNORECASE)
 _WARNING = re.compile(r"(?i:after\s+effects\s+warning\s*:)|WARNING\s*:")
 _FONTS = re.compile(r"missing\s+fonts?", re.IGNORECASE)
 _LAUNCHING = re.compile(r"Launching\s+After\s+Effects", re.IGNORECASE)
@@ -113,6 +166,27 @@ _FINISHED = re.compile(r"Finished\s+composition", re.IGNORECASE)
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 _OPENING = '"\u201c\u201e\u00ab'
 _CLOSING = '"\u201d\u00bb'
+
+
+def timecode_frames(tc: str, fps: float) -> int | None:
+    """Frames from time 0 of a printed timecode (``H:MM:SS:FF``, drop-frame ``;``, or a
+    plain frame count); ``None`` when it cannot be read (feet+frames, odd shapes)."""
+    text = tc.strip()
+    sign = -1 if text.startswith("-") else 1
+    text = text.lstrip("-")
+    if text.isdigit():
+        return sign * int(text)
+    parts = re.split(r"[:;]", text)
+    if len(parts) != 4 or not all(p.isdigit() for p in parts) or fps <= 0:
+        return None
+    h, m, s, ff = (int(p) for p in parts)
+    nominal = round(fps)
+    frames = ((h * 60 + m) * 60 + s) * nominal + ff
+    if ";" in text and abs(fps - nominal) > 1e-3 and nominal % 30 == 0:
+        drop = 2 * nominal // 30  # drop-frame: 2 (4 at 59.94) numbers a minute, not each 10th
+        minutes = 60 * h + m
+        frames -= drop * (minutes - minutes // 10)
+    return sign * frames
 
 
 class _Mode(enum.Enum):
@@ -125,7 +199,8 @@ class _Mode(enum.Enum):
 class AerenderLog:
     """The running state of one aerender process rendering frames ``start..end``."""
 
-    def __init__(self, start: int, end: int, tail_lines: int = 20) -> None:
+    def __init__(self, start: int, end: int, tail_lines: int = 20,
+                 ignore_missing_effects: bool = False) -> None:
         if end < start:
             raise ValueError(f"chunk end {end} is before its start {start}")
         if tail_lines < 0:
@@ -138,8 +213,12 @@ class AerenderLog:
         self.launched = False
         self.finished = False
         self.comp_name: str | None = None
-        self._numbers: set[int] = set()
+        self.ignore_missing_effects = ignore_missing_effects
+        self._numbers: set[tuple[str, int]] = set()
         self._mode = _Mode.UNDECIDED
+        self._start_tc: str | None = None
+        self._fps: float | None = None
+        self._by_timecode = 0  #: frame lines attributed from their timecode
         self._base = 0
         self._tail: deque[str] = deque(maxlen=tail_lines)
 
@@ -153,6 +232,8 @@ class AerenderLog:
         """The numbering mode decided from the first frame line (for diagnostics)."""
         if self._mode is _Mode.RELATIVE:
             return f"relative-{self._base}"
+        if self._mode is _Mode.UNDECIDED and self._by_timecode:
+            return "timecode"
         return self._mode.value
 
     def tail(self) -> list[str]:
@@ -173,7 +254,21 @@ class AerenderLog:
         return events
 
     def _parse(self, text: str) -> list[Event]:
-        if _STRONG.search(text):
+        strong = _STRONG.search(text)
+        if strong and _AUTOSAVE.search(text, strong.end()):
+            self.warnings.append(text)  # After Effects could not auto-save: render goes on
+            return [AeWarning(text)]
+        if _MISSING_EFFECTS.search(text):
+            if self.ignore_missing_effects:
+                self.warnings.append(text)
+                return [AeWarning(text)]
+            self.errors.append(text)
+            return [StrongError(text, _MISSING_EFFECTS_HINT)]
+        for pattern, hint in _FATAL:
+            if pattern.search(text):
+                self.errors.append(text)
+                return [StrongError(text, hint)]
+        if strong:
             self.errors.append(text)
             return [StrongError(text)]
         if _WARNING.search(text) or _FONTS.search(text):
@@ -182,6 +277,14 @@ class AerenderLog:
         match = _FRAME.search(text)
         if match:
             return [self._frame(match)]
+        header = _HDR_START.search(text)
+        if header:
+            self._start_tc = header.group("tc")
+            return []
+        fps = _HDR_FPS.search(text)
+        if fps:
+            self._fps = float(fps.group("fps").replace(",", "."))
+            return []
         if _LAUNCHING.search(text):
             self.launched = True
             return [Launched()]
@@ -199,8 +302,25 @@ class AerenderLog:
             return [CompFinished()]
         return []
 
+    def _from_timecode(self, tc: str) -> int | None:
+        if self._start_tc is None or self._fps is None:
+            return None
+        at, origin = timecode_frames(tc, self._fps), timecode_frames(self._start_tc, self._fps)
+        if at is None or origin is None:
+            return None
+        return self.start + at - origin
+
     def _frame(self, match: re.Match[str]) -> FrameDone:
         number = int(match.group("n"))
+        frame: int | None
+        by_tc = self._from_timecode(match.group("tc"))
+        if by_tc is not None:
+            self._by_timecode += 1
+            frame = by_tc if self.start <= by_tc <= self.end else None
+            self._numbers.add(("f", by_tc))
+            if frame is not None:
+                self.frames_done.add(frame)
+            return FrameDone(number, frame, match.group("tc"), _seconds(match))
         if self._mode is _Mode.UNDECIDED:
             if self.start <= number <= self.end:
                 self._mode = _Mode.ABSOLUTE
@@ -208,7 +328,6 @@ class AerenderLog:
                 self._mode, self._base = _Mode.RELATIVE, number
             else:
                 self._mode = _Mode.UNKNOWN
-        frame: int | None
         if self._mode is _Mode.ABSOLUTE:
             frame = number
         elif self._mode is _Mode.RELATIVE:
@@ -217,9 +336,12 @@ class AerenderLog:
             frame = None
         if frame is not None and not self.start <= frame <= self.end:
             frame = None
-        self._numbers.add(number)
+        self._numbers.add(("n", number))
         if frame is not None:
             self.frames_done.add(frame)
-        sec = match.group("sec")
-        seconds = float(sec.replace(",", ".")) if sec is not None else None
-        return FrameDone(number, frame, match.group("tc"), seconds)
+        return FrameDone(number, frame, match.group("tc"), _seconds(match))
+
+
+def _seconds(match: re.Match[str]) -> float | None:
+    sec = match.group("sec")
+    return float(sec.replace(",", ".")) if sec is not None else None

@@ -39,7 +39,13 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
                                on holding the launcher's output pipe: no EOF for the reader
 ``STMPO_FAKE_MFR_SHUFFLE``     ``1``: with ``-mfr ON`` frames finish out of order in small
                                deterministic groups
-``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses
+``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses; ``count``:
+                               the number of frames done so far (wrong with MFR shuffle)
+``STMPO_FAKE_FAILURE``         print a fatal-or-benign line: ``licence``/``startup`` (stop,
+                               exit 0), ``serial``, ``missing-effect``, ``missing-deps``,
+                               ``logged-error``, ``autosave`` (render every frame, exit 0)
+``STMPO_FAKE_OMP_CONFLICT``    ``1``: without ``KMP_DUPLICATE_LIB_OK=TRUE`` the renderer
+                               prints ``OMP: Error #15`` and aborts
 ``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time> cpus=<ids>`` at
                                start-up (``ids``: the CPUs the launcher may use),
                                ``begin|frame <f> <renderer-pid> <time>`` as a frame's file is
@@ -54,16 +60,16 @@ import contextlib
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..plan import OutputPattern
 from ._fakeframes import frame_writes, write_in_place
+from ._simknobs import _TRUE, FAILURES, Knobs, UsageError, _env, frame_cost
 
 VERSION = "24.6x1"
 FPS = 24
@@ -74,11 +80,6 @@ _ONE_VALUE = {
 }  # fmt: skip
 _TWO_VALUES = {"-mfr", "-mem_usage"}
 _NO_VALUE = {"-continueonmissingfootage", "-reuse", "-mp", "-version"}
-_TRUE = {"1", "true", "yes", "on"}
-
-
-class UsageError(Exception):
-    """A command line the real aerender would reject."""
 
 
 @dataclass
@@ -142,98 +143,6 @@ def parse_args(argv: list[str]) -> Args:
             raise UsageError(f"-mfr expects ON|OFF and a percentage, got {state} {pct}")
         args.mfr = state.upper() == "ON"
     return args
-
-
-# --- knobs -------------------------------------------------------------------------
-
-
-def _env(name: str) -> str:
-    return os.environ.get(f"STMPO_FAKE_{name}", "").strip()
-
-
-def _frames(name: str) -> set[int]:
-    raw = _env(name)
-    try:
-        return {int(x) for x in raw.split(",") if x.strip()}
-    except ValueError:
-        raise UsageError(f"STMPO_FAKE_{name}={raw!r}: expected frame numbers") from None
-
-
-_RANGE = re.compile(r"^(-?\d+)(?:\s*-\s*(-?\d+))?\s*[xX]\s*(\d+(?:\.\d*)?)$")
-
-
-def _ranges(name: str) -> list[tuple[int, int, float]]:
-    """``"100-149x10,7x2"`` -> [(100, 149, 10.0), (7, 7, 2.0)]; frames may be negative."""
-    out: list[tuple[int, int, float]] = []
-    for item in filter(None, (x.strip() for x in _env(name).split(","))):
-        match = _RANGE.match(item)
-        if not match:
-            raise UsageError(f"STMPO_FAKE_{name}: bad item {item!r} (want A-BxM or AxM)")
-        lo, hi = int(match[1]), int(match[2] or match[1])
-        out.append((min(lo, hi), max(lo, hi), float(match[3])))
-    return out
-
-
-@dataclass
-class Knobs:
-    startup: float = 2.0
-    frame_cost: float = 0.05
-    heavy: list[tuple[int, int, float]] = field(default_factory=list)
-    ramp: list[tuple[int, int, float]] = field(default_factory=list)
-    fail: set[int] = field(default_factory=set)
-    crash: set[int] = field(default_factory=set)
-    crash_exit: int | None = None
-    hang: set[int] = field(default_factory=set)
-    busy: dict[int, float] = field(default_factory=dict)
-    no_write: set[int] = field(default_factory=set)
-    empty: set[int] = field(default_factory=set)
-    truncate: set[int] = field(default_factory=set)
-    orphan: set[int] = field(default_factory=set)
-    write_time: float = 0.0
-    once_dir: str = ""
-    ignore_sigterm: bool = False
-    missing_fonts: bool = False
-    shuffle: bool = False
-    relative: bool = False
-    journal: str = ""
-
-    @classmethod
-    def from_env(cls) -> Knobs:
-        k = cls(heavy=_ranges("HEAVY"), ramp=_ranges("RAMP"), fail=_frames("FAIL_FRAME"),
-                crash=_frames("CRASH_FRAME"), hang=_frames("HANG_FRAME"),
-                no_write=_frames("NO_WRITE_FRAME"), empty=_frames("EMPTY_FRAME"),
-                truncate=_frames("TRUNCATE_FRAME"), orphan=_frames("ORPHAN_FRAME"),
-                once_dir=_env("ONCE_DIR"), journal=_env("JOURNAL"),
-                ignore_sigterm=_env("IGNORE_SIGTERM").lower() in _TRUE,
-                missing_fonts=_env("MISSING_FONTS").lower() in _TRUE,
-                shuffle=_env("MFR_SHUFFLE").lower() in _TRUE,
-                relative=_env("NUMBERING").lower() == "relative")  # fmt: skip
-        try:
-            k.startup = float(_env("STARTUP") or 2.0)
-            k.frame_cost = float(_env("FRAME_COST") or 0.05)
-            k.write_time = float(_env("WRITE_TIME") or 0.0)
-            if _env("CRASH_EXIT"):
-                k.crash_exit = int(_env("CRASH_EXIT"))
-            for item in filter(None, _env("BUSY_FRAME").split(",")):
-                frame, _, seconds = item.partition(":")
-                k.busy[int(frame)] = float(seconds)
-        except ValueError as exc:
-            raise UsageError(f"bad STMPO_FAKE_* value: {exc}") from None
-        if k.crash_exit == 0:
-            raise UsageError("STMPO_FAKE_CRASH_EXIT must be non-zero")
-        return k
-
-
-def frame_cost(frame: int, knobs: Knobs) -> float:
-    """Seconds frame ``frame`` takes: depends only on the absolute frame number."""
-    cost = knobs.frame_cost
-    for lo, hi, factor in knobs.heavy:
-        if lo <= frame <= hi:
-            cost *= factor
-    for lo, hi, top in knobs.ramp:
-        if lo <= frame <= hi:
-            cost *= 1.0 if hi == lo else 1.0 + (top - 1.0) * (frame - lo) / (hi - lo)
-    return cost
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -322,6 +231,26 @@ def _stamp() -> str:
     return f"{t.tm_mon}/{t.tm_mday}/{t.tm_year} {time.strftime('%I:%M:%S %p', t)}"
 
 
+def _project_problem(args: Args) -> str | None:
+    """What After Effects would refuse in a project it can read (a real .aep that py-aep
+    parses): a comp that is not in it, a render-queue index past its queue."""
+    try:
+        with open(args.project, "rb") as fh:
+            if fh.read(4) != b"RIFX":
+                return None
+        import py_aep
+
+        proj = py_aep.parse(args.project).project
+    except Exception:  # not readable here: After Effects would find out later
+        return None
+    if args.comp is not None and args.comp not in {c.name for c in proj.compositions}:
+        return "No comp was found with the given name."
+    queue = proj.render_queue.items if proj.render_queue else []
+    if args.rqindex is not None and not 1 <= args.rqindex <= len(queue):
+        return f"Render queue item {args.rqindex} does not exist."
+    return None
+
+
 # --- renderer ("AfterFX") ------------------------------------------------------------
 
 
@@ -337,10 +266,28 @@ def run_renderer(argv: list[str]) -> int:
         return 1
     began = time.monotonic()
     _sleep(knobs.startup)
+    if knobs.omp_conflict and os.environ.get("KMP_DUPLICATE_LIB_OK", "").upper() != "TRUE":
+        out("OMP: Error #15: Initializing libiomp5md.dll, but found libiomp5md.dll already "
+            "initialized.")
+        out("OMP: Hint This means that multiple copies of the OpenMP runtime have been linked "
+            "into the program.")
+        os.kill(os.getpid(), getattr(signal, "SIGABRT", signal.SIGTERM))
+        time.sleep(5)
+        return 3
+    failure, renders_on = FAILURES.get(knobs.failure, ("", True))
+    if failure and not renders_on:
+        out(failure)  # licence / start-up: After Effects never gets going, and exits 0
+        return 0
     if not os.path.isfile(args.project):
         out(f"aerender ERROR: No project found at specified path: {args.project}")
         return 1
     out("PROGRESS: ...After Effects successfully launched")
+    problem = _project_problem(args)
+    if problem:
+        out(f"aerender ERROR: {problem}")  # and exit 0, as After Effects does
+        return 0
+    if failure:
+        out(failure)
     if knobs.missing_fonts:
         out("WARNING:After Effects warning: Project has missing fonts")
     name = args.comp if args.comp is not None else f"Comp {args.rqindex}"
@@ -362,7 +309,7 @@ def run_renderer(argv: list[str]) -> int:
         out(f"aerender ERROR: Unable to render: output folder does not exist: {folder}")
         return 0
     pid = os.getpid()
-    for frame in _order(args, knobs):
+    for done, frame in enumerate(_order(args, knobs), 1):
         if frame in knobs.fail and _once(knobs, "fail", frame):
             _journal(knobs.journal, f"error {frame} {pid} {time.time():.6f}")
             out("aerender ERROR: After Effects error: Unable to allocate enough memory to "
@@ -401,7 +348,7 @@ def run_renderer(argv: list[str]) -> int:
             _journal(knobs.journal, f"orphan {frame} {pid} {time.time():.6f}")
             with contextlib.suppress(OSError):  # the launcher dies; we render on
                 os.kill(os.getppid(), getattr(signal, "SIGKILL", signal.SIGTERM))
-        number = frame - args.start + 1 if knobs.relative else frame
+        number = done if knobs.count else frame - args.start + 1 if knobs.relative else frame
         seconds = round(time.monotonic() - t0)
         out(f"PROGRESS:  {timecode(frame)} ({number}): {seconds} Seconds")
     if not pattern.is_sequence:

@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from ..config import Command
-from ..deadline import IMAGE, plan_bundle, task_ranges, write_bundle
-from ..plan import parse_frames
+from ..deadline._bigtask import CHUNK_LIMIT, describe_tasks
+from ..deadline._bundle import BIG, IMAGE, plan_bundle, task_chunks, write_bundle
+from ..plan import format_frames, parse_frames
 from ..text import shell_quote
 from ._options import setting_options
 
@@ -26,7 +27,10 @@ from ._options import setting_options
               help="The bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace the job bundle already in --dest.")
 @click.option("--frames-per-task", type=int,
-              help="Most frames one task renders (image sequences; template default 100).")
+              help="Most frames one task renders (image sequences; template default 100). "
+                   f"Above {CHUNK_LIMIT}: the big-task template.")
+@click.option("--target-runtime", type=int,
+              help="Seconds Deadline Cloud should aim for per chunked task (0 = none).")
 @click.option("--aerender", "--aerender_path", "aerender",
               help="aerender path on the workers (default: their AERENDER_PATH, PATH, ...).")
 @click.option("--fonts-dir", help="Folder of fonts the project needs (attached to the job).")
@@ -42,15 +46,23 @@ def bundle_command(**kw: Any) -> None:
     template, params = write_bundle(b, dest, bool(kw.get("force")))
     for w in b.warnings:
         click.echo(f"stmpo bundle: warning: {w}", err=True)
-    what = "image sequence" if b.kind == IMAGE else "movie"
+    for note in b.notes:
+        click.echo(f"stmpo bundle: {note}")
+    what = {IMAGE: "image sequence", BIG: "image sequence (big tasks)"}.get(b.kind, "movie")
     click.echo(f"stmpo bundle: {what} bundle written to {dest} (template {template})")
     if b.kind == IMAGE:
         default = params["FramesPerTask"].default
         fpt = int(b.values.get("FramesPerTask", default or 1))
-        tasks = task_ranges(parse_frames(str(b.values["Frames"])), fpt)
+        tasks = task_chunks(parse_frames(str(b.values["Frames"])), fpt)
         click.echo(f"stmpo bundle: {len(tasks)} task(s) of at most {fpt} frame(s): "
-                   + ", ".join(f"{a}-{z}" for a, z in tasks[:6])
+                   + ", ".join(format_frames(t) for t in tasks[:6])
                    + (", ..." if len(tasks) > 6 else ""))
+    elif b.kind == BIG:
+        click.echo("stmpo bundle: " + describe_tasks(parse_frames(str(b.values["Frames"])),
+                                                     int(b.values["TaskCount"])))
     else:
         click.echo(f"stmpo bundle: 1 task, one aerender process, frames {b.values['Frames']}")
+    if b.host:
+        click.echo(f"stmpo bundle: host requirements: Windows or macOS, at least {b.host[0]} "
+                   f"vCPUs and {b.host[1] // 1024} GiB")
     click.echo(f"submit with: deadline bundle submit {shell_quote(str(dest))}")

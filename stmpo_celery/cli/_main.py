@@ -45,6 +45,17 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
     )
 
 
+def _task_frames(spec: str, task_of: str) -> str:
+    """The frames of task I/N of ``spec`` (a frame spec stmpo render accepts)."""
+    from ..plan._chunks import task_share
+    from ..plan._frames import format_frames, parse_frames
+
+    index, sep, count = task_of.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise BadInput(f"--task {task_of!r} is not I/N: pass e.g. --task 2/5")
+    return format_frames(task_share(parse_frames(spec), int(index), int(count)))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="stmpo")
 def cli() -> None:
@@ -55,7 +66,11 @@ def cli() -> None:
 @click.option("--project", required=True, help="The .aep project file.")
 @click.option("--comp", help="Composition name to render.")
 @click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
-@click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60, -5--1, 7.")
+@click.option("--frames", required=True,
+              help="Frames, an OpenJD range expression: 1-240, 1-10,50-60, 1-240:5, -5--1, 7.")
+@click.option("--task", "task_of", metavar="I/N",
+              help="Render only task I of N: FRAMES cut in order into N near-equal pieces "
+                   "(the big-task job template).")
 @click.option("--output", required=True, help="Output pattern, e.g. /renders/shot_[#####].png.")
 @click.option("--aerender", "--aerender_path", "aerender",
               help="aerender path (default $AERENDER_PATH, PATH, standard locations).")
@@ -76,6 +91,8 @@ def render(**kw: Any) -> None:
     from ..orchestrator import Run, prepare
     from ..orchestrator._validate import create_outputs
 
+    if kw.get("task_of"):
+        kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
     options = _options_from(kw)
     prep = prepare(options)
     make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
@@ -233,8 +250,10 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
 def _register_commands() -> None:
     from ._bundle import bundle_command
     from ._fonts import fonts_group
+    from ._inspect import inspect_command
 
     cli.add_command(bundle_command, "bundle")
+    cli.add_command(inspect_command, "inspect")
     cli.add_command(fonts_group, "fonts")
     from ._monitor import host_group, status_command
     cli.add_command(status_command, "status")

@@ -39,6 +39,7 @@ class RenderOptions:
     om_template: str | None = None
     mem_usage: tuple[int, int] | None = None
     continue_on_missing_footage: bool = False
+    ignore_missing_effects: bool = False
     flower: str | None = None
     flower_auth: str | None = None
     flower_url_prefix: str | None = None

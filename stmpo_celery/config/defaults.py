@@ -34,6 +34,7 @@ SPAWN_DELAY_S: Final = 0.0  #: stagger of each slot's first aerender launch
 # --- failure handling -------------------------------------------------------------
 FAIL_FAST: Final = True
 SKIP_EXISTING: Final = True
+IGNORE_MISSING_EFFECTS: Final = False  #: missing effects fail the chunk (frames render wrong)
 RETRIES: Final = 1  #: retries of a crashed chunk's missing frames
 STALL_FLOOR_S: Final = 600.0  #: no chunk is called stalled before this much silence
 STALL_FACTOR: Final = 3.0  #: ... or this many times the slowest frame seen, if longer

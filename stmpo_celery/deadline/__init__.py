@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._bundle import IMAGE, plan_bundle, task_ranges, write_bundle
+    from ._bundle import IMAGE, plan_bundle, task_chunks, write_bundle
     from ._fontleases import Registry, current_session, say, session_ended
     from ._fonts import (
         FONT_EXTENSIONS,
@@ -36,7 +36,7 @@ _HOME = {
     "session_ended": "._fontleases",
     "IMAGE": "._bundle",
     "plan_bundle": "._bundle",
-    "task_ranges": "._bundle",
+    "task_chunks": "._bundle",
     "write_bundle": "._bundle",
 }
 
@@ -53,7 +53,7 @@ __all__ = [
     "session_ended",
     "IMAGE",
     "plan_bundle",
-    "task_ranges",
+    "task_chunks",
     "write_bundle",
 ]
 

@@ -31,9 +31,12 @@ from ..aerender import check_target
 from ..config import Command, for_command, parse_chunk_size
 from ..errors import BadInput, EnvironmentProblem, StmpoError
 from ..plan import format_frames, parse_frames, parse_output, runs
+from ._bigtask import CHUNK_LIMIT, host_minimums, task_count, with_host_minimums
+from ._project import check_for_bundle
 
 IMAGE = "image"
 MOVIE = "movie"
+BIG = "big"  #: image sequence in tasks above CHUNK[INT]'s 150 frames (big/template.yaml)
 TEMPLATE_NAME = "template.yaml"
 _BUNDLE_FILES = ("template.yaml", "template.json", "parameter_values.yaml",
                  "parameter_values.json", "asset_references.yaml", "asset_references.json")
@@ -48,7 +51,7 @@ def template_roots() -> list[Path]:
 
 def find_template(kind: str, roots: Sequence[Path] | None = None) -> Path:
     """The template of ``kind`` (``image`` or ``movie``)."""
-    rel = Path(TEMPLATE_NAME) if kind == IMAGE else Path("movie") / TEMPLATE_NAME
+    rel = Path(TEMPLATE_NAME) if kind == IMAGE else Path(kind) / TEMPLATE_NAME
     searched = list(roots) if roots is not None else template_roots()
     for root in searched:
         if (root / rel).is_file():
@@ -135,6 +138,8 @@ class Bundle:
     inputs_dirs: list[str] = field(default_factory=list)
     outputs_dirs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  #: why the bundle is what it is
+    host: tuple[int, int] | None = None  #: host requirements: (vCPUs, memory MiB)
 
     def parameter_values(self) -> dict[str, Any]:
         return {"parameterValues": [{"name": k, "value": v} for k, v in self.values.items()]}
@@ -147,29 +152,28 @@ class Bundle:
         }}
 
 
-def task_ranges(frames: Sequence[int], frames_per_task: int) -> list[tuple[int, int]]:
-    """The tasks OpenJD's CONTIGUOUS chunking makes: each contiguous run of frames is cut
-    into ``ceil(n / frames_per_task)`` near-equal ranges (1-100 at 30: 25 frames each)."""
-    out: list[tuple[int, int]] = []
-    for a, b in runs(frames):
-        n = b - a + 1
-        count = -(-n // max(1, frames_per_task))
-        if count >= n:
-            out.extend((f, f) for f in range(a, b + 1))
-            continue
-        base, extra = divmod(n, count)
-        sizes = [base] * count
-        for i in range(extra):
-            sizes[(i * count) // extra] += 1
-        start = a
-        for size in sizes:
-            out.append((start, start + size - 1))
-            start += size
+def task_chunks(frames: Sequence[int], frames_per_task: int) -> list[list[int]]:
+    """The tasks OpenJD's NONCONTIGUOUS chunking makes: the listed frames, in order, cut
+    into ``ceil(n / frames_per_task)`` near-equal pieces (1-100 at 30: 25 frames each;
+    ``1-240:10`` at 10: three tasks of 8 frames, ``1-71:10`` ...)."""
+    frames = sorted(set(frames))
+    n = len(frames)
+    count = -(-n // max(1, frames_per_task))
+    if not n:
+        return []
+    base, extra = divmod(n, count)
+    sizes = [base] * count
+    for i in range(extra):
+        sizes[(i * count) // extra] += 1
+    out, start = [], 0
+    for size in sizes:
+        out.append(frames[start : start + size])
+        start += size
     return out
 
 
 #: option -> parameter: settings that cannot matter for one movie process
-_IMAGE_ONLY = {"frames_per_task": "FramesPerTask",
+_IMAGE_ONLY = {"frames_per_task": "FramesPerTask", "target_runtime": "TargetRuntimeSeconds",
                **{s.name: s.bundle for s in for_command(Command.BUNDLE) if s.image_only}}
 _PLAIN = {"profile": "Profile", "aerender": "AerenderPath"}
 
@@ -216,12 +220,12 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     b.values["Frames"] = format_frames(frames)
     b.inputs_files.append(project)
     b.outputs_dirs.append(out_dir)
+    found = check_for_bundle(project, kw, split=kind == IMAGE, movie=kind == MOVIE)
+    b.inputs_files += [f for f in found.files if f not in b.inputs_files]
+    b.inputs_dirs += found.dirs
+    b.warnings += found.warnings
     if kind == IMAGE:
-        fpt = kw.get("frames_per_task")
-        if fpt is not None:
-            if fpt < 1:
-                raise BadInput(f"--frames-per-task {fpt} is below 1: pass e.g. 100")
-            b.values["FramesPerTask"] = int(fpt)
+        _task_size(b, kw, frames)
     for opt, param in _PLAIN.items():
         if kw.get(opt) is not None:
             b.values[param] = str(kw[opt])
@@ -249,6 +253,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
             raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
+    b.host = _host_minimums(b, kw)
     if kw.get("broker"):
         from ..broker import mask_url
 
@@ -257,6 +262,47 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
                               "visible to everyone on the queue: prefer STMPO_BROKER_URL on "
                               "the workers")
     return b
+
+
+def _task_size(b: Bundle, kw: dict[str, Any], frames: list[int]) -> None:
+    """Chunked tasks up to CHUNK[INT]'s limit, the big-task template above it."""
+    fpt = kw.get("frames_per_task")
+    target = kw.get("target_runtime")
+    if fpt is not None and fpt < 1:
+        raise BadInput(f"--frames-per-task {fpt} is below 1: pass e.g. 100")
+    if target is not None and target < 0:
+        raise BadInput(f"--target-runtime {target} is negative: pass seconds, or 0 for none")
+    if fpt is None or fpt <= CHUNK_LIMIT:
+        if fpt is not None:
+            b.values["FramesPerTask"] = int(fpt)
+        if target is not None:
+            b.values["TargetRuntimeSeconds"] = int(target)
+        return
+    if target:
+        raise BadInput(f"--target-runtime needs chunked tasks of at most {CHUNK_LIMIT} frames, "
+                       f"but --frames-per-task is {fpt}: drop one of them")
+    b.kind = BIG
+    count = task_count(len(frames), fpt)
+    b.values["TaskCount"] = count
+    b.notes.append(f"--frames-per-task {fpt} is above the {CHUNK_LIMIT} frames a chunked "
+                   "(CHUNK[INT]) task may carry: writing the big-task template, "
+                   f"{count} task(s) of near-equal size, each one stmpo render of its frames")
+
+
+def _host_minimums(b: Bundle, kw: dict[str, Any]) -> tuple[int, int]:
+    """vCPUs and memory a host needs: two slots for an image task, one for a movie."""
+    from ..config._settings import resolve
+    from ..plan._sizing import default_threads_per_slot
+
+    flags = {k: kw.get(k) for k in ("threads_per_slot", "ram_per_process_gb", "mfr")}
+    try:
+        values = {k: v for k, (v, _src) in resolve(flags, kw.get("profile"), env={}).items()}
+    except BadInput as exc:  # a profile file that lives on the workers only
+        b.warnings.append(f"host requirements use stmpo's defaults: {exc.message}")
+        values = {k: v for k, (v, _src) in resolve(flags, None, env={}).items()}
+    threads = values["threads_per_slot"] or default_threads_per_slot(bool(values["mfr"]))
+    return host_minimums(int(threads), float(values["ram_per_process_gb"]),
+                         1 if b.kind == MOVIE else 2)
 
 
 def check_against_template(b: Bundle, text: str, where: str) -> dict[str, ParamInfo]:
@@ -297,10 +343,13 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
             (dest / name).unlink(missing_ok=True)
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        (dest / TEMPLATE_NAME).write_bytes(template.read_bytes())
+        if b.host is not None:
+            text = with_host_minimums(text, *b.host)
+        (dest / TEMPLATE_NAME).write_text(text, encoding="utf-8")
         for name, data in (("parameter_values.json", b.parameter_values()),
                            ("asset_references.json", b.asset_references())):
-            (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+            (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\
+",
                                      encoding="utf-8")
     except OSError as exc:
         raise EnvironmentProblem(f"--dest {dest} cannot be written ({exc.strerror}): "

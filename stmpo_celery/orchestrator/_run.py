@@ -216,6 +216,7 @@ class Run:
             rqindex=o.rqindex, mfr=o.mfr, mfr_max_cpu=o.mfr_max_cpu,
             rs_template=o.rs_template, om_template=o.om_template, mem_usage=o.mem_usage,
             continue_on_missing_footage=o.continue_on_missing_footage,
+            ignore_missing_effects=o.ignore_missing_effects,
         )
 
     def _enqueue(self, n_tasks: int) -> None:

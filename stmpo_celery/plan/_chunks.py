@@ -100,3 +100,18 @@ def predict_makespan(chunks: Sequence[tuple[int, int]], n_slots: int, launch: fl
         k = free.index(min(free))
         free[k] += launch + (e - s + 1) * frame_cost
     return max(free)
+
+
+def task_share(frames: Sequence[int], index: int, count: int) -> list[int]:
+    """Task ``index`` (1-based) of ``count``: the listed ``frames`` cut, in order, into
+    ``count`` near-equal pieces (the big-task job template's tasks; gaps allowed)."""
+    if count < 1 or not 1 <= index <= count:
+        raise BadInput(f"--task {index}/{count} is not a task of the job: use I/N with "
+                       "1 <= I <= N")
+    frames = sorted(set(frames))
+    if count > len(frames):
+        raise BadInput(f"--task {index}/{count}: the job has {len(frames)} frame(s), fewer "
+                       "than its tasks; write the bundle again (stmpo bundle)")
+    sizes = equal_sizes(len(frames), count)
+    start = sum(sizes[: index - 1])
+    return frames[start : start + sizes[index - 1]]

@@ -1,8 +1,9 @@
-"""Frame specs: ``"1-240"``, ``"1-10,50-60"``, ``"-5--1"``, ``"7"`` (pure, no I/O)."""
+"""Frame specs are OpenJD range expressions, as Deadline Cloud writes them (pure, no I/O):
+``"1-240"``, ``"1-10,50-60"``, ``"1-100:5"`` (every 5th frame), ``"1,3,7-20:2"``,
+``"-5--1"``, ``"7"``. Parsed by openjd-model's range-expression parser."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import BadInput
@@ -10,36 +11,40 @@ from ..errors import BadInput
 #: A render host never needs more frames than this in one task; a larger spec is a typo.
 MAX_FRAMES = 1_000_000
 
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
-
 
 def parse_frames(spec: str) -> list[int]:
     """Parse a frame spec into a sorted list of distinct frame numbers.
 
-    Items are separated by commas; each is a single frame (``7``, ``-3``) or an inclusive
-    range ``a-b`` whose ends may be negative (``-10--1``, ``-5-5``).
+    Items are separated by commas; each is an OpenJD range expression item: a frame
+    (``7``, ``-3``), an inclusive range ``a-b`` whose ends may be negative (``-10--1``),
+    or a stepped range ``a-b:s`` (only the listed frames: ``1-9:4`` is 1, 5, 9). Items
+    may overlap (their union is rendered), unlike in a strict OpenJD expression.
     """
+    from openjd.model import IntRangeExpr  # heavy import (pydantic): only when parsing
+
     if spec is None or not str(spec).strip():
-        raise BadInput("frame spec is empty: pass --frames like 1-240 or 1-10,50-60")
+        raise BadInput("frame spec is empty: pass --frames like 1-240, 1-10,50-60 or 1-240:5")
     frames: set[int] = set()
+    total = 0
     for item in str(spec).split(","):
-        if not item.strip():
+        text = item.strip()
+        if not text:
             raise BadInput(f"frame spec {spec!r} has an empty item: remove the stray comma")
-        m = _RANGE.match(item)
-        if not m:
+        try:
+            expr = IntRangeExpr.from_str(text)
+        except (ValueError, TypeError) as exc:
+            lo, _, hi = text.partition(":")[0].rpartition("-")
+            hint = ""
+            if "descending" in str(exc) and lo.strip().lstrip("-").isdigit():
+                hint = f" (it ends before it starts: write it as {hi.strip()}-{lo.strip()})"
             raise BadInput(
-                f"frame spec item {item.strip()!r} is not a frame or a range: "
-                "use 7, 1-240 or -10--1"
-            )
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) is not None else start
-        if end < start:
-            raise BadInput(
-                f"frame range {item.strip()!r} ends before it starts: write it as {end}-{start}"
-            )
-        if end - start + 1 + len(frames) > MAX_FRAMES:
+                f"frame spec item {text!r} is not a frame, a range or a stepped range{hint}: "
+                "use 7, 1-240, 1-240:5 or -10--1"
+            ) from None
+        total += len(expr)
+        if total > MAX_FRAMES:
             raise BadInput(f"frame spec {spec!r} names more than {MAX_FRAMES} frames: split it")
-        frames.update(range(start, end + 1))
+        frames.update(expr)
     return sorted(frames)
 
 

@@ -31,6 +31,7 @@ from ..aerender import AerenderLog, AeWarning, FrameDone, StrongError, build_arg
 from ..broker import events, keys
 from ..config import defaults
 from ..host import descendants, kill_procs, tree_cpu_seconds
+from ..host._platform import output_encoding
 from ..plan import OutputPattern, format_frames, runs
 from ._ledger import Ledger
 from ._spec import RunSpec
@@ -194,6 +195,9 @@ def _write_log(fd: int, path: Path, data: bytes) -> None:
     except OSError as exc:
         raise _LogFailed(f"cannot write the chunk log {path}: {exc.strerror or exc}: "
                          "free space in the log folder or pass another --log-dir") from None
+#: After Effects loads Intel's OpenMP runtime, and so may a plug-in: without this a second
+#: copy aborts the renderer with "OMP: Error #15" (both official integrations set it).
+AERENDER_ENV = {"KMP_DUPLICATE_LIB_OK": "TRUE"}
 
 
 def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
@@ -201,7 +205,9 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     spec = ctx.spec
     att = Attempt(start, end, log=str(log_path))
     argv = build_argv(spec.aerender, spec.target, start, end)
-    parser = AerenderLog(start, end)
+    parser = AerenderLog(start, end,
+                         ignore_missing_effects=spec.target.ignore_missing_effects)
+    encoding = output_encoding()
     span = list(range(start, end + 1))
     before = {f: _stat(pattern.path_for(f)) for f in span}
     try:
@@ -222,7 +228,8 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     next_needed = start
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, close_fds=True)
+                                stderr=subprocess.STDOUT, close_fds=True,
+                                env={**os.environ, **AERENDER_ENV})
     except OSError as exc:
         os.close(log_fd)
         ledger.close()
@@ -251,7 +258,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 kill_renderer()
                 continue
             watch.last_output = time.monotonic()
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            line = raw.decode(encoding, errors="replace").rstrip("\r\n")
             ctx.emit(label, line)
             for ev in parser.feed(line):
                 if isinstance(ev, FrameDone):
@@ -279,7 +286,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                                 att.cut_end = new_end  # stop right after our last frame
                                 kill_renderer()
                 elif isinstance(ev, StrongError):
-                    att.strong.append(ev.text)
+                    att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
                     kill_renderer()  # deterministic failure: do not let AE go on
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
