@@ -35,6 +35,7 @@ from ..monitor import _flowerctl as flowerctl
 from ..plan._frames import parse_frames
 from ..slot._chunk import missing_frames
 from ..slot._spec import RunSpec
+from . import _report as report
 from ._dispatch import RunQueue, delete_run_keys
 from ._funnel import LogFunnel, one_line
 from ._pool import Slot, SlotPool
@@ -101,8 +102,11 @@ class Run:
                       f"{len(self.prep.to_render)} to render; logs in {self.log_dir}")
             for note in self.prep.notes:
                 self._say(note)
-            for line in self.plan.lines():
+            shown, logged = report.plan_lines(self.plan, self.o.verbose)
+            for line in shown:
                 self._say(line)
+            for line in logged:
+                self.funnel.line(f"stmpo: {one_line(line)}", echo=False)
             if self.prep.to_render:
                 self._start()
                 self._follow()
@@ -220,6 +224,7 @@ class Run:
                         ev = events.decode(msg.get("data"))
                         if ev is not None:
                             self._on_event(ev)
+                            self._observe(ev)
                     msg = self.pubsub.get_message(timeout=0)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 self._broker_lost()
@@ -285,10 +290,15 @@ class Run:
         elif kind == "chunk-failed" and rec is not None:
             rec.finish(ev, "failed")
             rec.reason, rec.tail = ev.get("reason"), list(ev.get("tail") or [])
+            if ev.get("stopped") or self.stop_reason is not None:
+                rec.status = report.STOPPED  # a sibling stopped by the run's stop: no cause
+                return
             self.failures.append(rec)
-            self._say(f"FAILED {rec.describe()}")
             if self.o.fail_fast:
                 self._stop(rec.describe(), ExitCode.RENDER_FAILED)
+            else:
+                self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
+                          + (f" (log: {rec.log})" if rec.log else ""))
         elif kind == "abort" and self.o.fail_fast:
             self._stop(str(ev.get("reason") or "a chunk failed"), ExitCode.RENDER_FAILED)
         elif kind == "warning":
@@ -298,6 +308,11 @@ class Run:
                 self._say(f"WARNING (slot {ev.get('slot')}): {text}")
         elif kind == "finalized":
             self.finalized = True
+
+    def _observe(self, ev: dict[str, Any]) -> None:
+        """After an event: the bar's per-slot frames (and, with Flower, the run's row)."""
+        if self.progress is not None and self.progress.tty:
+            self.progress.track(self.chunks.values())
 
     def _slot_died(self, slot: Slot) -> None:
         """A slot died: replace it on the same CPUs; re-enqueue its chunk's missing frames."""
@@ -396,10 +411,11 @@ class Run:
             self.exit_code = ExitCode.RENDER_FAILED
         if self.progress is not None:
             self.progress.close()
-        summary_line = self._summary_line(missing)
-        self.funnel.line(f"stmpo: {summary_line}")
+        block = self._final_block(missing)
+        for line in block:
+            self.funnel.line(f"stmpo: {line}")
         if self.exit_code != ExitCode.OK and not self._bar_mode():
-            self.funnel.directive("openjd_fail", summary_line)
+            self.funnel.directive("openjd_fail", report.fail_line(block))
         if self.o.summary:
             write_summary(self, missing)
         if self._run_log is not None:
@@ -407,12 +423,16 @@ class Run:
                 self._run_log.close()
         return self.exit_code
 
-    def _summary_line(self, missing: list[int]) -> str:
-        n = len(self.prep.frames)
-        if self.exit_code == ExitCode.OK:
-            return (f"OK: {n - len(missing)} of {n} frame(s) on disk "
-                    f"({len(self.prep.skipped)} skipped) in {time.time() - self.t_start:.1f} s")
-        if len(self.failures) > 1 and not self.o.fail_fast:
-            parts = "; ".join(f.describe(tail=False) for f in self.failures)
-            return f"FAILED: {len(self.failures)} chunk(s) failed: {parts}"
-        return f"FAILED: {self.stop_reason or 'render failed'}"
+    def _final_block(self, missing: list[int]) -> list[str]:
+        cancelled = (signal.Signals(self.cancel_signal).name
+                     if self.cancel_signal is not None and not self.failures else None)
+        root = set(id(f) for f in self.failures)
+        stopped = [c for c in self.chunks.values() if id(c) not in root and (
+            c.status == report.STOPPED or (c.status in ("running", "retrying")
+                                           and self.stop_reason is not None))]
+        return report.final_block(
+            ok=self.exit_code == ExitCode.OK, cancelled_by=cancelled, failures=self.failures,
+            stopped=stopped, reason=self.stop_reason, fail_fast=self.o.fail_fast,
+            requested=len(self.prep.frames), missing=missing, skipped=len(self.prep.skipped),
+            elapsed_s=time.time() - self.t_start, warnings=self.warnings,
+            resume=report.resume_command(skip_existing=self.o.skip_existing))

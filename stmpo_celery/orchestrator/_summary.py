@@ -21,7 +21,7 @@ class ChunkRecord:
     start: int
     end: int
     slot: int | None = None
-    status: str = "pending"  #: pending running done failed idle skipped
+    status: str = "pending"  #: pending running done failed stopped idle skipped
     t0: float | None = None
     t1: float | None = None
     exit_code: int | None = None
@@ -40,7 +40,7 @@ class ChunkRecord:
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("done", "failed", "idle", "skipped")
+        return self.status in ("done", "failed", "stopped", "idle", "skipped")
 
     def finish(self, ev: dict[str, Any], status: str) -> None:
         self.status = status

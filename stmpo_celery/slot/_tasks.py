@@ -54,6 +54,11 @@ def register(app: Celery, ctx: SlotContext) -> None:
                     raise self.retry(countdown=0, max_retries=None) from None
                 info["reason"] = f"{info.get('reason')} (after {spec.retries} retr" + (
                     "y)" if spec.retries == 1 else "ies)")
+            if not info:  # stopped before its launch
+                info = {"index": index, "slot": ctx.slot, "reason": str(exc)}
+            if ctx.aborted() and (not info.get("log") or str(info.get("reason", "")).startswith(
+                    "stopped:")):  # stopped by the run's stop (fail-fast, cancel): not a cause
+                info["stopped"] = True
             ctx.publish("chunk-failed", **info)
             raise
         schedule.finish(ctx, index)
