@@ -42,8 +42,9 @@ RUN_ID_LEN = 8  #: ``secrets.token_hex(4)``: every run id has this many characte
 #: name, which is right because every real prefix has the same length.
 ALL_RUNS = "?" * RUN_ID_LEN
 START_TIMEOUT_S = 20.0
-#: Flower's tasks table: slot, state and the progress line first; sorted by "received"
-TASK_COLUMNS = "worker,state,result,runtime,received,name,uuid"
+#: Flower's tasks table: what renders (project, comp, frames), where, its state and the
+#: progress line (ETA first, so a narrow window does not cut it); sorted by "received"
+TASK_COLUMNS = "name,args,worker,state,result,runtime,received,uuid"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
 
 
@@ -159,7 +160,8 @@ def _log_tail(path: Path) -> str:
 
 def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: str | None,
                  url_prefix: str | None, log_dir: Path, *, detach: bool = False,
-                 purge_offline_s: int | None = None) -> FlowerProcess:
+                 purge_offline_s: int | None = None,
+                 max_tasks: int | None = None) -> FlowerProcess:
     """Start Flower for ``run_id`` (or :data:`ALL_RUNS`); return once it serves and listens.
 
     Raises :class:`BadInput` for an unsafe bind and :class:`EnvironmentProblem` when
@@ -175,6 +177,7 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
         "port": port, "auth": auth, "url_prefix": prefix, "detach": detach,
         "unauthenticated_api": auth is None and is_loopback(host),
         "purge_offline_s": purge_offline_s, "tasks_columns": TASK_COLUMNS,
+        "max_tasks": max_tasks,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     err = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -42,6 +42,9 @@ DEFAULT_PORT = 6389  #: beside a system Redis on 6379, not on it
 BROKER_FILE = "broker.url"
 SYSTEM_DIR = Path("/var/lib/stmpo")
 PURGE_OFFLINE_S = 600  #: the host Flower forgets slots of ended runs after this long
+#: the host Flower keeps this many task rows in memory, the oldest go first: about 100
+#: runs of 20 chunks (each run is its chunks plus one ``stmpo.run`` row)
+FLOWER_MAX_TASKS = 2000
 
 
 def host_dir() -> Path:
@@ -186,7 +189,8 @@ class HostService:
         said.append(f"broker URL in {self.dir / BROKER_FILE}")
         if flower and self.running("flower") is None:
             fp = start_flower(broker, ALL_RUNS, "stmpo", flower, auth, url_prefix, self.logs,
-                              detach=not foreground, purge_offline_s=PURGE_OFFLINE_S)
+                              detach=not foreground, purge_offline_s=PURGE_OFFLINE_S,
+                              max_tasks=FLOWER_MAX_TASKS)
             self.pidfile("flower").write_text(f"{fp.proc.pid}\n")
             (self.dir / "flower.json").write_text(json.dumps({"url": fp.url}))
             said.append(f"Flower for every run on this host: {fp.url}")

@@ -45,6 +45,8 @@ def _configure(cfg: dict[str, Any]) -> Any:
     options.enable_events = False  # slots always send events; no broadcast every 5 s
     options.tasks_columns = cfg.get("tasks_columns") or options.tasks_columns
     options.purge_offline_workers = cfg.get("purge_offline_s")
+    if cfg.get("max_tasks"):  # the oldest tasks (old runs' rows) leave Flower's memory
+        options.max_tasks = int(cfg["max_tasks"])
     options.inspect_timeout = 500.0
     if cfg.get("unauthenticated_api"):
         os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"

@@ -25,6 +25,9 @@ class RunQueue:
         self.queue = queue
         self.host = host
         self.app: Celery = make_app(broker, run_id, queue)
+        # No task-sent events: Flower would list every message, spares that never run
+        # and the chord body included, as PENDING rows. A slot shows a chunk when it runs.
+        self.app.conf.task_send_sent_event = False
         self.app.backend.on_task_call = lambda *_a, **_k: None
         self.app.backend.remove_pending_result = lambda result: result
 
@@ -44,18 +47,31 @@ class RunQueue:
         with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
             conn.default_channel.queue_purge(self.queue)
 
-    def announce_revoked(self, task_ids: Iterable[str]) -> None:
-        """Tell Flower that these chunks (queued or rendering) ended with the run."""
-        ids = list(task_ids)
-        if not ids:
+    def announce_revoked(self, stopped: Iterable[tuple[str, int, str]]) -> None:
+        """Tell Flower that these chunks (``(task id, slot, text)``, each one that ran on a
+        slot) were stopped: REVOKED with the reason, on the slot that ran it."""
+        from ..slot._monitor import revoke_events
+
+        items = list(stopped)
+        if not items:
             return
         with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
-            dispatcher = self.app.events.Dispatcher(
-                conn, hostname=f"orchestrator.{self.run_id}@{self.host}", enabled=True)
-            for task_id in ids:
-                dispatcher.send("task-revoked", uuid=task_id, terminated=True,
-                                signum="SIGKILL", expired=False, retry=False)
-            dispatcher.close()
+            for task_id, slot, text in items:
+                dispatcher = self.app.events.Dispatcher(
+                    conn, hostname=keys.node_name(slot, self.run_id, self.host), enabled=True)
+                for kind, fields in revoke_events(task_id, text):
+                    dispatcher.send(kind, retry=False, **fields)
+                dispatcher.close()
+
+    def announce_offline(self, slots: Iterable[int], others: Iterable[str] = ()) -> None:
+        """The run ended: its slots (and pseudo-workers such as the orchestrator's) go
+        offline in Flower now, not after their heartbeats expire."""
+        names = [keys.node_name(k, self.run_id, self.host) for k in slots] + list(others)
+        with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
+            for name in names:
+                dispatcher = self.app.events.Dispatcher(conn, hostname=name, enabled=True)
+                dispatcher.send("worker-offline", retry=False)
+                dispatcher.close()
 
 
 def delete_run_keys(client: redis.Redis, run_id: str) -> None:

@@ -1,6 +1,6 @@
 """What the terminal says about a run: the short plan, and the final block.
 
-Pure formatting from the run's records (no I/O), so the wording is tested on its own:
+Formatting from the run's records (no I/O), so the wording is tested on its own:
 
 * :func:`plan_lines` — the spawn plan in three or four lines; the per-slot CPU list and
   the sizing notes only with ``-v`` (they are always written to ``run.log``).
@@ -13,11 +13,17 @@ Pure formatting from the run's records (no I/O), so the wording is tested on its
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import ExitCode
 from ..plan._frames import format_frames
+
+if TYPE_CHECKING:
+    from ._run import Run
 
 #: chunk statuses of a sibling that was stopped by the run's own stop, not failed
 STOPPED = "stopped"
@@ -134,3 +140,19 @@ def fail_line(block: Sequence[str]) -> str:
     first = block[0] if block else "FAILED"
     log = next((b.strip() for b in block if b.strip().startswith("log: ")), "")
     return f"{first} ({log})" if log else first
+
+
+def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]:
+    """:func:`final_block` for a :class:`Run` as it stands."""
+    cancelled = (signal.Signals(run.cancel_signal).name
+                 if run.cancel_signal is not None and not run.failures else None)
+    root = {id(f) for f in run.failures}
+    stopped = [c for c in run.chunks.values() if id(c) not in root and (
+        c.status == STOPPED or (c.status in ("running", "retrying")
+                                and run.stop_reason is not None))]
+    return final_block(
+        ok=run.exit_code == ExitCode.OK if ok is None else ok, cancelled_by=cancelled,
+        failures=run.failures, stopped=stopped, reason=run.stop_reason,
+        fail_fast=run.o.fail_fast, requested=len(run.prep.frames), missing=missing,
+        skipped=len(run.prep.skipped), elapsed_s=time.time() - run.t_start,
+        warnings=run.warnings, resume=resume_command(skip_existing=run.o.skip_existing))

@@ -37,6 +37,7 @@ from ..slot._chunk import missing_frames
 from ..slot._spec import RunSpec
 from . import _report as report
 from ._dispatch import RunQueue, delete_run_keys
+from ._flowerrun import RunRow
 from ._funnel import LogFunnel, one_line
 from ._pool import Slot, SlotPool
 from ._progress import Progress
@@ -86,6 +87,7 @@ class Run:
         self.progress: Progress | None = None
         self._old_handlers: dict[int, Any] = {}
         self.flower: flowerctl.FlowerProcess | None = None
+        self.row: RunRow | None = None  #: the run's row in Flower
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
@@ -185,6 +187,8 @@ class Run:
             s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
             self.chunks[i] = ChunkRecord(index=i, start=s, end=e)
         self._enqueue(n_tasks)
+        self.row = RunRow(self)
+        self.row.start()
         self.progress_status("Rendering")
 
     def _target(self) -> RenderTarget:
@@ -313,6 +317,8 @@ class Run:
         """After an event: the bar's per-slot frames (and, with Flower, the run's row)."""
         if self.progress is not None and self.progress.tty:
             self.progress.track(self.chunks.values())
+        if self.row is not None:
+            self.row.update()
 
     def _slot_died(self, slot: Slot) -> None:
         """A slot died: replace it on the same CPUs; re-enqueue its chunk's missing frames."""
@@ -369,8 +375,9 @@ class Run:
             self.pool.kill_all()
         if self.run_queue is not None:
             self.run_queue.purge()
-            self.run_queue.announce_revoked(
-                c.task_id for c in self.chunks.values() if c.task_id and not c.terminal)
+        if self.row is not None:
+            self.row.stopped_chunks(reason if self.cancel_signal is not None or not self.failures
+                                    else f"fail-fast: chunk {self.failures[0].index} failed")
 
     def _broker_lost(self) -> None:
         which = "embedded Redis" if self.embedded is not None else (
@@ -382,6 +389,7 @@ class Run:
 
     # -- end ----------------------------------------------------------------------
     def _teardown(self) -> None:
+        self._flower_end()
         if self.flower is not None:  # first: it must not re-create keys of the run
             self.flower.stop()
         if self.pool is not None:
@@ -400,9 +408,7 @@ class Run:
 
     def _finish(self) -> ExitCode:
         pattern = self.prep.pattern
-        missing = (missing_frames(pattern, self.prep.frames) if pattern.is_sequence
-                   else ([] if os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
-                         else list(self.prep.frames)))
+        missing = self._missing_now()
         if self.exit_code == ExitCode.OK and missing:
             self.exit_code = ExitCode.RENDER_FAILED
             self.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
@@ -423,16 +429,16 @@ class Run:
                 self._run_log.close()
         return self.exit_code
 
-    def _final_block(self, missing: list[int]) -> list[str]:
-        cancelled = (signal.Signals(self.cancel_signal).name
-                     if self.cancel_signal is not None and not self.failures else None)
-        root = set(id(f) for f in self.failures)
-        stopped = [c for c in self.chunks.values() if id(c) not in root and (
-            c.status == report.STOPPED or (c.status in ("running", "retrying")
-                                           and self.stop_reason is not None))]
-        return report.final_block(
-            ok=self.exit_code == ExitCode.OK, cancelled_by=cancelled, failures=self.failures,
-            stopped=stopped, reason=self.stop_reason, fail_fast=self.o.fail_fast,
-            requested=len(self.prep.frames), missing=missing, skipped=len(self.prep.skipped),
-            elapsed_s=time.time() - self.t_start, warnings=self.warnings,
-            resume=report.resume_command(skip_existing=self.o.skip_existing))
+    def _missing_now(self) -> list[int]:
+        pattern = self.prep.pattern
+        return (missing_frames(pattern, self.prep.frames) if pattern.is_sequence
+                else ([] if os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
+                      else list(self.prep.frames)))
+
+    def _flower_end(self) -> None:
+        """Flower: the run's row ends (with the final block) and every node goes offline."""
+        if self.row is not None:
+            self.row.end_of_run()
+
+    def _final_block(self, missing: list[int], ok: bool | None = None) -> list[str]:
+        return report.block_for(self, missing, ok)
