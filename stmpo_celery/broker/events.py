@@ -25,7 +25,8 @@ def decode(raw: Any) -> dict[str, Any] | None:
 
 
 def registry_entry(run_id: str, host: str, queue: str, frames: int, slots: int,
-                   log_dir: str) -> str:
-    """The host registry's record of a live run (read by ``stmpo status``)."""
+                   log_dir: str, **extra: Any) -> str:
+    """The host registry's record of a live run (read by ``stmpo status``); ``extra``:
+    project, comp, pid, state, frames_done, eta_s (see ``orchestrator._flowerrun``)."""
     return json.dumps({"run": run_id, "host": host, "queue": queue, "frames": frames,
-                       "slots": slots, "log_dir": log_dir, "started": time.time()})
+                       "slots": slots, "log_dir": log_dir, "started": time.time(), **extra})

@@ -13,6 +13,9 @@ import re
 import socket
 
 REGISTRY = "stmpo:runs"
+#: Hash: run id -> the JSON record of a run that ended, kept a while for ``stmpo status``
+#: (only on the host service's broker; each run prunes records older than an hour)
+ENDED = "stmpo:ended"
 
 
 def host_name() -> str:

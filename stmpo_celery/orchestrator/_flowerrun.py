@@ -20,11 +20,14 @@ chunk still running is REVOKED with the reason on the slot that ran it.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from kombu.utils.uuid import uuid
 
+from ..broker import keys
 from ..plan._frames import format_frames
 from ..slot._monitor import duration, revoke_events, task_args
 
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 RUN_TASK = "stmpo.run"
 UPDATE_EVERY_S = 1.0
+ENDED_KEEP_S = 3600.0  #: ``stmpo status`` lists a run that ended on the host broker this long
 
 
 def orchestrator_node(run_id: str, host: str) -> str:
@@ -110,6 +114,51 @@ class RunRow:
         done = run.progress.done if run.progress is not None else 0
         eta = run.progress.eta() if run.progress is not None else None
         self._send("task-progress", result=self.line(), done=done, total=total, eta_s=eta)
+        self.registry(frames_done=done, eta_s=round(eta, 1) if eta is not None else None)
+
+    @staticmethod
+    def registry_extra(run: Run) -> dict[str, Any]:
+        """What ``stmpo status`` shows of a run beyond the registry's basics."""
+        o = run.prep.options
+        return {"project": run.prep.project, "comp": o.comp, "rqindex": o.rqindex,
+                "frames_spec": format_frames(run.prep.frames), "pid": os.getpid(),
+                "state": "rendering", "frames_done": 0, "eta_s": None}
+
+    def registry(self, **fields: Any) -> dict[str, Any] | None:
+        """Update the run's registry record (best effort); return it."""
+        client = self.run.client
+        if client is None:
+            return None
+        try:
+            raw = client.hget(keys.REGISTRY, self.run.run_id)
+            if not raw:
+                return None
+            entry: dict[str, Any] = {**json.loads(raw), **fields}
+            client.hset(keys.REGISTRY, self.run.run_id, json.dumps(entry))
+            return entry
+        except Exception:  # noqa: BLE001 - a view only
+            return None
+
+    def keep_ended(self, entry: dict[str, Any]) -> None:
+        """On the host service's broker, keep the ended run's record a while (and prune
+        the records of runs that ended more than :data:`ENDED_KEEP_S` ago)."""
+        run = self.run
+        if run.client is None or run.embedded is not None or run.broker is None:
+            return
+        from ..monitor._hostsvc import read_broker_url
+
+        if read_broker_url() != run.broker.url:
+            return
+        with contextlib.suppress(Exception):
+            now = time.time()
+            old = []
+            for rid, raw in run.client.hgetall(keys.ENDED).items():
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    if now - float(json.loads(raw).get("ended", 0)) > ENDED_KEEP_S:
+                        old.append(rid)
+            if old:
+                run.client.hdel(keys.ENDED, *old)
+            run.client.hset(keys.ENDED, run.run_id, json.dumps(entry))
 
     def end_of_run(self) -> None:
         """Called first in the run's teardown: the outcome as the terminal will say it."""
@@ -120,8 +169,17 @@ class RunRow:
         with contextlib.suppress(Exception):
             missing = run._missing_now()
             ok = run.exit_code == ExitCode.OK and not missing and not run.failures
-            self.end(block_for(run, missing, ok), ok=ok,
-                     cancelled=run.cancel_signal is not None and not run.failures)
+            cancelled = run.cancel_signal is not None and not run.failures
+            block = block_for(run, missing, ok)
+            self.end(block, ok=ok, cancelled=cancelled)
+            entry = self.registry(
+                state="done" if ok else "cancelled" if cancelled else "failed",
+                ended=time.time(), eta_s=None,
+                frames_done=max(0, len(run.prep.to_render) - len(missing)),
+                reason=None if ok else block[0], missing_spec=format_frames(missing),
+                log=next((b.strip()[5:] for b in block if b.strip().startswith("log: ")), None))
+            if entry is not None:
+                self.keep_ended(entry)
 
     def end(self, block: list[str], ok: bool, cancelled: bool) -> None:
         """The run's outcome (the final block's lines), then every node of the run offline."""
@@ -148,6 +206,8 @@ class RunRow:
     def stopped_chunks(self, reason: str) -> None:
         """Every chunk still running when the run stopped: REVOKED on its slot."""
         run = self.run
+        self.registry(state="cancelled" if run.cancel_signal is not None and not run.failures
+                      else "failed", reason=reason)
         if run.run_queue is None:
             return
         items = [(c.task_id, int(c.slot),

@@ -178,7 +178,7 @@ class Run:
         self.pubsub.subscribe(keys.events_channel(self.run_id))
         self.client.hset(keys.REGISTRY, self.run_id, events.registry_entry(
             self.run_id, self.host, self.queue, len(self.prep.to_render), len(self.plan.blocks),
-            str(self.log_dir)))
+            str(self.log_dir), **RunRow.registry_extra(self)))
         n_tasks = len(self.plan.chunks)
         if self.plan.schedule == "adaptive":
             schedule.register_plan(self.client, self.run_id, self.plan.chunks)
