@@ -25,9 +25,6 @@ class RunQueue:
         self.queue = queue
         self.host = host
         self.app: Celery = make_app(broker, run_id, queue)
-        # No task-sent events: Flower would list every message, spares that never run
-        # and the chord body included, as PENDING rows. A slot shows a chunk when it runs.
-        self.app.conf.task_send_sent_event = False
         self.app.backend.on_task_call = lambda *_a, **_k: None
         self.app.backend.remove_pending_result = lambda result: result
 
