@@ -207,3 +207,25 @@ def test_screenshot_of_the_tasks_page_during_a_run(farm: Farm) -> None:
     proc.send_signal(signal.SIGTERM)  # seen enough: cancel the rest of the run
     assert proc.wait(timeout=30) == 143
     assert not farm.leftovers()
+
+
+def test_flower_on_a_taken_port_says_so_and_the_render_goes_on(farm: Farm) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        res = farm.run("--flower", f"127.0.0.1:{port}", frames="1-4", concurrency=1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    warn = [ln for ln in res.stdout.splitlines() if "Flower not started" in ln]
+    assert len(warn) == 1 and f"127.0.0.1:{port}: the port is in use" in warn[0], warn
+    assert "Python frame" not in res.stdout + res.stderr
+    assert not farm.leftovers()
+
+
+def test_flower_log_reason_skips_traceback_noise(tmp_path: Path) -> None:
+    from stmpo_celery.monitor._flowerctl import _log_tail
+
+    log = tmp_path / "flower.log"
+    log.write_text("INFO starting\nTraceback (most recent call last):\n  File x\n"
+                   "OSError: [Errno 98] Address already in use\n<no Python frame>\n")
+    assert _log_tail(log) == "OSError: [Errno 98] Address already in use"

@@ -204,8 +204,9 @@ def config_show(as_json: bool, **kw: Any) -> None:
 @cli.command()
 @click.option("--dir", "directory", default="demo", show_default=True,
               help="Where the demo project, frames and logs go.")
-@click.option("--frames", default="1-240", show_default=True)
-@click.option("--concurrency", type=int, default=4, show_default=True)
+@click.option("--frames", default="1-240", show_default=True, help="Frames to render.")
+@click.option("--concurrency", type=int, default=4, show_default=True,
+              help="Slots (simulated aerender processes).")
 @click.option("--frame-cost", type=float, default=0.04, show_default=True,
               help="Simulated seconds per frame.")
 @click.option("--startup", type=float, default=1.0, show_default=True,
@@ -232,12 +233,18 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
 
 
 @cli.command()
-@click.option("--aerender", "--aerender_path", "aerender", help="aerender to check.")
-@click.option("--broker", help="Redis URL to check (default $STMPO_BROKER_URL or embedded).")
-@click.option("--output-dir", help="Where frames will be written (disk space check).")
-@click.option("--min-ram-gb", type=float, default=4.0, show_default=True)
-@click.option("--min-disk-gb", type=float, default=1.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--aerender", "--aerender_path", "aerender",
+              help="aerender to check [default: $AERENDER_PATH, PATH, standard locations].")
+@click.option("--broker", help="Redis URL to check [default: $STMPO_BROKER_URL, else the host "
+                               "service, else an embedded Redis].")
+@click.option("--output-dir", help="Where frames will be written, for the disk space check "
+                                   "[default: no disk check].")
+@click.option("--min-ram-gb", type=float, default=4.0, show_default=True,
+              help="Available RAM below this fails the check (GB).")
+@click.option("--min-disk-gb", type=float, default=1.0, show_default=True,
+              help="Free space in --output-dir below this fails the check (GB).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output [default: one line per check].")
 def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
            min_ram_gb: float, min_disk_gb: float, as_json: bool) -> None:
     """Check this host for a render; exit 3 when a check fails."""
@@ -270,6 +277,9 @@ def _register_commands() -> None:
     from ._monitor import host_group, status_command
     cli.add_command(status_command, "status")
     cli.add_command(host_group, "host")
+    from ._help import add_examples
+
+    add_examples(cli)
 
 
 _register_commands()

@@ -327,7 +327,8 @@ _SESSION_HELP = ("Session id (default: $STMPO_FONTS_SESSION, $DEADLINE_SESSION_I
 
 
 @fonts_group.command("install")
-@click.option("--from", "source", help="Folder of fonts attached to the job (empty: none).")
+@click.option("--from", "source", help="Folder of fonts attached to the job [default: none: "
+                                           "install nothing].")
 @click.option("--session", help=_SESSION_HELP)
 def install(source: str | None, session: str | None) -> None:
     """Install the fonts in --from for this session (nothing to do when none are attached)."""

@@ -44,18 +44,30 @@ def check_aerender(explicit: str | None) -> Check:
 
 
 def check_broker(url: str | None) -> Check:
-    url = url or os.environ.get(defaults.BROKER_ENV)
+    """The broker a render started now would use, found the way ``stmpo render`` finds it:
+    ``--broker``, ``$STMPO_BROKER_URL``, the host service (if it answers), else embedded."""
+    from ._hostsvc import discover_broker, read_broker_url
+
+    origin = "--broker" if url else None
+    if not url and os.environ.get(defaults.BROKER_ENV):
+        url, origin = os.environ[defaults.BROKER_ENV], f"${defaults.BROKER_ENV}"
     if url:
         try:
             broker = parse_broker_url(url)
             check_reachable(broker)
         except StmpoError as exc:
             return Check("broker", False, exc.message)
-        return Check("broker", True, f"{mask_url(url)} answers")
+        return Check("broker", True, f"{mask_url(url)} ({origin}) answers")
+    hosted = discover_broker()
+    if hosted:
+        return Check("broker", True, f"the host service's Redis {mask_url(hosted)} answers; "
+                     "renders on this host use it (stmpo host up)")
     server = find_redis_server()
+    silent = (" (the host service's broker file exists but its Redis does not answer)"
+              if read_broker_url() else "")
     if server is None:
-        return Check("broker", False, "no broker URL and no redis-server to embed")
-    return Check("broker", True, f"embedded redis-server available ({server})")
+        return Check("broker", False, "no broker URL and no redis-server to embed" + silent)
+    return Check("broker", True, f"renders use an embedded redis-server ({server}){silent}")
 
 
 def check_pinning() -> Check:

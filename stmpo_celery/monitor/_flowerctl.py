@@ -151,11 +151,30 @@ def _read_line(stream: Any, timeout: float) -> bytes:
 
 
 def _log_tail(path: Path) -> str:
+    """The line of Flower's log that says why it stopped (not a traceback's last frame)."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()
+                 if ln.strip() and "<no Python frame>" not in ln]
     except OSError:
         return ""
-    return lines[-1].strip() if lines else ""
+    for ln in reversed(lines):
+        if "Error" in ln or "error:" in ln.lower() or "Exception" in ln:
+            return ln
+    return lines[-1] if lines else ""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (checked before Flower starts)."""
+    if port == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        probe = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
+        try:
+            return s.connect_ex((probe, port)) == 0
+        except OSError:
+            return False
 
 
 def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: str | None,
@@ -170,6 +189,9 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
     check_bind(bind, auth, url_prefix)
     host, port = parse_bind(bind)
     prefix = check_url_prefix(url_prefix)
+    if port_in_use(host, port):
+        raise EnvironmentProblem(f"Flower cannot listen on {host}:{port}: the port is in use "
+                                 f"by another program; pick a free one (--flower {host}:PORT)")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "flower.log"
     config = {

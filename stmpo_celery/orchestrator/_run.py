@@ -357,6 +357,7 @@ class Run:
             self._stop(f"{rec.reason}: its message could not be re-enqueued",
                        ExitCode.RENDER_FAILED)
             return
+        rec.remember_attempt(rec.reason)
         rec.status = "retrying"
         rec.attempts = attempts
         self._say(f"{rec.reason}; replaced it and re-enqueued {len(redo)} frame(s) "

@@ -37,12 +37,24 @@ class ChunkRecord:
     suspect: list[int] = field(default_factory=list)
     stolen_by: list[int] = field(default_factory=list)
     cut: int | None = None
+    #: earlier attempts of a retried chunk (frames, slot, log, reason, times), oldest first
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
         return self.status in ("done", "failed", "stopped", "idle", "skipped")
 
+    def remember_attempt(self, reason: str | None, log: str | None = None) -> None:
+        """Keep what this attempt was before a retry overwrites it (for the summary)."""
+        self.history.append({
+            "attempt": self.attempts, "frames": self.frames or f"{self.start}-{self.end}",
+            "slot": self.slot, "log": log if log is not None else self.log, "reason": reason,
+            "t0": self.t0, "t1": self.t1, "frames_done": self.frames_done})
+
     def finish(self, ev: dict[str, Any], status: str) -> None:
+        if status == "retrying":
+            self.t1 = ev.get("t1", self.t1)
+            self.remember_attempt(ev.get("reason"), ev.get("log") or self.log)
         self.status = status
         self.slot = ev.get("slot", self.slot)
         self.start, self.end = ev.get("start", self.start), ev.get("end", self.end)
