@@ -32,7 +32,8 @@ EXAMPLES: dict[str, list[str]] = {
     "fonts list": ["stmpo fonts list --json"],
     "status": ["stmpo status                 # refreshes every second; Ctrl-C to leave",
                "stmpo status --json --once   # one JSON document, for scripts"],
-    "host": ["sudo stmpo host up --flower 0.0.0.0:5555 --flower-auth wrangler:secret"],
+    "host": ["stmpo host up --flower 0.0.0.0:5555 --flower-auth wrangler:secret",
+             "stmpo host info"],
     "host up": ["stmpo host up --flower 127.0.0.1:5555",
                 "stmpo host up --foreground --flower 0.0.0.0:5555 "
                 "--flower-auth wrangler:secret   # under systemd"],

@@ -394,7 +394,8 @@ def remove(session: str | None) -> None:
 
 
 @fonts_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output [default: one line per font].")
 def list_fonts(as_json: bool) -> None:
     """Show the fonts stmpo installed on this host and the sessions holding them."""
     pl = places()

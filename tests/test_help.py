@@ -1,0 +1,41 @@
+"""`--help` teaches: every command ends with an example; every option says its default."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from stmpo_celery.cli._help import EXAMPLES, commands
+from stmpo_celery.cli._main import cli
+
+ALL = commands(cli)
+#: commands whose options come from the shared settings table (checked with that table)
+SETTINGS_TABLE = {"render", "plan", "config show", "bundle"}
+
+
+@pytest.mark.parametrize("path", [p for p, _ in ALL], ids=lambda p: p or "stmpo")
+def test_every_command_has_an_example(path: str) -> None:
+    res = CliRunner().invoke(cli, [*path.split(), "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Examples:\n" in res.output, res.output
+    assert "  stmpo " in res.output.split("Examples:", 1)[1]
+
+
+def test_the_table_has_no_stale_entry() -> None:
+    assert set(EXAMPLES) == {p for p, _ in ALL}
+
+
+@pytest.mark.parametrize("path", [p for p, c in ALL if p not in SETTINGS_TABLE and c.params],
+                         ids=lambda p: p or "stmpo")
+def test_every_option_has_help_and_its_default(path: str) -> None:
+    cmd = dict(ALL)[path]
+    ctx = click.Context(cmd, info_name=path or "stmpo")
+    for p in cmd.params:
+        if not isinstance(p, click.Option) or p.name in ("help", "version"):
+            continue
+        record = p.get_help_record(ctx)
+        assert record is not None, p.name
+        _decl, text = record
+        assert text.strip(), f"{path} {p.opts[0]} has no help"
+        assert "default:" in text, f"{path} {p.opts[0]} does not say its default: {text!r}"
