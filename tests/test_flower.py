@@ -229,3 +229,30 @@ def test_flower_log_reason_skips_traceback_noise(tmp_path: Path) -> None:
     log.write_text("INFO starting\nTraceback (most recent call last):\n  File x\n"
                    "OSError: [Errno 98] Address already in use\n<no Python frame>\n")
     assert _log_tail(log) == "OSError: [Errno 98] Address already in use"
+
+
+def test_flower_lingers_after_a_failure_then_goes(farm: Farm) -> None:
+    port = free_port()
+    farm.knobs.update(FAIL_FRAME="3")
+    proc, out = start_with_flower(farm, port, "--flower-linger", "4", frames="1-16")
+    assert proc.wait(timeout=60) == 1
+    out.t.join(timeout=5)
+    assert out.find("Flower stays up 4 s to inspect the failure"), out.lines[-8:]
+    # the run is over, its Flower still shows what happened
+    tasks = try_api(port, "/api/tasks") or {}
+    run_rows = [t for t in tasks.values() if t.get("name") == "stmpo.run"]
+    assert run_rows and run_rows[0]["state"] == "FAILURE", tasks
+    assert "After Effects error" in run_rows[0]["result"]
+    assert any(t["state"] == "FAILURE" for t in chunk_tasks(port))
+    assert wait_for(lambda: try_api(port, "/healthcheck") is None, timeout=10), "never left"
+    assert not farm.leftovers()
+
+
+def test_no_linger_after_a_success(farm: Farm) -> None:
+    port = free_port()
+    proc, out = start_with_flower(farm, port, "--flower-linger", "30", frames="1-8")
+    assert proc.wait(timeout=60) == 0
+    out.t.join(timeout=5)
+    assert try_api(port, "/healthcheck") is None
+    assert out.find("Flower for run") and not out.find("Flower stays up")
+    assert not farm.leftovers()

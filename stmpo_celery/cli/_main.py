@@ -80,6 +80,7 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
         verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
         flower=kw.get("flower"), flower_auth=kw.get("flower_auth") or flower_auth,
         flower_url_prefix=kw.get("flower_url_prefix"),
+        flower_linger=float(kw.get("flower_linger") or 0.0),
         **values,
     )
 
@@ -106,6 +107,9 @@ def cli() -> None:
 @click.option("--flower", help="Start Flower for this run on [HOST:]PORT.")
 @click.option("--flower-auth", help="user:pass for Flower (required off loopback).")
 @click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
+@click.option("--flower-linger", type=float, default=0.0, show_default=True,
+              help="Keep the run's Flower up this many seconds after a failure, to inspect "
+                   "it (it serves what it saw; the run itself is over).")
 @click.option("--progress", type=click.Choice(["auto", "bar", "openjd"]), default="auto",
               help="Progress as a bar (terminal) or OpenJD directives; auto picks by TTY.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo aerender lines under the bar too.")

@@ -180,7 +180,7 @@ def port_in_use(host: str, port: int) -> bool:
 def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: str | None,
                  url_prefix: str | None, log_dir: Path, *, detach: bool = False,
                  purge_offline_s: int | None = None,
-                 max_tasks: int | None = None) -> FlowerProcess:
+                 max_tasks: int | None = None, pdeathsig: bool = True) -> FlowerProcess:
     """Start Flower for ``run_id`` (or :data:`ALL_RUNS`); return once it serves and listens.
 
     Raises :class:`BadInput` for an unsafe bind and :class:`EnvironmentProblem` when
@@ -208,7 +208,7 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
             [sys.executable, "-m", "stmpo_celery.monitor.flower_main"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
             close_fds=True, start_new_session=detach,
-            preexec_fn=None if detach or not sys.platform.startswith("linux")
+            preexec_fn=None if detach or not pdeathsig or not sys.platform.startswith("linux")
             else pdeathsig_preexec,
         )
     finally:
@@ -243,10 +243,31 @@ def start_for_run(o: RenderOptions, broker: BrokerUrl, run_id: str, queue: str,
     if not o.flower:
         return None
     try:
+        # a Flower that may linger must outlive us: it ends by its stdin, not PDEATHSIG
         fp = start_flower(broker, run_id, queue, o.flower, o.flower_auth,
-                          o.flower_url_prefix, log_dir)
+                          o.flower_url_prefix, log_dir, pdeathsig=o.flower_linger <= 0)
     except StmpoError as exc:
         say(f"WARNING: Flower not started, rendering without it: {exc.message}")
         return None
     say(f"Flower for run {run_id}: {fp.url}" + (" (basic auth)" if o.flower_auth else ""))
     return fp
+
+
+def end_for_run(fp: FlowerProcess, linger_s: float, say: Callable[[str], None]) -> None:
+    """The run ends: stop its Flower now, or (after a failure, with ``--flower-linger``) let
+    it serve what it saw for ``linger_s`` more seconds, then exit by itself."""
+    if linger_s <= 0 or not fp.alive():
+        fp.stop()
+        return
+    try:
+        assert fp.proc.stdin is not None
+        fp.proc.stdin.write(json.dumps({"linger": linger_s}).encode() + b"\n")
+        fp.proc.stdin.close()
+    except (OSError, AssertionError):
+        fp.stop()
+        return
+    with contextlib.suppress(OSError):
+        if fp.proc.stdout is not None:
+            fp.proc.stdout.close()
+    say(f"Flower stays up {linger_s:g} s to inspect the failure: {fp.url} "
+        f"(pid {fp.proc.pid})")

@@ -23,12 +23,21 @@ PROBE_TIMEOUT_S = 5.0
 
 
 def _watch_parent() -> None:
+    """Exit when stdin reaches EOF (the orchestrator is gone), unless the orchestrator
+    said ``{"linger": S}`` first (``--flower-linger`` after a failure): then in S s."""
+
     def watch() -> None:
+        linger = 0.0
         try:
-            while sys.stdin.buffer.read(4096):
-                pass
+            for line in sys.stdin.buffer:
+                try:
+                    linger = float(json.loads(line).get("linger") or 0.0)
+                except (ValueError, AttributeError, TypeError):
+                    pass
         except OSError:
             pass
+        if linger > 0:
+            time.sleep(linger)
         os._exit(0)
 
     threading.Thread(target=watch, name="stmpo-flower-parent", daemon=True).start()

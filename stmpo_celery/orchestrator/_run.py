@@ -392,7 +392,10 @@ class Run:
     def _teardown(self) -> None:
         self._flower_end()
         if self.flower is not None:  # first: it must not re-create keys of the run
-            self.flower.stop()
+            failed = bool(self.failures) or (self.exit_code != ExitCode.OK
+                                             and self.cancel_signal is None)
+            flowerctl.end_for_run(self.flower, self.o.flower_linger if failed else 0.0,
+                                  self._say)
         if self.pool is not None:
             self.pool.kill_all()
         if self.client is not None:
