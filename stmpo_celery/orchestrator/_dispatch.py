@@ -53,6 +53,7 @@ class RunQueue:
         if not items:
             return
         with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
             for task_id, slot, text in items:
                 dispatcher = self.app.events.Dispatcher(
                     conn, hostname=keys.node_name(slot, self.run_id, self.host), enabled=True)
@@ -65,6 +66,7 @@ class RunQueue:
         offline in Flower now, not after their heartbeats expire."""
         names = [keys.node_name(k, self.run_id, self.host) for k in slots] + list(others)
         with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
             for name in names:
                 dispatcher = self.app.events.Dispatcher(conn, hostname=name, enabled=True)
                 dispatcher.send("worker-offline", retry=False)

@@ -63,6 +63,7 @@ class RunRow:
         try:
             if self._disp is None:
                 self._conn = rq.app.connection_for_write()
+                self._conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
                 self._disp = rq.app.events.Dispatcher(self._conn, hostname=self.node,
                                                       enabled=True)
             self._disp.send(kind, retry=False, uuid=self.task_id, **fields)
@@ -166,6 +167,11 @@ class RunRow:
         from ._report import block_for
 
         run = self.run
+        if run.exit_code == ExitCode.ENVIRONMENT and run.client is not None:
+            try:  # the broker may be the thing that was lost: never wait on it
+                run.client.ping()
+            except Exception:  # noqa: BLE001
+                return
         with contextlib.suppress(Exception):
             missing = run._missing_now()
             ok = run.exit_code == ExitCode.OK and not missing and not run.failures
