@@ -39,3 +39,18 @@ def test_every_option_has_help_and_its_default(path: str) -> None:
         _decl, text = record
         assert text.strip(), f"{path} {p.opts[0]} has no help"
         assert "default:" in text, f"{path} {p.opts[0]} does not say its default: {text!r}"
+
+
+def test_config_show_says_what_auto_means_on_this_host() -> None:
+    import json
+
+    out = CliRunner().invoke(cli, ["config", "show"]).output
+    lines = {ln.split()[0]: ln for ln in out.splitlines()}
+    assert "= auto: 16 (MFR on)" in lines["threads_per_slot"]
+    assert "= auto: 600 s, or 3x the slowest frame" in lines["stall_timeout"]
+    assert "= auto: " in lines["concurrency"] and "slot(s) on this host" in lines["concurrency"]
+    assert "= " not in lines["retries"]
+    off = CliRunner().invoke(cli, ["config", "show", "--no-mfr", "--json"]).output
+    data = json.loads(off)
+    assert data["threads_per_slot"]["means"] == "auto: 8 (MFR off)"
+    assert "means" not in data["mfr"]

@@ -190,10 +190,14 @@ def config() -> None:
 @_settings_options
 def config_show(as_json: bool, **kw: Any) -> None:
     """Print every effective setting and where it came from."""
+    from ._auto import auto_notes
+
     resolved = _resolved(kw)
+    notes = auto_notes({k: v for k, (v, _s) in resolved.items()})
     if as_json:
-        click.echo(json.dumps({k: {"value": v, "source": s} for k, (v, s) in resolved.items()},
-                              indent=2))
+        click.echo(json.dumps({k: {"value": v, "source": s, **(
+            {"means": notes[k]} if k in notes else {})} for k, (v, s) in resolved.items()},
+            indent=2))
         return
     width = max(len(k) for k in resolved)
     for name, (value, source) in resolved.items():
@@ -202,7 +206,8 @@ def config_show(as_json: bool, **kw: Any) -> None:
             from ..broker._redis import mask_url
 
             shown = mask_url(str(value))
-        click.echo(f"{name:<{width}}  {shown!s:<24} {source}")
+        means = f"  = {notes[name]}" if name in notes else ""
+        click.echo(f"{name:<{width}}  {shown!s:<24} {source:<8}{means}".rstrip())
 
 
 @cli.command()
