@@ -181,6 +181,9 @@ def test_final_block_wording() -> None:
     kw["cancelled_by"] = "SIGTERM"
     cancel = final_block(ok=False, failures=[], stopped=[_Rec(0, 0)], missing=[5], **kw)
     assert cancel[0].startswith("CANCELLED by SIGTERM") and "FAILED" not in "".join(cancel)
+    kw["warnings"] = ["WARNING:After Effects warning: Project has missing fonts"]
+    ok = final_block(ok=True, failures=[], stopped=[], missing=[], **kw)
+    assert ok[-1] == "  warning: After Effects warning: Project has missing fonts", ok
     assert resume_command(["render", "--frames", "1-4", "--output", "a b"],
                           skip_existing=False) == (
         "stmpo render --frames 1-4 --output 'a b' --skip-existing")

@@ -60,6 +60,14 @@ def plan_lines(plan: Any, verbose: bool) -> tuple[list[str], list[str]]:
     return head, detail
 
 
+def warning_text(text: str) -> str:
+    """``WARNING:After Effects warning: X`` -> ``After Effects warning: X`` (said once)."""
+    t = text.strip()
+    while t.upper().startswith("WARNING:"):
+        t = t[len("WARNING:"):].strip()
+    return t
+
+
 def frame_spec(frames: Sequence[int]) -> str:
     return format_frames(sorted(frames)) if frames else "none"
 
@@ -129,7 +137,7 @@ def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
                    f"the {on_disk} on disk are kept and running again renders only these")
         out.append(f"  resume: {resume}")
     for w in warnings[:3]:
-        out.append(f"  warning: {w}")
+        out.append(f"  warning: {warning_text(w)}")
     if len(warnings) > 3:
         out.append(f"  (+{len(warnings) - 3} more warnings in the run log)")
     return out

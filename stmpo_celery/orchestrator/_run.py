@@ -309,7 +309,7 @@ class Run:
             text = one_line(str(ev.get("text", "")))
             if text not in self.warnings:
                 self.warnings.append(text)
-                self._say(f"WARNING (slot {ev.get('slot')}): {text}")
+                self._say(f"WARNING (slot {ev.get('slot')}): {report.warning_text(text)}")
         elif kind == "finalized":
             self.finalized = True
 
