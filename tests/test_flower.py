@@ -256,3 +256,14 @@ def test_no_linger_after_a_success(farm: Farm) -> None:
     assert try_api(port, "/healthcheck") is None
     assert out.find("Flower for run") and not out.find("Flower stays up")
     assert not farm.leftovers()
+
+
+def test_flower_settings_keep_a_bounded_history() -> None:
+    from stmpo_celery.monitor._flowerctl import TASK_COLUMNS
+    from stmpo_celery.monitor._hostsvc import FLOWER_MAX_TASKS
+    from stmpo_celery.monitor.flower_main import _configure
+
+    options = _configure({"address": "127.0.0.1", "port": 0, "max_tasks": FLOWER_MAX_TASKS,
+                          "purge_offline_s": 600, "tasks_columns": TASK_COLUMNS})
+    assert options.max_tasks == FLOWER_MAX_TASKS and options.purge_offline_workers == 600
+    assert options.tasks_columns.startswith("name,args,worker,state,result")

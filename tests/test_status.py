@@ -141,6 +141,11 @@ def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
         assert wait_for(both_listed, timeout=30, step=0.3), status_json(env)
         for p in procs:
             assert p.wait(timeout=60) == 0
+        ended = status_json(env)  # runs that ended on the host broker stay listed a while
+        for i in ids:
+            r = find_run(ended, i)
+            assert r and r["state"] == "done" and r["frames_done"] == 16, ended
+            assert r["eta_s"] is None and r["comp"] == "Main Comp" and r["ended"], r
         tasks = _host_flower_tasks(fport)
         workers = {t["worker"] for t in tasks.values() if t.get("worker")}
         for run_id in ids:  # the host Flower saw the slots of both runs

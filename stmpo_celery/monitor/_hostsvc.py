@@ -186,6 +186,10 @@ class HostService:
             said.append(f"Redis already running on {bind}:{port} (pid {redis_proc.pid})")
         broker = self.broker(port, bind)
         self._write_broker_file(broker, gid)
+        with contextlib.suppress(Exception):  # runs keep their outcome here a while
+            client = broker.client(timeout=3.0)
+            client.set(keys.HOST_SERVICE, "1")
+            client.close()
         said.append(f"broker URL in {self.dir / BROKER_FILE}")
         if flower and self.running("flower") is None:
             fp = start_flower(broker, ALL_RUNS, "stmpo", flower, auth, url_prefix, self.logs,

@@ -144,13 +144,11 @@ class RunRow:
         """On the host service's broker, keep the ended run's record a while (and prune
         the records of runs that ended more than :data:`ENDED_KEEP_S` ago)."""
         run = self.run
-        if run.client is None or run.embedded is not None or run.broker is None:
-            return
-        from ..monitor._hostsvc import read_broker_url
-
-        if read_broker_url() != run.broker.url:
+        if run.client is None or run.embedded is not None:
             return
         with contextlib.suppress(Exception):
+            if not run.client.exists(keys.HOST_SERVICE):
+                return
             now = time.time()
             old = []
             for rid, raw in run.client.hgetall(keys.ENDED).items():
