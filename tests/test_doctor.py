@@ -42,3 +42,27 @@ def test_not_enough_disk_or_ram_fails(tmp_path: Path) -> None:
                  "--min-ram-gb", "1e9")
     assert res.returncode == 3
     assert "FAIL ram:" in res.stdout and "FAIL disk:" in res.stdout
+
+
+def test_broker_check_names_the_broker_renders_will_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {"STMPO_HOST_DIR": str(tmp_path / "host")}
+    up = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "host", "up", "--port", port],
+                        capture_output=True, text=True, timeout=60,
+                        env=dict(os.environ, **env), stdin=subprocess.DEVNULL)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        res = doctor("--aerender", FAKE, "--min-ram-gb", "0.1", **env)
+        line = next(ln for ln in res.stdout.splitlines() if " broker:" in ln)
+        assert line.split()[:2] == ["ok", "broker:"] and "host service" in line and port in line
+        assert "embedded" not in line
+    finally:
+        subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "host", "down", "--force"],
+                       capture_output=True, timeout=60, env=dict(os.environ, **env))
+    res = doctor("--aerender", FAKE, "--min-ram-gb", "0.1", **env)
+    line = next(ln for ln in res.stdout.splitlines() if " broker:" in ln)
+    assert "embedded redis-server" in line, line

@@ -40,6 +40,11 @@ def test_crash_once_then_retry_renders_only_missing_frames(farm: Farm) -> None:
     assert "retrying" in res.stdout
     s = farm.load_summary()
     assert s["exit_code"] == 0 and s["chunks"][0]["attempts"] == 1
+    # the summary keeps the first attempt: its frames, its log and why it was retried
+    first = s["chunks"][0]["history"]
+    assert len(first) == 1 and first[0]["frames"] == "1-10" and first[0]["attempt"] == 0, first
+    assert first[0]["log"] and os.path.isfile(first[0]["log"]) and first[0]["reason"], first
+    assert s["chunks"][0]["frames"] == "6-10" and s["chunks"][0]["log"] != first[0]["log"]
     assert not farm.leftovers()
 
 

@@ -207,3 +207,63 @@ def test_screenshot_of_the_tasks_page_during_a_run(farm: Farm) -> None:
     proc.send_signal(signal.SIGTERM)  # seen enough: cancel the rest of the run
     assert proc.wait(timeout=30) == 143
     assert not farm.leftovers()
+
+
+def test_flower_on_a_taken_port_says_so_and_the_render_goes_on(farm: Farm) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        res = farm.run("--flower", f"127.0.0.1:{port}", frames="1-4", concurrency=1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    warn = [ln for ln in res.stdout.splitlines() if "Flower not started" in ln]
+    assert len(warn) == 1 and f"127.0.0.1:{port}: the port is in use" in warn[0], warn
+    assert "Python frame" not in res.stdout + res.stderr
+    assert not farm.leftovers()
+
+
+def test_flower_log_reason_skips_traceback_noise(tmp_path: Path) -> None:
+    from stmpo_celery.monitor._flowerctl import _log_tail
+
+    log = tmp_path / "flower.log"
+    log.write_text("INFO starting\nTraceback (most recent call last):\n  File x\n"
+                   "OSError: [Errno 98] Address already in use\n<no Python frame>\n")
+    assert _log_tail(log) == "OSError: [Errno 98] Address already in use"
+
+
+def test_flower_lingers_after_a_failure_then_goes(farm: Farm) -> None:
+    port = free_port()
+    farm.knobs.update(FAIL_FRAME="3")
+    proc, out = start_with_flower(farm, port, "--flower-linger", "4", frames="1-16")
+    assert proc.wait(timeout=60) == 1
+    out.t.join(timeout=5)
+    assert out.find("Flower stays up 4 s to inspect the failure"), out.lines[-8:]
+    # the run is over, its Flower still shows what happened
+    tasks = try_api(port, "/api/tasks") or {}
+    run_rows = [t for t in tasks.values() if t.get("name") == "stmpo.run"]
+    assert run_rows and run_rows[0]["state"] == "FAILURE", tasks
+    assert "After Effects error" in run_rows[0]["result"]
+    assert any(t["state"] == "FAILURE" for t in chunk_tasks(port))
+    assert wait_for(lambda: try_api(port, "/healthcheck") is None, timeout=10), "never left"
+    assert not farm.leftovers()
+
+
+def test_no_linger_after_a_success(farm: Farm) -> None:
+    port = free_port()
+    proc, out = start_with_flower(farm, port, "--flower-linger", "30", frames="1-8")
+    assert proc.wait(timeout=60) == 0
+    out.t.join(timeout=5)
+    assert try_api(port, "/healthcheck") is None
+    assert out.find("Flower for run") and not out.find("Flower stays up")
+    assert not farm.leftovers()
+
+
+def test_flower_settings_keep_a_bounded_history() -> None:
+    from stmpo_celery.monitor._flowerctl import TASK_COLUMNS
+    from stmpo_celery.monitor._hostsvc import FLOWER_MAX_TASKS
+    from stmpo_celery.monitor.flower_main import _configure
+
+    options = _configure({"address": "127.0.0.1", "port": 0, "max_tasks": FLOWER_MAX_TASKS,
+                          "purge_offline_s": 600, "tasks_columns": TASK_COLUMNS})
+    assert options.max_tasks == FLOWER_MAX_TASKS and options.purge_offline_workers == 600
+    assert options.tasks_columns.startswith("name,args,worker,state,result")

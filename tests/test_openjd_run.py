@@ -199,7 +199,7 @@ def test_cancel_through_the_runtime_leaves_no_process_and_no_key(session: Sessio
     out = "".join(lines) + rest
     assert proc.returncode != 0
     assert "via notify then terminate" in out  # SIGTERM first, not an immediate kill
-    assert "stmpo: FAILED: cancelled by SIGTERM" in out and "exited with code: 143" in out
+    assert "stmpo: CANCELLED by SIGTERM" in out and "exited with code: 143" in out
     assert elapsed < 15, elapsed  # well inside the 30 s notify period
     assert "Exiting Environment: Fonts" in out  # the font cleanup hook ran after the cancel
     # nothing of the run is left: no slot, no aerender, no After Effects, no key

@@ -67,13 +67,23 @@ def test_status_json_once_shows_a_live_embedded_run(farm: Farm) -> None:
     run = wait_for(rendering, timeout=30, step=0.3)
     assert run, status_json(env)
     assert run["frames"] == 36 and run["host"] == keys.host_name()
+    assert run["project"] == str(farm.project) and run["comp"] == "Main Comp"
+    assert run["state"] == "rendering" and run["frames_spec"] == "1-36"
+
+    def with_eta() -> dict[str, Any] | None:
+        r = find_run(status_json(env), run_id)
+        return r if r and r["eta_s"] is not None else None
+
+    timed = wait_for(with_eta, timeout=20, step=0.3)
+    assert timed and 0 < timed["eta_s"] < 60, timed
     assert [s["node"] for s in run["slots"]] == [keys.node_name(0, run_id),
                                                keys.node_name(1, run_id)]
     busy = next(s for s in run["slots"] if s["state"] == "rendering")
     assert busy["total"] == 6 and 0 < busy["done"] <= 6 and busy["label"].startswith("f")
     assert run["queue_length"] >= 1  # chunks not yet taken
     text = stmpo("status", "--once", env=env).stdout
-    assert f"run {run_id} on" in text and "slot0" in text and "slot1" in text
+    assert f"run {run_id} RENDERING: shot.aep / Main Comp f1-36:" in text, text
+    assert "slot0" in text and "slot1" in text
     assert proc.wait(timeout=60) == 0
     assert find_run(status_json(env), run_id) is None  # gone with the run
     assert not farm.leftovers()
@@ -131,13 +141,19 @@ def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
         assert wait_for(both_listed, timeout=30, step=0.3), status_json(env)
         for p in procs:
             assert p.wait(timeout=60) == 0
+        ended = status_json(env)  # runs that ended on the host broker stay listed a while
+        for i in ids:
+            r = find_run(ended, i)
+            assert r and r["state"] == "done" and r["frames_done"] == 16, ended
+            assert r["eta_s"] is None and r["comp"] == "Main Comp" and r["ended"], r
         tasks = _host_flower_tasks(fport)
         workers = {t["worker"] for t in tasks.values() if t.get("worker")}
         for run_id in ids:  # the host Flower saw the slots of both runs
             assert {keys.node_name(0, run_id), keys.node_name(1, run_id)} <= workers
         for t in tasks.values():  # every chunk ran on a slot of its own run
             if t.get("name") == "stmpo.render_chunk" and t.get("worker"):
-                assert t["worker"].split(".")[1].split("@")[0] in (t.get("args") or ""), t
+                assert t["worker"].split(".")[1].split("@")[0] in (t.get("kwargs") or ""), t
+                assert (t.get("args") or "").startswith("('shot.aep', 'Main Comp', '"), t
         assert sorted(a.frames_on_disk()) == sorted(b.frames_on_disk()) == list(range(1, 17))
         left = set(client.scan_iter(match="*", count=1000))
         assert not {k for k in left for i in ids if i in k}, left  # no key of either run
@@ -165,3 +181,18 @@ def test_host_flower_refuses_open_bind_without_auth(tmp_path: Path) -> None:
     res = stmpo("host", "up", "--port", str(free_port()), "--flower", "0.0.0.0:5555", env=env)
     assert res.returncode == 2 and "--flower-auth" in res.stderr
     assert not (tmp_path / "h" / "broker.url").exists()
+
+
+def test_run_state_and_dead_runs() -> None:
+    from stmpo_celery.monitor._status import run_state, what
+
+    me = keys.host_name()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert run_state({"state": "rendering", "pid": os.getpid(), "host": me}, me) == "rendering"
+    assert run_state({"state": "rendering", "pid": gone.pid, "host": me}, me) == "dead"
+    assert run_state({"state": "rendering", "pid": gone.pid, "host": "other"}, me) == "rendering"
+    assert run_state({"state": "done", "ended": 1.0, "pid": gone.pid, "host": me}, me) == "done"
+    assert run_state({"state": "failed", "ended": 1.0}, me) == "failed"
+    assert what({"project": "/p/shot.aep", "comp": "Main"}) == "shot.aep / Main"
+    assert what({"project": "/p/shot.aep", "rqindex": 2}) == "shot.aep / render queue item 2"

@@ -53,7 +53,10 @@ def make_app(broker: BrokerUrl, run_id: str, queue: str) -> Celery:
         result_extended=True,
         # Flower and `stmpo status` see what runs where.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        # No task-sent events (from the orchestrator, nor from a slot that sends the
+        # chord body or a retry): Flower would list every message as a PENDING row,
+        # spares that never run and the chord body included. A slot shows what it runs.
+        task_send_sent_event=False,
         task_track_started=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,

@@ -119,6 +119,7 @@ class ChunkOutcome(Event):
     reason: str | None = None
     tail: list[str] = field(default_factory=list)  #: last aerender lines of a failure
     retryable: bool = False
+    stopped: bool = False  #: stopped by the run's own stop (fail-fast, cancel): not a cause
 
     def becomes(self, cls: type[_O], **extra: Any) -> _O:
         """This outcome published as ``cls`` (done, retry or failed), with ``extra`` fields."""
@@ -202,7 +203,8 @@ def publish(client: redis.Redis, run_id: str, event: Event) -> None:
 
 
 def registry_entry(run_id: str, host: str, queue: str, frames: int, slots: int,
-                   log_dir: str) -> str:
-    """The host registry's record of a live run (read by ``stmpo status``)."""
+                   log_dir: str, **extra: Any) -> str:
+    """The host registry's record of a live run (read by ``stmpo status``); ``extra``:
+    project, comp, pid, state, frames_done, eta_s (see ``orchestrator._flowerrun``)."""
     return json.dumps({"run": run_id, "host": host, "queue": queue, "frames": frames,
-                       "slots": slots, "log_dir": log_dir, "started": time.time()})
+                       "slots": slots, "log_dir": log_dir, "started": time.time(), **extra})

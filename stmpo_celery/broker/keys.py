@@ -55,6 +55,12 @@ class Sched(str, Enum):
     """JSON list of the frames the chunk's next attempt renders."""
     ATTEMPTS = "attempts"
     """Retries of the chunk used so far."""
+REGISTRY = "stmpo:runs"
+#: Hash: run id -> the JSON record of a run that ended, kept a while for ``stmpo status``
+#: (only on the host service's broker; each run prunes records older than an hour)
+ENDED = "stmpo:ended"
+#: Set by ``stmpo host up`` in its own Redis: a run on it keeps its record in ENDED
+HOST_SERVICE = "stmpo:host-service"
 
 
 def host_name() -> str:

@@ -41,7 +41,8 @@ _SESSION_HELP = ("Session id (default: $STMPO_FONTS_SESSION, $DEADLINE_SESSION_I
 
 
 @fonts_group.command("install")
-@click.option("--from", "source", help="Folder of fonts attached to the job (empty: none).")
+@click.option("--from", "source", help="Folder of fonts attached to the job [default: none: "
+                                           "install nothing].")
 @click.option("--session", help=_SESSION_HELP)
 def install(source: str | None, session: str | None) -> None:
     """Install the fonts in --from for this session (nothing to do when none are attached)."""
@@ -107,7 +108,8 @@ def remove(session: str | None) -> None:
 
 
 @fonts_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output [default: one line per font].")
 def list_fonts(as_json: bool) -> None:
     """Show the fonts stmpo installed on this host and the sessions holding them."""
     pl = places()

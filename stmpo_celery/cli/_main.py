@@ -41,6 +41,7 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
         continue_on_missing_footage=bool(kw.get("continue_on_missing_footage")),
         verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
         flower=kw.get("flower"), flower_url_prefix=kw.get("flower_url_prefix"),
+        flower_linger=float(kw.get("flower_linger") or 0.0),
         **values,
     )
 
@@ -81,6 +82,9 @@ def cli() -> None:
 @click.option("--continue-on-missing-footage", is_flag=True, default=False)
 @click.option("--flower", help="Start Flower for this run on [HOST:]PORT.")
 @click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
+@click.option("--flower-linger", type=float, default=0.0, show_default=True,
+              help="Keep the run's Flower up this many seconds after a failure, to inspect "
+                   "it (it serves what it saw; the run itself is over).")
 @click.option("--progress", type=click.Choice(["auto", "bar", "openjd"]), default="auto",
               help="Progress as a bar (terminal) or OpenJD directives; auto picks by TTY.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo aerender lines under the bar too.")
@@ -168,8 +172,10 @@ def config() -> None:
 def config_show(as_json: bool, **kw: Any) -> None:
     """Print every effective setting and where it came from."""
     from ..broker import mask_url
+    from ._auto import auto_notes
 
     resolved = _resolved(kw)
+    notes = auto_notes({k: v for k, (v, _s) in resolved.items()})
 
     def safe(name: str, value: Any) -> Any:
         if SETTINGS[name].secret and value:
@@ -177,21 +183,24 @@ def config_show(as_json: bool, **kw: Any) -> None:
         return mask_url(str(value)) if name == "broker" and value else value
 
     if as_json:
-        click.echo(json.dumps({k: {"value": safe(k, v), "source": s}
-                               for k, (v, s) in resolved.items()}, indent=2))
+        click.echo(json.dumps({k: {"value": safe(k, v), "source": s, **(
+            {"means": notes[k]} if k in notes else {})} for k, (v, s) in resolved.items()},
+            indent=2))
         return
     rows = [(name, SETTINGS[name].shown(safe(name, value)), source)
             for name, (value, source) in resolved.items()]
     width, vwidth = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     for name, shown, source in rows:
-        click.echo(f"{name:<{width}}  {shown:<{vwidth}}  {source}")
+        means = f"  = {notes[name]}" if name in notes else ""
+        click.echo(f"{name:<{width}}  {shown:<{vwidth}}  {source:<8}{means}".rstrip())
 
 
 @cli.command()
 @click.option("--dir", "directory", default="demo", show_default=True,
               help="Where the demo project, frames and logs go.")
-@click.option("--frames", default="1-240", show_default=True)
-@click.option("--concurrency", type=int, default=4, show_default=True)
+@click.option("--frames", default="1-240", show_default=True, help="Frames to render.")
+@click.option("--concurrency", type=int, default=4, show_default=True,
+              help="Slots (simulated aerender processes).")
 @click.option("--frame-cost", type=FINITE, default=0.04, show_default=True,
               help="Simulated seconds per frame.")
 @click.option("--startup", type=FINITE, default=1.0, show_default=True,
@@ -218,12 +227,18 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
 
 
 @cli.command()
-@click.option("--aerender", "--aerender_path", "aerender", help="aerender to check.")
-@click.option("--broker", help="Redis URL to check (default $STMPO_BROKER_URL or embedded).")
-@click.option("--output-dir", help="Where frames will be written (disk space check).")
-@click.option("--min-ram-gb", type=FINITE, default=4.0, show_default=True)
-@click.option("--min-disk-gb", type=FINITE, default=1.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--aerender", "--aerender_path", "aerender",
+              help="aerender to check [default: $AERENDER_PATH, PATH, standard locations].")
+@click.option("--broker", help="Redis URL to check [default: $STMPO_BROKER_URL, else the host "
+                               "service, else an embedded Redis].")
+@click.option("--output-dir", help="Where frames will be written, for the disk space check "
+                                   "[default: no disk check].")
+@click.option("--min-ram-gb", type=FINITE, default=4.0, show_default=True,
+              help="Available RAM below this fails the check (GB).")
+@click.option("--min-disk-gb", type=FINITE, default=1.0, show_default=True,
+              help="Free space in --output-dir below this fails the check (GB).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output [default: one line per check].")
 def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
            min_ram_gb: float, min_disk_gb: float, as_json: bool) -> None:
     """Check this host for a render; exit 3 when a check fails."""
@@ -260,6 +275,9 @@ def _register_commands() -> None:
     cli.add_command(host_group, "host")
     from ._farm import register_farm
     register_farm(cli)
+    from ._help import add_examples
+
+    add_examples(cli)
 
 
 _register_commands()

@@ -17,15 +17,18 @@ from ._finite import FINITE
 
 
 @click.command("status")
-@click.option("--broker", help="Redis URL (default: $STMPO_BROKER_URL, else the host service "
-                               "and this user's embedded runs).")
+@click.option("--broker", help="Redis URL [default: $STMPO_BROKER_URL, else the host service "
+                               "and this user's embedded runs].")
 @click.option("--json", "as_json", is_flag=True,
-              help="Machine-readable: one JSON document (with --once) or one per line.")
-@click.option("--once", is_flag=True, help="Print once and exit instead of refreshing.")
+              help="Machine-readable: one JSON document (with --once) or one per line "
+                   "[default: text].")
+@click.option("--once", is_flag=True,
+              help="Print once and exit [default: refresh until Ctrl-C].")
 @click.option("--interval", type=FINITE, default=1.0, show_default=True,
               help="Seconds between refreshes.")
 def status_command(broker: str | None, as_json: bool, once: bool, interval: float) -> None:
-    """Show the runs on this host: per slot, its chunk, frames done, frames/s and ETA."""
+    """Show the runs on this host: project, comp, state (rendering, failed, cancelled, done,
+    dead), frames done and ETA per run; per slot its chunk, frames done, frames/s and ETA."""
     from ..broker import parse_broker_url
     from ..errors import BadInput
     from ..monitor import render_text, snapshot, sources
@@ -62,16 +65,22 @@ def host_group() -> None:
 
 
 @host_group.command("up")
-@click.option("--port", type=int, default=None, help="Redis TCP port [default: 6389].")
+@click.option("--port", type=int, default=None,
+              help="Redis TCP port [default: 6389].")
 @click.option("--bind", default="127.0.0.1", show_default=True,
               help="Address Redis listens on (it always requires its password).")
-@click.option("--flower", help="Also start a Flower watching every run, on [HOST:]PORT.")
+@click.option("--flower", help="Also start a Flower watching every run, on [HOST:]PORT "
+                               "[default: no Flower].")
 @click.option("--flower-auth", envvar="STMPO_FLOWER_AUTH",
-              help="user:pass for Flower (required off loopback; or $STMPO_FLOWER_AUTH).")
-@click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
-@click.option("--group", help="Let this group read the broker URL file (0640).")
+              help="user:pass for Flower, required off loopback [default: $STMPO_FLOWER_AUTH, "
+                   "else none].")
+@click.option("--flower-url-prefix",
+              help="URL prefix for Flower behind a reverse proxy [default: none, Flower at /].")
+@click.option("--group", help="Let this group read the broker URL file (0640) "
+                              "[default: owner only, 0600].")
 @click.option("--foreground", is_flag=True,
-              help="Stay in the foreground and stop both on SIGTERM (for systemd).")
+              help="Stay in the foreground and stop both on SIGTERM, for systemd "
+                   "[default: detach].")
 def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | None,
             flower_url_prefix: str | None, group: str | None, foreground: bool) -> None:
     """Start the host's Redis (password, persisted config) and optionally its Flower."""
@@ -88,7 +97,8 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
 
 
 @host_group.command("down")
-@click.option("--force", is_flag=True, help="Stop even while runs still use the broker.")
+@click.option("--force", is_flag=True,
+              help="Stop even while runs still use the broker [default: refuse].")
 def host_down(force: bool) -> None:
     """Stop the host's Flower and Redis."""
     from ..monitor import HostService, host_dir
@@ -98,7 +108,8 @@ def host_down(force: bool) -> None:
 
 
 @host_group.command("info")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output [default: one line per field].")
 def host_info(as_json: bool) -> None:
     """Where the host service lives and whether it runs."""
     from ..monitor import HostService, host_dir

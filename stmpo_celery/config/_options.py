@@ -43,5 +43,6 @@ class RenderOptions:
     flower: str | None = None
     flower_auth: str | None = None
     flower_url_prefix: str | None = None
+    flower_linger: float = 0.0  #: seconds the run's Flower stays up after a failure
     verbose: bool = False
     progress: str = "auto"  #: auto | bar | openjd

@@ -66,6 +66,10 @@ FAILURE_FLUSH_WAIT_S: Final = 2.0  #: a failing chunk waits this long for its ev
 SLOT_SILENT_AFTER_S: Final = 15.0  #: ``stmpo status`` calls a slot this long without a beat silent
 HOST_REDIS_PORT: Final = 6389  #: the host service's Redis: beside a system Redis on 6379
 HOST_FLOWER_PURGE_OFFLINE_S: Final = 600  #: the host Flower forgets ended runs' slots after this
+#: the host Flower keeps this many task rows in memory, the oldest go first: about 100
+#: runs of 20 chunks (each run is its chunks plus one ``stmpo.run`` row)
+HOST_FLOWER_MAX_TASKS: Final = 2000
+ENDED_RUN_SHOWN_S: Final = 3600.0  #: ``stmpo status`` lists a run that ended this long (host Redis)
 
 # --- farm (stmpo farm) ------------------------------------------------------------------
 FARM_URL_ENV: Final = "STMPO_FARM_URL"  #: the farm Redis (else the host service's Redis)

@@ -55,23 +55,33 @@ def check_aerender(explicit: str | None) -> Check:
 
 
 def check_broker(url: str | None) -> Check:
-    url = url or os.environ.get(defaults.BROKER_ENV)
+    """The broker a render started now would use, found the way ``stmpo render`` finds it:
+    ``--broker``, ``$STMPO_BROKER_URL``, the host service (if it answers), else embedded."""
+    from ._hostsvc import read_broker_url
+
+    origin = "--broker" if url else None
+    if not url and os.environ.get(defaults.BROKER_ENV):
+        url, origin = os.environ[defaults.BROKER_ENV], f"${defaults.BROKER_ENV}"
     if url:
         try:
             broker = parse_broker_url(url)
             check_reachable(broker)
         except StmpoError as exc:
             return Check("broker", False, exc.message)
-        return Check("broker", True, f"{mask_url(url)} answers")
-    service = discover_broker()
-    if service:
-        return Check("broker", True, f"the host service's Redis answers ({mask_url(service)})")
+        return Check("broker", True, f"{mask_url(url)} ({origin}) answers")
+    hosted = discover_broker()
+    if hosted:
+        return Check("broker", True, f"the host service's Redis {mask_url(hosted)} answers; "
+                     "renders on this host use it (stmpo host up)")
     server = find_redis_server()
+    silent = (" (the host service's broker file exists but its Redis does not answer)"
+              if read_broker_url() else "")
     if server is None:
-        return Check("broker", False, no_redis_server_problem().message)
+        return Check("broker", False, no_redis_server_problem().message + silent)
     where = ("a private unix socket" if unix_socket_broker()
              else "127.0.0.1 (loopback TCP, random password)")
-    return Check("broker", True, f"will start {server} per run on {where}")
+    return Check("broker", True, f"renders use an embedded {server}, one per run, on "
+                 f"{where}{silent}")
 
 
 def check_pinning() -> Check:

@@ -42,8 +42,9 @@ RUN_ID_LEN = 8  #: ``secrets.token_hex(4)``: every run id has this many characte
 #: name, which is right because every real prefix has the same length.
 ALL_RUNS = "?" * RUN_ID_LEN
 START_TIMEOUT_S = 20.0
-#: Flower's tasks table: slot, state and the progress line first; sorted by "received"
-TASK_COLUMNS = "worker,state,result,runtime,received,name,uuid"
+#: Flower's tasks table: what renders (project, comp, frames), where, its state and the
+#: progress line (ETA first, so a narrow window does not cut it); sorted by "received"
+TASK_COLUMNS = "name,args,worker,state,result,runtime,received,uuid"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
 
 
@@ -150,16 +151,36 @@ def _read_line(stream: Any, timeout: float) -> bytes:
 
 
 def _log_tail(path: Path) -> str:
+    """The line of Flower's log that says why it stopped (not a traceback's last frame)."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()
+                 if ln.strip() and "<no Python frame>" not in ln]
     except OSError:
         return ""
-    return lines[-1].strip() if lines else ""
+    for ln in reversed(lines):
+        if "Error" in ln or "error:" in ln.lower() or "Exception" in ln:
+            return ln
+    return lines[-1] if lines else ""
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (checked before Flower starts)."""
+    if port == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        probe = "127.0.0.1" if host == "0.0.0.0" else "::1" if host == "::" else host
+        try:
+            return s.connect_ex((probe, port)) == 0
+        except OSError:
+            return False
 
 
 def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: str | None,
                  url_prefix: str | None, log_dir: Path, *, detach: bool = False,
-                 purge_offline_s: int | None = None) -> FlowerProcess:
+                 purge_offline_s: int | None = None,
+                 max_tasks: int | None = None, pdeathsig: bool = True) -> FlowerProcess:
     """Start Flower for ``run_id`` (or :data:`ALL_RUNS`); return once it serves and listens.
 
     Raises :class:`BadInput` for an unsafe bind and :class:`EnvironmentProblem` when
@@ -168,6 +189,9 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
     check_bind(bind, auth, url_prefix)
     host, port = parse_bind(bind)
     prefix = check_url_prefix(url_prefix)
+    if port_in_use(host, port):
+        raise EnvironmentProblem(f"Flower cannot listen on {host}:{port}: the port is in use "
+                                 f"by another program; pick a free one (--flower {host}:PORT)")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "flower.log"
     config = {
@@ -175,6 +199,7 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
         "port": port, "auth": auth, "url_prefix": prefix, "detach": detach,
         "unauthenticated_api": auth is None and is_loopback(host),
         "purge_offline_s": purge_offline_s, "tasks_columns": TASK_COLUMNS,
+        "max_tasks": max_tasks,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     err = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -182,7 +207,8 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
         proc = subprocess.Popen(
             [sys.executable, "-m", "stmpo_celery.monitor.flower_main"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
-            close_fds=True, **child_kwargs(die_with_parent=not detach, detach=detach),
+            close_fds=True,
+            **child_kwargs(die_with_parent=pdeathsig and not detach, detach=detach),
         )
     finally:
         os.close(err)
@@ -216,10 +242,31 @@ def start_for_run(o: RenderOptions, broker: BrokerUrl, run_id: str, queue: str,
     if not o.flower:
         return None
     try:
+        # a Flower that may linger must outlive us: it ends by its stdin, not PDEATHSIG
         fp = start_flower(broker, run_id, queue, o.flower, o.flower_auth,
-                          o.flower_url_prefix, log_dir)
+                          o.flower_url_prefix, log_dir, pdeathsig=o.flower_linger <= 0)
     except StmpoError as exc:
         say(f"WARNING: Flower not started, rendering without it: {exc.message}")
         return None
     say(f"Flower for run {run_id}: {fp.url}" + (" (basic auth)" if o.flower_auth else ""))
     return fp
+
+
+def end_for_run(fp: FlowerProcess, linger_s: float, say: Callable[[str], None]) -> None:
+    """The run ends: stop its Flower now, or (after a failure, with ``--flower-linger``) let
+    it serve what it saw for ``linger_s`` more seconds, then exit by itself."""
+    if linger_s <= 0 or not fp.alive():
+        fp.stop()
+        return
+    try:
+        assert fp.proc.stdin is not None
+        fp.proc.stdin.write(json.dumps({"linger": linger_s}).encode() + b"\n")
+        fp.proc.stdin.close()
+    except (OSError, AssertionError):
+        fp.stop()
+        return
+    with contextlib.suppress(OSError):
+        if fp.proc.stdout is not None:
+            fp.proc.stdout.close()
+    say(f"Flower stays up {linger_s:g} s to inspect the failure: {fp.url} "
+        f"(pid {fp.proc.pid})")

@@ -181,11 +181,16 @@ class HostService:
             said.append(f"Redis already running on {bind}:{port} (pid {redis_proc.pid})")
         broker = self.broker(port, bind)
         self._write_broker_file(broker, gid)
+        with contextlib.suppress(Exception):  # runs keep their outcome here a while
+            client = broker.client(timeout=3.0)
+            client.set(keys.HOST_SERVICE, "1")
+            client.close()
         said.append(f"broker URL in {self.dir / BROKER_FILE}")
         if flower and self.running("flower") is None:
             fp = start_flower(broker, ALL_RUNS, "stmpo", flower, auth, url_prefix, self.logs,
                               detach=not foreground,
-                              purge_offline_s=defaults.HOST_FLOWER_PURGE_OFFLINE_S)
+                              purge_offline_s=defaults.HOST_FLOWER_PURGE_OFFLINE_S,
+                              max_tasks=defaults.HOST_FLOWER_MAX_TASKS)
             self.pidfile("flower").write_text(f"{fp.proc.pid}\n")
             (self.dir / "flower.json").write_text(json.dumps({"url": fp.url}))
             said.append(f"Flower for every run on this host: {fp.url}")

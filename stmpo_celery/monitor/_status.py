@@ -13,18 +13,43 @@ and a ``frames_done`` counter.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 
 from ..broker import BrokerUrl, keys, mask_url
 from ..broker._liveness import delete_run, judge
 from ..config import defaults
 from ..text import duration
+
+STATES = ("rendering", "failed", "cancelled", "done", "dead")
+
+
+def run_state(entry: dict[str, Any], this_host: str) -> str:
+    """rendering | failed | cancelled | done (from the run's own record) or dead: the
+    record says rendering but its orchestrator (on this host) is gone."""
+    state = str(entry.get("state") or "rendering")
+    pid = entry.get("pid")
+    if state in ("rendering", "failed", "cancelled") and not entry.get("ended") and (
+            isinstance(pid, int) and entry.get("host") == this_host
+            and not psutil.pid_exists(pid)):
+        return "dead"
+    return state if state in STATES else "rendering"
+
+
+def what(entry: dict[str, Any]) -> str:
+    """``shot.aep / Main Comp`` (or ``render queue item 2``)."""
+    project = os.path.basename(str(entry.get("project") or "?"))
+    comp = entry.get("comp")
+    if comp is None and entry.get("rqindex") is not None:
+        comp = f"render queue item {entry['rqindex']}"
+    return f"{project} / {comp}" if comp is not None else project
 
 
 @dataclass(frozen=True)
@@ -88,18 +113,29 @@ def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
         slots.append(rec)
     slots.sort(key=lambda r: int(r.get("slot", 0)))
     frames = int(entry.get("frames", 0))
-    done = min(int(state.get(keys.FRAMES_DONE_FIELD, 0) or 0), frames) if frames else int(
-        state.get(keys.FRAMES_DONE_FIELD, 0) or 0)
+    done = max(int(state.get(keys.FRAMES_DONE_FIELD, 0) or 0), int(entry.get("frames_done") or 0))
+    done = min(done, frames) if frames else done
     fps = sum(_num(s.get("fps")) or 0.0 for s in slots if s.get("state") == "rendering")
     started = _num(entry.get("started"))
+    ended = _num(entry.get("ended"))
+    status = run_state(entry, keys.host_name())
+    eta = _num(entry.get("eta_s"))  # the orchestrator's, from the recent rate
+    if eta is None and fps and frames:
+        eta = (frames - done) / fps
     return {
         "run": run, "host": entry.get("host"), "queue": entry.get("queue"),
+        "project": entry.get("project"), "comp": entry.get("comp"),
+        "rqindex": entry.get("rqindex"), "what": what(entry),
+        "frames_spec": entry.get("frames_spec"), "state": status,
         "broker": origin, "frames": frames, "frames_done": done,
         "percent": round(100.0 * done / frames, 1) if frames else None,
         "slots_planned": entry.get("slots"), "queue_length": int(queued),
         "fps": round(fps, 3) if fps else None,
-        "eta_s": round((frames - done) / fps, 1) if fps and frames else None,
-        "started": started, "elapsed_s": round(now - started, 1) if started else None,
+        "eta_s": round(eta, 1) if eta is not None and status == "rendering" else None,
+        "started": started, "ended": ended,
+        "elapsed_s": round((ended or now) - started, 1) if started else None,
+        "reason": entry.get("reason"), "log": entry.get("log"),
+        "missing_spec": entry.get("missing_spec"),
         "log_dir": entry.get("log_dir"), "slots": slots,
     }
 
@@ -126,11 +162,23 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                 seen.add(run_id)
                 run = read_run(client, entry, src.origin, now)
                 verdict = judge(entry, keys.host_name(), now)
-                run["state"] = "dead" if verdict.dead else "rendering"
                 if verdict.dead:  # shown once, as dead; its keys go now
+                    run["state"] = "dead"
                     run["dead_because"] = verdict.why
                     delete_run(client, run_id)
                 runs.append(run)
+            if src.only_run is None:  # runs that ended on a shared broker, for a while
+                for key, raw in sorted(client.hgetall(keys.ENDED).items()):
+                    if str(key) in seen:
+                        continue
+                    try:
+                        entry = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if now - float(entry.get("ended") or 0) > defaults.ENDED_RUN_SHOWN_S:
+                        continue
+                    seen.add(str(key))
+                    runs.append(read_run(client, entry, src.origin, now))
         except (redis.RedisError, OSError) as exc:
             if src.only_run is None:  # an embedded run that just ended is no problem
                 problems.append(f"{mask_url(src.broker.url)} ({src.origin}): "
@@ -168,11 +216,20 @@ def render_text(snap: dict[str, Any]) -> str:
                          f"its keys were removed  [{r['broker']}]")
             continue
         pct = f" ({r['percent']:.0f}%)" if r.get("percent") is not None else ""
-        fps = f", {r['fps']:.2f} f/s, ETA {duration(r['eta_s'])}" if r.get("fps") else ""
+        eta = f", ETA {duration(r['eta_s'])}" if r.get("eta_s") is not None else ""
+        fps = f", {r['fps']:.2f} f/s" if r.get("fps") else ""
+        state = str(r.get("state", "rendering")).upper()
+        frames = f" f{r['frames_spec']}" if r.get("frames_spec") else ""
         lines.append(
-            f"run {r['run']} on {r['host']}: {r['frames_done']}/{r['frames']} frames{pct}"
-            f"{fps}, queue {r['queue_length']}, running "
-            f"{duration(r.get('elapsed_s'))}  [{r['broker']}]")
-        lines.extend(_slot_line(s) for s in r["slots"])
+            f"run {r['run']} {state}: {r.get('what')}{frames}: "
+            f"{r['frames_done']}/{r['frames']} frames{pct}{eta}{fps}, "
+            f"{'took' if r.get('ended') else 'running'} {duration(r.get('elapsed_s'))}"
+            f"  [{r['host']}, {r['broker']}]")
+        if r.get("state") in ("failed", "cancelled", "dead") and (r.get("reason") or r.get(
+                "log")):
+            lines.append(f"  {r.get('reason') or ''}" + (f"  log: {r['log']}" if r.get(
+                "log") else ""))
+        if r.get("state") == "rendering":
+            lines.extend(_slot_line(s) for s in r["slots"])
     lines.extend(f"warning: cannot read {p}" for p in snap["problems"])
     return "\n".join(lines)

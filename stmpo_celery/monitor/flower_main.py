@@ -23,12 +23,21 @@ PROBE_TIMEOUT_S = 5.0
 
 
 def _watch_parent() -> None:
+    """Exit when stdin reaches EOF (the orchestrator is gone), unless the orchestrator
+    said ``{"linger": S}`` first (``--flower-linger`` after a failure): then in S s."""
+
     def watch() -> None:
+        linger = 0.0
         try:
-            while sys.stdin.buffer.read(4096):
-                pass
+            for line in sys.stdin.buffer:
+                try:
+                    linger = float(json.loads(line).get("linger") or 0.0)
+                except (ValueError, AttributeError, TypeError):
+                    pass
         except OSError:
             pass
+        if linger > 0:
+            time.sleep(linger)
         os._exit(0)
 
     threading.Thread(target=watch, name="stmpo-flower-parent", daemon=True).start()
@@ -45,6 +54,8 @@ def _configure(cfg: dict[str, Any]) -> Any:
     options.enable_events = False  # slots always send events; no broadcast every 5 s
     options.tasks_columns = cfg.get("tasks_columns") or options.tasks_columns
     options.purge_offline_workers = cfg.get("purge_offline_s")
+    if cfg.get("max_tasks"):  # the oldest tasks (old runs' rows) leave Flower's memory
+        options.max_tasks = int(cfg["max_tasks"])
     options.inspect_timeout = 500.0
     if cfg.get("unauthenticated_api"):
         os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"

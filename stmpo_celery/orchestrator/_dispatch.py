@@ -42,18 +42,33 @@ class RunQueue:
         with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
             conn.default_channel.queue_purge(self.queue)
 
-    def announce_revoked(self, task_ids: Iterable[str]) -> None:
-        """Tell Flower that these chunks (queued or rendering) ended with the run."""
-        ids = list(task_ids)
-        if not ids:
+    def announce_revoked(self, stopped: Iterable[tuple[str, int, str]]) -> None:
+        """Tell Flower that these chunks (``(task id, slot, text)``, each one that ran on a
+        slot) were stopped: REVOKED with the reason, on the slot that ran it."""
+        from ..slot._monitor import revoke_events
+
+        items = list(stopped)
+        if not items:
             return
         with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
-            dispatcher = self.app.events.Dispatcher(
-                conn, hostname=f"orchestrator.{self.run_id}@{self.host}", enabled=True)
-            for task_id in ids:
-                dispatcher.send("task-revoked", uuid=task_id, terminated=True,
-                                signum="SIGKILL", expired=False, retry=False)
-            dispatcher.close()
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+            for task_id, slot, text in items:
+                dispatcher = self.app.events.Dispatcher(
+                    conn, hostname=keys.node_name(slot, self.run_id, self.host), enabled=True)
+                for kind, fields in revoke_events(task_id, text):
+                    dispatcher.send(kind, retry=False, **fields)
+                dispatcher.close()
+
+    def announce_offline(self, slots: Iterable[int], others: Iterable[str] = ()) -> None:
+        """The run ended: its slots (and pseudo-workers such as the orchestrator's) go
+        offline in Flower now, not after their heartbeats expire."""
+        names = [keys.node_name(k, self.run_id, self.host) for k in slots] + list(others)
+        with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+            for name in names:
+                dispatcher = self.app.events.Dispatcher(conn, hostname=name, enabled=True)
+                dispatcher.send("worker-offline", retry=False)
+                dispatcher.close()
 
 
 def delete_run_keys(client: redis.Redis, run_id: str) -> None:

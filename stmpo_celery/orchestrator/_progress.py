@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
 
 from ..text import duration
 from ._funnel import LogFunnel
 
+RATE_WINDOW_S = 15.0  #: the bar's frames/s and ETA come from this much recent history
+
 
 class Progress:
     """Counts rendered frames; prints ``openjd_progress``/``openjd_status`` per frame, or
-    redraws one bar line with frames/s and ETA when stdout is a terminal."""
+    redraws one bar line when stdout is a terminal: frames, elapsed time, the recent
+    frames/s, an ETA from that recent rate (not from the start, which includes the
+    launch of After Effects) and each slot's frames (``s0 3/10``)."""
 
     def __init__(self, funnel: LogFunnel, total: int, tty: bool, width: int = 30) -> None:
         self.funnel = funnel
@@ -21,22 +29,57 @@ class Progress:
         self.t0 = time.monotonic()
         self._shown = False
         self._last_draw = 0.0
+        self._samples: deque[tuple[float, int]] = deque()
+        self.slots: dict[int, str] = {}
         if tty:
             funnel.on_clear = self._clear
 
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.t0
-        return self.done / elapsed if elapsed > 0 else 0.0
+    def rate(self, now: float | None = None) -> float:
+        """Frames/s over the last :data:`RATE_WINDOW_S` (from the first frame on)."""
+        now = time.monotonic() if now is None else now
+        if len(self._samples) < 2:
+            return 0.0
+        t_a, d_a = self._samples[0]
+        t_b, d_b = self._samples[-1]
+        span = max(now, t_b) - t_a
+        if span <= 0 or d_b <= d_a:
+            return 0.0
+        return (d_b - d_a) / span
 
-    def eta(self) -> float | None:
-        r = self.rate()
+    def eta(self, now: float | None = None) -> float | None:
+        r = self.rate(now)
         return (self.total - self.done) / r if r > 0 else None
+
+    def _sample(self, now: float) -> None:
+        if not self._samples:
+            # the first frame starts the clock: launch time is not a rate
+            self._samples.append((now, self.done))
+            return
+        self._samples.append((now, self.done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW_S:
+            self._samples.popleft()
+
+    def track(self, chunks: Iterable[Any]) -> None:
+        """Per-slot frames from the run's chunk records (``slot``, ``status``,
+        ``frames_done``, ``start``, ``end``, ``frames``)."""
+        slots: dict[int, str] = {}
+        for c in chunks:
+            if c.slot is None or c.status != "running":
+                continue
+            total = _count(c.frames) or max(0, c.end - c.start + 1)
+            slots[int(c.slot)] = (f"{c.frames_done}/{total}" if c.frames_done
+                                  else "launch")
+        if slots != self.slots:
+            self.slots = slots
+            if self.tty:
+                self.draw()
 
     def set_done(self, done: int) -> None:
         done = min(done, self.total)
         if done == self.done:
             return
         self.done = done
+        self._sample(time.monotonic())
         pct = 100.0 * done / self.total if self.total else 100.0
         if self.tty:
             self.draw()
@@ -53,14 +96,23 @@ class Progress:
         if not force and now - self._last_draw < 0.1 and self.done < self.total:
             return
         self._last_draw = now
+        self.funnel.raw("\r" + self.text(now) + "\x1b[K")
+        self._shown = True
+
+    def text(self, now: float | None = None, columns: int | None = None) -> str:
+        now = time.monotonic() if now is None else now
         frac = self.done / self.total if self.total else 1.0
         filled = int(self.width * frac)
-        eta = self.eta()
+        eta = self.eta(now)
+        rate = self.rate(now)
         bar = "#" * filled + "." * (self.width - filled)
-        text = (f"\r[{bar}] {self.done}/{self.total} frames  {self.rate():.2f} fps  "
+        text = (f"[{bar}] {self.done}/{self.total}  {duration(now - self.t0)} elapsed  "
+                f"{f'{rate:.2f} f/s' if rate else '-- f/s'}  "
                 f"ETA {duration(eta) if eta is not None else '--'}")
-        self.funnel.raw(text)
-        self._shown = True
+        if self.slots:
+            text += "  |" + "".join(f" s{k} {v}" for k, v in sorted(self.slots.items()))
+        cols = columns or shutil.get_terminal_size((120, 24)).columns
+        return text if len(text) < cols else text[:max(10, cols - 2)] + "~"
 
     def _clear(self) -> None:
         # called with the funnel lock held: write directly
@@ -73,3 +125,14 @@ class Progress:
             self.draw(force=True)
             self.funnel.raw("\n")
             self._shown = False
+
+
+def _count(spec: str) -> int:
+    if not spec:
+        return 0
+    from ..plan._frames import parse_frames
+
+    try:
+        return len(parse_frames(spec))
+    except Exception:  # noqa: BLE001 - a label only
+        return 0

@@ -37,16 +37,19 @@ from ..errors import ExitCode
 from ..host import HostPlan
 from ..host._platform import become_subreaper, cancel_signals
 from ..monitor import FlowerProcess, start_flower_for_run
+from ..monitor._flowerctl import end_for_run as end_flower_for_run
 from ..plan import parse_frames
 from ..slot import RunSpec, close_range, next_attempt, register_plan, set_retry, spare_tasks
 from ..slot import _ledger as ledger
+from . import _report as report
 from ._dispatch import RunQueue, delete_run_keys
+from ._flowerrun import RunRow
 from ._funnel import LogFunnel, one_line
 from ._logdir import open_private, run_log_dir
 from ._pool import Slot, SlotPool
 from ._progress import Progress
 from ._stopping import BrokerWatch, bounded, force_exit
-from ._summary import ChunkRecord, ChunkStatus, final_line, write_summary
+from ._summary import ChunkRecord, ChunkStatus, write_summary
 from ._validate import Prepared
 
 SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
@@ -95,6 +98,7 @@ class Run:
         self.flower: FlowerProcess | None = None
         self.watch = BrokerWatch()
         self.entry = ""
+        self.row: RunRow | None = None  #: the run's row in Flower
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
@@ -110,8 +114,11 @@ class Run:
                       f"{len(self.prep.to_render)} to render; logs in {self.log_dir}")
             for note in self.prep.notes:
                 self._say(note)
-            for line in self.plan.lines():
+            shown, logged = report.plan_lines(self.plan, self.o.verbose)
+            for line in shown:
                 self._say(line)
+            for line in logged:
+                self.funnel.line(f"stmpo: {one_line(line)}", echo=False)
             if self.prep.to_render:
                 self._start()
                 self._follow()
@@ -197,7 +204,7 @@ class Run:
                 self._say(f"removed the keys of dead run {run_id} ({why})")
         self.entry = heartbeat(self.client, self.run_id, owned_entry(events.registry_entry(
             self.run_id, self.host, self.queue, len(self.prep.to_render), len(self.plan.blocks),
-            str(self.log_dir))))
+            str(self.log_dir), **RunRow.registry_extra(self))))
         n_tasks = len(self.plan.chunks)
         if self.plan.schedule == "adaptive":
             register_plan(self.client, self.run_id, self.plan.chunks)
@@ -207,6 +214,8 @@ class Run:
             self.chunks[i] = ChunkRecord(index=i, start=s, end=e)
         self._enqueue(n_tasks)
         self.entry = heartbeat(self.client, self.run_id, self.entry)  # the chord's keys too
+        self.row = RunRow(self)
+        self.row.start()
         self.progress_status("Rendering")
 
     def _target(self) -> RenderTarget:
@@ -247,6 +256,7 @@ class Run:
                         ev = events.decode(msg.get("data"))
                         if ev is not None:
                             self._on_event(ev)
+                            self._observe(ev)
                     msg = self.pubsub.get_message(timeout=0)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 if self.embedded is not None or self.watch.failed(time.monotonic()):
@@ -351,10 +361,15 @@ class Run:
             return
         rec.finish(ev, ChunkStatus.FAILED)
         rec.reason, rec.tail = ev.reason, list(ev.tail)
+        if ev.stopped or self.stop_reason is not None:
+            rec.status = ChunkStatus.STOPPED  # a sibling stopped by the run's stop: no cause
+            return
         self.failures.append(rec)
-        self._say(f"FAILED {rec.describe()}")
         if self.o.fail_fast:
             self._stop(rec.describe(), ExitCode.RENDER_FAILED)
+        else:
+            self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
+                      + (f" (log: {rec.log})" if rec.log else ""))
 
     def _on_abort(self, ev: events.Abort) -> None:
         if self.o.fail_fast:
@@ -364,10 +379,17 @@ class Run:
         text = one_line(ev.text)
         if text not in self.warnings:
             self.warnings.append(text)
-            self._say(f"WARNING (slot {ev.slot}): {text}")
+            self._say(f"WARNING (slot {ev.slot}): {report.warning_text(text)}")
 
     def _on_finalized(self, _ev: events.Finalized) -> None:
         self.finalized = True
+
+    def _observe(self, _ev: events.Event) -> None:
+        """After an event: the bar's per-slot frames (and, with Flower, the run's row)."""
+        if self.progress is not None and self.progress.tty:
+            self.progress.track(self.chunks.values())
+        if self.row is not None:
+            self.row.update()
 
     def _slot_died(self, slot: Slot) -> None:
         """A slot died: replace it on the same CPUs; re-enqueue its chunk's missing frames."""
@@ -414,6 +436,7 @@ class Run:
             self._stop(f"{rec.reason}: its message could not be re-enqueued",
                        ExitCode.RENDER_FAILED)
             return
+        rec.remember_attempt(rec.reason)
         rec.status = ChunkStatus.RETRYING
         rec.attempts = attempts
         self._say(f"{rec.reason}; replaced it and re-enqueued {len(redo)} frame(s) "
@@ -427,14 +450,16 @@ class Run:
         self.exit_code = code
         if self.pool is not None:
             self.pool.kill_all()
-        revoked = [c.task_id for c in self.chunks.values() if c.task_id and not c.terminal]
+        why = (reason if self.cancel_signal is not None or not self.failures
+               else f"fail-fast: chunk {self.failures[0].index} failed")
 
-        def tell_broker() -> None:  # abort flag, purge, revoke: never wait on a dead broker
+        def tell_broker() -> None:  # abort flag, purge, Flower: never wait on a dead broker
             if self.client is not None:
                 self.client.set(keys.abort_key(self.run_id), reason, nx=True)
             if self.run_queue is not None:
                 self.run_queue.purge()
-                self.run_queue.announce_revoked(revoked)
+            if self.row is not None:
+                self.row.stopped_chunks(why)
 
         if self.embedded is None or self.embedded.alive():
             bounded(tell_broker, defaults.STOP_BROKER_WAIT_S)
@@ -449,8 +474,12 @@ class Run:
 
     # -- end ----------------------------------------------------------------------
     def _teardown(self) -> None:
+        self._flower_end()
         if self.flower is not None:  # first: it must not re-create keys of the run
-            self.flower.stop()
+            failed = bool(self.failures) or (self.exit_code != ExitCode.OK
+                                             and self.cancel_signal is None)
+            end_flower_for_run(self.flower, self.o.flower_linger if failed else 0.0,
+                                  self._say)
         if self.pool is not None:
             self.pool.kill_all()
             # Frames our killed slots had in flight may be half-written: never leave them.
@@ -476,9 +505,7 @@ class Run:
 
     def _finish(self) -> ExitCode:
         pattern = self.prep.pattern
-        missing = (missing_frames(pattern, self.prep.frames) if pattern.is_sequence
-                   else ([] if os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
-                         else list(self.prep.frames)))
+        missing = self._missing_now()
         if self.exit_code == ExitCode.OK and missing:
             self.exit_code = ExitCode.RENDER_FAILED
             self.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
@@ -489,10 +516,11 @@ class Run:
             self.exit_code = ExitCode.RENDER_FAILED
         if self.progress is not None:
             self.progress.close()
-        summary_line = final_line(self, missing)
-        self.funnel.line(f"stmpo: {summary_line}")
+        block = self._final_block(missing)
+        for line in block:
+            self.funnel.line(f"stmpo: {line}")
         if self.exit_code != ExitCode.OK and not self._bar_mode():
-            self.funnel.directive("openjd_fail", summary_line)
+            self.funnel.directive("openjd_fail", report.fail_line(block))
         if self.o.summary:
             write_summary(self, missing)
         if self._run_log is not None:
@@ -501,3 +529,17 @@ class Run:
         if self.prep.lock is not None:  # frames verified and recorded: the output is free
             self.prep.lock.release()
         return self.exit_code
+
+    def _missing_now(self) -> list[int]:
+        pattern = self.prep.pattern
+        return (missing_frames(pattern, self.prep.frames) if pattern.is_sequence
+                else ([] if os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
+                      else list(self.prep.frames)))
+
+    def _flower_end(self) -> None:
+        """Flower: the run's row ends (with the final block) and every node goes offline."""
+        if self.row is not None:
+            self.row.end_of_run()
+
+    def _final_block(self, missing: list[int], ok: bool | None = None) -> list[str]:
+        return report.block_for(self, missing, ok)

@@ -32,6 +32,8 @@ class ChunkStatus(str, Enum):
     """Every frame it ended up owning is on disk."""
     FAILED = "failed"
     """It failed for good (a strong error, or retries used up)."""
+    STOPPED = "stopped"
+    """It was rendering when the run stopped (fail-fast or cancel): not a cause."""
     IDLE = "idle"
     """A spare task that found nothing worth taking."""
     SKIPPED = "skipped"
@@ -40,8 +42,8 @@ class ChunkStatus(str, Enum):
     @property
     def terminal(self) -> bool:
         """No more events will change it."""
-        return self in (ChunkStatus.DONE, ChunkStatus.FAILED, ChunkStatus.IDLE,
-                        ChunkStatus.SKIPPED)
+        return self in (ChunkStatus.DONE, ChunkStatus.FAILED, ChunkStatus.STOPPED,
+                        ChunkStatus.IDLE, ChunkStatus.SKIPPED)
 
 
 @dataclass
@@ -66,13 +68,25 @@ class ChunkRecord:
     suspect: list[int] = field(default_factory=list)
     stolen_by: list[int] = field(default_factory=list)
     cut: int | None = None
+    #: earlier attempts of a retried chunk (frames, slot, log, reason, times), oldest first
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
 
+    def remember_attempt(self, reason: str | None, log: str | None = None) -> None:
+        """Keep what this attempt was before a retry overwrites it (for the summary)."""
+        self.history.append({
+            "attempt": self.attempts, "frames": self.frames or f"{self.start}-{self.end}",
+            "slot": self.slot, "log": log if log is not None else self.log, "reason": reason,
+            "t0": self.t0, "t1": self.t1, "frames_done": self.frames_done})
+
     def finish(self, ev: ChunkOutcome, status: ChunkStatus) -> None:
         """Take a slot's account of how the chunk's render ended."""
+        if status is ChunkStatus.RETRYING:
+            self.t1 = ev.t1 if ev.t1 is not None else self.t1
+            self.remember_attempt(ev.reason, ev.log or self.log)
         self.status = status
         self.slot = ev.slot if ev.slot is not None else self.slot
         self.start, self.end = ev.start, ev.end

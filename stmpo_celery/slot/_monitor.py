@@ -58,6 +58,26 @@ from ..text import duration
 from ._chunk import SlotContext
 
 
+def task_args(project: str, comp: str | None, rqindex: int | None, frames: str) -> str:
+    """What Flower shows as a task's arguments: the render, not ids."""
+    what = comp if comp is not None else f"render queue item {rqindex}"
+    return saferepr((os.path.basename(project), what, frames))
+
+
+def revoke_events(task_id: str, result: str) -> list[tuple[str, dict[str, Any]]]:
+    """Events that end a task as REVOKED in Flower, whatever state it showed.
+
+    Celery's event state ranks REVOKED *below* the custom PROGRESS state (a revoke
+    arriving after progress would be merged as if it happened before, and the task would
+    stay PROGRESS forever); only RETRY resets that order. So a stopped chunk gets a
+    ``task-retried`` and then its ``task-revoked``, both carrying the reason.
+    """
+    return [("task-retried", {"uuid": task_id, "exception": result, "traceback": "",
+                              "result": result}),
+            ("task-revoked", {"uuid": task_id, "terminated": True, "signum": "SIGKILL",
+                              "expired": False, "result": result, "exception": result})]
+
+
 @dataclass
 class _Chunk:
     task_id: str
@@ -71,6 +91,9 @@ class _Chunk:
     t_last: float | None = None
     started: bool = False
     terminal: bool = False
+    retries: int = 0
+    root_id: str | None = None
+    frames: str = ""
     warnings: list[str] = field(default_factory=list)
 
     def fps(self) -> float | None:
@@ -132,13 +155,10 @@ class SlotMonitor:
                 args = list(getattr(req, "args", None) or [])
                 if len(args) > 1 and isinstance(args[1], int):
                     self.cur.index = args[1]
-            self._send("task-received", name=RENDER_CHUNK,
-                       args=getattr(req, "argsrepr", None) or saferepr(args),
-                       kwargs=getattr(req, "kwargsrepr", None) or "{}",
-                       retries=getattr(req, "retries", 0) or 0,
-                       root_id=getattr(req, "root_id", None),
-                       parent_id=getattr(req, "parent_id", None),
-                       result=f"chunk {self.cur.index}: taken, waiting to launch")
+                self.cur.retries = int(getattr(req, "retries", 0) or 0)
+                self.cur.root_id = getattr(req, "root_id", None)
+            # Nothing goes to Flower yet: a spare task that finds no frames to claim
+            # never appears there (task-received is sent with task-started).
             self._record(state="waiting")
 
     def _postrun(self, task_id: str | None = None, task: Task | None = None, retval: Any = None,
@@ -150,7 +170,7 @@ class SlotMonitor:
             with self.lock:
                 cur = self.cur
                 self.cur = None
-            if cur is not None and not cur.terminal:
+            if cur is not None and not cur.terminal and cur.started:
                 runtime = time.time() - cur.t0
                 if state == "SUCCESS":
                     self._ensure_started(cur)
@@ -160,7 +180,6 @@ class SlotMonitor:
                     self._send("task-retried", uuid=cur.task_id, exception=saferepr(retval),
                                traceback="")
                 else:
-                    self._ensure_started(cur)
                     self._send("task-failed", uuid=cur.task_id, exception=saferepr(retval),
                                traceback=str(retval), result=f"FAILED: {retval}")
             if self.last_state not in ("failed",):
@@ -197,6 +216,7 @@ class SlotMonitor:
             cur.total = len(parse_frames(frames))
         except Exception:  # noqa: BLE001
             cur.total = ev.end - ev.start + 1
+        cur.frames = frames
         cur.label = f"f{frames} (chunk {cur.index}" + (
             f", retry {ev.attempt})" if ev.attempt else ")")
         cur.t_launch = time.time()
@@ -231,11 +251,9 @@ class SlotMonitor:
         self._record(state="idle", last=text)
 
     def _on_chunk_idle(self, cur: _Chunk, ev: events.Event) -> None:
-        assert isinstance(ev, events.ChunkIdle)
+        # a spare with no frames left, or a chunk skipped after a stop: it never ran,
+        # so Flower never hears of it (no SUCCESS row for work that was not done)
         cur.terminal = True
-        self._ensure_started(cur)
-        self._send("task-succeeded", uuid=cur.task_id, runtime=time.time() - cur.t0,
-                   result=f"chunk {cur.index}: nothing to render ({ev.status})")
         self._record(state="idle")
 
     def _on_chunk_ended_badly(self, cur: _Chunk, ev: events.Event) -> None:
@@ -261,6 +279,12 @@ class SlotMonitor:
         log = ev.log
         detail = reason + ("\n\naerender log tail" + (f" ({log})" if log else "") + ":\n"
                            + "\n".join("  " + line for line in tail) if tail else "")
+        if ev.stopped:  # stopped by the run's stop: REVOKED with the reason, here
+            if cur.started:  # (one that never launched was never shown)
+                for kind_, fields in revoke_events(cur.task_id, f"STOPPED {where}: {reason}"):
+                    self._send(kind_, **fields)
+            self._record(state="idle", last=f"stopped: {reason}")
+            return
         if isinstance(ev, events.ChunkRetry):
             redo = ev.redo
             self._send("task-retried", uuid=cur.task_id, exception=f"{where}: {reason}",
@@ -280,6 +304,12 @@ class SlotMonitor:
         if cur.started:
             return
         cur.started = True
+        target = self.ctx.spec.target
+        self._send("task-received", uuid=cur.task_id, name=RENDER_CHUNK,
+                   args=task_args(target.project, target.comp, target.rqindex,
+                                  cur.frames or "?"),
+                   kwargs=saferepr({"run": self.ctx.spec.run_id, "chunk": cur.index}),
+                   retries=cur.retries, root_id=cur.root_id, result=cur.line())
         self._send("task-started", uuid=cur.task_id, result=cur.line(), chunk=cur.index,
                    total=cur.total)
 

@@ -65,6 +65,9 @@ def register(app: Celery, ctx: SlotContext) -> None:
                     raise self.retry(countdown=0, max_retries=None) from None
                 outcome.reason = f"{outcome.reason} (after {spec.retries} retr" + (
                     "y)" if spec.retries == 1 else "ies)")
+            if ctx.aborted() and (not outcome.log or str(outcome.reason or "").startswith(
+                    "stopped:")):  # stopped by the run's stop (fail-fast, cancel): not a cause
+                outcome.stopped = True
             ctx.publish(outcome.becomes(events.ChunkFailed))
             raise
         schedule.finish(ctx, index)
@@ -73,7 +76,9 @@ def register(app: Celery, ctx: SlotContext) -> None:
 
     SlotMonitor(app, ctx).install(RENDER_CHUNK)
 
-    @app.task(name=ON_CHUNK_ERROR)
+    # Celery's own events for these two would wait in the busy slot and reach Flower
+    # late or never (a PENDING finalize row forever): they are not shown at all.
+    @app.task(name=ON_CHUNK_ERROR, send_events=False)
     def on_chunk_error(request: Any, exc: Any, traceback: Any) -> None:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if spec.fail_fast:
@@ -84,7 +89,7 @@ def register(app: Celery, ctx: SlotContext) -> None:
             if first:  # idempotent: fires for the failing header task and again at chord end
                 events.publish(ctx.client, spec.run_id, events.Abort(slot=ctx.slot, reason=reason))
 
-    @app.task(name=FINALIZE)
+    @app.task(name=FINALIZE, send_events=False)
     def finalize(results: list[dict[str, Any]]) -> dict[str, Any]:
         done = [r for r in results if isinstance(r, dict) and r.get("status") == "done"]
         summary = {"chunks": len(done),

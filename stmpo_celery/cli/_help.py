@@ -1,0 +1,63 @@
+"""One example (or two) at the end of every command's ``--help``.
+
+Kept in one table so every command has one and the test can check that none is missing.
+"""
+
+from __future__ import annotations
+
+import click
+
+#: command path (without ``stmpo``) -> example lines (each a command, then a comment)
+EXAMPLES: dict[str, list[str]] = {
+    "": ["stmpo render --project shot.aep --comp Main --frames 1-240 "
+         "--output /r/shot_[#####].png",
+         "stmpo status          # what renders on this host, per slot"],
+    "render": ["stmpo render --project shot.aep --comp Main --frames 1-240 "
+               "--output /r/shot_[#####].png --flower 5555",
+               "# run the same command again after a failure: it renders only what is missing"],
+    "plan": ["stmpo plan --frames 1-240                       # this host",
+             "stmpo plan --frames 1-240 --cpus 128 --ram-gb 512  # another host"],
+    "config": ["stmpo config show --profile hero"],
+    "config show": ["stmpo config show --profile hero --concurrency 4",
+                    "stmpo config show --json"],
+    "demo": ["stmpo demo --dir /tmp/stmpo-demo --concurrency 2"],
+    "doctor": ["stmpo doctor --output-dir /renders/shot   # before the first render",
+               "stmpo doctor --json"],
+    "bundle": ["stmpo bundle --project shot.aep --comp Main --frames 1-240 "
+               "--output /r/shot_[#####].png --dest shot-bundle",
+               "deadline bundle submit shot-bundle"],
+    "fonts": ["stmpo fonts install --from ./fonts --session $SESSION_ID"],
+    "fonts install": ["stmpo fonts install --from ./fonts --session job42-task7"],
+    "fonts remove": ["stmpo fonts remove --session job42-task7"],
+    "fonts list": ["stmpo fonts list --json"],
+    "status": ["stmpo status                 # refreshes every second; Ctrl-C to leave",
+               "stmpo status --json --once   # one JSON document, for scripts"],
+    "host": ["stmpo host up --flower 0.0.0.0:5555 --flower-auth wrangler:secret",
+             "stmpo host info"],
+    "host up": ["stmpo host up --flower 127.0.0.1:5555",
+                "stmpo host up --foreground --flower 0.0.0.0:5555 "
+                "--flower-auth wrangler:secret   # under systemd"],
+    "host down": ["stmpo host down", "stmpo host down --force   # even while runs use it"],
+    "host info": ["stmpo host info --json"],
+}
+
+
+def _walk(cmd: click.Command, path: str) -> list[tuple[str, click.Command]]:
+    out = [(path, cmd)]
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            out += _walk(sub, f"{path} {name}".strip())
+    return out
+
+
+def commands(root: click.Command) -> list[tuple[str, click.Command]]:
+    """Every command under ``root`` with its path (``""`` for the root)."""
+    return _walk(root, "")
+
+
+def add_examples(root: click.Command) -> None:
+    for path, cmd in commands(root):
+        lines = EXAMPLES.get(path)
+        if lines and not cmd.epilog:
+            # \b: click keeps the lines as they are (no rewrapping)
+            cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {ln}" for ln in lines)

@@ -1,0 +1,166 @@
+"""What the terminal says about a run: the short plan, and the final block.
+
+Formatting from the run's records (no I/O), so the wording is tested on its own:
+
+* :func:`plan_lines` — the spawn plan in three or four lines; the per-slot CPU list and
+  the sizing notes only with ``-v`` (they are always written to ``run.log``).
+* :func:`final_block` — after a failure: the root cause once, the chunk's log, the
+  chunks that were merely stopped as one line, the missing frames as a frame spec and
+  the command that resumes the render; after a cancel: "CANCELLED", never "FAILED";
+  after success: one line. Warnings seen during the run are repeated at the end.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ExitCode
+from ..plan._frames import format_frames
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+#: chunk statuses of a sibling that was stopped by the run's own stop, not failed
+STOPPED = "stopped"
+
+_SIGNAL_WORDS = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM",
+                 "SIGBREAK": "CTRL_BREAK (SIGBREAK)"}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def plan_lines(plan: Any, verbose: bool) -> tuple[list[str], list[str]]:
+    """(lines for the terminal, lines only for ``run.log``) of a :class:`HostPlan`."""
+    limits = ", ".join(f"{k} {v}" for k, v in plan.limits.items() if v)
+    mfr = f"-mfr {'ON' if plan.mfr else 'OFF'} {plan.mfr_max_cpu}"
+    pinned = [b for b in plan.blocks if b]
+    cpus = (_plural(plan.threads_per_slot, "CPU") if not pinned
+            else _plural(len(pinned[0]), "CPU") + " pinned" if len({len(b) for b in pinned}) == 1
+            else "pinned CPU blocks")
+    head = [
+        f"plan: {_plural(plan.n_slots, 'slot')} x {cpus}, {plan.ram_per_slot_gb:g} GB RAM each,"
+        f" {mfr}; bound by {plan.bound_by}" + (f" ({limits})" if limits else ""),
+        f"plan: {_plural(len(plan.chunks), 'chunk')}, schedule {plan.schedule}; "
+        f"host {plan.topology}",
+    ]
+    detail = list(plan.lines())
+    notes = [n for n in plan.notes if "bound by" not in n]  # the first line says it
+    if notes and not verbose:
+        head.append(f"plan: {notes[0]}" + (
+            f" (+{len(notes) - 1} more with -v)" if len(notes) > 1 else ""))
+    if verbose:
+        return detail, []
+    return head, detail
+
+
+def warning_text(text: str) -> str:
+    """``WARNING:After Effects warning: X`` -> ``After Effects warning: X`` (said once)."""
+    t = text.strip()
+    while t.upper().startswith("WARNING:"):
+        t = t[len("WARNING:"):].strip()
+    return t
+
+
+def frame_spec(frames: Sequence[int]) -> str:
+    return format_frames(sorted(frames)) if frames else "none"
+
+
+def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True) -> str:
+    """The command that was run, as ``stmpo ...``: run again, it renders only what is missing."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not skip_existing and "--skip-existing" not in args:
+        args.append("--skip-existing")
+    return shlex.join(["stmpo", *args])
+
+
+def stopped_line(stopped: Iterable[Any], why: str) -> str | None:
+    recs = sorted(stopped, key=lambda c: c.index)
+    if not recs:
+        return None
+    slots = sorted({c.slot for c in recs if c.slot is not None})
+    where = f" on slot{'s' if len(slots) > 1 else ''} {', '.join(map(str, slots))}" if (
+        slots) else ""
+    return f"  stopped: {_plural(len(recs), 'other chunk')}{where} ({why})"
+
+
+def cause_line(rec: Any) -> str:
+    frames = rec.frames or (f"{rec.start}-{rec.end}" if rec.end >= rec.start else "?")
+    return f"chunk {rec.index} (frames {frames}, slot {rec.slot}): {rec.reason}"
+
+
+def cancel_words(signal_name: str | None) -> str:
+    return _SIGNAL_WORDS.get(signal_name or "", signal_name or "a signal")
+
+
+def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
+                stopped: Sequence[Any], reason: str | None, fail_fast: bool,
+                requested: int, missing: Sequence[int], skipped: int, elapsed_s: float,
+                warnings: Sequence[str], resume: str) -> list[str]:
+    """The lines printed (each prefixed ``stmpo: ``) when the run ends."""
+    n = requested
+    on_disk = n - len(missing)
+    out: list[str] = []
+    if ok:
+        out.append(f"OK: {on_disk} of {n} frame(s) on disk ({skipped} skipped) "
+                   f"in {elapsed_s:.1f} s")
+    elif cancelled_by is not None:
+        out.append(f"CANCELLED by {cancel_words(cancelled_by)} after {elapsed_s:.1f} s: "
+                   f"{on_disk} of {n} frame(s) on disk")
+        line = stopped_line(stopped, "cancel")
+        if line:
+            out.append(line)
+    else:
+        root = failures[0] if failures else None
+        if root is not None and len(failures) > 1:
+            rest = "; ".join(f"chunk {f.index}: {f.reason}" for f in failures[1:3])
+            more = f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""
+            out.append(f"FAILED: {len(failures)} chunks failed; first: {cause_line(root)}")
+            out.append(f"  also: {rest}{more}")
+        elif root is not None:
+            out.append(f"FAILED: {cause_line(root)}")
+        else:
+            out.append(f"FAILED: {reason or 'render failed'}")
+        if root is not None and root.log:
+            out.append(f"  log: {root.log}")
+        line = stopped_line(stopped, "fail-fast" if fail_fast else "stop")
+        if line:
+            out.append(line)
+    if not ok and missing:
+        out.append(f"  missing: {frame_spec(missing)} ({len(missing)} of {n} frame(s)); "
+                   f"the {on_disk} on disk are kept and running again renders only these")
+        out.append(f"  resume: {resume}")
+    for w in warnings[:3]:
+        out.append(f"  warning: {warning_text(w)}")
+    if len(warnings) > 3:
+        out.append(f"  (+{len(warnings) - 3} more warnings in the run log)")
+    return out
+
+
+def fail_line(block: Sequence[str]) -> str:
+    """One line for ``openjd_fail``: the cause and, if known, the log."""
+    first = block[0] if block else "FAILED"
+    log = next((b.strip() for b in block if b.strip().startswith("log: ")), "")
+    return f"{first} ({log})" if log else first
+
+
+def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]:
+    """:func:`final_block` for a :class:`Run` as it stands."""
+    cancelled = (signal.Signals(run.cancel_signal).name
+                 if run.cancel_signal is not None and not run.failures else None)
+    root = {id(f) for f in run.failures}
+    stopped = [c for c in run.chunks.values() if id(c) not in root and (
+        c.status == STOPPED or (c.status in ("running", "retrying")
+                                and run.stop_reason is not None))]
+    return final_block(
+        ok=run.exit_code == ExitCode.OK if ok is None else ok, cancelled_by=cancelled,
+        failures=run.failures, stopped=stopped, reason=run.stop_reason,
+        fail_fast=run.o.fail_fast, requested=len(run.prep.frames), missing=missing,
+        skipped=len(run.prep.skipped), elapsed_s=time.time() - run.t_start,
+        warnings=run.warnings, resume=resume_command(skip_existing=run.o.skip_existing))
