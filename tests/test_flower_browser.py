@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import Farm, wait_for
-from test_status import _host_env, free_port, run_id_of, stmpo
+from test_status import _host_env, find_run, free_port, run_id_of, status_json, stmpo
 
 pytestmark = pytest.mark.slow
 MARKER = "After Effects error"
@@ -140,6 +140,12 @@ def test_host_flower_after_success_fail_fast_and_cancel(farm: Farm, tmp_path: Pa
 
         tasks = wait_for(settled, timeout=15, step=0.3)
         assert tasks, _runs(_api(fport, "/api/tasks"))
+        # `stmpo status` tells the same story for the runs that ended on this host
+        snap = status_json(env)
+        states = {n: (find_run(snap, i) or {}).get("state") for n, i in ids.items()}
+        assert states == {"ok": "done", "bad": "failed", "cancel": "cancelled"}, snap
+        bad_status = find_run(snap, ids["bad"]) or {}
+        assert MARKER in (bad_status.get("reason") or "") and bad_status.get("log"), bad_status
         _assert_truth(fport, tasks)
         runs = _runs(tasks)
         for run_id in ids.values():  # project and comp visible per run

@@ -96,4 +96,6 @@ def test_each_aerender_runs_on_its_slot_cpus(farm: Farm) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 0
-    assert f"slot 0: CPUs {cpus[0]}" in out
+    assert "plan: 2 slots x 1 CPU pinned" in out  # the short plan on stdout...
+    run_log = (farm.logs / "run.log").read_text()
+    assert f"slot 0: CPUs {cpus[0]}" in run_log  # ...every slot's CPUs in the run log (and -v)

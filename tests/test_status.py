@@ -52,7 +52,7 @@ def find_run(snap: dict[str, Any], run_id: str) -> dict[str, Any] | None:
 
 
 def test_status_json_once_shows_a_live_embedded_run(farm: Farm) -> None:
-    farm.knobs.update(SLOW)
+    farm.knobs.update(SLOW, FRAME_COST="0.4")  # ~8 s: several status calls fit under load
     proc = farm.start("--schedule", "fixed", "--chunk-size", "6", frames="1-36", concurrency=2)
     run_id = run_id_of(proc)
     env = farm.env()
@@ -69,6 +69,9 @@ def test_status_json_once_shows_a_live_embedded_run(farm: Farm) -> None:
     assert run["frames"] == 36 and run["host"] == keys.host_name()
     assert run["project"] == str(farm.project) and run["comp"] == "Main Comp"
     assert run["state"] == "rendering" and run["frames_spec"] == "1-36"
+    text = stmpo("status", "--once", env=env).stdout
+    assert f"run {run_id} RENDERING: shot.aep / Main Comp f1-36:" in text, text
+    assert "slot0" in text and "slot1" in text
 
     def with_eta() -> dict[str, Any] | None:
         r = find_run(status_json(env), run_id)
@@ -81,9 +84,6 @@ def test_status_json_once_shows_a_live_embedded_run(farm: Farm) -> None:
     busy = next(s for s in run["slots"] if s["state"] == "rendering")
     assert busy["total"] == 6 and 0 < busy["done"] <= 6 and busy["label"].startswith("f")
     assert run["queue_length"] >= 1  # chunks not yet taken
-    text = stmpo("status", "--once", env=env).stdout
-    assert f"run {run_id} RENDERING: shot.aep / Main Comp f1-36:" in text, text
-    assert "slot0" in text and "slot1" in text
     assert proc.wait(timeout=60) == 0
     assert find_run(status_json(env), run_id) is None  # gone with the run
     assert not farm.leftovers()
