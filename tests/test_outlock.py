@@ -102,3 +102,16 @@ def test_busy_output_refusal_starts_nothing_and_keeps_the_other_runs_ledger(
     # the live run's in-flight frame and ledger are its own business
     assert Path(pattern.path_for(7)).exists() and [e.run_id for e in entries(
         state_dir(pattern))] == ["live0001"]
+
+
+def test_malformed_locks_are_reclaimed_not_a_traceback(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    folder = state_dir(pattern)
+    folder.mkdir()
+    (folder / "run-junk0001.lock").write_text("{not json")
+    (folder / "run-junk0002.lock").write_text(json.dumps({"host": host_name(), "pid": -5}))
+    (folder / "run-junk0003.lock").write_text(json.dumps(["a", "list"]))
+    lock, live = acquire(pattern, [1], "mine0004")
+    assert live == set()
+    assert sorted(p.name for p in folder.iterdir()) == ["run-mine0004.lock"]
+    lock.release()

@@ -150,5 +150,5 @@ def start_time(pid: int | None = None) -> float | None:
     with another start time is a new process that reused the number."""
     try:
         return float(psutil.Process(pid).create_time())
-    except psutil.Error:
+    except (psutil.Error, ValueError, OverflowError):  # gone, or not a valid pid at all
         return None
