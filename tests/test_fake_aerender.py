@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -395,3 +396,44 @@ def test_parse_args_keeps_dash_values_and_timecode() -> None:
         scan_flags(["-project", "p", "-s"])
     assert timecode(118) == "0:00:04:22" and timecode(24 * 3600) == "1:00:00:00"
     assert timecode(-2) == "-0:00:00:02"
+
+
+def test_write_time_leaves_a_partial_file_mid_write(fake: Fake) -> None:
+    proc = fake.start(fake.argv(1, 2, output=str(fake.tmp / "out" / "f_[####].exr")),
+                      WRITE_TIME="1.5")
+    path = fake.tmp / "out" / "f_0001.exr"
+    wait_for(lambda: bool(fake.journal_lines("begin")) and path.exists()
+             and path.stat().st_size > 0)
+    assert not fake.journal_lines("frame")
+    assert file_problem(str(path)) is not None  # partial: a kill now leaves exactly this
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0 and file_problem(str(path)) is None
+    assert path.read_bytes() == frame_bytes(str(path), 1)
+
+
+def test_truncate_frame_reports_done_but_file_is_cut_short(fake: Fake) -> None:
+    code, lines = fake.run(fake.argv(1, 3), TRUNCATE_FRAME="2")
+    assert code == 0 and parse(lines, 1, 3).frames_done == {1, 2, 3}
+    assert file_problem(str(fake.tmp / "out" / "f_0002.png")) is not None
+    assert file_problem(str(fake.tmp / "out" / "f_0003.png")) is None
+
+
+@pytest.mark.skipif(not POSIX, reason="signals")
+def test_orphan_frame_kills_the_launcher_and_the_renderer_holds_the_pipe(fake: Fake) -> None:
+    launcher = fake.start(fake.argv(1, 40), ORPHAN_FRAME="2", FRAME_COST="0.1")
+    wait_for(lambda: bool(fake.journal_lines("orphan")))
+    assert launcher.wait(timeout=5) == -signal.SIGKILL
+    (row,) = fake.journal_lines("orphan")
+    renderer = psutil.Process(int(row[1]))
+    assert renderer.name() == "AfterFX" and not _dead(renderer)
+    # the reader of aerender's output gets no EOF: the orphan holds the pipe
+    assert launcher.stdout is not None
+    fd = launcher.stdout.fileno()
+    os.set_blocking(fd, False)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.05)[0]:
+            assert os.read(fd, 65536) != b"", "EOF while the renderer lives"
+    seen = len(fake.journal_lines("frame"))
+    wait_for(lambda: len(fake.journal_lines("frame")) > seen)  # and it renders on
+    _kill([renderer])

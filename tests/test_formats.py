@@ -100,3 +100,36 @@ def test_ledger_lists_in_flight_frames_until_done_and_settle_deletes_them(tmp_pa
     other.close()
     led.close()
     assert entries(state_dir(pattern)) == []
+
+
+def test_padding_after_the_end_marker_is_tolerated() -> None:
+    for name in ("/r/a.png", "/r/a.jpg"):
+        assert problem(name, frame_bytes(name, 1) + bytes(16)) is None
+    assert problem("/r/a.png", frame_bytes("/r/a.png", 1) + b"trailer") is None
+
+
+def _whole_and_every_cut_rejected(path: Path) -> None:
+    data = path.read_bytes()
+    assert problem(str(path), data) is None, path.name
+    for cut in (len(data) - 1, len(data) * 3 // 4, len(data) // 2, 100):
+        assert problem(str(path), data[:cut]) is not None, (path.name, cut)
+
+
+def test_files_from_real_image_libraries(tmp_path: Path) -> None:
+    """libpng, libjpeg, libtiff (through Pillow) and OpenEXR, when installed (optional:
+    ``pip install pillow openexr numpy``)."""
+    image = pytest.importorskip("PIL.Image")
+    numpy = pytest.importorskip("numpy")
+    rng = numpy.random.default_rng(1)
+    im = image.fromarray((rng.random((96, 128, 3)) * 255).astype("uint8"))
+    for name, kw in (("a.png", {}), ("a.jpg", {"quality": 90}),
+                     ("p.jpg", {"progressive": True}), ("a.tif", {}),
+                     ("z.tif", {"compression": "tiff_adobe_deflate"})):
+        im.save(tmp_path / name, **kw)
+        _whole_and_every_cut_rejected(tmp_path / name)
+    exr = pytest.importorskip("OpenEXR")
+    for comp in (exr.NO_COMPRESSION, exr.ZIP_COMPRESSION, exr.PIZ_COMPRESSION):
+        path = tmp_path / f"a{int(comp)}.exr"
+        exr.File({"compression": comp, "type": exr.scanlineimage},
+                 {"RGB": rng.random((60, 80, 3)).astype("float32")}).write(str(path))
+        _whole_and_every_cut_rejected(path)

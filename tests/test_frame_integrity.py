@@ -248,3 +248,33 @@ def test_final_verification_rejects_a_frame_cut_short(farm: Farm) -> None:
     assert "missing on disk (or incomplete)" in res.stdout
     assert farm.load_summary()["frames"]["missing_spec"] == "4"
     assert not farm.leftovers()
+
+
+def test_slot_dying_after_its_tail_was_stolen_never_redoes_the_thiefs_frames(
+        farm: Farm) -> None:
+    # chunk 1 (21-40) is quick; its slot steals the tail of chunk 0 (1-20, 0.3 s a frame)
+    farm.knobs.update(FRAME_COST="0.3", HEAVY="21-40x0.05")
+    proc = farm.start(frames="1-40", concurrency=2)
+    try:
+        def victim_renderer() -> int | None:
+            rows = journal(farm, "frame")
+            first = next((int(pid) for f, pid, _ in rows if f == "1"), None)
+            thief = {int(f) for f, pid, _ in rows if int(f) <= 20 and int(pid) != first}
+            return first if first is not None and len(thief) >= 2 else None
+
+        pid = wait_for(victim_renderer, timeout=30)
+        assert pid, "no steal from chunk 0 happened"
+        slot = next(p for p in psutil.Process(pid).parents() if p.name().startswith("stmpo-slot"))
+        slot.kill()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "died" in out
+    assert farm.frames_on_disk() == list(range(1, 41)) and bad_files(farm) == []
+    stolen = {int(f) for f, p, _ in journal(farm, "frame") if int(f) <= 20 and int(p) != pid}
+    counts = {f: [int(r[0]) for r in journal(farm, "frame")].count(f) for f in stolen}
+    thief_only = [f for f in stolen if f > max(int(r[0]) for r in journal(farm, "frame")
+                                               if int(r[1]) == pid)]
+    assert all(counts[f] == 1 for f in thief_only), counts
+    assert not farm.leftovers()

@@ -69,11 +69,14 @@ def _write(path: Path, info: dict[str, Any]) -> None:
 
 
 def alive(info: dict[str, Any], mtime: float, now: float) -> bool:
-    """Is the run that wrote this lock still running?"""
-    if info.get("host") == host_name():
-        started = start_time(int(info.get("pid", 0)) or -1)
-        return started is not None and abs(started - float(info.get("started", 0))) < 1.0
-    return now - max(mtime, float(info.get("time", 0))) < defaults.OUTPUT_LOCK_STALE_S
+    """Is the run that wrote this lock still running? (A malformed lock is not.)"""
+    try:
+        if info.get("host") == host_name():
+            started = start_time(int(info.get("pid", 0)) or -1)
+            return started is not None and abs(started - float(info.get("started") or 0)) < 1
+        return now - max(mtime, float(info.get("time") or 0)) < defaults.OUTPUT_LOCK_STALE_S
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 @contextlib.contextmanager
@@ -109,10 +112,12 @@ def locks(folder: Path) -> list[tuple[Path, dict[str, Any], float]]:
     with contextlib.suppress(OSError):
         for path in sorted(folder.glob("run-*.lock")):
             try:
-                out.append((path, json.loads(path.read_text(encoding="utf-8")),
-                            path.stat().st_mtime))
+                info = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(info, dict) or "host" not in info:
+                    raise ValueError("not a lock")
+                out.append((path, info, path.stat().st_mtime))
             except (OSError, ValueError):
-                continue
+                out.append((path, {}, 0.0))  # not a lock we can read: dead, reclaimed
     return out
 
 

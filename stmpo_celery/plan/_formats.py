@@ -45,10 +45,14 @@ def frame_problem(path: str, size: int, read: Reader) -> str | None:
     return check(size, read) if check is not None else None
 
 
+_SLACK = 64  #: bytes some writers leave after the end marker (padding, a stray trailer)
+
+
 def _png(size: int, read: Reader) -> str | None:
     if read(0, 8) != PNG_SIGNATURE:
         return "not a PNG (bad signature)"
-    if size < 8 + 12 or read(size - 12, 12) != PNG_IEND:
+    # IEND (with its CRC) only ever appears as the last chunk
+    if size < 8 + 12 or PNG_IEND not in read(max(8, size - 12 - _SLACK), 12 + _SLACK):
         return "truncated PNG (no IEND chunk at the end)"
     return None
 
@@ -56,7 +60,10 @@ def _png(size: int, read: Reader) -> str | None:
 def _jpeg(size: int, read: Reader) -> str | None:
     if read(0, 2) != b"\xff\xd8":
         return "not a JPEG (no SOI marker)"
-    if size < 4 or read(size - 2, 2) != b"\xff\xd9":
+    # the scan data never holds FF D9 (0xFF is stuffed), so EOI near the end means done;
+    # only NUL padding may follow it
+    tail = read(max(2, size - 2 - _SLACK), 2 + _SLACK).rstrip(b"\x00")
+    if size < 4 or not tail.endswith(b"\xff\xd9"):
         return "truncated JPEG (no EOI marker at the end)"
     return None
 
@@ -117,6 +124,10 @@ def _exr_attributes(head: bytes) -> tuple[dict[tuple[str, str], bytes], int | No
 
 
 _TIFF_SIZES = {3: 2, 4: 4, 16: 8}  # SHORT, LONG, LONG8
+#: bytes per value by TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED,
+#: SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD)
+_TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
+                    13: 4}
 
 
 def _tiff(size: int, read: Reader) -> str | None:
@@ -139,6 +150,11 @@ def _tiff(size: int, read: Reader) -> str | None:
     tags: dict[int, list[int]] = {}
     for i in range(n):
         tag, typ, count = struct.unpack_from(order + "HHI", entries, 12 * i)
+        need = _TIFF_TYPE_BYTES.get(typ, 1) * count
+        if need > 4:  # the value lives elsewhere in the file: it must be there
+            (where,) = struct.unpack_from(order + "I", entries, 12 * i + 8)
+            if where + need > size:
+                return "truncated TIFF (a tag's value cut short)"
         width = _TIFF_SIZES.get(typ)
         if tag not in (273, 279, 324, 325) or width is None or count > 1 << 20:
             continue

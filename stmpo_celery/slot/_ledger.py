@@ -114,6 +114,10 @@ def settle(folder: Path, which: Callable[[Entry], bool],
 
     Returns the frame files deleted (each possibly half-written)."""
     deleted: list[str] = []
+    with contextlib.suppress(OSError):  # a ledger's temp file, left by a kill mid-update
+        for tmp in folder.glob("inflight-*.json.tmp"):
+            if which(Entry(tmp, tmp.name.split("-")[1], OutputPattern(""), [])):
+                tmp.unlink()
     for entry in entries(folder):
         if not which(entry):
             continue

@@ -1,0 +1,117 @@
+"""One run per output: the lock beside the output, refused, reclaimed (real files, real pids)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Farm, tagged
+
+from stmpo_celery.broker.keys import host_name
+from stmpo_celery.errors import BadInput
+from stmpo_celery.host._proc import start_time
+from stmpo_celery.orchestrator._outlock import acquire
+from stmpo_celery.plan._pattern import OutputPattern
+from stmpo_celery.slot._ledger import Ledger, entries, state_dir
+
+
+def plant(pattern: OutputPattern, run: str, frames: str, *, host: str | None = None,
+          pid: int | None = None, started: float | None = None,
+          stamped: float | None = None) -> Path:
+    """A lock file as another run would have written it."""
+    folder = state_dir(pattern)
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid() if pid is None else pid
+    info = {"run": run, "host": host or host_name(), "pid": pid,
+            "started": start_time(pid) if started is None else started,
+            "pattern": pattern.raw, "frames": frames, "time": stamped or time.time()}
+    path = folder / f"run-{run}.lock"
+    path.write_text(json.dumps(info))
+    if stamped is not None:
+        os.utime(path, (stamped, stamped))
+    return path
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_live_overlapping_run_is_refused_with_its_name(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    plant(pattern, "aaaa1111", "1-50")  # this very process: alive
+    with pytest.raises(BadInput) as err:
+        acquire(pattern, list(range(40, 61)), "bbbb2222")
+    msg = err.value.message
+    assert "aaaa1111" in msg and host_name() in msg and f"pid {os.getpid()}" in msg
+    assert "40-50" in msg and "\n" not in msg
+    assert sorted(p.name for p in state_dir(pattern).iterdir()) == ["run-aaaa1111.lock"]
+
+
+def test_disjoint_frames_and_other_patterns_are_not_refused(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    plant(pattern, "aaaa1111", "1-50")
+    lock, live = acquire(pattern, list(range(51, 61)), "bbbb2222")
+    assert live == {"aaaa1111"}
+    lock2, _ = acquire(OutputPattern(str(tmp_path / "shot_[####].exr")), [1], "cccc3333")
+    lock.release()
+    lock2.release()
+    assert sorted(p.name for p in state_dir(pattern).iterdir()) == ["run-aaaa1111.lock"]
+
+
+def test_dead_or_reused_pid_and_stale_remote_locks_are_reclaimed(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    plant(pattern, "dead0001", "1-10", pid=dead_pid())
+    plant(pattern, "reuse002", "1-10", started=12345.0)  # our pid, another start time
+    plant(pattern, "gone0003", "1-10", host="elsewhere", pid=1, stamped=time.time() - 600)
+    lock, live = acquire(pattern, list(range(1, 11)), "mine0004")
+    assert live == set()
+    assert sorted(p.name for p in state_dir(pattern).iterdir()) == ["run-mine0004.lock"]
+    lock.release()
+    assert not state_dir(pattern).exists()
+
+
+def test_fresh_remote_lock_is_live(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    plant(pattern, "far00001", "1-10", host="elsewhere", pid=1)
+    with pytest.raises(BadInput, match="far00001 on elsewhere"):
+        acquire(pattern, [5], "mine0002")
+
+
+def test_busy_output_refusal_starts_nothing_and_keeps_the_other_runs_ledger(
+        farm: Farm) -> None:
+    pattern = OutputPattern(farm.pattern)
+    farm.out.mkdir()
+    plant(pattern, "live0001", "1-100")
+    ledger = Ledger(pattern, "live0001", 0, [7])
+    ledger.open()
+    Path(pattern.path_for(7)).write_bytes(b"half")
+    res = subprocess.run(farm.argv(frames="5-9"), capture_output=True, text=True,
+                         env=farm.env(), timeout=30, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stmpo: error: ")
+    assert "live0001" in lines[0] and "Traceback" not in res.stderr
+    assert not tagged(farm.tag) and not farm.journal.exists()
+    # the live run's in-flight frame and ledger are its own business
+    assert Path(pattern.path_for(7)).exists() and [e.run_id for e in entries(
+        state_dir(pattern))] == ["live0001"]
+
+
+def test_malformed_locks_are_reclaimed_not_a_traceback(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    folder = state_dir(pattern)
+    folder.mkdir()
+    (folder / "run-junk0001.lock").write_text("{not json")
+    (folder / "run-junk0002.lock").write_text(json.dumps({"host": host_name(), "pid": -5}))
+    (folder / "run-junk0003.lock").write_text(json.dumps(["a", "list"]))
+    lock, live = acquire(pattern, [1], "mine0004")
+    assert live == set()
+    assert sorted(p.name for p in folder.iterdir()) == ["run-mine0004.lock"]
+    lock.release()
