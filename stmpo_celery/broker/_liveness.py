@@ -28,6 +28,11 @@ from ..host._proc import process_started, same_process_alive
 from . import keys
 
 
+def still_there(client: redis.Redis, run_id: str) -> bool:
+    """Does the Redis still hold the run (not restarted empty since the last beat)?"""
+    return bool(client.exists(keys.alive_key(run_id)))
+
+
 def owned_entry(entry_json: str) -> str:
     """A registry entry (``events.registry_entry``) plus who owns it: this process's
     pid and start time, and the time of the first beat."""
@@ -59,6 +64,7 @@ def heartbeat(client: redis.Redis, run_id: str, entry_json: str,
     entry = json.dumps(data)
     expire_run_keys(client, run_id, ttl)
     pipe = client.pipeline(transaction=False)
+    pipe.set(keys.alive_key(run_id), "1", ex=ttl)
     pipe.hset(keys.REGISTRY, run_id, entry)
     pipe.expire(keys.REGISTRY, ttl)
     pipe.execute()

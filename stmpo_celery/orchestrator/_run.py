@@ -25,7 +25,7 @@ import redis
 from ..aerender._argv import RenderTarget
 from ..broker import _schedule as schedule
 from ..broker import events, keys
-from ..broker._liveness import heartbeat, owned_entry, try_reap
+from ..broker._liveness import heartbeat, owned_entry, still_there, try_reap
 from ..broker._redelivery import missing_frames_suspect, requeue_unacked
 from ..broker._redis import BrokerUrl, EmbeddedRedis, mask_url
 from ..config import defaults
@@ -264,11 +264,12 @@ class Run:
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
                 last_ping = now
                 try:
+                    if not still_there(self.watch_client, self.run_id):
+                        self._broker_lost(" (restarted empty: queue and results gone)")
+                        break
                     if now - last_beat > defaults.HEARTBEAT_INTERVAL_S:
                         self.entry = heartbeat(self.watch_client, self.run_id, self.entry)
                         last_beat = now
-                    else:
-                        self.watch_client.ping()
                     self.watch.ok()
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     if self.embedded is not None or self.watch.failed(now):
@@ -394,10 +395,10 @@ class Run:
         if self.embedded is None or self.embedded.alive():
             bounded(tell_broker, defaults.STOP_BROKER_WAIT_S)
 
-    def _broker_lost(self) -> None:
+    def _broker_lost(self, why: str = "") -> None:
         which = "embedded Redis" if self.embedded is not None else (
             f"broker {mask_url(self.broker.url)}" if self.broker else "broker")
-        self.stop_reason = f"{which} was lost mid-run"
+        self.stop_reason = f"{which} was lost mid-run{why}"
         self.exit_code = ExitCode.ENVIRONMENT
         if self.pool is not None:
             self.pool.kill_all()
