@@ -389,3 +389,20 @@ def test_bundle_dest_on_a_read_only_file_system(tmp_path: Path) -> None:
     assert res.returncode in (2, 3), res.stdout + res.stderr
     assert res.stderr.startswith("stmpo: error: --dest /proc/stmpo-bundle")
     assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_broker_blip_shorter_than_the_grace_does_not_fail_the_run(
+        farm: Farm, private_redis: PrivateRedis) -> None:
+    farm.knobs.update(FRAME_COST="0.1")
+    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        pause_ms = int((defaults.BROKER_LOSS_GRACE_S - 2.5) * 1000)
+        assert pause_ms >= 1500
+        private_redis.client.execute_command("CLIENT", "PAUSE", str(pause_ms), "ALL")
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "the broker did not answer for" in out and "it is back" in out
+    assert farm.frames_on_disk() == list(range(1, 41))

@@ -55,7 +55,7 @@ def test_a_blip_shorter_than_the_grace_is_not_a_loss() -> None:
     w = BrokerWatch(grace=defaults.BROKER_LOSS_GRACE_S)
     assert not w.failed(100.0)
     assert not w.failed(100.0 + defaults.BROKER_LOSS_GRACE_S - 0.1)
-    w.ok()  # back: the clock starts again
+    assert w.ok(101.0) == pytest.approx(1.0)  # back: the clock starts again
     assert w.blips == 1
     assert not w.failed(200.0)
     assert w.failed(200.0 + defaults.BROKER_LOSS_GRACE_S)

@@ -144,8 +144,7 @@ class Run:
         for sig in sigs:
             self._old_handlers[sig] = signal.signal(sig, on_signal)
 
-    def _force_exit(self, signum: int) -> None:
-        """Kill what this run owns, without waiting on anything, and exit now."""
+    def _force_exit(self, signum: int) -> None:  # kill what we own, exit, wait on nothing
         force_exit([s.pid for s in self.pool.slots] if self.pool is not None else [],
                    [self.embedded.proc if self.embedded else None,
                     self.flower.proc if self.flower else None],
@@ -270,7 +269,8 @@ class Run:
                     if now - last_beat > defaults.HEARTBEAT_INTERVAL_S:
                         self.entry = heartbeat(self.watch_client, self.run_id, self.entry)
                         last_beat = now
-                    self.watch.ok()
+                    if (gone := self.watch.ok(time.monotonic())) is not None:
+                        self._say(f"the broker did not answer for {gone:.1f} s; it is back")
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     if self.embedded is not None or self.watch.failed(now):
                         self._broker_lost()

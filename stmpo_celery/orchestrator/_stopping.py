@@ -42,10 +42,13 @@ class BrokerWatch:
         self.down_since: float | None = None
         self.blips = 0
 
-    def ok(self) -> None:
-        if self.down_since is not None:
+    def ok(self, now: float) -> float | None:
+        """A contact that worked; returns how long the broker had been unreachable."""
+        gone = None if self.down_since is None else now - self.down_since
+        if gone is not None:
             self.blips += 1
         self.down_since = None
+        return gone
 
     def failed(self, now: float) -> bool:
         """One failed contact at ``now`` (monotonic); True when the broker is lost."""
