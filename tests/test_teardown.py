@@ -406,3 +406,22 @@ def test_broker_blip_shorter_than_the_grace_does_not_fail_the_run(
     assert proc.returncode == 0, out + err
     assert "the broker did not answer for" in out and "it is back" in out
     assert farm.frames_on_disk() == list(range(1, 41))
+
+
+def test_every_log_of_a_run_is_private(farm: Farm, tmp_path: Path) -> None:
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    argv = farm.argv(frames="1-8", concurrency=2)
+    i = argv.index("--log-dir")
+    del argv[i:i + 2]  # the default log root
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=90,
+                         env=farm.env(TMPDIR=str(private_tmp)), stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    root = private_tmp / f"stmpo-logs-{os.getuid()}"
+    assert oct(root.stat().st_mode & 0o777) == "0o700"
+    (run_dir,) = list(root.iterdir())
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    logs = list(run_dir.iterdir())
+    assert any(p.name == "run.log" for p in logs) and any("chunk" in p.name for p in logs)
+    for p in logs:
+        assert oct(p.stat().st_mode & 0o777) == "0o600", p

@@ -25,7 +25,7 @@ from ..aerender._argv import build_argv
 from ..aerender._log import AerenderLog, AeWarning, FrameDone, StrongError
 from ..broker import events, keys
 from ..config import defaults
-from ..host._proc import descendants, kill_procs, tree_cpu_seconds
+from ..host._proc import descendants, kill_procs, private_opener, tree_cpu_seconds
 from ..plan._frames import format_frames, runs
 from ..plan._pattern import OutputPattern
 from ._spec import RunSpec
@@ -181,7 +181,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     watch = _Watch(ctx, t0)
     watch.start()
     assert proc.stdout is not None
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab", opener=private_opener) as log:
         for raw in iter(proc.stdout.readline, b""):
             log.write(raw)
             watch.last_output = time.monotonic()
