@@ -425,3 +425,21 @@ def test_every_log_of_a_run_is_private(farm: Farm, tmp_path: Path) -> None:
     assert any(p.name == "run.log" for p in logs) and any("chunk" in p.name for p in logs)
     for p in logs:
         assert oct(p.stat().st_mode & 0o777) == "0o600", p
+
+
+def test_cancel_while_flower_starts_does_not_wait_for_it(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = start_in_own_group(farm, "--flower", f"127.0.0.1:{free_port()}", frames="1-40",
+                              concurrency=2)
+    try:
+        assert wait_for(lambda: [p for p in tagged(farm.tag)
+                                 if "flower_main" in _cmdlines([p])], timeout=30)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert not farm.leftovers(timeout=3)

@@ -41,17 +41,10 @@ from ._funnel import LogFunnel, one_line
 from ._logdir import open_private, run_log_dir
 from ._pool import Slot, SlotPool
 from ._progress import Progress
-from ._stopping import BrokerWatch, bounded, force_exit
+from ._stopping import CANCEL_CODES as _CANCEL_CODES
+from ._stopping import SECRET_ENV, BrokerWatch, bounded, force_exit
 from ._summary import ChunkRecord, final_line, write_summary
 from ._validate import Prepared
-
-SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
-_CANCEL_CODES: dict[int, ExitCode] = {
-    signal.SIGINT: ExitCode.INTERRUPTED,
-    signal.SIGTERM: ExitCode.TERMINATED,
-}
-if hasattr(signal, "SIGHUP"):  # a closed terminal or a dropped ssh session: a cancel
-    _CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
 
 
 class Run:
@@ -62,8 +55,7 @@ class Run:
         self.run_id = secrets.token_hex(4)
         self.host = keys.host_name()
         self.queue = keys.queue(self.run_id, self.host)
-        self.tty = tty
-        self.stdout = stdout
+        self.tty, self.stdout = tty, stdout
         self.log_dir = run_log_dir(self.o.log_dir, self.run_id)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
         self.embedded: EmbeddedRedis | None = None
@@ -182,7 +174,10 @@ class Run:
         if self.embedded is not None:
             self.embedded.wait_ready()
         self.flower = flowerctl.start_for_run(self.o, self.broker, self.run_id, self.queue,
-                                              self.log_dir, self._say)
+                                              self.log_dir, self._say,
+                                              lambda: self.cancel_signal is not None)
+        if self.cancel_signal is not None:  # cancelled while starting: _follow stops now
+            return
         self.client = self.broker.client(timeout=10)
         self.watch_client = self.broker.client(timeout=defaults.WATCHDOG_TIMEOUT_S)
         # raw bytes: a message that is not UTF-8 is one bad event, not a dead run
@@ -227,7 +222,7 @@ class Run:
 
     # -- follow -------------------------------------------------------------------
     def _follow(self) -> None:
-        assert self.pool is not None and self.client is not None
+        assert self.pool is not None  # the client may be None: cancelled while starting
         last_ping = last_beat = time.monotonic()
         all_done_at: float | None = None
         while self.stop_reason is None:
