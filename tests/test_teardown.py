@@ -389,3 +389,57 @@ def test_bundle_dest_on_a_read_only_file_system(tmp_path: Path) -> None:
     assert res.returncode in (2, 3), res.stdout + res.stderr
     assert res.stderr.startswith("stmpo: error: --dest /proc/stmpo-bundle")
     assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_broker_blip_shorter_than_the_grace_does_not_fail_the_run(
+        farm: Farm, private_redis: PrivateRedis) -> None:
+    farm.knobs.update(FRAME_COST="0.1")
+    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
+    try:
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        pause_ms = int((defaults.BROKER_LOSS_GRACE_S - 2.5) * 1000)
+        assert pause_ms >= 1500
+        private_redis.client.execute_command("CLIENT", "PAUSE", str(pause_ms), "ALL")
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "the broker did not answer for" in out and "it is back" in out
+    assert farm.frames_on_disk() == list(range(1, 41))
+
+
+def test_every_log_of_a_run_is_private(farm: Farm, tmp_path: Path) -> None:
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    argv = farm.argv(frames="1-8", concurrency=2)
+    i = argv.index("--log-dir")
+    del argv[i:i + 2]  # the default log root
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=90,
+                         env=farm.env(TMPDIR=str(private_tmp)), stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    root = private_tmp / f"stmpo-logs-{os.getuid()}"
+    assert oct(root.stat().st_mode & 0o777) == "0o700"
+    (run_dir,) = list(root.iterdir())
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    logs = list(run_dir.iterdir())
+    assert any(p.name == "run.log" for p in logs) and any("chunk" in p.name for p in logs)
+    for p in logs:
+        assert oct(p.stat().st_mode & 0o777) == "0o600", p
+
+
+def test_cancel_while_flower_starts_does_not_wait_for_it(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.2")
+    proc = start_in_own_group(farm, "--flower", f"127.0.0.1:{free_port()}", frames="1-40",
+                              concurrency=2)
+    try:
+        assert wait_for(lambda: [p for p in tagged(farm.tag)
+                                 if "flower_main" in _cmdlines([p])], timeout=30)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert not farm.leftovers(timeout=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import time
@@ -55,7 +56,7 @@ def test_a_blip_shorter_than_the_grace_is_not_a_loss() -> None:
     w = BrokerWatch(grace=defaults.BROKER_LOSS_GRACE_S)
     assert not w.failed(100.0)
     assert not w.failed(100.0 + defaults.BROKER_LOSS_GRACE_S - 0.1)
-    w.ok()  # back: the clock starts again
+    assert w.ok(101.0) == pytest.approx(1.0)  # back: the clock starts again
     assert w.blips == 1
     assert not w.failed(200.0)
     assert w.failed(200.0 + defaults.BROKER_LOSS_GRACE_S)
@@ -150,3 +151,25 @@ def test_explicit_log_dir_is_never_pruned(tmp_path: Path) -> None:
         (tmp_path / f"r{i}").mkdir()
     _logdir.run_log_dir(str(tmp_path), "abcd0005")
     assert len(list(tmp_path.iterdir())) == defaults.LOG_KEEP_RUNS + 3
+
+
+def test_registry_shared_with_an_older_stmpo_never_expires() -> None:
+    import redis as r
+    from conftest import system_redis
+
+    from stmpo_celery.broker._liveness import heartbeat, owned_entry
+
+    if system_redis() is None:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    c = r.Redis(port=6379, db=15, decode_responses=True)  # a database no run uses
+    try:
+        c.delete("stmpo:runs")
+        entry = owned_entry(json.dumps({"run": "feed0001", "host": "h"}))
+        heartbeat(c, "feed0001", entry)
+        assert 0 < c.ttl("stmpo:runs") <= defaults.RUN_KEY_TTL_S
+        c.hset("stmpo:runs", "old00001", json.dumps({"run": "old00001", "started": 1.0}))
+        heartbeat(c, "feed0001", entry)
+        assert c.ttl("stmpo:runs") == -1
+    finally:
+        c.delete("stmpo:runs", "stmpo:feed0001:x:alive")
+        c.close()

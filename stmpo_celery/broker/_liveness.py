@@ -28,6 +28,11 @@ from ..host._proc import process_started, same_process_alive
 from . import keys
 
 
+def still_there(client: redis.Redis, run_id: str) -> bool:
+    """Does the Redis still hold the run (not restarted empty since the last beat)?"""
+    return bool(client.exists(keys.alive_key(run_id)))
+
+
 def owned_entry(entry_json: str) -> str:
     """A registry entry (``events.registry_entry``) plus who owns it: this process's
     pid and start time, and the time of the first beat."""
@@ -58,11 +63,25 @@ def heartbeat(client: redis.Redis, run_id: str, entry_json: str,
     data["beat"] = time.time()
     entry = json.dumps(data)
     expire_run_keys(client, run_id, ttl)
+    others = client.hgetall(keys.REGISTRY)
     pipe = client.pipeline(transaction=False)
+    pipe.set(keys.alive_key(run_id), "1", ex=ttl)
     pipe.hset(keys.REGISTRY, run_id, entry)
-    pipe.expire(keys.REGISTRY, ttl)
+    if any(_beats(raw) is None for rid, raw in others.items() if rid != run_id):
+        pipe.persist(keys.REGISTRY)  # an older stmpo's run shares it: never expire its entry
+    else:
+        pipe.expire(keys.REGISTRY, ttl)
     pipe.execute()
     return entry
+
+
+def _beats(raw: object) -> float | None:
+    """The last beat in a registry entry, None for an entry of an older stmpo."""
+    try:
+        beat = json.loads(str(raw)).get("beat")
+    except (ValueError, AttributeError):
+        return None
+    return float(beat) if isinstance(beat, (int, float)) else None
 
 
 @dataclass(frozen=True)
@@ -127,7 +146,7 @@ def expire_orphans(client: redis.Redis, registered: set[str],
     candidates = []
     for key in client.scan_iter(match="stmpo:*", count=1000):
         run_id = str(key).split(":", 2)[1] if str(key).count(":") >= 2 else ""
-        if run_id and run_id not in registered:
+        if run_id and run_id not in registered and set(run_id) != {"?"}:  # not host Flower's
             candidates.append(key)
     pipe = client.pipeline(transaction=False)
     for key in candidates:

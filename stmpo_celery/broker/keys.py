@@ -92,6 +92,12 @@ def state_key(run_id: str) -> str:
     return f"stmpo:{run_id}:x:state"
 
 
+def alive_key(run_id: str) -> str:
+    """Set by the orchestrator's heartbeat with the run's TTL: gone = the Redis lost the
+    run's data (restarted empty) or the run stopped beating."""
+    return f"stmpo:{run_id}:x:alive"
+
+
 def sched_key(run_id: str, name: Sched | str) -> str:
     return f"stmpo:{run_id}:x:sched:{Sched(name).value}"
 

@@ -136,6 +136,12 @@ def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> thre
     return t
 
 
+def private_opener(path: str, flags: int) -> int:
+    """``open(..., opener=private_opener)``: a file created 0600 (logs may quote paths,
+    comp names and errors that are nobody else's business)."""
+    return os.open(path, flags, 0o600)
+
+
 def process_started(pid: int) -> float | None:
     """The start time of process ``pid`` (epoch seconds), None when there is none."""
     try:

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,11 +143,16 @@ class FlowerProcess:
                 self.proc.stdout.close()
 
 
-def _read_line(stream: Any, timeout: float) -> bytes:
+def _read_line(stream: Any, timeout: float,
+               cancelled: Callable[[], bool] | None = None) -> bytes:
     out: list[bytes] = []
     t = threading.Thread(target=lambda: out.append(stream.readline()), daemon=True)
     t.start()
-    t.join(timeout)
+    deadline = time.monotonic() + timeout
+    while t.is_alive() and time.monotonic() < deadline:
+        if cancelled is not None and cancelled():
+            break  # a cancel does not wait for Flower to come up
+        t.join(0.05)
     return out[0] if out else b""
 
 
@@ -180,7 +186,8 @@ def port_in_use(host: str, port: int) -> bool:
 def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: str | None,
                  url_prefix: str | None, log_dir: Path, *, detach: bool = False,
                  purge_offline_s: int | None = None,
-                 max_tasks: int | None = None, pdeathsig: bool = True) -> FlowerProcess:
+                 max_tasks: int | None = None, pdeathsig: bool = True,
+                 cancelled: Callable[[], bool] | None = None) -> FlowerProcess:
     """Start Flower for ``run_id`` (or :data:`ALL_RUNS`); return once it serves and listens.
 
     Raises :class:`BadInput` for an unsafe bind and :class:`EnvironmentProblem` when
@@ -220,7 +227,7 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
             proc.stdin.close()
     except OSError:
         pass
-    line = _read_line(proc.stdout, START_TIMEOUT_S)
+    line = _read_line(proc.stdout, START_TIMEOUT_S, cancelled)
     try:
         ready = json.loads(line.decode())
     except ValueError:
@@ -237,14 +244,16 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
 
 
 def start_for_run(o: RenderOptions, broker: BrokerUrl, run_id: str, queue: str,
-                  log_dir: Path, say: Callable[[str], None]) -> FlowerProcess | None:
+                  log_dir: Path, say: Callable[[str], None],
+                  cancelled: Callable[[], bool] | None = None) -> FlowerProcess | None:
     """The orchestrator's hook: start the run's Flower if asked; a failure only warns."""
     if not o.flower:
         return None
     try:
         # a Flower that may linger must outlive us: it ends by its stdin, not PDEATHSIG
         fp = start_flower(broker, run_id, queue, o.flower, o.flower_auth,
-                          o.flower_url_prefix, log_dir, pdeathsig=o.flower_linger <= 0)
+                          o.flower_url_prefix, log_dir, pdeathsig=o.flower_linger <= 0,
+                          cancelled=cancelled)
     except StmpoError as exc:
         say(f"WARNING: Flower not started, rendering without it: {exc.message}")
         return None

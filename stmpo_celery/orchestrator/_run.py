@@ -31,7 +31,7 @@ from ..broker import (
     missing_frames_suspect,
     requeue_unacked,
 )
-from ..broker._liveness import heartbeat, owned_entry, try_reap
+from ..broker._liveness import heartbeat, owned_entry, still_there, try_reap
 from ..config import defaults
 from ..errors import ExitCode
 from ..host import HostPlan
@@ -48,17 +48,10 @@ from ._funnel import LogFunnel, one_line
 from ._logdir import open_private, run_log_dir
 from ._pool import Slot, SlotPool
 from ._progress import Progress
-from ._stopping import BrokerWatch, bounded, force_exit
+from ._stopping import CANCEL_CODES as _CANCEL_CODES
+from ._stopping import SECRET_ENV, BrokerWatch, bounded, force_exit
 from ._summary import ChunkRecord, ChunkStatus, write_summary
 from ._validate import Prepared
-
-SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
-_CANCEL_CODES: dict[int, ExitCode] = {
-    signal.SIGINT: ExitCode.INTERRUPTED,
-    signal.SIGTERM: ExitCode.TERMINATED,
-}
-if hasattr(signal, "SIGHUP"):  # a closed terminal or a dropped ssh session: a cancel
-    _CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
 
 
 class Run:
@@ -69,8 +62,7 @@ class Run:
         self.run_id = prep.run_id or secrets.token_hex(4)
         self.host = keys.host_name()
         self.queue = keys.queue(self.run_id, self.host)
-        self.tty = tty
-        self.stdout = stdout
+        self.tty, self.stdout = tty, stdout
         self.log_dir = run_log_dir(self.o.log_dir, self.run_id)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
         self.embedded: EmbeddedRedis | None = None
@@ -152,8 +144,7 @@ class Run:
         for sig in cancel_signals():  # CTRL_BREAK (SIGBREAK): OpenJD's cancel on Windows
             self._old_handlers[sig] = signal.signal(sig, on_signal)
 
-    def _force_exit(self, signum: int) -> None:
-        """Kill what this run owns, without waiting on anything, and exit now."""
+    def _force_exit(self, signum: int) -> None:  # kill what we own, exit, wait on nothing
         force_exit([s.pid for s in self.pool.slots] if self.pool is not None else [],
                    [self.embedded.proc if self.embedded else None,
                     self.flower.proc if self.flower else None],
@@ -192,7 +183,10 @@ class Run:
         if self.embedded is not None:
             self.embedded.wait_ready()
         self.flower = start_flower_for_run(self.o, self.broker, self.run_id, self.queue,
-                                              self.log_dir, self._say)
+                                           self.log_dir, self._say,
+                                           lambda: self.cancel_signal is not None)
+        if self.cancel_signal is not None:  # cancelled while starting: _follow stops now
+            return
         self.client = self.broker.client(timeout=10)
         self.watch_client = self.broker.client(timeout=defaults.WATCHDOG_TIMEOUT_S)
         # raw bytes: a message that is not UTF-8 is one bad event, not a dead run
@@ -240,7 +234,7 @@ class Run:
 
     # -- follow -------------------------------------------------------------------
     def _follow(self) -> None:
-        assert self.pool is not None and self.client is not None
+        assert self.pool is not None  # the client may be None: cancelled while starting
         last_ping = last_beat = time.monotonic()
         all_done_at: float | None = None
         while self.stop_reason is None:
@@ -279,12 +273,14 @@ class Run:
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
                 last_ping = now
                 try:
+                    if not still_there(self.watch_client, self.run_id):
+                        self._broker_lost(" (restarted empty: queue and results gone)")
+                        break
                     if now - last_beat > defaults.HEARTBEAT_INTERVAL_S:
                         self.entry = heartbeat(self.watch_client, self.run_id, self.entry)
                         last_beat = now
-                    else:
-                        self.watch_client.ping()
-                    self.watch.ok()
+                    if (gone := self.watch.ok(time.monotonic())) is not None:
+                        self._say(f"the broker did not answer for {gone:.1f} s; it is back")
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     if self.embedded is not None or self.watch.failed(now):
                         self._broker_lost()
@@ -464,10 +460,10 @@ class Run:
         if self.embedded is None or self.embedded.alive():
             bounded(tell_broker, defaults.STOP_BROKER_WAIT_S)
 
-    def _broker_lost(self) -> None:
+    def _broker_lost(self, why: str = "") -> None:
         which = "embedded Redis" if self.embedded is not None else (
             f"broker {mask_url(self.broker.url)}" if self.broker else "broker")
-        self.stop_reason = f"{which} was lost mid-run"
+        self.stop_reason = f"{which} was lost mid-run{why}"
         self.exit_code = ExitCode.ENVIRONMENT
         if self.pool is not None:
             self.pool.kill_all()

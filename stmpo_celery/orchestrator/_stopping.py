@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..config import defaults
+from ..errors import ExitCode
 from ..host._proc import kill_groups_now
+
+#: never inherited by slots, aerender or After Effects (removed before slots start)
+SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
+#: the cancel signals and their exit codes (SIGHUP: a closed terminal or dropped ssh)
+CANCEL_CODES: dict[int, ExitCode] = {
+    signal.SIGINT: ExitCode.INTERRUPTED,
+    signal.SIGTERM: ExitCode.TERMINATED,
+}
+if hasattr(signal, "SIGHUP"):
+    CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
 
 
 def bounded(fn: Callable[[], object], timeout: float) -> bool:
@@ -42,10 +54,13 @@ class BrokerWatch:
         self.down_since: float | None = None
         self.blips = 0
 
-    def ok(self) -> None:
-        if self.down_since is not None:
+    def ok(self, now: float) -> float | None:
+        """A contact that worked; returns how long the broker had been unreachable."""
+        gone = None if self.down_since is None else now - self.down_since
+        if gone is not None:
             self.blips += 1
         self.down_since = None
+        return gone
 
     def failed(self, now: float) -> bool:
         """One failed contact at ``now`` (monotonic); True when the broker is lost."""

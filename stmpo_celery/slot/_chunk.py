@@ -180,7 +180,7 @@ class _LogFailed(Exception):
 
 def _open_log(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.write(fd, b"")
     except OSError as exc:
         raise _LogFailed(f"cannot write the chunk log {path}: {exc.strerror or exc}: "

@@ -72,11 +72,13 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     app = make_app(broker, spec.run_id, spec.queue)
     _mask_broker_in_stats()
     register(app, ctx)
+    celery_log = os.path.join(spec.log_dir, f"slot{slot}.celery.log")
+    os.close(os.open(celery_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     worker = app.Worker(
         pool="solo", concurrency=1, queues=[spec.queue],
         hostname=node_name(slot, spec.run_id, spec.host),
         without_gossip=True, without_mingle=True, without_heartbeat=False,
-        loglevel="WARNING", logfile=os.path.join(spec.log_dir, f"slot{slot}.celery.log"),
+        loglevel="WARNING", logfile=celery_log,
         redirect_stdouts=False, task_events=True, quiet=True,
     )
     worker.start()
