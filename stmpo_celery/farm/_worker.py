@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from ..broker._redis import BrokerUrl
 from ..config import defaults
@@ -219,8 +220,12 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
     guard = _start_guard()
     stop = threading.Event()
     beat = threading.Thread(target=_beat, args=(stop,), name="stmpo-farm-beat", daemon=True)
-    beat.start()
-    say(f"consuming {defaults.FARM_QUEUE} (one task at a time)")
+
+    def ready(**_kw: Any) -> None:  # alive on the farm once it really consumes
+        say(f"consuming {defaults.FARM_QUEUE} (one task at a time)")
+        beat.start()
+
+    worker_ready.connect(ready, weak=False)
     try:
         worker = W.app.Worker(pool="threads", concurrency=1, queues=[defaults.FARM_QUEUE],
                               hostname=W.name, without_gossip=True, without_mingle=True,
