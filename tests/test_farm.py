@@ -94,7 +94,7 @@ class Rig:
         time.sleep(1.0)  # consuming: the worker loop is up after its first heartbeat
 
     def submit(self, frames: str = "1-8", per_task: int = 2, publish: bool = True,
-               *extra: str) -> str:
+               extra: tuple[str, ...] = ()) -> str:
         args = ["farm", "submit", str(BUNDLE), "-p", f"ProjectFile={self.project}",
                 "-p", "Comp=Main Comp", "-p", f"Frames={frames}",
                 "-p", f"FramesPerTask={per_task}", "-p", f"AerenderPath={FAKE}",
@@ -318,3 +318,43 @@ def test_bad_submit_is_refused_before_anything_is_written(rig: Rig) -> None:
     res = subprocess.run([str(BIN / "stmpo"), "farm", "jobs"], capture_output=True, text=True,
                          env=env, timeout=30)
     assert res.returncode == 2 and "--farm" in res.stderr
+
+
+def test_failed_tasks_retry_up_to_the_jobs_limit_and_on_demand(rig: Rig) -> None:
+    once = rig.tmp / "once"
+    once.mkdir()
+    rig.start_worker("w1", FAIL_FRAME="1,3", ONCE_DIR=str(once))
+    rig.wait_workers()
+    # no retries allowed: the job fails; `stmpo farm retry` runs the task again
+    job = rig.submit(frames="1-2", per_task=2, publish=False, extra=("--max-retries", "0"))
+    assert rig.wait(job) == 1
+    [task] = rig.job(job)["tasks"]
+    assert task["state"] == "failed" and task["attempts"] == 1, task
+    assert rig.job(job)["state"] == "failed"
+    res = rig.stmpo("farm", "retry", job)
+    assert res.returncode == 0 and "1 task(s) queued again" in res.stdout
+    assert rig.wait(job) == 0
+    assert rig.job(job)["tasks"][0]["attempts"] == 2
+    # one retry allowed (the default): the failed task runs again by itself
+    job = rig.submit(frames="3-4", per_task=2, publish=False)
+    assert rig.wait(job) == 0, rig.logs()
+    [task] = rig.job(job)["tasks"]
+    assert task["state"] == "succeeded" and task["attempts"] == 2, task
+    assert (once / "fail-1").exists() and (once / "fail-3").exists()
+
+
+def test_footage_listed_with_sizes_and_mtimes(tmp_path: Path) -> None:
+    from stmpo_celery.farm._snapshot import footage_list, snapshot_file
+
+    (tmp_path / "plates").mkdir()
+    (tmp_path / "plates" / "a.exr").write_bytes(b"12345")
+    (tmp_path / "logo.png").write_bytes(b"xy")
+    listed = footage_list({"filenames": ["logo.png", "gone.mov"], "directories": ["plates"]},
+                          tmp_path)
+    by_name = {Path(f["path"]).name: f for f in listed}
+    assert by_name["logo.png"]["size"] == 2 and by_name["a.exr"]["size"] == 5
+    assert by_name["a.exr"]["mtime"] == (tmp_path / "plates" / "a.exr").stat().st_mtime
+    assert by_name["gone.mov"]["missing"] is True
+    snap = snapshot_file(tmp_path / "logo.png", tmp_path / "job" / "scene")
+    assert snap["sha256"] == sha(tmp_path / "logo.png") and snap["size"] == 2
+    assert not os.access(snap["snapshot"], os.W_OK) or os.geteuid() == 0  # read-only copy
