@@ -191,6 +191,8 @@ def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
                                f"127.0.0.1:{port}", "--log-dir", str(rig.tmp)],
                               env=rig.env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     rig.workers["flower"] = flower  # stopped and checked like the workers
+    assert flower.stdout is not None  # it says so once it serves and hears events
+    assert b"Flower for the farm: http://127.0.0.1:" in flower.stdout.readline()
     rig.wait_workers()
     original = sha(rig.project)
     job = rig.submit()
