@@ -269,6 +269,8 @@ def test_killed_worker_task_completes_on_the_other(rig: Rig) -> None:
     assert max(t["attempts"] for t in tasks) == 2  # the killed task ran again elsewhere
     manifest = json.loads((rig.shot / "v001" / "version.json").read_text())
     assert [f["frame"] for f in manifest["frames"]] == list(range(1, 13))
+    # the dead worker's un-acked message was dropped, not left to come back in 30 days
+    assert wait_for(lambda: not rig.client.hkeys("stmpo:farm:unacked"), timeout=5)
     # the dead worker's render was stopped by its guard, not left running
     assert wait_for(lambda: not [p for p in tagged(rig.tag)
                                  if p.pid != rig.workers["w2"].pid
