@@ -312,6 +312,9 @@ def test_bad_submit_is_refused_before_anything_is_written(rig: Rig) -> None:
     res = rig.stmpo("farm", "submit", str(BUNDLE), "-p", f"ProjectFile={rig.tmp / 'nope.aep'}",
                     "-p", "Comp=C", "--publish", str(rig.shot))
     assert res.returncode == 2 and "is not a file" in res.stderr
+    res = rig.stmpo("farm", "submit", str(BUNDLE), "-p", f"ProjectFile={rig.project}",
+                    "-p", "Comp=C", "--priority", "101")
+    assert res.returncode == 2 and "--priority 101" in res.stderr
     assert not (rig.tmp / "farm").exists()
     assert not list(rig.shot.glob("v*"))
     assert not rig.client.keys("stmpo:farm:*")
@@ -362,3 +365,19 @@ def test_footage_listed_with_sizes_and_mtimes(tmp_path: Path) -> None:
     snap = snapshot_file(tmp_path / "logo.png", tmp_path / "job" / "scene")
     assert snap["sha256"] == sha(tmp_path / "logo.png") and snap["size"] == 2
     assert not os.access(snap["snapshot"], os.W_OK) or os.geteuid() == 0  # read-only copy
+
+
+def test_job_state_and_priority_rules() -> None:
+    from stmpo_celery.farm._app import redis_priority
+    from stmpo_celery.farm._store import job_summary_state
+
+    def tasks(*states: str) -> list[dict[str, Any]]:
+        return [{"state": st} for st in states]
+
+    assert job_summary_state("queued", tasks("queued", "queued")) == "queued"
+    assert job_summary_state("queued", tasks("succeeded", "queued")) == "running"
+    assert job_summary_state("queued", tasks("succeeded", "succeeded")) == "succeeded"
+    assert job_summary_state("queued", tasks("succeeded", "failed")) == "failed"
+    assert job_summary_state("canceled", tasks("running", "canceled")) == "canceling"
+    assert job_summary_state("canceled", tasks("succeeded", "canceled")) == "canceled"
+    assert [redis_priority(p) for p in (100, 91, 50, 0)] == [0, 0, 5, 9]  # higher first
