@@ -167,6 +167,15 @@ def flower_tasks(port: int, job: str) -> list[dict[str, Any]]:
     return found if len(found) == 4 and all(t.get("state") == "SUCCESS" for t in found) else []
 
 
+def flower_raw(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/tasks", timeout=5) as r:
+            return json.dumps({k: {f: v.get(f) for f in ("name", "state", "worker")}
+                               for k, v in json.loads(r.read()).items()})
+    except OSError as exc:
+        return repr(exc)
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -205,7 +214,8 @@ def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
     assert {t["worker"].split("@")[0] for t in view["tasks"]} == {"w1", "w2"}, view
     assert all(t["state"] == "succeeded" and t["progress"] == 100 for t in view["tasks"])
     # Flower for the farm: tasks named by job, step and frames; render hosts as workers
-    seen = wait_for(lambda: flower_tasks(port, job), timeout=15, step=0.3)
+    seen = wait_for(lambda: flower_tasks(port, job), timeout=30, step=0.3)
+    assert seen, flower_raw(port)
     assert sorted(t["name"] for t in seen) == [
         f"job {job} RenderImageSequence Frame={f}" for f in ("1-2", "3-4", "5-6", "7-8")]
     assert {t["worker"].split("@")[0] for t in seen} == {"w1", "w2"}
