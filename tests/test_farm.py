@@ -94,7 +94,7 @@ class Rig:
         time.sleep(1.0)  # consuming: the worker loop is up after its first heartbeat
 
     def submit(self, frames: str = "1-8", per_task: int = 2, publish: bool = True,
-               *extra: str) -> str:
+               extra: tuple[str, ...] = ()) -> str:
         args = ["farm", "submit", str(BUNDLE), "-p", f"ProjectFile={self.project}",
                 "-p", "Comp=Main Comp", "-p", f"Frames={frames}",
                 "-p", f"FramesPerTask={per_task}", "-p", f"AerenderPath={FAKE}",
@@ -167,6 +167,15 @@ def flower_tasks(port: int, job: str) -> list[dict[str, Any]]:
     return found if len(found) == 4 and all(t.get("state") == "SUCCESS" for t in found) else []
 
 
+def flower_raw(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/tasks", timeout=5) as r:
+            return json.dumps({k: {f: v.get(f) for f in ("name", "state", "worker")}
+                               for k, v in json.loads(r.read()).items()})
+    except OSError as exc:
+        return repr(exc)
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -191,6 +200,8 @@ def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
                                f"127.0.0.1:{port}", "--log-dir", str(rig.tmp)],
                               env=rig.env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     rig.workers["flower"] = flower  # stopped and checked like the workers
+    assert flower.stdout is not None  # it says so once it serves and hears events
+    assert b"Flower for the farm: http://127.0.0.1:" in flower.stdout.readline()
     rig.wait_workers()
     original = sha(rig.project)
     job = rig.submit()
@@ -203,7 +214,8 @@ def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
     assert {t["worker"].split("@")[0] for t in view["tasks"]} == {"w1", "w2"}, view
     assert all(t["state"] == "succeeded" and t["progress"] == 100 for t in view["tasks"])
     # Flower for the farm: tasks named by job, step and frames; render hosts as workers
-    seen = wait_for(lambda: flower_tasks(port, job), timeout=15, step=0.3)
+    seen = wait_for(lambda: flower_tasks(port, job), timeout=30, step=0.3)
+    assert seen, flower_raw(port)
     assert sorted(t["name"] for t in seen) == [
         f"job {job} RenderImageSequence Frame={f}" for f in ("1-2", "3-4", "5-6", "7-8")]
     assert {t["worker"].split("@")[0] for t in seen} == {"w1", "w2"}
@@ -267,6 +279,8 @@ def test_killed_worker_task_completes_on_the_other(rig: Rig) -> None:
     assert max(t["attempts"] for t in tasks) == 2  # the killed task ran again elsewhere
     manifest = json.loads((rig.shot / "v001" / "version.json").read_text())
     assert [f["frame"] for f in manifest["frames"]] == list(range(1, 13))
+    # the dead worker's un-acked message was dropped, not left to come back in 30 days
+    assert wait_for(lambda: not rig.client.hkeys("stmpo:farm:unacked"), timeout=5)
     # the dead worker's render was stopped by its guard, not left running
     assert wait_for(lambda: not [p for p in tagged(rig.tag)
                                  if p.pid != rig.workers["w2"].pid
@@ -308,6 +322,9 @@ def test_bad_submit_is_refused_before_anything_is_written(rig: Rig) -> None:
     res = rig.stmpo("farm", "submit", str(BUNDLE), "-p", f"ProjectFile={rig.tmp / 'nope.aep'}",
                     "-p", "Comp=C", "--publish", str(rig.shot))
     assert res.returncode == 2 and "is not a file" in res.stderr
+    res = rig.stmpo("farm", "submit", str(BUNDLE), "-p", f"ProjectFile={rig.project}",
+                    "-p", "Comp=C", "--priority", "101")
+    assert res.returncode == 2 and "--priority 101" in res.stderr
     assert not (rig.tmp / "farm").exists()
     assert not list(rig.shot.glob("v*"))
     assert not rig.client.keys("stmpo:farm:*")
@@ -318,3 +335,59 @@ def test_bad_submit_is_refused_before_anything_is_written(rig: Rig) -> None:
     res = subprocess.run([str(BIN / "stmpo"), "farm", "jobs"], capture_output=True, text=True,
                          env=env, timeout=30)
     assert res.returncode == 2 and "--farm" in res.stderr
+
+
+def test_failed_tasks_retry_up_to_the_jobs_limit_and_on_demand(rig: Rig) -> None:
+    once = rig.tmp / "once"
+    once.mkdir()
+    rig.start_worker("w1", FAIL_FRAME="1,3", ONCE_DIR=str(once))
+    rig.wait_workers()
+    # no retries allowed: the job fails; `stmpo farm retry` runs the task again
+    job = rig.submit(frames="1-2", per_task=2, publish=False, extra=("--max-retries", "0"))
+    assert rig.wait(job) == 1
+    [task] = rig.job(job)["tasks"]
+    assert task["state"] == "failed" and task["attempts"] == 1, task
+    assert rig.job(job)["state"] == "failed"
+    res = rig.stmpo("farm", "retry", job)
+    assert res.returncode == 0 and "1 task(s) queued again" in res.stdout
+    assert rig.wait(job) == 0
+    assert rig.job(job)["tasks"][0]["attempts"] == 2
+    # one retry allowed (the default): the failed task runs again by itself
+    job = rig.submit(frames="3-4", per_task=2, publish=False)
+    assert rig.wait(job) == 0, rig.logs()
+    [task] = rig.job(job)["tasks"]
+    assert task["state"] == "succeeded" and task["attempts"] == 2, task
+    assert (once / "fail-1").exists() and (once / "fail-3").exists()
+
+
+def test_footage_listed_with_sizes_and_mtimes(tmp_path: Path) -> None:
+    from stmpo_celery.farm._snapshot import footage_list, snapshot_file
+
+    (tmp_path / "plates").mkdir()
+    (tmp_path / "plates" / "a.exr").write_bytes(b"12345")
+    (tmp_path / "logo.png").write_bytes(b"xy")
+    listed = footage_list({"filenames": ["logo.png", "gone.mov"], "directories": ["plates"]},
+                          tmp_path)
+    by_name = {Path(f["path"]).name: f for f in listed}
+    assert by_name["logo.png"]["size"] == 2 and by_name["a.exr"]["size"] == 5
+    assert by_name["a.exr"]["mtime"] == (tmp_path / "plates" / "a.exr").stat().st_mtime
+    assert by_name["gone.mov"]["missing"] is True
+    snap = snapshot_file(tmp_path / "logo.png", tmp_path / "job" / "scene")
+    assert snap["sha256"] == sha(tmp_path / "logo.png") and snap["size"] == 2
+    assert not os.access(snap["snapshot"], os.W_OK) or os.geteuid() == 0  # read-only copy
+
+
+def test_job_state_and_priority_rules() -> None:
+    from stmpo_celery.farm._app import redis_priority
+    from stmpo_celery.farm._store import job_summary_state
+
+    def tasks(*states: str) -> list[dict[str, Any]]:
+        return [{"state": st} for st in states]
+
+    assert job_summary_state("queued", tasks("queued", "queued")) == "queued"
+    assert job_summary_state("queued", tasks("succeeded", "queued")) == "running"
+    assert job_summary_state("queued", tasks("succeeded", "succeeded")) == "succeeded"
+    assert job_summary_state("queued", tasks("succeeded", "failed")) == "failed"
+    assert job_summary_state("canceled", tasks("running", "canceled")) == "canceling"
+    assert job_summary_state("canceled", tasks("succeeded", "canceled")) == "canceled"
+    assert [redis_priority(p) for p in (100, 91, 50, 0)] == [0, 0, 5, 9]  # higher first

@@ -33,6 +33,9 @@ def make_farm_app(broker: BrokerUrl) -> Celery:
         # a render host is a long-lived service: keep retrying a lost Redis
         broker_connection_max_retries=None,
         result_expires=24 * 3600,  # results only serve monitoring; the records are the truth
+        # a lost connection must not try to kill the running task (the threads pool cannot;
+        # its OpenJD session goes on and reports once Redis is back)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
 

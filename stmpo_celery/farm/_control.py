@@ -57,6 +57,7 @@ def retry(store: FarmStore, app: Celery, jid: str) -> int:
     """Queue a job's failed and canceled tasks again (fresh retries); how many."""
     job = store.job(jid)
     store.set_job_state(jid, "queued")
+    store.set_active(jid, True)
     n = 0
     for t in store.tasks(jid):
         if t["state"] not in ("failed", "canceled"):

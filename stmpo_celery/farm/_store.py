@@ -3,6 +3,7 @@
 Layout (all under :data:`PREFIX`, beside Celery's own keys)::
 
     x:jobs                 ZSET  job id -> submit time
+    x:active               SET   jobs that may have queued or running tasks
     x:job:<id>             STRING JSON: the job (bundle, parameters, snapshot, publish, ...)
     x:job:<id>:state       STRING queued | canceled (tasks carry the rest)
     x:job:<id>:tasks       HASH  task index -> JSON task record
@@ -83,6 +84,7 @@ class FarmStore:
         pipe.hset(self.key("job", jid, "tasks"),
                   mapping={str(t["index"]): json.dumps(t) for t in tasks})
         pipe.zadd(self.key("jobs"), {jid: job["submitted"]})
+        pipe.sadd(self.key("active"), jid)
         pipe.execute()
 
     def job(self, jid: str) -> dict[str, Any]:
@@ -100,6 +102,16 @@ class FarmStore:
 
     def set_job_state(self, jid: str, state: str) -> None:
         self.client.set(self.key("job", jid, "state"), state)
+
+    def active_jobs(self) -> list[str]:
+        """Jobs that may still have queued or running tasks (the reaper's worklist)."""
+        return sorted(str(j) for j in self.client.smembers(self.key("active")))
+
+    def set_active(self, jid: str, active: bool) -> None:
+        if active:
+            self.client.sadd(self.key("active"), jid)
+        else:
+            self.client.srem(self.key("active"), jid)
 
     def tasks(self, jid: str) -> list[dict[str, Any]]:
         raw = self.client.hgetall(self.key("job", jid, "tasks"))

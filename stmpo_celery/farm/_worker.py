@@ -17,6 +17,7 @@ render, so the farm does not rely on it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from ..broker._redis import BrokerUrl
 from ..config import defaults
@@ -115,11 +117,10 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
                           lambda r: {**r, "state": "canceled", "ended": _now()})
         return {"skipped": "job canceled"}
     host = socket.gethostname()
-    tag = (self.request.delivery_info or {}).get("delivery_tag")
 
     def start(r: dict[str, Any]) -> dict[str, Any]:
         r.update(state="running", worker=W.name, host=host, started=_now(),
-                 runs=r.get("runs", 0) + 1, delivery_tag=tag, status="starting")
+                 runs=r.get("runs", 0) + 1, status="starting")
         return r
 
     started = store.update_task(job_id, index, attempt, start)
@@ -164,9 +165,10 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
 # -- heartbeat and dead workers ----------------------------------------------------------
 def reap_dead(store: FarmStore) -> None:
     """Requeue (or cancel) the running tasks of workers that stopped saying they live."""
-    for jid in store.job_ids():
+    for jid in store.active_jobs():
         tasks = store.tasks(jid)
         if all(t["state"] in ENDED for t in tasks):
+            store.set_active(jid, False)
             continue
         job: dict[str, Any] | None = None
         for t in tasks:
@@ -182,10 +184,18 @@ def reap_dead(store: FarmStore) -> None:
                 continue
             if requeue(job, t, f"worker {t['worker']} lost: running again", failed=False):
                 say(f"job {jid} task {t['index']}: worker {t['worker']} is gone, requeued")
-                tag = t.get("delivery_tag")
-                if tag:  # its un-acked message would come back after the visibility timeout
-                    store.client.hdel(PREFIX + "unacked", tag)
-                    store.client.zrem(PREFIX + "unacked_index", tag)
+                drop_unacked(store, t["celery_id"])
+
+
+def drop_unacked(store: FarmStore, celery_id: str) -> None:
+    """Drop a dead worker's un-acked message (kombu would restore it after the visibility
+    timeout; its attempt is stale by then, but it should not linger in Redis)."""
+    key = PREFIX + "unacked"
+    for tag, raw in store.client.hgetall(key).items():
+        with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
+            if json.loads(raw)[0]["headers"]["id"] == celery_id:
+                store.client.hdel(key, tag)
+                store.client.zrem(PREFIX + "unacked_index", tag)
 
 
 def _beat(stop: threading.Event) -> None:
@@ -220,8 +230,12 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
     guard = _start_guard()
     stop = threading.Event()
     beat = threading.Thread(target=_beat, args=(stop,), name="stmpo-farm-beat", daemon=True)
-    beat.start()
-    say(f"consuming {defaults.FARM_QUEUE} (one task at a time)")
+
+    def ready(**_kw: Any) -> None:  # alive on the farm once it really consumes
+        say(f"consuming {defaults.FARM_QUEUE} (one task at a time)")
+        beat.start()
+
+    worker_ready.connect(ready, weak=False)
     try:
         worker = W.app.Worker(pool="threads", concurrency=1, queues=[defaults.FARM_QUEUE],
                               hostname=W.name, without_gossip=True, without_mingle=True,
