@@ -16,7 +16,7 @@ from ..broker._redis import (
 from ..config import defaults
 from ..config._options import RenderOptions
 from ..errors import BadInput
-from ..host._platform import check_start_method
+from ..host._platform import check_start_method, long_path
 from ..monitor._flowerctl import check_bind
 from ..monitor._hostsvc import discover_broker
 from ..plan._chunks import SCHEDULES
@@ -120,13 +120,13 @@ def prepare(o: RenderOptions) -> Prepared:
     pattern = OutputPattern(os.path.abspath(pattern.raw))
     out_dir = os.path.dirname(pattern.path_for(frames[0])) or "."
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(long_path(out_dir), exist_ok=True)
     except OSError as exc:
         raise BadInput(
             f"output directory cannot be created: {out_dir} ({exc.strerror}): "
             "fix --output or the folder's permissions"
         ) from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
+    if not os.access(long_path(out_dir), os.W_OK | os.X_OK):
         raise BadInput(f"output directory is not writable: {out_dir}")
     to_render = frames
     if o.skip_existing and pattern.is_sequence:

@@ -25,6 +25,7 @@ from ..aerender._argv import build_argv
 from ..aerender._log import AerenderLog, AeWarning, FrameDone, StrongError
 from ..broker import events, keys
 from ..config import defaults
+from ..host._platform import decode_output
 from ..host._proc import descendants, kill_procs, tree_cpu_seconds
 from ..plan._frames import format_frames, runs
 from ..plan._pattern import OutputPattern
@@ -185,7 +186,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
         for raw in iter(proc.stdout.readline, b""):
             log.write(raw)
             watch.last_output = time.monotonic()
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            line = decode_output(raw).rstrip("\r\n")  # the OS code page on Windows
             ctx.emit(label, line)
             for ev in parser.feed(line):
                 if isinstance(ev, FrameDone):
