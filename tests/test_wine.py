@@ -318,3 +318,39 @@ def test_wine_no_redis_anywhere_is_said_in_one_line(wfarm: WinFarm) -> None:
     assert len(lines) == 1 and "Memurai" in lines[0], out
     assert not wfarm.out.exists() or not list(wfarm.out.iterdir())
     assert not wfarm.leftovers()
+
+
+def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path) -> None:
+    """The per-user font path of job fonts: copy into %LOCALAPPDATA%'s font folder, HKCU
+    registry value, AddFontResourceExW; then undone so the file can be deleted."""
+    fonts = sorted(Path("/usr/share/fonts").rglob("*.ttf")) + sorted(
+        Path("/usr/share/wine").rglob("*.ttf"))
+    if not fonts:
+        pytest.skip("no TrueType font on this machine to install")
+    driver = textwrap.dedent(f"""
+        import json, shutil, uuid, winreg
+        from pathlib import Path
+        from stmpo_celery.host import _winfonts as wf
+        folder = wf.user_font_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"stmpo-test-{{uuid.uuid4().hex[:8]}}.ttf"
+        shutil.copyfile({win(fonts[0])!r}, dest)
+        def value():
+            with winreg.OpenKey(winreg.HKEY_CURRENT_USER, wf.FONTS_KEY) as key:
+                try:
+                    return winreg.QueryValueEx(key, wf.value_name(dest))[0]
+                except FileNotFoundError:
+                    return None
+        wf.register(dest)
+        wf.broadcast_font_change()
+        registered = value()
+        wf.unregister(dest)
+        dest.unlink()
+        print(json.dumps([str(dest), registered, value(), dest.exists()]))
+    """)
+    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    dest, registered, after, exists = json.loads(out.strip().splitlines()[-1])
+    assert "\\AppData\\Local\\Microsoft\\Windows\\Fonts\\stmpo-test-" in dest, dest
+    assert registered == dest and after is None and not exists
