@@ -270,23 +270,31 @@ def test_wine_orchestrator_killed_leaves_no_windows_process(wfarm: WinFarm) -> N
 
 
 def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
-    """A slot stand-in whose child joined the job after assignment dies with it, both by
-    TerminateJobObject and by closing the job's last handle (KILL_ON_JOB_CLOSE)."""
+    """A slot stand-in whose child joined the job after assignment dies with it, by
+    TerminateJobObject and by closing the job's last handle (KILL_ON_JOB_CLOSE) — also a
+    renderer whose launcher already died ("orphan"), which no tree walk can find on
+    Windows (no reparenting: its parent pid names a dead process)."""
     driver = textwrap.dedent("""
         import json, subprocess, sys, time, psutil
         from stmpo_celery.host._platform import RunJob, slot_popen_kwargs
         CHILD = ("import subprocess, sys, time; sys.stdin.readline(); "
                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-                 "print(p.pid, flush=True); time.sleep(60)")
+                 "print(p.pid, flush=True); "
+                 "time.sleep(0 if sys.argv[1] == 'orphan' else 60)")
         result = {}
-        for how in ("terminate", "close"):
+        for how in ("terminate", "close", "orphan"):
             job = RunJob()
             assert job.job is not None, job.problem
-            c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+            c = subprocess.Popen([sys.executable, "-c", CHILD, how], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, **slot_popen_kwargs())
             job.assign(c)
             c.stdin.write("go\\n"); c.stdin.flush()
             grandchild = int(c.stdout.readline())
+            if how == "orphan":
+                c.wait(timeout=30)
+                assert psutil.pid_exists(grandchild)
+                assert not any(p.pid == grandchild
+                               for p in psutil.Process().children(recursive=True))
             job.kill_all() if how == "terminate" else job.close()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and (
@@ -301,7 +309,8 @@ def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     result = json.loads(out.strip().splitlines()[-1])
-    assert result == {"terminate": [False, False], "close": [False, False]}, result
+    assert result == {"terminate": [False, False], "close": [False, False],
+                      "orphan": [False, False]}, result
     assert wait_for(lambda: not wine_procs(tag), timeout=10)
 
 
