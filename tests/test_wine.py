@@ -98,9 +98,11 @@ class WinPython:
     def fake(self) -> str:
         return win(self.scripts / "stmpo-fake-aerender.exe")
 
-    def popen(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    def popen(self, args: list[str], env: dict[str, str],
+              program: str | None = None) -> subprocess.Popen[str]:
         # wine execs into the Windows process: this pid is python.exe's Linux pid
-        return subprocess.Popen(["wine", str(PYDIR / "python.exe"), *args], env=env,
+        program = program or str(PYDIR / "python.exe")
+        return subprocess.Popen(["wine", program, *args], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, errors="replace")
 
@@ -153,8 +155,9 @@ class WinFarm:
                 "--summary", win(self.tmp / "summary.json"), *extra]
         return args + (["--broker", broker] if broker else [])
 
-    def run(self, args: list[str], timeout: float = 120, **knobs: str) -> tuple[int, str]:
-        proc = self.py.popen(args, self.env(**knobs))
+    def run(self, args: list[str], timeout: float = 120, program: str | None = None,
+            **knobs: str) -> tuple[int, str]:
+        proc = self.py.popen(args, self.env(**knobs), program)
         out, err = proc.communicate(timeout=timeout)
         return proc.returncode, out + err
 
@@ -187,7 +190,9 @@ def wfarm(winpy: WinPython, tmp_path: Path) -> Iterator[WinFarm]:
 
 
 def test_wine_render_on_two_pinned_slots(wfarm: WinFarm) -> None:
-    code, out = wfarm.run(wfarm.render_args("1-12"), FRAME_COST="0.4")
+    """``stmpo render`` as a Windows user runs it: the stmpo.exe console script."""
+    stmpo = str(wfarm.py.scripts / "stmpo.exe")
+    code, out = wfarm.run(wfarm.render_args("1-12")[2:], program=stmpo, FRAME_COST="0.4")
     assert code == 0, out
     assert wfarm.frames_on_disk() == list(range(1, 13))
     assert "from sysfs" not in out  # the Linux host's /sys (Z:\sys) is not this host's
