@@ -98,9 +98,11 @@ class WinPython:
     def fake(self) -> str:
         return win(self.scripts / "stmpo-fake-aerender.exe")
 
-    def popen(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    def popen(self, args: list[str], env: dict[str, str],
+              program: str | None = None) -> subprocess.Popen[str]:
         # wine execs into the Windows process: this pid is python.exe's Linux pid
-        return subprocess.Popen(["wine", str(PYDIR / "python.exe"), *args], env=env,
+        program = program or str(PYDIR / "python.exe")
+        return subprocess.Popen(["wine", program, *args], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, errors="replace")
 
@@ -153,8 +155,9 @@ class WinFarm:
                 "--summary", win(self.tmp / "summary.json"), *extra]
         return args + (["--broker", broker] if broker else [])
 
-    def run(self, args: list[str], timeout: float = 120, **knobs: str) -> tuple[int, str]:
-        proc = self.py.popen(args, self.env(**knobs))
+    def run(self, args: list[str], timeout: float = 120, program: str | None = None,
+            **knobs: str) -> tuple[int, str]:
+        proc = self.py.popen(args, self.env(**knobs), program)
         out, err = proc.communicate(timeout=timeout)
         return proc.returncode, out + err
 
@@ -187,7 +190,9 @@ def wfarm(winpy: WinPython, tmp_path: Path) -> Iterator[WinFarm]:
 
 
 def test_wine_render_on_two_pinned_slots(wfarm: WinFarm) -> None:
-    code, out = wfarm.run(wfarm.render_args("1-12"), FRAME_COST="0.4")
+    """``stmpo render`` as a Windows user runs it: the stmpo.exe console script."""
+    stmpo = str(wfarm.py.scripts / "stmpo.exe")
+    code, out = wfarm.run(wfarm.render_args("1-12")[2:], program=stmpo, FRAME_COST="0.4")
     assert code == 0, out
     assert wfarm.frames_on_disk() == list(range(1, 13))
     assert "from sysfs" not in out  # the Linux host's /sys (Z:\sys) is not this host's
@@ -270,23 +275,31 @@ def test_wine_orchestrator_killed_leaves_no_windows_process(wfarm: WinFarm) -> N
 
 
 def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
-    """A slot stand-in whose child joined the job after assignment dies with it, both by
-    TerminateJobObject and by closing the job's last handle (KILL_ON_JOB_CLOSE)."""
+    """A slot stand-in whose child joined the job after assignment dies with it, by
+    TerminateJobObject and by closing the job's last handle (KILL_ON_JOB_CLOSE) — also a
+    renderer whose launcher already died ("orphan"), which no tree walk can find on
+    Windows (no reparenting: its parent pid names a dead process)."""
     driver = textwrap.dedent("""
         import json, subprocess, sys, time, psutil
         from stmpo_celery.host._platform import RunJob, slot_popen_kwargs
         CHILD = ("import subprocess, sys, time; sys.stdin.readline(); "
                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-                 "print(p.pid, flush=True); time.sleep(60)")
+                 "print(p.pid, flush=True); "
+                 "time.sleep(0 if sys.argv[1] == 'orphan' else 60)")
         result = {}
-        for how in ("terminate", "close"):
+        for how in ("terminate", "close", "orphan"):
             job = RunJob()
             assert job.job is not None, job.problem
-            c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+            c = subprocess.Popen([sys.executable, "-c", CHILD, how], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, **slot_popen_kwargs())
             job.assign(c)
             c.stdin.write("go\\n"); c.stdin.flush()
             grandchild = int(c.stdout.readline())
+            if how == "orphan":
+                c.wait(timeout=30)
+                assert psutil.pid_exists(grandchild)
+                assert not any(p.pid == grandchild
+                               for p in psutil.Process().children(recursive=True))
             job.kill_all() if how == "terminate" else job.close()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and (
@@ -301,7 +314,38 @@ def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     result = json.loads(out.strip().splitlines()[-1])
-    assert result == {"terminate": [False, False], "close": [False, False]}, result
+    assert result == {"terminate": [False, False], "close": [False, False],
+                      "orphan": [False, False]}, result
+    assert wait_for(lambda: not wine_procs(tag), timeout=10)
+
+
+def test_wine_slot_kills_an_orphaned_renderer(winpy: WinPython) -> None:
+    """A slot's kill of its aerender also kills an AfterFX whose launcher already died:
+    on Windows only the slot's renderer Job Object can still reach it."""
+    driver = textwrap.dedent("""
+        import json, subprocess, sys, time, psutil
+        from stmpo_celery.slot import _chunk
+        CHILD = ("import subprocess, sys; sys.stdin.readline(); "
+                 "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                 "print(p.pid, flush=True)")
+        c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        _chunk.RENDERERS.get().assign(c)
+        c.stdin.write("go\\n"); c.stdin.flush()
+        orphan = int(c.stdout.readline())
+        c.wait(timeout=30)
+        before = psutil.pid_exists(orphan)
+        _chunk.kill_renderer()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and psutil.pid_exists(orphan):
+            time.sleep(0.05)
+        print(json.dumps([before, psutil.pid_exists(orphan), _chunk.RENDERERS.get().problem]))
+    """)
+    tag = uuid.uuid4().hex
+    proc = winpy.popen(["-c", driver], winpy.env(tag))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert json.loads(out.strip().splitlines()[-1]) == [True, False, None], out
     assert wait_for(lambda: not wine_procs(tag), timeout=10)
 
 
@@ -318,3 +362,39 @@ def test_wine_no_redis_anywhere_is_said_in_one_line(wfarm: WinFarm) -> None:
     assert len(lines) == 1 and "Memurai" in lines[0], out
     assert not wfarm.out.exists() or not list(wfarm.out.iterdir())
     assert not wfarm.leftovers()
+
+
+def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path) -> None:
+    """The per-user font path of job fonts: copy into %LOCALAPPDATA%'s font folder, HKCU
+    registry value, AddFontResourceExW; then undone so the file can be deleted."""
+    fonts = sorted(Path("/usr/share/fonts").rglob("*.ttf")) + sorted(
+        Path("/usr/share/wine").rglob("*.ttf"))
+    if not fonts:
+        pytest.skip("no TrueType font on this machine to install")
+    driver = textwrap.dedent(f"""
+        import json, shutil, uuid, winreg
+        from pathlib import Path
+        from stmpo_celery.host import _winfonts as wf
+        folder = wf.user_font_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"stmpo-test-{{uuid.uuid4().hex[:8]}}.ttf"
+        shutil.copyfile({win(fonts[0])!r}, dest)
+        def value():
+            with winreg.OpenKey(winreg.HKEY_CURRENT_USER, wf.FONTS_KEY) as key:
+                try:
+                    return winreg.QueryValueEx(key, wf.value_name(dest))[0]
+                except FileNotFoundError:
+                    return None
+        wf.register(dest)
+        wf.broadcast_font_change()
+        registered = value()
+        wf.unregister(dest)
+        dest.unlink()
+        print(json.dumps([str(dest), registered, value(), dest.exists()]))
+    """)
+    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    dest, registered, after, exists = json.loads(out.strip().splitlines()[-1])
+    assert "\\AppData\\Local\\Microsoft\\Windows\\Fonts\\stmpo-test-" in dest, dest
+    assert registered == dest and after is None and not exists

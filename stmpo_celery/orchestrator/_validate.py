@@ -17,7 +17,7 @@ from ..broker._redis import (
 )
 from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
-from ..host._platform import check_start_method
+from ..host._platform import check_start_method, long_path
 from ..monitor import check_bind, discover_broker
 from ..plan import OutputPattern, parse_frames, parse_output
 from ..slot import _ledger as ledger
@@ -159,8 +159,8 @@ def create_outputs(prep: Prepared) -> None:
             os.unlink(probe)
         out_dir = os.path.dirname(prep.pattern.path_for(prep.frames[0])) or "."
         what = f"output directory cannot be created: {out_dir}"
-        _make_dirs(out_dir, made)
-        if not os.access(out_dir, os.W_OK | os.X_OK):
+        _make_dirs(long_path(out_dir), made)
+        if not os.access(long_path(out_dir), os.W_OK | os.X_OK):
             raise PermissionError(13, "not writable")
     except OSError as exc:
         for d in reversed(made):

@@ -31,7 +31,7 @@ from ..aerender import AerenderLog, AeWarning, FrameDone, StrongError, build_arg
 from ..broker import events, keys
 from ..config import defaults
 from ..host import descendants, kill_procs, tree_cpu_seconds
-from ..host._platform import output_encoding
+from ..host._platform import RunJob, decode_output
 from ..plan import OutputPattern, format_frames, runs
 from ._ledger import Ledger
 from ._spec import RunSpec
@@ -169,8 +169,27 @@ class _Watch(threading.Thread):
                 return
 
 
+@dataclass
+class _Renderers:
+    """Windows: a Job Object of this slot's aerender runs, so an AfterFX whose launcher
+    died (no tree walk finds it there) is killed too; elsewhere a no-op."""
+
+    job: RunJob | None = None
+    warned: bool = False
+
+    def get(self) -> RunJob:
+        if self.job is None:
+            self.job = RunJob()
+        return self.job
+
+
+RENDERERS = _Renderers()
+
+
 def kill_renderer() -> None:
     """Kill every descendant of this slot: aerender and its (maybe reparented) AfterFX."""
+    if RENDERERS.job is not None:
+        RENDERERS.job.kill_all()
     kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)
 
 
@@ -207,7 +226,6 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     argv = build_argv(spec.aerender, spec.target, start, end)
     parser = AerenderLog(start, end,
                          ignore_missing_effects=spec.target.ignore_missing_effects)
-    encoding = output_encoding()
     span = list(range(start, end + 1))
     before = {f: _stat(pattern.path_for(f)) for f in span}
     try:
@@ -244,6 +262,11 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
 
     reaper = threading.Thread(target=end_of_launcher, name="stmpo-launcher-end", daemon=True)
     reaper.start()
+    job = RENDERERS.get()
+    job.assign(proc)
+    if job.problem and not RENDERERS.warned:  # said once (the orchestrator dedupes too)
+        RENDERERS.warned = True
+        ctx.publish(events.SlotWarning(index=index, text=job.problem))
     watch = _Watch(ctx, t0)
     watch.start()
     assert proc.stdout is not None
@@ -258,7 +281,8 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 kill_renderer()
                 continue
             watch.last_output = time.monotonic()
-            line = raw.decode(encoding, errors="replace").rstrip("\r\n")
+            line = decode_output(raw).rstrip("\\r\
+")  # the OS code page on Windows
             ctx.emit(label, line)
             for ev in parser.feed(line):
                 if isinstance(ev, FrameDone):

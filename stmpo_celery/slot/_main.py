@@ -5,8 +5,8 @@ orchestrator has already imported Celery, so N slots are ready in a fraction of 
 time), or exec'd as ``python -m stmpo_celery.slot._main SPEC SLOT 0 CPUS STDERR_LOG`` —
 the lean launcher used on Windows, macOS, in the portable start method and for
 replacement slots; an exec'd slot's death pipe is its stdin (the orchestrator holds the
-write end). Pinning
-happens before the worker starts and is inherited by aerender and its renderer.
+write end). Pinning happens before the worker starts and is inherited by aerender and
+its renderer.
 No ``celery`` CLI: it imports click and plugins and costs ~0.5 s of CPU per slot.
 """
 
