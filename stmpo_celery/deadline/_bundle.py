@@ -1,19 +1,16 @@
 """``stmpo bundle``: write a ready Deadline Cloud job bundle for one render.
 
-The output pattern picks the bundle, by the same rule ``stmpo render`` uses: a pattern
-with a ``[#####]`` token is an image sequence (``openjd_bundle/template.yaml``: frames
-split into tasks of at most ``--frames-per-task``), one without is a movie
-(``openjd_bundle/movie/template.yaml``: one task, one process). OpenJD has no
-conditional steps, so each kind has its own template rather than one template with a
-step that would run for nothing.
+The output pattern (``--output``, else the queue item's output module) picks the
+bundle, by the rule ``stmpo render`` uses: a ``[#####]`` token is an image sequence
+(``openjd_bundle/template.yaml``, chunked tasks of at most 150 frames, or
+``big/template.yaml`` above that), none is a movie (``movie/template.yaml``: one task,
+one process). OpenJD has no conditional steps, so each kind has its own template.
 
-The bundle directory gets a byte-for-byte copy of the template and, as JSON (which
-Deadline reads like YAML, and which needs nothing beyond the standard library),
-``parameter_values.json`` and ``asset_references.json``. Every parameter value written
-names a parameter the template defines (checked against the decoded template: a stale
-name makes submission fail). Settings not given are left out, so the template's empty
-default applies and the worker's ``STMPO_*`` environment, the profile or stmpo's
-default decides, exactly as on the command line.
+The bundle directory gets the template (its host requirements set from the profile)
+and, as JSON (Deadline reads it like YAML; no library needed), ``parameter_values.json``
+and ``asset_references.json``. Every value names a parameter the template defines (a
+stale name makes submission fail). Settings not given are left out, so the worker's
+``STMPO_*`` environment, the profile or stmpo's default decides, as on the command line.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from ..errors import BadInput, StmpoError
 from ..plan._frames import format_frames, parse_frames, runs
 from ..plan._pattern import parse_output
 from ._bigtask import CHUNK_LIMIT, describe_tasks, host_minimums, task_count, with_host_minimums
-from ._project import check_for_bundle
+from ._project import check_for_bundle, output_from_project
 
 IMAGE = "image"
 MOVIE = "movie"
@@ -213,6 +210,8 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     if kw.get("rqindex") is not None and kw["rqindex"] < 1:
         raise BadInput(f"--rqindex {kw['rqindex']} is not a render-queue index: they start at 1")
     frames = parse_frames(kw["frames"])
+    if not kw.get("output"):  # the render-queue item's own output module decides
+        kw["output"] = output_from_project(_existing_file("--project", kw["project"]), kw)
     pattern = parse_output(kw["output"])
     kind = IMAGE if pattern.is_sequence else MOVIE
     b = Bundle(kind)
@@ -371,9 +370,8 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
 @click.option("--comp", help="Composition name to render.")
 @click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
 @click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60.")
-@click.option("--output", required=True,
-              help="Output pattern: /renders/shot_[#####].png (image sequence) or "
-                   "/renders/shot.mov (movie).")
+@click.option("--output", help="Output pattern: /renders/shot_[#####].png (image sequence) "
+              "or /renders/shot.mov (movie). Default: the queue item's output module file.")
 @click.option("--dest", default="stmpo-bundle", show_default=True,
               help="The bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace the job bundle already in --dest.")
