@@ -29,7 +29,7 @@ import click
 from ..errors import BadInput, StmpoError
 from ..plan._frames import format_frames, parse_frames, runs
 from ..plan._pattern import parse_output
-from ._bigtask import CHUNK_LIMIT, describe_tasks, host_minimums, task_count, with_host_minimums
+from ._bigtask import CHUNK_LIMIT, describe_tasks, profile_minimums, task_count, with_host_minimums
 from ._project import check_for_bundle, output_from_project
 
 IMAGE = "image"
@@ -178,12 +178,13 @@ _IMAGE_ONLY = {  # option -> parameter: settings that cannot matter for one movi
     "schedule": "Schedule", "chunk_size": "ChunkSize", "spawn_delay": "SpawnDelay",
     "fail_fast": "FailFast", "skip_existing": "SkipExisting",
 }
-_PLAIN = {"profile": "Profile", "aerender": "AerenderPath", "broker": "BrokerUrl"}
+_PLAIN = {"profile": "Profile", "aerender": "AerenderPath", "broker": "BrokerUrl",
+          "om_template": "OMTemplate", "rs_template": "RSTemplate"}
 _NUMBERS = {"concurrency": "Concurrency", "max_concurrency": "MaxConcurrency",
             "ram_per_process_gb": "RamPerProcessGB", "threads_per_slot": "ThreadsPerSlot",
             "mfr_max_cpu": "MfrMaxCpu", "spawn_delay": "SpawnDelay"}
 _SWITCHES = {"mfr": "Mfr", "affinity": "Affinity", "fail_fast": "FailFast",
-             "skip_existing": "SkipExisting"}
+             "skip_existing": "SkipExisting", "ignore_missing_effects": "IgnoreMissingEffects"}
 
 
 def _flag(option: str) -> str:
@@ -272,7 +273,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
             raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
-    b.host = _host_minimums(b, kw)
+    b.host = profile_minimums(kw, 1 if b.kind == MOVIE else 2, b.warnings)
     if kw.get("broker"):
         from ..broker._redis import mask_url
 
@@ -306,22 +307,6 @@ def _task_size(b: Bundle, kw: dict[str, Any], frames: list[int]) -> None:
     b.notes.append(f"--frames-per-task {fpt} is above the {CHUNK_LIMIT} frames a chunked "
                    "(CHUNK[INT]) task may carry: writing the big-task template, "
                    f"{count} task(s) of near-equal size, each one stmpo render of its frames")
-
-
-def _host_minimums(b: Bundle, kw: dict[str, Any]) -> tuple[int, int]:
-    """vCPUs and memory a host needs: two slots for an image task, one for a movie."""
-    from ..config._settings import resolve
-    from ..plan._sizing import default_threads_per_slot
-
-    flags = {k: kw.get(k) for k in ("threads_per_slot", "ram_per_process_gb", "mfr")}
-    try:
-        values = {k: v for k, (v, _src) in resolve(flags, kw.get("profile"), env={}).items()}
-    except BadInput as exc:  # a profile file that lives on the workers only
-        b.warnings.append(f"host requirements use stmpo's defaults: {exc.message}")
-        values = {k: v for k, (v, _src) in resolve(flags, None, env={}).items()}
-    threads = values["threads_per_slot"] or default_threads_per_slot(bool(values["mfr"]))
-    return host_minimums(int(threads), float(values["ram_per_process_gb"]),
-                         1 if b.kind == MOVIE else 2)
 
 
 def check_against_template(b: Bundle, text: str, where: str) -> dict[str, ParamInfo]:
@@ -408,6 +393,10 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
 @click.option("--broker", help="Redis URL for the workers (default: their STMPO_BROKER_URL "
                                "or a private Redis per task).")
 @click.option("--fonts-dir", help="Folder of fonts the project needs (attached to the job).")
+@click.option("--om-template", help="aerender -OMtemplate on the workers.")
+@click.option("--rs-template", help="aerender -RStemplate on the workers.")
+@click.option("--ignore-missing-effects/--no-ignore-missing-effects", default=None,
+              help="Missing effects warn instead of failing the task.")
 def bundle_command(**kw: Any) -> None:
     """Write a Deadline Cloud job bundle for a project/comp/frames/output.
 
