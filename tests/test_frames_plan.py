@@ -163,3 +163,10 @@ def test_task_share_cuts_listed_frames_into_near_equal_tasks() -> None:
             task_share(frames, *bad)
     with pytest.raises(BadInput, match="fewer than its tasks"):
         task_share([1, 2], 1, 3)
+
+
+@pytest.mark.parametrize("frames", [[1, 2, 3, 7, 9, 10], [-5, -4, -1, 0, 1], [7], [-3]])
+def test_parse_runs_reads_what_format_frames_writes(frames: list[int]) -> None:
+    from stmpo_celery.plan._frames import parse_runs
+
+    assert parse_runs(format_frames(frames)) == frames == parse_frames(format_frames(frames))

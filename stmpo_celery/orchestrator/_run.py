@@ -32,7 +32,7 @@ from ..errors import ExitCode
 from ..host._hostplan import HostPlan
 from ..host._proc import become_subreaper
 from ..monitor import _flowerctl as flowerctl
-from ..plan._frames import parse_frames
+from ..plan._frames import parse_runs
 from ..slot._chunk import missing_frames
 from ..slot._spec import RunSpec
 from ._dispatch import RunQueue, delete_run_keys
@@ -321,7 +321,7 @@ class Run:
             self._stop(rec.describe() + f" (after {self.o.retries} retries)",
                        ExitCode.RENDER_FAILED)
             return
-        frames = parse_frames(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
+        frames = parse_runs(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
         redo = [f for f in frames if f not in self.done_frames]
         redo += [f for f in frames if f in self.done_frames and f in set(
             missing_frames(self.prep.pattern, [f]))]

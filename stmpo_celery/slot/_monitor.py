@@ -52,7 +52,7 @@ from celery.utils.saferepr import saferepr
 
 from ..broker import keys
 from ..broker._app import RENDER_CHUNK
-from ..plan._frames import parse_frames
+from ..plan._frames import parse_runs
 from ._chunk import SlotContext
 
 HEARTBEAT_S = 2.0  #: Celery's own worker heartbeat interval
@@ -204,7 +204,7 @@ class SlotMonitor:
             cur.index = f.get("index", cur.index)
             frames = str(f.get("frames") or f"{f.get('start')}-{f.get('end')}")
             try:
-                cur.total = len(parse_frames(frames))
+                cur.total = len(parse_runs(frames))
             except Exception:  # noqa: BLE001
                 cur.total = int(f.get("end", 0)) - int(f.get("start", 0)) + 1
             cur.label = f"f{frames} (chunk {cur.index}" + (
