@@ -224,6 +224,11 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
                     ctx.publish("warning", index=index, text=ev.text)
+    for ev in parser.close():  # a failure that waited for a line that never came
+        if isinstance(ev, StrongError):
+            att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
+        elif isinstance(ev, AeWarning):
+            att.warnings.append(ev.text)
     att.exit_code = proc.wait()
     watch.done.set()
     watch.join(timeout=1)
