@@ -811,6 +811,9 @@ function stmpoBuildUI(thisObj) {
         var src = currentSource();
         ui.fRq.enabled = !!(src && src.rqItem);
         if (!src) { return; }
+        // a queue item renders its own time span (aerender -rqindex), not the work area
+        if (src.rqItem && !ui.fCustom.value) { ui.fRq.value = true; ui.fWork.value = false; ui.fComp.value = false; }
+        else if (!src.rqItem && ui.fRq.value) { ui.fRq.value = false; ui.fWork.value = true; }
         var out = stmpoSourceOutput(src);
         if (out.dir) { ui.outputDir.text = out.dir; }
         ui.outputFileName.text = out.name;

@@ -254,9 +254,26 @@ MISSING_EFFECT_LINES = [
     "INFO:This project contains a reference to a missing effect. Please install the "
     "following effect to restore this reference. ( Particular )",
     "This project contains a reference to a missing effect.",
-    "INFO:The following layer dependencies are missing",
     "aerender ERROR: Unable to render: a layer has missing dependencies",
 ]
+
+
+def test_missing_dependencies_list_comes_with_the_next_line() -> None:
+    # After Effects names the missing dependencies on the line after the announcement.
+    log = AerenderLog(0, 1)
+    assert log.feed("INFO:The following layer dependencies are missing") == []
+    (ev,) = log.feed("Particular (Trapcode)")
+    assert isinstance(ev, StrongError)
+    assert ev.text == "INFO:The following layer dependencies are missing Particular (Trapcode)"
+    cut = AerenderLog(0, 1)
+    assert cut.feed("INFO:The following layer dependencies are missing") == []
+    (late,) = cut.close()  # the output ended: the failure is not lost
+    assert isinstance(late, StrongError) and cut.errors
+    assert AerenderLog(0, 1).close() == []
+    progress = AerenderLog(0, 1)
+    progress.feed("INFO:The following layer dependencies are missing")
+    events = progress.feed(frame_line(0, tc="0:00:00:00"))  # no list: a frame line follows
+    assert [type(e) for e in events] == [StrongError, FrameDone]
 
 
 @pytest.mark.parametrize("line", MISSING_EFFECT_LINES)

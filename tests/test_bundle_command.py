@@ -326,3 +326,17 @@ def test_bundle_at_150_frames_per_task_stays_chunked(tmp_path: Path) -> None:
     assert v["FramesPerTask"] == 150 and v["TargetRuntimeSeconds"] == 900
     job = job_for(dest / "template.yaml", {k: str(x) for k, x in v.items()}, tmp_path)
     assert chunk_values(job) == ["1-150", "151-300"]
+
+
+def test_bundle_passes_templates_and_missing_effects_setting(tmp_path: Path) -> None:
+    (tmp_path / "a.aep").write_text("aep")
+    dest = tmp_path / "b"
+    res = run_bundle("--project", str(tmp_path / "a.aep"), "--rqindex", "1", "--frames",
+                     "1-10", "--output", str(tmp_path / "o" / "s_[####].png"), "--dest",
+                     str(dest), "--om-template", "Lossless", "--rs-template", "Best Settings",
+                     "--ignore-missing-effects")
+    assert res.exit_code == 0, res.output
+    v = written(dest)
+    assert v["OMTemplate"] == "Lossless" and v["RSTemplate"] == "Best Settings"
+    assert v["IgnoreMissingEffects"] == "ON"
+    job_for(dest / "template.yaml", {k: str(x) for k, x in v.items()}, tmp_path)

@@ -173,7 +173,8 @@ def test_count_numbering_with_mfr_shuffle(fake: Fake) -> None:
 
 @pytest.mark.parametrize(("failure", "renders"), [("licence", False), ("startup", False),
                                                   ("serial", True), ("missing-effect", True),
-                                                  ("autosave", True), ("logged-error", True)])
+                                                  ("autosave", True), ("logged-error", True),
+                                                  ("write-error", False)])
 def test_failure_lines_exit_0(fake: Fake, failure: str, renders: bool) -> None:
     code, lines = fake.run(fake.argv(1, 3), FAILURE=failure)
     assert code == 0

@@ -147,3 +147,26 @@ def test_aerender_resolution_order(tmp_path: Path) -> None:
 def test_fixed_auto_size_is_four_chunks_per_slot() -> None:
     chunks = plan_chunks(list(range(1, 241)), 4, "fixed")
     assert len(chunks) == 16 and all(e - s + 1 == 15 for s, e in chunks)
+
+
+def test_task_share_cuts_listed_frames_into_near_equal_tasks() -> None:
+    from stmpo_celery.plan._chunks import task_share
+
+    frames = parse_frames("1-1200")
+    assert task_share(frames, 1, 2) == list(range(1, 601))
+    assert task_share(frames, 2, 2) == list(range(601, 1201))
+    stepped = parse_frames("1-20:2")
+    pieces = [task_share(stepped, i, 3) for i in (1, 2, 3)]
+    assert pieces == [[1, 3, 5, 7], [9, 11, 13], [15, 17, 19]]
+    for bad in ((0, 2), (3, 2), (1, 0)):
+        with pytest.raises(BadInput, match="is not a task of the job"):
+            task_share(frames, *bad)
+    with pytest.raises(BadInput, match="fewer than its tasks"):
+        task_share([1, 2], 1, 3)
+
+
+@pytest.mark.parametrize("frames", [[1, 2, 3, 7, 9, 10], [-5, -4, -1, 0, 1], [7], [-3]])
+def test_parse_runs_reads_what_format_frames_writes(frames: list[int]) -> None:
+    from stmpo_celery.plan._frames import parse_runs
+
+    assert parse_runs(format_frames(frames)) == frames == parse_frames(format_frames(frames))

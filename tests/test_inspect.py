@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from aeplib import build_project
-from bundlelib import BIN, job_for
+from bundlelib import BIN, BUNDLE, job_for
 from click.testing import CliRunner
 
 from stmpo_celery.cli._bundle import bundle_command
@@ -151,3 +151,24 @@ def test_simulator_refuses_a_comp_that_is_not_in_a_project_it_can_read(
     assert good.returncode == 0 and "aerender ERROR" not in good.stdout
     assert sorted(p.name for p in out.iterdir()) == ["f_0001.png", "f_0002.png"]
     assert "does not exist" in run("-rqindex", "9").stdout
+
+
+@pytest.mark.parametrize(("rqindex", "template", "name"), [
+    ("1", "template.yaml", "main_[#####].png"),  # PNG sequence module: the image bundle
+    ("2", "movie/template.yaml", "edit.mov"),  # QuickTime module: the movie bundle
+])
+def test_bundle_picks_sequence_or_movie_from_the_output_module(
+        project: Path, tmp_path: Path, rqindex: str, template: str, name: str) -> None:
+    res = bundle(project, tmp_path, "--rqindex", rqindex, "--frames", "0-99")
+    assert res.exit_code == 0, res.output
+    assert f"template {BUNDLE / template}" in res.output
+    values = json.loads((tmp_path / "b" / "parameter_values.json").read_text())
+    v = {p["name"]: str(p["value"]) for p in values["parameterValues"]}
+    assert v["OutputFileName"] == name and v["OutputDir"] == str(project.parent / "renders")
+
+
+def test_bundle_without_output_and_no_module_file_is_refused(project: Path,
+                                                            tmp_path: Path) -> None:
+    res = bundle(project, tmp_path, "--rqindex", "4", "--frames", "1-10")
+    assert isinstance(res.exception, BadInput)
+    assert "pass --output" in res.exception.message

@@ -172,7 +172,7 @@ def test_cancel_through_the_runtime_leaves_no_process_and_no_key(session: Sessio
     if client is None:
         pytest.skip("no Redis on 127.0.0.1:6379")
     proc = subprocess.Popen(
-        session.argv(IMAGE_T, "RenderImageSequence", Frames="1-200", FramesPerTask="200",
+        session.argv(IMAGE_T, "RenderImageSequence", Frames="1-150", FramesPerTask="150",
                       OutputFileName="shot_[####].png", Concurrency="2",
                       BrokerUrl=SYSTEM_REDIS),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

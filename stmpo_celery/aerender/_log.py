@@ -154,6 +154,8 @@ _MISSING_EFFECTS_HINT = (
     "frames would render without the effect: install it on the render host, or pass "
     "--ignore-missing-effects (IgnoreMissingEffects=true) to render anyway"
 )
+#: The line that only announces a list ("... are missing") names them on the next line.
+_DEPS_HEADER = re.compile(r"layer\s+dependencies\s+are\s+missing\s*:?\s*$", re.IGNORECASE)
 _AUTOSAVE = re.compile(r"auto-?\s*save", re.IGNORECASE)
 _HDR_START = re.compile(r"PROGRESS:\s*Start\s*:\s*(?P<tc>-?\d[\d:;]*)\s*$", re.IGNORECASE)
 _HDR_FPS = re.compile(r"PROGRESS:\s*Frame\s+Rate\s*:\s*(?P<fps>\d+(?:[.,]\d+)?)",
@@ -219,6 +221,7 @@ class AerenderLog:
         self._start_tc: str | None = None
         self._fps: float | None = None
         self._by_timecode = 0  #: frame lines attributed from their timecode
+        self._pending: str | None = None  #: "dependencies are missing", waiting for the list
         self._base = 0
         self._tail: deque[str] = deque(maxlen=tail_lines)
 
@@ -250,20 +253,39 @@ class AerenderLog:
             text = part.strip()
             if text:
                 self._tail.append(text)
+                if self._pending is not None:  # the list of what is missing, if it is one
+                    header, self._pending = self._pending, None
+                    listed = not text.upper().startswith("PROGRESS:")
+                    events.append(self._missing_effects(f"{header} {text}" if listed else header))
+                    if listed:
+                        continue
                 events.extend(self._parse(text))
         return events
+
+    def close(self) -> list[Event]:
+        """The output ended: a failure still waiting for its next line is reported now."""
+        if self._pending is None:
+            return []
+        header, self._pending = self._pending, None
+        return [self._missing_effects(header)]
+
+    def _missing_effects(self, text: str) -> Event:
+        if self.ignore_missing_effects:
+            self.warnings.append(text)
+            return AeWarning(text)
+        self.errors.append(text)
+        return StrongError(text, _MISSING_EFFECTS_HINT)
 
     def _parse(self, text: str) -> list[Event]:
         strong = _STRONG.search(text)
         if strong and _AUTOSAVE.search(text, strong.end()):
             self.warnings.append(text)  # After Effects could not auto-save: render goes on
             return [AeWarning(text)]
+        if _DEPS_HEADER.search(text):
+            self._pending = text  # reported with the next line, which names them
+            return []
         if _MISSING_EFFECTS.search(text):
-            if self.ignore_missing_effects:
-                self.warnings.append(text)
-                return [AeWarning(text)]
-            self.errors.append(text)
-            return [StrongError(text, _MISSING_EFFECTS_HINT)]
+            return [self._missing_effects(text)]
         for pattern, hint in _FATAL:
             if pattern.search(text):
                 self.errors.append(text)

@@ -22,6 +22,8 @@ FAILURES: dict[str, tuple[str, bool]] = {
     "autosave": ("After Effects error: Auto-save failed: the project folder is not writable.",
                  True),
     "logged-error": ("PROGRESS: After Effects logged one error; see the render log.", True),
+    "write-error": ("After Effects error: Rendering error while writing to file (output). "
+                    "Unable to delete existing file. ( 33 :: 7 )", False),
 }
 
 

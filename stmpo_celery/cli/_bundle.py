@@ -20,9 +20,8 @@ from ._options import setting_options
 @click.option("--comp", help="Composition name to render.")
 @click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
 @click.option("--frames", required=True, help="Frames: 1-240, 1-10,50-60.")
-@click.option("--output", required=True,
-              help="Output pattern: /renders/shot_[#####].png (image sequence) or "
-                   "/renders/shot.mov (movie).")
+@click.option("--output", help="Output pattern: /renders/shot_[#####].png (image sequence) "
+              "or /renders/shot.mov (movie). Default: the queue item's output module file.")
 @click.option("--dest", default="stmpo-bundle", show_default=True,
               help="The bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace the job bundle already in --dest.")
@@ -35,6 +34,8 @@ from ._options import setting_options
               help="aerender path on the workers (default: their AERENDER_PATH, PATH, ...).")
 @click.option("--fonts-dir", help="Folder of fonts the project needs (attached to the job).")
 @setting_options(Command.BUNDLE)
+@click.option("--om-template", help="aerender -OMtemplate on the workers.")
+@click.option("--rs-template", help="aerender -RStemplate on the workers.")
 def bundle_command(**kw: Any) -> None:
     """Write a Deadline Cloud job bundle for a project/comp/frames/output.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 #: The most frames one chunked task may carry (RFC 0001: defaultTaskCount <= 150).
 CHUNK_LIMIT = 150
@@ -88,6 +89,23 @@ def host_minimums(threads_per_slot: int, ram_per_process_gb: float, slots: int) 
     for two slots (a host with room for one would gain nothing), a movie for one."""
     return (max(1, threads_per_slot * slots),
             max(1, int(round(ram_per_process_gb * 1024)) * slots))
+
+
+def profile_minimums(kw: dict[str, Any], slots: int, warnings: list[str]) -> tuple[int, int]:
+    """:func:`host_minimums` from ``stmpo bundle``'s options and profile (a profile file
+    that exists only on the workers falls back to stmpo's defaults, with a warning)."""
+    from ..config._settings import resolve
+    from ..errors import BadInput
+    from ..plan._sizing import default_threads_per_slot
+
+    flags = {k: kw.get(k) for k in ("threads_per_slot", "ram_per_process_gb", "mfr")}
+    try:
+        values = {k: v for k, (v, _src) in resolve(flags, kw.get("profile"), env={}).items()}
+    except BadInput as exc:
+        warnings.append(f"host requirements use stmpo's defaults: {exc.message}")
+        values = {k: v for k, (v, _src) in resolve(flags, None, env={}).items()}
+    threads = values["threads_per_slot"] or default_threads_per_slot(bool(values["mfr"]))
+    return host_minimums(int(threads), float(values["ram_per_process_gb"]), slots)
 
 
 def with_host_minimums(text: str, vcpu: int, memory_mib: int) -> str:

@@ -1,19 +1,16 @@
 """``stmpo bundle``: write a ready Deadline Cloud job bundle for one render.
 
-The output pattern picks the bundle, by the same rule ``stmpo render`` uses: a pattern
-with a ``[#####]`` token is an image sequence (``openjd_bundle/template.yaml``: frames
-split into tasks of at most ``--frames-per-task``), one without is a movie
-(``openjd_bundle/movie/template.yaml``: one task, one process). OpenJD has no
-conditional steps, so each kind has its own template rather than one template with a
-step that would run for nothing.
+The output pattern (``--output``, else the queue item's output module) picks the
+bundle, by the rule ``stmpo render`` uses: a ``[#####]`` token is an image sequence
+(``openjd_bundle/template.yaml``, chunked tasks of at most 150 frames, or
+``big/template.yaml`` above that), none is a movie (``movie/template.yaml``: one task,
+one process). OpenJD has no conditional steps, so each kind has its own template.
 
-The bundle directory gets a byte-for-byte copy of the template and, as JSON (which
-Deadline reads like YAML, and which needs nothing beyond the standard library),
-``parameter_values.json`` and ``asset_references.json``. Every parameter value written
-names a parameter the template defines (checked against the decoded template: a stale
-name makes submission fail). Settings not given are left out, so the template's empty
-default applies and the worker's ``STMPO_*`` environment, the profile or stmpo's
-default decides, exactly as on the command line.
+The bundle directory gets the template (its host requirements set from the profile)
+and, as JSON (Deadline reads it like YAML; no library needed), ``parameter_values.json``
+and ``asset_references.json``. Every value names a parameter the template defines (a
+stale name makes submission fail). Settings not given are left out, so the worker's
+``STMPO_*`` environment, the profile or stmpo's default decides, as on the command line.
 """
 
 from __future__ import annotations
@@ -31,8 +28,8 @@ from ..aerender import check_target
 from ..config import Command, for_command, parse_chunk_size
 from ..errors import BadInput, EnvironmentProblem, StmpoError
 from ..plan import format_frames, parse_frames, parse_output, runs
-from ._bigtask import CHUNK_LIMIT, host_minimums, task_count, with_host_minimums
-from ._project import check_for_bundle
+from ._bigtask import CHUNK_LIMIT, profile_minimums, task_count, with_host_minimums
+from ._project import check_for_bundle, output_from_project
 
 IMAGE = "image"
 MOVIE = "movie"
@@ -175,7 +172,8 @@ def task_chunks(frames: Sequence[int], frames_per_task: int) -> list[list[int]]:
 #: option -> parameter: settings that cannot matter for one movie process
 _IMAGE_ONLY = {"frames_per_task": "FramesPerTask", "target_runtime": "TargetRuntimeSeconds",
                **{s.name: s.bundle for s in for_command(Command.BUNDLE) if s.image_only}}
-_PLAIN = {"profile": "Profile", "aerender": "AerenderPath"}
+_PLAIN = {"profile": "Profile", "aerender": "AerenderPath",
+          "om_template": "OMTemplate", "rs_template": "RSTemplate"}
 
 
 def _flag(option: str) -> str:
@@ -197,6 +195,8 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     """Validate the options and decide the bundle's kind, values and asset references."""
     check_target(kw.get("comp"), kw.get("rqindex"))
     frames = parse_frames(kw["frames"])
+    if not kw.get("output"):  # the render-queue item's own output module decides
+        kw["output"] = output_from_project(_existing_file("--project", kw["project"]), kw)
     pattern = parse_output(kw["output"])
     kind = IMAGE if pattern.is_sequence else MOVIE
     b = Bundle(kind)
@@ -253,7 +253,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
             raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
-    b.host = _host_minimums(b, kw)
+    b.host = profile_minimums(kw, 1 if b.kind == MOVIE else 2, b.warnings)
     if kw.get("broker"):
         from ..broker import mask_url
 
@@ -287,22 +287,6 @@ def _task_size(b: Bundle, kw: dict[str, Any], frames: list[int]) -> None:
     b.notes.append(f"--frames-per-task {fpt} is above the {CHUNK_LIMIT} frames a chunked "
                    "(CHUNK[INT]) task may carry: writing the big-task template, "
                    f"{count} task(s) of near-equal size, each one stmpo render of its frames")
-
-
-def _host_minimums(b: Bundle, kw: dict[str, Any]) -> tuple[int, int]:
-    """vCPUs and memory a host needs: two slots for an image task, one for a movie."""
-    from ..config._settings import resolve
-    from ..plan._sizing import default_threads_per_slot
-
-    flags = {k: kw.get(k) for k in ("threads_per_slot", "ram_per_process_gb", "mfr")}
-    try:
-        values = {k: v for k, (v, _src) in resolve(flags, kw.get("profile"), env={}).items()}
-    except BadInput as exc:  # a profile file that lives on the workers only
-        b.warnings.append(f"host requirements use stmpo's defaults: {exc.message}")
-        values = {k: v for k, (v, _src) in resolve(flags, None, env={}).items()}
-    threads = values["threads_per_slot"] or default_threads_per_slot(bool(values["mfr"]))
-    return host_minimums(int(threads), float(values["ram_per_process_gb"]),
-                         1 if b.kind == MOVIE else 2)
 
 
 def check_against_template(b: Bundle, text: str, where: str) -> dict[str, ParamInfo]:
@@ -348,8 +332,7 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
         (dest / TEMPLATE_NAME).write_text(text, encoding="utf-8")
         for name, data in (("parameter_values.json", b.parameter_values()),
                            ("asset_references.json", b.asset_references())):
-            (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\
-",
+            (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")
     except OSError as exc:
         raise EnvironmentProblem(f"--dest {dest} cannot be written ({exc.strerror}): "

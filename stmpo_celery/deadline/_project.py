@@ -279,3 +279,22 @@ def describe(info: ProjectInfo) -> list[str]:
         lines.append(f"  {f.name}: {what} {f.path}" + ("  MISSING" if f.missing else ""))
     lines.append("fonts: " + (", ".join(info.fonts) or "none"))
     return lines
+
+
+def output_from_project(project: str, kw: dict[str, Any]) -> str:
+    """``--output`` when it is not given: the file of the output module aerender will
+    use, so the module's format (sequence or movie) picks the bundle."""
+    info = read_project(project)
+    item = render_item(info, kw.get("comp"), kw.get("rqindex"))
+    if item is None or len(item.outputs) != 1 or not item.outputs[0].file:
+        what = ("no queued render-queue item with an output file" if item is None
+                else f"render-queue item {item.index} has no single output module with a file")
+        raise BadInput(f"--output is not given and {what}: pass --output")
+    om = item.outputs[0]
+    if om.sequence and "[#" not in os.path.basename(om.file):
+        raise BadInput(f"render-queue item {item.index} writes {om.format} to {om.file}, a "
+                       "name without a [#####] frame token: pass --output with one")
+    if not om.sequence and "[#" in os.path.basename(om.file):
+        raise BadInput(f"render-queue item {item.index} writes {om.format} (a movie) to "
+                       f"{om.file}, a name with a frame token: pass --output shot.mov")
+    return om.file

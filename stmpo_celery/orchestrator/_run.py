@@ -38,7 +38,7 @@ from ..host import HostPlan
 from ..host._platform import become_subreaper, cancel_signals
 from ..monitor import FlowerProcess, start_flower_for_run
 from ..monitor._flowerctl import end_for_run as end_flower_for_run
-from ..plan import parse_frames
+from ..plan import parse_runs
 from ..slot import RunSpec, close_range, next_attempt, register_plan, set_retry, spare_tasks
 from ..slot import _ledger as ledger
 from . import _report as report
@@ -409,7 +409,7 @@ class Run:
             self._stop(rec.describe() + f" (after {self.o.retries} retries)",
                        ExitCode.RENDER_FAILED)
             return
-        frames = parse_frames(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
+        frames = parse_runs(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
         end = close_range(self.client, self.run_id, rec.index) if (
             self.plan.schedule == "adaptive") else None
         if end is not None:  # a stolen tail is the thief's: neither redone nor deleted here

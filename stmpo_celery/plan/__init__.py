@@ -8,7 +8,7 @@ unit-tested directly.
 
 from ._affinity import group_affinity, plan_blocks
 from ._chunks import makespan_bound, plan_chunks, predict_makespan
-from ._frames import format_frames, parse_frames, runs
+from ._frames import format_frames, parse_frames, parse_runs, runs
 from ._pattern import OutputPattern, parse_output
 from ._sizing import default_threads_per_slot, size_slots
 from ._steal import CostModel, Running, Steal, learn_launch, plan_steal
@@ -25,6 +25,7 @@ from ._topology import (
 )
 
 __all__ = [
+    "parse_runs",
     "adopt_cores",
     "CostModel",
     "Cpu",

@@ -48,6 +48,21 @@ def parse_frames(spec: str) -> list[int]:
     return sorted(frames)
 
 
+def parse_runs(spec: str) -> list[int]:
+    """The frames of a spec stmpo wrote itself with :func:`format_frames` (``"1-3,7"``):
+    for chunk events inside a run, where importing openjd-model (about a second of CPU)
+    in every slot would cost more than the parse. User input goes to :func:`parse_frames`."""
+    frames: list[int] = []
+    for item in spec.split(","):
+        text = item.strip()
+        cut = text.find("-", 1)  # the first "-" after a leading minus sign
+        if cut < 0:
+            frames.append(int(text))
+        else:
+            frames.extend(range(int(text[:cut]), int(text[cut + 1 :]) + 1))
+    return frames
+
+
 def runs(frames: Iterable[int]) -> list[tuple[int, int]]:
     """Collapse frames into contiguous inclusive runs: ``[1,2,3,7]`` -> ``[(1,3),(7,7)]``."""
     out: list[tuple[int, int]] = []

@@ -281,8 +281,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 kill_renderer()
                 continue
             watch.last_output = time.monotonic()
-            line = decode_output(raw).rstrip("\\r\
-")  # the OS code page on Windows
+            line = decode_output(raw).rstrip("\r\n")  # the OS code page on Windows
             ctx.emit(label, line)
             for ev in parser.feed(line):
                 if isinstance(ev, FrameDone):
@@ -315,6 +314,11 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
                     ctx.publish(events.SlotWarning(index=index, text=ev.text))
+        for ev in parser.close():  # a failure that waited for a line that never came
+            if isinstance(ev, StrongError):
+                att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
+            elif isinstance(ev, AeWarning):
+                att.warnings.append(ev.text)
     except BaseException:
         kill_renderer()  # never leave a renderer behind us (its frames stay in the ledger)
         raise

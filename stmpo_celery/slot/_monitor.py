@@ -53,7 +53,7 @@ from celery.utils.saferepr import saferepr
 from ..broker import RENDER_CHUNK, events, keys
 from ..config import defaults
 from ..host._platform import os_label
-from ..plan import parse_frames
+from ..plan import parse_runs
 from ..text import duration
 from ._chunk import SlotContext
 
@@ -213,7 +213,7 @@ class SlotMonitor:
         cur.index = ev.index
         frames = ev.frames or f"{ev.start}-{ev.end}"
         try:
-            cur.total = len(parse_frames(frames))
+            cur.total = len(parse_runs(frames))
         except Exception:  # noqa: BLE001
             cur.total = ev.end - ev.start + 1
         cur.frames = frames
