@@ -170,7 +170,9 @@ class SlotMonitor:
             with self.lock:
                 cur = self.cur
                 self.cur = None
-            if cur is not None and not cur.terminal and cur.started:
+            # a task that never launched is shown only if it failed (never as SUCCESS)
+            if cur is not None and not cur.terminal and (
+                    cur.started or state not in ("SUCCESS", "RETRY")):
                 runtime = time.time() - cur.t0
                 if state == "SUCCESS":
                     self._ensure_started(cur)
@@ -180,6 +182,7 @@ class SlotMonitor:
                     self._send("task-retried", uuid=cur.task_id, exception=saferepr(retval),
                                traceback="")
                 else:
+                    self._ensure_started(cur)
                     self._send("task-failed", uuid=cur.task_id, exception=saferepr(retval),
                                traceback=str(retval), result=f"FAILED: {retval}")
             if self.last_state not in ("failed",):
