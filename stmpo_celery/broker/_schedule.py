@@ -8,20 +8,25 @@ A retry (a crash, a stall, a dead slot) renders only the frames recorded for it.
 
 Keys (all under ``stmpo:<run>:x:sched:``): ``end`` and ``done`` (chunk -> frame),
 ``info`` (chunk -> JSON start, launch time, frame start, state), ``cost`` (frame ->
-seconds), ``launch`` (chunk -> seconds to first frame), ``retry``, ``attempts``.
+seconds), ``launch`` (chunk -> seconds to first frame), ``wait`` (slot -> when it last
+looked for a steal: the thieves idle at once), ``prior`` (frame -> seconds from a
+previous render of the comp, see :mod:`stmpo_celery.broker._history`), ``retry``,
+``attempts``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from ..plan._steal import CostModel, Running, Steal, learn_launch, plan_steal
+from ..plan._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
 from ..slot._chunk import SlotContext
 from . import keys
 
@@ -37,6 +42,7 @@ return 1
 """
 
 WAIT_STEP_S = 0.1
+WAIT_FRESH_S = 1.0  #: a thief that has not looked for this long no longer counts as idle
 
 
 def _k(ctx_or_run: SlotContext | str, name: str) -> str:
@@ -88,15 +94,28 @@ def _mark_running(ctx: SlotContext, index: int, start: int) -> None:
     ctx.client.hset(_k(ctx, "info"), str(index), json.dumps(info))
 
 
-def _snapshot(ctx: SlotContext) -> tuple[list[Running], bool, dict[int, float], list[float]]:
+@dataclass
+class _Snapshot:
+    running: list[Running]
+    active: bool
+    costs: dict[int, float]
+    launches: list[tuple[int, float]]  #: (first frame, seconds to it) per aerender launch
+    idle: int  #: thieves looking for work now, this one included
+    prior: dict[int, float]
+
+
+def _snapshot(ctx: SlotContext, now: float) -> _Snapshot:
     pipe = ctx.client.pipeline()
-    for name in ("end", "done", "info", "cost", "launch"):
+    pipe.hset(_k(ctx, "wait"), str(ctx.slot), now)
+    for name in ("end", "done", "info", "cost", "launch", "wait", "prior"):
         pipe.hgetall(_k(ctx, name))
-    ends, dones, infos, costs, launches = pipe.execute()
+    _, ends, dones, infos, costs, launches, waits, prior = pipe.execute()
     running: list[Running] = []
     active = False
+    starts: dict[str, int] = {}
     for idx, raw in infos.items():
         info = json.loads(raw)
+        starts[idx] = int(info.get("s", 0))
         if info.get("state") in ("pending", "running", "retry"):
             active = True
         if info.get("state") != "running" or idx not in ends:
@@ -105,24 +124,35 @@ def _snapshot(ctx: SlotContext) -> tuple[list[Running], bool, dict[int, float], 
                                done=int(dones.get(idx, int(info["s"]) - 1)),
                                started_at=float(info["t0"]),
                                frame_started_at=info.get("tf")))
-    cost = {int(f): float(c) for f, c in costs.items()}
-    return running, active, cost, [float(v) for v in launches.values()]
+    idle = sum(1 for t in waits.values() if now - float(t) < WAIT_FRESH_S)
+    return _Snapshot(running, active, {int(f): float(c) for f, c in costs.items()},
+                     [(starts[i], float(v)) for i, v in launches.items() if i in starts],
+                     max(1, idle), {int(f): float(c) for f, c in prior.items()})
 
 
 def _steal_or_wait(ctx: SlotContext, index: int) -> Steal | None:
+    try:
+        return _look_for_steal(ctx, index)
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            ctx.client.hdel(_k(ctx, "wait"), str(ctx.slot))
+
+
+def _look_for_steal(ctx: SlotContext, index: int) -> Steal | None:
     cas = ctx.client.register_script(_CAS)
     while not ctx.aborted():
-        running, active, costs, launches = _snapshot(ctx)
-        if not active:
-            return None
-        default = statistics.median(costs.values()) if costs else 1.0
-        model = CostModel(costs, default)
-        launch = learn_launch(launches, model, ctx.spec.launch_cost)
         now = time.time()
-        plan = plan_steal(running, model, launch, now, min_gain=max(0.25 * launch, default),
-                          min_frames=ctx.spec.min_steal)
+        snap = _snapshot(ctx, now)
+        if not snap.active:
+            return None
+        default = statistics.median(snap.costs.values()) if snap.costs else 1.0
+        model = CostModel(snap.costs, default, reach=ctx.spec.steal_reach, prior=snap.prior)
+        launch = learn_launch(snap.launches, model, ctx.spec.launch_cost)
+        plan = plan_steal(snap.running, model, launch, now,
+                          margin=learn_margin(snap.launches, model, ctx.spec.steal_margin),
+                          min_frames=ctx.spec.min_steal, idle=snap.idle)
         if plan is not None:
-            victim = next(r for r in running if r.index == plan.victim)
+            victim = next(r for r in snap.running if r.index == plan.victim)
             info = {"s": plan.start, "state": "running", "t0": now, "tf": None,
                     "slot": ctx.slot, "from": plan.victim}
             ok = cas(keys=[_k(ctx, "end"), _k(ctx, "done"), _k(ctx, "info")],
