@@ -60,6 +60,23 @@ def register_plan(client: redis.Redis, run_id: str, chunks: Sequence[tuple[int, 
     pipe.execute()
 
 
+def set_prior(client: redis.Redis, run_id: str, costs: dict[int, float]) -> None:
+    """A previous render's frame costs, for the thieves' cost model."""
+    if costs:
+        client.hset(_k(run_id, "prior"), mapping={str(f): c for f, c in costs.items()})
+
+
+def observed(client: redis.Redis, run_id: str) -> tuple[dict[int, float], list[tuple[int, float]]]:
+    """What this run measured: frame costs, and (first frame, latency) per launch."""
+    pipe = client.pipeline()
+    for name in ("cost", "launch", "info"):
+        pipe.hgetall(_k(run_id, name))
+    costs, launches, infos = pipe.execute()
+    starts = {i: int(json.loads(raw).get("s", 0)) for i, raw in infos.items()}
+    return ({int(f): float(c) for f, c in costs.items()},
+            [(starts[i], float(v)) for i, v in launches.items() if i in starts])
+
+
 def spare_tasks(n_slots: int, frames: int) -> int:
     """Spare chord tasks for steals: one waiting per idle slot plus a few steals each."""
     return max(0, min(4 * n_slots, frames - n_slots))

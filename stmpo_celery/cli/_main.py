@@ -45,6 +45,8 @@ def _settings_options(f: F) -> F:
                      help="Chunk plan."),
         click.option("--chunk-size", help="auto or frames per chunk."),
         click.option("--launch-cost", type=float, help="Seed for aerender start-up (s)."),
+        click.option("--history/--no-history", default=None,
+                     help="Plan first blocks from a previous render of the comp (adaptive)."),
         click.option("--spawn-delay", "--spawn_delay", "spawn_delay", type=float,
                      help="Stagger each slot's first aerender launch by this many seconds."),
         click.option("--fail-fast/--no-fail-fast", default=None,
@@ -119,13 +121,27 @@ def render(**kw: Any) -> None:
     options = _options_from(kw)
     prep = prepare(options)
     plan = make_host_plan(prep)
+    hist = None
+    if options.history and plan.schedule == "adaptive" and len(plan.chunks) > 1:
+        from ..orchestrator import _history
+
+        hist = _history.load(prep.project, _comp_label(options), prep.broker)
+        if hist is not None:
+            plan.chunks = _history.plan_blocks(hist, prep.to_render, plan.n_slots)
+            plan.notes.append(hist.describe() + ": first blocks cut to equal predicted cost")
     run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
+    run.history = hist
     code = run.execute()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
     # of Celery's modules (a render host waits on this exit to start the next task).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))
+
+
+def _comp_label(options: RenderOptions) -> str:
+    """What a history record is keyed by besides the project: the comp or queue item."""
+    return options.comp if options.comp is not None else f"rqindex {options.rqindex}"
 
 
 @cli.command("plan")

@@ -46,6 +46,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _s("schedule", str, defaults.SCHEDULE, "adaptive | guided | static | fixed"),
     _s("chunk_size", str, defaults.CHUNK_SIZE, "auto or frames per chunk"),
     _s("launch_cost", float, defaults.LAUNCH_COST_S, "seed for aerender start-up seconds"),
+    _s("history", bool, defaults.HISTORY, "plan first blocks from a previous render's costs"),
     _s("spawn_delay", float, defaults.SPAWN_DELAY_S, "stagger of first launches, seconds"),
     _s("fail_fast", bool, defaults.FAIL_FAST, "stop everything on the first failure"),
     _s("skip_existing", bool, defaults.SKIP_EXISTING, "do not re-render frames on disk"),

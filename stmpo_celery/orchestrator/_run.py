@@ -37,6 +37,7 @@ from ..slot._chunk import missing_frames
 from ..slot._spec import RunSpec
 from ._dispatch import RunQueue, delete_run_keys
 from ._funnel import LogFunnel, one_line
+from ._history import History, record_run
 from ._pool import Slot, SlotPool
 from ._progress import Progress
 from ._summary import ChunkRecord, write_summary
@@ -85,6 +86,7 @@ class Run:
         self.progress: Progress | None = None
         self._old_handlers: dict[int, Any] = {}
         self.flower: flowerctl.FlowerProcess | None = None
+        self.history: History | None = None  #: a previous render's costs (set by the CLI)
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
@@ -176,6 +178,8 @@ class Run:
         n_tasks = len(self.plan.chunks)
         if self.plan.schedule == "adaptive":
             schedule.register_plan(self.client, self.run_id, self.plan.chunks)
+            if self.history is not None:
+                schedule.set_prior(self.client, self.run_id, self.history.costs)
             n_tasks += schedule.spare_tasks(self.plan.n_slots, len(self.prep.to_render))
         for i in range(n_tasks):
             s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
@@ -372,6 +376,10 @@ class Run:
         if self.pool is not None:
             self.pool.kill_all()
         if self.client is not None:
+            if (self.o.history and self.plan.schedule == "adaptive" and not self.failures
+                    and self.exit_code == ExitCode.OK and self.cancel_signal is None):
+                record_run(self.client, self.run_id, self.prep.project, self.o,
+                           farm=self.embedded is None)
             with contextlib.suppress(Exception):
                 self.pubsub.close()
             if self.embedded is None:  # an embedded Redis is stopped with all it holds

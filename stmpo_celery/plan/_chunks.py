@@ -14,8 +14,9 @@ that were skipped (already on disk) split ranges, never get rendered again.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import BadInput
 from ._frames import runs
@@ -99,3 +100,27 @@ def predict_makespan(chunks: Sequence[tuple[int, int]], n_slots: int, launch: fl
         k = free.index(min(free))
         free[k] += launch + (e - s + 1) * frame_cost
     return max(free)
+
+
+def cost_blocks(frames: Sequence[int], n_slots: int, cost: Mapping[int, float],
+                default: float) -> list[tuple[int, int]]:
+    """``n_slots`` consecutive blocks of equal predicted cost (a previous render's
+    ``cost`` per frame, ``default`` where it has none): the adaptive schedule's first
+    blocks when the comp has a history. Each block keeps at least one frame."""
+    frames = sorted(set(frames))
+    if not frames:
+        return []
+    parts = max(1, min(n_slots, len(frames)))
+    prefix = [0.0]
+    for f in frames:
+        prefix.append(prefix[-1] + max(0.0, cost.get(f, default)))
+    cuts = [0]
+    for k in range(1, parts):
+        target = prefix[-1] * k / parts
+        lo, hi = cuts[-1] + 1, len(frames) - (parts - k)  # every block keeps a frame
+        p = min(max(bisect.bisect_left(prefix, target), lo), hi)
+        if p > lo and abs(prefix[p - 1] - target) <= abs(prefix[p] - target):
+            p -= 1
+        cuts.append(p)
+    cuts.append(len(frames))
+    return _cut(frames, [b - a for a, b in zip(cuts, cuts[1:], strict=False)])
