@@ -3,8 +3,9 @@
 Every key of a run starts with ``stmpo:<run-id>:`` — Celery's and kombu's own keys
 too, through their ``global_keyprefix`` option — so cleanup is one prefix scan and
 two runs on one Redis never see each other's queues, results or control messages.
-The only key outside that prefix is the host's run registry, ``stmpo:runs``, whose
-field for the run is removed at the end.
+The only keys outside that prefix are the host's run registry, ``stmpo:runs``, whose
+field for the run is removed at the end, and the comps' frame-cost history,
+``stmpo:history`` (kept on purpose: the next render of a comp plans from it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import socket
 
 REGISTRY = "stmpo:runs"
+HISTORY = "stmpo:history"  #: hash: history key -> JSON frame costs (orchestrator._history)
 
 
 def host_name() -> str:

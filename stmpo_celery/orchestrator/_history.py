@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from ..broker import keys
 from ..broker._redis import BrokerUrl
 from ..broker._schedule import observed
 from ..config import defaults
@@ -40,7 +41,7 @@ from ..config._options import RenderOptions
 from ..plan._chunks import cost_blocks
 from ..plan._steal import CostModel, learn_launch
 
-REDIS_HASH = "stmpo:history"
+REDIS_HASH = keys.HISTORY
 _READ = 1 << 20
 
 
