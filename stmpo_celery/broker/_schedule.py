@@ -34,7 +34,7 @@ _CAS = """
 local e = redis.call('HGET', KEYS[1], ARGV[1])
 local d = redis.call('HGET', KEYS[2], ARGV[1])
 if (not e) or tonumber(e) ~= tonumber(ARGV[2]) then return 0 end
-if d and tonumber(d) >= tonumber(ARGV[3]) then return 0 end
+if d and tonumber(d) >= tonumber(ARGV[3]) - 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,7 +87,29 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """Commands that live in other modules are imported only when run or listed, so
+    ``stmpo render`` does not pay for the bundle, fonts and monitoring code."""
+
+    LAZY = {"bundle": ("..deadline._bundle", "bundle_command"),
+            "fonts": ("..deadline._fonts", "fonts_group"),
+            "status": ("._monitor", "status_command"),
+            "host": ("._monitor", "host_group")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attr = self.LAZY[name]
+            self.add_command(getattr(importlib.import_module(module, __package__), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="stmpo")
 def cli() -> None:
     """Render one After Effects frame range with N pinned aerender slots on this host."""
@@ -115,12 +138,19 @@ def cli() -> None:
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host._hostplan import make_host_plan
-    from ..orchestrator._run import Run
     from ..orchestrator._validate import prepare
 
     options = _options_from(kw)
     prep = prepare(options)
     plan = make_host_plan(prep)
+    embedded = _early_redis(prep)
+    try:  # Celery is imported here (~0.2-0.4 s) while the embedded Redis comes up
+        from ..orchestrator._run import Run
+    except BaseException:
+        if embedded is not None:
+            embedded.stop()
+            shutil.rmtree(embedded.run_dir, ignore_errors=True)
+        raise
     hist = None
     if options.history and plan.schedule == "adaptive" and len(plan.chunks) > 1:
         from ..orchestrator import _history
@@ -129,7 +159,7 @@ def render(**kw: Any) -> None:
         if hist is not None:
             plan.chunks = _history.plan_blocks(hist, prep.to_render, plan.n_slots)
             plan.notes.append(hist.describe() + ": first blocks cut to equal predicted cost")
-    run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
+    run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty(), embedded=embedded)
     run.history = hist
     code = run.execute()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
@@ -137,6 +167,24 @@ def render(**kw: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))
+
+
+def _early_redis(prep: Any) -> Any:
+    """Start the run's embedded Redis before the orchestrator imports Celery (the Run
+    owns it from then on: stopped and its folder removed at teardown)."""
+    if prep.broker is not None or not prep.to_render:
+        return None
+    import tempfile
+
+    from ..broker._redis import EmbeddedRedis
+
+    embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="stmpo-run-")))
+    try:
+        embedded.start()
+    except BaseException:
+        shutil.rmtree(embedded.run_dir, ignore_errors=True)
+        raise
+    return embedded
 
 
 def _comp_label(options: RenderOptions) -> str:
@@ -322,20 +370,6 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
 
             click.echo(f"openjd_fail: {one_line(reason)}")
         sys.exit(int(ExitCode.ENVIRONMENT))
-
-
-def _register_commands() -> None:
-    from ..deadline._bundle import bundle_command
-    from ..deadline._fonts import fonts_group
-
-    cli.add_command(bundle_command, "bundle")
-    cli.add_command(fonts_group, "fonts")
-    from ._monitor import host_group, status_command
-    cli.add_command(status_command, "status")
-    cli.add_command(host_group, "host")
-
-
-_register_commands()
 
 
 def _quote(arg: str) -> str:

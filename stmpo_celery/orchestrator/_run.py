@@ -50,7 +50,8 @@ _CANCEL_CODES: dict[int, ExitCode] = {
 
 
 class Run:
-    def __init__(self, prep: Prepared, plan: HostPlan, *, stdout: TextIO, tty: bool) -> None:
+    def __init__(self, prep: Prepared, plan: HostPlan, *, stdout: TextIO, tty: bool,
+                 embedded: EmbeddedRedis | None = None) -> None:
         self.prep = prep
         self.plan = plan
         self.o = prep.options
@@ -59,12 +60,14 @@ class Run:
         self.queue = keys.queue(self.run_id, self.host)
         self.tty = tty
         self.stdout = stdout
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
+        # an embedded Redis may have been started already (see cli.render): its dir is ours
+        self.run_dir = embedded.run_dir if embedded is not None else Path(
+            tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
         log_root = Path(self.o.log_dir) if self.o.log_dir else (
             Path(tempfile.gettempdir()) / "stmpo-logs" / self.run_id)
         self.log_dir = log_root
-        self.embedded: EmbeddedRedis | None = None
-        self.broker: BrokerUrl | None = prep.broker
+        self.embedded: EmbeddedRedis | None = embedded
+        self.broker: BrokerUrl | None = embedded.url if embedded is not None else prep.broker
         self.pool: SlotPool | None = None
         self.run_queue: RunQueue | None = None
         self.client: redis.Redis | None = None

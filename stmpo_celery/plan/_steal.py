@@ -154,12 +154,14 @@ def _best_split(r: Running, model: CostModel, launch: float, now: float, min_fra
         return None
     taken = 0.0
     j = len(tail)  # this thief takes tail[j:], i.e. frames current+1+j..end
-    while j > 0 and taken + tail[j - 1] / 2 <= share:
+    # j >= 1: the victim keeps the frame after the current one too, so it learns its new
+    # end a frame before reaching it and stops right there (never in a thief's frame)
+    while j > 1 and taken + tail[j - 1] / 2 <= share:
         j -= 1
         taken += tail[j]
     if len(tail) - j < min_frames:
         j = len(tail) - min_frames
-        if j < 0:
+        if j < 1:
             return None
         taken = sum(tail[j:])
     if j >= len(tail):
