@@ -9,8 +9,9 @@ launches its own aerender for the tail.
 Where to cut needs the cost of frames nobody has rendered yet, and that cost is
 uncertain. :class:`CostModel` gives each unrendered frame a mean and a variance: close
 to rendered frames (the victim's recent ones on the left, another chunk's first ones
-on the right) it is their cost; further away it fades, over ``reach`` frames, into the
-distribution of every frame the run has rendered so far. A feature seen for a while
+on the right) it is the dearer of their costs; further away it fades, over ``reach``
+frames, into the distribution of every frame the run has rendered so far (or into a
+previous render's cost of that frame, when the comp has a history). A feature seen for a while
 is trusted further (the reach grows with the run of similar frames just rendered).
 
 Idle slots are handed out over the victims one by one, each to the victim whose
