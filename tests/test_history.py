@@ -125,3 +125,21 @@ def test_plan_shows_predicted_makespan_with_and_without_history(
     assert h["exact"] and h["with_s"] < h["without_s"] and h["with_s"] <= 1.1 * h["bound_s"]
     bad = subprocess.run(argv[:-3], capture_output=True, text=True)  # --project, no comp
     assert bad.returncode == 2 and "--comp" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_big_projects_are_keyed_by_size_head_and_tail(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_history, "_WHOLE", 1000)
+    monkeypatch.setattr(_history, "_SAMPLE", 100)
+    big = tmp_path / "big.aep"
+    big.write_bytes(b"a" * 5000)
+    first = _history.content_digest(str(big))
+    big.write_bytes(b"a" * 4999 + b"b")  # the tail changed
+    assert _history.content_digest(str(big)) != first
+    big.write_bytes(b"a" * 6000)  # the size changed
+    assert _history.content_digest(str(big)) != first
+    small = tmp_path / "small.aep"
+    small.write_bytes(b"x" * 500)
+    whole = _history.content_digest(str(small))
+    small.write_bytes(b"x" * 250 + b"y" + b"x" * 249)  # hashed whole: the middle counts
+    assert _history.content_digest(str(small)) != whole

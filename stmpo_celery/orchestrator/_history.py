@@ -43,6 +43,8 @@ from ..plan._steal import CostModel, learn_launch
 
 REDIS_HASH = keys.HISTORY
 _READ = 1 << 20
+_WHOLE = 64 << 20  #: projects up to this size are hashed whole
+_SAMPLE = 8 << 20  #: ... bigger ones by their size, head and tail
 
 
 @dataclass
@@ -71,11 +73,21 @@ def history_dir() -> Path:
 
 
 def content_digest(project: str) -> str:
-    """SHA-256 of the project file (streamed)."""
+    """SHA-256 of the project file's content: all of it up to ``_WHOLE`` bytes, else its
+    size and its first and last ``_SAMPLE`` bytes (a multi-GB project would otherwise
+    delay the first launch; a change the sample misses only makes the history a prior
+    that steals still correct)."""
     h = hashlib.sha256()
+    size = os.path.getsize(project)
     with open(project, "rb") as fh:
-        while block := fh.read(_READ):
-            h.update(block)
+        if size <= _WHOLE:
+            while block := fh.read(_READ):
+                h.update(block)
+        else:
+            h.update(f"sampled {size}".encode())
+            h.update(fh.read(_SAMPLE))
+            fh.seek(size - _SAMPLE)
+            h.update(fh.read(_SAMPLE))
     return h.hexdigest()
 
 
