@@ -143,3 +143,13 @@ def test_big_projects_are_keyed_by_size_head_and_tail(tmp_path: Path,
     whole = _history.content_digest(str(small))
     small.write_bytes(b"x" * 250 + b"y" + b"x" * 249)  # hashed whole: the middle counts
     assert _history.content_digest(str(small)) != whole
+
+
+def test_a_history_that_no_longer_holds_is_corrected_by_steals() -> None:
+    recorded = {f: (0.48 if 100 <= f <= 150 else 0.04) for f in range(1, 241)}
+    now = {f: (0.48 if 180 <= f <= 230 else 0.04) for f in range(1, 241)}  # the comp changed
+    blocks = cost_blocks(list(now), 4, recorded, 0.04)
+    trusted = simulate(now, blocks, 4, 1.0, steal=False).makespan  # blindly, no steals
+    corrected = simulate(now, blocks, 4, 1.0, prior=recorded)
+    assert len(corrected.steals) > 0
+    assert corrected.makespan < 0.8 * trusted
