@@ -7,9 +7,10 @@ that were skipped (already on disk) split ranges, never get rendered again.
 * ``fixed`` — chunks of ``chunk_size`` frames (auto: four per slot) pulled by idle slots.
 * ``guided`` — guided self-scheduling: each chunk is ``ceil(remaining / N)``
   frames (at least ``chunk_size`` when given), big first, small at the end.
-* ``adaptive`` — starts as ``static``; at run time an idle slot takes over the
-  unrendered tail of the running chunk with the most work left (see
-  :mod:`stmpo_celery.plan._steal`), never a tail shorter than ``chunk_size`` frames.
+* ``adaptive`` — starts as ``static`` (or, for a comp with a recorded history, as
+  :func:`cost_blocks` of equal predicted cost); at run time idle slots take over
+  unrendered tails of running chunks (see :mod:`stmpo_celery.plan._steal`), never a
+  tail shorter than ``chunk_size`` frames.
 """
 
 from __future__ import annotations
