@@ -16,13 +16,20 @@ FAKE = str(BIN / "stmpo-fake-aerender")
 
 
 def render(frames: str, concurrency: int, knobs: dict[str, str], *extra: str,
-           timeout: float = 600) -> dict[str, Any]:
-    """One real render in a fresh folder; returns the summary plus wall time."""
+           timeout: float = 600, project: str = "bench",
+           history_dir: str | None = None) -> dict[str, Any]:
+    """One real render in a fresh folder; returns the summary plus wall time and, from
+    the simulator's journal, ``first_launch_s`` (``stmpo render`` executed -> first
+    aerender launched). ``project`` is the project file's content (what history is
+    keyed by); ``history_dir`` holds the frame-cost history (default: a fresh one)."""
     with tempfile.TemporaryDirectory(prefix="stmpo-bench-") as tmp:
         root = Path(tmp)
-        (root / "p.aep").write_text("bench")
+        (root / "p.aep").write_text(project)
         summary = root / "s.json"
-        env = dict(os.environ, **{f"STMPO_FAKE_{k}": v for k, v in knobs.items()})
+        journal = root / "journal"
+        env = dict(os.environ, **{f"STMPO_FAKE_{k}": v for k, v in knobs.items()},
+                   STMPO_FAKE_JOURNAL=str(journal),
+                   STMPO_HISTORY_DIR=history_dir or str(root / "history"))
         env.pop("STMPO_BROKER_URL", None)
         argv = [sys.executable, "-m", "stmpo_celery.cli", "render", "--project",
                 str(root / "p.aep"), "--comp", "Bench", "--frames", frames, "--output",
@@ -38,6 +45,10 @@ def render(frames: str, concurrency: int, knobs: dict[str, str], *extra: str,
         data: dict[str, Any] = json.loads(summary.read_text())
         data["wall_s"] = wall
         data["t_cmd_start"] = t0
+        launches = [float(ln.split()[-1]) for ln in journal.read_text().splitlines()
+                    if ln.startswith("launch ")]
+        data["first_launch_s"] = min(launches) - t0
+        data["launches"] = len(launches)
         return data
 
 

@@ -1,67 +1,89 @@
-"""Makespan of every schedule against the lower bound, measured side by side.
+"""Makespan of the adaptive schedule against the static split and the lower bound,
+measured side by side in one run, on workloads the schedule was not tuned on.
 
-    python -m bench.makespan [--slots 4] [--light 0.04]
+    python -m bench.makespan [--slots 4,8] [--light 0.04] [--only straddle,ramp]
 
-Three workloads on 240 frames with the aerender simulator, a launch cost of ~25
-light frames: uniform; a heavy section (50 frames ten times slower, inside one
-static block); a ramp (cost rising 1x to 10x through the range). Makespan is
-first aerender launch -> last frame (the schedule's own time); the bound is
-``L + max(sum(c)/N, max(c))`` with L the start-up measured in the same run.
+240 frames on the aerender simulator, launch ~25 light frames. Workloads: uniform;
+``straddle`` (51 frames at 12x across the 2nd and 3rd static blocks of N=4); ``end``
+(the last 41 frames at 10x); ``ramp`` (1x -> 10x); ``islands`` (two sections at 10x).
+For each workload and slot count: ``static`` (the reference's split), ``adaptive`` on a
+first render (no history), and ``adaptive`` again on a re-render that plans from the
+first render's history. Makespan is first aerender launch -> last frame; the bound is
+``L + max(sum(c)/N, max(c))`` with L the launch cost measured in the same run; every
+figure is a ratio to the static split and to the bound. ``start`` is ``stmpo render``
+executed -> first aerender launched (the simulator's journal).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import tempfile
 
 from bench.common import render, table
 
-SCHEDULES = ("adaptive", "guided", "static", "fixed")
+FRAMES = range(1, 241)
 
 
 def workloads(light: float) -> dict[str, tuple[dict[str, str], list[float]]]:
-    frames = range(1, 241)
-    heavy = {f: (10.0 if 131 <= f <= 180 else 1.0) for f in frames}
-    ramp = {f: 1.0 + 9.0 * (f - 1) / 239 for f in frames}
+    def heavy(spans: list[tuple[int, int, float]]) -> tuple[dict[str, str], list[float]]:
+        knob = ",".join(f"{a}-{b}x{m:g}" for a, b, m in spans)
+        cost = [light * next((m for a, b, m in spans if a <= f <= b), 1.0) for f in FRAMES]
+        return {"HEAVY": knob}, cost
+
     return {
-        "uniform": ({}, [light] * 240),
-        "heavy": ({"HEAVY": "131-180x10"}, [light * heavy[f] for f in frames]),
-        "ramp": ({"RAMP": "1-240x10"}, [light * ramp[f] for f in frames]),
+        "uniform": ({}, [light] * len(FRAMES)),
+        "straddle": heavy([(100, 150, 12)]),
+        "end": heavy([(200, 240, 10)]),
+        "ramp": ({"RAMP": "1-240x10"}, [light * (1 + 9 * (f - 1) / 239) for f in FRAMES]),
+        "islands": heavy([(40, 70, 10), (150, 175, 10)]),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--slots", type=int, default=4)
+    ap.add_argument("--slots", default="4,8", help="comma-separated slot counts")
     ap.add_argument("--light", type=float, default=0.04, help="seconds per light frame")
     ap.add_argument("--only", default="", help="comma-separated workloads to run")
     args = ap.parse_args()
     only = {w for w in args.only.split(",") if w}
     startup = 25 * args.light
-    rows = [["workload", "schedule", "makespan s", "x bound", "static/this", "chunks", "wall s"]]
-    for name, (knobs, costs) in workloads(args.light).items():
-        if only and name not in only:
-            continue
-        results = {}
-        for sched in SCHEDULES:
-            extra = ["--schedule", sched, "--launch-cost", f"{startup:g}"]
-            if sched == "fixed":
-                extra += ["--chunk-size", "20"]
-            s = render("1-240", args.slots, {"STARTUP": f"{startup:g}",
-                                             "FRAME_COST": f"{args.light:g}", **knobs}, *extra)
-            t = s["timing"]
-            results[sched] = (t["last_frame"] - t["first_launch"], s)
-        static_launch = [c["launch_s"] for c in results["static"][1]["chunks"]
-                         if c.get("launch_s")]
-        launch = sorted(static_launch)[len(static_launch) // 2] - costs[0]
-        bound = launch + max(sum(costs) / args.slots, max(costs))
-        for sched in SCHEDULES:
-            span, s = results[sched]
-            ran = [c for c in s["chunks"] if c["status"] == "done"]
-            rows.append([name, sched, f"{span:.2f}", f"{span / bound:.2f}",
-                         f"{results['static'][0] / span:.2f}", str(len(ran)),
-                         f"{s['wall_s']:.2f}"])
-        rows.append([name, "bound", f"{bound:.2f}", "1.00", "", "", f"(L={launch:.2f})"])
+    rows = [["workload", "N", "schedule", "makespan s", "static/this", "x bound", "launches",
+             "start s"]]
+    starts: dict[int, list[float]] = {}
+    for n in (int(x) for x in args.slots.split(",")):
+        for name, (knobs, costs) in workloads(args.light).items():
+            if only and name not in only:
+                continue
+            env = {"STARTUP": f"{startup:g}", "FRAME_COST": f"{args.light:g}", **knobs}
+            common = ["--launch-cost", f"{startup:g}"]
+            project = f"bench {name} {n}"
+            with tempfile.TemporaryDirectory(prefix="stmpo-bench-hist-") as hist:
+                runs = {
+                    "static": render("1-240", n, env, "--schedule", "static", *common,
+                                     project=project),
+                    "adaptive": render("1-240", n, env, "--schedule", "adaptive", *common,
+                                       project=project, history_dir=hist),
+                    "+history": render("1-240", n, env, "--schedule", "adaptive", *common,
+                                       project=project, history_dir=hist),
+                }
+            static = runs["static"]
+            launch = statistics.median(c["launch_s"] for c in static["chunks"]
+                                       if c.get("launch_s")) - statistics.median(costs)
+            bound = launch + max(sum(costs) / n, max(costs))
+            spans = {k: s["timing"]["last_frame"] - s["timing"]["first_launch"]
+                     for k, s in runs.items()}
+            for k, s in runs.items():
+                starts.setdefault(n, []).append(s["first_launch_s"])
+                rows.append([name, str(n), k, f"{spans[k]:.2f}",
+                             f"{spans['static'] / spans[k]:.2f}", f"{spans[k] / bound:.2f}",
+                             str(s["launches"]), f"{s['first_launch_s']:.2f}"])
+            rows.append([name, str(n), "bound", f"{bound:.2f}", "", "1.00", "",
+                         f"L={launch:.2f}"])
     print(table(rows))
+    for n, xs in starts.items():
+        print(f"start -> first aerender launch, N={n}: median {statistics.median(xs):.2f} s "
+              f"over {len(xs)} renders (max {max(xs):.2f} s)")
 
 
 if __name__ == "__main__":

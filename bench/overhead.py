@@ -117,7 +117,7 @@ def main() -> None:
     for n in (1, 2, 4, 8):
         runs = [startup_teardown(n) for _ in range(2)]
         rows.append(["start -> first aerender launch", str(n),
-                     f"{statistics.median(r[0] for r in runs):.2f}", "<= 1.5 (N=4)"])
+                     f"{statistics.median(r[0] for r in runs):.2f}", "<= 0.6 (N=4)"])
         rows.append(["last frame -> exit", str(n),
                      f"{statistics.median(r[1] for r in runs):.2f}", "<= 0.5"])
     rows.append(["strong error -> all processes gone", "4", f"{fail_fast():.2f}", "<= 1.0"])

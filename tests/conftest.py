@@ -95,7 +95,7 @@ class Farm:
     def __post_init__(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.project = self.tmp / "shot.aep"
-        self.project.write_text("aep")
+        self.project.write_text(f"aep {self.tag}")  # unique: no history shared by tests
         self.out = self.tmp / "renders"
         self.pattern = str(self.out / "shot_[####].png")
         self.journal = self.tmp / "journal.txt"
@@ -107,6 +107,7 @@ class Farm:
         env.pop("STMPO_BROKER_URL", None)
         env.update(STMPO_TEST_TAG=self.tag, STMPO_FAKE_STARTUP="0.2",
                    STMPO_FAKE_FRAME_COST="0.01", STMPO_FAKE_JOURNAL=str(self.journal),
+                   STMPO_HISTORY_DIR=str(self.tmp / "history"),
                    PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
         env.update({f"STMPO_FAKE_{k}": v for k, v in self.knobs.items()})
         env.update(extra)

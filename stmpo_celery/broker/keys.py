@@ -2,8 +2,10 @@
 
 Every key of a run starts with ``stmpo:<run-id>:`` — Celery's and kombu's own keys too,
 through their ``global_keyprefix`` option — so cleanup is one prefix scan and two runs on
-one Redis never see each other's queues, results or control messages. The only key
-outside that prefix is the host's run registry, :data:`REGISTRY`.
+one Redis never see each other's queues, results or control messages. Outside that prefix:
+the host's run registry :data:`REGISTRY`, records of ended runs :data:`ENDED` (host
+service only), and the comps' frame-cost history :data:`HISTORY` (kept on purpose: the
+next render of a comp plans from it).
 
 =====================================  =========  ===========================================
 key (after ``stmpo:<run>:``)           type       holds
@@ -13,6 +15,7 @@ key (after ``stmpo:<run>:``)           type       holds
 ``celery-task-meta-<id>``, ...         string     Celery results and chord counters
 ``x:events``                           channel    the slot -> orchestrator events
 ``x:abort``                            string     set once: the reason the run stops
+``x:alive``                            string     the heartbeat: gone = the run stopped beating
 ``x:state``                            hash       ``slot<K>`` -> live JSON state;
                                                   ``frames_done`` -> count (``stmpo status``)
 ``x:sched:end``                        hash       chunk -> its current last frame
@@ -20,6 +23,8 @@ key (after ``stmpo:<run>:``)           type       holds
 ``x:sched:info``                       hash       chunk -> JSON {s, state, t0, tf, slot, from}
 ``x:sched:cost``                       hash       frame -> seconds it took
 ``x:sched:launch``                     hash       chunk -> seconds from launch to first frame
+``x:sched:wait``                       hash       slot -> when it last looked for a steal
+``x:sched:prior``                      hash       frame -> seconds from a previous render
 ``x:sched:retry``                      hash       chunk -> JSON list of frames its retry renders
 ``x:sched:attempts``                   hash       chunk -> retries used
 =====================================  =========  ===========================================
@@ -51,6 +56,10 @@ class Sched(str, Enum):
     """Frame -> seconds that frame took."""
     LAUNCH = "launch"
     """Seconds from the chunk's aerender launch to its first frame."""
+    WAIT = "wait"
+    """Slot -> when it last looked for a steal (the thieves idle right now)."""
+    PRIOR = "prior"
+    """Frame -> seconds it took in a previous render of the comp (the history)."""
     RETRY = "retry"
     """JSON list of the frames the chunk's next attempt renders."""
     ATTEMPTS = "attempts"
@@ -61,6 +70,7 @@ REGISTRY = "stmpo:runs"
 ENDED = "stmpo:ended"
 #: Set by ``stmpo host up`` in its own Redis: a run on it keeps its record in ENDED
 HOST_SERVICE = "stmpo:host-service"
+HISTORY = "stmpo:history"  #: hash: history key -> JSON frame costs (orchestrator._history)
 
 
 def host_name() -> str:
@@ -121,12 +131,14 @@ def queue_key(run_id: str, queue_name: str) -> str:
 #: thief's end (the victim's old end), ``ARGV[6]`` = the thief's JSON info.
 #:
 #: Returns 1 when the steal happened; 0 when the victim's end moved (another thief was
-#: first) or the victim already finished the new end frame — the thief looks again.
+#: first) or the victim is already on its new end frame — it keeps the frame after the
+#: one it last finished, so it never overruns into the thief's first frame — and the thief
+#: looks again.
 STEAL_CAS = """
 local e = redis.call('HGET', KEYS[1], ARGV[1])
 local d = redis.call('HGET', KEYS[2], ARGV[1])
 if (not e) or tonumber(e) ~= tonumber(ARGV[2]) then return 0 end
-if d and tonumber(d) >= tonumber(ARGV[3]) then return 0 end
+if d and tonumber(d) >= tonumber(ARGV[3]) - 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +93,7 @@ def cli() -> None:
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host import make_host_plan
-    from ..orchestrator import Run, prepare
+    from ..orchestrator import prepare
     from ..orchestrator._validate import create_outputs
 
     if kw.get("task_of"):
@@ -101,11 +102,28 @@ def render(**kw: Any) -> None:
     prep = prepare(options)
     make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
     create_outputs(prep)  # folders, summary probe, the output lock: the last step
+    embedded = None
     try:
         plan = make_host_plan(prep)  # for the frames left to render
-        run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty())
+        hist = None
+        if options.history and plan.schedule == "adaptive" and len(plan.chunks) > 1:
+            from ..orchestrator import _history
+
+            hist = _history.load(prep.project, _comp_label(options), prep.broker)
+            if hist is not None:
+                plan.chunks = _history.plan_blocks(hist, prep.to_render, plan.n_slots)
+                plan.notes.append(hist.describe() + ": first blocks cut to equal predicted cost")
+        embedded = _early_redis(prep)
+        from ..orchestrator import Run  # Celery loads (~0.2-0.4 s) while Redis comes up
+
+        run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty(), embedded=embedded)
+        embedded = None  # the run owns it now
+        run.history = hist
         code = run.execute()
     finally:
+        if embedded is not None:
+            embedded.stop()
+            shutil.rmtree(embedded.run_dir, ignore_errors=True)
         if prep.lock is not None:  # released by the run; here too if it never started
             prep.lock.release()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
@@ -113,6 +131,29 @@ def render(**kw: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))
+
+
+def _early_redis(prep: Any) -> Any:
+    """Start the run's embedded Redis before the orchestrator imports Celery (the Run
+    owns it from then on: stopped and its folder removed at teardown)."""
+    if prep.broker is not None or not prep.to_render:
+        return None
+    import tempfile
+
+    from ..broker._redis import EmbeddedRedis
+
+    embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="stmpo-run-")))
+    try:
+        embedded.start()
+    except BaseException:
+        shutil.rmtree(embedded.run_dir, ignore_errors=True)
+        raise
+    return embedded
+
+
+def _comp_label(options: RenderOptions) -> str:
+    """What a history record is keyed by besides the project: the comp or queue item."""
+    return options.comp if options.comp is not None else f"rqindex {options.rqindex}"
 
 
 @cli.command("plan")
@@ -125,10 +166,15 @@ def render(**kw: Any) -> None:
 @click.option("--smt/--no-smt", default=True, show_default=True)
 @click.option("--frame-cost", type=FINITE, default=1.0, show_default=True,
               help="Assumed seconds per frame for the predicted makespan.")
+@click.option("--project", "project", help="With --comp/--rqindex: predict from the comp's "
+              "recorded frame costs (a previous render), with and without the history.")
+@click.option("--comp", help="Composition the history is recorded for.")
+@click.option("--rqindex", type=int, help="... or render-queue item.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @setting_options(Command.PLAN)
 def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, numa_nodes: int,
-             smt: bool, frame_cost: float, as_json: bool, **kw: Any) -> None:
+             smt: bool, frame_cost: float, project: str | None, comp: str | None,
+             rqindex: int | None, as_json: bool, **kw: Any) -> None:
     """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
     from ..host import make_plan, other_host, this_host
     from ..orchestrator import check_numbers
@@ -149,9 +195,13 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
     plan = make_plan(options, frame_list, pattern.is_sequence, facts, chunk_size)
     predicted = predict_makespan(plan.chunks, plan.n_slots, options.launch_cost, frame_cost)
     bound = makespan_bound([frame_cost] * len(frame_list), plan.n_slots, options.launch_cost)
+    hist_info: dict[str, Any] | None = None
+    if project:
+        hist_info = _plan_history(options, plan, frame_list, project, comp, rqindex)
     if as_json:
         click.echo(json.dumps({**plan.to_dict(), "predicted_makespan_s": predicted,
-                               "lower_bound_s": bound, "frame_cost_s": frame_cost}, indent=2))
+                               "lower_bound_s": bound, "frame_cost_s": frame_cost,
+                               "history": hist_info}, indent=2))
         return
     for line in plan.lines():
         click.echo(line)
@@ -159,6 +209,44 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
                                          for s, e in plan.chunks))
     click.echo(f"plan: predicted makespan {predicted:.1f} s at {frame_cost:g} s/frame and "
                f"{options.launch_cost:g} s launch (lower bound {bound:.1f} s)")
+    if hist_info is None and project:
+        click.echo("plan: no history recorded for this comp: a first render")
+    elif hist_info is not None:
+        click.echo(f"plan: {hist_info['description']}")
+        click.echo("plan: with history: chunks " + " ".join(
+            f"{s}-{e}" if s != e else str(s) for s, e in hist_info["chunks"]))
+        click.echo(f"plan: predicted makespan from the recorded costs: "
+                   f"{hist_info['with_s']:.1f} s with history, {hist_info['without_s']:.1f} s "
+                   f"without (adaptive, {hist_info['launch_s']:.1f} s launch; lower bound "
+                   f"{hist_info['bound_s']:.1f} s)")
+
+
+def _plan_history(options: RenderOptions, plan: Any, frames: list[int], project: str,
+                  comp: str | None, rqindex: int | None) -> dict[str, Any] | None:
+    """Predicted makespans of the comp's recorded costs with and without its history."""
+    from ..broker._redis import parse_broker_url
+    from ..config import defaults
+    from ..orchestrator import _history
+    from ..plan._chunks import makespan_bound, plan_chunks
+    from ..plan._simulate import simulate
+
+    if (comp is None) == (rqindex is None):
+        raise BadInput("--project needs exactly one of --comp NAME or --rqindex N")
+    if not os.path.isfile(project):
+        raise BadInput(f"--project {project}: no such file")
+    label = _comp_label(RenderOptions(project, "", "", comp=comp, rqindex=rqindex))
+    url = options.broker or os.environ.get(defaults.BROKER_ENV)
+    hist = _history.load(project, label, parse_broker_url(url) if url else None)
+    if hist is None:
+        return None
+    costs = _history.fill(hist.costs, frames, hist.default())
+    n = plan.n_slots
+    chunks = _history.plan_blocks(hist, frames, n)
+    without = simulate(costs, plan_chunks(frames, n, "static"), n, hist.launch)
+    with_h = simulate(costs, chunks, n, hist.launch, prior=hist.costs)
+    return {"description": hist.describe(), "exact": hist.exact, "chunks": chunks,
+            "launch_s": hist.launch, "with_s": with_h.makespan, "without_s": without.makespan,
+            "bound_s": makespan_bound(list(costs.values()), n, hist.launch)}
 
 
 @cli.group()

@@ -27,6 +27,7 @@ class RenderOptions:
     chunk_size: str | int = defaults.CHUNK_SIZE
     launch_cost: float = defaults.LAUNCH_COST_S
     spawn_delay: float = defaults.SPAWN_DELAY_S
+    history: bool = defaults.HISTORY
     fail_fast: bool = defaults.FAIL_FAST
     skip_existing: bool = defaults.SKIP_EXISTING
     retries: int = defaults.RETRIES

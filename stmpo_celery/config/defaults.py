@@ -30,6 +30,12 @@ SCHEDULE: Final = "adaptive"  #: one of SCHEDULES
 CHUNK_SIZE: Final = "auto"  #: auto or a frame count (fixed schedule)
 LAUNCH_COST_S: Final = 30.0  #: seed for aerender start-up time (learned during the run)
 SPAWN_DELAY_S: Final = 0.0  #: stagger of each slot's first aerender launch
+#: adaptive steals (plan/_steal.py): how far, in frames, a rendered frame's cost is
+#: assumed to carry over to unrendered neighbours before fading into the run's average
+STEAL_REACH_FRAMES: Final = 120.0
+STEAL_MARGIN: Final = 0.5  #: a steal must bring a finish forward by launch x margin ...
+STEAL_MARGIN_MAX: Final = 2.0  #: ... margin learned from the launches' spread, capped here
+HISTORY: Final = True  #: plan first blocks from a previous render's frame costs
 
 # --- failure handling -------------------------------------------------------------
 FAIL_FAST: Final = True
@@ -59,6 +65,7 @@ LOG_TAIL_LINES: Final = 8  #: aerender lines quoted in a failure summary
 
 # --- slots ------------------------------------------------------------------------------
 STEAL_WAIT_STEP_S: Final = 0.1  #: a spare task with nothing worth stealing looks again after this
+STEAL_WAIT_FRESH_S: Final = 1.0  #: a thief that has not looked for this long no longer counts
 SLOT_HEARTBEAT_S: Final = 2.0  #: a slot's worker heartbeat (Flower, ``stmpo status``)
 FAILURE_FLUSH_WAIT_S: Final = 2.0  #: a failing chunk waits this long for its event to be sent
 

@@ -39,12 +39,21 @@ from ..host._platform import become_subreaper, cancel_signals
 from ..monitor import FlowerProcess, start_flower_for_run
 from ..monitor._flowerctl import end_for_run as end_flower_for_run
 from ..plan import parse_runs
-from ..slot import RunSpec, close_range, next_attempt, register_plan, set_retry, spare_tasks
+from ..slot import (
+    RunSpec,
+    close_range,
+    next_attempt,
+    register_plan,
+    set_prior,
+    set_retry,
+    spare_tasks,
+)
 from ..slot import _ledger as ledger
 from . import _report as report
 from ._dispatch import RunQueue, delete_run_keys
 from ._flowerrun import RunRow
 from ._funnel import LogFunnel, one_line
+from ._history import History, record_run
 from ._logdir import open_private, run_log_dir
 from ._pool import Slot, SlotPool
 from ._progress import Progress
@@ -55,7 +64,8 @@ from ._validate import Prepared
 
 
 class Run:
-    def __init__(self, prep: Prepared, plan: HostPlan, *, stdout: TextIO, tty: bool) -> None:
+    def __init__(self, prep: Prepared, plan: HostPlan, *, stdout: TextIO, tty: bool,
+                 embedded: EmbeddedRedis | None = None) -> None:
         self.prep = prep
         self.plan = plan
         self.o = prep.options
@@ -64,9 +74,11 @@ class Run:
         self.queue = keys.queue(self.run_id, self.host)
         self.tty, self.stdout = tty, stdout
         self.log_dir = run_log_dir(self.o.log_dir, self.run_id)
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
-        self.embedded: EmbeddedRedis | None = None
-        self.broker: BrokerUrl | None = prep.broker
+        # an embedded Redis may have been started already (see cli.render): its dir is ours
+        self.run_dir = embedded.run_dir if embedded is not None else Path(
+            tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
+        self.embedded: EmbeddedRedis | None = embedded
+        self.broker: BrokerUrl | None = embedded.url if embedded is not None else prep.broker
         self.pool: SlotPool | None = None
         self.run_queue: RunQueue | None = None
         self.client: redis.Redis | None = None
@@ -91,6 +103,7 @@ class Run:
         self.watch = BrokerWatch()
         self.entry = ""
         self.row: RunRow | None = None  #: the run's row in Flower
+        self.history: History | None = None  #: a previous render's costs (set by the CLI)
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
@@ -204,6 +217,8 @@ class Run:
         n_tasks = len(self.plan.chunks)
         if self.plan.schedule == "adaptive":
             register_plan(self.client, self.run_id, self.plan.chunks)
+            if self.history is not None:
+                set_prior(self.client, self.run_id, self.history.costs)
             n_tasks += spare_tasks(self.plan.n_slots, len(self.prep.to_render))
         for i in range(n_tasks):
             s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
@@ -487,6 +502,10 @@ class Run:
                 self._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
                           f"chunks (first: {partial[0]})")
         if self.client is not None:
+            if (self.o.history and self.plan.schedule == "adaptive" and not self.failures
+                    and self.exit_code == ExitCode.OK and self.cancel_signal is None):
+                record_run(self.client, self.run_id, self.prep.project, self.o,
+                           farm=self.embedded is None)
             with contextlib.suppress(Exception):
                 self.pubsub.close()
             if self.embedded is None:  # an embedded Redis is stopped with all it holds

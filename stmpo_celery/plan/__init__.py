@@ -11,7 +11,7 @@ from ._chunks import makespan_bound, plan_chunks, predict_makespan
 from ._frames import format_frames, parse_frames, parse_runs, runs
 from ._pattern import OutputPattern, parse_output
 from ._sizing import default_threads_per_slot, size_slots
-from ._steal import CostModel, Running, Steal, learn_launch, plan_steal
+from ._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
 from ._topology import (
     GROUP_MAX,
     MAX_CPU_ID,
@@ -25,6 +25,7 @@ from ._topology import (
 )
 
 __all__ = [
+    "learn_margin",
     "parse_runs",
     "adopt_cores",
     "CostModel",

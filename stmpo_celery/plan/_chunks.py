@@ -7,15 +7,17 @@ that were skipped (already on disk) split ranges, never get rendered again.
 * ``fixed`` — chunks of ``chunk_size`` frames (auto: four per slot) pulled by idle slots.
 * ``guided`` — guided self-scheduling: each chunk is ``ceil(remaining / N)``
   frames (at least ``chunk_size`` when given), big first, small at the end.
-* ``adaptive`` — starts as ``static``; at run time an idle slot takes over the
-  unrendered tail of the running chunk with the most work left (see
-  :mod:`stmpo_celery.plan._steal`), never a tail shorter than ``chunk_size`` frames.
+* ``adaptive`` — starts as ``static`` (or, for a comp with a recorded history, as
+  :func:`cost_blocks` of equal predicted cost); at run time idle slots take over
+  unrendered tails of running chunks (see :mod:`stmpo_celery.plan._steal`), never a
+  tail shorter than ``chunk_size`` frames.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..config import defaults
 from ..errors import BadInput
@@ -115,3 +117,25 @@ def task_share(frames: Sequence[int], index: int, count: int) -> list[int]:
     sizes = equal_sizes(len(frames), count)
     start = sum(sizes[: index - 1])
     return frames[start : start + sizes[index - 1]]
+def cost_blocks(frames: Sequence[int], n_slots: int, cost: Mapping[int, float],
+                default: float) -> list[tuple[int, int]]:
+    """``n_slots`` consecutive blocks of equal predicted cost (a previous render's
+    ``cost`` per frame, ``default`` where it has none): the adaptive schedule's first
+    blocks when the comp has a history. Each block keeps at least one frame."""
+    frames = sorted(set(frames))
+    if not frames:
+        return []
+    parts = max(1, min(n_slots, len(frames)))
+    prefix = [0.0]
+    for f in frames:
+        prefix.append(prefix[-1] + max(0.0, cost.get(f, default)))
+    cuts = [0]
+    for k in range(1, parts):
+        target = prefix[-1] * k / parts
+        lo, hi = cuts[-1] + 1, len(frames) - (parts - k)  # every block keeps a frame
+        p = min(max(bisect.bisect_left(prefix, target), lo), hi)
+        if p > lo and abs(prefix[p - 1] - target) <= abs(prefix[p] - target):
+            p -= 1
+        cuts.append(p)
+    cuts.append(len(frames))
+    return _cut(frames, [b - a for a, b in zip(cuts, cuts[1:], strict=False)])

@@ -1,22 +1,37 @@
 """Work stealing for the adaptive schedule (pure: no I/O, no clock).
 
-The adaptive plan starts as N equal blocks, one per slot, so a uniform comp pays one
-aerender launch per slot. When a slot goes idle it takes over the unrendered tail of
-the running chunk whose finish it can bring forward the most: the victim gets an
+The adaptive plan starts as one block per slot (equal frame counts, or equal
+predicted cost when a previous render of the comp left its frame costs). When a slot
+goes idle it may take over the unrendered tail of a running chunk: the victim gets an
 earlier end frame, its aerender is stopped right after writing it, and the thief
 launches its own aerender for the tail.
 
-Where to cut needs the cost of frames nobody has rendered yet. Each frame's render
-time is recorded as it finishes; an unrendered frame's cost is estimated from the
-nearest rendered frames on either side (block starts are sampled early, so the
-whole range is covered soon). A wrong guess is corrected by the next steal.
+Where to cut needs the cost of frames nobody has rendered yet, and that cost is
+uncertain. :class:`CostModel` gives each unrendered frame a mean and a variance: close
+to rendered frames (the victim's recent ones on the left, another chunk's first ones
+on the right) it is the dearer of their costs; further away it fades, over ``reach``
+frames, into the distribution of every frame the run has rendered so far (or into a
+previous render's cost of that frame, when the comp has a history). A feature seen for a while
+is trusted further (the reach grows with the run of similar frames just rendered).
+
+Idle slots are handed out over the victims one by one, each to the victim whose
+expected finish it moves most: two idle slots split two long victims rather than the
+same one twice, and a victim long enough for several thieves is cut into that many
+parts at once, every part (the victim's and each thief's launch + frames) ending
+together under the model. A steal is made only when it brings the victim's finish
+forward by more than ``launch x margin``: the margin is learned from the run (how much
+longer than the median its launches took), never below ``STEAL_MARGIN``.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from ..config import defaults
 
 
 @dataclass(frozen=True)
@@ -41,30 +56,78 @@ class Steal:
 
 
 class CostModel:
-    """Seconds per frame: known where rendered; elsewhere the dearer of the nearest
-    rendered frames on either side. Erring high is the safe side: a thief that takes
-    too little leaves work that the next idle slot steals, while one that takes too
-    much becomes the new tail of the render."""
+    """Seconds per frame with their uncertainty (see the module docstring).
 
-    def __init__(self, known: Mapping[int, float], default: float) -> None:
+    ``known`` are measured costs; ``default`` is used when nothing is known at all;
+    ``prior`` (a previous render's costs, possibly of a changed project) stands in for
+    the run's own distribution where this run has not measured the frame yet.
+    """
+
+    def __init__(self, known: Mapping[int, float], default: float,
+                 reach: float = defaults.STEAL_REACH_FRAMES,
+                 prior: Mapping[int, float] | None = None) -> None:
         self.frames = sorted(known)
         self.known = dict(known)
         self.default = default
+        self.reach = max(1e-6, reach)
+        self.prior = dict(prior or {})
+        values = list(self.known.values()) or [default]
+        self.mean = statistics.fmean(values)
+        self.var = statistics.pvariance(values) if len(values) > 1 else 0.0
+
+    def _side(self, i: int, step: int) -> tuple[float, int] | None:
+        """(cost, run length) of the rendered frames next to index ``i`` going ``step``:
+        the run is how many consecutive rendered frames cost about the same as the
+        nearest (within a factor of 1.5) — the feature's observed length; the cost is
+        the median of the nearest three when the run is that long (a single slow
+        frame is not a feature yet), else the nearest frame's."""
+        if not 0 <= i < len(self.frames):
+            return None
+        ref = self.known[self.frames[i]]
+        run_costs: list[float] = []
+        j = i
+        while 0 <= j < len(self.frames):
+            if run_costs and abs(self.frames[j] - self.frames[j - step]) > 1:
+                break
+            c = self.known[self.frames[j]]
+            if not ref / 1.5 <= c <= ref * 1.5:
+                break
+            run_costs.append(c)
+            j += step
+        cost = statistics.median(run_costs[:3]) if len(run_costs) >= 3 else ref
+        return cost, len(run_costs)
+
+    def estimate(self, frame: int) -> tuple[float, float]:
+        """(mean, variance) of the cost of ``frame``."""
+        if frame in self.known:
+            return self.known[frame], 0.0
+        far_mean, far_var = self.mean, self.var
+        if frame in self.prior:  # a previous render's cost: trusted like a neighbour
+            far_mean = self.prior[frame]
+            far_var = 0.25 * (self.prior[frame] - self.mean) ** 2
+        i = bisect.bisect_left(self.frames, frame)
+        sides: list[tuple[float, float]] = []  # (weight, cost)
+        for idx, step in ((i - 1, -1), (i, 1)):
+            side = self._side(idx, step)
+            if side is None:
+                continue
+            cost, run = side
+            dist = abs(frame - self.frames[idx])
+            sides.append((math.exp(-dist / max(self.reach, float(run))), cost))
+        if not sides:
+            return far_mean, far_var
+        # The dearer side's feature is assumed to reach this frame with the larger
+        # weight (erring high is the safe side: a thief that takes too little leaves
+        # work the next idle slot takes, one that takes too much becomes the tail);
+        # otherwise the frame is drawn from the far distribution.
+        w = max(x[0] for x in sides)
+        near = max(x[1] for x in sides)
+        mean = w * near + (1.0 - w) * far_mean
+        var = w * (1.0 - w) * (near - far_mean) ** 2 + (1.0 - w) * far_var
+        return mean, var
 
     def cost(self, frame: int) -> float:
-        if frame in self.known:
-            return self.known[frame]
-        i = bisect.bisect_left(self.frames, frame)
-        left = self.frames[i - 1] if i > 0 else None
-        right = self.frames[i] if i < len(self.frames) else None
-        if left is None and right is None:
-            return self.default
-        if left is None:
-            assert right is not None
-            return self.known[right]
-        if right is None:
-            return self.known[left]
-        return max(self.known[left], self.known[right])
+        return self.estimate(frame)[0]
 
 
 def remaining(r: Running, model: CostModel, launch: float, now: float) -> tuple[float, list[float]]:
@@ -78,42 +141,97 @@ def remaining(r: Running, model: CostModel, launch: float, now: float) -> tuple[
     return head + sum(tail), tail
 
 
+def _best_split(r: Running, model: CostModel, launch: float, now: float, min_frames: int,
+                shares: int = 1) -> Steal | None:
+    """The thief's cut when ``shares`` idle slots (this thief among them) each take a
+    tail of ``r``: the victim's part and every thief's launch + part end together, and
+    this thief takes the last part. ``gain`` is how much earlier ``r`` ends."""
+    current = r.done + 1
+    if current >= r.end:  # the frame in progress is its last: nothing to take
+        return None
+    total, tail = remaining(r, model, launch, now)
+    share = (total - launch) / (shares + 1)  # each thief's frames, in seconds
+    if share <= 0:
+        return None
+    taken = 0.0
+    j = len(tail)  # this thief takes tail[j:], i.e. frames current+1+j..end
+    # j >= 1: the victim keeps the frame after the current one too, so it learns its new
+    # end a frame before reaching it and stops right there (never in a thief's frame)
+    while j > 1 and taken + tail[j - 1] / 2 <= share:
+        j -= 1
+        taken += tail[j]
+    if len(tail) - j < min_frames:
+        j = len(tail) - min_frames
+        if j < 1:
+            return None
+        taken = sum(tail[j:])
+    if j >= len(tail):
+        return None
+    finish = max(total - taken * shares if shares > 1 else total - taken, launch + taken)
+    gain = total - finish
+    return Steal(r.index, current + j, current + j + 1, r.end, gain)
+
+
 def plan_steal(running: Sequence[Running], model: CostModel, launch: float, now: float,
-               min_gain: float, min_frames: int = 1) -> Steal | None:
-    """The best tail to take now (at least ``min_frames`` long), or None when no steal
-    brings a finish forward by ``min_gain`` seconds."""
-    best: Steal | None = None
+               margin: float = defaults.STEAL_MARGIN, min_frames: int = 1,
+               min_gain: float | None = None, idle: int = 1) -> Steal | None:
+    """The tail to take now (at least ``min_frames`` long), or None when no steal is
+    expected to bring a finish forward by ``launch * margin`` (or ``min_gain``).
+
+    ``idle`` slots (this one included) are looking for work at once. They are handed
+    out one by one to the victim whose expected finish each moves most, so two idle
+    slots split two long victims rather than the same one twice, and a victim long
+    enough for several is cut into that many parts at once (victim and thieves ending
+    together) instead of being halved again while the first thief is still launching.
+    This thief takes its part of the victim that ends last."""
+    need = launch * margin if min_gain is None else min_gain
+    cands: list[tuple[Running, float]] = []
     for r in running:
-        current = r.done + 1
-        if current >= r.end:  # the frame in progress is its last: nothing to take
-            continue
-        total, tail = remaining(r, model, launch, now)
-        head = total - sum(tail)
-        # victim keeps current..k, thief takes k+1..end; tail[j] is frame current+1+j
-        kept = head
-        rest = sum(tail)
-        best_k, best_finish = None, total
-        for j, c in enumerate(tail):
-            finish = max(kept, launch + rest)
-            if len(tail) - j < min_frames:
-                break
-            if finish < best_finish:
-                best_k, best_finish = current + j, finish
-            kept += c
-            rest -= c
-        if best_k is None:
-            continue
-        gain = total - best_finish
-        if gain >= min_gain and (best is None or gain > best.gain):
-            best = Steal(r.index, best_k, best_k + 1, r.end, gain)
-    return best
+        if r.done + 1 < r.end:
+            cands.append((r, remaining(r, model, launch, now)[0]))
+    shares = {r.index: 0 for r, _ in cands}
+
+    def finish(rem: float, k: int) -> float:
+        return rem if k == 0 else launch + (rem - launch) / (k + 1)
+
+    for _ in range(max(1, idle)):
+        pick: tuple[float, Running] | None = None
+        for r, rem in cands:
+            k = shares[r.index]
+            if finish(rem, k) - finish(rem, k + 1) < need:
+                continue
+            if pick is None or finish(rem, k) > pick[0]:
+                pick = (finish(rem, k), r)
+        if pick is None:
+            break
+        shares[pick[1].index] += 1
+    chosen = [(finish(rem, shares[r.index]), r) for r, rem in cands if shares[r.index]]
+    if not chosen:
+        return None
+    victim = max(chosen, key=lambda c: c[0])[1]
+    st = _best_split(victim, model, launch, now, min_frames, shares[victim.index])
+    return st if st is not None and st.gain >= need else None
 
 
-def learn_launch(first_frame_latencies: Sequence[float], model: CostModel, seed: float) -> float:
-    """aerender start-up: time to the first frame minus a typical frame, else the seed."""
-    if not first_frame_latencies:
-        return seed
-    costs = sorted(model.known.values())
-    typical = costs[len(costs) // 2] if costs else 0.0
-    lat = sorted(first_frame_latencies)
-    return max(0.0, lat[len(lat) // 2] - typical)
+def launch_costs(launches: Sequence[tuple[int, float]], model: CostModel) -> list[float]:
+    """aerender start-ups observed: each launch's time to its first frame minus that
+    frame's estimated cost (``launches`` holds (first frame, latency) pairs)."""
+    return [max(0.0, lat - model.cost(first)) for first, lat in launches]
+
+
+def learn_launch(launches: Sequence[tuple[int, float]], model: CostModel, seed: float) -> float:
+    """aerender start-up: the median observed start-up, else the seed."""
+    costs = launch_costs(launches, model)
+    return statistics.median(costs) if costs else seed
+
+
+def learn_margin(launches: Sequence[tuple[int, float]], model: CostModel,
+                 floor: float = defaults.STEAL_MARGIN) -> float:
+    """How much more than one launch a steal must gain: how much longer than the median
+    a launch of this run has taken (relative), at least ``floor``, at most
+    ``STEAL_MARGIN_MAX``."""
+    costs = sorted(launch_costs(launches, model))
+    if len(costs) < 2 or costs[len(costs) // 2] <= 0:
+        return floor
+    mid = costs[len(costs) // 2]
+    return max(floor, min(defaults.STEAL_MARGIN_MAX, (costs[-1] - mid) / mid))

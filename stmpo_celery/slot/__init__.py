@@ -12,11 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._main import preload, run_slot
-    from ._schedule import close_range, next_attempt, register_plan, set_retry, spare_tasks
+    from ._schedule import (
+        close_range,
+        next_attempt,
+        observed,
+        register_plan,
+        set_prior,
+        set_retry,
+        spare_tasks,
+    )
     from ._spec import RunSpec
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "observed": "._schedule",
+    "set_prior": "._schedule",
     "close_range": "._schedule",
     "next_attempt": "._schedule",
     "register_plan": "._schedule",
@@ -28,6 +38,8 @@ _HOME = {
 }
 
 __all__ = [
+    "observed",
+    "set_prior",
     "close_range",
     "next_attempt",
     "register_plan",

@@ -244,6 +244,7 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     t0 = time.monotonic()
     last_frame_at = t0
     next_needed = start
+    known_end = end  #: lowered when a thief takes our tail (learned from the frame hook)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, close_fds=True,
@@ -298,11 +299,19 @@ def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     ledger.done(frame)
                     while next_needed in att.reported:
                         next_needed += 1
+                    if known_end < att.end and next_needed - 1 >= known_end and (
+                            att.cut_end is None):
+                        # the end learned at an earlier frame is reached: stop at once,
+                        # before AE gets far into a frame the thief renders
+                        att.cut_end = known_end
+                        kill_renderer()
                     ctx.publish(events.Frame(index=index, frame=ev.frame, number=ev.number,
                                              done=parser.done_count))
                     if ctx.frame_hook is not None and att.cut_end is None:
                         new_end = ctx.frame_hook(index, next_needed - 1, frame, cost,
                                                  att.launch_s if first else None)
+                        if new_end is not None:
+                            known_end = min(known_end, new_end)
                         if new_end is not None and new_end < att.end:
                             ledger.keep_until(new_end)  # the tail is another slot's now
                             if next_needed - 1 >= new_end:

@@ -13,10 +13,12 @@ and in the orchestrator (registering the plan, re-queueing a dead slot's chunk).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -25,7 +27,7 @@ import redis
 from ..broker import events, keys
 from ..broker.keys import Sched
 from ..config import defaults
-from ..plan import CostModel, Running, Steal, learn_launch, plan_steal
+from ..plan import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
 from ._chunk import SlotContext
 
 
@@ -58,6 +60,23 @@ def register_plan(client: redis.Redis, run_id: str, chunks: Sequence[tuple[int, 
         pipe.hset(_k(run_id, Sched.DONE), str(i), s - 1)
         pipe.hset(_k(run_id, Sched.INFO), str(i), json.dumps({"s": s, "state": SchedState.PENDING}))
     pipe.execute()
+
+
+def set_prior(client: redis.Redis, run_id: str, costs: dict[int, float]) -> None:
+    """A previous render's frame costs, for the thieves' cost model."""
+    if costs:
+        client.hset(_k(run_id, Sched.PRIOR), mapping={str(f): c for f, c in costs.items()})
+
+
+def observed(client: redis.Redis, run_id: str) -> tuple[dict[int, float], list[tuple[int, float]]]:
+    """What this run measured: frame costs, and (first frame, latency) per launch."""
+    pipe = client.pipeline()
+    for name in (Sched.COST, Sched.LAUNCH, Sched.INFO):
+        pipe.hgetall(_k(run_id, name))
+    costs, launches, infos = pipe.execute()
+    starts = {i: int(json.loads(raw).get("s", 0)) for i, raw in infos.items()}
+    return ({int(f): float(c) for f, c in costs.items()},
+            [(starts[i], float(v)) for i, v in launches.items() if i in starts])
 
 
 def spare_tasks(n_slots: int, frames: int) -> int:
@@ -96,15 +115,29 @@ def _mark_running(ctx: SlotContext, index: int, start: int) -> None:
     ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
 
 
-def _snapshot(ctx: SlotContext) -> tuple[list[Running], bool, dict[int, float], list[float]]:
+@dataclass
+class _Snapshot:
+    running: list[Running]
+    active: bool
+    costs: dict[int, float]
+    launches: list[tuple[int, float]]  #: (first frame, seconds to it) per aerender launch
+    idle: int  #: thieves looking for work now, this one included
+    prior: dict[int, float]
+
+
+def _snapshot(ctx: SlotContext, now: float) -> _Snapshot:
     pipe = ctx.client.pipeline()
-    for name in (Sched.END, Sched.DONE, Sched.INFO, Sched.COST, Sched.LAUNCH):
+    pipe.hset(_k(ctx, Sched.WAIT), str(ctx.slot), now)
+    for name in (Sched.END, Sched.DONE, Sched.INFO, Sched.COST, Sched.LAUNCH, Sched.WAIT,
+                 Sched.PRIOR):
         pipe.hgetall(_k(ctx, name))
-    ends, dones, infos, costs, launches = pipe.execute()
+    _, ends, dones, infos, costs, launches, waits, prior = pipe.execute()
     running: list[Running] = []
     active = False
+    starts: dict[str, int] = {}
     for idx, raw in infos.items():
         info = json.loads(raw)
+        starts[idx] = int(info.get("s", 0))
         if info.get("state") in ACTIVE:
             active = True
         if info.get("state") != SchedState.RUNNING or idx not in ends:
@@ -113,24 +146,35 @@ def _snapshot(ctx: SlotContext) -> tuple[list[Running], bool, dict[int, float], 
                                done=int(dones.get(idx, int(info["s"]) - 1)),
                                started_at=float(info["t0"]),
                                frame_started_at=info.get("tf")))
-    cost = {int(f): float(c) for f, c in costs.items()}
-    return running, active, cost, [float(v) for v in launches.values()]
+    idle = sum(1 for t in waits.values() if now - float(t) < defaults.STEAL_WAIT_FRESH_S)
+    return _Snapshot(running, active, {int(f): float(c) for f, c in costs.items()},
+                     [(starts[i], float(v)) for i, v in launches.items() if i in starts],
+                     max(1, idle), {int(f): float(c) for f, c in prior.items()})
 
 
 def _steal_or_wait(ctx: SlotContext, index: int) -> Steal | None:
+    try:
+        return _look_for_steal(ctx, index)
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            ctx.client.hdel(_k(ctx, Sched.WAIT), str(ctx.slot))
+
+
+def _look_for_steal(ctx: SlotContext, index: int) -> Steal | None:
     cas = ctx.client.register_script(keys.STEAL_CAS)
     while not ctx.aborted():
-        running, active, costs, launches = _snapshot(ctx)
-        if not active:
-            return None
-        default = statistics.median(costs.values()) if costs else 1.0
-        model = CostModel(costs, default)
-        launch = learn_launch(launches, model, ctx.spec.launch_cost)
         now = time.time()
-        plan = plan_steal(running, model, launch, now, min_gain=max(0.25 * launch, default),
-                          min_frames=ctx.spec.min_steal)
+        snap = _snapshot(ctx, now)
+        if not snap.active:
+            return None
+        default = statistics.median(snap.costs.values()) if snap.costs else 1.0
+        model = CostModel(snap.costs, default, reach=ctx.spec.steal_reach, prior=snap.prior)
+        launch = learn_launch(snap.launches, model, ctx.spec.launch_cost)
+        plan = plan_steal(snap.running, model, launch, now,
+                          margin=learn_margin(snap.launches, model, ctx.spec.steal_margin),
+                          min_frames=ctx.spec.min_steal, idle=snap.idle)
         if plan is not None:
-            victim = next(r for r in running if r.index == plan.victim)
+            victim = next(r for r in snap.running if r.index == plan.victim)
             info = {"s": plan.start, "state": SchedState.RUNNING, "t0": now, "tf": None,
                     "slot": ctx.slot, "from": plan.victim}
             ok = cas(keys=[_k(ctx, Sched.END), _k(ctx, Sched.DONE), _k(ctx, Sched.INFO)],

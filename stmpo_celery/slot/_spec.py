@@ -29,6 +29,8 @@ class RunSpec:
     schedule: str = "static"
     launch_cost: float = 30.0
     min_steal: int = 1  #: adaptive: the shortest tail a steal may take (--chunk-size)
+    steal_reach: float = defaults.STEAL_REACH_FRAMES  #: adaptive: see plan._steal
+    steal_margin: float = defaults.STEAL_MARGIN  #: adaptive: see plan._steal
     chunks: list[tuple[int, int]] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)  #: the frames to render (after skips)
 

@@ -1,0 +1,218 @@
+"""Frame costs of previous renders, so a re-render plans its first blocks from them.
+
+A successful adaptive render records the per-frame costs and the aerender launch cost
+it measured, under two keys: the project's *content* + the comp (a copied or moved
+project still matches), and the project's *path* + the comp (the same project saved
+again after a change). Records live on the host, one JSON file per key in
+``$STMPO_HISTORY_DIR`` (default ``$XDG_STATE_HOME/stmpo/history``, i.e.
+``~/.local/state/stmpo/history``), and — when the render uses a host or farm Redis
+(``--broker``) — in that Redis' hash ``stmpo:history``, so every host of a farm shares
+them. Lookups try the farm Redis first, then the host files.
+
+The next render of the same comp cuts its first blocks to equal predicted cost
+(:func:`stmpo_celery.plan._chunks.cost_blocks`) and hands the costs to the thieves as a
+prior (:class:`stmpo_celery.plan._steal.CostModel`): measured frames always win over
+it, so a render that differs from its history still steals. A record found by path
+only (the project changed since) is used the same way, and said so in the plan lines.
+``--no-history`` (or ``STMPO_HISTORY=0``) turns all of this off.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ..broker import keys
+from ..broker._redis import BrokerUrl
+from ..config import defaults
+from ..config._options import RenderOptions
+from ..plan._chunks import cost_blocks
+from ..plan._steal import CostModel, learn_launch
+from ..slot import observed
+
+REDIS_HASH = keys.HISTORY
+_READ = 1 << 20
+_WHOLE = 64 << 20  #: projects up to this size are hashed whole
+_SAMPLE = 8 << 20  #: ... bigger ones by their size, head and tail
+
+
+@dataclass
+class History:
+    costs: dict[int, float]
+    launch: float
+    exact: bool  #: recorded for this very project content (False: the project changed)
+    recorded_at: float
+
+    def default(self) -> float:
+        return statistics.median(self.costs.values()) if self.costs else 1.0
+
+    def describe(self) -> str:
+        how = "same project" if self.exact else "project changed since: used as a prior"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.recorded_at))
+        return (f"history of this comp ({how}): {len(self.costs)} frame cost(s), launch "
+                f"{self.launch:.1f} s, recorded {when}")
+
+
+def history_dir() -> Path:
+    env = os.environ.get("STMPO_HISTORY_DIR")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "stmpo" / "history"
+
+
+def content_digest(project: str) -> str:
+    """SHA-256 of the project file's content: all of it up to ``_WHOLE`` bytes, else its
+    size and its first and last ``_SAMPLE`` bytes (a multi-GB project would otherwise
+    delay the first launch; a change the sample misses only makes the history a prior
+    that steals still correct)."""
+    h = hashlib.sha256()
+    size = os.path.getsize(project)
+    with open(project, "rb") as fh:
+        if size <= _WHOLE:
+            while block := fh.read(_READ):
+                h.update(block)
+        else:
+            h.update(f"sampled {size}".encode())
+            h.update(fh.read(_SAMPLE))
+            fh.seek(size - _SAMPLE)
+            h.update(fh.read(_SAMPLE))
+    return h.hexdigest()
+
+
+def _key(kind: str, value: str, comp: str) -> str:
+    return hashlib.sha256(f"{kind}\0{value}\0{comp}".encode()).hexdigest()[:32]
+
+
+def keys_for(project: str, comp: str) -> tuple[str, str]:
+    """(content key, path key) of ``comp`` in ``project``."""
+    return (_key("content", content_digest(project), comp),
+            _key("path", os.path.realpath(project), comp))
+
+
+def _read_file(key: str) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((history_dir() / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _read_redis(client: redis.Redis | None, key: str) -> dict[str, Any] | None:
+    if client is None:
+        return None
+    try:
+        raw = client.hget(REDIS_HASH, key)
+        return json.loads(raw) if raw else None
+    except (redis.RedisError, ValueError):
+        return None
+
+
+def _client(broker: BrokerUrl | None) -> redis.Redis | None:
+    if broker is None:
+        return None
+    try:
+        return broker.client(timeout=defaults.CONNECT_TIMEOUT_S)
+    except redis.RedisError:
+        return None
+
+
+def _parse(data: dict[str, Any], exact: bool) -> History | None:
+    try:
+        costs = {int(f): float(c) for f, c in data["costs"].items()}
+        return History(costs, float(data["launch"]), exact, float(data.get("t", 0.0)))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def load(project: str, comp: str, broker: BrokerUrl | None) -> History | None:
+    """The newest record of ``comp`` in ``project`` (exact content first), or None."""
+    try:
+        content, path = keys_for(project, comp)
+    except OSError:
+        return None
+    client = _client(broker)
+    try:
+        for key, exact in ((content, True), (path, False)):
+            data = _read_redis(client, key) or _read_file(key)
+            if data is not None and (hist := _parse(data, exact or
+                                                    data.get("digest_key") == content)):
+                return hist
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+    return None
+
+
+def save(project: str, comp: str, costs: Mapping[int, float], launch: float,
+         client: redis.Redis | None) -> None:
+    """Record a render's costs (best effort: history never fails a render)."""
+    if not costs:
+        return
+    try:
+        content, path = keys_for(project, comp)
+    except OSError:
+        return
+    data = json.dumps({"comp": comp, "digest_key": content, "t": time.time(),
+                       "launch": round(launch, 4),
+                       "costs": {str(f): round(c, 4) for f, c in sorted(costs.items())}})
+    folder = history_dir()
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        for key in (content, path):
+            tmp = folder / f".{key}.{os.getpid()}.tmp"
+            tmp.write_text(data)
+            os.replace(tmp, folder / f"{key}.json")
+    if client is not None:
+        with contextlib.suppress(redis.RedisError):
+            client.hset(REDIS_HASH, mapping={content: data, path: data})
+
+
+def fill(costs: Mapping[int, float], frames: list[int], default: float) -> dict[int, float]:
+    """Costs for every frame: recorded where known, else the nearest recorded frame's
+    (a chunk's first frame is never timed on its own: its time includes the launch)."""
+    known = sorted(costs)
+    if not known:
+        return {f: default for f in frames}
+    out: dict[int, float] = {}
+    for f in frames:
+        if f in costs:
+            out[f] = costs[f]
+            continue
+        i = bisect.bisect_left(known, f)
+        near = [k for k in (known[i - 1] if i > 0 else None,
+                            known[i] if i < len(known) else None) if k is not None]
+        out[f] = max(costs[k] for k in near)
+    return out
+
+
+def plan_blocks(hist: History, frames: list[int], n_slots: int) -> list[tuple[int, int]]:
+    """The first blocks of a re-render: equal predicted cost under the history."""
+    return cost_blocks(frames, n_slots, fill(hist.costs, frames, hist.default()),
+                       hist.default())
+
+
+def record_run(client: redis.Redis, run_id: str, project: str, o: RenderOptions, *,
+               farm: bool) -> None:
+    """Save what run ``run_id`` measured (from its schedule keys) as the comp's history;
+    into ``client``'s Redis too when it is a host or farm Redis (``farm``)."""
+    with contextlib.suppress(redis.RedisError, OSError, ValueError):
+        costs, launches = observed(client, run_id)
+        if not costs:
+            return
+        model = CostModel(costs, statistics.median(costs.values()))
+        comp = o.comp if o.comp is not None else f"rqindex {o.rqindex}"
+        save(project, comp, costs, learn_launch(launches, model, o.launch_cost),
+             client if farm else None)
