@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host._aelocations import install_globs, newest_first
-from ..host._platform import OS, runs_batch_files
+from ..host import OS, install_globs, newest_first, runs_batch_files
 
 AERENDER_ENV = "AERENDER_PATH"
 

@@ -15,7 +15,7 @@ import struct
 import time
 import zlib
 
-from ..plan._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension
+from ..plan import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension
 
 #: (offset, bytes) in write order
 Writes = list[tuple[int, bytes]]

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..plan import OutputPattern
-from ..plan._formats import frame_problem
+from ..plan import OutputPattern, frame_problem
 
 
 def file_problem(path: str) -> str | None:

@@ -157,7 +157,7 @@ def timecode(frame: int) -> str:
 
 def _set_process_name(name: str) -> None:
     """Best-effort, so ps/psutil show ``name`` (Linux only)."""
-    from ..host._platform import set_process_name
+    from ..host import set_process_name
 
     with contextlib.suppress(Exception):
         set_process_name(name)

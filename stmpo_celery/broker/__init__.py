@@ -13,6 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
+    from ._liveness import (
+        delete_run,
+        heartbeat,
+        judge,
+        owned_entry,
+        reap_dead_runs,
+        still_there,
+        try_reap,
+    )
     from ._redelivery import missing_frames_suspect, requeue_unacked
     from ._redis import (
         BrokerUrl,
@@ -20,11 +29,22 @@ if TYPE_CHECKING:
         check_reachable,
         find_redis_server,
         mask_url,
+        no_redis_server_problem,
         parse_broker_url,
+        url_secrets,
     )
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "delete_run": "._liveness",
+    "heartbeat": "._liveness",
+    "judge": "._liveness",
+    "no_redis_server_problem": "._redis",
+    "owned_entry": "._liveness",
+    "reap_dead_runs": "._liveness",
+    "still_there": "._liveness",
+    "try_reap": "._liveness",
+    "url_secrets": "._redis",
     "BrokerUrl": "._redis",
     "check_reachable": "._redis",
     "EmbeddedRedis": "._redis",
@@ -40,6 +60,15 @@ _HOME = {
 }
 
 __all__ = [
+    "delete_run",
+    "heartbeat",
+    "judge",
+    "no_redis_server_problem",
+    "owned_entry",
+    "reap_dead_runs",
+    "still_there",
+    "try_reap",
+    "url_secrets",
     "BrokerUrl",
     "check_reachable",
     "EmbeddedRedis",

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from ..config import defaults
-from ..host._proc import process_started, same_process_alive
+from ..host import process_started, same_process_alive
 from . import keys
 
 

@@ -27,16 +27,16 @@ from redis.retry import Retry
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host._platform import (
+from ..host import (
     REDIS_SERVER_ENV,
     REDIS_SERVER_NAMES,
     RunJob,
+    kill_tree,
     redis_install_hint,
     redis_install_paths,
     start_guarded,
     unix_socket_broker,
 )
-from ..host._proc import kill_tree
 
 _SECRET_PARAMS = ("password", "pass", "passwd", "pwd", "secret", "token")
 

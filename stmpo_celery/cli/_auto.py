@@ -14,8 +14,8 @@ from ..config import defaults
 
 
 def _slots(values: dict[str, Any]) -> str:
-    from ..host._hostplan import this_host
-    from ..plan._sizing import default_threads_per_slot, size_slots
+    from ..host import this_host
+    from ..plan import default_threads_per_slot, size_slots
 
     facts = this_host(values.get("numa_map"))
     threads = values.get("threads_per_slot") or default_threads_per_slot(bool(values["mfr"]))
@@ -29,15 +29,15 @@ def _slots(values: dict[str, Any]) -> str:
 
 
 def _threads(values: dict[str, Any]) -> str:
-    from ..plan._sizing import default_threads_per_slot
+    from ..plan import default_threads_per_slot
 
     mfr = bool(values["mfr"])
     return f"auto: {default_threads_per_slot(mfr)} (MFR {'on' if mfr else 'off'})"
 
 
 def _broker(_values: dict[str, Any]) -> str:
-    from ..broker._redis import mask_url
-    from ..monitor._hostsvc import discover_broker
+    from ..broker import mask_url
+    from ..monitor import discover_broker
 
     url = discover_broker()
     return (f"auto: the host service's Redis {mask_url(url)}" if url

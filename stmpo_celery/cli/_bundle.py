@@ -8,8 +8,15 @@ from typing import Any
 import click
 
 from ..config import Command
-from ..deadline._bigtask import CHUNK_LIMIT, describe_tasks
-from ..deadline._bundle import BIG, IMAGE, plan_bundle, task_chunks, write_bundle
+from ..deadline import (
+    BIG,
+    CHUNK_LIMIT,
+    IMAGE,
+    describe_tasks,
+    plan_bundle,
+    task_chunks,
+    write_bundle,
+)
 from ..plan import format_frames, parse_frames
 from ..text import shell_quote
 from ._options import setting_options

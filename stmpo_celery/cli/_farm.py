@@ -16,7 +16,7 @@ FARM_HELP = "Farm Redis URL (default $STMPO_FARM_URL, else the host service's Re
 
 
 def _connect(url: str | None) -> tuple[Any, Any]:
-    from ..farm._store import FarmStore, resolve_farm_url
+    from ..farm import FarmStore, resolve_farm_url
 
     broker = resolve_farm_url(url)
     return FarmStore.connect(broker), broker
@@ -45,9 +45,8 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
                farm_url: str | None, as_json: bool) -> None:
     """Expand BUNDLE (an OpenJD job bundle or template) into tasks and queue them."""
     from ..config import defaults
-    from ..farm._app import make_farm_app
-    from ..farm._store import farm_dir as resolve_dir
-    from ..farm._submit import submit
+    from ..farm import farm_dir as resolve_dir
+    from ..farm import make_farm_app, submit
 
     store, broker = _connect(farm_url)
     job = submit(store, make_farm_app(broker), bundle, list(params),
@@ -69,8 +68,7 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
 @click.option("--loglevel", default="WARNING", show_default=True)
 def worker_cmd(name: str | None, farm_url: str | None, loglevel: str) -> None:
     """Render farm tasks on this host, one at a time, until stopped."""
-    from ..farm._store import resolve_farm_url
-    from ..farm._worker import run_worker
+    from ..farm import resolve_farm_url, run_worker
 
     sys.exit(run_worker(resolve_farm_url(farm_url), name, loglevel))
 
@@ -80,7 +78,7 @@ def worker_cmd(name: str | None, farm_url: str | None, loglevel: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def jobs_cmd(farm_url: str | None, as_json: bool) -> None:
     """Jobs with their state, and each task's state, worker, attempts and progress."""
-    from ..farm._control import jobs
+    from ..farm import jobs
 
     store, _ = _connect(farm_url)
     views = jobs(store)
@@ -103,7 +101,7 @@ def jobs_cmd(farm_url: str | None, as_json: bool) -> None:
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def wait_cmd(job: str, timeout: float | None, farm_url: str | None) -> None:
     """Wait for JOB: exit 0 when every task succeeded, 1 when it failed or was canceled."""
-    from ..farm._control import wait
+    from ..farm import wait
 
     store, _ = _connect(farm_url)
     state = wait(store, job, timeout)
@@ -117,8 +115,7 @@ def wait_cmd(job: str, timeout: float | None, farm_url: str | None) -> None:
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def cancel_cmd(job: str, farm_url: str | None) -> None:
     """Cancel JOB: queued tasks are revoked, running ones canceled through OpenJD."""
-    from ..farm._app import make_farm_app
-    from ..farm._control import cancel
+    from ..farm import cancel, make_farm_app
 
     store, broker = _connect(farm_url)
     revoked, running = cancel(store, make_farm_app(broker), job)
@@ -131,8 +128,7 @@ def cancel_cmd(job: str, farm_url: str | None) -> None:
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def retry_cmd(job: str, farm_url: str | None) -> None:
     """Queue JOB's failed and canceled tasks again."""
-    from ..farm._app import make_farm_app
-    from ..farm._control import retry
+    from ..farm import make_farm_app, retry
 
     store, broker = _connect(farm_url)
     n = retry(store, make_farm_app(broker), job)
@@ -152,8 +148,8 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
     import signal
 
     from ..config import defaults
-    from ..farm._store import FARM_ID, resolve_farm_url
-    from ..monitor._flowerctl import start_flower
+    from ..farm import FARM_ID, resolve_farm_url
+    from ..monitor import start_flower
 
     broker = resolve_farm_url(farm_url)
     fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
@@ -180,7 +176,7 @@ def versions_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def versions_list(shot_dir: str, as_json: bool) -> None:
     """Every version with its status; frames are checked against the manifest."""
-    from ..farm._versions import list_versions
+    from ..farm import list_versions
 
     entries = list_versions(Path(shot_dir))
     if as_json:
@@ -196,7 +192,7 @@ def versions_list(shot_dir: str, as_json: bool) -> None:
 
 
 def _set(shot_dir: str, version: str, status: str, note: str | None) -> None:
-    from ..farm._versions import set_status
+    from ..farm import set_status
 
     set_status(Path(shot_dir), version, status, note)
     click.echo(f"{version}: {status}")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..deadline._project import describe, read_project
+from ..deadline import describe, read_project
 
 
 @click.command("inspect")

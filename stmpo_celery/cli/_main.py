@@ -49,8 +49,7 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
 
 def _task_frames(spec: str, task_of: str) -> str:
     """The frames of task I/N of ``spec`` (a frame spec stmpo render accepts)."""
-    from ..plan._chunks import task_share
-    from ..plan._frames import format_frames, parse_frames
+    from ..plan import format_frames, parse_frames, task_share
 
     index, sep, count = task_of.partition("/")
     if not sep or not index.strip().isdigit() or not count.strip().isdigit():
@@ -93,8 +92,7 @@ def cli() -> None:
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host import make_host_plan
-    from ..orchestrator import prepare
-    from ..orchestrator._validate import create_outputs
+    from ..orchestrator import create_outputs, prepare
 
     if kw.get("task_of"):
         kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
@@ -107,12 +105,12 @@ def render(**kw: Any) -> None:
         plan = make_host_plan(prep)  # for the frames left to render
         hist = None
         if options.history and plan.schedule == "adaptive" and len(plan.chunks) > 1:
-            from ..orchestrator import _history
+            from ..orchestrator import history as _history
 
             hist = _history.load(prep.project, _comp_label(options), prep.broker)
             if hist is not None:
                 plan.chunks = _history.plan_blocks(hist, prep.to_render, plan.n_slots)
-                plan.notes.append(hist.describe() + ": first blocks cut to equal predicted cost")
+                plan.notes.insert(0, hist.describe() + ": first blocks cut to equal predicted cost")
         embedded = _early_redis(prep)
         from ..orchestrator import Run  # Celery loads (~0.2-0.4 s) while Redis comes up
 
@@ -140,7 +138,7 @@ def _early_redis(prep: Any) -> Any:
         return None
     import tempfile
 
-    from ..broker._redis import EmbeddedRedis
+    from ..broker import EmbeddedRedis
 
     embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="stmpo-run-")))
     try:
@@ -224,11 +222,10 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
 def _plan_history(options: RenderOptions, plan: Any, frames: list[int], project: str,
                   comp: str | None, rqindex: int | None) -> dict[str, Any] | None:
     """Predicted makespans of the comp's recorded costs with and without its history."""
-    from ..broker._redis import parse_broker_url
+    from ..broker import parse_broker_url
     from ..config import defaults
-    from ..orchestrator import _history
-    from ..plan._chunks import makespan_bound, plan_chunks
-    from ..plan._simulate import simulate
+    from ..orchestrator import history as _history
+    from ..plan import makespan_bound, plan_chunks, simulate
 
     if (comp is None) == (rqindex is None):
         raise BadInput("--project needs exactly one of --comp NAME or --rqindex N")
@@ -374,7 +371,7 @@ _register_commands()
 
 
 def _error(message: str) -> None:
-    from ..orchestrator._funnel import one_line
+    from ..text import one_line
 
     click.echo(f"stmpo: error: {one_line(message)}", err=True)
 
@@ -382,8 +379,8 @@ def _error(message: str) -> None:
 def _scrub_secrets(argv: list[str]) -> None:
     """Hide passwords given on the command line from ``ps`` (this process and the slots
     it forks); children get them through a 0600 file or stdin, never argv."""
-    from ..broker._redis import url_secrets
-    from ..host._proc import scrub_argv
+    from ..broker import url_secrets
+    from ..host import scrub_argv
 
     found: list[str] = []
     for i, arg in enumerate(argv):

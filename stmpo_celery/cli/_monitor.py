@@ -35,7 +35,7 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
 
     if interval <= 0:
         raise BadInput(f"--interval is {interval:g}: it must be more than zero")
-    from ..broker._redis import check_reachable
+    from ..broker import check_reachable
 
     env = os.environ.get(defaults.BROKER_ENV) or None
     if broker or env:  # a broker named on purpose must answer (exit 3, one line)

@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._bundle import IMAGE, plan_bundle, task_chunks, write_bundle
+    from ._bigtask import CHUNK_LIMIT, describe_tasks
+    from ._bundle import BIG, IMAGE, plan_bundle, task_chunks, write_bundle
     from ._fontleases import Registry, current_session, say, session_ended
     from ._fonts import (
         FONT_EXTENSIONS,
@@ -21,9 +22,15 @@ if TYPE_CHECKING:
         refresh_cache,
         remove_fonts,
     )
+    from ._project import describe, read_project
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "BIG": "._bundle",
+    "CHUNK_LIMIT": "._bigtask",
+    "describe": "._project",
+    "describe_tasks": "._bigtask",
+    "read_project": "._project",
     "FONT_EXTENSIONS": "._fonts",
     "Registry": "._fontleases",
     "current_session": "._fontleases",
@@ -41,6 +48,11 @@ _HOME = {
 }
 
 __all__ = [
+    "BIG",
+    "CHUNK_LIMIT",
+    "describe",
+    "describe_tasks",
+    "read_project",
     "FONT_EXTENSIONS",
     "Registry",
     "current_session",

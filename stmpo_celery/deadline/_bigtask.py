@@ -94,9 +94,9 @@ def host_minimums(threads_per_slot: int, ram_per_process_gb: float, slots: int) 
 def profile_minimums(kw: dict[str, Any], slots: int, warnings: list[str]) -> tuple[int, int]:
     """:func:`host_minimums` from ``stmpo bundle``'s options and profile (a profile file
     that exists only on the workers falls back to stmpo's defaults, with a warning)."""
-    from ..config._settings import resolve
+    from ..config import resolve
     from ..errors import BadInput
-    from ..plan._sizing import default_threads_per_slot
+    from ..plan import default_threads_per_slot
 
     flags = {k: kw.get(k) for k in ("threads_per_slot", "ram_per_process_gb", "mfr")}
     try:
@@ -124,8 +124,7 @@ def task_count(n_frames: int, frames_per_task: int) -> int:
 
 def describe_tasks(frames: list[int], count: int) -> str:
     """``"3 task(s) of about 400 frame(s): 1-400, 401-800, 801-1200"``."""
-    from ..plan._chunks import task_share
-    from ..plan._frames import format_frames
+    from ..plan import format_frames, task_share
 
     shown = [format_frames(task_share(frames, i, count)) for i in range(1, min(count, 6) + 1)]
     return (f"{count} task(s) of about {-(-len(frames) // count)} frame(s): "

@@ -24,7 +24,7 @@ from typing import IO, Any
 import psutil
 
 from ..errors import EnvironmentProblem
-from ..host._platform import try_lock_file
+from ..host import try_lock_file
 from ..text import one_line
 
 

@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import EnvironmentProblem
-from ..host._platform import FONT_PLATFORM
+from ..host import FONT_PLATFORM
 from ._fontleases import (
     Registry,
     Session,

@@ -19,3 +19,55 @@ What runs where:
 Every farm key, Celery's and kombu's included, lives under ``stmpo:farm:``: a Flower
 built with that prefix (``stmpo farm flower``) shows the farm's tasks and render hosts.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._app import make_farm_app
+    from ._control import cancel, jobs, retry, wait
+    from ._store import FARM_ID, FarmStore, farm_dir, resolve_farm_url
+    from ._submit import submit
+    from ._versions import list_versions, set_status
+    from ._worker import run_worker
+
+# Imported on first use: a command that never needs Celery never loads it.
+_HOME = {
+    "FARM_ID": "._store",
+    "FarmStore": "._store",
+    "cancel": "._control",
+    "farm_dir": "._store",
+    "jobs": "._control",
+    "list_versions": "._versions",
+    "make_farm_app": "._app",
+    "resolve_farm_url": "._store",
+    "retry": "._control",
+    "run_worker": "._worker",
+    "set_status": "._versions",
+    "submit": "._submit",
+    "wait": "._control",
+}
+
+__all__ = [
+    "FARM_ID",
+    "FarmStore",
+    "cancel",
+    "farm_dir",
+    "jobs",
+    "list_versions",
+    "make_farm_app",
+    "resolve_farm_url",
+    "retry",
+    "run_worker",
+    "set_status",
+    "submit",
+    "wait",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,8 +12,7 @@ from typing import Any
 
 from celery import Celery
 
-from ..broker._app import make_app
-from ..broker._redis import BrokerUrl
+from ..broker import BrokerUrl, make_app
 from ..config import defaults
 from ._store import FARM_ID
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from ..broker._redis import BrokerUrl, parse_broker_url
+from ..broker import BrokerUrl, parse_broker_url
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
 
@@ -39,7 +39,7 @@ ENDED = ("succeeded", "failed", "canceled")
 
 def resolve_farm_url(url: str | None) -> BrokerUrl:
     """``--farm``, else ``$STMPO_FARM_URL``, else the host service's Redis."""
-    from ..monitor._hostsvc import read_broker_url
+    from ..monitor import read_broker_url
 
     url = url or os.environ.get(defaults.FARM_URL_ENV) or read_broker_url()
     if not url:
@@ -50,7 +50,7 @@ def resolve_farm_url(url: str | None) -> BrokerUrl:
 
 def farm_dir(path: str | None = None) -> Path:
     """Where job folders go: ``--farm-dir``, ``$STMPO_FARM_DIR``, else ``<host dir>/farm``."""
-    from ..monitor._hostsvc import host_dir
+    from ..monitor import host_dir
 
     chosen = path or os.environ.get(defaults.FARM_DIR_ENV)
     return Path(chosen).resolve() if chosen else host_dir() / "farm"

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, StmpoError
-from ..plan._frames import parse_frames
-from ..plan._pattern import parse_output
+from ..plan import parse_frames, parse_output
 from ._snapshot import sha256_file
 
 MANIFEST = "version.json"

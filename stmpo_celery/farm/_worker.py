@@ -30,9 +30,9 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready
 
-from ..broker._redis import BrokerUrl
+from ..broker import BrokerUrl
 from ..config import defaults
-from ..host._platform import child_kwargs
+from ..host import child_kwargs
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
 from ._session import run_task
 from ._store import ENDED, PREFIX, FarmStore

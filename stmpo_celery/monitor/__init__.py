@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._doctor import run_checks
-    from ._flowerctl import FlowerProcess, check_bind
+    from ._flowerctl import FlowerProcess, check_bind, end_for_run, start_flower
     from ._flowerctl import start_for_run as start_flower_for_run
-    from ._hostsvc import HostService, discover_broker, host_dir
+    from ._hostsvc import HostService, discover_broker, host_dir, read_broker_url
     from ._status import render_text, snapshot, sources
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "end_for_run": "._flowerctl",
+    "read_broker_url": "._hostsvc",
+    "start_flower": "._flowerctl",
     "FlowerProcess": "._flowerctl",
     "start_flower_for_run": "._flowerctl",
     "check_bind": "._flowerctl",
@@ -30,6 +33,9 @@ _HOME = {
 }
 
 __all__ = [
+    "end_for_run",
+    "read_broker_url",
+    "start_flower",
     "FlowerProcess",
     "start_flower_for_run",
     "check_bind",

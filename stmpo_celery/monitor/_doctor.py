@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psutil
 
-from ..aerender._argv import resolve_aerender
-from ..broker._redis import (
+from ..aerender import resolve_aerender
+from ..broker import (
     check_reachable,
     find_redis_server,
     mask_url,
@@ -20,11 +20,7 @@ from ..broker._redis import (
 )
 from ..config import defaults
 from ..errors import StmpoError
-from ..host._platform import (
-    has_render_only_licence_file,
-    pinning_check,
-    unix_socket_broker,
-)
+from ..host import has_render_only_licence_file, pinning_check, unix_socket_broker
 from ._hostsvc import discover_broker
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from ..broker import BrokerUrl
 from ..config import RenderOptions
 from ..errors import BadInput, EnvironmentProblem, StmpoError
-from ..host._platform import child_kwargs
+from ..host import child_kwargs
 
 RUN_ID_LEN = 8  #: ``secrets.token_hex(4)``: every run id has this many characters
 #: A "run id" that is a Redis glob matching every run: a Flower whose key prefix is

@@ -31,12 +31,10 @@ from pathlib import Path
 import psutil
 import redis
 
-from ..broker import BrokerUrl, find_redis_server, keys
-from ..broker._liveness import reap_dead_runs
-from ..broker._redis import no_redis_server_problem
+from ..broker import BrokerUrl, find_redis_server, keys, no_redis_server_problem, reap_dead_runs
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host._platform import child_kwargs, group_id
+from ..host import child_kwargs, group_id
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
 
 BROKER_FILE = "broker.url"

@@ -23,8 +23,7 @@ from typing import Any
 import psutil
 import redis
 
-from ..broker import BrokerUrl, keys, mask_url
-from ..broker._liveness import delete_run, judge
+from ..broker import BrokerUrl, delete_run, judge, keys, mask_url
 from ..config import defaults
 from ..text import duration
 

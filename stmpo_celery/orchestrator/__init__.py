@@ -10,11 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from . import _history as history
     from ._run import Run
-    from ._validate import Prepared, check_numbers, prepare
+    from ._validate import Prepared, check_numbers, create_outputs, prepare
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "create_outputs": "._validate",
     "check_numbers": "._validate",
     "prepare": "._validate",
     "Prepared": "._validate",
@@ -22,6 +24,8 @@ _HOME = {
 }
 
 __all__ = [
+    "history",
+    "create_outputs",
     "check_numbers",
     "prepare",
     "Prepared",
@@ -30,6 +34,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "history":  # the re-render history, a module of its own
+        return importlib.import_module("._history", __name__)
     if name in _HOME:
         return getattr(importlib.import_module(_HOME[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

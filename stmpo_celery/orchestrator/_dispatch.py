@@ -45,7 +45,7 @@ class RunQueue:
     def announce_revoked(self, stopped: Iterable[tuple[str, int, str]]) -> None:
         """Tell Flower that these chunks (``(task id, slot, text)``, each one that ran on a
         slot) were stopped: REVOKED with the reason, on the slot that ran it."""
-        from ..slot._monitor import revoke_events
+        from ..slot import revoke_events
 
         items = list(stopped)
         if not items:

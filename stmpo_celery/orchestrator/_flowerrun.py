@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from kombu.utils.uuid import uuid
 
 from ..broker import keys
-from ..plan._frames import format_frames
-from ..slot._monitor import duration, revoke_events, task_args
+from ..plan import format_frames
+from ..slot import revoke_events, task_args
+from ..text import duration
 
 if TYPE_CHECKING:
     from ._run import Run

@@ -33,12 +33,9 @@ from typing import Any
 
 import redis
 
-from ..broker import keys
-from ..broker._redis import BrokerUrl
-from ..config import defaults
-from ..config._options import RenderOptions
-from ..plan._chunks import cost_blocks
-from ..plan._steal import CostModel, learn_launch
+from ..broker import BrokerUrl, keys
+from ..config import RenderOptions, defaults
+from ..plan import CostModel, cost_blocks, learn_launch
 from ..slot import observed
 
 REDIS_HASH = keys.HISTORY

@@ -26,10 +26,9 @@ from typing import Any
 from ..broker.keys import host_name
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host._proc import start_time
-from ..plan._frames import format_frames, parse_frames
-from ..plan._pattern import OutputPattern, shared_frames
-from ..slot._ledger import state_dir
+from ..host import start_time
+from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
+from ..slot import state_dir
 
 GUARD_WAIT_S = 10.0
 GUARD_STALE_S = 30.0

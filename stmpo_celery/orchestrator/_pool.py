@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from ..host._platform import RunJob, can_fork_slots, fork_slot, slot_popen_kwargs
-from ..host._proc import kill_tree
+from ..host import RunJob, can_fork_slots, fork_slot, kill_tree, slot_popen_kwargs
 from ._funnel import LogFunnel
 
 
@@ -103,7 +102,7 @@ class SlotPool:
     def start(self) -> None:
         if self.use_fork:  # forked slots share one death pipe; only the write end decides EOF
             self._death_r, self._death_w = os.pipe()
-            from ..slot._main import preload
+            from ..slot import preload
 
             preload()
             sys.stdout.flush()
@@ -136,7 +135,7 @@ class SlotPool:
         spec, cpu_arg = str(self.spec_path), ",".join(map(str, cpus or ()))
 
         def body(keep_fd: int) -> int:
-            from ..slot._main import run_slot
+            from ..slot import run_slot
 
             return run_slot(spec, k, keep_fd, cpu_arg)
 

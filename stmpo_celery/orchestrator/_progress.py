@@ -130,7 +130,7 @@ class Progress:
 def _count(spec: str) -> int:
     if not spec:
         return 0
-    from ..plan._frames import parse_frames
+    from ..plan import parse_frames
 
     try:
         return len(parse_frames(spec))

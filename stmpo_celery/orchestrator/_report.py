@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExitCode
-from ..plan._frames import format_frames
+from ..plan import format_frames
 
 if TYPE_CHECKING:
     from ._run import Run

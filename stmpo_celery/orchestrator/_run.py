@@ -26,29 +26,32 @@ from ..broker import (
     BrokerUrl,
     EmbeddedRedis,
     events,
+    heartbeat,
     keys,
     mask_url,
     missing_frames_suspect,
+    owned_entry,
     requeue_unacked,
+    still_there,
+    try_reap,
 )
-from ..broker._liveness import heartbeat, owned_entry, still_there, try_reap
 from ..config import defaults
 from ..errors import ExitCode
-from ..host import HostPlan
-from ..host._platform import become_subreaper, cancel_signals
+from ..host import HostPlan, become_subreaper, cancel_signals
 from ..monitor import FlowerProcess, start_flower_for_run
-from ..monitor._flowerctl import end_for_run as end_flower_for_run
+from ..monitor import end_for_run as end_flower_for_run
 from ..plan import parse_runs
 from ..slot import (
     RunSpec,
     close_range,
+    ledger_dir,
     next_attempt,
     register_plan,
     set_prior,
     set_retry,
+    settle_ledgers,
     spare_tasks,
 )
-from ..slot import _ledger as ledger
 from . import _report as report
 from ._dispatch import RunQueue, delete_run_keys
 from ._flowerrun import RunRow
@@ -431,7 +434,7 @@ class Run:
             frames = [f for f in frames if f <= end]
             rec.end = min(rec.end, end)
         tag = f"-slot{slot.index}-{slot.pid}-"
-        ledger.settle(ledger.state_dir(self.prep.pattern),
+        settle_ledgers(ledger_dir(self.prep.pattern),
                       lambda e: e.run_id == self.run_id and tag in e.path.name,
                       owned=lambda f: end is None or f <= end)
         redo = [f for f in frames if f not in self.done_frames]
@@ -496,7 +499,7 @@ class Run:
         if self.pool is not None:
             self.pool.kill_all()
             # Frames our killed slots had in flight may be half-written: never leave them.
-            partial = ledger.settle(ledger.state_dir(self.prep.pattern),
+            partial = settle_ledgers(ledger_dir(self.prep.pattern),
                                     lambda e: e.run_id == self.run_id)
             if partial:
                 self._say(f"deleted {len(partial)} frame(s) left half-written by stopped "

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from ..config import defaults
 from ..errors import ExitCode
-from ..host._proc import kill_groups_now
+from ..host import kill_groups_now
 
 #: never inherited by slots, aerender or After Effects (removed before slots start)
 SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from ..aerender import check_target, missing_frames, resolve_aerender
-from ..broker._redis import (
+from ..broker import (
     BrokerUrl,
     check_reachable,
     find_redis_server,
@@ -17,10 +17,10 @@ from ..broker._redis import (
 )
 from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
-from ..host._platform import check_start_method, long_path
+from ..host import check_start_method, long_path
 from ..monitor import check_bind, discover_broker
 from ..plan import OutputPattern, parse_frames, parse_output
-from ..slot import _ledger as ledger
+from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
 from ._outlock import OutputLock, acquire
 
@@ -177,7 +177,7 @@ def claim_output(prep: Prepared) -> None:
     with ``--skip-existing``, the frames not already whole on disk."""
     pattern, frames, notes = prep.pattern, prep.frames, prep.notes
     prep.lock, live = acquire(pattern, frames, prep.run_id)
-    partial = ledger.settle(ledger.state_dir(pattern), lambda e: e.run_id not in live)
+    partial = settle_ledgers(ledger_dir(pattern), lambda e: e.run_id not in live)
     if partial:
         notes.append(f"deleted {len(partial)} frame(s) a stopped run left half-written "
                      f"(first: {partial[0]})")

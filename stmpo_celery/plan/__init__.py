@@ -7,9 +7,11 @@ unit-tested directly.
 """
 
 from ._affinity import group_affinity, plan_blocks
-from ._chunks import makespan_bound, plan_chunks, predict_makespan
+from ._chunks import cost_blocks, makespan_bound, plan_chunks, predict_makespan, task_share
+from ._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension, frame_problem
 from ._frames import format_frames, parse_frames, parse_runs, runs
-from ._pattern import OutputPattern, parse_output
+from ._pattern import OutputPattern, parse_output, shared_frames
+from ._simulate import simulate
 from ._sizing import default_threads_per_slot, size_slots
 from ._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
 from ._topology import (
@@ -25,6 +27,15 @@ from ._topology import (
 )
 
 __all__ = [
+    "EXR_MAGIC",
+    "PNG_IEND",
+    "PNG_SIGNATURE",
+    "cost_blocks",
+    "extension",
+    "frame_problem",
+    "shared_frames",
+    "simulate",
+    "task_share",
     "learn_margin",
     "parse_runs",
     "adopt_cores",

@@ -11,7 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._ledger import settle as settle_ledgers
+    from ._ledger import state_dir
+    from ._ledger import state_dir as ledger_dir
     from ._main import preload, run_slot
+    from ._monitor import revoke_events, task_args
     from ._schedule import (
         close_range,
         next_attempt,
@@ -25,6 +29,11 @@ if TYPE_CHECKING:
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "ledger_dir": "._ledger",
+    "settle_ledgers": "._ledger",
+    "revoke_events": "._monitor",
+    "state_dir": "._ledger",
+    "task_args": "._monitor",
     "observed": "._schedule",
     "set_prior": "._schedule",
     "close_range": "._schedule",
@@ -37,7 +46,15 @@ _HOME = {
     "RunSpec": "._spec",
 }
 
+#: front-door names that differ from their module's own
+_ALIASES = {"ledger_dir": "state_dir", "settle_ledgers": "settle"}
+
 __all__ = [
+    "ledger_dir",
+    "settle_ledgers",
+    "revoke_events",
+    "state_dir",
+    "task_args",
     "observed",
     "set_prior",
     "close_range",
@@ -53,5 +70,6 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name], __name__), name)
+        attr = _ALIASES.get(name, name)
+        return getattr(importlib.import_module(_HOME[name], __name__), attr)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,8 +30,7 @@ import redis
 from ..aerender import AerenderLog, AeWarning, FrameDone, StrongError, build_argv, missing_frames
 from ..broker import events, keys
 from ..config import defaults
-from ..host import descendants, kill_procs, tree_cpu_seconds
-from ..host._platform import RunJob, decode_output
+from ..host import RunJob, decode_output, descendants, kill_procs, tree_cpu_seconds
 from ..plan import OutputPattern, format_frames, runs
 from ._ledger import Ledger
 from ._spec import RunSpec

@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..plan._frames import format_frames, parse_frames
-from ..plan._pattern import OutputPattern
+from ..plan import OutputPattern, format_frames, parse_frames
 
 STATE_DIR = ".stmpo"  #: beside the output: in-flight ledgers and output locks
 _COUNTER = itertools.count()

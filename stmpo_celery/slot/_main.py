@@ -19,7 +19,7 @@ import sys
 def _pin(cpus_arg: str) -> str | None:
     if not cpus_arg:
         return None
-    from ..host._platform import pin_current_process
+    from ..host import pin_current_process
 
     return pin_current_process({int(c) for c in cpus_arg.split(",") if c})
 
@@ -29,8 +29,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     import shutil
 
-    from ..host._platform import become_subreaper, set_process_name
-    from ..host._proc import start_deathwatch
+    from ..host import become_subreaper, set_process_name, start_deathwatch
 
     set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
 
@@ -42,8 +41,8 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     def orphaned() -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
         if spec_url:
-            from ..broker._liveness import delete_run
-            from ..broker._redis import BrokerUrl as Url
+            from ..broker import BrokerUrl as Url
+            from ..broker import delete_run
 
             client = Url(spec_url[0]).client(timeout=2.0)
             try:
@@ -91,7 +90,7 @@ def _mask_broker_in_stats() -> None:
     Mask every URL there."""
     from celery.worker.consumer import connection as step
 
-    from ..broker._redis import mask_url
+    from ..broker import mask_url
 
     original = step.Connection.info
     if getattr(original, "stmpo_masked", False):

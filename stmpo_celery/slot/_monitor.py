@@ -52,7 +52,7 @@ from celery.utils.saferepr import saferepr
 
 from ..broker import RENDER_CHUNK, events, keys
 from ..config import defaults
-from ..host._platform import os_label
+from ..host import os_label
 from ..plan import parse_runs
 from ..text import duration
 from ._chunk import SlotContext
