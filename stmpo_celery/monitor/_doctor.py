@@ -76,8 +76,8 @@ def check_broker(url: str | None) -> Check:
         return Check("broker", False, no_redis_server_problem().message + silent)
     where = ("a private unix socket" if unix_socket_broker()
              else "127.0.0.1 (loopback TCP, random password)")
-    return Check("broker", True, f"renders use an embedded {server}, one per run, on "
-                 f"{where}{silent}")
+    return Check("broker", True, f"renders use an embedded redis-server ({server}), one per "
+                 f"run, on {where}{silent}")
 
 
 def check_pinning() -> Check:
