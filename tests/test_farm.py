@@ -96,7 +96,7 @@ class Rig:
     def submit(self, frames: str = "1-8", per_task: int = 2, publish: bool = True,
                extra: tuple[str, ...] = ()) -> str:
         args = ["farm", "submit", str(BUNDLE), "-p", f"ProjectFile={self.project}",
-                "-p", "Comp=Main Comp", "-p", f"Frames={frames}",
+                "-p", "RenderBy=comp", "-p", "Comp=Main Comp", "-p", f"Frames={frames}",
                 "-p", f"FramesPerTask={per_task}", "-p", f"AerenderPath={FAKE}",
                 "-p", "Concurrency=1", "-p", "SkipExisting=OFF", "--json", *extra]
         if publish:
@@ -209,15 +209,16 @@ def test_two_workers_publish_versions_snapshot_and_approve(rig: Rig) -> None:
     assert rig.wait(job) == 0, rig.logs()
     view = rig.job(job)
     assert view["state"] == "succeeded"
-    assert [t["task"] for t in view["tasks"]] == ["Frame=1-2", "Frame=3-4", "Frame=5-6",
-                                                   "Frame=7-8"]
+    # NONCONTIGUOUS chunks: OpenJD writes a two-frame task as "1,2"
+    assert [t["task"] for t in view["tasks"]] == ["Frame=1,2", "Frame=3,4", "Frame=5,6",
+                                                   "Frame=7,8"]
     assert {t["worker"].split("@")[0] for t in view["tasks"]} == {"w1", "w2"}, view
     assert all(t["state"] == "succeeded" and t["progress"] == 100 for t in view["tasks"])
     # Flower for the farm: tasks named by job, step and frames; render hosts as workers
     seen = wait_for(lambda: flower_tasks(port, job), timeout=30, step=0.3)
     assert seen, flower_raw(port)
     assert sorted(t["name"] for t in seen) == [
-        f"job {job} RenderImageSequence Frame={f}" for f in ("1-2", "3-4", "5-6", "7-8")]
+        f"job {job} RenderImageSequence Frame={f}" for f in ("1,2", "3,4", "5,6", "7,8")]
     assert {t["worker"].split("@")[0] for t in seen} == {"w1", "w2"}
     assert all(t["state"] == "SUCCESS" for t in seen)
 
