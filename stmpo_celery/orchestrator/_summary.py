@@ -96,7 +96,7 @@ class ChunkRecord:
         self.launch_s = ev.launch_s
         self.missing = list(ev.missing)
         self.suspect = sorted(set(self.suspect) | set(ev.suspect))
-        self.log = ev.log or self.log
+        self.log = ev.log  #: a chunk that ended well has no failure log
         if isinstance(ev, ChunkRetry):
             self.attempts = ev.attempts
 
