@@ -12,7 +12,7 @@ import click
 
 from ..errors import ExitCode, StmpoError
 
-FARM_HELP = "Farm Redis URL (default $STMPO_FARM_URL, else the host service's Redis)."
+FARM_HELP = ("Farm Redis URL [default: $STMPO_FARM_URL, else the host service's Redis].")
 
 
 def _connect(url: str | None) -> tuple[Any, Any]:
@@ -30,16 +30,19 @@ def farm_group() -> None:
 @farm_group.command("submit")
 @click.argument("bundle")
 @click.option("-p", "--parameter", "params", multiple=True, metavar="NAME=VALUE",
-              help="A job parameter (repeatable); overrides the bundle's parameter_values.")
-@click.option("--priority", type=int, default=None, help="0-100, higher runs first (50).")
+              help="A job parameter (repeatable); overrides the bundle's parameter_values "
+                   "[default: the bundle's values].")
+@click.option("--priority", type=int, default=None, help="0-100, higher runs first [default: 50].")
 @click.option("--max-retries", type=int, default=None,
-              help="Times a failed task runs again (default 1).")
+              help="Times a failed task runs again [default: 1].")
 @click.option("--publish", "publish", metavar="SHOT_DIR",
-              help="Render into the next free SHOT_DIR/vNNN and publish it for review.")
-@click.option("--farm-dir", help="Job folders (default $STMPO_FARM_DIR, else <host dir>/farm);"
-              " every render host must see it at the same path.")
+              help="Render into the next free SHOT_DIR/vNNN and publish it for review "
+                   "[default: render where the bundle says, publish nothing].")
+@click.option("--farm-dir", help="Job folders, seen by every render host at the same path "
+              "[default: $STMPO_FARM_DIR, else <host dir>/farm].")
 @click.option("--farm", "farm_url", help=FARM_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print {\"job\": ID}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {\"job\": ID} [default: the job id alone].")
 def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
                max_retries: int | None, publish: str | None, farm_dir: str | None,
                farm_url: str | None, as_json: bool) -> None:
@@ -63,9 +66,10 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
 
 
 @farm_group.command("worker")
-@click.option("--name", help="Worker name (default: this host's name); unique on the farm.")
+@click.option("--name", help="Worker name, unique on the farm [default: this host's name].")
 @click.option("--farm", "farm_url", help=FARM_HELP)
-@click.option("--loglevel", default="WARNING", show_default=True)
+@click.option("--loglevel", default="WARNING", show_default=True,
+              help="Celery's log level for the worker.")
 def worker_cmd(name: str | None, farm_url: str | None, loglevel: str) -> None:
     """Render farm tasks on this host, one at a time, until stopped."""
     from ..farm import resolve_farm_url, run_worker
@@ -75,7 +79,8 @@ def worker_cmd(name: str | None, farm_url: str | None, loglevel: str) -> None:
 
 @farm_group.command("jobs")
 @click.option("--farm", "farm_url", help=FARM_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output [default: text].")
 def jobs_cmd(farm_url: str | None, as_json: bool) -> None:
     """Jobs with their state, and each task's state, worker, attempts and progress."""
     from ..farm import jobs
@@ -97,7 +102,8 @@ def jobs_cmd(farm_url: str | None, as_json: bool) -> None:
 
 @farm_group.command("wait")
 @click.argument("job")
-@click.option("--timeout", type=float, help="Give up after this many seconds (exit 1).")
+@click.option("--timeout", type=float,
+              help="Give up after this many seconds (exit 1) [default: wait for the end].")
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def wait_cmd(job: str, timeout: float | None, farm_url: str | None) -> None:
     """Wait for JOB: exit 0 when every task succeeded, 1 when it failed or was canceled."""
@@ -137,8 +143,9 @@ def retry_cmd(job: str, farm_url: str | None) -> None:
 
 @farm_group.command("flower")
 @click.option("--bind", default="127.0.0.1:5555", show_default=True, help="[HOST:]PORT.")
-@click.option("--auth", help="user:password (required off loopback; or $STMPO_FLOWER_AUTH).")
-@click.option("--url-prefix", help="URL prefix behind a reverse proxy.")
+@click.option("--auth", help="user:password, required off loopback "
+              "[default: $STMPO_FLOWER_AUTH, else none].")
+@click.option("--url-prefix", help="URL prefix behind a reverse proxy [default: none].")
 @click.option("--log-dir", default=".", show_default=True, help="Where flower.log goes.")
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str,
@@ -173,7 +180,8 @@ def versions_group() -> None:
 
 @versions_group.command("list")
 @click.argument("shot_dir")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output [default: text].")
 def versions_list(shot_dir: str, as_json: bool) -> None:
     """Every version with its status; frames are checked against the manifest."""
     from ..farm import list_versions
@@ -201,7 +209,7 @@ def _set(shot_dir: str, version: str, status: str, note: str | None) -> None:
 @versions_group.command("approve")
 @click.argument("shot_dir")
 @click.argument("version")
-@click.option("--note", help="Why (kept in the version's history).")
+@click.option("--note", help="Why (kept in the version's history) [default: no note].")
 def versions_approve(shot_dir: str, version: str, note: str | None) -> None:
     """Mark VERSION approved (refused if its frames no longer match its manifest)."""
     _set(shot_dir, version, "approved", note)
@@ -210,7 +218,7 @@ def versions_approve(shot_dir: str, version: str, note: str | None) -> None:
 @versions_group.command("reject")
 @click.argument("shot_dir")
 @click.argument("version")
-@click.option("--note", required=True, help="Why it is rejected.")
+@click.option("--note", required=True, help="Why it is rejected [default: none: required].")
 def versions_reject(shot_dir: str, version: str, note: str) -> None:
     """Mark VERSION rejected, with a note."""
     _set(shot_dir, version, "rejected", note)

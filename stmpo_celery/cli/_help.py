@@ -39,6 +39,23 @@ EXAMPLES: dict[str, list[str]] = {
                 "--flower-auth wrangler:secret   # under systemd"],
     "host down": ["stmpo host down", "stmpo host down --force   # even while runs use it"],
     "host info": ["stmpo host info --json"],
+    "inspect": ["stmpo inspect shot.aep          # comps, render queue, footage, fonts",
+                "stmpo inspect shot.aep --json"],
+    "farm": ["stmpo farm submit openjd_bundle -p ProjectFile=shot.aep -p RenderBy=comp "
+             "-p Comp=Main --publish /shots/sh010",
+             "stmpo farm jobs"],
+    "farm submit": ["stmpo farm submit shot-bundle --priority 80 --publish /shots/sh010 --json"],
+    "farm worker": ["stmpo farm worker --name rh-01   # on each render host"],
+    "farm jobs": ["stmpo farm jobs --json"],
+    "farm wait": ["stmpo farm wait 3f9c0a1e --timeout 3600"],
+    "farm cancel": ["stmpo farm cancel 3f9c0a1e"],
+    "farm retry": ["stmpo farm retry 3f9c0a1e      # failed and canceled tasks again"],
+    "farm flower": ["stmpo farm flower --bind 0.0.0.0:5556 --auth wrangler:secret"],
+    "versions": ["stmpo versions list /shots/sh010",
+                 "stmpo versions approve /shots/sh010 v003"],
+    "versions list": ["stmpo versions list /shots/sh010 --json"],
+    "versions approve": ["stmpo versions approve /shots/sh010 v003 --note 'final'"],
+    "versions reject": ["stmpo versions reject /shots/sh010 v002 --note 'motion blur missing'"],
 }
 
 

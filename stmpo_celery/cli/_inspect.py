@@ -11,7 +11,8 @@ from ..deadline import describe, read_project
 
 @click.command("inspect")
 @click.argument("project")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON [default: text].")
 def inspect_command(project: str, as_json: bool) -> None:
     """Read PROJECT (.aep) without After Effects: comps, render queue, output modules,
     footage (missing flagged) and fonts."""
