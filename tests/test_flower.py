@@ -259,8 +259,8 @@ def test_no_linger_after_a_success(farm: Farm) -> None:
 
 
 def test_flower_settings_keep_a_bounded_history() -> None:
-    from stmpo_celery.monitor._flowerctl import TASK_COLUMNS
     from stmpo_celery.config.defaults import HOST_FLOWER_MAX_TASKS as FLOWER_MAX_TASKS
+    from stmpo_celery.monitor._flowerctl import TASK_COLUMNS
     from stmpo_celery.monitor.flower_main import _configure
 
     options = _configure({"address": "127.0.0.1", "port": 0, "max_tasks": FLOWER_MAX_TASKS,
