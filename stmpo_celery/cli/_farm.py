@@ -223,7 +223,3 @@ def versions_reject(shot_dir: str, version: str, note: str) -> None:
     """Mark VERSION rejected, with a note."""
     _set(shot_dir, version, "rejected", note)
 
-
-def register_farm(cli: click.Group) -> None:
-    cli.add_command(farm_group, "farm")
-    cli.add_command(versions_group, "versions")

@@ -62,19 +62,28 @@ EXAMPLES: dict[str, list[str]] = {
 def _walk(cmd: click.Command, path: str) -> list[tuple[str, click.Command]]:
     out = [(path, cmd)]
     if isinstance(cmd, click.Group):
-        for name, sub in cmd.commands.items():
-            out += _walk(sub, f"{path} {name}".strip())
+        ctx = click.Context(cmd, info_name=path or "stmpo")
+        for name in cmd.list_commands(ctx):  # loads lazy subcommands too
+            sub = cmd.get_command(ctx, name)
+            if sub is not None:
+                out += _walk(sub, f"{path} {name}".strip())
     return out
 
 
-def commands(root: click.Command) -> list[tuple[str, click.Command]]:
+def commands(root: click.Command, path: str = "") -> list[tuple[str, click.Command]]:
     """Every command under ``root`` with its path (``""`` for the root)."""
-    return _walk(root, "")
+    return _walk(root, path)
 
 
-def add_examples(root: click.Command) -> None:
-    for path, cmd in commands(root):
-        lines = EXAMPLES.get(path)
-        if lines and not cmd.epilog:
-            # \b: click keeps the lines as they are (no rewrapping)
-            cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {ln}" for ln in lines)
+def set_examples(cmd: click.Command, path: str) -> None:
+    """``cmd``'s own examples (at ``path``) as its help's epilog."""
+    lines = EXAMPLES.get(path)
+    if lines and not cmd.epilog:
+        # \b: click keeps the lines as they are (no rewrapping)
+        cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {ln}" for ln in lines)
+
+
+def add_examples(root: click.Command, path: str = "") -> None:
+    """The examples of ``root`` (at ``path``) and of every command below it."""
+    for sub_path, cmd in commands(root, path):
+        set_examples(cmd, sub_path)

@@ -57,7 +57,36 @@ def _task_frames(spec: str, task_of: str) -> str:
     return format_frames(task_share(parse_frames(spec), int(index), int(count)))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """Commands that live in their own modules are imported only when run or listed, so
+    ``stmpo render`` does not pay for the bundle, farm, fonts and monitoring code."""
+
+    LAZY = {"bundle": ("._bundle", "bundle_command"),
+            "inspect": ("._inspect", "inspect_command"),
+            "fonts": ("._fonts", "fonts_group"),
+            "status": ("._monitor", "status_command"),
+            "host": ("._monitor", "host_group"),
+            "farm": ("._farm", "farm_group"),
+            "versions": ("._farm", "versions_group")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            from ._help import add_examples
+
+            module, attr = self.LAZY[name]
+            command = getattr(importlib.import_module(module, __package__), attr)
+            add_examples(command, name)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="stmpo")
 def cli() -> None:
     """Render one After Effects frame range with N pinned aerender slots on this host."""
@@ -348,21 +377,12 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
 
 
 def _register_commands() -> None:
-    from ._bundle import bundle_command
-    from ._fonts import fonts_group
-    from ._inspect import inspect_command
+    """Examples for the commands defined here; lazy ones get theirs when loaded."""
+    from ._help import add_examples, set_examples
 
-    cli.add_command(bundle_command, "bundle")
-    cli.add_command(inspect_command, "inspect")
-    cli.add_command(fonts_group, "fonts")
-    from ._monitor import host_group, status_command
-    cli.add_command(status_command, "status")
-    cli.add_command(host_group, "host")
-    from ._farm import register_farm
-    register_farm(cli)
-    from ._help import add_examples
-
-    add_examples(cli)
+    set_examples(cli, "")
+    for name, command in list(cli.commands.items()):
+        add_examples(command, name)
 
 
 _register_commands()

@@ -178,6 +178,7 @@ class Run:
             self.embedded = EmbeddedRedis(self.run_dir)
             self.embedded.start()
             self.broker = self.embedded.url
+        if self.embedded is not None:  # started here, or early by the CLI
             self._say(self.embedded.describe())
         spec = RunSpec(
             run_id=self.run_id, host=self.host, queue=self.queue, broker_url=self.broker.url,
