@@ -130,7 +130,7 @@ def test_sighup_is_a_cancel_with_129_and_a_summary(farm: Farm) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 129, out + err
-    assert "cancelled by SIGHUP" in out
+    assert "CANCELLED by SIGHUP" in out
     assert farm.load_summary()["exit_code"] == 129
     assert not farm.leftovers(timeout=3)
 

@@ -222,3 +222,12 @@ def test_eta_comes_from_the_recent_rate() -> None:
         assert eta is not None and 35 <= eta <= 45  # 80 frames at 2 f/s, not at 20/50 s
     finally:
         mod.time.monotonic = real  # type: ignore[assignment]
+
+
+def test_the_resume_command_never_shows_a_password() -> None:
+    from stmpo_celery.orchestrator._report import resume_command
+
+    line = resume_command(["render", "--broker", "redis://:Secret1@h:6379/0",
+                           "--flower-auth", "wr:Secret2", "--flower-auth=wr:Secret3",
+                           "--frames", "1-10"])
+    assert "Secret" not in line and "--frames 1-10" in line and "--broker" in line

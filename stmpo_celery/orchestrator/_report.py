@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..broker import mask_url
 from ..errors import ExitCode
 from ..plan import format_frames
 
@@ -72,12 +73,26 @@ def frame_spec(frames: Sequence[int]) -> str:
     return format_frames(sorted(frames)) if frames else "none"
 
 
+#: options whose value is a secret as a whole (a URL's password is masked by mask_url)
+_SECRET_OPTIONS = ("--flower-auth",)
+
+
 def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True) -> str:
-    """The command that was run, as ``stmpo ...``: run again, it renders only what is missing."""
+    """The command that was run, as ``stmpo ...``: run again, it renders only what is
+    missing. Passwords are masked (``***``): the terminal and the OpenJD log are no place
+    for them."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not skip_existing and "--skip-existing" not in args:
         args.append("--skip-existing")
-    return shlex.join(["stmpo", *args])
+    shown: list[str] = []
+    for i, arg in enumerate(args):
+        name, eq, _value = arg.partition("=")
+        if i and args[i - 1] in _SECRET_OPTIONS:
+            arg = "***"
+        elif eq and name in _SECRET_OPTIONS:
+            arg = f"{name}=***"
+        shown.append(mask_url(arg) if "://" in arg else arg)
+    return shlex.join(["stmpo", *shown])
 
 
 def stopped_line(stopped: Iterable[Any], why: str) -> str | None:
