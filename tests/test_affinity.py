@@ -12,8 +12,9 @@ import pytest
 from stmpo_celery.errors import BadInput
 from stmpo_celery.host import _winaffinity as winaffinity
 from stmpo_celery.host._numamap import load_numa_map
-from stmpo_celery.host._topology import Topology, detect, synthetic
+from stmpo_celery.host._topology import detect
 from stmpo_celery.plan._affinity import BlockPlan, group_affinity, plan_blocks
+from stmpo_celery.plan._topology import Topology, synthetic
 
 DATA = Path(__file__).parent / "data" / "topologies"
 ALL = set(range(1024))

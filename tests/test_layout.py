@@ -18,7 +18,7 @@ ROOT = "stmpo_celery"
 
 #: Which subpackages (and shared top-level modules) each subpackage may import.
 #: Lower layers never import higher ones; ``cli`` sits on top of everything.
-BASE = {"errors", "text", "__init__"}
+BASE = {"errors", "text", "_lazy", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "config": BASE,
     "plan": BASE | {"config"},

@@ -17,7 +17,7 @@ from stmpo_celery.broker._redis import (
 )
 from stmpo_celery.host import _platform
 from stmpo_celery.host._aelocations import install_globs, newest_first
-from stmpo_celery.host._topology import from_counts
+from stmpo_celery.plan._topology import from_counts
 
 #: aerender.exe of every After Effects a Windows render node of ours had installed
 RECORDED_WINDOWS = [

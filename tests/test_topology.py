@@ -12,9 +12,9 @@ import pytest
 
 from stmpo_celery.errors import BadInput, ExitCode
 from stmpo_celery.host._numamap import load_numa_map
-from stmpo_celery.host._topology import (
+from stmpo_celery.host._topology import detect
+from stmpo_celery.plan._topology import (
     adopt_cores,
-    detect,
     format_cpulist,
     from_counts,
     parse_cpulist,

@@ -12,9 +12,18 @@ from typing import Any
 import psutil
 
 from ..config import RenderOptions
-from ..plan import default_threads_per_slot, plan_blocks, plan_chunks, size_slots
+from ..plan import (
+    Topology,
+    adopt_cores,
+    default_threads_per_slot,
+    format_cpulist,
+    plan_blocks,
+    plan_chunks,
+    size_slots,
+    synthetic,
+)
 from ._numamap import load_numa_map
-from ._topology import Topology, adopt_cores, detect, format_cpulist, synthetic
+from ._topology import detect
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ._topology import (
-    GROUP_MAX,
-    MAX_CPU_ID,
-    Cpu,
-    Topology,
-    _process_cpus,
-    format_cpulist,
-    parse_cpulist,
-)
+from ..plan import GROUP_MAX, MAX_CPU_ID, Cpu, Topology, format_cpulist, parse_cpulist
+from ._topology import _process_cpus
 
 _GROUP_KEY = re.compile(r"^(?:group_|node_)?(\d+)$")
 _NODE_KEYS = {"id", "cpus", "cores", "group", "socket"}

@@ -16,20 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..plan import (
-    GROUP_MAX,
-    MAX_CPU_ID,
-    Cpu,
-    Topology,
-    adopt_cores,
-    format_cpulist,
-    from_counts,
-    parse_cpulist,
-    synthetic,
-)
+from ..plan import Cpu, Topology, format_cpulist, from_counts, parse_cpulist
 
-__all__ = ["GROUP_MAX", "MAX_CPU_ID", "Cpu", "Topology", "adopt_cores", "detect",
-           "format_cpulist", "from_counts", "parse_cpulist", "synthetic"]
+__all__ = ["detect"]
 
 
 # --------------------------------------------------------------------------- detect

@@ -22,8 +22,7 @@ from collections.abc import Sequence
 from ctypes import wintypes
 from typing import Any
 
-from ..plan import group_affinity
-from ._topology import format_cpulist
+from ..plan import format_cpulist, group_affinity
 
 
 class _GroupAffinity(ctypes.Structure):

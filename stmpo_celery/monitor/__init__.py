@@ -5,8 +5,9 @@ child process :mod:`.flower_main`), the host service (``stmpo host up|down``) an
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._doctor import run_checks
@@ -49,8 +50,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        attr = {"start_flower_for_run": "start_for_run"}.get(name, name)
-        return getattr(importlib.import_module(_HOME[name], __name__), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOME, {"start_flower_for_run": "start_for_run"})

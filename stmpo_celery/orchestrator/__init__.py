@@ -6,8 +6,9 @@ The orchestrator owns every process and every Redis key of a run until it exits.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import MODULE, lazy_exports
 
 if TYPE_CHECKING:
     from . import _history as history
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
+    "history": "._history",
     "create_outputs": "._validate",
     "check_numbers": "._validate",
     "prepare": "._validate",
@@ -33,9 +35,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "history":  # the re-render history, a module of its own
-        return importlib.import_module("._history", __name__)
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOME, {"history": MODULE})

@@ -14,7 +14,7 @@ import redis
 from celery import Celery, chord
 from kombu.utils.uuid import uuid
 
-from ..broker import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, BrokerUrl, keys, make_app
+from ..broker import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, BrokerUrl, delete_run, keys, make_app
 
 
 class RunQueue:
@@ -72,14 +72,7 @@ class RunQueue:
 
 
 def delete_run_keys(client: redis.Redis, run_id: str) -> None:
-    """Every key of the run (one prefix scan) and its line in the host's run registry."""
+    """Every key of the run and its line in the host's run registry; a broker that is gone
+    keeps them only until their TTL."""
     with contextlib.suppress(redis.RedisError, OSError):
-        batch: list[str] = []
-        for key in client.scan_iter(match=keys.prefix(run_id) + "*", count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                client.delete(*batch)
-                batch = []
-        if batch:
-            client.delete(*batch)
-        client.hdel(keys.REGISTRY, run_id)
+        delete_run(client, run_id)

@@ -7,8 +7,9 @@ orchestrator. Nothing here runs in the orchestrator except reading :class:`RunSp
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._ledger import settle as settle_ledgers
@@ -68,8 +69,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        attr = _ALIASES.get(name, name)
-        return getattr(importlib.import_module(_HOME[name], __name__), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOME, _ALIASES)
