@@ -41,6 +41,22 @@ FRAMES_DONE_FIELD = "frames_done"  #: the run-wide frame counter in :func:`state
 SLOT_STATE_FIELD = "slot{}"  #: a slot's field in :func:`state_key`
 
 
+class RunState(str, Enum):
+    """A run's state in its :data:`REGISTRY` record (and in :data:`ENDED`)."""
+
+    RENDERING = "rendering"
+    """Its orchestrator is alive and the render goes on."""
+    DONE = "done"
+    """Every requested frame is whole on disk."""
+    FAILED = "failed"
+    """A chunk failed, or frames are missing; the record says why."""
+    CANCELLED = "cancelled"
+    """Stopped by a signal (Ctrl-C, OpenJD's or Deadline's cancel, a closed terminal)."""
+    DEAD = "dead"
+    """Its record says rendering, but its orchestrator is gone (killed): never written,
+    only concluded by ``stmpo status`` and the reapers."""
+
+
 class Sched(str, Enum):
     """The hashes of the shared chunk schedule (``x:sched:<name>``), each keyed by chunk
     index except :attr:`COST` (keyed by frame)."""

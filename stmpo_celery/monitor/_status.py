@@ -27,7 +27,7 @@ from ..broker import BrokerUrl, delete_run, judge, keys, mask_url
 from ..config import defaults
 from ..text import duration
 
-STATES = ("rendering", "failed", "cancelled", "done", "dead")
+STATES = tuple(s.value for s in keys.RunState)
 
 
 def run_state(entry: dict[str, Any], this_host: str) -> str:

@@ -124,7 +124,7 @@ class RunRow:
         o = run.prep.options
         return {"project": run.prep.project, "comp": o.comp, "rqindex": o.rqindex,
                 "frames_spec": format_frames(run.prep.frames), "pid": os.getpid(),
-                "state": "rendering", "frames_done": 0, "eta_s": None}
+                "state": keys.RunState.RENDERING, "frames_done": 0, "eta_s": None}
 
     def registry(self, **fields: Any) -> dict[str, Any] | None:
         """Update the run's registry record (best effort); return it."""
@@ -178,7 +178,8 @@ class RunRow:
             block = block_for(run, missing, ok)
             self.end(block, ok=ok, cancelled=cancelled)
             entry = self.registry(
-                state="done" if ok else "cancelled" if cancelled else "failed",
+                state=(keys.RunState.DONE if ok else keys.RunState.CANCELLED if cancelled
+                       else keys.RunState.FAILED),
                 ended=time.time(), eta_s=None,
                 frames_done=max(0, len(run.prep.to_render) - len(missing)),
                 reason=None if ok else block[0], missing_spec=format_frames(missing),
@@ -211,8 +212,9 @@ class RunRow:
     def stopped_chunks(self, reason: str) -> None:
         """Every chunk still running when the run stopped: REVOKED on its slot."""
         run = self.run
-        self.registry(state="cancelled" if run.cancel_signal is not None and not run.failures
-                      else "failed", reason=reason)
+        cancelled = run.cancel_signal is not None and not run.failures
+        self.registry(state=keys.RunState.CANCELLED if cancelled else keys.RunState.FAILED,
+                      reason=reason)
         if run.run_queue is None:
             return
         items = [(c.task_id, int(c.slot),
