@@ -170,3 +170,18 @@ def test_parse_runs_reads_what_format_frames_writes(frames: list[int]) -> None:
     from stmpo_celery.plan._frames import parse_runs
 
     assert parse_runs(format_frames(frames)) == frames == parse_frames(format_frames(frames))
+
+
+@pytest.mark.parametrize("item", ["7", "-3", "0", "007", "1-10", "-10--1", "1- 5", "1 -5",
+                                  "5-5", "-0", "0--0", "-5-3", "100-140"])
+def test_plain_items_parse_exactly_as_openjd_model_does(item: str) -> None:
+    """Items without a step skip the openjd-model import; they must mean the same."""
+    from openjd.model import IntRangeExpr
+
+    assert parse_frames(item) == sorted(set(IntRangeExpr.from_str(item)))
+
+
+@pytest.mark.parametrize("item", ["10-1", "1--1", "--1", "+3", "1-2-3", "a"])
+def test_items_openjd_model_refuses_are_refused(item: str) -> None:
+    with pytest.raises(BadInput):
+        parse_frames(item)
