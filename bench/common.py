@@ -45,11 +45,19 @@ def render(frames: str, concurrency: int, knobs: dict[str, str], *extra: str,
         data: dict[str, Any] = json.loads(summary.read_text())
         data["wall_s"] = wall
         data["t_cmd_start"] = t0
-        launches = [float(ln.split()[-1]) for ln in journal.read_text().splitlines()
-                    if ln.startswith("launch ")]
+        launches = journal_times(journal, "launch")
         data["first_launch_s"] = min(launches) - t0
         data["launches"] = len(launches)
         return data
+
+
+def journal_times(path: Path, kind: str) -> list[float]:
+    """When each ``kind`` line of the simulator's journal happened: its last field that
+    is not a ``key=value`` (``launch <pid> <s> <e> <time> cpus=<ids>``)."""
+    if not path.exists():
+        return []
+    return [float(next(f for f in reversed(ln.split()) if "=" not in f))
+            for ln in path.read_text().splitlines() if ln.startswith(kind + " ")]
 
 
 def table(rows: list[list[str]]) -> str:

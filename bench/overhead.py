@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import FAKE, table
+from bench.common import FAKE, journal_times, table
 
 
 class Run:
@@ -48,10 +48,7 @@ class Run:
                                      stderr=subprocess.DEVNULL)
 
     def journal(self, kind: str) -> list[float]:
-        if not self.journal_path.exists():
-            return []
-        return [float(ln.split()[-1]) for ln in self.journal_path.read_text().splitlines()
-                if ln.startswith(kind + " ")]
+        return journal_times(self.journal_path, kind)
 
     def procs(self) -> list[psutil.Process]:
         out = []
