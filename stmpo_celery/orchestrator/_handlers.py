@@ -1,0 +1,205 @@
+"""The orchestrator's side of the slot protocol: one handler per event kind, and what
+happens when a slot process dies. Runs in ``stmpo render`` (mixed into :class:`Run`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import TYPE_CHECKING
+
+import redis
+
+from ..aerender import missing_frames
+from ..broker import events, missing_frames_suspect, requeue_unacked
+from ..errors import ExitCode
+from ..host import HostPlan
+from ..plan import parse_runs
+from ..slot import close_range, ledger_dir, next_attempt, set_retry, settle_ledgers
+from ..text import one_line
+from . import _report as report
+from ._summary import ChunkRecord, ChunkStatus
+
+if TYPE_CHECKING:
+    from ..config import RenderOptions
+    from ._flowerrun import RunRow
+    from ._pool import Slot, SlotPool
+    from ._progress import Progress
+    from ._validate import Prepared
+
+
+class EventHandlers:
+    """``_on_<kind>`` for every :class:`~stmpo_celery.broker.events.Kind`; ``Run`` owns
+    the state they change."""
+
+    o: RenderOptions
+    prep: Prepared
+    plan: HostPlan
+    run_id: str
+    queue: str
+    client: redis.Redis | None
+    pool: SlotPool | None
+    progress: Progress | None
+    row: RunRow | None
+    chunks: dict[int, ChunkRecord]
+    failures: list[ChunkRecord]
+    warnings: list[str]
+    done_frames: set[int]
+    unresolved: dict[tuple[int, int], int]
+    stop_reason: str | None
+    finalized: bool
+    slot_deaths: int
+    t_first_launch: float | None
+    t_last_frame: float | None
+
+    def _say(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _stop(self, reason: str, code: ExitCode) -> None:
+        raise NotImplementedError
+
+    def _on_event(self, ev: events.Event) -> None:
+        """One event from a slot: handled by ``_on_<kind>``."""
+        handler = getattr(self, "_on_" + ev.kind.value.replace("-", "_"))
+        handler(ev)
+
+    def _record_of(self, ev: events.Event) -> ChunkRecord | None:
+        index = getattr(ev, "index", None)
+        return self.chunks.get(index) if isinstance(index, int) else None
+
+    def _on_chunk_start(self, ev: events.ChunkStart) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.slot, rec.start, rec.end = ev.slot, ev.start, ev.end
+        rec.status, rec.t0 = ChunkStatus.RUNNING, ev.ts
+        rec.task_id, rec.frames = ev.task_id, ev.frames
+        self.t_first_launch = self.t_first_launch or time.time()
+
+    def _on_chunk_retry(self, ev: events.ChunkRetry) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.finish(ev, ChunkStatus.RETRYING)
+        rec.reason = ev.reason
+        self._say(f"retrying {len(ev.redo)} frame(s) of chunk {rec.index} "
+                  f"(retry {ev.attempts} of {self.o.retries}): {rec.reason}")
+
+    def _on_frame(self, ev: events.Frame) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.frames_done = max(rec.frames_done, ev.done)
+        self.t_last_frame = time.time()
+        if ev.frame is not None:
+            self.done_frames.add(ev.frame)
+        else:
+            key = (rec.index, rec.attempts)
+            self.unresolved[key] = max(self.unresolved.get(key, 0), ev.done)
+        if self.progress is not None:
+            self.progress.set_done(len(self.done_frames) + sum(self.unresolved.values()))
+        if os.environ.get("STMPO_INJECT_FAULT") == "orchestrator-crash":
+            raise RuntimeError("injected orchestrator fault (STMPO_INJECT_FAULT)")
+
+    def _on_chunk_done(self, ev: events.ChunkDone) -> None:
+        rec = self._record_of(ev)
+        if rec is not None:
+            rec.finish(ev, ChunkStatus.DONE)
+
+    def _on_chunk_shrink(self, ev: events.ChunkShrink) -> None:
+        rec = self._record_of(ev)
+        if rec is not None:
+            rec.end = ev.end
+            rec.stolen_by.append(ev.thief)
+
+    def _on_chunk_idle(self, ev: events.ChunkIdle) -> None:
+        rec = self._record_of(ev)
+        if rec is not None:
+            rec.status = ChunkStatus(ev.status)
+
+    def _on_chunk_failed(self, ev: events.ChunkFailed) -> None:
+        rec = self._record_of(ev)
+        if rec is None:
+            return
+        rec.finish(ev, ChunkStatus.FAILED)
+        rec.reason, rec.tail = ev.reason, list(ev.tail)
+        if ev.stopped or self.stop_reason is not None:
+            rec.status = ChunkStatus.STOPPED  # a sibling stopped by the run's stop: no cause
+            return
+        self.failures.append(rec)
+        if self.o.fail_fast:
+            self._stop(rec.describe(), ExitCode.RENDER_FAILED)
+        else:
+            self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
+                      + (f" (log: {rec.log})" if rec.log else ""))
+
+    def _on_abort(self, ev: events.Abort) -> None:
+        if self.o.fail_fast:
+            self._stop(ev.reason or "a chunk failed", ExitCode.RENDER_FAILED)
+
+    def _on_warning(self, ev: events.SlotWarning) -> None:
+        text = one_line(ev.text)
+        if text not in self.warnings:
+            self.warnings.append(text)
+            self._say(f"WARNING (slot {ev.slot}): {report.warning_text(text)}")
+
+    def _on_finalized(self, _ev: events.Finalized) -> None:
+        self.finalized = True
+
+    def _observe(self, _ev: events.Event) -> None:
+        """After an event: the bar's per-slot frames (and, with Flower, the run's row)."""
+        if self.progress is not None and self.progress.tty:
+            self.progress.track(self.chunks.values())
+        if self.row is not None:
+            self.row.update()
+
+    def _slot_died(self, slot: Slot) -> None:
+        """A slot died: replace it on the same CPUs; re-enqueue its chunk's missing frames."""
+        assert self.pool is not None and self.client is not None
+        code = slot.proc.returncode
+        self.slot_deaths += 1
+        rec = next((c for c in self.chunks.values()
+                    if c.status is ChunkStatus.RUNNING and c.slot == slot.index), None)
+        what = f"slot {slot.index} (pid {slot.pid}) died (exit code {code})"
+        self.pool.replace(slot.index)
+        if rec is None:
+            self._say(f"{what} while idle; replaced")
+            return
+        attempts = next_attempt(self.client, self.run_id, rec.index)
+        rec.reason = f"{what} while rendering chunk {rec.index}"
+        if attempts > self.o.retries:
+            rec.status = ChunkStatus.FAILED
+            self.failures.append(rec)
+            self._stop(rec.describe() + f" (after {self.o.retries} retries)",
+                       ExitCode.RENDER_FAILED)
+            return
+        frames = parse_runs(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
+        end = close_range(self.client, self.run_id, rec.index) if (
+            self.plan.schedule == "adaptive") else None
+        if end is not None:  # a stolen tail is the thief's: neither redone nor deleted here
+            frames = [f for f in frames if f <= end]
+            rec.end = min(rec.end, end)
+        tag = f"-slot{slot.index}-{slot.pid}-"
+        settle_ledgers(ledger_dir(self.prep.pattern),
+                      lambda e: e.run_id == self.run_id and tag in e.path.name,
+                      owned=lambda f: end is None or f <= end)
+        redo = [f for f in frames if f not in self.done_frames]
+        redo += [f for f in frames if f in self.done_frames and f in set(
+            missing_frames(self.prep.pattern, [f]))]
+        suspect = missing_frames_suspect(self.prep.pattern, frames, self.done_frames)
+        for f in suspect:  # written by a dying renderer: maybe partial
+            with contextlib.suppress(OSError):
+                os.unlink(self.prep.pattern.path_for(f))
+        rec.suspect = sorted(set(rec.suspect) | set(suspect))
+        redo = sorted(set(redo))
+        set_retry(self.client, self.run_id, rec.index, redo)
+        if rec.task_id is None or not requeue_unacked(self.client, self.run_id, self.queue,
+                                                      rec.task_id):
+            self._stop(f"{rec.reason}: its message could not be re-enqueued",
+                       ExitCode.RENDER_FAILED)
+            return
+        rec.remember_attempt(rec.reason)
+        rec.status = ChunkStatus.RETRYING
+        rec.attempts = attempts
+        self._say(f"{rec.reason}; replaced it and re-enqueued {len(redo)} frame(s) "
+                  f"(retry {attempts} of {self.o.retries})")
