@@ -181,8 +181,8 @@ class EventHandlers:
             rec.end = min(rec.end, end)
         tag = f"-slot{slot.index}-{slot.pid}-"
         settle_ledgers(ledger_dir(self.prep.pattern),
-                      lambda e: e.run_id == self.run_id and tag in e.path.name,
-                      owned=lambda f: end is None or f <= end)
+                       lambda e: e.run_id == self.run_id and tag in e.path.name,
+                       owned=lambda f: end is None or f <= end)
         redo = [f for f in frames if f not in self.done_frames]
         redo += [f for f in frames if f in self.done_frames and f in set(
             missing_frames(self.prep.pattern, [f]))]

@@ -345,12 +345,12 @@ class Run(EventHandlers):
             failed = bool(self.failures) or (self.exit_code != ExitCode.OK
                                              and self.cancel_signal is None)
             end_flower_for_run(self.flower, self.o.flower_linger if failed else 0.0,
-                                  self._say)
+                               self._say)
         if self.pool is not None:
             self.pool.kill_all()
             # Frames our killed slots had in flight may be half-written: never leave them.
             partial = settle_ledgers(ledger_dir(self.prep.pattern),
-                                    lambda e: e.run_id == self.run_id)
+                                     lambda e: e.run_id == self.run_id)
             if partial:
                 self._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
                           f"chunks (first: {partial[0]})")
