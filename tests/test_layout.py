@@ -8,6 +8,7 @@ module and the import that breaks the rule.
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,25 @@ def test_click_lives_in_cli_only() -> None:
            if area(m) != "cli"
            for t, line in imports(m, p, lazy=True) if t.split(".")[0] == "click"]
     assert bad == []
+
+
+@pytest.mark.parametrize("module", ["stmpo_celery.monitor.flower_main", "stmpo_celery.flower_main"])
+def test_host_down_knows_a_host_flower_of_either_layout(tmp_path: Path, module: str) -> None:
+    """A host Flower started before the package had subpackages ran as
+    ``stmpo_celery.flower_main``: ``stmpo host down`` must still find (and stop) it."""
+    import subprocess
+    import sys
+
+    from stmpo_celery.monitor._hostsvc import HostService
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", module])
+    try:
+        svc = HostService(tmp_path)
+        svc.pidfile("flower").write_text(f"{proc.pid}\n")
+        found = svc.running("flower")
+        assert found is not None and found.pid == proc.pid
+        svc.pidfile("flower").write_text(f"{os.getpid()}\n")  # a process that is not Flower
+        assert svc.running("flower") is None
+    finally:
+        proc.kill()
+        proc.wait()
