@@ -173,3 +173,21 @@ def test_registry_shared_with_an_older_stmpo_never_expires() -> None:
     finally:
         c.delete("stmpo:runs", "stmpo:feed0001:x:alive")
         c.close()
+
+
+def test_the_output_lock_sees_one_folder_through_a_symlink(tmp_path: Path) -> None:
+    """Two spellings of one output folder (a link) are one output: the second is refused."""
+    from stmpo_celery.errors import BadInput
+    from stmpo_celery.orchestrator._outlock import acquire
+    from stmpo_celery.plan import OutputPattern
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    lock, _live = acquire(OutputPattern(str(tmp_path / "out" / "f_[####].png")),
+                          list(range(1, 41)), "aaaa1111")
+    try:
+        with pytest.raises(BadInput, match="being rendered by run aaaa1111"):
+            acquire(OutputPattern(str(tmp_path / "link" / "f_[####].png")),
+                    list(range(30, 51)), "bbbb2222")
+    finally:
+        lock.release()

@@ -7,9 +7,11 @@ exit code (:class:`stmpo_celery.errors.ExitCode`), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -126,11 +128,14 @@ def render(**kw: Any) -> None:
     if kw.get("task_of"):
         kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
     options = _options_from(kw)
-    prep = prepare(options)
-    make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
-    create_outputs(prep)  # folders, summary probe, the output lock: the last step
+    # Until the run takes over its own signals, a cancel stops here: nothing may be left.
+    early = _EarlyCancel.install()
+    prep = None
     embedded = None
     try:
+        prep = prepare(options)
+        make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
+        create_outputs(prep)  # folders, summary probe, the output lock: the last step
         plan = make_host_plan(prep)  # for the frames left to render
         hist = None
         if options.history and plan.schedule == "adaptive" and len(plan.chunks) > 1:
@@ -144,20 +149,65 @@ def render(**kw: Any) -> None:
         from ..orchestrator import Run  # Celery loads (~0.2-0.4 s) while Redis comes up
 
         run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty(), embedded=embedded)
+        early.run = run  # a cancel from here on is the run's: it stops and cleans up
         embedded = None  # the run owns it now
         run.history = hist
         code = run.execute()
+    except _EarlyCancel.Cancelled as cancel:
+        code = cancel.code
+        click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
+                   "nothing was rendered")
     finally:
         if embedded is not None:
             embedded.stop()
             shutil.rmtree(embedded.run_dir, ignore_errors=True)
-        if prep.lock is not None:  # released by the run; here too if it never started
+        if prep is not None and prep.lock is not None:  # released by the run; here too
             prep.lock.release()
+        early.uninstall()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
     # of Celery's modules (a render host waits on this exit to start the next task).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))
+
+
+class _EarlyCancel:
+    """Cancel signals before the run installs its own: raise, so ``render`` cleans up what
+    it made (the output lock, an early embedded Redis and its folder) and exits with the
+    cancel's code; once a run exists, hand the signal to it instead."""
+
+    class Cancelled(BaseException):  # not an error: no ``except Exception`` may eat it
+        def __init__(self, signum: int) -> None:
+            from ..orchestrator._report import cancel_words
+            from ..orchestrator._stopping import CANCEL_CODES
+
+            super().__init__(signum)
+            self.code = CANCEL_CODES.get(signum, ExitCode.TERMINATED)
+            self.words = cancel_words(signal.Signals(signum).name)
+
+    def __init__(self) -> None:
+        self.run: Any = None
+        self.old: dict[int, Any] = {}
+
+    @classmethod
+    def install(cls) -> _EarlyCancel:
+        from ..host import cancel_signals
+
+        early = cls()
+        for sig in cancel_signals():
+            early.old[sig] = signal.signal(sig, early.handle)
+        return early
+
+    def handle(self, signum: int, _frame: Any) -> None:
+        if self.run is None:
+            raise _EarlyCancel.Cancelled(signum)
+        if self.run.cancel_signal is None:
+            self.run.cancel_signal = signum
+
+    def uninstall(self) -> None:
+        for sig, handler in self.old.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler)
 
 
 def _early_redis(prep: Any) -> Any:
@@ -289,6 +339,8 @@ def config_show(as_json: bool, **kw: Any) -> None:
     from ._auto import auto_notes
 
     resolved = _resolved(kw)
+    for name, (value, _source) in resolved.items():  # show nothing render would refuse
+        SETTINGS[name].check(value)
     notes = auto_notes({k: v for k, (v, _s) in resolved.items()})
 
     def safe(name: str, value: Any) -> Any:

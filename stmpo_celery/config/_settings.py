@@ -92,7 +92,7 @@ class Setting:
                 need = "more than zero" if self.positive else "zero or more"
             raise BadInput(f"{self.flag} is {value:g}: it must be {need}"
                            + (f" ({value:g} = {self.auto})" if self.auto and number == 0
-                              else ""))
+                              and not self.positive else ""))
         if self.maximum is not None and number > self.maximum:
             raise BadInput(f"{self.flag} is {value:g}: it must be at most {self.maximum:g}")
 

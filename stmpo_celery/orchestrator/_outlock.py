@@ -120,6 +120,13 @@ def locks(folder: Path) -> list[tuple[Path, dict[str, Any], float]]:
     return out
 
 
+def _real(pattern: OutputPattern) -> OutputPattern:
+    """``pattern`` with its folder's symlinks resolved: two spellings of one folder (a
+    link, ``..``) name the same frame files."""
+    folder, name = os.path.split(pattern.raw)
+    return OutputPattern(os.path.join(os.path.realpath(folder or "."), name))
+
+
 def acquire(pattern: OutputPattern, frames: list[int], run_id: str) -> tuple[OutputLock,
                                                                              set[str]]:
     """Lock ``frames`` of ``pattern`` for ``run_id``; returns the lock and the run ids of
@@ -141,7 +148,8 @@ def acquire(pattern: OutputPattern, frames: list[int], run_id: str) -> tuple[Out
             live.add(str(info.get("run")))
             try:
                 theirs = OutputPattern(str(info["pattern"]))
-                shared = shared_frames(pattern, frames, theirs, parse_frames(str(info["frames"])))
+                shared = shared_frames(_real(pattern), frames, _real(theirs),
+                                       parse_frames(str(info["frames"])))
             except Exception:  # noqa: BLE001 - an unreadable lock of a live run: overlap
                 shared = list(frames)
             if shared:

@@ -160,7 +160,7 @@ class Run(EventHandlers):
                    [self.embedded.proc if self.embedded else None,
                     self.flower.proc if self.flower else None],
                    _CANCEL_CODES.get(self.cancel_signal or signum, ExitCode.TERMINATED),
-                   signal.Signals(signum).name)
+                   signal.Signals(signum).name, private=[str(self.run_dir)])
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -70,16 +71,19 @@ class BrokerWatch:
 
 
 def force_exit(groups: Sequence[int], procs: Sequence[subprocess.Popen[bytes] | None],
-               code: int, signame: str) -> NoReturn:
+               code: int, signame: str, private: Sequence[str] = ()) -> NoReturn:
     """A second cancel signal: the first stop is taking too long. SIGKILL the slots'
-    process groups and our other children, say so, exit now — no waiting, no funnel
-    (its lock may be held by the interrupted thread)."""
+    process groups and our other children, remove the ``private`` folders (the run's
+    spec and Redis config hold passwords), say so, exit now — no waiting on a broker, no
+    funnel (its lock may be held by the interrupted thread)."""
     kill_groups_now(groups)
     for proc in procs:
         if proc is not None:
             with contextlib.suppress(OSError):
                 proc.kill()
+    for folder in private:
+        shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):
-        os.write(1, f"stmpo: FAILED: cancelled, then forced to exit by a second "
-                    f"{signame}\n".encode())
+        os.write(1, f"stmpo: CANCELLED by {signame}, then forced to exit by a second "
+                    f"{signame}: run again to render what is missing\n".encode())
     os._exit(code)
