@@ -12,7 +12,7 @@ from stmpo_celery.plan._formats import bytes_reader, frame_problem
 from stmpo_celery.plan._pattern import OutputPattern, shared_frames
 from stmpo_celery.slot._ledger import Ledger, entries, settle, state_dir
 
-FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx"]
+FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx", "tga", "bmp"]
 
 
 def problem(name: str, data: bytes) -> str | None:
@@ -133,3 +133,18 @@ def test_files_from_real_image_libraries(tmp_path: Path) -> None:
         exr.File({"compression": comp, "type": exr.scanlineimage},
                  {"RGB": rng.random((60, 80, 3)).astype("float32")}).write(str(path))
         _whole_and_every_cut_rejected(path)
+
+
+def test_run_length_targa_is_whole_only_with_every_packet() -> None:
+    """An RLE Targa (type 10) has no size in its header: every packet must be there."""
+    import struct
+
+    from stmpo_celery.plan._formats import bytes_reader, frame_problem
+
+    width, height = 4, 2
+    header = struct.pack("<BBBHHBHHHHBB", 0, 0, 10, 0, 0, 0, 0, 0, width, height, 24, 0)
+    packets = bytes([0x83]) + b"\x01\x02\x03" + bytes([0x03]) + b"\x04\x05\x06" * 4
+    whole = header + packets
+    assert frame_problem("f.tga", len(whole), bytes_reader(whole)) is None
+    cut = whole[:-3]
+    assert "truncated" in (frame_problem("f.tga", len(cut), bytes_reader(cut)) or "")

@@ -107,11 +107,32 @@ def _dpx(frame: int, text: bytes) -> Writes:
     return [(0, bytes(header))] + _split(2048, pixels)
 
 
+def _tga(frame: int, text: bytes) -> Writes:
+    """Uncompressed 32-bit Targa: 16 x 32 pixels, the comment as the image ID."""
+    width, height = 16, _PIXELS // (16 * 4)
+    ident = text[:255]
+    header = struct.pack("<BBBHHBHHHHBB", len(ident), 0, 2, 0, 0, 0, 0, 0, width, height,
+                         32, 8)
+    pixels = bytes((frame + i) % 256 for i in range(width * height * 4))
+    return [(0, header + ident)] + _split(18 + len(ident), pixels)
+
+
+def _bmp(frame: int, text: bytes) -> Writes:
+    """32-bit BMP: 16 x 32 pixels; the header's file size is written first, as writers do."""
+    width, height = 16, _PIXELS // (16 * 4)
+    pixels = bytes((frame + i) % 256 for i in range(width * height * 4))
+    offset = 14 + 40
+    header = (struct.pack("<2sIHHI", b"BM", offset + len(pixels), 0, 0, offset)
+              + struct.pack("<IiiHHIIiiII", 40, width, height, 1, 32, 0, len(pixels),
+                            2835, 2835, 0, 0))
+    return [(0, header)] + _split(offset, pixels)
+
+
 def frame_writes(path: str, frame: int) -> Writes:
     """The writes that produce frame ``frame`` at ``path``, in a real writer's order."""
     text = f"stmpo fake frame {frame}\n".encode()
     maker = {"png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff,
-             "tiff": _tiff, "dpx": _dpx}.get(extension(path))
+             "tiff": _tiff, "dpx": _dpx, "tga": _tga, "bmp": _bmp}.get(extension(path))
     if maker is None:
         return [(0, text)] + _split(len(text), bytes(_PIXELS))
     return maker(frame, text)

@@ -185,9 +185,46 @@ def _dpx(size: int, read: Reader) -> str | None:
     return None
 
 
+def _tga(size: int, read: Reader) -> str | None:
+    head = read(0, 18)
+    if len(head) < 18:
+        return "truncated Targa (no header)"
+    id_len, cmap_type, kind, _first, cmap_len, cmap_bits, _x, _y, width, height, depth, _d = (
+        struct.unpack("<BBBHHBHHHHBB", head))
+    if kind not in (1, 2, 3, 9, 10, 11) or cmap_type not in (0, 1) or width == 0 or height == 0:
+        return "not a Targa image (bad header)"
+    start = 18 + id_len + cmap_len * ((cmap_bits + 7) // 8)
+    pixel = (depth + 7) // 8
+    if kind in (1, 2, 3):  # uncompressed: the size follows from the header
+        need = start + width * height * pixel
+        return None if size >= need else f"truncated Targa ({size} of {need} bytes)"
+    # run-length encoded: walk the packets until every pixel is accounted for
+    data = read(start, max(0, size - start))
+    left, at = width * height, 0
+    while left > 0:
+        if at >= len(data):
+            return "truncated Targa (run-length data ends early)"
+        count = (data[at] & 0x7F) + 1
+        at += 1 + (pixel if data[at] & 0x80 else count * pixel)
+        left -= count
+    if len(data) < at:
+        return f"truncated Targa ({start + len(data)} of {start + at} bytes)"
+    return None
+
+
+def _bmp(size: int, read: Reader) -> str | None:
+    head = read(0, 14)
+    if len(head) < 14 or head[:2] != b"BM":
+        return "not a BMP (bad signature)"
+    declared, _r1, _r2, offset = struct.unpack_from("<IHHI", head, 2)
+    if size < max(declared, offset):
+        return f"truncated BMP ({size} of {declared} bytes)"
+    return None
+
+
 _CHECKS: dict[str, Callable[[int, Reader], str | None]] = {
     "png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff, "tiff": _tiff,
-    "dpx": _dpx,
+    "dpx": _dpx, "tga": _tga, "bmp": _bmp,
 }
 
 
