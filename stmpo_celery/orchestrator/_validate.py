@@ -48,6 +48,27 @@ class Prepared:
 NAME_MAX = 255  #: bytes in one file name on every file system a farm uses
 
 
+#: still-image formats After Effects writes one file per frame: without a frame token
+#: every frame would overwrite the same file
+STILL_FORMATS = frozenset({"png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx", "cin", "tga",
+                           "bmp", "psd", "iff", "hdr", "sgi", "pic", "pxr"})
+
+
+def check_output_kind(pattern: OutputPattern, n_frames: int) -> None:
+    """An output that is a folder, or a still-image name without a frame token for more
+    than one frame, would render for nothing: refuse it before anything starts."""
+    raw = pattern.raw
+    if raw.endswith(("/", os.sep)) or os.path.isdir(raw):
+        raise BadInput(f"--output {raw!r} is a folder: name the files, e.g. "
+                       f"{os.path.join(raw, 'shot_[#####].png')}")
+    ext = os.path.splitext(raw)[1].lower().lstrip(".")
+    if not pattern.is_sequence and ext in STILL_FORMATS and n_frames > 1:
+        stem = os.path.splitext(os.path.basename(raw))[0].rstrip("#_.-") or "frame"
+        raise BadInput(f"--output {raw!r} is a .{ext} image but has no [#####] frame token, "
+                       f"so every frame would overwrite one file: write e.g. "
+                       f"{stem}_[#####].{ext}")
+
+
 def check_numbers(o: RenderOptions) -> int | None:
     """Every setting's own range (from the settings table), then the combinations;
     returns the chunk size (None = auto)."""
@@ -70,6 +91,7 @@ def prepare(o: RenderOptions) -> Prepared:
         raise BadInput(bad_method)
     frames = parse_frames(o.frames)
     pattern = parse_output(o.output)
+    check_output_kind(pattern, len(frames))
     chunk_size = check_numbers(o)
     if o.flower:
         check_bind(o.flower, o.flower_auth, o.flower_url_prefix)
