@@ -230,4 +230,7 @@ def test_the_resume_command_never_shows_a_password() -> None:
     line = resume_command(["render", "--broker", "redis://:Secret1@h:6379/0",
                            "--flower-auth", "wr:Secret2", "--flower-auth=wr:Secret3",
                            "--frames", "1-10"])
-    assert "Secret" not in line and "--frames 1-10" in line and "--broker" in line
+    assert "Secret" not in line and "--frames 1-10" in line
+    assert "$STMPO_BROKER_URL" in line and "$STMPO_FLOWER_AUTH" in line  # how to give them
+    plain = resume_command(["render", "--broker", "redis://h:6379/0"])
+    assert "--broker redis://h:6379/0" in plain and "$" not in plain

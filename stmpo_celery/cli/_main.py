@@ -96,27 +96,33 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--project", required=True, help="The .aep project file.")
-@click.option("--comp", help="Composition name to render.")
-@click.option("--rqindex", type=int, help="Render-queue item to render (1-based).")
+@click.option("--comp", help="Composition name to render [default: none: or --rqindex].")
+@click.option("--rqindex", type=int,
+              help="Render-queue item to render (1-based) [default: none: or --comp].")
 @click.option("--frames", required=True,
               help="Frames, an OpenJD range expression: 1-240, 1-10,50-60, 1-240:5, -5--1, 7.")
 @click.option("--task", "task_of", metavar="I/N",
               help="Render only task I of N: FRAMES cut in order into N near-equal pieces "
-                   "(the big-task job template).")
+                   "(the big-task job template) [default: every frame].")
 @click.option("--output", required=True, help="Output pattern, e.g. /renders/shot_[#####].png.")
 @click.option("--aerender", "--aerender_path", "aerender",
-              help="aerender path (default $AERENDER_PATH, PATH, standard locations).")
-@click.option("--summary", help="Write a JSON summary of the run here.")
-@click.option("--rs-template", help="aerender -RStemplate.")
-@click.option("--om-template", help="aerender -OMtemplate.")
-@click.option("--mem-usage", type=(int, int), help="aerender -mem_usage IMAGE_CACHE% MAX%.")
-@click.option("--continue-on-missing-footage", is_flag=True, default=False)
-@click.option("--flower", help="Start Flower for this run on [HOST:]PORT.")
-@click.option("--flower-url-prefix", help="URL prefix for Flower behind a reverse proxy.")
+              help="aerender path [default: $AERENDER_PATH, else PATH, else the standard "
+                   "install folders].")
+@click.option("--summary", help="Write a JSON summary of the run here [default: none].")
+@click.option("--rs-template", help="aerender -RStemplate [default: the queue item's].")
+@click.option("--om-template", help="aerender -OMtemplate [default: the queue item's].")
+@click.option("--mem-usage", type=(int, int),
+              help="aerender -mem_usage IMAGE_CACHE% MAX% [default: After Effects' own].")
+@click.option("--continue-on-missing-footage", is_flag=True, default=False,
+              help="aerender -continueOnMissingFootage [default: off: missing footage fails].")
+@click.option("--flower", help="Start Flower for this run on [HOST:]PORT [default: no Flower].")
+@click.option("--flower-url-prefix",
+              help="URL prefix for Flower behind a reverse proxy [default: none].")
 @click.option("--flower-linger", type=float, default=0.0, show_default=True,
               help="Keep the run's Flower up this many seconds after a failure, to inspect "
                    "it (it serves what it saw; the run itself is over).")
 @click.option("--progress", type=click.Choice(["auto", "bar", "openjd"]), default="auto",
+              show_default=True,
               help="Progress as a bar (terminal) or OpenJD directives; auto picks by TTY.")
 @click.option("-v", "--verbose", is_flag=True, help="Echo aerender lines under the bar too.")
 @setting_options(Command.RENDER)

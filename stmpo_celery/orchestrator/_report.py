@@ -73,26 +73,39 @@ def frame_spec(frames: Sequence[int]) -> str:
     return format_frames(sorted(frames)) if frames else "none"
 
 
-#: options whose value is a secret as a whole (a URL's password is masked by mask_url)
+#: options whose value is a secret as a whole (a broker URL only when it holds a password)
 _SECRET_OPTIONS = ("--flower-auth",)
+#: where such a value can come from instead of the command line
+_SECRET_ENV = {"--flower-auth": "STMPO_FLOWER_AUTH", "--broker": "STMPO_BROKER_URL"}
 
 
 def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True) -> str:
     """The command that was run, as ``stmpo ...``: run again, it renders only what is
-    missing. Passwords are masked (``***``): the terminal and the OpenJD log are no place
-    for them."""
+    missing. A password never appears: an option that holds one is left out, and the line
+    says which environment variable gives it back."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not skip_existing and "--skip-existing" not in args:
         args.append("--skip-existing")
     shown: list[str] = []
+    dropped: list[str] = []
+    skip = False
     for i, arg in enumerate(args):
-        name, eq, _value = arg.partition("=")
-        if i and args[i - 1] in _SECRET_OPTIONS:
-            arg = "***"
-        elif eq and name in _SECRET_OPTIONS:
-            arg = f"{name}=***"
+        if skip:
+            skip = False
+            continue
+        name, eq, value = arg.partition("=")
+        secret_value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+        if name in _SECRET_OPTIONS or (name == "--broker" and mask_url(secret_value)
+                                       != secret_value):
+            if _SECRET_ENV[name] not in dropped:
+                dropped.append(_SECRET_ENV[name])
+            skip = not eq
+            continue
         shown.append(mask_url(arg) if "://" in arg else arg)
-    return shlex.join(["stmpo", *shown])
+    line = shlex.join(["stmpo", *shown])
+    if dropped:
+        line += f"   # with {' and '.join(f'${e}' for e in dropped)} set (passwords not shown)"
+    return line
 
 
 def stopped_line(stopped: Iterable[Any], why: str) -> str | None:
