@@ -393,7 +393,7 @@ def test_bundle_dest_on_a_read_only_file_system(tmp_path: Path) -> None:
 
 def test_broker_blip_shorter_than_the_grace_does_not_fail_the_run(
         farm: Farm, private_redis: PrivateRedis) -> None:
-    farm.knobs.update(FRAME_COST="0.1")
+    farm.knobs.update(FRAME_COST="0.25")  # renders well past the pause, whatever the load
     proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
     try:
         assert wait_for(lambda: farm.journal_frames(), timeout=30)
