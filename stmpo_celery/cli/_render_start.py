@@ -1,0 +1,85 @@
+"""What ``stmpo render`` does before the run takes over: the frames of one big-task task,
+cancels that arrive early, the embedded Redis started before Celery is imported."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from ..config import RenderOptions
+from ..errors import BadInput, ExitCode
+
+
+def _task_frames(spec: str, task_of: str) -> str:
+    """The frames of task I/N of ``spec`` (a frame spec stmpo render accepts)."""
+    from ..plan import format_frames, parse_frames, task_share
+
+    index, sep, count = task_of.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise BadInput(f"--task {task_of!r} is not I/N: pass e.g. --task 2/5")
+    return format_frames(task_share(parse_frames(spec), int(index), int(count)))
+
+
+class _EarlyCancel:
+    """Cancel signals before the run installs its own: raise, so ``render`` cleans up what
+    it made (the output lock, an early embedded Redis and its folder) and exits with the
+    cancel's code; once a run exists, hand the signal to it instead."""
+
+    class Cancelled(BaseException):  # not an error: no ``except Exception`` may eat it
+        def __init__(self, signum: int) -> None:
+            from ..orchestrator._report import cancel_words
+            from ..orchestrator._stopping import CANCEL_CODES
+
+            super().__init__(signum)
+            self.code = CANCEL_CODES.get(signum, ExitCode.TERMINATED)
+            self.words = cancel_words(signal.Signals(signum).name)
+
+    def __init__(self) -> None:
+        self.run: Any = None
+        self.old: dict[int, Any] = {}
+
+    @classmethod
+    def install(cls) -> _EarlyCancel:
+        from ..host import cancel_signals
+
+        early = cls()
+        for sig in cancel_signals():
+            early.old[sig] = signal.signal(sig, early.handle)
+        return early
+
+    def handle(self, signum: int, _frame: Any) -> None:
+        if self.run is None:
+            raise _EarlyCancel.Cancelled(signum)
+        if self.run.cancel_signal is None:
+            self.run.cancel_signal = signum
+
+    def uninstall(self) -> None:
+        for sig, handler in self.old.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, handler)
+
+
+def _early_redis(prep: Any) -> Any:
+    """Start the run's embedded Redis before the orchestrator imports Celery (the Run
+    owns it from then on: stopped and its folder removed at teardown)."""
+    if prep.broker is not None or not prep.to_render:
+        return None
+    import tempfile
+
+    from ..broker import EmbeddedRedis
+
+    embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="stmpo-run-")))
+    try:
+        embedded.start()
+    except BaseException:
+        shutil.rmtree(embedded.run_dir, ignore_errors=True)
+        raise
+    return embedded
+
+
+def _comp_label(options: RenderOptions) -> str:
+    """What a history record is keyed by besides the project: the comp or queue item."""
+    return options.comp if options.comp is not None else f"rqindex {options.rqindex}"
