@@ -5,6 +5,7 @@ each event — against a real Redis (the embedded server the package ships), in-
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import secrets
@@ -20,7 +21,7 @@ import redis
 from stmpo_celery.aerender import RenderTarget
 from stmpo_celery.broker import EmbeddedRedis, events, keys, requeue_unacked
 from stmpo_celery.broker.keys import Sched
-from stmpo_celery.config import RenderOptions
+from stmpo_celery.config import RenderOptions, defaults
 from stmpo_celery.errors import ExitCode
 from stmpo_celery.host import HostPlan
 from stmpo_celery.orchestrator import Prepared, Run
@@ -170,6 +171,22 @@ def test_the_steal_cas_never_takes_frames_the_victim_finished(client: redis.Redi
     client.hset(keys.sched_key(run, Sched.DONE), "0", 70)
     assert cas(client, run, 100, 60) == 0
     assert sched(client, run, Sched.END) == {"0": "100"}
+
+
+def test_first_launches_stand_a_spawn_delay_apart_in_arrival_order(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stmpo_celery.slot import _chunk
+
+    run = secrets.token_hex(4)
+    s = dataclasses.replace(spec(run, [(1, 10)]), spawn_delay=0.8)
+    now = [1000.0]
+    monkeypatch.setattr(_chunk.time, "time", lambda: now[0])
+    # slot 3 comes up first: it goes at once, whatever its number
+    waits = [_chunk._launch_wait(ctx_for(client, s, slot)) for slot in (3, 0, 1)]
+    assert waits == pytest.approx([0.0, 0.8, 1.6])
+    now[0] += 10.0  # a slot arriving long after the last one waits for nobody
+    assert _chunk._launch_wait(ctx_for(client, s, 2)) == 0.0
+    assert 0 < client.ttl(keys.launch_gate_key(run)) <= defaults.RUN_KEY_TTL_S  # expires
 
 
 # -- requeue of a dead slot's message ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Everything a run puts in Redis, and the one Lua script that changes it atomically (pure).
+"""Everything a run puts in Redis, and the Lua scripts that change it atomically (pure).
 
 Every key of a run starts with ``stmpo:<run-id>:`` — Celery's and kombu's own keys too,
 through their ``global_keyprefix`` option — so cleanup is one prefix scan and two runs on
@@ -16,6 +16,7 @@ key (after ``stmpo:<run>:``)           type       holds
 ``x:events``                           channel    the slot -> orchestrator events
 ``x:abort``                            string     set once: the reason the run stops
 ``x:alive``                            string     the heartbeat: gone = the run stopped beating
+``x:launch-gate``                      string     when the latest first launch may start
 ``x:state``                            hash       ``slot<K>`` -> live JSON state;
                                                   ``frames_done`` -> count (``stmpo status``)
 ``x:sched:end``                        hash       chunk -> its current last frame
@@ -124,6 +125,11 @@ def alive_key(run_id: str) -> str:
     return f"stmpo:{run_id}:x:alive"
 
 
+def launch_gate_key(run_id: str) -> str:
+    """String: the wall-clock time the latest slot's first launch was given (``--spawn-delay``)."""
+    return f"stmpo:{run_id}:x:launch-gate"
+
+
 def sched_key(run_id: str, name: Sched | str) -> str:
     return f"stmpo:{run_id}:x:sched:{Sched(name).value}"
 
@@ -172,4 +178,19 @@ local e = redis.call('HGET', KEYS[1], ARGV[1])
 if not e then return nil end
 redis.call('HSET', KEYS[2], ARGV[1], e)
 return tonumber(e)
+"""
+
+
+#: The spawn-delay gate: hand each slot's first launch a start time at least the delay after
+#: the previous one, in the order the slots arrive (not by slot number: spawned slots come
+#: up in any order).
+#:
+#: ``KEYS[1]`` = :func:`launch_gate_key`; ``ARGV[1]`` = now (wall-clock seconds),
+#: ``ARGV[2]`` = the delay in seconds, ``ARGV[3]`` = the key's TTL in seconds.
+#: Returns the start time as a string (Lua numbers would reach the client truncated).
+LAUNCH_GATE = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1e18')
+local at = math.max(tonumber(ARGV[1]), last + tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], string.format('%.6f', at), 'EX', ARGV[3])
+return string.format('%.6f', at)
 """

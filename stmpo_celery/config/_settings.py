@@ -145,7 +145,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
        "Plan the first blocks from a previous render of the comp (adaptive schedule).",
        commands=RUN),
     _s("spawn_delay", float, defaults.SPAWN_DELAY_S,
-       "Stagger each slot's first aerender launch by this many seconds.",
+       "Seconds between the slots' first aerender launches (in the order slots come up).",
        aliases=("--spawn_delay",), commands=RUN, bundle="SpawnDelay", image_only=True),
     _s("fail_fast", bool, defaults.FAIL_FAST, "Stop everything on the first failed chunk.",
        commands=RUN, bundle="FailFast", image_only=True),

@@ -368,6 +368,21 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
         att.ledger.close()
 
 
+def _launch_wait(ctx: SlotContext) -> float:
+    """Seconds this slot's first launch waits so first launches stand ``spawn_delay`` apart.
+
+    Slots take their place in the order they arrive: spawned slots come up in any order, so
+    a delay by slot number would let two launches collide. Without Redis, slot K waits K
+    delays (the best guess without the others' times)."""
+    try:
+        at = float(ctx.client.register_script(keys.LAUNCH_GATE)(
+            keys=[keys.launch_gate_key(ctx.spec.run_id)],
+            args=[f"{time.time():.6f}", ctx.spec.spawn_delay, defaults.RUN_KEY_TTL_S]))
+    except (redis.RedisError, TypeError, ValueError):
+        return ctx.spec.spawn_delay * ctx.slot
+    return max(0.0, at - time.time())
+
+
 def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
               task_id: str | None = None) -> events.ChunkOutcome:
     """Render ``frames`` (one aerender launch per contiguous run); raise :class:`ChunkError`."""
@@ -379,13 +394,13 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         label += f" r{attempt}"
     first_launch = ctx.chunks_run == 0
     ctx.chunks_run += 1
-    if first_launch and spec.spawn_delay > 0 and ctx.slot > 0:
+    if first_launch and spec.spawn_delay > 0:
         # Stagger only each slot's first launch: AE start-ups in the same instant collide.
-        deadline = time.monotonic() + spec.spawn_delay * ctx.slot
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + _launch_wait(ctx)
+        while (left := deadline - time.monotonic()) > 0:
             if ctx.aborted():
                 raise ChunkError("run aborted before launch")
-            time.sleep(0.05)
+            time.sleep(min(0.05, left))
     t0 = time.time()
     planned_end = frames[-1]
     ctx.publish(events.ChunkStart(index=index, start=frames[0], end=frames[-1],
