@@ -247,6 +247,34 @@ def test_final_verification_rejects_a_frame_cut_short(farm: Farm) -> None:
     assert res.returncode == 1, res.stdout + res.stderr
     assert "missing on disk (or incomplete)" in res.stdout
     assert farm.load_summary()["frames"]["missing_spec"] == "4"
+    # the cut-short file is gone: nothing downstream can take it for frame 4
+    assert 4 not in farm.frames_on_disk() and bad_files(farm) == []
+    assert "not whole" in res.stdout
+    assert not farm.leftovers()
+
+
+@pytest.mark.parametrize("how", ["failed", "cancelled"])
+def test_a_movie_the_run_did_not_finish_is_deleted(farm: Farm, how: str) -> None:
+    movie = farm.out / "shot.mov"
+    farm.out.mkdir(exist_ok=True)
+    farm.knobs.update(FRAME_COST="0.1")
+    if how == "failed":
+        farm.knobs.update(FAIL_FRAME="5")  # the renderer stops mid-movie, exit 0
+        res = farm.run("--retries", "0", frames="1-12", output=str(movie), concurrency=1)
+        out, code = res.stdout, res.returncode
+    else:
+        proc = farm.start(frames="1-40", output=str(movie), concurrency=1)
+        try:
+            assert wait_for(lambda: movie.exists() and movie.stat().st_size > 40, timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        code = proc.returncode
+    assert code == (1 if how == "failed" else 143), out
+    assert not movie.exists(), "a movie cut short was left where it could be taken as whole"
+    if how == "failed":
+        assert "missing: the movie (frames 1-12); running again renders it whole" in out
     assert not farm.leftovers()
 
 

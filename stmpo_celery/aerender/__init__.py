@@ -7,7 +7,7 @@ The argv and the log parser run inside a slot; :mod:`.simulator` is its own proc
 
 from ._argv import RenderTarget, build_argv, check_target, resolve_aerender
 from ._log import AerenderLog, AeWarning, FrameDone, StrongError
-from ._output import missing_frames
+from ._output import delete_incomplete, missing_frames
 
 __all__ = [
     "check_target",
@@ -15,6 +15,7 @@ __all__ = [
     "AeWarning",
     "build_argv",
     "FrameDone",
+    "delete_incomplete",
     "missing_frames",
     "RenderTarget",
     "resolve_aerender",

@@ -34,3 +34,19 @@ def file_problem(path: str) -> str | None:
 def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:
     """Frames that are not whole files: absent, empty, or cut short mid-write."""
     return [f for f in frames if file_problem(pattern.path_for(f)) is not None]
+
+
+def delete_incomplete(pattern: OutputPattern, frames: list[int]) -> list[str]:
+    """Delete the files of ``frames`` (frames found not whole) that exist: a cut-short or
+    empty file must never be left where a compositor or a publish step could take it for a
+    frame. Returns the paths deleted."""
+    gone: list[str] = []
+    for f in frames:
+        path = pattern.path_for(f)
+        try:
+            if os.path.isfile(path):
+                os.unlink(path)
+                gone.append(path)
+        except OSError:
+            continue
+    return gone

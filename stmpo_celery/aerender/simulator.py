@@ -309,6 +309,13 @@ def run_renderer(argv: list[str]) -> int:
         out(f"aerender ERROR: Unable to render: output folder does not exist: {folder}")
         return 0
     pid = os.getpid()
+    # A movie is written as it renders, like After Effects does: a header first, one
+    # record per frame, the index at the end. A renderer stopped mid-way leaves a file
+    # of non-zero size that no player can open.
+    movie = None if pattern.is_sequence else open(pattern.raw, "wb")  # noqa: SIM115
+    if movie is not None:
+        movie.write(b"stmpo fake movie: unfinished\n")
+        movie.flush()
     for done, frame in enumerate(_order(args, knobs), 1):
         if frame in knobs.fail and _once(knobs, "fail", frame):
             _journal(knobs.journal, f"error {frame} {pid} {time.time():.6f}")
@@ -342,6 +349,9 @@ def run_renderer(argv: list[str]) -> int:
             except OSError as exc:
                 out(f"aerender ERROR: After Effects error: Can't write file: {exc}")
                 return 0
+        if movie is not None and frame not in knobs.no_write:
+            movie.write(f"frame {frame}\n".encode())
+            movie.flush()
         if frame not in knobs.no_write:
             _journal(knobs.journal, f"frame {frame} {pid} {time.time():.6f}")
         if frame in knobs.orphan and _once(knobs, "orphan", frame):
@@ -351,8 +361,10 @@ def run_renderer(argv: list[str]) -> int:
         number = done if knobs.count else frame - args.start + 1 if knobs.relative else frame
         seconds = round(time.monotonic() - t0)
         out(f"PROGRESS:  {timecode(frame)} ({number}): {seconds} Seconds")
-    if not pattern.is_sequence:
-        Path(pattern.raw).write_bytes(f"stmpo fake movie {args.start}-{args.end}\n".encode())
+    if movie is not None:
+        movie.seek(0)
+        movie.write(b"stmpo fake movie: complete  \n")  # same length: rewritten in place
+        movie.close()
     out(f"PROGRESS:  {_stamp()}: Finished composition {name}.")
     out(f"PROGRESS:  Total Time Elapsed: {round(time.monotonic() - began)} Seconds")
     return 0

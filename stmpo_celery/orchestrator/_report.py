@@ -130,8 +130,9 @@ def cancel_words(signal_name: str | None) -> str:
 def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
                 stopped: Sequence[Any], reason: str | None, fail_fast: bool,
                 requested: int, missing: Sequence[int], skipped: int, elapsed_s: float,
-                warnings: Sequence[str], resume: str) -> list[str]:
-    """The lines printed (each prefixed ``stmpo: ``) when the run ends."""
+                warnings: Sequence[str], resume: str, movie: bool = False) -> list[str]:
+    """The lines printed (each prefixed ``stmpo: ``) when the run ends (``movie``: the
+    output is one file, rendered whole or not at all)."""
     n = requested
     on_disk = n - len(missing)
     out: list[str] = []
@@ -160,7 +161,11 @@ def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
         line = stopped_line(stopped, "fail-fast" if fail_fast else "stop")
         if line:
             out.append(line)
-    if not ok and missing:
+    if not ok and missing and movie:
+        out.append(f"  missing: the movie (frames {frame_spec(missing)}); running again "
+                   f"renders it whole")
+        out.append(f"  resume: {resume}")
+    elif not ok and missing:
         out.append(f"  missing: {frame_spec(missing)} ({len(missing)} of {n} frame(s)); "
                    f"the {on_disk} on disk are kept and running again renders only these")
         out.append(f"  resume: {resume}")
@@ -191,4 +196,5 @@ def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]
         failures=run.failures, stopped=stopped, reason=run.stop_reason,
         fail_fast=run.o.fail_fast, requested=len(run.prep.frames), missing=missing,
         skipped=len(run.prep.skipped), elapsed_s=time.time() - run.t_start,
-        warnings=run.warnings, resume=resume_command(skip_existing=run.o.skip_existing))
+        warnings=run.warnings, resume=resume_command(skip_existing=run.o.skip_existing),
+        movie=not run.prep.pattern.is_sequence)

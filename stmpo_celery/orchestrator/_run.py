@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import redis
 
-from ..aerender import RenderTarget, missing_frames
+from ..aerender import RenderTarget, delete_incomplete, missing_frames
 from ..broker import (
     BrokerUrl,
     EmbeddedRedis,
@@ -376,6 +376,12 @@ class Run(EventHandlers):
     def _finish(self) -> ExitCode:
         pattern = self.prep.pattern
         missing = self._missing_now()
+        if pattern.is_sequence and missing:
+            # a failed or stopped renderer's cut-short frames: never left to be taken as whole
+            gone = delete_incomplete(pattern, missing)
+            if gone:
+                self._say(f"deleted {len(gone)} frame file(s) that were not whole "
+                          f"(first: {gone[0]})")
         if self.exit_code == ExitCode.OK and missing:
             self.exit_code = ExitCode.RENDER_FAILED
             self.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
