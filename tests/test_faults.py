@@ -74,6 +74,22 @@ def test_slot_killed_mid_chunk_is_replaced_and_run_completes(farm: Farm) -> None
     assert not farm.leftovers()
 
 
+def test_a_slot_dying_past_its_retries_fails_naming_the_chunk_log(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.15")
+    proc = farm.start("--retries", "0", frames="1-20", concurrency=1)
+    try:
+        assert wait_for(lambda: len(farm.journal_frames()) >= 2, timeout=30)
+        _slot_pids(farm)[0].kill()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "died" in out
+    log = next(ln for ln in out.splitlines() if ln.startswith("stmpo:   log: "))
+    assert Path(log.split("log: ", 1)[1]).is_file()  # the renderer's log up to the death
+    assert not farm.leftovers()
+
+
 def test_hang_is_detected_and_retried(farm: Farm) -> None:
     once = farm.tmp / "once"
     once.mkdir()

@@ -246,6 +246,7 @@ def test_final_verification_rejects_a_frame_cut_short(farm: Farm) -> None:
     res = farm.run("--retries", "0", frames="1-6", concurrency=1)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "missing on disk (or incomplete)" in res.stdout
+    assert "stmpo:   log: " in res.stdout  # the launch that should have written it
     assert farm.load_summary()["frames"]["missing_spec"] == "4"
     # the cut-short file is gone: nothing downstream can take it for frame 4
     assert 4 not in farm.frames_on_disk() and bad_files(farm) == []

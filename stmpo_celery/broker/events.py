@@ -77,6 +77,7 @@ class ChunkStart(Event):
     frames: str = ""  #: the exact frames, as a frame spec (a retry may have gaps)
     attempt: int = 0  #: 0 = first render, N = Nth retry
     task_id: str | None = None
+    log: str = ""  #: the log of the chunk's first aerender launch (named if the slot dies)
 
 
 @dataclass

@@ -74,6 +74,7 @@ class EventHandlers:
         rec.slot, rec.start, rec.end = ev.slot, ev.start, ev.end
         rec.status, rec.t0 = ChunkStatus.RUNNING, ev.ts
         rec.task_id, rec.frames = ev.task_id, ev.frames
+        rec.log = ev.log or None
         self.t_first_launch = self.t_first_launch or time.time()
 
     def _on_chunk_retry(self, ev: events.ChunkRetry) -> None:

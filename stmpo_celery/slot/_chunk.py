@@ -403,19 +403,23 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
             time.sleep(min(0.05, left))
     t0 = time.time()
     planned_end = frames[-1]
+    def log_path_of(s: int, e: int) -> Path:
+        return Path(spec.log_dir) / (
+            f"chunk{index:04d}-{frames_label(s, e)}-slot{ctx.slot}"
+            + (f"-r{attempt}" if attempt else "") + ".log")
+
     ctx.publish(events.ChunkStart(index=index, start=frames[0], end=frames[-1],
                                   frames=format_frames(frames), attempt=attempt,
-                                  task_id=task_id))
+                                  task_id=task_id, log=str(log_path_of(*runs(frames)[0]))))
     good: list[int] = []
     suspect: list[int] = []
     warnings: list[str] = []
     launch_s: float | None = None
     failure: tuple[str, bool, Attempt] | None = None
+    launched: list[Attempt] = []
     for n, (s, e) in enumerate(runs(frames)):
-        log_path = Path(spec.log_dir) / (
-            f"chunk{index:04d}-{frames_label(s, e)}-slot{ctx.slot}"
-            + (f"-r{attempt}" if attempt else "") + ".log")
-        att = _launch(ctx, index, s, e, label, log_path, pattern)
+        att = _launch(ctx, index, s, e, label, log_path_of(s, e), pattern)
+        launched.append(att)
         warnings += att.warnings
         if n == 0:
             launch_s = att.launch_s
@@ -443,6 +447,10 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
     t1 = time.time()
     good_set = set(good)
     missing = [f for f in frames if f not in good_set]
+    if failure is None and missing:  # blame the launch that should have written them
+        att = next((a for a in launched if a.start <= missing[0] <= a.end), launched[-1])
+        failure = (f"{len(missing)} frame(s) missing on disk (or incomplete) after aerender "
+                   f"exited 0 (first: {pattern.path_for(missing[0])})", True, att)
     result = events.ChunkOutcome(
         slot=ctx.slot, index=index, start=frames[0], end=frames[-1],
         frames=format_frames(frames), t0=t0, t1=t1, attempt=attempt,
@@ -451,9 +459,6 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         frames_rendered=len(good), missing=missing, suspect=suspect,
         warnings=warnings, log=failure[2].log if failure else "",
     )
-    if failure is None and missing:
-        failure = (f"{len(missing)} frame(s) missing on disk (or incomplete) after aerender "
-                   f"exited 0 (first: {pattern.path_for(missing[0])})", True, Attempt(0, 0))
     if failure is None:
         return result
     reason, retryable, att = failure
