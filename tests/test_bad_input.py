@@ -99,6 +99,13 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("chunk-timeout-inf", ["--chunk-timeout", "inf"], {}, {}, 2, ["--chunk-timeout", "finite"]),
     ("env-spawn-delay-inf", [], {}, {"STMPO_SPAWN_DELAY": "inf"}, 2,
      ["$STMPO_SPAWN_DELAY", "finite"]),
+    # a bad value from the environment is blamed on the variable, not on a flag not given
+    ("env-schedule-unknown", [], {}, {"STMPO_SCHEDULE": "bogus"}, 2,
+     ["$STMPO_SCHEDULE 'bogus' is unknown", "adaptive"]),
+    ("env-retries-negative", [], {}, {"STMPO_RETRIES": "-1"}, 2,
+     ["$STMPO_RETRIES is -1", "zero or more"]),
+    ("env-chunk-size-text", [], {}, {"STMPO_CHUNK_SIZE": "abc"}, 2,
+     ["$STMPO_CHUNK_SIZE 'abc'", "auto"]),
     ("output-token-in-folder", [], {"output": "OUT/[##]/x.png"}, {}, 2,
      ["frame token in its folder"]),
     ("output-name-too-long", [], {"output": "OUT/" + "a" * 250 + "_[####].png"}, {}, 2,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -41,6 +42,16 @@ RUN = frozenset({Command.RENDER, Command.CONFIG})
 PLANNED = RUN | {Command.PLAN}
 
 
+def parse_chunk_size(value: Any, origin: str = "--chunk-size") -> int | None:
+    """``--chunk-size``: ``auto`` (None) or a frame count above zero."""
+    size = str(value).strip().lower()
+    if size == "auto":
+        return None
+    if not size.lstrip("-").isdigit() or int(size) <= 0:
+        raise BadInput(f"{origin} {value!r} is not a frame count: use auto or e.g. 10")
+    return int(size)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting, declared once: its CLI options, environment variable, profile key,
@@ -63,26 +74,33 @@ class Setting:
     bundle: str | None = None  #: the job bundle parameter, if the setting travels there
     image_only: bool = False  #: cannot change one aerender process rendering a movie
     secret: bool = False  #: never printed
+    #: a value with its own syntax: (value, origin) -> parsed, or BadInput naming origin
+    parse: Callable[[Any, str], Any] | None = None
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def check(self, value: Any) -> None:
-        """Refuse an out-of-range value with one line naming the flag."""
+    def check(self, value: Any, origin: str | None = None) -> None:
+        """Refuse an out-of-range value with one line naming where it came from (the flag
+        unless ``origin`` says: ``$STMPO_…``, a profile key)."""
+        name = origin or self.flag
+        if self.parse is not None and value is not None:
+            self.parse(value, name)
+            return
         if value is None or self.kind is bool or self.kind is str and not self.choices:
             return
         if self.choices:
             if str(value) not in self.choices:
-                raise BadInput(f"{self.flag} {value!r} is unknown: use one of "
+                raise BadInput(f"{name} {value!r} is unknown: use one of "
                                f"{', '.join(self.choices)}")
             return
         number = float(value)
         if not math.isfinite(number):
-            raise BadInput(f"{self.flag} is {value}: it must be a finite number")
+            raise BadInput(f"{name} is {value}: it must be a finite number")
         if self.minimum is not None and self.maximum is not None:
             if not self.minimum <= number <= self.maximum:
-                raise BadInput(f"{self.flag} is {value}: use a {self.unit} from "
+                raise BadInput(f"{name} is {value}: use a {self.unit} from "
                                f"{self.minimum:g} to {self.maximum:g}")
             return
         low = 0.0 if self.minimum is None else self.minimum
@@ -90,11 +108,11 @@ class Setting:
             need = f"more than {low:g}" if self.positive else f"{low:g} or more"
             if low == 0:
                 need = "more than zero" if self.positive else "zero or more"
-            raise BadInput(f"{self.flag} is {value:g}: it must be {need}"
+            raise BadInput(f"{name} is {value:g}: it must be {need}"
                            + (f" ({value:g} = {self.auto})" if self.auto and number == 0
                               and not self.positive else ""))
         if self.maximum is not None and number > self.maximum:
-            raise BadInput(f"{self.flag} is {value:g}: it must be at most {self.maximum:g}")
+            raise BadInput(f"{name} is {value:g}: it must be at most {self.maximum:g}")
 
     def shown(self, value: Any) -> str:
         """The value as ``config show`` prints it."""
@@ -138,7 +156,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
        choices=defaults.SCHEDULES, bundle="Schedule", image_only=True),
     _s("chunk_size", str, defaults.CHUNK_SIZE,
        "auto or frames per chunk (fixed), smallest chunk (guided), shortest stolen tail "
-       "(adaptive).", bundle="ChunkSize", image_only=True),
+       "(adaptive).", parse=parse_chunk_size, bundle="ChunkSize", image_only=True),
     _s("launch_cost", float, defaults.LAUNCH_COST_S,
        "Seed for aerender's start-up seconds (adaptive learns the real one)."),
     _s("history", bool, defaults.HISTORY,
@@ -172,16 +190,6 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
 ]}
 
 
-def parse_chunk_size(value: Any) -> int | None:
-    """``--chunk-size``: ``auto`` (None) or a frame count above zero."""
-    size = str(value).strip().lower()
-    if size == "auto":
-        return None
-    if not size.lstrip("-").isdigit() or int(size) <= 0:
-        raise BadInput(f"--chunk-size {value!r} is not a frame count: use auto or e.g. 10")
-    return int(size)
-
-
 def for_command(command: Command) -> list[Setting]:
     """The settings ``command`` offers, in table order."""
     return [s for s in SETTINGS.values()
@@ -210,11 +218,12 @@ def convert(setting: Setting, value: Any, origin: str) -> Any:
         out = setting.kind(value) if setting.kind is not str else str(value)
         if isinstance(out, float) and not math.isfinite(out):
             raise ValueError(value)  # inf or nan: a duration that never ends
-        return out
     except (TypeError, ValueError):
         want = {bool: "true or false", int: "a whole number", float: "a finite number"}.get(
             setting.kind, "text")
         raise BadInput(f"{origin} is {value!r}: it must be {want}") from None
+    setting.check(out, origin)  # the range, in the words of where the value came from
+    return out
 
 
 def config_dirs() -> list[Path]:
