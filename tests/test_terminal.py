@@ -181,6 +181,13 @@ def test_final_block_wording() -> None:
     kw["cancelled_by"] = "SIGTERM"
     cancel = final_block(ok=False, failures=[], stopped=[_Rec(0, 0)], missing=[5], **kw)
     assert cancel[0].startswith("CANCELLED by SIGTERM") and "FAILED" not in "".join(cancel)
+    assert "  stopped: 1 chunk on slot 0 (cancel)" in cancel
+    # no chunk failed (the broker was lost): the chunks stopped with the run, not fail-fast
+    kw["cancelled_by"] = None
+    lost = final_block(ok=False, failures=[], stopped=[_Rec(0, 0), _Rec(1, 1)], missing=[5],
+                       **{**kw, "reason": "the broker stopped answering"})
+    assert lost[:2] == ["FAILED: the broker stopped answering",
+                        "  stopped: 2 chunks on slots 0, 1 (the run stopped)"], lost
     kw["warnings"] = ["WARNING:After Effects warning: Project has missing fonts"]
     ok = final_block(ok=True, failures=[], stopped=[], missing=[], **kw)
     assert ok[-1] == "  warning: After Effects warning: Project has missing fonts", ok

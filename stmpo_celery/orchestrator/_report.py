@@ -108,14 +108,16 @@ def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True
     return line
 
 
-def stopped_line(stopped: Iterable[Any], why: str) -> str | None:
+def stopped_line(stopped: Iterable[Any], why: str, other: bool = True) -> str | None:
+    """``stopped: N other chunks on slots … (why)``; ``other``: a failed chunk was named."""
     recs = sorted(stopped, key=lambda c: c.index)
     if not recs:
         return None
     slots = sorted({c.slot for c in recs if c.slot is not None})
     where = f" on slot{'s' if len(slots) > 1 else ''} {', '.join(map(str, slots))}" if (
         slots) else ""
-    return f"  stopped: {_plural(len(recs), 'other chunk')}{where} ({why})"
+    noun = "other chunk" if other else "chunk"
+    return f"  stopped: {_plural(len(recs), noun)}{where} ({why})"
 
 
 def cause_line(rec: Any) -> str:
@@ -142,7 +144,7 @@ def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
     elif cancelled_by is not None:
         out.append(f"CANCELLED by {cancel_words(cancelled_by)} after {elapsed_s:.1f} s: "
                    f"{on_disk} of {n} frame(s) on disk")
-        line = stopped_line(stopped, "cancel")
+        line = stopped_line(stopped, "cancel", other=False)
         if line:
             out.append(line)
     else:
@@ -158,7 +160,8 @@ def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
             out.append(f"FAILED: {reason or 'render failed'}")
         if root is not None and root.log:
             out.append(f"  log: {root.log}")
-        line = stopped_line(stopped, "fail-fast" if fail_fast else "stop")
+        line = stopped_line(stopped, "fail-fast" if fail_fast and root is not None
+                            else "the run stopped", other=root is not None)
         if line:
             out.append(line)
     if not ok and missing and movie:
