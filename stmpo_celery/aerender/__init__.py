@@ -5,9 +5,31 @@ The argv and the log parser run inside a slot; :mod:`.simulator` is its own proc
 (``stmpo-fake-aerender``), a launcher plus a separate renderer, as the real program is.
 """
 
-from ._argv import RenderTarget, build_argv, check_target, resolve_aerender
-from ._log import AerenderLog, AeWarning, FrameDone, StrongError
-from ._output import delete_incomplete, missing_frames
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ._argv import RenderTarget, build_argv, check_target, resolve_aerender
+    from ._log import AerenderLog, AeWarning, FrameDone, StrongError
+    from ._output import delete_incomplete, missing_frames
+
+# Imported on first use: the simulator is a process of its own (one per launch, two with
+# its renderer) and must start as fast as a native program, without the host layer.
+_HOME = {
+    "RenderTarget": "._argv",
+    "build_argv": "._argv",
+    "check_target": "._argv",
+    "resolve_aerender": "._argv",
+    "AerenderLog": "._log",
+    "AeWarning": "._log",
+    "FrameDone": "._log",
+    "StrongError": "._log",
+    "delete_incomplete": "._output",
+    "missing_frames": "._output",
+}
 
 __all__ = [
     "check_target",
@@ -21,3 +43,5 @@ __all__ = [
     "resolve_aerender",
     "StrongError",
 ]
+
+__getattr__ = lazy_exports(__name__, _HOME)

@@ -6,25 +6,73 @@ runs anywhere (the orchestrator, a slot, ``stmpo plan`` for another host) and is
 unit-tested directly.
 """
 
-from ._affinity import group_affinity, plan_blocks
-from ._chunks import cost_blocks, makespan_bound, plan_chunks, predict_makespan, task_share
-from ._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension, frame_problem
-from ._frames import format_frames, parse_frames, parse_runs, runs
-from ._pattern import OutputPattern, parse_output, shared_frames
-from ._simulate import simulate
-from ._sizing import default_threads_per_slot, size_slots
-from ._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
-from ._topology import (
-    GROUP_MAX,
-    MAX_CPU_ID,
-    Cpu,
-    Topology,
-    adopt_cores,
-    format_cpulist,
-    from_counts,
-    parse_cpulist,
-    synthetic,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ._affinity import group_affinity, plan_blocks
+    from ._chunks import cost_blocks, makespan_bound, plan_chunks, predict_makespan, task_share
+    from ._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension, frame_problem
+    from ._frames import format_frames, parse_frames, parse_runs, runs
+    from ._pattern import OutputPattern, parse_output, shared_frames
+    from ._simulate import simulate
+    from ._sizing import default_threads_per_slot, size_slots
+    from ._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
+    from ._topology import (
+        GROUP_MAX,
+        MAX_CPU_ID,
+        Cpu,
+        Topology,
+        adopt_cores,
+        format_cpulist,
+        from_counts,
+        parse_cpulist,
+        synthetic,
+    )
+
+# Imported on first use: the simulator and the lean slot launcher need a few names only.
+_HOME = {
+    "group_affinity": "._affinity",
+    "plan_blocks": "._affinity",
+    "cost_blocks": "._chunks",
+    "makespan_bound": "._chunks",
+    "plan_chunks": "._chunks",
+    "predict_makespan": "._chunks",
+    "task_share": "._chunks",
+    "EXR_MAGIC": "._formats",
+    "PNG_IEND": "._formats",
+    "PNG_SIGNATURE": "._formats",
+    "extension": "._formats",
+    "frame_problem": "._formats",
+    "format_frames": "._frames",
+    "parse_frames": "._frames",
+    "parse_runs": "._frames",
+    "runs": "._frames",
+    "OutputPattern": "._pattern",
+    "parse_output": "._pattern",
+    "shared_frames": "._pattern",
+    "simulate": "._simulate",
+    "default_threads_per_slot": "._sizing",
+    "size_slots": "._sizing",
+    "CostModel": "._steal",
+    "Running": "._steal",
+    "Steal": "._steal",
+    "learn_launch": "._steal",
+    "learn_margin": "._steal",
+    "plan_steal": "._steal",
+    "GROUP_MAX": "._topology",
+    "MAX_CPU_ID": "._topology",
+    "Cpu": "._topology",
+    "Topology": "._topology",
+    "adopt_cores": "._topology",
+    "format_cpulist": "._topology",
+    "from_counts": "._topology",
+    "parse_cpulist": "._topology",
+    "synthetic": "._topology",
+}
 
 __all__ = [
     "EXR_MAGIC",
@@ -65,3 +113,5 @@ __all__ = [
     "synthetic",
     "Topology",
 ]
+
+__getattr__ = lazy_exports(__name__, _HOME)
