@@ -40,13 +40,16 @@ def tagged(tag: str) -> list[psutil.Process]:
 
 def orphan_redis() -> list[psutil.Process]:
     """Embedded redis-servers whose orchestrator is gone (redis rewrites its environ,
-    so the test tag cannot find it: look for a run's socket and a dead parent)."""
+    so the test tag cannot find it: look for a run's socket or working folder — a TCP
+    server's command line names only its port — and a dead parent)."""
     out = []
     for p in psutil.process_iter():
         try:
             cmd = " ".join(p.cmdline())
-            if "redis-server" in cmd and "/stmpo-" in cmd and (
-                    p.ppid() in (0, 1) or not psutil.pid_exists(p.ppid())):
+            if "redis-server" not in cmd:
+                continue
+            ours = "/stmpo-" in cmd or "/stmpo-" in p.cwd()
+            if ours and (p.ppid() in (0, 1) or not psutil.pid_exists(p.ppid())):
                 out.append(p)
         except psutil.Error:
             continue

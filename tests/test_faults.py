@@ -232,7 +232,7 @@ def test_spawn_delay_staggers_only_first_launches(farm: Farm) -> None:
     first = {slot: min(c["t0"] for c in chunks if c["slot"] == slot) for slot in (0, 1)}
     # the first launches stand one delay apart, whichever slot came up first
     early, late = sorted(first, key=first.__getitem__)
-    assert first[late] - first[early] >= 0.75
+    assert first[late] - first[early] >= 0.65  # 0.8 s apart, less scheduling noise
     later = sorted(c["t0"] for c in chunks if c["slot"] == early)[1:]
     assert later and later[0] - first[early] < 0.75  # the first slot is never delayed again
 

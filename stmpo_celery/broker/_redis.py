@@ -11,6 +11,7 @@ everything else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -21,6 +22,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -31,6 +33,8 @@ from ..host import (
     REDIS_SERVER_ENV,
     REDIS_SERVER_NAMES,
     RunJob,
+    descendants,
+    kill_procs,
     kill_tree,
     redis_install_hint,
     redis_install_paths,
@@ -258,6 +262,9 @@ class EmbeddedRedis:
         self.log_path = run_dir / "redis.log"
         self.binary: str | None = None
         self.job = RunJob()
+        #: the redis-server itself, once it answers (under a guard, the guard's child): a
+        #: guard killed from outside must not leave it running after the run
+        self.server: psutil.Process | None = None
 
     @property
     def url(self) -> BrokerUrl:
@@ -313,6 +320,7 @@ class EmbeddedRedis:
                     )
                 try:
                     if client.ping():
+                        self.server = self._server_process()
                         return
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     pass
@@ -325,6 +333,16 @@ class EmbeddedRedis:
         finally:
             client.close()
 
+    def _server_process(self) -> psutil.Process | None:
+        assert self.proc is not None
+        for p in descendants(self.proc.pid):
+            with contextlib.suppress(psutil.Error):
+                if "redis" in p.name().lower() or "valkey" in p.name().lower():
+                    return p
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(self.proc.pid)  # no guard: the server itself
+        return None
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -332,9 +350,12 @@ class EmbeddedRedis:
         if self.proc is None:
             return
         kill_tree(self.proc.pid, timeout=defaults.KILL_WAIT_S)  # the server (and its guard)
+        if self.server is not None and self.server.is_running():  # its guard was killed
+            kill_procs([self.server], timeout=defaults.KILL_WAIT_S)
         try:
             self.proc.wait(timeout=defaults.KILL_WAIT_S)
         except subprocess.TimeoutExpired:
             pass
         self.job.close()
         self.proc = None
+        self.server = None
