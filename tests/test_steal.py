@@ -65,6 +65,22 @@ def test_a_single_slow_frame_is_not_a_feature_but_a_fresh_change_is() -> None:
     assert CostModel(known, default=0.1, reach=50).cost(51) < 0.2
     known[49] = 1.0  # the newest frame turned heavy: believe it
     assert CostModel(known, default=0.1, reach=50).cost(51) > 0.8
+    spike = {f: 0.1 for f in range(1, 50)}
+    spike[49] = 0.8  # one spike as the newest frame is not a feature either
+    assert CostModel(spike, default=0.1, reach=50).cost(51) < 0.2
+
+
+def test_a_spiky_comp_is_never_slower_than_static_when_launches_vary() -> None:
+    """Every 17th frame at 8x, N=8, launches 0-0.3 s apart: a thief must not take a
+    spike for a heavy section and pay a launch for light frames."""
+    costs = {f: LIGHT * (8 if f % 17 == 0 else 1) for f in range(1, 241)}
+    chunks = plan_chunks(list(costs), 8, "static")
+    # the slots' first frames come 0-0.3 s apart, as their launches differ
+    costs.update({s: costs[s] + 0.05 * (i % 7) for i, (s, _e) in enumerate(chunks)})
+    static = simulate(costs, chunks, 8, LAUNCH, steal=False).makespan
+    adaptive = simulate(costs, chunks, 8, LAUNCH)
+    assert adaptive.makespan <= static + 1e-9
+    assert adaptive.launches == 8
 
 
 def test_prior_from_history_stands_in_for_the_distribution() -> None:

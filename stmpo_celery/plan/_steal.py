@@ -79,23 +79,20 @@ class CostModel:
         """(cost, run length) of the rendered frames next to index ``i`` going ``step``:
         the run is how many consecutive rendered frames cost about the same as the
         nearest (within a factor of 1.5) — the feature's observed length; the cost is
-        the median of the nearest three when the run is that long (a single slow
-        frame is not a feature yet), else the nearest frame's."""
+        the median of the nearest three consecutive frames, so a single slow frame (a
+        spike) is not a feature yet and one fast frame does not end one."""
         if not 0 <= i < len(self.frames):
             return None
         ref = self.known[self.frames[i]]
-        run_costs: list[float] = []
+        seq: list[float] = []  # the consecutive rendered frames from i, going step
         j = i
-        while 0 <= j < len(self.frames):
-            if run_costs and abs(self.frames[j] - self.frames[j - step]) > 1:
-                break
-            c = self.known[self.frames[j]]
-            if not ref / 1.5 <= c <= ref * 1.5:
-                break
-            run_costs.append(c)
+        while 0 <= j < len(self.frames) and (
+                j == i or abs(self.frames[j] - self.frames[j - step]) <= 1):
+            seq.append(self.known[self.frames[j]])
             j += step
-        cost = statistics.median(run_costs[:3]) if len(run_costs) >= 3 else ref
-        return cost, len(run_costs)
+        run = next((k for k, c in enumerate(seq) if not ref / 1.5 <= c <= ref * 1.5),
+                   len(seq))
+        return statistics.median(seq[:3]), run
 
     def estimate(self, frame: int) -> tuple[float, float]:
         """(mean, variance) of the cost of ``frame``."""
