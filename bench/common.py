@@ -18,10 +18,13 @@ FAKE = str(BIN / "stmpo-fake-aerender")
 def render(frames: str, concurrency: int, knobs: dict[str, str], *extra: str,
            timeout: float = 600, project: str = "bench",
            history_dir: str | None = None) -> dict[str, Any]:
-    """One real render in a fresh folder; returns the summary plus wall time and, from
-    the simulator's journal, ``first_launch_s`` (``stmpo render`` executed -> first
-    aerender launched). ``project`` is the project file's content (what history is
-    keyed by); ``history_dir`` holds the frame-cost history (default: a fresh one)."""
+    """One real render in a fresh folder; returns the summary plus wall time,
+    ``first_launch_s`` (``stmpo render`` executed -> a slot launching the first aerender,
+    from the chunks' start times) and ``first_journal_s`` (... -> the first simulator
+    process writing its launch line: the stand-in's own Python start-up included, which
+    a native aerender does not have). ``project`` is the project file's content (what
+    history is keyed by); ``history_dir`` holds the frame-cost history (default: a fresh
+    one)."""
     with tempfile.TemporaryDirectory(prefix="stmpo-bench-") as tmp:
         root = Path(tmp)
         (root / "p.aep").write_text(project)
@@ -46,7 +49,8 @@ def render(frames: str, concurrency: int, knobs: dict[str, str], *extra: str,
         data["wall_s"] = wall
         data["t_cmd_start"] = t0
         launches = journal_times(journal, "launch")
-        data["first_launch_s"] = min(launches) - t0
+        data["first_journal_s"] = min(launches) - t0
+        data["first_launch_s"] = min(c["t0"] for c in data["chunks"] if c.get("t0")) - t0
         data["launches"] = len(launches)
         return data
 
