@@ -279,6 +279,19 @@ def test_a_movie_the_run_did_not_finish_is_deleted(farm: Farm, how: str) -> None
     assert not farm.leftovers()
 
 
+def test_a_movie_retried_after_a_crash_is_rendered_whole_again(farm: Farm) -> None:
+    once = farm.tmp / "once"
+    once.mkdir()
+    movie = farm.out / "shot.mov"
+    farm.knobs.update(FRAME_COST="0.02", CRASH_FRAME="15", ONCE_DIR=str(once))
+    res = farm.run(frames="1-30", output=str(movie), concurrency=1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    # the retry rewrote the movie from its first frame, not just the frames after the crash
+    body = movie.read_text().splitlines()
+    assert body[0].strip().endswith("complete") and body[1:] == [f"frame {f}" for f in range(1, 31)]
+    assert not farm.leftovers()
+
+
 def test_slot_dying_after_its_tail_was_stolen_never_redoes_the_thiefs_frames(
         farm: Farm) -> None:
     # chunk 1 (21-40) is quick; its slot steals the tail of chunk 0 (1-20, 0.3 s a frame)

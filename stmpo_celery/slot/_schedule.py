@@ -27,7 +27,15 @@ import redis
 from ..broker import events, keys
 from ..broker.keys import Sched
 from ..config import defaults
-from ..plan import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
+from ..plan import (
+    CostModel,
+    OutputPattern,
+    Running,
+    Steal,
+    learn_launch,
+    learn_margin,
+    plan_steal,
+)
 from ._chunk import SlotContext
 
 
@@ -92,6 +100,9 @@ def claim(ctx: SlotContext, index: int) -> tuple[list[int], int] | None:
         if ctx.spec.schedule == "adaptive":  # active, but a retry is never split
             info = {"s": 0, "state": SchedState.RETRY}
             ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
+        if not OutputPattern(ctx.spec.target.output).is_sequence:
+            # a movie is one file, rewritten from its first frame: never just the rest
+            return list(ctx.spec.frames), attempts
         return [int(f) for f in json.loads(redo)], attempts
     chunks = ctx.spec.chunks
     if 0 <= index < len(chunks):
