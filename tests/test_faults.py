@@ -237,6 +237,30 @@ def test_spawn_delay_staggers_only_first_launches(farm: Farm) -> None:
     assert later and later[0] - first[early] < 0.75  # the first slot is never delayed again
 
 
+def test_a_slot_killed_while_waiting_its_spawn_delay_has_its_chunk_rendered(
+        farm: Farm) -> None:
+    farm.knobs.update(STARTUP="0.1", FRAME_COST="0.05")
+    proc = farm.start("--spawn-delay", "3", frames="1-20", concurrency=2)
+    try:
+        def waiting_slot() -> psutil.Process | None:
+            slots = _slot_pids(farm)
+            busy = [s for s in slots if s.children()]
+            idle = [s for s in slots if not s.children()]
+            return idle[0] if len(slots) == 2 and len(busy) == 1 and idle else None
+
+        slot = wait_for(waiting_slot, timeout=30)
+        assert slot, "no slot was ever seen waiting at the gate"
+        time.sleep(0.3)  # its chunk is claimed: it waits for its turn to launch
+        slot.kill()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "died" in out and "re-enqueued" in out, out
+    assert farm.frames_on_disk() == list(range(1, 21))
+    assert not farm.leftovers()
+
+
 def test_password_never_appears_in_logs_or_summary(farm: Farm, tmp_path: Path) -> None:
     from stmpo_celery.broker._redis import find_redis_server
 

@@ -394,6 +394,17 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         label += f" r{attempt}"
     first_launch = ctx.chunks_run == 0
     ctx.chunks_run += 1
+
+    def log_path_of(s: int, e: int) -> Path:
+        return Path(spec.log_dir) / (
+            f"chunk{index:04d}-{frames_label(s, e)}-slot{ctx.slot}"
+            + (f"-r{attempt}" if attempt else "") + ".log")
+
+    # Said before any wait: from here on the chunk is this slot's, so a slot that dies
+    # even before its launch has its chunk re-enqueued.
+    ctx.publish(events.ChunkStart(index=index, start=frames[0], end=frames[-1],
+                                  frames=format_frames(frames), attempt=attempt,
+                                  task_id=task_id, log=str(log_path_of(*runs(frames)[0]))))
     if first_launch and spec.spawn_delay > 0:
         # Stagger only each slot's first launch: AE start-ups in the same instant collide.
         deadline = time.monotonic() + _launch_wait(ctx)
@@ -403,14 +414,6 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
             time.sleep(min(0.05, left))
     t0 = time.time()
     planned_end = frames[-1]
-    def log_path_of(s: int, e: int) -> Path:
-        return Path(spec.log_dir) / (
-            f"chunk{index:04d}-{frames_label(s, e)}-slot{ctx.slot}"
-            + (f"-r{attempt}" if attempt else "") + ".log")
-
-    ctx.publish(events.ChunkStart(index=index, start=frames[0], end=frames[-1],
-                                  frames=format_frames(frames), attempt=attempt,
-                                  task_id=task_id, log=str(log_path_of(*runs(frames)[0]))))
     good: list[int] = []
     suspect: list[int] = []
     warnings: list[str] = []
