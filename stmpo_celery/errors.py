@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import signal
 
 
 class ExitCode(enum.IntEnum):
@@ -15,6 +16,23 @@ class ExitCode(enum.IntEnum):
     HANGUP = 129  #: cancelled by SIGHUP (the terminal or ssh session went away)
     INTERRUPTED = 130  #: cancelled by SIGINT (Ctrl-C)
     TERMINATED = 143  #: cancelled by SIGTERM (OpenJD cancel, Deadline)
+
+
+#: the cancel signals and their exit codes (SIGHUP: a closed terminal or dropped ssh)
+CANCEL_CODES: dict[int, ExitCode] = {
+    signal.SIGINT: ExitCode.INTERRUPTED,
+    signal.SIGTERM: ExitCode.TERMINATED,
+}
+if hasattr(signal, "SIGHUP"):
+    CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
+
+_SIGNAL_WORDS = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM",
+                 "SIGBREAK": "CTRL_BREAK (SIGBREAK)"}
+
+
+def cancel_words(signal_name: str | None) -> str:
+    """How a cancel signal is named to a human (``CANCELLED by …``)."""
+    return _SIGNAL_WORDS.get(signal_name or "", signal_name or "a signal")
 
 
 class StmpoError(Exception):

@@ -7,9 +7,11 @@ exit code (:class:`stmpo_celery.errors.ExitCode`), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -402,9 +404,11 @@ def _scrub_secrets(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every failure to one line and a named exit code."""
-    if argv is None:
-        _scrub_secrets(sys.argv[1:])
+    with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if argv is None:
+            _scrub_secrets(sys.argv[1:])
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
     except StmpoError as exc:
         _error(exc.message)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RenderOptions
-from ..errors import BadInput, ExitCode
+from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words
 
 
 def _task_frames(spec: str, task_of: str) -> str:
@@ -30,9 +30,6 @@ class _EarlyCancel:
 
     class Cancelled(BaseException):  # not an error: no ``except Exception`` may eat it
         def __init__(self, signum: int) -> None:
-            from ..orchestrator._report import cancel_words
-            from ..orchestrator._stopping import CANCEL_CODES
-
             super().__init__(signum)
             self.code = CANCEL_CODES.get(signum, ExitCode.TERMINATED)
             self.words = cancel_words(signal.Signals(signum).name)

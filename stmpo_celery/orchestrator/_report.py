@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..broker import mask_url
-from ..errors import ExitCode
+from ..errors import ExitCode, cancel_words
 from ..plan import format_frames
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 #: chunk statuses of a sibling that was stopped by the run's own stop, not failed
 STOPPED = "stopped"
-
-_SIGNAL_WORDS = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM",
-                 "SIGBREAK": "CTRL_BREAK (SIGBREAK)"}
-
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
@@ -123,10 +119,6 @@ def stopped_line(stopped: Iterable[Any], why: str, other: bool = True) -> str | 
 def cause_line(rec: Any) -> str:
     frames = rec.frames or (f"{rec.start}-{rec.end}" if rec.end >= rec.start else "?")
     return f"chunk {rec.index} (frames {frames}, slot {rec.slot}): {rec.reason}"
-
-
-def cancel_words(signal_name: str | None) -> str:
-    return _SIGNAL_WORDS.get(signal_name or "", signal_name or "a signal")
 
 
 def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],

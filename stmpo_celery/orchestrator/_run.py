@@ -34,6 +34,7 @@ from ..broker import (
     try_reap,
 )
 from ..config import defaults
+from ..errors import CANCEL_CODES as _CANCEL_CODES
 from ..errors import ExitCode
 from ..host import HostPlan, become_subreaper, cancel_signals
 from ..monitor import FlowerProcess, start_flower_for_run
@@ -55,7 +56,6 @@ from ._history import History, record_run
 from ._logdir import open_private, run_log_dir
 from ._pool import SlotPool
 from ._progress import Progress
-from ._stopping import CANCEL_CODES as _CANCEL_CODES
 from ._stopping import SECRET_ENV, BrokerWatch, bounded, force_exit
 from ._summary import ChunkRecord, write_summary
 from ._validate import Prepared

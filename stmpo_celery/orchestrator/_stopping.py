@@ -12,27 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..config import defaults
-from ..errors import ExitCode
 from ..host import kill_groups_now
 
 #: never inherited by slots, aerender or After Effects (removed before slots start)
 SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
-#: the cancel signals and their exit codes (SIGHUP: a closed terminal or dropped ssh)
-CANCEL_CODES: dict[int, ExitCode] = {
-    signal.SIGINT: ExitCode.INTERRUPTED,
-    signal.SIGTERM: ExitCode.TERMINATED,
-}
-if hasattr(signal, "SIGHUP"):
-    CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
-
-
 def bounded(fn: Callable[[], object], timeout: float) -> bool:
     """Run ``fn`` in a daemon thread; wait at most ``timeout`` s. True if it finished."""
 
