@@ -100,6 +100,24 @@ def test_sigkill_of_everything_mid_write_leaves_a_ledger_the_next_run_obeys(
     assert "half-written" in res.stdout
 
 
+def test_sigkill_of_the_orchestrator_alone_leaves_no_half_written_frame(farm: Farm) -> None:
+    """The slots outlive it by a moment: they kill their renderers and delete what those
+    had in flight (.iff: only the ledger can tell a partial file)."""
+    farm.pattern = str(farm.out / "shot_[####].iff")
+    farm.knobs.update(WRITE_TIME="1.5", FRAME_COST="0.05")
+    proc = farm.start(frames="1-8", concurrency=2)
+    try:
+        partial = wait_for(lambda: mid_write(farm, "iff"), timeout=30)
+        assert partial
+        proc.kill()
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert not farm.leftovers()
+    assert not partial.exists(), "a frame the renderer was writing was left on disk"
+    assert not list((farm.out / ".stmpo").glob("inflight-*")), "ledgers were left behind"
+
+
 def _renderer_pids(farm: Farm) -> dict[int, float]:
     """renderer pid -> time of its last written frame."""
     last: dict[int, float] = {}

@@ -37,8 +37,18 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     # and so do the run's keys on an external Redis (else they expire with no heartbeat).
     run_dir = os.path.dirname(os.path.abspath(spec_path))
     spec_url: list[str] = []
+    output: list[str] = []
 
     def orphaned() -> None:
+        # Our renderers are dead (the watch killed them first): the frames they had in
+        # flight may be half-written, and no orchestrator is left to delete them.
+        if output:
+            from ..plan import OutputPattern
+            from ._ledger import settle, state_dir
+
+            mine = f"-slot{slot}-{os.getpid()}-"
+            settle(state_dir(OutputPattern(output[0])),
+                   lambda e: e.run_id == spec_url[1] and mine in e.path.name)
         shutil.rmtree(run_dir, ignore_errors=True)
         if spec_url:
             from ..broker import BrokerUrl as Url
@@ -64,6 +74,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     spec = RunSpec.read(spec_path)
     spec_url.extend((spec.broker_url, spec.run_id))
+    output.append(spec.target.output)
     broker = BrokerUrl(spec.broker_url)
     ctx = SlotContext(spec=spec, slot=slot, client=broker.client(timeout=30))
     if pin_problem:
