@@ -191,3 +191,31 @@ def test_the_output_lock_sees_one_folder_through_a_symlink(tmp_path: Path) -> No
                     list(range(30, 51)), "bbbb2222")
     finally:
         lock.release()
+
+
+def test_a_run_folder_is_reaped_only_once_its_run_is_gone(tmp_path: Path) -> None:
+    """kill -9 of everything leaves the run's folder (its spec holds the broker URL): the
+    next run deletes it — never while its run lives, never a folder it cannot prove dead."""
+    import subprocess
+    import sys
+
+    from stmpo_celery.host import reap_run_dirs
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "from stmpo_celery.host import make_run_dir; import sys, time;"
+         "p = make_run_dir('stmpo-abcd1234-'); (p / 'spec.json').write_text('redis://:pw@h');"
+         "print(p, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        assert holder.stdout is not None
+        folder = Path(holder.stdout.readline().strip())
+        unknown = tmp_path / "stmpo-older-run"  # no alive.lock: not provably dead
+        unknown.mkdir()
+        assert folder.parent == tmp_path and reap_run_dirs(tmp_path) == []
+        assert (folder / "spec.json").exists()  # its run is alive
+    finally:
+        holder.kill()
+        holder.wait()
+    assert reap_run_dirs(tmp_path) == [folder]
+    assert not folder.exists() and unknown.exists()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -119,7 +118,7 @@ def cli() -> None:
 @setting_options(Command.RENDER)
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
-    from ..host import make_host_plan
+    from ..host import make_host_plan, reap_run_dirs, remove_run_dir
     from ..orchestrator import create_outputs, prepare
 
     if kw.get("task_of"):
@@ -142,6 +141,7 @@ def render(**kw: Any) -> None:
             if hist is not None:
                 plan.chunks = _history.plan_blocks(hist, prep.to_render, plan.n_slots)
                 plan.notes.insert(0, hist.describe() + ": first blocks cut to equal predicted cost")
+        reap_run_dirs()  # runs killed outright left their folders (with secrets) behind
         embedded = _early_redis(prep)
         from ..orchestrator import Run  # Celery loads (~0.2-0.4 s) while Redis comes up
 
@@ -157,7 +157,7 @@ def render(**kw: Any) -> None:
     finally:
         if embedded is not None:
             embedded.stop()
-            shutil.rmtree(embedded.run_dir, ignore_errors=True)
+            remove_run_dir(embedded.run_dir)
         if prep is not None and prep.lock is not None:  # released by the run; here too
             prep.lock.release()
         early.uninstall()

@@ -4,13 +4,12 @@ cancels that arrive early, the embedded Redis started before Celery is imported.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
-from pathlib import Path
 from typing import Any
 
 from ..config import RenderOptions
 from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words
+from ..host import make_run_dir, remove_run_dir
 
 
 def _task_frames(spec: str, task_of: str) -> str:
@@ -64,15 +63,13 @@ def _early_redis(prep: Any) -> Any:
     owns it from then on: stopped and its folder removed at teardown)."""
     if prep.broker is not None or not prep.to_render:
         return None
-    import tempfile
-
     from ..broker import EmbeddedRedis
 
-    embedded = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="stmpo-run-")))
+    embedded = EmbeddedRedis(make_run_dir("stmpo-run-"))
     try:
         embedded.start()
     except BaseException:
-        shutil.rmtree(embedded.run_dir, ignore_errors=True)
+        remove_run_dir(embedded.run_dir)
         raise
     return embedded
 

@@ -49,6 +49,7 @@ from ._proc import (
     start_time,
     tree_cpu_seconds,
 )
+from ._rundir import make_run_dir, reap_run_dirs, remove_run_dir
 from ._winfonts import local_appdata, user_font_dir
 
 __all__ = [
@@ -67,6 +68,9 @@ __all__ = [
     "has_render_only_licence_file",
     "install_globs",
     "kill_groups_now",
+    "make_run_dir",
+    "reap_run_dirs",
+    "remove_run_dir",
     "long_path",
     "newest_first",
     "os_label",

@@ -11,11 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
-import tempfile
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
@@ -36,7 +33,7 @@ from ..broker import (
 from ..config import defaults
 from ..errors import CANCEL_CODES as _CANCEL_CODES
 from ..errors import ExitCode
-from ..host import HostPlan, become_subreaper, cancel_signals
+from ..host import HostPlan, become_subreaper, cancel_signals, make_run_dir, remove_run_dir
 from ..monitor import FlowerProcess, start_flower_for_run
 from ..monitor import end_for_run as end_flower_for_run
 from ..slot import (
@@ -73,8 +70,8 @@ class Run(EventHandlers):
         self.tty, self.stdout = tty, stdout
         self.log_dir = run_log_dir(self.o.log_dir, self.run_id)
         # an embedded Redis may have been started already (see cli.render): its dir is ours
-        self.run_dir = embedded.run_dir if embedded is not None else Path(
-            tempfile.mkdtemp(prefix=f"stmpo-{self.run_id}-"))
+        self.run_dir = (embedded.run_dir if embedded is not None
+                        else make_run_dir(f"stmpo-{self.run_id}-"))
         self.embedded: EmbeddedRedis | None = embedded
         self.broker: BrokerUrl | None = embedded.url if embedded is not None else prep.broker
         self.pool: SlotPool | None = None
@@ -370,7 +367,7 @@ class Run(EventHandlers):
                     c.close()  # type: ignore[union-attr]
         if self.embedded is not None:
             self.embedded.stop()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        remove_run_dir(self.run_dir)
         self._restore_signals()
 
     def _finish(self) -> ExitCode:

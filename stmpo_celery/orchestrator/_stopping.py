@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from ..config import defaults
-from ..host import kill_groups_now
+from ..host import kill_groups_now, remove_run_dir
 
 #: never inherited by slots, aerender or After Effects (removed before slots start)
 SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
@@ -71,7 +71,7 @@ def force_exit(groups: Sequence[int], procs: Sequence[subprocess.Popen[bytes] | 
             with contextlib.suppress(OSError):
                 proc.kill()
     for folder in private:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_run_dir(Path(folder))
     with contextlib.suppress(OSError):
         os.write(1, f"stmpo: CANCELLED by {signame}, then forced to exit by a second "
                     f"{signame}: run again to render what is missing\n".encode())

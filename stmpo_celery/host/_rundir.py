@@ -1,0 +1,76 @@
+"""A run's private folder in the temp dir, and reaping the folders of runs killed outright.
+
+A run keeps secrets there while it lives (the embedded Redis's ``redis.conf`` with its
+password, the slot spec with the broker URL), and removes the folder when it ends. A run
+killed with everything it started (``kill -9`` of the whole tree, a machine reset) cannot:
+so each folder holds ``alive.lock``, locked by the orchestrator for its lifetime (and by
+forked slots, which share the open file). A folder whose lock anybody can take belongs to
+a run that is gone, and the next run on the host deletes it. Runs in the orchestrator.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from ._platform import try_lock_file
+
+PREFIX = "stmpo-"  #: every run folder's name starts with this
+LOCK = "alive.lock"
+
+_held: dict[str, IO[bytes]] = {}  #: run folder -> its open, locked alive.lock
+
+
+def make_run_dir(prefix: str) -> Path:
+    """A new private (0700) run folder, locked as alive until :func:`remove_run_dir`."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    fh = open(path / LOCK, "a+b")  # noqa: SIM115 - held open for the run's lifetime
+    try_lock_file(fh)
+    _held[str(path)] = fh
+    return path
+
+
+def remove_run_dir(path: Path) -> None:
+    """Unlock (Windows cannot delete a locked file) and delete a run folder."""
+    fh = _held.pop(str(path), None)
+    if fh is not None:
+        fh.close()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def reap_run_dirs(root: Path | None = None) -> list[Path]:
+    """Delete the run folders under ``root`` (the temp dir) whose run is gone: their
+    ``alive.lock`` can be taken. Folders without one, or another user's, are left alone.
+    Returns the folders deleted."""
+    root = Path(tempfile.gettempdir()) if root is None else root
+    gone: list[Path] = []
+    try:
+        candidates = [p for p in root.iterdir() if p.name.startswith(PREFIX)]
+    except OSError:
+        return gone
+    for folder in candidates:
+        lock = folder / LOCK
+        if str(folder) in _held or not _mine(folder) or not lock.is_file():
+            continue
+        try:
+            with open(lock, "a+b") as fh:
+                if not try_lock_file(fh):
+                    continue  # its run is alive
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        gone.append(folder)
+    return gone
+
+
+def _mine(folder: Path) -> bool:
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # Windows: the temp dir is the user's own
+        return True
+    try:
+        return folder.stat().st_uid == getuid()
+    except OSError:
+        return False
