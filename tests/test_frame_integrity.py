@@ -69,15 +69,23 @@ def test_cancel_mid_write_then_rerun_accepts_no_partial_frame(farm: Farm) -> Non
     assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 13))
 
 
-def test_sigkill_of_everything_mid_write_leaves_a_ledger_the_next_run_obeys(
-        farm: Farm) -> None:
-    # .iff: a format without a structural check, so only the ledger can tell
+def _iff_caught_mid_write(farm: Farm, concurrency: int) -> tuple[subprocess.Popen[str], Path]:
+    """A render of .iff frames (no structural check: only the ledger can tell a partial
+    file) caught while a frame is half-written."""
     farm.pattern = str(farm.out / "shot_[####].iff")
     farm.knobs.update(WRITE_TIME="1.5", FRAME_COST="0.05")
-    proc = farm.start(frames="1-8", concurrency=1)
+    proc = farm.start(frames="1-8", concurrency=concurrency)
+    partial = wait_for(lambda: mid_write(farm, "iff"), timeout=30)
+    if not partial:
+        proc.kill()
+        pytest.fail("no frame was ever caught mid-write")
+    return proc, partial
+
+
+def test_sigkill_of_everything_mid_write_leaves_a_ledger_the_next_run_obeys(
+        farm: Farm) -> None:
+    proc, partial = _iff_caught_mid_write(farm, concurrency=1)
     try:
-        partial = wait_for(lambda: mid_write(farm, "iff"), timeout=30)
-        assert partial
         for p in tagged(farm.tag):  # renderers first: nothing gets to clean up after them
             if p.name() == "AfterFX":
                 p.kill()
@@ -103,12 +111,8 @@ def test_sigkill_of_everything_mid_write_leaves_a_ledger_the_next_run_obeys(
 def test_sigkill_of_the_orchestrator_alone_leaves_no_half_written_frame(farm: Farm) -> None:
     """The slots outlive it by a moment: they kill their renderers and delete what those
     had in flight (.iff: only the ledger can tell a partial file)."""
-    farm.pattern = str(farm.out / "shot_[####].iff")
-    farm.knobs.update(WRITE_TIME="1.5", FRAME_COST="0.05")
-    proc = farm.start(frames="1-8", concurrency=2)
+    proc, partial = _iff_caught_mid_write(farm, concurrency=2)
     try:
-        partial = wait_for(lambda: mid_write(farm, "iff"), timeout=30)
-        assert partial
         proc.kill()
         proc.communicate(timeout=10)
     finally:
