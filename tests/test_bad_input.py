@@ -106,6 +106,10 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
      ["$STMPO_RETRIES is -1", "zero or more"]),
     ("env-chunk-size-text", [], {}, {"STMPO_CHUNK_SIZE": "abc"}, 2,
      ["$STMPO_CHUNK_SIZE 'abc'", "auto"]),
+    ("env-chunk-size-with-static", [], {}, {"STMPO_SCHEDULE": "static", "STMPO_CHUNK_SIZE": "4"},
+     2, ["$STMPO_CHUNK_SIZE does nothing with $STMPO_SCHEDULE static"]),
+    ("env-log-dir-uncreatable", [], {}, {"STMPO_LOG_DIR": "/proc/stmpo-logs"}, 2,
+     ["$STMPO_LOG_DIR /proc/stmpo-logs cannot be created"]),
     ("output-token-in-folder", [], {"output": "OUT/[##]/x.png"}, {}, 2,
      ["frame token in its folder"]),
     ("output-name-too-long", [], {"output": "OUT/" + "a" * 250 + "_[####].png"}, {}, 2,
@@ -150,6 +154,9 @@ def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:  # type:
     argv = farm.argv(*args, **kw)  # type: ignore[arg-type]
     if aerender is None or "--aerender" in extra:
         i = argv.index("--aerender")
+        del argv[i : i + 2]
+    if "STMPO_LOG_DIR" in env_extra:  # the variable decides, not the fixture's flag
+        i = argv.index("--log-dir")
         del argv[i : i + 2]
     return argv, dict(env_extra)
 

@@ -188,7 +188,8 @@ def check_reachable(broker: BrokerUrl) -> None:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EnvironmentProblem(
             f"broker {mask_url(broker.url)} is unreachable ({reason}): start Redis there, "
-            f"fix --broker/${defaults.BROKER_ENV}, or leave both unset for an embedded Redis"
+            f"fix --broker (or ${defaults.BROKER_ENV}, or the profile's broker key), or leave "
+            "them unset for an embedded Redis"
         ) from None
     except (redis.RedisError, ValueError, UnicodeError) as exc:  # not a Redis answering
         raise EnvironmentProblem(

@@ -35,7 +35,8 @@ def _resolved(kw: dict[str, Any]) -> dict[str, tuple[Any, str]]:
 
 
 def _options_from(kw: dict[str, Any]) -> RenderOptions:
-    values = {k: v for k, (v, _src) in _resolved(kw).items()}
+    resolved = _resolved(kw)
+    values = {k: v for k, (v, _src) in resolved.items()}
     return RenderOptions(
         project=kw["project"], frames=kw["frames"], output=kw["output"],
         comp=kw.get("comp"), rqindex=kw.get("rqindex"), aerender=kw.get("aerender"),
@@ -45,6 +46,7 @@ def _options_from(kw: dict[str, Any]) -> RenderOptions:
         verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
         flower=kw.get("flower"), flower_url_prefix=kw.get("flower_url_prefix"),
         flower_linger=float(kw.get("flower_linger") or 0.0),
+        sources={k: src for k, (_v, src) in resolved.items() if src != "default"},
         **values,
     )
 

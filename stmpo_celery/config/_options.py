@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import defaults
 
@@ -47,3 +47,15 @@ class RenderOptions:
     flower_linger: float = 0.0  #: seconds the run's Flower stays up after a failure
     verbose: bool = False
     progress: str = "auto"  #: auto | bar | openjd
+    #: setting -> where its value came from (``$STMPO_…``, ``profile P``), when not a flag
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def origin(self, name: str) -> str:
+        """How to name setting ``name`` in a message: the flag, the variable or the
+        profile key its value came from."""
+        source = self.sources.get(name, "")
+        if source.startswith("$"):
+            return source
+        if source.startswith("profile "):
+            return f"{source} key {name}"
+        return "--" + name.replace("_", "-")

@@ -78,8 +78,8 @@ def check_numbers(o: RenderOptions) -> int | None:
     if size is None:
         return None
     if o.schedule == "static":
-        raise BadInput("--chunk-size does nothing with --schedule static (N equal blocks): "
-                       "drop it, or use --schedule fixed")
+        raise BadInput(f"{o.origin('chunk_size')} does nothing with {o.origin('schedule')} "
+                       "static (N equal blocks): drop it, or choose the fixed schedule")
     return int(size)
 
 
@@ -170,7 +170,7 @@ def create_outputs(prep: Prepared) -> None:
     what = ""
     try:
         if o.log_dir:
-            what = f"--log-dir {o.log_dir} cannot be created"
+            what = f"{o.origin('log_dir')} {o.log_dir} cannot be created"
             _make_dirs(o.log_dir, made)
         if o.summary:
             what = f"--summary {o.summary} cannot be written"
