@@ -325,22 +325,22 @@ def test_wine_slot_kills_an_orphaned_renderer(winpy: WinPython) -> None:
     on Windows only the slot's renderer Job Object can still reach it."""
     driver = textwrap.dedent("""
         import json, subprocess, sys, time, psutil
-        from stmpo_celery.slot import _chunk
+        from stmpo_celery.slot import _launch
         CHILD = ("import subprocess, sys; sys.stdin.readline(); "
                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
                  "print(p.pid, flush=True)")
         c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
-        _chunk.RENDERERS.get().assign(c)
+        _launch.RENDERERS.get().assign(c)
         c.stdin.write("go\\n"); c.stdin.flush()
         orphan = int(c.stdout.readline())
         c.wait(timeout=30)
         before = psutil.pid_exists(orphan)
-        _chunk.kill_renderer()
+        _launch.kill_renderer()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and psutil.pid_exists(orphan):
             time.sleep(0.05)
-        print(json.dumps([before, psutil.pid_exists(orphan), _chunk.RENDERERS.get().problem]))
+        print(json.dumps([before, psutil.pid_exists(orphan), _launch.RENDERERS.get().problem]))
     """)
     tag = uuid.uuid4().hex
     proc = winpy.popen(["-c", driver], winpy.env(tag))

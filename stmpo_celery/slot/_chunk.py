@@ -7,18 +7,14 @@ A frame counts as rendered only when it is whole on disk and was reported done b
 aerender; a file an aerender touched without reporting it done, before it was stopped,
 is *suspect* (it may be partial): it is deleted and rendered again on retry. Every
 launch keeps an in-flight ledger beside the output (:mod:`._ledger`), so even a SIGKILL
-of everything leaves no partial frame that a later run could trust.
-
-When the launcher exits, whatever it left below the slot (its renderer) is killed at
-once: the chunk never waits on an orphan holding the output pipe, and a retry never
-overlaps a living renderer.
+of everything leaves no partial frame that a later run could trust. One launch (its
+tree, log and watch) is :mod:`._launch`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -27,21 +23,12 @@ from pathlib import Path
 
 import redis
 
-from ..aerender import AerenderLog, AeWarning, FrameDone, StrongError, build_argv, missing_frames
+from ..aerender import missing_frames
 from ..broker import events, keys
 from ..config import defaults
-from ..host import RunJob, decode_output, descendants, kill_procs, tree_cpu_seconds
 from ..plan import OutputPattern, format_frames, runs
-from ._ledger import Ledger
+from ._launch import Attempt, launch
 from ._spec import RunSpec
-
-
-def _stat(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class ChunkError(Exception):
@@ -104,246 +91,6 @@ class SlotContext:
 
 def frames_label(start: int, end: int) -> str:
     return f"f{start}" if start == end else f"f{start}-{end}"
-
-
-@dataclass
-class Attempt:
-    """What one aerender launch did."""
-
-    start: int
-    end: int
-    exit_code: int | None = None
-    strong: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    reported: set[int] = field(default_factory=set)  #: frames the log said were done
-    resolvable: bool = True
-    stalled: str | None = None
-    cut_end: int | None = None  #: stopped on purpose after this frame (tail stolen)
-    launch_s: float | None = None
-    tail: list[str] = field(default_factory=list)
-    log: str = ""
-    touched: list[int] = field(default_factory=list)  #: frame files this launch changed
-    problem: str | None = None  #: the slot itself could not go on (log or ledger unwritable)
-    ledger: Ledger | None = None
-
-
-class _Watch(threading.Thread):
-    """Kills the renderer tree on abort, stall (no output and no CPU) or chunk timeout."""
-
-    def __init__(self, ctx: SlotContext, t0: float) -> None:
-        super().__init__(name="stmpo-chunkwatch", daemon=True)
-        self.ctx = ctx
-        self.t0 = t0
-        self.done = threading.Event()
-        self.last_output = time.monotonic()
-        self.reason: str | None = None
-
-    def run(self) -> None:
-        me = os.getpid()
-        cpu = tree_cpu_seconds(me)
-        idle_since = time.monotonic()
-        ticks = 0
-        while not self.done.wait(0.1):
-            ticks += 1
-            if self.ctx.aborted():
-                self.reason = "aborted"
-                kill_renderer()
-                return
-            if ticks % 5:
-                continue
-            now = time.monotonic()
-            used = tree_cpu_seconds(me)
-            if used - cpu > 0.05 or self.last_output > idle_since:
-                idle_since = max(now if used - cpu > 0.05 else idle_since, self.last_output)
-            cpu = used
-            limit = self.ctx.stall_timeout()
-            if now - idle_since > limit:
-                self.reason = f"stalled: no output and no CPU for {limit:g} s"
-                kill_renderer()
-                return
-            cap = self.ctx.spec.chunk_timeout
-            if cap > 0 and now - self.t0 > cap:
-                self.reason = f"timed out: chunk ran longer than --chunk-timeout {cap:g} s"
-                kill_renderer()
-                return
-
-
-@dataclass
-class _Renderers:
-    """Windows: a Job Object of this slot's aerender runs, so an AfterFX whose launcher
-    died (no tree walk finds it there) is killed too; elsewhere a no-op."""
-
-    job: RunJob | None = None
-    warned: bool = False
-
-    def get(self) -> RunJob:
-        if self.job is None:
-            self.job = RunJob()
-        return self.job
-
-
-RENDERERS = _Renderers()
-
-
-def kill_renderer() -> None:
-    """Kill every descendant of this slot: aerender and its (maybe reparented) AfterFX."""
-    if RENDERERS.job is not None:
-        RENDERERS.job.kill_all()
-    kill_procs(descendants(os.getpid()), timeout=defaults.KILL_WAIT_S)
-
-
-class _LogFailed(Exception):
-    """The chunk's own log file cannot be written (a full or read-only log folder)."""
-
-
-def _open_log(path: Path) -> int:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.write(fd, b"")
-    except OSError as exc:
-        raise _LogFailed(f"cannot write the chunk log {path}: {exc.strerror or exc}: "
-                         "free space in the log folder or pass another --log-dir") from None
-    return fd
-
-
-def _write_log(fd: int, path: Path, data: bytes) -> None:
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-    except OSError as exc:
-        raise _LogFailed(f"cannot write the chunk log {path}: {exc.strerror or exc}: "
-                         "free space in the log folder or pass another --log-dir") from None
-#: After Effects loads Intel's OpenMP runtime, and so may a plug-in: without this a second
-#: copy aborts the renderer with "OMP: Error #15" (both official integrations set it).
-AERENDER_ENV = {"KMP_DUPLICATE_LIB_OK": "TRUE"}
-
-
-def _launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
-            log_path: Path, pattern: OutputPattern) -> Attempt:
-    spec = ctx.spec
-    att = Attempt(start, end, log=str(log_path))
-    argv = build_argv(spec.aerender, spec.target, start, end)
-    parser = AerenderLog(start, end,
-                         ignore_missing_effects=spec.target.ignore_missing_effects)
-    span = list(range(start, end + 1))
-    before = {f: _stat(pattern.path_for(f)) for f in span}
-    try:
-        log_fd = _open_log(log_path)
-    except _LogFailed as exc:
-        att.problem = str(exc)
-        return att
-    ledger = Ledger(pattern, spec.run_id, ctx.slot, span)
-    try:
-        ledger.open()
-    except OSError as exc:
-        os.close(log_fd)
-        att.problem = (f"cannot write the in-flight ledger {ledger.path}: "
-                       f"{exc.strerror or exc}: check space and permissions of the output")
-        return att
-    t0 = time.monotonic()
-    last_frame_at = t0
-    next_needed = start
-    known_end = end  #: lowered when a thief takes our tail (learned from the frame hook)
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, close_fds=True,
-                                env={**os.environ, **AERENDER_ENV})
-    except OSError as exc:
-        os.close(log_fd)
-        ledger.close()
-        att.strong.append(f"aerender could not start: {exc.strerror or exc}")
-        return att
-
-    def end_of_launcher() -> None:
-        # The launcher is gone (any code, any signal): whatever it left below this slot —
-        # its renderer, maybe holding our pipe — dies now, so we never wait on an orphan.
-        proc.wait()
-        kill_renderer()
-
-    reaper = threading.Thread(target=end_of_launcher, name="stmpo-launcher-end", daemon=True)
-    reaper.start()
-    job = RENDERERS.get()
-    job.assign(proc)
-    if job.problem and not RENDERERS.warned:  # said once (the orchestrator dedupes too)
-        RENDERERS.warned = True
-        ctx.publish(events.SlotWarning(index=index, text=job.problem))
-    watch = _Watch(ctx, t0)
-    watch.start()
-    assert proc.stdout is not None
-    try:
-        for raw in iter(proc.stdout.readline, b""):
-            if att.problem:
-                continue  # draining: the renderer is being killed
-            try:
-                _write_log(log_fd, log_path, raw)
-            except _LogFailed as exc:
-                att.problem = str(exc)
-                kill_renderer()
-                continue
-            watch.last_output = time.monotonic()
-            line = decode_output(raw).rstrip("\r\n")  # the OS code page on Windows
-            ctx.emit(label, line)
-            for ev in parser.feed(line):
-                if isinstance(ev, FrameDone):
-                    now = time.monotonic()
-                    first = att.launch_s is None
-                    cost = None if first else now - last_frame_at
-                    if first:
-                        att.launch_s = now - t0
-                    else:
-                        ctx.slowest_frame = max(ctx.slowest_frame, now - last_frame_at)
-                    last_frame_at = now
-                    frame = ev.frame if ev.frame is not None else start + parser.done_count - 1
-                    att.reported.add(frame)
-                    ledger.done(frame)
-                    while next_needed in att.reported:
-                        next_needed += 1
-                    if known_end < att.end and next_needed - 1 >= known_end and (
-                            att.cut_end is None):
-                        # the end learned at an earlier frame is reached: stop at once,
-                        # before AE gets far into a frame the thief renders
-                        att.cut_end = known_end
-                        kill_renderer()
-                    ctx.publish(events.Frame(index=index, frame=ev.frame, number=ev.number,
-                                             done=parser.done_count))
-                    if ctx.frame_hook is not None and att.cut_end is None:
-                        new_end = ctx.frame_hook(index, next_needed - 1, frame, cost,
-                                                 att.launch_s if first else None)
-                        if new_end is not None:
-                            known_end = min(known_end, new_end)
-                        if new_end is not None and new_end < att.end:
-                            ledger.keep_until(new_end)  # the tail is another slot's now
-                            if next_needed - 1 >= new_end:
-                                att.cut_end = new_end  # stop right after our last frame
-                                kill_renderer()
-                elif isinstance(ev, StrongError):
-                    att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
-                    kill_renderer()  # deterministic failure: do not let AE go on
-                elif isinstance(ev, AeWarning):
-                    att.warnings.append(ev.text)
-                    ctx.publish(events.SlotWarning(index=index, text=ev.text))
-        for ev in parser.close():  # a failure that waited for a line that never came
-            if isinstance(ev, StrongError):
-                att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
-            elif isinstance(ev, AeWarning):
-                att.warnings.append(ev.text)
-    except BaseException:
-        kill_renderer()  # never leave a renderer behind us (its frames stay in the ledger)
-        raise
-    finally:
-        att.exit_code = proc.wait()
-        reaper.join(timeout=defaults.KILL_WAIT_S + 1)
-        watch.done.set()
-        watch.join(timeout=1)
-        os.close(log_fd)
-        proc.stdout.close()
-    if watch.reason and watch.reason != "aborted":
-        att.stalled = watch.reason
-    att.resolvable = parser.numbering != "unknown"
-    att.tail = parser.tail()[-defaults.LOG_TAIL_LINES:]
-    att.touched = [f for f in span if _stat(pattern.path_for(f)) != before[f]]
-    att.ledger = ledger
-    return att
 
 
 def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool,
@@ -421,7 +168,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
     failure: tuple[str, bool, Attempt] | None = None
     launched: list[Attempt] = []
     for n, (s, e) in enumerate(runs(frames)):
-        att = _launch(ctx, index, s, e, label, log_path_of(s, e), pattern)
+        att = launch(ctx, index, s, e, label, log_path_of(s, e), pattern)
         launched.append(att)
         warnings += att.warnings
         if n == 0:
