@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,12 @@ def orphan_redis() -> list[psutil.Process]:
         except psutil.Error:
             continue
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 import redis
-from conftest import FAKE, Farm, stmpo_keys, system_redis, tagged
+from conftest import FAKE, Farm, free_port, stmpo_keys, system_redis, tagged
 
 from stmpo_celery.broker._redis import find_redis_server
 
@@ -253,3 +256,59 @@ def test_wrong_password_fails_within_seconds(farm: Farm, tmp_path: Path) -> None
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- other commands' input gaps, end to end ---------------------------------------------
+def test_status_on_an_unreachable_broker_is_exit_3(farm: Farm) -> None:
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "status", "--once",
+                          "--broker", f"redis://127.0.0.1:{free_port()}/0"],
+                         capture_output=True, text=True, timeout=30, env=farm.env())
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stderr.startswith("stmpo: error: ") and len(res.stderr.splitlines()) == 1
+
+
+def test_broker_port_that_answers_garbage_is_one_line(farm: Farm) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n\xff\xfe garbage\r\n")
+            conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        res = farm.run("--broker", f"redis://127.0.0.1:{port}/0", frames="1-4")
+    finally:
+        srv.close()
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "does not answer like Redis" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not farm.out.exists()
+
+
+def test_host_up_port_0_is_refused(tmp_path: Path) -> None:
+    env = dict(os.environ, STMPO_HOST_DIR=str(tmp_path / "host"))
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "host", "up", "--port", "0"],
+                         capture_output=True, text=True, timeout=30, env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--port 0" in res.stderr
+    assert not (tmp_path / "host").exists()
+
+
+def test_bundle_dest_on_a_read_only_file_system(tmp_path: Path) -> None:
+    (tmp_path / "a.aep").write_text("aep")
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "bundle", "--project",
+                          str(tmp_path / "a.aep"), "--comp", "C", "--frames", "1-10",
+                          "--output", str(tmp_path / "f_[####].png"),
+                          "--dest", "/proc/stmpo-bundle"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode in (2, 3), res.stdout + res.stderr
+    assert res.stderr.startswith("stmpo: error: --dest /proc/stmpo-bundle")
+    assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1

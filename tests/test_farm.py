@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 import redis
-from conftest import BIN, FAKE, kill_tagged, tagged, wait_for
+from conftest import BIN, FAKE, free_port, kill_tagged, tagged, wait_for
 
 from stmpo_celery.broker._redis import EmbeddedRedis
 
@@ -149,12 +148,6 @@ def _cmd(p: psutil.Process) -> list[str]:
         return p.cmdline()
     except psutil.Error:
         return []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def flower_tasks(port: int, job: str) -> list[dict[str, Any]]:

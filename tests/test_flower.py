@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Farm, wait_for
+from conftest import Farm, free_port, wait_for
 
 from stmpo_celery.broker import keys
 from stmpo_celery.errors import BadInput
@@ -26,12 +26,6 @@ from stmpo_celery.monitor._flowerctl import check_bind, check_url_prefix, parse_
 pytestmark = pytest.mark.slow
 AUTH = "u:p"
 SLOW = {"STARTUP": "0.3", "FRAME_COST": "0.2"}  # chunks of 4 frames run ~1.1 s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def api(port: int, path: str, auth: str | None = AUTH) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -13,18 +12,12 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import BIN, Farm, wait_for
+from conftest import BIN, Farm, free_port, wait_for
 
 from stmpo_celery.broker import keys
 
 pytestmark = pytest.mark.slow
 SLOW = {"STARTUP": "0.3", "FRAME_COST": "0.2"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stmpo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
