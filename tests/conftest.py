@@ -146,6 +146,18 @@ class Farm:
                                 stderr=subprocess.PIPE, text=True, env=env or self.env(),
                                 stdin=subprocess.DEVNULL)
 
+    def start_rendering(self, *extra: str, frame_cost: str, frames: str = "1-40",
+                        concurrency: int = 2, env: dict[str, str] | None = None,
+                        ) -> subprocess.Popen[str]:
+        """A render started and caught rendering: its first frame is done."""
+        self.knobs.update(FRAME_COST=frame_cost)
+        proc = self.start(*extra, frames=frames, concurrency=concurrency, env=env)
+        if not wait_for(lambda: self.journal_frames(), timeout=30):
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the render never started")
+        return proc
+
     def frames_on_disk(self) -> list[int]:
         if not self.out.exists():
             return []

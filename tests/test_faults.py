@@ -119,10 +119,8 @@ def test_chunk_timeout_is_a_hard_cap(farm: Farm) -> None:
 
 
 def test_embedded_redis_killed_exits_3(farm: Farm) -> None:
-    farm.knobs.update(FRAME_COST="0.2")
-    proc = farm.start(frames="1-40", concurrency=2)
+    proc = farm.start_rendering(frame_cost="0.2")
     try:
-        assert wait_for(lambda: farm.journal_frames(), timeout=30)
         redis_procs = [p for p in psutil.Process(proc.pid).children()
                        if "redis-server" in " ".join(p.cmdline())]
         assert redis_procs
@@ -155,10 +153,8 @@ def test_external_redis_restart_never_hangs(farm: Farm, tmp_path: Path) -> None:
         return p
 
     srv = start()
-    farm.knobs.update(FRAME_COST="0.2")
-    proc = farm.start("--broker", f"redis://127.0.0.1:{port}/0", frames="1-40", concurrency=2)
+    proc = farm.start_rendering("--broker", f"redis://127.0.0.1:{port}/0", frame_cost="0.2")
     try:
-        assert wait_for(lambda: farm.journal_frames(), timeout=30)
         srv.kill()
         srv.wait()
         srv = start()  # back, but empty: the queue and every result are gone
@@ -183,9 +179,8 @@ def _pings(c: object) -> bool:
 
 
 def test_renderer_ignoring_sigterm_is_still_gone_after_cancel(farm: Farm) -> None:
-    farm.knobs.update(IGNORE_SIGTERM="1", FRAME_COST="0.3")
-    proc = farm.start(frames="1-40", concurrency=2)
-    assert wait_for(lambda: farm.journal_frames(), timeout=30)
+    farm.knobs.update(IGNORE_SIGTERM="1")
+    proc = farm.start_rendering(frame_cost="0.3")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=20)
     assert proc.returncode == 143

@@ -137,6 +137,15 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _assert_one_retry_after(farm: Farm, renderer: int, overlap: str) -> None:
+    """One retry launched only after ``renderer`` wrote its last frame; frames 1-20 whole."""
+    launches = [float(r[3]) for r in journal(farm, "launch")]
+    assert len(launches) == 2
+    assert _renderer_pids(farm).get(renderer, 0.0) < launches[1], overlap
+    assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 21))
+    assert not farm.leftovers()
+
+
 def test_launcher_dying_while_renderer_holds_the_pipe(farm: Farm) -> None:
     once = farm.tmp / "once"
     once.mkdir()
@@ -153,12 +162,7 @@ def test_launcher_dying_while_renderer_holds_the_pipe(farm: Farm) -> None:
         proc.kill()
     assert gone_after < 1.0, f"the orphaned renderer lived {gone_after:.2f} s"
     assert proc.returncode == 0, out + err
-    launches = [float(r[3]) for r in journal(farm, "launch")]
-    assert len(launches) == 2
-    orphan_last = _renderer_pids(farm).get(int(pid), 0.0)
-    assert orphan_last < launches[1], "the retry overlapped a living renderer"
-    assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 21))
-    assert not farm.leftovers()
+    _assert_one_retry_after(farm, int(pid), "the retry overlapped a living renderer")
 
 
 def test_killed_launcher_takes_its_renderer_along_before_the_retry(farm: Farm) -> None:
@@ -177,11 +181,7 @@ def test_killed_launcher_takes_its_renderer_along_before_the_retry(farm: Farm) -
         proc.kill()
     assert gone_after < 1.0, f"the renderer outlived its launcher by {gone_after:.2f} s"
     assert proc.returncode == 0, out + err
-    launches = [float(r[3]) for r in journal(farm, "launch")]
-    assert len(launches) == 2
-    assert _renderer_pids(farm)[renderer.pid] < launches[1], "two renderers on one chunk"
-    assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 21))
-    assert not farm.leftovers()
+    _assert_one_retry_after(farm, renderer.pid, "two renderers on one chunk")
 
 
 def test_stall_in_a_chunk_whose_tail_was_stolen_keeps_every_frame(farm: Farm) -> None:

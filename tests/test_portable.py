@@ -11,7 +11,7 @@ import stat
 
 import psutil
 import pytest
-from conftest import Farm, tagged, wait_for
+from conftest import Farm, tagged
 
 from stmpo_celery.host import _platform
 
@@ -23,10 +23,8 @@ def _slot_procs(tag: str) -> list[psutil.Process]:
 
 
 def test_spawn_mode_execs_slots_and_uses_a_loopback_tcp_broker(farm: Farm) -> None:
-    farm.knobs.update(FRAME_COST="0.3")
-    proc = farm.start(frames="1-40", concurrency=2, env=farm.env(STMPO_START_METHOD="spawn"))
+    proc = farm.start_rendering(env=farm.env(STMPO_START_METHOD="spawn"), frame_cost="0.3")
     try:
-        assert wait_for(lambda: farm.journal_frames(), timeout=30), "render never started"
         slots = _slot_procs(farm.tag)
         assert len(slots) == 2  # exec'd launchers, children of the orchestrator
         for s in slots:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Farm, stmpo_keys, tagged, wait_for
+from conftest import Farm, stmpo_keys, tagged
 
 from stmpo_celery.aerender._fakeframes import frame_bytes
 from stmpo_celery.broker import keys
@@ -75,9 +75,7 @@ def test_no_fail_fast_lets_other_chunks_finish(farm: Farm) -> None:
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_cancel_by_signal_stops_everything(farm: Farm, sig: int, code: int) -> None:
-    farm.knobs.update(FRAME_COST="0.3")
-    proc = farm.start(frames="1-60", concurrency=2)
-    assert wait_for(lambda: farm.journal_frames(), timeout=30), "render never started"
+    proc = farm.start_rendering(frames="1-60", frame_cost="0.3")
     t0 = time.monotonic()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=20)
@@ -88,9 +86,7 @@ def test_cancel_by_signal_stops_everything(farm: Farm, sig: int, code: int) -> N
 
 
 def test_sigkill_of_orchestrator_leaves_no_process(farm: Farm) -> None:
-    farm.knobs.update(FRAME_COST="0.3")
-    proc = farm.start(frames="1-60", concurrency=2)
-    assert wait_for(lambda: farm.journal_frames(), timeout=30), "render never started"
+    proc = farm.start_rendering(frames="1-60", frame_cost="0.3")
     assert any("AfterFX" in (p.name() or "") for p in tagged(farm.tag))
     proc.kill()
     proc.communicate(timeout=10)

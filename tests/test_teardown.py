@@ -129,10 +129,8 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(farm: Fa
 
 
 def test_sighup_is_a_cancel_with_129_and_a_summary(farm: Farm) -> None:
-    farm.knobs.update(FRAME_COST="0.2")
-    proc = farm.start(frames="1-40", concurrency=2)
+    proc = farm.start_rendering(frame_cost="0.2")
     try:
-        assert wait_for(lambda: farm.journal_frames(), timeout=30)
         proc.send_signal(signal.SIGHUP)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -145,10 +143,8 @@ def test_sighup_is_a_cancel_with_129_and_a_summary(farm: Farm) -> None:
 
 def test_second_signal_forces_the_exit_while_the_broker_is_frozen(
         farm: Farm, private_redis: PrivateRedis) -> None:
-    farm.knobs.update(FRAME_COST="0.2")
-    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
+    proc = farm.start_rendering("--broker", private_redis.url, frame_cost="0.2")
     try:
-        assert wait_for(lambda: farm.journal_frames(), timeout=30)
         os.kill(private_redis.proc.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -230,9 +226,7 @@ def test_sigkilled_run_is_shown_dead_once_then_gone(farm: Farm,
 
 def test_sigkilled_run_keys_expire_with_nobody_cleaning(farm: Farm,
                                                         private_redis: PrivateRedis) -> None:
-    farm.knobs.update(FRAME_COST="0.2")
-    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
-    assert wait_for(lambda: farm.journal_frames(), timeout=30)
+    proc = farm.start_rendering("--broker", private_redis.url, frame_cost="0.2")
     # a beat after the slots took their chunks (keys made since the last beat have no
     # TTL yet; the next stmpo command gives them one: see the test below)
     time.sleep(defaults.HEARTBEAT_INTERVAL_S + defaults.WATCHDOG_INTERVAL_S + 0.5)
@@ -345,10 +339,9 @@ def test_newline_in_a_path_cannot_forge_a_directive(farm: Farm) -> None:
 
 def test_broker_blip_shorter_than_the_grace_does_not_fail_the_run(
         farm: Farm, private_redis: PrivateRedis) -> None:
-    farm.knobs.update(FRAME_COST="0.25")  # renders well past the pause, whatever the load
-    proc = farm.start("--broker", private_redis.url, frames="1-40", concurrency=2)
+    # renders well past the pause, whatever the load
+    proc = farm.start_rendering("--broker", private_redis.url, frame_cost="0.25")
     try:
-        assert wait_for(lambda: farm.journal_frames(), timeout=30)
         pause_ms = int((defaults.BROKER_LOSS_GRACE_S - 2.5) * 1000)
         assert pause_ms >= 1500
         private_redis.client.execute_command("CLIENT", "PAUSE", str(pause_ms), "ALL")
