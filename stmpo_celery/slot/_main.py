@@ -123,11 +123,27 @@ def _mask_broker_in_stats() -> None:
     step.Connection.info = info
 
 
+#: What a slot's worker imports on its way to its first task (Celery loads these lazily:
+#: the app's amqp, events and backend, the solo pool, the consumer's bootsteps). Forked
+#: slots that find them loaded skip N copies of that work on the host's cores; the
+#: orchestrator needs most of them to send the chord anyway.
+_WORKER_MODULES = (
+    "billiard.pool", "celery.app.amqp", "celery.app.control", "celery.app.events",
+    "celery.app.log", "celery.app.routes", "celery.apps.worker", "celery.backends.redis",
+    "celery.concurrency.solo", "celery.events.dispatcher", "celery.events.receiver",
+    "celery.fixups.django", "celery.worker.autoscale", "celery.worker.components",
+    "celery.worker.consumer", "celery.worker.consumer.delayed_delivery",
+    "celery.worker.strategy", "kombu.pidbox",
+    "kombu.transport.redis",
+)
+
+
 def preload() -> None:
     """Import what a slot needs, so forked slots start without importing anything."""
-    import celery.apps.worker  # noqa: F401
-    import celery.worker.consumer  # noqa: F401
-    import kombu.transport.redis  # noqa: F401
+    import importlib
+
+    for name in _WORKER_MODULES:
+        importlib.import_module(name)
 
     from ..broker import make_app  # noqa: F401
     from . import _tasks as tasks  # noqa: F401
