@@ -2,18 +2,22 @@
 
     python -m bench.overhead
 
-* start-up: ``stmpo render`` started -> first aerender launched (N = 1, 2, 4, 8);
+* start-up: ``stmpo render`` started -> a slot launching the first aerender (N = 1, 2,
+  4, 8), and apart, -> the simulator's own launch line (its Python start-up, which a
+  native aerender does not have, included);
 * teardown: last frame written -> ``stmpo render`` exited;
 * fail-fast: strong error printed -> every process of the run gone;
 * cancel: SIGTERM -> every process of the run gone;
 * RSS of the orchestrator and of each slot while rendering.
 
-Times come from the simulator's journal (it stamps each launch, frame and error) and
-from polling the process table, so they measure what a render host sees.
+Times come from the run's summary (when each slot launched its aerender), the
+simulator's journal (it stamps each launch, frame and error) and from polling the
+process table, so they measure what a render host sees.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -42,7 +46,8 @@ class Run:
                      str(self.dir / "p.aep"), "--comp", "Bench", "--frames", frames,
                      "--output", str(self.dir / "out" / "f_[#####].png"), "--aerender", FAKE,
                      "--concurrency", str(n), "--schedule", "static", "--progress", "openjd",
-                     "--log-dir", str(self.dir / "logs")]
+                     "--log-dir", str(self.dir / "logs"), "--summary",
+                     str(self.dir / "summary.json")]
         self.t0 = time.time()
         self.proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -69,13 +74,16 @@ class Run:
         raise RuntimeError("processes of the run survived")
 
 
-def startup_teardown(n: int) -> tuple[float, float]:
+def startup_teardown(n: int) -> tuple[float, float, float]:
+    """(start -> a slot launching the first aerender, ... -> the simulator's launch line,
+    last frame -> exit)."""
     r = Run(f"1-{2 * n}", n, {"STARTUP": "0.2", "FRAME_COST": "0.05"})
     r.proc.wait(timeout=120)
     exited = time.time()
-    first_launch = min(r.journal("launch"))
+    chunks = json.loads((r.dir / "summary.json").read_text())["chunks"]
+    first_launch = min(c["t0"] for c in chunks if c.get("t0"))
     last_frame = max(r.journal("frame"))
-    return first_launch - r.t0, exited - last_frame
+    return first_launch - r.t0, min(r.journal("launch")) - r.t0, exited - last_frame
 
 
 def fail_fast() -> float:
@@ -112,11 +120,13 @@ def rss() -> tuple[float, list[float], list[float]]:
 def main() -> None:
     rows = [["measure", "N", "seconds / MB", "target"]]
     for n in (1, 2, 4, 8):
-        runs = [startup_teardown(n) for _ in range(2)]
+        runs = [startup_teardown(n) for _ in range(5)]
         rows.append(["start -> first aerender launch", str(n),
                      f"{statistics.median(r[0] for r in runs):.2f}", "<= 0.6 (N=4)"])
+        rows.append(["  ... -> simulator's launch line", str(n),
+                     f"{statistics.median(r[1] for r in runs):.2f}", ""])
         rows.append(["last frame -> exit", str(n),
-                     f"{statistics.median(r[1] for r in runs):.2f}", "<= 0.5"])
+                     f"{statistics.median(r[2] for r in runs):.2f}", "<= 0.5"])
     rows.append(["strong error -> all processes gone", "4", f"{fail_fast():.2f}", "<= 1.0"])
     rows.append(["SIGTERM -> all processes gone", "4", f"{cancel():.2f}", "<= 1.0"])
     orch, slots, unique = rss()

@@ -185,7 +185,7 @@ class Run(EventHandlers):
         spec.write(spec_path)
         for name in SECRET_ENV:  # never inherited by slots, aerender or After Effects
             os.environ.pop(name, None)
-        # Slots import Celery (~0.4 s) while Redis comes up (~10 ms): start both now.
+        # Slots start their workers while Redis comes up (~10 ms): start both now.
         self.pool = SlotPool(spec_path, list(self.plan.blocks), self.log_dir, self.funnel,
                              quiet=self._bar_mode() and not self.o.verbose)
         self.pool.start()
