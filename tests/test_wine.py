@@ -32,6 +32,8 @@ import pytest
 from conftest import system_redis, wait_for
 
 from stmpo_celery.errors import ExitCode
+from stmpo_celery.plan import frame_problem
+from stmpo_celery.plan._formats import bytes_reader
 
 pytestmark = [pytest.mark.wine, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -137,6 +139,7 @@ class WinFarm:
     py: WinPython
     tmp: Path
     tag: str = field(default_factory=lambda: uuid.uuid4().hex)
+    extra: dict[str, str] = field(default_factory=dict)  #: more environment for stmpo
 
     def __post_init__(self) -> None:
         (self.tmp / "shot.aep").write_text("aep")
@@ -145,7 +148,7 @@ class WinFarm:
 
     def env(self, **knobs: str) -> dict[str, str]:
         fake = {"STARTUP": "0.2", "FRAME_COST": "0.05", "JOURNAL": win(self.journal_path), **knobs}
-        return self.py.env(self.tag, STMPO_HISTORY_DIR=win(self.tmp / "history"),
+        return self.py.env(self.tag, STMPO_HISTORY_DIR=win(self.tmp / "history"), **self.extra,
                            **{f"STMPO_FAKE_{k}": v for k, v in fake.items()})
 
     def render_args(self, frames: str, *extra: str, broker: str | None = REDIS_URL) -> list[str]:
@@ -268,11 +271,29 @@ def test_wine_sigbreak_handler_cancels_in_process(wfarm: WinFarm) -> None:
 
 
 def test_wine_orchestrator_killed_leaves_no_windows_process(wfarm: WinFarm) -> None:
+    """Killed outright, the orchestrator takes its slots and renderers with it (the Job
+    Object); what they could not clean up — the run folder whose spec holds the broker
+    URL, frames cut mid-write — the next render on the host removes before it starts."""
+    temp = wfarm.tmp / "wintemp"  # the Windows processes' temp dir, where run folders go
+    temp.mkdir()
+    wfarm.extra["TMPDIR"] = str(temp)  # Wine sets TEMP itself; Z: is the current drive
     proc = _start_and_wait_first_frame(wfarm, wfarm.render_args("1-40"))
     assert len(wine_procs(wfarm.tag)) >= 4  # orchestrator, slots, aerender, renderer
+    (killed,) = [p for p in temp.iterdir() if p.name.startswith("stmpo-")]
+    assert (killed / "spec.json").is_file()
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert not wfarm.leftovers(timeout=20)
+    assert killed.exists()  # nobody was left to remove it
+    code, out = wfarm.run(wfarm.render_args("1-40", "--skip-existing"), FRAME_COST="0.01")
+    assert code == 0, out
+    assert not killed.exists(), out
+    assert not [p for p in temp.iterdir() if p.name.startswith("stmpo-")]
+    for path in wfarm.out.glob("shot_*.png"):
+        data = path.read_bytes()
+        assert frame_problem(str(path), len(data), bytes_reader(data)) is None, path
+    assert wfarm.frames_on_disk() == list(range(1, 41))
+    assert not wfarm.leftovers()
 
 
 def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
