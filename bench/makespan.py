@@ -5,7 +5,8 @@ measured side by side in one run, on workloads the schedule was not tuned on.
 
 240 frames on the aerender simulator, launch ~25 light frames. Workloads: uniform;
 ``straddle`` (51 frames at 12x across the 2nd and 3rd static blocks of N=4); ``end``
-(the last 41 frames at 10x); ``ramp`` (1x -> 10x); ``islands`` (two sections at 10x).
+(the last 41 frames at 10x); ``ramp`` (1x -> 10x); ``islands`` (two sections at 10x);
+``spiky`` (one frame in ten at 8x, at random).
 For each workload and slot count: ``static`` (the reference's split), ``adaptive`` on a
 first render (no history), and ``adaptive`` again on a re-render that plans from the
 first render's history. Makespan is first aerender launch -> last frame; the bound is
@@ -19,6 +20,7 @@ calibrated first so that a launch as the run measures it is 25 light frames.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 
@@ -39,7 +41,14 @@ def workloads(light: float) -> dict[str, tuple[dict[str, str], list[float]]]:
         "end": heavy([(200, 240, 10)]),
         "ramp": ({"RAMP": "1-240x10"}, [light * (1 + 9 * (f - 1) / 239) for f in FRAMES]),
         "islands": heavy([(40, 70, 10), (150, 175, 10)]),
+        "spiky": heavy([(f, f, 8) for f in spikes()]),
     }
+
+
+def spikes() -> list[int]:
+    """One frame in ten at random (a fixed draw): slow frames alone or in pairs."""
+    rng = random.Random(240)
+    return [f for f in FRAMES if rng.random() < 0.1]
 
 
 def calibrated_startup(launch: float, light: float, n: int = 4) -> float:

@@ -47,27 +47,58 @@ def test_cost_model_knows_rendered_frames_and_errs_high_nearby() -> None:
 
 def test_unreached_frames_fade_into_the_runs_distribution() -> None:
     known = {f: 0.1 for f in range(1, 101)}
-    known.update({f: 1.0 for f in range(101, 104)})  # a heavy feature just began
+    known.update({f: 1.0 for f in range(101, 106)})  # a heavy feature began five frames ago
     m = CostModel(known, default=0.1, reach=10)
-    near, far = m.estimate(105), m.estimate(160)
+    near, far = m.estimate(107), m.estimate(200)
     assert near[0] > 0.7  # recent cost near the current frame
     assert abs(far[0] - m.mean) < 0.05  # the run's observed mean further away
-    assert m.estimate(104)[1] < m.estimate(112)[1]  # less certain further away
+    assert m.estimate(106)[1] < m.estimate(114)[1]  # less certain further away
     assert far[1] == pytest.approx(m.var, rel=0.2)  # ... about as uncertain as the run
     # a feature seen for longer is trusted further
     long = {**known, **{f: 1.0 for f in range(101, 131)}}
-    assert CostModel(long, default=0.1, reach=10).cost(150) > m.cost(123)
+    assert CostModel(long, default=0.1, reach=10).cost(150) > m.cost(125)
 
 
-def test_a_single_slow_frame_is_not_a_feature_but_a_fresh_change_is() -> None:
+def test_one_slow_frame_adds_a_fraction_and_a_change_is_believed_as_it_is_confirmed() -> None:
     known = {f: 0.1 for f in range(1, 50)}
-    known[47] = 1.0  # one hiccup two frames back: the median of the last three wins
-    assert CostModel(known, default=0.1, reach=50).cost(51) < 0.2
-    known[49] = 1.0  # the newest frame turned heavy: believe it
-    assert CostModel(known, default=0.1, reach=50).cost(51) > 0.8
+    known[47] = 1.0  # one hiccup two frames back: a fifth of its excess
+    assert CostModel(known, default=0.1, reach=50).cost(51) == pytest.approx(0.28, abs=0.02)
     spike = {f: 0.1 for f in range(1, 50)}
-    spike[49] = 0.8  # one spike as the newest frame is not a feature either
-    assert CostModel(spike, default=0.1, reach=50).cost(51) < 0.2
+    spike[49] = 1.0  # one spike as the newest frame is no more than that
+    assert CostModel(spike, default=0.1, reach=50).cost(51) < 0.3
+    changed = {**spike, **{f: 1.0 for f in range(45, 50)}}  # five frames agree: believe it
+    assert CostModel(changed, default=0.1, reach=50).cost(51) > 0.9
+
+
+def test_the_reach_of_features_is_learned_from_the_run() -> None:
+    """A comp whose slow frames come alone learns that a slow frame says little about
+    the next ones; a run that has seen no feature end keeps the configured reach."""
+    spiky = {f: (0.8 if f % 9 == 0 else 0.1) for f in range(1, 181)}
+    light, heavy = CostModel(spiky, default=0.1, reach=120).reaches
+    assert heavy < 10 and 8 < light < 20  # 20 spikes of 1 frame, gaps of 8 frames
+    fresh = {f: 0.1 for f in range(1, 60)} | {f: 1.0 for f in range(60, 64)}
+    assert CostModel(fresh, default=0.1, reach=120).reaches[1] > 120  # no heavy end seen
+    # after a run of spikes, frames two past the newest spike are near the light cost
+    assert CostModel(spiky, default=0.1, reach=120).cost(183) < 0.3
+
+
+def test_random_spikes_do_not_make_the_schedule_slower_than_static() -> None:
+    """One frame in ten at 8x, at random, over twelve comps at N = 4 and 8: a thief must
+    not take two slow frames in a row for a heavy section and pay a launch for light
+    ones (it did: the median comp at N = 8 ran 6% slower than the static split)."""
+    import random
+    import statistics
+
+    for n in (4, 8):
+        ratios = []
+        for seed in range(12):
+            rng = random.Random(seed)
+            costs = {f: LIGHT * (8 if rng.random() < 0.1 else 1) for f in range(1, 241)}
+            chunks = plan_chunks(list(costs), n, "static")
+            static = simulate(costs, chunks, n, LAUNCH, steal=False).makespan
+            ratios.append(static / simulate(costs, chunks, n, LAUNCH).makespan)
+        assert statistics.median(ratios) >= 1.0 - 1e-9, (n, ratios)
+        assert min(ratios) > 0.93, (n, ratios)
 
 
 def test_a_spiky_comp_is_never_slower_than_static_when_launches_vary() -> None:

@@ -35,6 +35,7 @@ SPAWN_DELAY_S: Final = 0.0  #: stagger of each slot's first aerender launch
 STEAL_REACH_FRAMES: Final = 120.0
 STEAL_MARGIN: Final = 0.5  #: a steal must bring a finish forward by launch x margin ...
 STEAL_MARGIN_MAX: Final = 2.0  #: ... margin learned from the launches' spread, capped here
+STEAL_GAIN_SD: Final = 0.25  #: ... plus this many SDs of the victim's estimated remaining cost
 HISTORY: Final = True  #: plan first blocks from a previous render's frame costs
 
 # --- failure handling -------------------------------------------------------------

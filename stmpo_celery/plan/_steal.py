@@ -9,17 +9,20 @@ launches its own aerender for the tail.
 Where to cut needs the cost of frames nobody has rendered yet, and that cost is
 uncertain. :class:`CostModel` gives each unrendered frame a mean and a variance: close
 to rendered frames (the victim's recent ones on the left, another chunk's first ones
-on the right) it is the dearer of their costs; further away it fades, over ``reach``
-frames, into the distribution of every frame the run has rendered so far (or into a
-previous render's cost of that frame, when the comp has a history). A feature seen for a while
-is trusted further (the reach grows with the run of similar frames just rendered).
+on the right) it is the cost of the dearer side (the mean of its nearest frames);
+further away that side's weight fades, over its reach, into the distribution of every
+frame the run has rendered so far (or into a previous render's cost of that frame, when
+the comp has a history). The reach is learned from the run: how long its light and its
+heavy features have lasted (``reach`` frames stands in until the run has seen a feature
+end), and at least the run of similar frames just rendered.
 
 Idle slots are handed out over the victims one by one, each to the victim whose
 expected finish it moves most: two idle slots split two long victims rather than the
 same one twice, and a victim long enough for several thieves is cut into that many
 parts at once, every part (the victim's and each thief's launch + frames) ending
 together under the model. A steal is made only when it brings the victim's finish
-forward by more than ``launch x margin``: the margin is learned from the run (how much
+forward by more than ``launch x margin`` plus ``STEAL_GAIN_SD`` standard deviations of
+the victim's estimated remaining cost: the margin is learned from the run (how much
 longer than the median its launches took), never below ``STEAL_MARGIN``.
 """
 
@@ -32,6 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..config import defaults
+
+SIDE_FRAMES = 5  #: a side's cost is the mean of this many nearest rendered frames
+HEAVY_FACTOR = 1.5  #: a frame this much dearer than the run's median is a heavy one
 
 
 @dataclass(frozen=True)
@@ -74,13 +80,40 @@ class CostModel:
         values = list(self.known.values()) or [default]
         self.mean = statistics.fmean(values)
         self.var = statistics.pvariance(values) if len(values) > 1 else 0.0
+        self.median = statistics.median(values)
+        self.reaches = self._feature_reaches()  #: (light, heavy) features' mean length
+
+    def heavy(self, cost: float) -> bool:
+        """Whether ``cost`` belongs to a heavy feature: dearer than 1.5x the run's median."""
+        return cost > HEAVY_FACTOR * self.median
+
+    def _feature_reaches(self) -> tuple[float, float]:
+        """How far a light and a heavy feature reach, in frames: the mean length of this
+        run's features of that kind, from the runs of consecutive rendered frames of one
+        kind. Lengths taken as exponential (a feature as likely to end at every frame),
+        so a run cut short by unrendered frames counts its frames but no end; ``reach``
+        counts as one feature seen, so until the run has seen features end the reach
+        stays about ``reach``. A comp whose slow frames come alone or in pairs thus
+        learns that a slow frame says little about the next ones."""
+        frames = {False: 0, True: 0}
+        ends = {False: 0, True: 0}
+        prev: tuple[int, bool] | None = None  # (frame, kind) of the previous rendered frame
+        for f in self.frames:
+            kind = self.heavy(self.known[f])
+            frames[kind] += 1
+            if prev is not None and prev[0] == f - 1 and prev[1] != kind:
+                ends[prev[1]] += 1  # a feature of the other kind ended right here
+            prev = (f, kind)
+        light, heavy = ((frames[k] + self.reach) / (ends[k] + 1) for k in (False, True))
+        return light, heavy
 
     def _side(self, i: int, step: int) -> tuple[float, int] | None:
         """(cost, run length) of the rendered frames next to index ``i`` going ``step``:
         the run is how many consecutive rendered frames cost about the same as the
         nearest (within a factor of 1.5) — the feature's observed length; the cost is
-        the median of the nearest three consecutive frames, so a single slow frame (a
-        spike) is not a feature yet and one fast frame does not end one."""
+        the mean of the nearest ``SIDE_FRAMES`` consecutive frames, so one slow frame (a
+        spike) next to the gap adds a fraction of its cost, a change is believed as it
+        is confirmed frame by frame, and frames that alternate read as their mean."""
         if not 0 <= i < len(self.frames):
             return None
         ref = self.known[self.frames[i]]
@@ -92,7 +125,7 @@ class CostModel:
             j += step
         run = next((k for k, c in enumerate(seq) if not ref / 1.5 <= c <= ref * 1.5),
                    len(seq))
-        return statistics.median(seq[:3]), run
+        return statistics.fmean(seq[:SIDE_FRAMES]), run
 
     def estimate(self, frame: int) -> tuple[float, float]:
         """(mean, variance) of the cost of ``frame``."""
@@ -110,15 +143,15 @@ class CostModel:
                 continue
             cost, run = side
             dist = abs(frame - self.frames[idx])
-            sides.append((math.exp(-dist / max(self.reach, float(run))), cost))
+            reach = self.reaches[self.heavy(cost)]
+            sides.append((math.exp(-dist / max(reach, float(run))), cost))
         if not sides:
             return far_mean, far_var
-        # The dearer side's feature is assumed to reach this frame with the larger
-        # weight (erring high is the safe side: a thief that takes too little leaves
-        # work the next idle slot takes, one that takes too much becomes the tail);
-        # otherwise the frame is drawn from the far distribution.
-        w = max(x[0] for x in sides)
-        near = max(x[1] for x in sides)
+        # The dearer side's feature is assumed to reach this frame with its own weight
+        # (erring high is the safe side: a thief that takes too little leaves work the
+        # next idle slot takes, one that takes too much becomes the tail); otherwise the
+        # frame is drawn from the far distribution.
+        w, near = max(sides, key=lambda x: x[1])
         mean = w * near + (1.0 - w) * far_mean
         var = w * (1.0 - w) * (near - far_mean) ** 2 + (1.0 - w) * far_var
         return mean, var
@@ -207,7 +240,12 @@ def plan_steal(running: Sequence[Running], model: CostModel, launch: float, now:
         return None
     victim = max(chosen, key=lambda c: c[0])[1]
     st = _best_split(victim, model, launch, now, min_frames, shares[victim.index])
-    return st if st is not None and st.gain >= need else None
+    if st is None:
+        return None
+    # the gain rests on the victim's estimated remaining cost: ask more of it the less
+    # certain that is (frames drawn independently: the variances add up)
+    sd = math.sqrt(sum(model.estimate(f)[1] for f in range(victim.done + 1, victim.end + 1)))
+    return st if st.gain - defaults.STEAL_GAIN_SD * sd >= need else None
 
 
 def launch_costs(launches: Sequence[tuple[int, float]], model: CostModel) -> list[float]:
