@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -52,6 +53,16 @@ class Run:
         self.proc = subprocess.Popen(self.argv, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the render if a measure failed half-way, and delete its folder."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def journal(self, kind: str) -> list[float]:
         return journal_times(self.journal_path, kind)
 
@@ -77,44 +88,44 @@ class Run:
 def startup_teardown(n: int) -> tuple[float, float, float]:
     """(start -> a slot launching the first aerender, ... -> the simulator's launch line,
     last frame -> exit)."""
-    r = Run(f"1-{2 * n}", n, {"STARTUP": "0.2", "FRAME_COST": "0.05"})
-    r.proc.wait(timeout=120)
-    exited = time.time()
-    chunks = json.loads((r.dir / "summary.json").read_text())["chunks"]
-    first_launch = min(c["t0"] for c in chunks if c.get("t0"))
-    last_frame = max(r.journal("frame"))
-    return first_launch - r.t0, min(r.journal("launch")) - r.t0, exited - last_frame
+    with Run(f"1-{2 * n}", n, {"STARTUP": "0.2", "FRAME_COST": "0.05"}) as r:
+        r.proc.wait(timeout=120)
+        exited = time.time()
+        chunks = json.loads((r.dir / "summary.json").read_text())["chunks"]
+        first_launch = min(c["t0"] for c in chunks if c.get("t0"))
+        last_frame = max(r.journal("frame"))
+        return first_launch - r.t0, min(r.journal("launch")) - r.t0, exited - last_frame
 
 
 def fail_fast() -> float:
-    r = Run("1-40", 4, {"STARTUP": "0.2", "FRAME_COST": "0.2", "FAIL_FRAME": "13"})
-    r.proc.wait(timeout=120)
-    gone = r.gone_at()
-    return gone - r.journal("error")[0]
+    with Run("1-40", 4, {"STARTUP": "0.2", "FRAME_COST": "0.2", "FAIL_FRAME": "13"}) as r:
+        r.proc.wait(timeout=120)
+        gone = r.gone_at()
+        return gone - r.journal("error")[0]
 
 
 def cancel() -> float:
-    r = Run("1-200", 4, {"STARTUP": "0.2", "FRAME_COST": "0.2"})
-    while len(r.journal("frame")) < 8:
-        time.sleep(0.01)
-    t = time.time()
-    r.proc.send_signal(signal.SIGTERM)
-    gone = r.gone_at()
-    r.proc.wait()
-    return gone - t
+    with Run("1-200", 4, {"STARTUP": "0.2", "FRAME_COST": "0.2"}) as r:
+        while len(r.journal("frame")) < 8:
+            time.sleep(0.01)
+        t = time.time()
+        r.proc.send_signal(signal.SIGTERM)
+        gone = r.gone_at()
+        r.proc.wait()
+        return gone - t
 
 
 def rss() -> tuple[float, list[float], list[float]]:
-    r = Run("1-200", 4, {"STARTUP": "0.2", "FRAME_COST": "0.2"})
-    while len(r.journal("frame")) < 8:
-        time.sleep(0.01)
-    orch = psutil.Process(r.proc.pid).memory_info().rss / 2**20
-    slot_procs = [p for p in r.procs() if p.name().startswith("stmpo-slot")]
-    slots = [p.memory_info().rss / 2**20 for p in slot_procs]
-    unique = [p.memory_full_info().uss / 2**20 for p in slot_procs]
-    r.proc.send_signal(signal.SIGTERM)
-    r.proc.wait()
-    return orch, slots, unique
+    with Run("1-200", 4, {"STARTUP": "0.2", "FRAME_COST": "0.2"}) as r:
+        while len(r.journal("frame")) < 8:
+            time.sleep(0.01)
+        orch = psutil.Process(r.proc.pid).memory_info().rss / 2**20
+        slot_procs = [p for p in r.procs() if p.name().startswith("stmpo-slot")]
+        slots = [p.memory_info().rss / 2**20 for p in slot_procs]
+        unique = [p.memory_full_info().uss / 2**20 for p in slot_procs]
+        r.proc.send_signal(signal.SIGTERM)
+        r.proc.wait()
+        return orch, slots, unique
 
 
 def main() -> None:
