@@ -219,3 +219,27 @@ def test_a_run_folder_is_reaped_only_once_its_run_is_gone(tmp_path: Path) -> Non
         holder.wait()
     assert reap_run_dirs(tmp_path) == [folder]
     assert not folder.exists() and unknown.exists()
+
+
+def test_a_run_folder_lost_to_a_reaper_before_it_was_locked_is_given_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run's reaper can take ``alive.lock`` between its creation and its lock:
+    that folder is the reaper's to delete, and the new run makes another."""
+    from stmpo_celery.host import _rundir, make_run_dir, remove_run_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(_rundir.tempfile, "tempdir", None)
+    real = _rundir.try_lock_file
+    calls: list[int] = []
+
+    def taken_once(fh: object) -> bool:
+        calls.append(1)
+        return len(calls) > 1 and real(fh)
+
+    monkeypatch.setattr(_rundir, "try_lock_file", taken_once)
+    folder = make_run_dir("stmpo-abcd1234-")
+    try:
+        assert [p for p in tmp_path.iterdir()] == [folder]  # the lost one is gone
+        assert _rundir.reap_run_dirs(tmp_path) == []  # and this one is locked
+    finally:
+        remove_run_dir(folder)

@@ -20,17 +20,26 @@ from ._platform import try_lock_file
 
 PREFIX = "stmpo-"  #: every run folder's name starts with this
 LOCK = "alive.lock"
+_TRIES = 5  #: folders made before giving up (each lost only to a reaper's instant)
 
 _held: dict[str, IO[bytes]] = {}  #: run folder -> its open, locked alive.lock
 
 
 def make_run_dir(prefix: str) -> Path:
-    """A new private (0700) run folder, locked as alive until :func:`remove_run_dir`."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    fh = open(path / LOCK, "a+b")  # noqa: SIM115 - held open for the run's lifetime
-    try_lock_file(fh)
-    _held[str(path)] = fh
-    return path
+    """A new private (0700) run folder, locked as alive until :func:`remove_run_dir`.
+
+    Between creating ``alive.lock`` and locking it, another run's reaper may take the
+    lock (the folder looks dead for that instant): it then deletes the folder, so this
+    run gives it up and makes another."""
+    for _ in range(_TRIES):
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        fh = open(path / LOCK, "a+b")  # noqa: SIM115 - held open for the run's lifetime
+        if try_lock_file(fh):
+            _held[str(path)] = fh
+            return path
+        fh.close()
+        shutil.rmtree(path, ignore_errors=True)
+    raise OSError(f"could not lock a run folder in {tempfile.gettempdir()}")
 
 
 def remove_run_dir(path: Path) -> None:
@@ -59,9 +68,12 @@ def reap_run_dirs(root: Path | None = None) -> list[Path]:
             with open(lock, "a+b") as fh:
                 if not try_lock_file(fh):
                     continue  # its run is alive
+                # delete while the lock holds: a run that created this folder an instant
+                # ago and has not locked it yet finds it taken and makes another
+                shutil.rmtree(folder, ignore_errors=True)
         except OSError:
             continue
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # Windows: the lock file, once closed
         gone.append(folder)
     return gone
 
