@@ -22,6 +22,8 @@ from ..host import kill_groups_now, remove_run_dir
 
 #: never inherited by slots, aerender or After Effects (removed before slots start)
 SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
+
+
 def bounded(fn: Callable[[], object], timeout: float) -> bool:
     """Run ``fn`` in a daemon thread; wait at most ``timeout`` s. True if it finished."""
 

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._spec import RunSpec
 
 
 def _pin(cpus_arg: str) -> str | None:
@@ -36,27 +40,26 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too,
     # and so do the run's keys on an external Redis (else they expire with no heartbeat).
     run_dir = os.path.dirname(os.path.abspath(spec_path))
-    spec_url: list[str] = []
-    output: list[str] = []
+    spec: RunSpec | None = None  # read below; orphaned() sees it once it is
 
     def orphaned() -> None:
         # Our renderers are dead (the watch killed them first): the frames they had in
         # flight may be half-written, and no orchestrator is left to delete them.
-        if output:
+        if spec is not None:
             from ..plan import OutputPattern
             from ._ledger import settle, state_dir
 
-            mine = f"-slot{slot}-{os.getpid()}-"
-            settle(state_dir(OutputPattern(output[0])),
-                   lambda e: e.run_id == spec_url[1] and mine in e.path.name)
+            mine, run_id = f"-slot{slot}-{os.getpid()}-", spec.run_id
+            settle(state_dir(OutputPattern(spec.target.output)),
+                   lambda e: e.run_id == run_id and mine in e.path.name)
         shutil.rmtree(run_dir, ignore_errors=True)
-        if spec_url:
+        if spec is not None:
             from ..broker import BrokerUrl as Url
             from ..broker import delete_run
 
-            client = Url(spec_url[0]).client(timeout=2.0)
+            client = Url(spec.broker_url).client(timeout=2.0)
             try:
-                delete_run(client, spec_url[1])
+                delete_run(client, spec.run_id)
             finally:
                 client.close()
 
@@ -73,8 +76,6 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     from ._tasks import register
 
     spec = RunSpec.read(spec_path)
-    spec_url.extend((spec.broker_url, spec.run_id))
-    output.append(spec.target.output)
     broker = BrokerUrl(spec.broker_url)
     ctx = SlotContext(spec=spec, slot=slot, client=broker.client(timeout=30))
     if pin_problem:
