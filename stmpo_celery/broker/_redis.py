@@ -337,7 +337,7 @@ class EmbeddedRedis:
     def _server_process(self) -> psutil.Process | None:
         assert self.proc is not None
         for p in descendants(self.proc.pid):
-            with contextlib.suppress(psutil.Error):
+            with contextlib.suppress(psutil.Error, OSError):  # name() can fail (Wine)
                 if "redis" in p.name().lower() or "valkey" in p.name().lower():
                     return p
         with contextlib.suppress(psutil.Error):
