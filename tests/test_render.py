@@ -170,3 +170,23 @@ def test_stepped_frame_spec_renders_only_the_listed_frames(farm: Farm, schedule:
     assert sorted(farm.journal_frames()) == listed
     assert farm.load_summary()["frames"]["rendered"] == 10
     assert not farm.leftovers()
+
+
+def test_a_steal_under_mfr_with_out_of_order_slow_writes_leaves_every_frame_whole(
+        farm: Farm) -> None:
+    """The same steal with MFR as After Effects does it: frames finish out of order and
+    each is written in place over a while. The victim is stopped only once every frame up
+    to its new end is on disk, so nothing it had half-written is left or accepted."""
+    from stmpo_celery.plan._formats import bytes_reader, frame_problem
+
+    farm.knobs.update(HEAVY="1-20x8", FRAME_COST="0.05", STARTUP="0.3", MFR_SHUFFLE="1",
+                      WRITE_TIME="0.03")
+    res = farm.run("--mfr", "--schedule", "adaptive", "--launch-cost", "0.3",
+                   frames="1-40", concurrency=2)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert farm.load_summary()["chunks"][0]["stolen_by"], "no steal: the test tests nothing"
+    assert farm.frames_on_disk() == list(range(1, 41))
+    for path in farm.out.glob("shot_*.png"):
+        data = path.read_bytes()
+        assert frame_problem(str(path), len(data), bytes_reader(data)) is None, path
+    assert not farm.leftovers()
