@@ -49,13 +49,21 @@ def win(path: Path | str) -> str:
 
 
 def find_script() -> Path | None:
+    """``$STMPO_WINE_SCRIPT``, else ``shared/tools/wine-python.sh`` beside this checkout
+    or, for a fresh clone made elsewhere (CI), beside the checkout it was cloned from."""
     explicit = os.environ.get("STMPO_WINE_SCRIPT")
     if explicit:
         return Path(explicit)
-    for parent in REPO.parents:  # CI: ../shared/tools beside the clone
-        candidate = parent / "shared" / "tools" / "wine-python.sh"
-        if candidate.is_file():
-            return candidate
+    roots = [REPO]
+    origin = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"],
+                            capture_output=True, text=True)
+    if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
+        roots.append(Path(origin.stdout.strip()).resolve())
+    for root in roots:
+        for parent in root.parents:
+            candidate = parent / "shared" / "tools" / "wine-python.sh"
+            if candidate.is_file():
+                return candidate
     return None
 
 
