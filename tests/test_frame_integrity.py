@@ -4,6 +4,7 @@ for real; the simulator writes frames in place like After Effects."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -86,10 +87,15 @@ def test_sigkill_of_everything_mid_write_leaves_a_ledger_the_next_run_obeys(
         farm: Farm) -> None:
     proc, partial = _iff_caught_mid_write(farm, concurrency=1)
     try:
-        for p in tagged(farm.tag):  # renderers first: nothing gets to clean up after them
-            if p.name() == "AfterFX":
+        # everything at once, as a power cut: frozen first, so no process (an orphaned
+        # slot, a slot that saw its renderer die) gets to clean up before it is killed
+        procs = tagged(farm.tag)
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.suspend()
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
                 p.kill()
-        proc.kill()
         kill_tagged(farm.tag)
         proc.communicate(timeout=10)
     finally:
