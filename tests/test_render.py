@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Farm, stmpo_keys, tagged
+from conftest import Farm, stmpo_keys, tagged, wait_for
 
 from stmpo_celery.aerender._fakeframes import frame_bytes
 from stmpo_celery.broker import keys
@@ -82,6 +82,20 @@ def test_cancel_by_signal_stops_everything(farm: Farm, sig: int, code: int) -> N
     assert time.monotonic() - t0 < 2.5
     assert proc.returncode == code, out + err
     assert "stmpo: CANCELLED by" in out and "FAILED" not in out
+    assert not farm.leftovers(timeout=3)
+
+
+def test_cancel_before_any_frame_removes_the_folders_it_created(farm: Farm) -> None:
+    farm.out.mkdir()  # the user's: kept
+    nested = farm.out / "v001" / "exr"
+    farm.knobs.update(STARTUP="30")  # After Effects still starting when the cancel comes
+    proc = farm.start(output=str(nested / "shot_[####].png"), frames="1-20")
+    assert wait_for(lambda: farm.launches() > 0, timeout=30), "aerender never launched"
+    assert nested.is_dir()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, out + err
+    assert farm.out.is_dir() and not (farm.out / "v001").exists(), list(farm.out.rglob("*"))
     assert not farm.leftovers(timeout=3)
 
 

@@ -160,8 +160,8 @@ def render(**kw: Any) -> None:
         if embedded is not None:
             embedded.stop()
             remove_run_dir(embedded.run_dir)
-        if prep is not None and prep.lock is not None:  # released by the run; here too
-            prep.lock.release()
+        if prep is not None:  # released by the run; here too
+            prep.release()
         early.uninstall()
     # Everything is stopped, cleaned and flushed: skip the interpreter's slow teardown
     # of Celery's modules (a render host waits on this exit to start the next task).

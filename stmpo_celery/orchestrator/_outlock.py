@@ -87,7 +87,7 @@ def _guard(folder: Path) -> Any:
             guard.mkdir()
             break
         except FileNotFoundError:  # the folder was just removed by a run that ended
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             continue
         except FileExistsError:
             with contextlib.suppress(OSError):
@@ -132,8 +132,8 @@ def acquire(pattern: OutputPattern, frames: list[int], run_id: str) -> tuple[Out
     """Lock ``frames`` of ``pattern`` for ``run_id``; returns the lock and the run ids of
     the other live runs on this folder. Refuses (exit 2) when a live run overlaps."""
     folder = state_dir(pattern)
-    try:
-        folder.mkdir(exist_ok=True)
+    try:  # parents: a run that created the output folder removes it when left empty
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInput(f"cannot create {folder} for the output lock ({exc.strerror}): "
                        "fix the output folder's permissions") from None

@@ -399,8 +399,7 @@ class Run(EventHandlers):
         if self._run_log is not None:
             with contextlib.suppress(Exception):
                 self._run_log.close()
-        if self.prep.lock is not None:  # frames verified and recorded: the output is free
-            self.prep.lock.release()
+        self.prep.release()  # frames verified and recorded: the output is free
         return self.exit_code
 
     def _missing_now(self) -> list[int]:

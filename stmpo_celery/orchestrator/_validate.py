@@ -38,6 +38,16 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     lock: OutputLock | None = None  #: this run's claim on its output frames
+    made: list[str] = field(default_factory=list)  #: folders this run created, in order
+
+    def release(self) -> None:
+        """Give up the output claim, and remove the folders this run created that are
+        still empty (a run cancelled before its first frame leaves nothing behind)."""
+        if self.lock is not None:
+            self.lock.release()
+        while self.made:
+            with contextlib.suppress(OSError):  # not empty: frames, logs, a summary
+                os.rmdir(self.made.pop())
 
     @property
     def skipped(self) -> list[int]:
@@ -166,7 +176,7 @@ def create_outputs(prep: Prepared) -> None:
     and log folders and prove the summary can be written (on a failure, remove what this
     created and raise :class:`BadInput`), then :func:`claim_output`."""
     o = prep.options
-    made: list[str] = []
+    made = prep.made
     what = ""
     try:
         if o.log_dir:
@@ -185,9 +195,9 @@ def create_outputs(prep: Prepared) -> None:
         if not os.access(long_path(out_dir), os.W_OK | os.X_OK):
             raise PermissionError(13, "not writable")
     except OSError as exc:
-        for d in reversed(made):
+        while made:
             with contextlib.suppress(OSError):
-                os.rmdir(d)
+                os.rmdir(made.pop())
         raise BadInput(f"{what} ({exc.strerror or exc}): fix the path or the folder's "
                        "permissions") from None
     claim_output(prep)
