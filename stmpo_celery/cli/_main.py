@@ -388,6 +388,8 @@ def _error(message: str) -> None:
 def _scrub_secrets(argv: list[str]) -> None:
     """Hide passwords given on the command line from ``ps`` (this process and the slots
     it forks); children get them through a 0600 file or stdin, never argv."""
+    if not any(a.startswith(("--broker", "--flower-auth")) for a in argv):
+        return  # nothing to hide: no broker client imported for nothing (~70 ms)
     from ..broker import url_secrets
     from ..host import scrub_argv
 
