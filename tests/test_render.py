@@ -134,6 +134,23 @@ def test_external_redis_keeps_no_key_of_the_run(farm: Farm, ext_redis: redis.Red
     assert json.loads(farm.summary.read_text())["embedded_broker"] is False
 
 
+def test_sigkill_of_orchestrator_leaves_no_key_on_external_redis(
+        farm: Farm, ext_redis: redis.Redis) -> None:
+    """The orphaned slots delete the run's keys, and none of their threads writes after
+    that: a retry reported by a slot whose renderer was killed under it, or its state
+    heartbeat, would leave a key with no TTL that nothing deletes."""
+    before = stmpo_keys(ext_redis)
+    farm.knobs.update(WRITE_TIME="0.2")
+    proc = farm.start_rendering("--broker", "redis://127.0.0.1:6379/0", frames="1-40",
+                                frame_cost="0.05")
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert not farm.leftovers(timeout=5)
+    time.sleep(1.0)  # anything a dying slot wrote late has landed by now
+    left = stmpo_keys(ext_redis) - before
+    assert not left, {k: ext_redis.ttl(k) for k in left}
+
+
 def test_two_runs_on_one_redis_do_not_cross(tmp_path: Path, ext_redis: redis.Redis) -> None:
     a, b = Farm(tmp_path / "a"), Farm(tmp_path / "b")
     try:

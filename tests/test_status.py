@@ -189,3 +189,18 @@ def test_run_state_and_dead_runs() -> None:
     assert run_state({"state": "failed", "ended": 1.0}, me) == "failed"
     assert what({"project": "/p/shot.aep", "comp": "Main"}) == "shot.aep / Main"
     assert what({"project": "/p/shot.aep", "rqindex": 2}) == "shot.aep / render queue item 2"
+
+
+def test_status_gives_keys_of_an_unregistered_run_a_ttl(farm: Farm,
+                                                         ext_redis: redis.Redis) -> None:
+    """A run killed with all its processes may have created keys after its last beat
+    (no TTL yet) and left no registry entry: `stmpo status` on that broker gives them
+    one, as a render does, instead of leaving them forever."""
+    key = keys.prefix("0dead0ff") + "x:state"
+    ext_redis.hset(key, "slot0", "{}")
+    try:
+        assert ext_redis.ttl(key) == -1
+        status_json(farm.env(), "--broker", "redis://127.0.0.1:6379/0")
+        assert 0 < ext_redis.ttl(key) <= 30
+    finally:
+        ext_redis.delete(key)

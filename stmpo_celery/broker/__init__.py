@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from ._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
     from ._liveness import (
         delete_run,
+        delete_run_until_quiet,
+        expire_orphans,
         heartbeat,
         judge,
         owned_entry,
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
     "delete_run": "._liveness",
+    "delete_run_until_quiet": "._liveness",
+    "expire_orphans": "._liveness",
     "heartbeat": "._liveness",
     "judge": "._liveness",
     "no_redis_server_problem": "._redis",
@@ -62,6 +66,8 @@ _HOME = {
 
 __all__ = [
     "delete_run",
+    "delete_run_until_quiet",
+    "expire_orphans",
     "heartbeat",
     "judge",
     "no_redis_server_problem",

@@ -117,6 +117,19 @@ def delete_run(client: redis.Redis, run_id: str) -> None:
     client.hdel(keys.REGISTRY, run_id)
 
 
+def delete_run_until_quiet(client: redis.Redis, run_id: str,
+                           pause: float = defaults.ORPHAN_QUIET_S, rounds: int = 8) -> None:
+    """:func:`delete_run`, again while writes of the run's dying processes still land:
+    until a scan ``pause`` seconds after the last delete finds no key (at most
+    ``rounds`` times)."""
+    for _ in range(rounds):
+        delete_run(client, run_id)
+        time.sleep(pause)
+        if next(iter(client.scan_iter(match=keys.prefix(run_id) + "*", count=500)),
+                None) is None:
+            return
+
+
 def reap_dead_runs(client: redis.Redis, host: str | None = None,
                    now: float | None = None) -> dict[str, str]:
     """Delete every dead run's keys and registry entry; returns ``{run id: why}``."""

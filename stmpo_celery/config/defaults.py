@@ -58,6 +58,7 @@ STOP_BROKER_WAIT_S: Final = 0.5  #: a stop waits this long for abort/purge/revok
 CLEANUP_BROKER_WAIT_S: Final = 2.0  #: teardown waits this long to delete the run's keys
 RUN_KEY_TTL_S: Final = 30  #: every key of a run expires this long after its last heartbeat
 HEARTBEAT_INTERVAL_S: Final = 2.0  #: how often a run refreshes the TTL of its keys
+ORPHAN_QUIET_S: Final = 0.25  #: orphaned slots delete run keys until none is back this long
 
 # --- orchestrator -------------------------------------------------------------------
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped

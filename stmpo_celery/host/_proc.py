@@ -109,8 +109,10 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> threading.Thread:
-    """Kill this process's whole tree when the pipe ``fd`` reaches EOF.
+def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None,
+                     fence: threading.Event | None = None) -> threading.Thread:
+    """Kill this process's whole tree when the pipe ``fd`` reaches EOF: set ``fence``,
+    kill the descendants, run ``cleanup``, exit.
 
     The orchestrator holds the write end; it is closed by the kernel however the
     orchestrator ends (even SIGKILL), so slots and their aerender trees never outlive it.
@@ -122,6 +124,8 @@ def start_deathwatch(fd: int, cleanup: Callable[[], None] | None = None) -> thre
                 pass
         except OSError:
             pass
+        if fence is not None:
+            fence.set()
         me = os.getpid()
         kill_procs(descendants(me), timeout=1.0)
         if cleanup is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import redis
 
-from ..broker import BrokerUrl, delete_run, judge, keys, mask_url
+from ..broker import BrokerUrl, delete_run, expire_orphans, judge, keys, mask_url
 from ..config import defaults
 from ..text import duration
 
@@ -148,6 +148,8 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
         client = src.broker.client(timeout=2.0)
         try:
             registry = client.hgetall(keys.REGISTRY)
+            if src.only_run is None:  # keys of runs killed with all their processes
+                expire_orphans(client, {str(k) for k in registry})
             for key, raw in sorted(registry.items()):
                 run_id = str(key)
                 if (src.only_run and run_id != src.only_run) or run_id in seen:

@@ -22,6 +22,7 @@ from ..broker import events
 from ..config import defaults
 from ..host import RunJob, decode_output, descendants, kill_procs, tree_cpu_seconds
 from ..plan import OutputPattern
+from ._fence import stop_if_orphaned
 from ._ledger import Ledger
 
 if TYPE_CHECKING:
@@ -263,6 +264,7 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
         raise
     finally:
         att.exit_code = proc.wait()
+        stop_if_orphaned()  # killed by the death watch: nothing goes back to Celery
         reaper.join(timeout=defaults.KILL_WAIT_S + 1)
         watch.done.set()
         watch.join(timeout=1)

@@ -33,7 +33,9 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     import shutil
 
+    from ..config import defaults
     from ..host import become_subreaper, set_process_name, start_deathwatch
+    from ._fence import ORPHANED, fenced, wait_idle
 
     set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
 
@@ -55,15 +57,16 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         if spec is not None:
             from ..broker import BrokerUrl as Url
-            from ..broker import delete_run
+            from ..broker import delete_run_until_quiet
 
+            wait_idle(defaults.KILL_WAIT_S)  # our commands already sent are answered
             client = Url(spec.broker_url).client(timeout=2.0)
-            try:
-                delete_run(client, spec.run_id)
+            try:  # the other slots' last writes may still land: delete until none comes
+                delete_run_until_quiet(client, spec.run_id)
             finally:
                 client.close()
 
-    start_deathwatch(death_fd, cleanup=orphaned)
+    start_deathwatch(death_fd, cleanup=orphaned, fence=ORPHANED)
     become_subreaper()
 
     import warnings
@@ -77,7 +80,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     spec = RunSpec.read(spec_path)
     broker = BrokerUrl(spec.broker_url)
-    ctx = SlotContext(spec=spec, slot=slot, client=broker.client(timeout=30))
+    ctx = SlotContext(spec=spec, slot=slot, client=fenced(broker.client(timeout=30)))
     if pin_problem:
         ctx.publish(events.SlotWarning(text=pin_problem))
     app = make_app(broker, spec.run_id, spec.queue)

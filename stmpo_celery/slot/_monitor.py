@@ -56,6 +56,7 @@ from ..host import os_label
 from ..plan import parse_runs
 from ..text import duration
 from ._chunk import SlotContext
+from ._fence import stop_if_orphaned
 
 
 def task_args(project: str, comp: str | None, rqindex: int | None, frames: str) -> str:
@@ -352,6 +353,7 @@ class SlotMonitor:
                 kind, fields, done = self.q.get(timeout=timeout)
             except queue.Empty:
                 kind, fields, done = "", {}, None
+            stop_if_orphaned()  # no event or state after the run's keys are deleted
             try:
                 if kind == "stmpo-state":
                     self._write_state(fields["rec"], bool(fields["count"]))
