@@ -253,6 +253,15 @@ def test_wrong_password_fails_within_seconds(farm: Farm, tmp_path: Path) -> None
             assert res.returncode == 3, res.stderr
             assert word in res.stderr and "Xq7pw9Z" not in res.stderr  # password masked
             assert len(res.stderr.strip().splitlines()) == 1
+        # ?password= is a password too, alone or repeating the one before the host
+        for url in (f"redis+socket://{sock}?password=right",
+                    f"redis+socket://:right@{sock}?password=right"):
+            res = farm.run("--broker", url, frames="1-4")
+            assert res.returncode == 0, res.stdout + res.stderr
+        res = farm.run("--broker", f"redis+socket://:right@{sock}?password=Xq7pw9Z",
+                       frames="1-4")
+        assert res.returncode == 2 and "two different passwords" in res.stderr, res.stderr
+        assert "Xq7pw9Z" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     finally:
         proc.kill()
         proc.wait()

@@ -47,6 +47,11 @@ def test_every_url_form_is_masked(url: str, secret: str) -> None:
     assert any(secret in s for s in url_secrets(url))
 
 
+def test_a_masked_socket_url_keeps_its_form() -> None:
+    assert mask_url("redis+socket:///tmp/r.sock?password=x") == (
+        "redis+socket:///tmp/r.sock?password=***")
+
+
 def test_url_without_secret_is_unchanged() -> None:
     for url in ("redis://h:6379/0", "redis+socket:///tmp/r.sock?virtual_host=1"):
         assert mask_url(url) == url

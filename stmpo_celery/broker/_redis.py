@@ -65,7 +65,10 @@ def mask_url(url: str) -> str:
                              else f"{k}={urllib.parse.quote(v, safe='/:,')}" for k, v in pairs)
     if netloc == parts.netloc and query == parts.query:
         return url
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    out = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # redis+socket:///path keeps //
+        out = f"{parts.scheme}://{out[len(parts.scheme) + 1:]}"
+    return out
 
 
 def url_secrets(url: str) -> list[str]:
@@ -159,7 +162,32 @@ def parse_broker_url(url: str) -> BrokerUrl:
             )
     elif not parts.path:
         raise BadInput(f"broker URL {mask_url(url)!r} names no socket path")
-    return BrokerUrl(url)
+    return BrokerUrl(_credentials_in_userinfo(url, parts))
+
+
+def _credentials_in_userinfo(url: str, parts: urllib.parse.SplitResult) -> str:
+    """``redis://host/0?password=pw`` -> ``redis://:pw@host/0``: kombu and redis-py read
+    credentials from different places of a URL (and kombu fails on both), so a run
+    passes them on in the user info only. Two different passwords are refused."""
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    given = {k.lower(): v for k, v in pairs if k.lower() in ("password", "username")}
+    if not given:
+        return url
+    creds, at, hostport = parts.netloc.rpartition("@")
+    user, _, password = creds.partition(":")
+    for name, now in (("password", urllib.parse.unquote(password)),
+                      ("username", urllib.parse.unquote(user))):
+        if name in given and now and given[name] != now:
+            raise BadInput(f"broker URL {mask_url(url)!r} gives two different {name}s (before "
+                           f"the host and in ?{name}=): keep one")
+    user = urllib.parse.quote(given["username"], safe="") if "username" in given else user
+    if "password" in given:
+        password = urllib.parse.quote(given["password"], safe="")
+    netloc = (f"{user}:{password}@" if password else f"{user}@" if user else "") + (
+        hostport if at else parts.netloc)
+    query = urllib.parse.urlencode([(k, v) for k, v in pairs
+                                    if k.lower() not in ("password", "username")])
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def check_reachable(broker: BrokerUrl) -> None:
