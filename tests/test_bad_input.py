@@ -96,7 +96,7 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("broker-port-too-big", ["--broker", "redis://127.0.0.1:99999/0"], {}, {}, 2,
      ["malformed"]),
     ("broker-password-query-masked", ["--broker", "redis://127.0.0.1:1/0?password=Qz9secret"],
-     {}, {}, 3, ["unreachable", "password=***"]),
+     {}, {}, 3, ["unreachable", ":***@127.0.0.1"]),
     ("spawn-delay-inf", ["--spawn-delay", "inf"], {}, {}, 2, ["--spawn-delay", "finite"]),
     ("stall-timeout-nan", ["--stall-timeout", "nan"], {}, {}, 2, ["--stall-timeout", "finite"]),
     ("chunk-timeout-inf", ["--chunk-timeout", "inf"], {}, {}, 2, ["--chunk-timeout", "finite"]),

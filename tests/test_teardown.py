@@ -128,6 +128,30 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(farm: Fa
         assert not farm.leftovers()
 
 
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_cancel_during_start_up_ends_with_its_code_and_a_summary(
+        farm: Farm, sig: int, code: int) -> None:
+    """From the moment stmpo's own code runs, a cancel ends with its exit code and the
+    summary the README promises (nothing rendered), and leaves nothing behind; only in
+    Python's own start-up before that does the signal end the process itself."""
+    handled = 0
+    for delay in (0.15, 0.2, 0.25, 0.3, 0.35, 0.45):
+        farm.summary.unlink(missing_ok=True)
+        proc = farm.start(frames="1-8", concurrency=2)
+        time.sleep(delay)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        assert "Traceback" not in out + err, f"at {delay} s:\n{out}{err}"
+        assert not farm.leftovers()
+        if proc.returncode in (0, -sig):
+            continue  # finished first, or still in Python's start-up
+        assert proc.returncode == code, f"at {delay} s: {proc.returncode}\n{out}{err}"
+        assert "CANCELLED by" in out
+        assert farm.load_summary()["exit_code"] == code, f"at {delay} s"
+        handled += 1
+    assert handled >= 3  # most of start-up is stmpo's own
+
+
 def test_sighup_is_a_cancel_with_129_and_a_summary(farm: Farm) -> None:
     proc = farm.start_rendering(frame_cost="0.2")
     try:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,16 +122,17 @@ def cli() -> None:
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
     from ..host import make_host_plan, reap_run_dirs, remove_run_dir
-    from ..orchestrator import create_outputs, prepare
 
-    if kw.get("task_of"):
-        kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
-    options = _options_from(kw)
+    started = time.time()
     # Until the run takes over its own signals, a cancel stops here: nothing may be left.
-    early = _EarlyCancel.install()
-    prep = None
-    embedded = None
+    early = _EarlyCancel.install()  # main() installed it already; this returns it
+    options = prep = embedded = None
     try:
+        from ..orchestrator import create_outputs, prepare
+
+        if kw.get("task_of"):
+            kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
+        options = _options_from(kw)
         prep = prepare(options)
         make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
         create_outputs(prep)  # folders, summary probe, the output lock: the last step
@@ -156,6 +158,11 @@ def render(**kw: Any) -> None:
         code = cancel.code
         click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
                    "nothing was rendered")
+        summary = options.summary if options is not None else kw.get("summary")
+        if summary:
+            from ..orchestrator import write_cancelled_early
+
+            write_cancelled_early(summary, prep, cancel.name, code, started)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -411,9 +418,16 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        args = sys.argv[1:] if argv is None else argv
+        if args[:1] == ["render"]:  # from the first moment: a cancel ends with its code
+            _EarlyCancel.install()
         if argv is None:
-            _scrub_secrets(sys.argv[1:])
+            _scrub_secrets(args)
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
+    except _EarlyCancel.Cancelled as cancel:  # while the command line is read
+        click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
+                   "nothing was rendered")
+        sys.exit(int(cancel.code))
     except StmpoError as exc:
         _error(exc.message)
         sys.exit(int(exc.code))

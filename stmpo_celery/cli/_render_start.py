@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import RenderOptions
 from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words
@@ -31,7 +31,10 @@ class _EarlyCancel:
         def __init__(self, signum: int) -> None:
             super().__init__(signum)
             self.code = CANCEL_CODES.get(signum, ExitCode.TERMINATED)
-            self.words = cancel_words(signal.Signals(signum).name)
+            self.name = signal.Signals(signum).name
+            self.words = cancel_words(self.name)
+
+    current: ClassVar[_EarlyCancel | None] = None  #: installed and not yet uninstalled
 
     def __init__(self) -> None:
         self.run: Any = None
@@ -39,11 +42,15 @@ class _EarlyCancel:
 
     @classmethod
     def install(cls) -> _EarlyCancel:
+        """Take the cancel signals (once: a second call returns the installed one)."""
         from ..host import cancel_signals
 
+        if cls.current is not None:
+            return cls.current
         early = cls()
         for sig in cancel_signals():
             early.old[sig] = signal.signal(sig, early.handle)
+        cls.current = early
         return early
 
     def handle(self, signum: int, _frame: Any) -> None:
@@ -56,6 +63,7 @@ class _EarlyCancel:
         for sig, handler in self.old.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, handler)
+        type(self).current = None
 
 
 def _early_redis(prep: Any) -> Any:

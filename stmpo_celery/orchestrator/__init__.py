@@ -13,6 +13,7 @@ from .._lazy import MODULE, lazy_exports
 if TYPE_CHECKING:
     from . import _history as history
     from ._run import Run
+    from ._summary import write_cancelled_early
     from ._validate import Prepared, check_numbers, create_outputs, prepare
 
 # Imported on first use: a command that never needs Celery never loads it.
@@ -23,6 +24,7 @@ _HOME = {
     "prepare": "._validate",
     "Prepared": "._validate",
     "Run": "._run",
+    "write_cancelled_early": "._summary",
 }
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "prepare",
     "Prepared",
     "Run",
+    "write_cancelled_early",
 ]
 
 
