@@ -36,6 +36,10 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("project-missing", ["--project", "/nonexistent/shot.aep"], {}, {}, 2,
      ["project file does not exist", "/nonexistent/shot.aep"]),
     ("project-is-dir", ["--project", "/tmp"], {}, {}, 2, ["not a file"]),
+    ("project-empty-file", ["--project", "EMPTY"], {}, {}, 2, ["project file is empty"]),
+    ("mem-usage-negative", ["--mem-usage", "50", "-3"], {}, {}, 2, ["--mem-usage"]),
+    ("flower-linger-negative", ["--flower-linger", "-1"], {}, {}, 2,
+     ["--flower-linger", ">= 0"]),
     ("output-empty", [], {"output": " "}, {}, 2, ["--output is empty"]),
     ("output-two-tokens", [], {"output": "/tmp/x_[##]_[##].png"}, {}, 2, ["more than one"]),
     ("output-bad-token", [], {"output": "/tmp/x_[#x#].png"}, {}, 2, ["malformed frame token"]),
@@ -152,6 +156,10 @@ def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:  # type:
             path = farm.tmp / "aerender"
             path.write_text(a[7:])
             path.chmod(0o755)
+            a = str(path)
+        if a == "EMPTY":  # a project file of 0 bytes
+            path = farm.tmp / "empty.aep"
+            path.write_bytes(b"")
             a = str(path)
         args.append(a.replace("PROJECT", str(farm.project)))
     argv = farm.argv(*args, **kw)  # type: ignore[arg-type]

@@ -11,6 +11,9 @@ import click
 class FiniteFloat(click.ParamType):
     name = "number"
 
+    def __init__(self, minimum: float | None = None) -> None:
+        self.minimum = minimum
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
         try:
@@ -19,7 +22,11 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(out):
             self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.minimum is not None and out < self.minimum:
+            self.fail(f"{value!r} is below {self.minimum:g}: pass a number >= {self.minimum:g}",
+                      param, ctx)
         return out
 
 
 FINITE = FiniteFloat()
+NON_NEGATIVE = FiniteFloat(minimum=0.0)

@@ -23,7 +23,7 @@ from .. import __version__
 from ..config import SETTINGS, Command, RenderOptions, resolve
 from ..errors import BadInput, ExitCode, StmpoError
 from ..text import shell_quote
-from ._finite import FINITE
+from ._finite import FINITE, NON_NEGATIVE
 from ._options import setting_options
 from ._render_start import _comp_label, _early_redis, _EarlyCancel, _task_frames
 
@@ -104,14 +104,14 @@ def cli() -> None:
 @click.option("--summary", help="Write a JSON summary of the run here [default: none].")
 @click.option("--rs-template", help="aerender -RStemplate [default: the queue item's].")
 @click.option("--om-template", help="aerender -OMtemplate [default: the queue item's].")
-@click.option("--mem-usage", type=(int, int),
+@click.option("--mem-usage", type=(click.IntRange(0, 100), click.IntRange(1, 100)),
               help="aerender -mem_usage IMAGE_CACHE% MAX% [default: After Effects' own].")
 @click.option("--continue-on-missing-footage", is_flag=True, default=False,
               help="aerender -continueOnMissingFootage [default: off: missing footage fails].")
 @click.option("--flower", help="Start Flower for this run on [HOST:]PORT [default: no Flower].")
 @click.option("--flower-url-prefix",
               help="URL prefix for Flower behind a reverse proxy [default: none].")
-@click.option("--flower-linger", type=float, default=0.0, show_default=True,
+@click.option("--flower-linger", type=NON_NEGATIVE, default=0.0, show_default=True,
               help="Keep the run's Flower up this many seconds after a failure, to inspect "
                    "it (it serves what it saw; the run itself is over).")
 @click.option("--progress", type=click.Choice(["auto", "bar", "openjd"]), default="auto",
@@ -444,6 +444,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.INTERRUPTED))
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
+    finally:
+        if _EarlyCancel.current is not None:  # the command line was refused before render
+            _EarlyCancel.current.uninstall()
 
 
 if __name__ == "__main__":

@@ -117,6 +117,9 @@ def prepare(o: RenderOptions) -> Prepared:
         raise BadInput(f"project file does not exist: {project}")
     if not os.path.isfile(project):
         raise BadInput(f"project is not a file: {project}")
+    if os.path.getsize(project) == 0:  # a copy or a save that failed half-way
+        raise BadInput(f"project file is empty (0 bytes): {project}: save the project again "
+                       "or pass the right file")
     aerender = resolve_aerender(o.aerender)
     broker: BrokerUrl | None = None
     notes: list[str] = []
