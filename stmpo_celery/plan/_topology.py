@@ -147,7 +147,7 @@ def synthetic(
     if cpus < 1 or cpus > MAX_CPU_ID:
         raise BadInput(f"--cpus {cpus} is not a CPU count: pass 1 to {MAX_CPU_ID}")
     if smt and cpus % 2:
-        raise BadInput(f"--cpus {cpus} is odd, so not SMT pairs: pass an even count or drop --smt")
+        raise BadInput(f"--cpus {cpus} is odd, so not SMT pairs: pass an even count or --no-smt")
     n_cores = cpus // 2 if smt else cpus
     if not 1 <= numa_nodes <= n_cores:
         raise BadInput(f"--numa-nodes {numa_nodes} does not fit {n_cores} cores: pass 1-{n_cores}")
