@@ -137,6 +137,7 @@ def test_bundle_refuses_slot_knobs_for_a_movie(tmp_path: Path, extra: list[str],
     (["--mfr-max-cpu", "150"], "percentage"),
     (["--chunk-size", "lots"], "not a frame count"),
     (["--max-concurrency", "0"], "more than zero"),
+    (["--broker", "redis://:Pw0rd@farm-redis:6379/0"], "holds a password"),
 ])
 def test_bundle_rejects_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "a.aep").write_text("aep")
@@ -234,6 +235,10 @@ def test_prepare_output_creates_directories_with_awkward_names(tmp_path: Path) -
     ("image", "shot.mov", "no [#####] frame token"),
     ("movie", "shot_[###].png", "has a frame token"),
     ("image", " ", "file name is empty"),
+    ("image", "../../escaped/e_[####].png", "leaves OutputDir"),
+    ("image", "/abs/a_[####].png", "leaves OutputDir"),
+    ("movie", "C:\\renders\\shot.mov", "leaves OutputDir"),
+    ("image", "sub\\..\\..\\e_[####].png", "leaves OutputDir"),
 ])
 def test_prepare_output_refuses_the_wrong_kind(tmp_path: Path, kind: str, name: str,
                                                message: str) -> None:
@@ -266,6 +271,8 @@ def test_export_settings_exports_only_what_is_set(tmp_path: Path) -> None:
     ("STMPO_CONCURRENCY=lots", "must be a whole number"),
     ("STMPO_MFR=line\nopenjd_fail: forged", "line break"),
     ("PATH=/evil", "expected STMPO_NAME=VALUE"),
+    ("STMPO_BROKER_URL=redis://:Pw0rd@farm-redis:6379/0", "holds a password"),
+    ("STMPO_BROKER_URL=redis://farm-redis:6379/0?password=Pw0rd", "holds a password"),
 ])
 def test_export_settings_fails_the_session_on_a_bad_value(arg: str, message: str) -> None:
     import os
@@ -276,6 +283,7 @@ def test_export_settings_fails_the_session_on_a_bad_value(arg: str, message: str
     fails = [ln for ln in res.stdout.splitlines() if ln.startswith("openjd_fail: ")]
     assert len(fails) == 1 and message in fails[0], res.stdout
     assert not any(ln.startswith("openjd_env: ") for ln in res.stdout.splitlines())
+    assert "Pw0rd" not in res.stdout + res.stderr
 
 
 # -- the README -------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ argument each, so any value survives: spaces, commas, quotes, non-ASCII.
 * Any other value is exported with ``openjd_env: NAME=VALUE`` for every later action
   of the session (``stmpo doctor``, every ``stmpo render``).
 * A value with a line break is refused: it could forge a second stdout directive.
+* A broker URL with a password is refused: the exported line is in the session log, and
+  the job parameter is visible on the queue; the password belongs on the workers.
 
 First ``stmpo config show`` runs with the new environment: a value stmpo cannot read
 (``STMPO_CONCURRENCY=abc``) fails the session here, before any render starts, and
@@ -24,9 +26,12 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 
 _NAME = re.compile(r"^STMPO_[A-Z0-9_]+$")
 INHERIT = {"", "DEFAULT"}
+SECRET_FREE = {"STMPO_BROKER_URL"}  #: refused with a password: the session log shows them
+_SECRET_KEYS = {"password", "pass", "passwd", "pwd", "secret", "token"}
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -45,8 +50,23 @@ def parse(argv: list[str]) -> tuple[dict[str, str], str | None]:
             return {}, f"{name} contains a line break: pass a one-line value"
         if value.strip() in INHERIT:
             continue
+        if name in SECRET_FREE and holds_password(value):
+            return {}, (f"{name} holds a password: job parameters are stored with the job, "
+                        "visible on the queue and printed in this session's log; set "
+                        f"{name} on the workers (host or queue environment) and leave the "
+                        "job parameter empty or without a password")
         out[name] = value.strip()
     return out, None
+
+
+def holds_password(url: str) -> bool:
+    """A password in the user info (``redis://:pw@host``) or in the query (``?password=``)."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        query = urllib.parse.parse_qsl(parts.query)
+        return bool(parts.password) or any(k.lower() in _SECRET_KEYS and v for k, v in query)
+    except ValueError:
+        return False
 
 
 def main(argv: list[str]) -> int:

@@ -40,6 +40,11 @@ def check_kind(kind: str, file_name: str) -> str | None:
     """An error message when ``file_name`` does not fit the bundle's ``kind``."""
     if not file_name.strip():
         return "the output file name is empty: set OutputFileName, e.g. shot_[#####].png"
+    parts = re.split(r"[\\/]", file_name)
+    if os.path.isabs(file_name) or re.match(r"^[A-Za-z]:", file_name) or ".." in parts:
+        return (f"OutputFileName {file_name!r} leaves OutputDir: the job's output is only "
+                "what lands inside OutputDir, so name a file (or a subfolder and a file) "
+                "relative to it, without .. or a drive or root")
     tokens = _TOKEN.findall(os.path.basename(file_name))
     if kind == "image" and not tokens:
         return (f"OutputFileName {file_name!r} has no [#####] frame token, so it names a movie: "

@@ -258,9 +258,9 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
         from ..broker import mask_url
 
         if mask_url(str(kw["broker"])) != str(kw["broker"]):
-            b.warnings.append("the broker URL holds a password, and job parameters are "
-                              "visible to everyone on the queue: prefer STMPO_BROKER_URL on "
-                              "the workers")
+            raise BadInput("--broker holds a password: job parameters are visible to everyone "
+                           "on the queue and the job's StmpoSettings refuses it; set "
+                           "STMPO_BROKER_URL on the workers and pass --broker without one")
     return b
 
 
