@@ -348,3 +348,39 @@ def test_slot_dying_after_its_tail_was_stolen_never_redoes_the_thiefs_frames(
                                                if int(r[1]) == pid)]
     assert all(counts[f] == 1 for f in thief_only), counts
     assert not farm.leftovers()
+
+
+def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(
+        farm: Farm) -> None:
+    """`pkill -9 -f 'stmpo render'` kills the orchestrator and its slots (they share its
+    command line) but not aerender and its renderer, which render on as orphans. The next
+    run on the host stops them before it claims the output they may still be writing."""
+    proc = farm.start_rendering(frame_cost="0.4", frames="1-40", concurrency=2)
+    try:
+        stmpo = [p for p in tagged(farm.tag)
+                 if p.pid == proc.pid or p.name().startswith("stmpo-slot")]
+        assert len(stmpo) == 3, [p.name() for p in tagged(farm.tag)]
+        for p in stmpo:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    time.sleep(0.5)
+    orphans = [p for p in tagged(farm.tag) if p.is_running()]
+    assert orphans, "the renderers must outlive their slots for this test to mean anything"
+
+    def alive() -> list[psutil.Process]:
+        return [p for p in orphans if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    launches = farm.launches()
+    second = farm.start(frames="1-40", concurrency=2)
+    try:  # by its first launch (the orphans have seconds of frames left) they are gone
+        assert wait_for(lambda: farm.launches() > launches, timeout=30)
+        assert not alive(), [p.name() for p in alive()]
+        out, err = second.communicate(timeout=90)
+    finally:
+        second.kill()
+    assert second.returncode == 0, out + err
+    assert farm.frames_on_disk() == list(range(1, 41)) and not bad_files(farm)
+    assert not farm.leftovers()

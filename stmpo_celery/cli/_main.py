@@ -135,6 +135,9 @@ def render(**kw: Any) -> None:
         options = _options_from(kw)
         prep = prepare(options)
         make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
+        # runs killed outright left their folders (with secrets) behind, maybe renderers
+        # too: those stop before this run claims an output they may still be writing
+        reap_run_dirs()
         create_outputs(prep)  # folders, summary probe, the output lock: the last step
         plan = make_host_plan(prep)  # for the frames left to render
         hist = None
@@ -145,7 +148,6 @@ def render(**kw: Any) -> None:
             if hist is not None:
                 plan.chunks = _history.plan_blocks(hist, prep.to_render, plan.n_slots)
                 plan.notes.insert(0, hist.describe() + ": first blocks cut to equal predicted cost")
-        reap_run_dirs()  # runs killed outright left their folders (with secrets) behind
         embedded = _early_redis(prep)
         from ..orchestrator import Run  # Celery loads (~0.2-0.4 s) while Redis comes up
 

@@ -49,7 +49,7 @@ from ._proc import (
     start_time,
     tree_cpu_seconds,
 )
-from ._rundir import make_run_dir, reap_run_dirs, remove_run_dir
+from ._rundir import RUN_DIR_ENV, make_run_dir, reap_run_dirs, remove_run_dir
 from ._winfonts import local_appdata, user_font_dir
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "OS",
     "REDIS_SERVER_ENV",
     "REDIS_SERVER_NAMES",
+    "RUN_DIR_ENV",
     "RunJob",
     "can_fork_slots",
     "cancel_signals",

@@ -10,16 +10,23 @@ a run that is gone, and the next run on the host deletes it. Runs in the orchest
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import IO
 
+import psutil
+
 from ._platform import try_lock_file
+from ._proc import kill_procs
 
 PREFIX = "stmpo-"  #: every run folder's name starts with this
 LOCK = "alive.lock"
+#: in every renderer's environment: the run folder of the run that launched it, so the
+#: next run can find renderers that outlived a run killed with all its slots
+RUN_DIR_ENV = "STMPO_RUN_DIR"
 _TRIES = 5  #: folders made before giving up (each lost only to a reaper's instant)
 
 _held: dict[str, IO[bytes]] = {}  #: run folder -> its open, locked alive.lock
@@ -75,7 +82,27 @@ def reap_run_dirs(root: Path | None = None) -> list[Path]:
             continue
         shutil.rmtree(folder, ignore_errors=True)  # Windows: the lock file, once closed
         gone.append(folder)
+    if gone:
+        kill_marked(RUN_DIR_ENV, {str(p) for p in gone})
     return gone
+
+
+def kill_marked(name: str, values: set[str]) -> list[int]:
+    """Kill every process of this user (and its tree) whose environment has ``name`` set
+    to one of ``values``: renderers of a run killed with all its slots, which nobody was
+    left to stop (on Windows the run's Job Object already ended them)."""
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.environ().get(name) in values:
+                found.append(proc)
+    if not found:
+        return []
+    tree = {p.pid: p for p in found}
+    for p in found:
+        with contextlib.suppress(psutil.Error):
+            tree.update({c.pid: c for c in p.children(recursive=True)})
+    return kill_procs(tree.values(), timeout=2.0)
 
 
 def _mine(folder: Path) -> bool:

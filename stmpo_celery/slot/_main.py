@@ -34,7 +34,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     import shutil
 
     from ..config import defaults
-    from ..host import become_subreaper, set_process_name, start_deathwatch
+    from ..host import RUN_DIR_ENV, become_subreaper, set_process_name, start_deathwatch
     from ._fence import ORPHANED, fenced, wait_idle
 
     set_process_name(f"stmpo-slot{slot}")  # what `top` and `ps -o comm` show
@@ -42,6 +42,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     # If the orchestrator dies (even SIGKILL) its private run dir (socket, spec) goes too,
     # and so do the run's keys on an external Redis (else they expire with no heartbeat).
     run_dir = os.path.dirname(os.path.abspath(spec_path))
+    os.environ[RUN_DIR_ENV] = run_dir  # inherited by every renderer: see reap_run_dirs
     spec: RunSpec | None = None  # read below; orphaned() sees it once it is
 
     def orphaned() -> None:
