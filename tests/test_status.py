@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import BIN, Farm, free_port, wait_for
+from conftest import BIN, Farm, free_port, tagged, wait_for
 
 from stmpo_celery.broker import keys
 
@@ -204,3 +204,45 @@ def test_status_gives_keys_of_an_unregistered_run_a_ttl(farm: Farm,
         assert 0 < ext_redis.ttl(key) <= 30
     finally:
         ext_redis.delete(key)
+
+
+def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
+        farm: Farm, tmp_path: Path) -> None:
+    """kill -9 of the orchestrator alone: its orphaned slots clean up, and the run stays
+    visible as dead (not gone from `stmpo status`, not PROGRESS forever in Flower)."""
+    host_dir = tmp_path / "hostsvc"
+    env = _host_env(farm, host_dir)
+    port, fport = free_port(), free_port()
+    up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}", env=env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = (host_dir / "broker.url").read_text().strip()
+        farm.knobs.update(SLOW)
+        proc = farm.start(frames="1-16", concurrency=2, env=farm.env(STMPO_BROKER_URL=url))
+        run_id = run_id_of(proc)
+        assert wait_for(lambda: farm.journal_frames(), timeout=30)
+        proc.kill()
+        proc.communicate(timeout=10)
+
+        def slots_gone() -> bool:  # (the host's Redis and Flower carry the tag too)
+            return not [p for p in tagged(farm.tag) if p.name().startswith(
+                ("stmpo-slot", "aerender", "AfterFX"))]
+
+        assert wait_for(slots_gone, timeout=5)
+        r = find_run(status_json(env), run_id)
+        assert r is not None and r["state"] == "dead", status_json(env)
+        tasks = _host_flower_tasks(fport)
+
+        def row_failed() -> bool:
+            rows = [t for t in _host_flower_tasks(fport).values()
+                    if t.get("name") == "stmpo.run" and run_id in (t.get("kwargs") or "")]
+            return bool(rows) and rows[0]["state"] == "FAILURE"
+
+        assert wait_for(row_failed, timeout=10, step=0.3), tasks
+        chunks = [t for t in _host_flower_tasks(fport).values()
+                  if t.get("name") == "stmpo.render_chunk" and run_id in (t.get("kwargs") or "")]
+        assert chunks and all(t["state"] in ("REVOKED", "SUCCESS") for t in chunks), chunks
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not farm.leftovers()

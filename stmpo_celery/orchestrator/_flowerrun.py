@@ -25,8 +25,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from kombu.utils.uuid import uuid
-
 from ..broker import keys
 from ..plan import format_frames
 from ..slot import revoke_events, task_args
@@ -49,7 +47,7 @@ class RunRow:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.task_id = uuid()
+        self.task_id = run.row_task
         self.node = orchestrator_node(run.run_id, run.host)
         self._conn: Any = None
         self._disp: Any = None
@@ -124,7 +122,9 @@ class RunRow:
         o = run.prep.options
         return {"project": run.prep.project, "comp": o.comp, "rqindex": o.rqindex,
                 "frames_spec": format_frames(run.prep.frames), "pid": os.getpid(),
-                "state": keys.RunState.RENDERING, "frames_done": 0, "eta_s": None}
+                "state": keys.RunState.RENDERING, "frames_done": 0, "eta_s": None,
+                # the run's row in Flower: orphaned slots end it if the orchestrator is killed
+                "row_task": run.row_task, "row_node": orchestrator_node(run.run_id, run.host)}
 
     def registry(self, **fields: Any) -> dict[str, Any] | None:
         """Update the run's registry record (best effort); return it."""

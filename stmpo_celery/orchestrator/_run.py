@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import redis
+from kombu.utils.uuid import uuid
 
 from ..aerender import RenderTarget, delete_incomplete, missing_frames
 from ..broker import (
@@ -98,6 +99,7 @@ class Run(EventHandlers):
         self.watch = BrokerWatch()
         self.entry = ""
         self.row: RunRow | None = None  #: the run's row in Flower
+        self.row_task = uuid()  #: the task id of that row
         self.history: History | None = None  #: a previous render's costs (set by the CLI)
 
     # -- lifecycle ----------------------------------------------------------------

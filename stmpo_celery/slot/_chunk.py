@@ -61,6 +61,8 @@ class SlotContext:
     #: chunk index -> the last frame it owns, fixed from now on (steals may have lowered it;
     #: None: the schedule never lowers ends)
     close_range: Callable[[int], int | None] | None = None
+    #: the task id of the chunk this slot runs now (None: idle), for the death watch
+    current_task: Callable[[], str | None] | None = None
 
     def emit(self, label: str, line: str) -> None:
         """One whole line into the merged stream (the orchestrator's log funnel)."""

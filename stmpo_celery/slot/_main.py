@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._chunk import SlotContext
     from ._spec import RunSpec
 
 
@@ -43,7 +44,9 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     # and so do the run's keys on an external Redis (else they expire with no heartbeat).
     run_dir = os.path.dirname(os.path.abspath(spec_path))
     os.environ[RUN_DIR_ENV] = run_dir  # inherited by every renderer: see reap_run_dirs
-    spec: RunSpec | None = None  # read below; orphaned() sees it once it is
+    spec: RunSpec | None = None  # read below; orphaned() sees them once they are
+    ctx: SlotContext | None = None
+    app: Any = None
 
     def orphaned() -> None:
         # Our renderers are dead (the watch killed them first): the frames they had in
@@ -59,10 +62,14 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
         if spec is not None:
             from ..broker import BrokerUrl as Url
             from ..broker import delete_run_until_quiet
+            from ._orphan import mourn
 
             wait_idle(defaults.KILL_WAIT_S)  # our commands already sent are answered
             client = Url(spec.broker_url).client(timeout=2.0)
-            try:  # the other slots' last writes may still land: delete until none comes
+            try:
+                task = ctx.current_task() if ctx is not None and ctx.current_task else None
+                mourn(client, app, spec, slot, task)  # status and Flower: the run is dead
+                # the other slots' last writes may still land: delete until none comes
                 delete_run_until_quiet(client, spec.run_id)
             finally:
                 client.close()

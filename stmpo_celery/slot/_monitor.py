@@ -140,10 +140,15 @@ class SlotMonitor:
         """Follow the task ``task_name`` and every event the slot publishes."""
         self.task_name = task_name
         self.ctx.observer = self.observe
+        self.ctx.current_task = self.current_task
         task_prerun.connect(self._prerun, weak=False)
         task_postrun.connect(self._postrun, weak=False)
         self._record(state="idle")
         self.thread.start()
+
+    def current_task(self) -> str | None:
+        with self.lock:
+            return self.cur.task_id if self.cur is not None else None
 
     def _prerun(self, task_id: str | None = None, task: Task | None = None,
                 **_kw: Any) -> None:

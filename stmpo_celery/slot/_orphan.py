@@ -1,0 +1,61 @@
+"""What an orphaned slot says before it goes (runs in the slot's death watch).
+
+When the orchestrator is killed outright, nobody else is left to end the run where
+people look at it. Before the slot deletes the run's keys it:
+
+* moves the run's record to the ended runs as ``dead`` (on a host service's Redis,
+  where ``stmpo status`` lists ended runs for an hour), instead of letting it vanish;
+* ends the run's row in Flower as failed (the row's task id is in the record), stops
+  its own chunk there (REVOKED, with the reason), and takes its node and the
+  orchestrator's offline.
+
+Every slot of the run does this; the first one finds the record, the others only end
+their own chunk and node. Everything is best effort: the keys are deleted regardless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+import redis
+
+from ..broker import keys
+from ._monitor import revoke_events
+from ._spec import RunSpec
+
+
+def mourn(client: redis.Redis, app: Any, spec: RunSpec, slot: int,
+          task_id: str | None, pid_hint: str = "") -> None:
+    """See the module docstring. ``task_id``: the chunk this slot was running."""
+    reason = "its orchestrator was killed" + pid_hint
+    entry: dict[str, Any] = {}
+    with contextlib.suppress(redis.RedisError, ValueError, TypeError):
+        raw = client.hget(keys.REGISTRY, spec.run_id)
+        entry = json.loads(raw) if raw else {}
+        if entry and client.exists(keys.HOST_SERVICE):
+            entry.update(state=keys.RunState.DEAD, ended=time.time(), eta_s=None,
+                         reason=f"DEAD: {reason}")
+            client.hset(keys.ENDED, spec.run_id, json.dumps(entry))
+    if app is None:
+        return
+    me = keys.node_name(slot, spec.run_id, spec.host)
+    with contextlib.suppress(Exception), app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+
+        def send(node: str, *events: tuple[str, dict[str, Any]]) -> None:
+            dispatcher = app.events.Dispatcher(conn, hostname=node, enabled=True)
+            for kind, fields in events:
+                dispatcher.send(kind, retry=False, **fields)
+            dispatcher.close()
+
+        if task_id:
+            send(me, *revoke_events(task_id, f"STOPPED on slot {slot}: {reason}"))
+        row, node = entry.get("row_task"), entry.get("row_node")
+        if isinstance(row, str) and isinstance(node, str):
+            text = f"DEAD: {reason}; the slots stopped their renderers"
+            send(node, ("task-failed", {"uuid": row, "exception": text, "traceback": text,
+                                        "result": text}), ("worker-offline", {}))
+        send(me, ("worker-offline", {}))
