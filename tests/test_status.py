@@ -246,3 +246,24 @@ def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
         down = stmpo("host", "down", "--force", env=env)
     assert down.returncode == 0, down.stdout + down.stderr
     assert not farm.leftovers()
+
+
+def test_host_up_that_fails_leaves_no_redis_behind(farm: Farm, tmp_path: Path) -> None:
+    """Flower cannot listen: `host up` fails, and the Redis it had just started is stopped
+    (a half-up service would be found by the next render and used)."""
+    import socket
+
+    host_dir = tmp_path / "hostsvc"
+    env = _host_env(farm, host_dir)
+    port, fport = free_port(), free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", fport))
+        busy.listen()
+        up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}",
+                   env=env)
+    assert up.returncode == 3, up.stdout + up.stderr
+    assert not (host_dir / "broker.url").exists()
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, socket_connect_timeout=1).ping()
+    assert "nothing was running" in stmpo("host", "down", env=env).stdout
+    assert not farm.leftovers()

@@ -174,10 +174,22 @@ class HostService:
         if redis_proc is None:
             redis_proc = self._start_redis(port, bind, foreground)
             said.append(f"Redis started on {bind}:{port} (pid {redis_proc.pid})")
-        else:
-            port = int(self.conf_value("port") or port)
-            bind = self.conf_value("bind") or bind
-            said.append(f"Redis already running on {bind}:{port} (pid {redis_proc.pid})")
+            try:
+                return said + self._serve(port, bind, flower, auth, url_prefix, gid,
+                                          foreground)
+            except BaseException:  # a service half up would be found and used: none is
+                with contextlib.suppress(Exception):
+                    self.down(force=True)
+                raise
+        port = int(self.conf_value("port") or port)
+        bind = self.conf_value("bind") or bind
+        said.append(f"Redis already running on {bind}:{port} (pid {redis_proc.pid})")
+        return said + self._serve(port, bind, flower, auth, url_prefix, gid, foreground)
+
+    def _serve(self, port: int, bind: str, flower: str | None, auth: str | None,
+               url_prefix: str | None, gid: int | None, foreground: bool) -> list[str]:
+        """With Redis up: the broker file, the host-service mark, Flower."""
+        said: list[str] = []
         broker = self.broker(port, bind)
         self._write_broker_file(broker, gid)
         with contextlib.suppress(Exception):  # runs keep their outcome here a while
