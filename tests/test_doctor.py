@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import FAKE
 
 STMPO = [sys.executable, "-m", "stmpo_celery.cli", "doctor"]
@@ -66,3 +67,31 @@ def test_broker_check_names_the_broker_renders_will_use(tmp_path: Path) -> None:
     res = doctor("--aerender", FAKE, "--min-ram-gb", "0.1", **env)
     line = next(ln for ln in res.stdout.splitlines() if " broker:" in ln)
     assert "embedded redis-server" in line, line
+
+
+def test_a_program_that_is_not_aerender_fails_the_check(tmp_path: Path) -> None:
+    for prog in ("/bin/false", "/bin/true"):
+        res = doctor("--aerender", prog, "--output-dir", str(tmp_path / "out"))
+        assert res.returncode == 3, res.stdout
+        assert res.stdout.splitlines()[0].startswith("FAIL aerender:")
+        assert "is not aerender" in res.stdout
+
+
+def test_an_aerender_that_hangs_fails_and_leaves_no_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its launcher and what it started are killed: a real one starts AfterFX."""
+    import psutil
+
+    from stmpo_celery.monitor import _doctor
+
+    marker = f"stmpo-doctor-hang-{os.getpid()}"
+    script = tmp_path / "aerender"
+    script.write_text(f"#!/bin/sh\n'{sys.executable}' -c 'import time; time.sleep(100)' "
+                      f"{marker} &\nwait\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(_doctor, "AERENDER_VERSION_WAIT_S", 0.5)
+    check = _doctor.check_aerender(str(script))
+    assert not check.ok and "did not answer" in check.detail
+    left = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(
+        p.info["cmdline"] or [])]
+    assert not left, left

@@ -20,8 +20,15 @@ from ..broker import (
 )
 from ..config import defaults
 from ..errors import StmpoError
-from ..host import has_render_only_licence_file, pinning_check, unix_socket_broker
+from ..host import (
+    has_render_only_licence_file,
+    kill_tree,
+    pinning_check,
+    unix_socket_broker,
+)
 from ._hostsvc import discover_broker
+
+AERENDER_VERSION_WAIT_S = 30.0  #: ``aerender -version`` answers in this long, or fails
 
 
 @dataclass(frozen=True)
@@ -42,12 +49,26 @@ def check_aerender(explicit: str | None) -> Check:
     except StmpoError as exc:
         return Check("aerender", False, exc.message)
     try:
-        out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=30,
-                             stdin=subprocess.DEVNULL)
-        version = (out.stdout.strip().splitlines() or ["(no version printed)"])[0]
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check("aerender", False, f"{path} cannot run: {exc}")
+        proc = subprocess.Popen([path, "-version"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True, errors="replace")
+    except OSError as exc:
+        return Check("aerender", False, f"{path} cannot run: {exc.strerror or exc}")
+    try:
+        out, _ = proc.communicate(timeout=AERENDER_VERSION_WAIT_S)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)  # the launcher and whatever it started: nothing outlives doctor
+        proc.communicate()
+        return Check("aerender", False, f"{path} -version did not answer in "
+                     f"{AERENDER_VERSION_WAIT_S:g} s: check the install (a licence or "
+                     "first-run dialog waiting?)")
+    version = next((ln.strip() for ln in out.splitlines() if "aerender version" in ln), None)
+    if version is None:
+        return Check("aerender", False, f"{path} is not aerender: `-version` printed no "
+                     f"'aerender version' line (exit {proc.returncode}); fix --aerender or "
+                     "$AERENDER_PATH")
     return Check("aerender", True, f"{path} ({version})")
+
 
 
 def check_broker(url: str | None) -> Check:
