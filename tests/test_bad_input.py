@@ -208,6 +208,9 @@ def test_bad_input(farm: Farm, case: tuple, monkeypatch: pytest.MonkeyPatch,  # 
         main(argv[3:])  # after "python -m stmpo_celery.cli"
     out = capsys.readouterr()
     _check(case, int(stop.value.code or 0), out.out, out.err)
+    # the render reports to OpenJD (--progress openjd): the session sees the reason too
+    assert out.out.splitlines()[-1:] == [out.err.strip().replace("stmpo: error: ",
+                                                                "openjd_fail: ", 1)]
     started = {p.pid for p in psutil.Process().children(recursive=True)} - before_children
     assert not started, "nothing may be started"
     assert not farm.journal.exists(), "aerender must not run"

@@ -388,10 +388,26 @@ _register_commands()
 
 
 
-def _error(message: str) -> None:
+def _error(message: str, args: list[str] | None = None) -> None:
+    """One line on stderr; for a render that reports to OpenJD (``--progress openjd``, or
+    auto without a terminal), also the ``openjd_fail`` directive naming the problem."""
     from ..text import one_line
 
     click.echo(f"stmpo: error: {one_line(message)}", err=True)
+    if args and args[0] == "render" and _progress_mode(args) == "openjd":
+        click.echo(f"openjd_fail: {one_line(message)}")
+
+
+def _progress_mode(args: list[str]) -> str:
+    mode = "auto"
+    for i, arg in enumerate(args):
+        if arg == "--progress" and i + 1 < len(args):
+            mode = args[i + 1]
+        elif arg.startswith("--progress="):
+            mode = arg.split("=", 1)[1]
+    if mode == "auto":
+        return "bar" if sys.stdout.isatty() else "openjd"
+    return mode
 
 
 def _scrub_secrets(argv: list[str]) -> None:
@@ -419,8 +435,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: map every failure to one line and a named exit code."""
     with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    args = sys.argv[1:] if argv is None else argv
     try:
-        args = sys.argv[1:] if argv is None else argv
         if args[:1] == ["render"]:  # from the first moment: a cancel ends with its code
             _EarlyCancel.install()
         if argv is None:
@@ -431,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
                    "nothing was rendered")
         sys.exit(int(cancel.code))
     except StmpoError as exc:
-        _error(exc.message)
+        _error(exc.message, args)
         sys.exit(int(exc.code))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -440,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
             hint = f" (see '{ctx.command_path} --help')"
-        _error(f"{exc.format_message()}{hint}")
+        _error(f"{exc.format_message()}{hint}", args)
         sys.exit(int(ExitCode.BAD_INPUT))
     except click.Abort:
         sys.exit(int(ExitCode.INTERRUPTED))
