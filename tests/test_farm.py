@@ -385,3 +385,26 @@ def test_job_state_and_priority_rules() -> None:
     assert job_summary_state("canceled", tasks("running", "canceled")) == "canceling"
     assert job_summary_state("canceled", tasks("succeeded", "canceled")) == "canceled"
     assert [redis_priority(p) for p in (100, 91, 50, 0)] == [0, 0, 5, 9]  # higher first
+
+
+def test_versions_refuse_what_is_not_a_manifest_and_approve_nothing_empty(
+        tmp_path: Path) -> None:
+    from stmpo_celery.errors import BadInput, StmpoError
+    from stmpo_celery.farm import list_versions, set_status
+
+    with pytest.raises(BadInput, match="does not exist"):
+        list_versions(tmp_path / "nope")
+    shot = tmp_path / "shot"
+    for name, text in (("v001", "[]"), ("v002", "{bad"), ("v003", '{"status": "x"}')):
+        (shot / name).mkdir(parents=True)
+        (shot / name / "version.json").write_text(text)
+    assert [e["status"] for e in list_versions(shot)] == ["unreadable"] * 3
+    for v in ("v001", "v002", "v003"):
+        for status in ("approved", "rejected"):
+            with pytest.raises(BadInput, match="not a manifest stmpo wrote"):
+                set_status(shot, v, status, "n")
+    (shot / "v004").mkdir()
+    (shot / "v004" / "version.json").write_text('{"frames": [], "status": "pending-review"}')
+    with pytest.raises(StmpoError, match="lists no frame"):
+        set_status(shot, "v004", "approved", None)
+    assert set_status(shot, "v004", "rejected", "empty")["status"] == "rejected"

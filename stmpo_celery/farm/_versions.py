@@ -132,12 +132,37 @@ def _few(numbers: list[int]) -> str:
     return shown + (" ..." if len(numbers) > 8 else "")
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A version's manifest as :func:`write_manifest` wrote it; ``ValueError`` saying
+    what is wrong otherwise (``FileNotFoundError`` when there is none)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    frames = data.get("frames")
+    if not isinstance(frames, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("frame"), int)
+            and isinstance(f.get("file"), str) and isinstance(f.get("size"), int)
+            and isinstance(f.get("sha256"), str) for f in frames):
+        raise ValueError("no list of frames (frame, file, size, sha256)")
+    if not isinstance(data.get("missing_frames", []), list):
+        raise ValueError("missing_frames is not a list")
+    return data
+
+
 def list_versions(shot: Path) -> list[dict[str, Any]]:
+    if not shot.is_dir():
+        what = "is not a folder" if shot.exists() else "does not exist"
+        raise BadInput(f"shot folder {shot} {what}: pass the folder that holds v001, v002, ...")
     out = []
     for vdir in version_dirs(shot):
         entry: dict[str, Any] = {"version": vdir.name, "dir": str(vdir)}
         try:
-            manifest = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
+            manifest = read_manifest(vdir / MANIFEST)
         except FileNotFoundError:
             job = ""
             with contextlib.suppress(OSError):
@@ -168,11 +193,16 @@ def set_status(shot: Path, version: str, status: str, note: str | None) -> dict[
     if not _VERSION.match(version) or not vdir.is_dir():
         raise BadInput(f"{shot} has no version {version!r}: see 'stmpo versions list {shot}'")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = read_manifest(path)
     except FileNotFoundError:
         raise BadInput(f"{version} is not published yet (no {MANIFEST}): wait for its job") \
             from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path} is not a manifest stmpo wrote: {exc}; render the version "
+                       "again (its job writes a new one)") from None
     problems = verify(vdir, manifest)
+    if not manifest["frames"]:
+        problems.append("its manifest lists no frame")
     if status == "approved" and problems:
         raise StmpoError(f"{version} cannot be approved: {'; '.join(problems)}. Render it "
                          "again or reject it")
