@@ -112,6 +112,13 @@ def test_no_fonts_attached_is_one_line_exit_0_and_changes_nothing(home: Path, tm
     assert list(home.iterdir()) == []  # no font folder, no registry
 
 
+def test_a_file_given_as_the_fonts_folder_is_refused(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "f.ttf").write_bytes(b"x")
+    res = stmpo_cli(home, "install", "--from", str(tmp_path / "f.ttf"))
+    assert res.returncode == 2 and "is a file" in res.stderr, res.stdout + res.stderr
+    assert len(res.stderr.splitlines()) == 1 and list(home.iterdir()) == []
+
+
 def test_remove_without_any_install_is_a_no_op(home: Path) -> None:
     res = stmpo_cli(home, "remove")
     assert res.returncode == 0, res.stderr

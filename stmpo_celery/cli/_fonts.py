@@ -20,6 +20,7 @@ from ..deadline import (
     say,
     session_ended,
 )
+from ..errors import BadInput
 
 
 def _names(items: list[str], limit: int = 8) -> str:
@@ -50,6 +51,9 @@ def install(source: str | None, session: str | None) -> None:
         say("no fonts attached to the job (FontsDir is empty): nothing to install")
         return
     folder = Path(source).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"--from {folder} is a file: pass the folder of fonts attached to the "
+                       "job (FontsDir)")
     if not folder.is_dir():
         say(f"no fonts attached: the fonts folder {folder} does not exist on this host: "
             "nothing to install")
