@@ -6,7 +6,6 @@ for me"; this says what that decision is here and now (or by which rule it is ma
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -55,8 +54,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], Callable[[dict[str, Any]], str]]]
                    "schedule from the slot count and launch cost"),
     "numa_map": (lambda v: v is None, lambda _v: "none: topology detected on this host"),
     "broker": (lambda v: v is None, _broker),
-    "log_dir": (lambda v: v is None, lambda _v: (
-        f"auto: {tempfile.gettempdir()}/stmpo-logs/<run>")),
+    "log_dir": (lambda v: v is None, lambda _v: f"auto: {_log_root()}/<run>"),
     "flower_auth": (lambda v: v is None, lambda _v: "none: Flower on loopback only"),
 }
 
@@ -71,3 +69,9 @@ def auto_notes(values: dict[str, Any]) -> dict[str, str]:
             except Exception as exc:  # noqa: BLE001 - a hint only; never fail `config show`
                 out[name] = f"auto (cannot resolve here: {exc})"
     return out
+
+
+def _log_root() -> str:
+    from ..orchestrator import default_log_root
+
+    return str(default_log_root())

@@ -12,6 +12,7 @@ from .._lazy import MODULE, lazy_exports
 
 if TYPE_CHECKING:
     from . import _history as history
+    from ._logdir import default_root as default_log_root
     from ._run import Run
     from ._summary import write_cancelled_early
     from ._validate import Prepared, check_numbers, create_outputs, prepare
@@ -24,6 +25,7 @@ _HOME = {
     "prepare": "._validate",
     "Prepared": "._validate",
     "Run": "._run",
+    "default_log_root": "._logdir",
     "write_cancelled_early": "._summary",
 }
 
@@ -34,8 +36,10 @@ __all__ = [
     "prepare",
     "Prepared",
     "Run",
+    "default_log_root",
     "write_cancelled_early",
 ]
 
 
-__getattr__ = lazy_exports(__name__, _HOME, {"history": MODULE})
+__getattr__ = lazy_exports(__name__, _HOME, {"history": MODULE,
+                                             "default_log_root": "default_root"})
