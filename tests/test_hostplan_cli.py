@@ -75,6 +75,18 @@ def test_plan_rejects_bad_numa_map(tmp_path) -> None:  # type: ignore[no-untyped
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("args", "words"), [
+    (["--numa-nodes", "2"], "--numa-nodes describes another host"),
+    (["--no-smt"], "--smt/--no-smt describes another host"),
+    (["--cpus", "8", "--ram-gb", "32", "--numa-nodes", "0"], "at least one NUMA node"),
+    (["--comp", "Main"], "pass --project too"),
+])
+def test_plan_flags_that_would_do_nothing_are_refused(args: list[str], words: str) -> None:
+    res = stmpo("plan", "--frames", "1-10", *args)
+    assert res.returncode == 2 and words in res.stderr, res.stderr
+    assert len(res.stderr.splitlines()) == 1
+
+
 def test_each_aerender_runs_on_its_slot_cpus(farm: Farm) -> None:
     cpus = sorted(psutil.Process().cpu_affinity() or [])
     if len(cpus) < 2:

@@ -209,6 +209,15 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
     chunk_size = check_numbers(options)
     if (cpus is None) != (ram_gb is None):
         raise BadInput("pass both --cpus and --ram-gb to plan for another host")
+    given = click.get_current_context().get_parameter_source
+    for name, flag in (("numa_nodes", "--numa-nodes"), ("smt", "--smt/--no-smt")):
+        if cpus is None and given(name) is click.core.ParameterSource.COMMANDLINE:
+            raise BadInput(f"{flag} describes another host: pass it with --cpus and --ram-gb "
+                           "(this host's own topology is detected)")
+    if cpus is not None and numa_nodes < 1:
+        raise BadInput(f"--numa-nodes {numa_nodes}: a host has at least one NUMA node")
+    if (comp is not None or rqindex is not None) and not project:
+        raise BadInput("--comp/--rqindex pick the history of a project: pass --project too")
     if cpus is not None and ram_gb is not None:
         if cpus <= 0 or ram_gb <= 0:
             raise BadInput("--cpus and --ram-gb must be more than zero")
