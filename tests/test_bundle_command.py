@@ -271,6 +271,8 @@ def test_export_settings_exports_only_what_is_set(tmp_path: Path) -> None:
     ("STMPO_CONCURRENCY=lots", "must be a whole number"),
     ("STMPO_MFR=line\nopenjd_fail: forged", "line break"),
     ("PATH=/evil", "expected STMPO_NAME=VALUE"),
+    ("STMPO_NUMA_MAP=/nonexistent/map.json", "cannot read numa map"),
+    ("STMPO_BROKER_URL=http://farm-redis:6379", "not a Redis URL"),
     ("STMPO_BROKER_URL=redis://:Pw0rd@farm-redis:6379/0", "holds a password"),
     ("STMPO_BROKER_URL=redis://farm-redis:6379/0?password=Pw0rd", "holds a password"),
 ])
