@@ -255,13 +255,16 @@ def test_export_settings_exports_only_what_is_set(tmp_path: Path) -> None:
 
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("STMPO_MAX_CONCURRENCY", None)
+    numa_map = tmp_path / "maps" / "a, b ü.json"  # read by the check: it must exist
+    numa_map.parent.mkdir()
+    numa_map.write_text(json.dumps({"group_0": sorted(os.sched_getaffinity(0))}))
     res = script("export_settings.py", "STMPO_PROFILE=", "STMPO_MFR=OFF",
                  "STMPO_AFFINITY=DEFAULT", "STMPO_MAX_CONCURRENCY=7",
-                 "STMPO_NUMA_MAP=/maps/a, b ü.json", env=env)
+                 f"STMPO_NUMA_MAP={numa_map}", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     exported = [ln for ln in res.stdout.splitlines() if ln.startswith("openjd_env: ")]
     assert exported == ["openjd_env: STMPO_MFR=OFF", "openjd_env: STMPO_MAX_CONCURRENCY=7",
-                        "openjd_env: STMPO_NUMA_MAP=/maps/a, b ü.json"]
+                        f"openjd_env: STMPO_NUMA_MAP={numa_map}"]
     # `stmpo config show` ran with them: the effective values and their sources
     assert re.search(r"^  max_concurrency\s+7\s+\$STMPO_MAX_CONCURRENCY$", res.stdout, re.M)
     assert re.search(r"^  mfr\s+False\s+\$STMPO_MFR$", res.stdout, re.M)
