@@ -95,3 +95,11 @@ def test_an_aerender_that_hangs_fails_and_leaves_no_process(
     left = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(
         p.info["cmdline"] or [])]
     assert not left, left
+
+
+def test_an_output_folder_under_a_file_fails_the_disk_check(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    res = doctor("--aerender", FAKE, "--output-dir", str(tmp_path / "f" / "out"))
+    assert res.returncode == 3
+    assert any(ln.startswith("FAIL disk:") and "is not a folder" in ln
+               for ln in res.stdout.splitlines()), res.stdout

@@ -119,6 +119,10 @@ def check_disk(output_dir: str | None, min_gb: float) -> Check:
     probe = path
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is not a folder" if not probe.is_dir() else "is not writable"
+        return Check("disk", False, f"the output folder {path} cannot be created: {probe} "
+                     f"{why}")
     free = shutil.disk_usage(probe).free / 2**30
     ok = free >= min_gb
     return Check("disk", ok, f"{free:.1f} GB free at {probe}"
