@@ -67,6 +67,8 @@ class Places:
     font_dir: Path  #: where this user's fonts are installed
     state_dir: Path  #: the registry and its lock
     platform: str  #: "linux", "darwin" or "win32"
+    #: font_dir is stmpo's own (removed once empty), not the user's font folder of the OS
+    own_font_dir: bool = False
 
 
 def places(env: Mapping[str, str] | None = None, platform: str | None = None) -> Places:
@@ -83,7 +85,8 @@ def places(env: Mapping[str, str] | None = None, platform: str | None = None) ->
                       home / "Library" / "Application Support" / "stmpo" / "fonts", "darwin")
     data = Path(env.get("XDG_DATA_HOME") or home / ".local" / "share")
     state = Path(env.get("XDG_STATE_HOME") or home / ".local" / "state")
-    return Places(data / "fonts" / "stmpo", state / "stmpo" / "fonts", "linux")
+    return Places(data / "fonts" / "stmpo", state / "stmpo" / "fonts", "linux",
+                  own_font_dir=True)
 
 
 def font_key(name: str) -> str:
@@ -281,6 +284,9 @@ def remove_fonts(pl: Places, session: Session) -> Outcome | None:
                 out.kept.append(Path(reg.fonts[key]["path"]).name)
         collect(reg, pl, out)
         reg.save(reg_path)
+        if not reg.fonts and pl.own_font_dir:  # stmpo's folder goes with its last font
+            with contextlib.suppress(OSError):
+                pl.font_dir.rmdir()
     if rec is None:
         out.kept.clear()
     out.installed = mine  # what this session held
