@@ -362,7 +362,8 @@ def test_the_openjd_fonts_environment_installs_for_the_session_only(home: Path,
 def test_places_per_platform(tmp_path: Path) -> None:
     env = {"HOME": "/home/u", "XDG_DATA_HOME": "/data", "XDG_STATE_HOME": "/state"}
     assert fonts.places(env, "linux") == Places(Path("/data/fonts/stmpo"),
-                                                Path("/state/stmpo/fonts"), "linux")
+                                                Path("/state/stmpo/fonts"), "linux",
+                                                own_font_dir=True)
     assert fonts.places({"HOME": "/home/u"}, "linux").font_dir == Path(
         "/home/u/.local/share/fonts/stmpo")
     mac = fonts.places({"HOME": "/Users/u"}, "darwin")
@@ -370,6 +371,7 @@ def test_places_per_platform(tmp_path: Path) -> None:
     win = fonts.places({"LOCALAPPDATA": "C:/Users/u/AppData/Local"}, "win32")
     assert win.font_dir == Path("C:/Users/u/AppData/Local/Microsoft/Windows/Fonts")
     assert win.state_dir == Path("C:/Users/u/AppData/Local/stmpo/fonts")
+    assert not mac.own_font_dir and not win.own_font_dir  # the OS's folders: never removed
 
 
 def test_windows_module_is_import_safe_and_pure_parts_work(tmp_path: Path) -> None:
