@@ -66,7 +66,13 @@ def test_inspect_refuses_what_is_not_a_project(tmp_path: Path) -> None:
     res = subprocess.run([str(BIN / "stmpo"), "inspect", str(bad)], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "is not an After Effects project" in res.stderr and "save" in res.stderr
+    bad.write_bytes(b"RIFX\x00\x00\x00\x10Egg!garbage")  # a header, then nonsense
+    res = subprocess.run([str(BIN / "stmpo"), "inspect", str(bad)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "cannot be read as an After Effects project" in res.stderr
+    assert "save it again" in res.stderr and "Traceback" not in res.stderr
 
 
 def bundle(project: Path, tmp: Path, *args: str) -> Any:

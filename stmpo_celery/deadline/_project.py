@@ -97,12 +97,23 @@ def read_project(path: str | os.PathLike[str]) -> ProjectInfo:
         raise BadInput("reading projects needs the py-aep package: pip install py-aep") from None
     where = os.path.abspath(path)
     if not os.path.isfile(where):
-        raise BadInput(f"project {where} is not a file")
+        raise BadInput(f"project {where} is not a file: pass the saved .aep")
+    try:
+        with open(where, "rb") as fh:
+            head = fh.read(12)
+    except OSError as exc:
+        raise BadInput(f"project {where} cannot be read ({exc.strerror}): check its "
+                       "permissions") from None
+    if not head.startswith(b"RIFX"):  # every binary .aep is a big-endian RIFF (RIFX) file
+        what = "empty" if not head else "not an After Effects project (no RIFX header)"
+        raise BadInput(f"project {where} is {what}: pass a binary .aep saved by After "
+                       "Effects (an .aepx: save it as .aep)")
     try:
         app = py_aep.parse(where)
     except Exception as exc:  # py-aep raises many kinds on a file it cannot read
         raise BadInput(f"project {where} cannot be read as an After Effects project "
-                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
+                       "it may be cut short or from a newer After Effects; save it again"
                        ) from None
     proj = app.project
     info = ProjectInfo(where, str(app.version))
