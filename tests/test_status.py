@@ -88,12 +88,19 @@ def _host_env(farm: Farm, host_dir: Path) -> dict[str, str]:
     return env
 
 
-def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
-        farm: Farm, tmp_path: Path) -> None:
-    host_dir = tmp_path / "hostsvc"
+def _host_up(farm: Farm, host_dir: Path) -> tuple[dict[str, str], int, int,
+                                                   subprocess.CompletedProcess[str]]:
+    """`stmpo host up` with a Flower, on free ports: (env, redis port, Flower port, result)."""
     env = _host_env(farm, host_dir)
     port, fport = free_port(), free_port()
     up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}", env=env)
+    return env, port, fport, up
+
+
+def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
+        farm: Farm, tmp_path: Path) -> None:
+    host_dir = tmp_path / "hostsvc"
+    env, port, fport, up = _host_up(farm, host_dir)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         broker_file = host_dir / "broker.url"
@@ -211,9 +218,7 @@ def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
     """kill -9 of the orchestrator alone: its orphaned slots clean up, and the run stays
     visible as dead (not gone from `stmpo status`, not PROGRESS forever in Flower)."""
     host_dir = tmp_path / "hostsvc"
-    env = _host_env(farm, host_dir)
-    port, fport = free_port(), free_port()
-    up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}", env=env)
+    env, _port, fport, up = _host_up(farm, host_dir)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         url = (host_dir / "broker.url").read_text().strip()
