@@ -384,3 +384,31 @@ def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(
     assert second.returncode == 0, out + err
     assert farm.frames_on_disk() == list(range(1, 41)) and not bad_files(farm)
     assert not farm.leftovers()
+
+
+def test_portable_mode_embedded_redis_left_by_a_power_cut_is_stopped_by_the_next(
+        farm: Farm) -> None:
+    """macOS (no parent-death signal, no Job Object): the embedded Redis runs under a
+    guard process; killed together with the guard and the orchestrator, it is left
+    running. The next render finds it by its working folder, the dead run's folder."""
+    from conftest import orphan_redis
+
+    env = farm.env(STMPO_START_METHOD="spawn")
+    proc = farm.start_rendering(frame_cost="0.3", frames="1-20", env=env)
+    try:
+        procs = tagged(farm.tag)
+        for p in procs:  # frozen first: nobody cleans up before being killed
+            with contextlib.suppress(psutil.Error):
+                p.suspend()
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    left = wait_for(orphan_redis, timeout=5)
+    assert left, "the Redis must outlive its guard for this test to mean anything"
+    res = farm.run(frames="1-20", concurrency=2, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not farm.leftovers()

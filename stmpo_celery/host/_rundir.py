@@ -19,7 +19,7 @@ from typing import IO
 
 import psutil
 
-from ._platform import try_lock_file
+from ._platform import REDIS_SERVER_NAMES, try_lock_file
 from ._proc import kill_procs
 
 PREFIX = "stmpo-"  #: every run folder's name starts with this
@@ -75,6 +75,7 @@ def reap_run_dirs(root: Path | None = None) -> list[Path]:
             with open(lock, "a+b") as fh:
                 if not try_lock_file(fh):
                     continue  # its run is alive
+                kill_run_processes(folder)  # what the run left running, while it is findable
                 # delete while the lock holds: a run that created this folder an instant
                 # ago and has not locked it yet finds it taken and makes another
                 shutil.rmtree(folder, ignore_errors=True)
@@ -82,20 +83,21 @@ def reap_run_dirs(root: Path | None = None) -> list[Path]:
             continue
         shutil.rmtree(folder, ignore_errors=True)  # Windows: the lock file, once closed
         gone.append(folder)
-    if gone:
-        kill_marked(RUN_DIR_ENV, {str(p) for p in gone})
     return gone
 
 
-def kill_marked(name: str, values: set[str]) -> list[int]:
-    """Kill every process of this user (and its tree) whose environment has ``name`` set
-    to one of ``values``: renderers of a run killed with all its slots, which nobody was
-    left to stop (on Windows the run's Job Object already ended them)."""
+def kill_run_processes(folder: Path) -> list[int]:
+    """Kill every process of this user (and its tree) that a run killed outright left
+    running, nobody being left to stop it (on Windows the run's Job Object did): its
+    renderers, which carry the run folder in ``$STMPO_RUN_DIR``, and its embedded Redis,
+    whose working folder it is (redis-server rewrites its environment with its title)."""
+    here = str(folder)
     found: list[psutil.Process] = []
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error, OSError):
-            if proc.environ().get(name) in values:
-                found.append(proc)
+            if proc.environ().get(RUN_DIR_ENV) == here or (
+                    proc.cwd() == here and proc.name().lower().startswith(REDIS_SERVER_NAMES)):
+                found.append(proc)  # (a shell someone left in that folder is not ours)
     if not found:
         return []
     tree = {p.pid: p for p in found}
