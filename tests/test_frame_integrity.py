@@ -47,6 +47,17 @@ def mid_write(farm: Farm, ext: str = "png") -> Path | None:
     return None
 
 
+def power_cut(procs: list[psutil.Process]) -> None:
+    """Kill ``procs`` at once, as a power cut does: frozen first, so none of them (an
+    orphaned slot, a slot that saw its renderer die) gets to clean up before it dies."""
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.suspend()
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
 def bad_files(farm: Farm, ext: str = "png") -> list[str]:
     return sorted(p.name for p in farm.out.glob(f"shot_*.{ext}") if not whole(p))
 
@@ -87,15 +98,7 @@ def test_sigkill_of_everything_mid_write_leaves_a_ledger_the_next_run_obeys(
         farm: Farm) -> None:
     proc, partial = _iff_caught_mid_write(farm, concurrency=1)
     try:
-        # everything at once, as a power cut: frozen first, so no process (an orphaned
-        # slot, a slot that saw its renderer die) gets to clean up before it is killed
-        procs = tagged(farm.tag)
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.suspend()
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        power_cut(tagged(farm.tag))
         kill_tagged(farm.tag)
         proc.communicate(timeout=10)
     finally:
@@ -360,9 +363,7 @@ def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(
         stmpo = [p for p in tagged(farm.tag)
                  if p.pid == proc.pid or p.name().startswith("stmpo-slot")]
         assert len(stmpo) == 3, [p.name() for p in tagged(farm.tag)]
-        for p in stmpo:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        power_cut(stmpo)
         proc.communicate(timeout=10)
     finally:
         proc.kill()
@@ -396,13 +397,7 @@ def test_portable_mode_embedded_redis_left_by_a_power_cut_is_stopped_by_the_next
     env = farm.env(STMPO_START_METHOD="spawn")
     proc = farm.start_rendering(frame_cost="0.3", frames="1-20", env=env)
     try:
-        procs = tagged(farm.tag)
-        for p in procs:  # frozen first: nobody cleans up before being killed
-            with contextlib.suppress(psutil.Error):
-                p.suspend()
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        power_cut(tagged(farm.tag))
         proc.communicate(timeout=10)
     finally:
         proc.kill()
