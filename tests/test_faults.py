@@ -229,7 +229,9 @@ def test_spawn_delay_staggers_only_first_launches(farm: Farm) -> None:
     early, late = sorted(first, key=first.__getitem__)
     assert first[late] - first[early] >= 0.65  # 0.8 s apart, less scheduling noise
     later = sorted(c["t0"] for c in chunks if c["slot"] == early)[1:]
-    assert later and later[0] - first[early] < 0.75  # the first slot is never delayed again
+    # the first slot is never delayed again: gated, its next launch would wait a delay
+    # after the other slot's first launch (what it may take to start is load, not gating)
+    assert later and later[0] - first[late] < 0.65
 
 
 def test_a_slot_killed_while_waiting_its_spawn_delay_has_its_chunk_rendered(

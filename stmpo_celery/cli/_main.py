@@ -25,7 +25,13 @@ from ..errors import BadInput, ExitCode, StmpoError
 from ..text import shell_quote
 from ._finite import FINITE, NON_NEGATIVE
 from ._options import setting_options
-from ._render_start import _comp_label, _early_redis, _EarlyCancel, _task_frames
+from ._render_start import (
+    _comp_label,
+    _early_redis,
+    _EarlyCancel,
+    _task_frames,
+    write_cancelled_early,
+)
 
 F = Callable[..., Any]
 
@@ -161,9 +167,7 @@ def render(**kw: Any) -> None:
         click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
                    "nothing was rendered")
         summary = options.summary if options is not None else kw.get("summary")
-        if summary:
-            from ..orchestrator import write_cancelled_early
-
+        if summary:  # nothing imported from here on: the cancel may have cut one short
             write_cancelled_early(summary, prep, cancel.name, code, started)
     finally:
         if embedded is not None:

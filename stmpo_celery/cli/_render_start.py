@@ -1,12 +1,17 @@
 """What ``stmpo render`` does before the run takes over: the frames of one big-task task,
-cancels that arrive early, the embedded Redis started before Celery is imported."""
+cancels that arrive early (and their summary), the embedded Redis started before Celery
+is imported."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
+import time
 from typing import Any, ClassVar
 
+from ..broker.keys import host_name
 from ..config import RenderOptions
 from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words
 from ..host import make_run_dir, remove_run_dir
@@ -85,3 +90,39 @@ def _early_redis(prep: Any) -> Any:
 def _comp_label(options: RenderOptions) -> str:
     """What a history record is keyed by besides the project: the comp or queue item."""
     return options.comp if options.comp is not None else f"rqindex {options.rqindex}"
+
+
+def write_cancelled_early(path: str, prep: Any, signal_name: str, code: int,
+                          started: float) -> None:
+    """The ``--summary`` of a render cancelled before its run started: nothing rendered
+    (the keys of a run's summary, empty where there was no run). Best effort: the path
+    may not have been checked yet. Imports nothing: the cancel may have cut an import
+    short, and importing after that can fail."""
+    frames: list[int] = list(prep.frames) if prep is not None else []
+    spec = ""
+    if prep is not None:  # prepare() finished: the plan package is whole
+        from ..plan import format_frames
+
+        spec = format_frames(frames)
+    doc: dict[str, Any] = {
+        "run": prep.run_id if prep is not None else None,
+        "host": host_name(),
+        "exit_code": int(code),
+        "status": "failed",
+        "reason": f"cancelled by {signal_name} before the render started",
+        "frames": {"requested": len(frames), "requested_spec": spec, "rendered": 0,
+                   "rendered_spec": "", "skipped": 0, "skipped_spec": "",
+                   "missing": len(frames), "missing_spec": spec, "suspect_spec": ""},
+        "output": prep.pattern.raw if prep is not None else None,
+        "chunks": [], "idle_tasks": 0, "failures": [], "warnings": [],
+        "timing": {"started": started, "ended": time.time(), "first_launch": None,
+                   "last_frame": None},
+    }
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+        os.replace(tmp, path)
+    except (OSError, ValueError, TypeError):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from . import _history as history
     from ._logdir import default_root as default_log_root
     from ._run import Run
-    from ._summary import write_cancelled_early
     from ._validate import Prepared, check_numbers, create_outputs, prepare
 
 # Imported on first use: a command that never needs Celery never loads it.
@@ -26,7 +25,6 @@ _HOME = {
     "Prepared": "._validate",
     "Run": "._run",
     "default_log_root": "._logdir",
-    "write_cancelled_early": "._summary",
 }
 
 __all__ = [
@@ -37,7 +35,6 @@ __all__ = [
     "Prepared",
     "Run",
     "default_log_root",
-    "write_cancelled_early",
 ]
 
 

@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker import mask_url
 from ..broker.events import ChunkOutcome, ChunkRetry
-from ..broker.keys import host_name
 from ..errors import ExitCode
 from ..plan import format_frames
 
 if TYPE_CHECKING:
     from ._run import Run
-    from ._validate import Prepared
 
 
 class ChunkStatus(str, Enum):
@@ -166,39 +164,6 @@ def write_summary(run: Run, missing: list[int]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         run.funnel.line(f"stmpo: WARNING: summary not written to {path} ({exc.strerror})")
-
-
-def write_cancelled_early(path: str, prep: Prepared | None, signal_name: str,
-                          code: int, started: float) -> None:
-    """The summary of a render cancelled before its run started: nothing rendered (the
-    same keys as :func:`build`, empty where there was no run). Best effort: the path
-    may not have been checked yet."""
-    frames = prep.frames if prep is not None else []
-    doc: dict[str, Any] = {
-        "run": prep.run_id if prep is not None else None,
-        "host": host_name(),
-        "exit_code": int(code),
-        "status": "failed",
-        "reason": f"cancelled by {signal_name} before the render started",
-        "frames": {
-            "requested": len(frames), "requested_spec": format_frames(frames),
-            "rendered": 0, "rendered_spec": "", "skipped": 0, "skipped_spec": "",
-            "missing": len(frames), "missing_spec": format_frames(frames),
-            "suspect_spec": "",
-        },
-        "output": prep.pattern.raw if prep is not None else None,
-        "chunks": [], "idle_tasks": 0, "failures": [], "warnings": [],
-        "timing": {"started": started, "ended": time.time(), "first_launch": None,
-                   "last_frame": None},
-    }
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def final_line(run: Run, missing: list[int]) -> str:
