@@ -26,9 +26,10 @@ BUNDLE = Path(__file__).resolve().parent.parent / "openjd_bundle"
 
 
 def reload_cli() -> Any:
-    from stmpo_celery.cli import _bundle, _main
+    from stmpo_celery.cli import _bundle, _config, _main, _plan
 
-    importlib.reload(_bundle)
+    for module in (_bundle, _config, _plan):  # their options are made from the table
+        importlib.reload(module)
     return importlib.reload(_main)
 
 
@@ -84,7 +85,7 @@ def test_every_setting_reaches_the_render() -> None:
 
 
 def test_plan_offers_only_what_changes_a_plan() -> None:
-    from stmpo_celery.cli._main import plan_cmd
+    from stmpo_celery.cli._plan import plan_cmd
 
     names = {p.name for p in plan_cmd.params if isinstance(p, click.Option)}
     for gone in ("fail_fast", "skip_existing", "retries", "stall_timeout", "broker",

@@ -20,11 +20,11 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import SETTINGS, Command, RenderOptions, resolve
-from ..errors import BadInput, ExitCode, StmpoError
+from ..config import Command
+from ..errors import ExitCode, StmpoError
 from ..text import shell_quote
 from ._finite import FINITE, NON_NEGATIVE
-from ._options import setting_options
+from ._options import options_from, setting_options
 from ._render_start import (
     _comp_label,
     _early_redis,
@@ -34,28 +34,6 @@ from ._render_start import (
 )
 
 F = Callable[..., Any]
-
-
-def _resolved(kw: dict[str, Any]) -> dict[str, tuple[Any, str]]:
-    flags = {k: kw.get(k) for k in SETTINGS}
-    return resolve(flags, kw.get("profile"))
-
-
-def _options_from(kw: dict[str, Any]) -> RenderOptions:
-    resolved = _resolved(kw)
-    values = {k: v for k, (v, _src) in resolved.items()}
-    return RenderOptions(
-        project=kw["project"], frames=kw["frames"], output=kw["output"],
-        comp=kw.get("comp"), rqindex=kw.get("rqindex"), aerender=kw.get("aerender"),
-        summary=kw.get("summary"), rs_template=kw.get("rs_template"),
-        om_template=kw.get("om_template"), mem_usage=kw.get("mem_usage"),
-        continue_on_missing_footage=bool(kw.get("continue_on_missing_footage")),
-        verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
-        flower=kw.get("flower"), flower_url_prefix=kw.get("flower_url_prefix"),
-        flower_linger=float(kw.get("flower_linger") or 0.0),
-        sources={k: src for k, (_v, src) in resolved.items() if src != "default"},
-        **values,
-    )
 
 
 class _LazyGroup(click.Group):
@@ -68,7 +46,9 @@ class _LazyGroup(click.Group):
             "status": ("._monitor", "status_command"),
             "host": ("._monitor", "host_group"),
             "farm": ("._farm", "farm_group"),
-            "versions": ("._farm", "versions_group")}
+            "versions": ("._farm", "versions_group"),
+            "plan": ("._plan", "plan_cmd"),
+            "config": ("._config", "config")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.LAZY})
@@ -138,7 +118,7 @@ def render(**kw: Any) -> None:
 
         if kw.get("task_of"):
             kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
-        options = _options_from(kw)
+        options = options_from(kw)
         prep = prepare(options)
         make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
         # runs killed outright left their folders (with secrets) behind, maybe renderers
@@ -181,165 +161,6 @@ def render(**kw: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code))
-
-
-@cli.command("plan")
-@click.option("--frames", required=True, help="Frames to plan for.")
-@click.option("--output", default="frames_[#####].png", show_default=True,
-              help="Output pattern (a movie forces one slot).")
-@click.option("--cpus", type=int, help="Plan for another host with this many logical CPUs.")
-@click.option("--ram-gb", type=FINITE, help="... and this much RAM (GB).")
-@click.option("--numa-nodes", type=int, default=1, show_default=True)
-@click.option("--smt/--no-smt", default=True, show_default=True)
-@click.option("--frame-cost", type=FINITE, default=1.0, show_default=True,
-              help="Assumed seconds per frame for the predicted makespan.")
-@click.option("--project", "project", help="With --comp/--rqindex: predict from the comp's "
-              "recorded frame costs (a previous render), with and without the history.")
-@click.option("--comp", help="Composition the history is recorded for.")
-@click.option("--rqindex", type=int, help="... or render-queue item.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@setting_options(Command.PLAN)
-def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, numa_nodes: int,
-             smt: bool, frame_cost: float, project: str | None, comp: str | None,
-             rqindex: int | None, as_json: bool, **kw: Any) -> None:
-    """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
-    from ..host import make_plan, other_host, this_host
-    from ..orchestrator import check_numbers
-    from ..plan import makespan_bound, parse_frames, parse_output, predict_makespan
-
-    options = _options_from({**kw, "project": "", "frames": frames, "output": output})
-    frame_list = parse_frames(frames)
-    pattern = parse_output(output)
-    chunk_size = check_numbers(options)
-    if (cpus is None) != (ram_gb is None):
-        raise BadInput("pass both --cpus and --ram-gb to plan for another host")
-    given = click.get_current_context().get_parameter_source
-    for name, flag in (("numa_nodes", "--numa-nodes"), ("smt", "--smt/--no-smt")):
-        if cpus is None and given(name) is click.core.ParameterSource.COMMANDLINE:
-            raise BadInput(f"{flag} describes another host: pass it with --cpus and --ram-gb "
-                           "(this host's own topology is detected)")
-    if cpus is not None and numa_nodes < 1:
-        raise BadInput(f"--numa-nodes {numa_nodes}: a host has at least one NUMA node")
-    if (comp is not None or rqindex is not None) and not project:
-        raise BadInput("--comp/--rqindex pick the history of a project: pass --project too")
-    if cpus is not None and ram_gb is not None:
-        if cpus <= 0 or ram_gb <= 0:
-            raise BadInput("--cpus and --ram-gb must be more than zero")
-        facts = other_host(cpus, ram_gb, numa_nodes, smt, options.numa_map)
-    else:
-        facts = this_host(options.numa_map)
-    plan = make_plan(options, frame_list, pattern.is_sequence, facts, chunk_size)
-    predicted = predict_makespan(plan.chunks, plan.n_slots, options.launch_cost, frame_cost)
-    bound = makespan_bound([frame_cost] * len(frame_list), plan.n_slots, options.launch_cost)
-    hist_info: dict[str, Any] | None = None
-    if project:
-        hist_info = _plan_history(options, plan, frame_list, project, comp, rqindex)
-    if as_json:
-        click.echo(json.dumps({**plan.to_dict(), "predicted_makespan_s": predicted,
-                               "lower_bound_s": bound, "frame_cost_s": frame_cost,
-                               "history": hist_info}, indent=2))
-        return
-    for line in plan.lines():
-        click.echo(line)
-    click.echo("plan: chunks " + " ".join(f"{s}-{e}" if s != e else str(s)
-                                         for s, e in plan.chunks))
-    click.echo(f"plan: predicted makespan {predicted:.1f} s at {frame_cost:g} s/frame and "
-               f"{options.launch_cost:g} s launch (lower bound {bound:.1f} s)")
-    if hist_info is None and project:
-        click.echo("plan: no history recorded for this comp: a first render")
-    elif hist_info is not None:
-        click.echo(f"plan: {hist_info['description']}")
-        click.echo("plan: with history: chunks " + " ".join(
-            f"{s}-{e}" if s != e else str(s) for s, e in hist_info["chunks"]))
-        click.echo(f"plan: predicted makespan from the recorded costs: "
-                   f"{hist_info['with_s']:.1f} s with history, {hist_info['without_s']:.1f} s "
-                   f"without (adaptive, {hist_info['launch_s']:.1f} s launch; lower bound "
-                   f"{hist_info['bound_s']:.1f} s)")
-
-
-def _plan_history(options: RenderOptions, plan: Any, frames: list[int], project: str,
-                  comp: str | None, rqindex: int | None) -> dict[str, Any] | None:
-    """Predicted makespans of the comp's recorded costs with and without its history."""
-    from ..broker import parse_broker_url
-    from ..config import defaults
-    from ..orchestrator import history as _history
-    from ..plan import makespan_bound, plan_chunks, simulate
-
-    if (comp is None) == (rqindex is None):
-        raise BadInput("--project needs exactly one of --comp NAME or --rqindex N")
-    if not os.path.isfile(project):
-        raise BadInput(f"--project {project}: no such file")
-    label = _comp_label(RenderOptions(project, "", "", comp=comp, rqindex=rqindex))
-    url = options.broker or os.environ.get(defaults.BROKER_ENV)
-    hist = _history.load(project, label, parse_broker_url(url) if url else None)
-    if hist is None:
-        return None
-    costs = _history.fill(hist.costs, frames, hist.default())
-    n = plan.n_slots
-    chunks = _history.plan_blocks(hist, frames, n)
-    without = simulate(costs, plan_chunks(frames, n, "static"), n, hist.launch)
-    with_h = simulate(costs, chunks, n, hist.launch, prior=hist.costs)
-    return {"description": hist.describe(), "exact": hist.exact, "chunks": chunks,
-            "launch_s": hist.launch, "with_s": with_h.makespan, "without_s": without.makespan,
-            "bound_s": makespan_bound(list(costs.values()), n, hist.launch)}
-
-
-@cli.group()
-def config() -> None:
-    """Inspect settings."""
-
-
-@config.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@setting_options(Command.CONFIG)
-def config_show(as_json: bool, **kw: Any) -> None:
-    """Print every effective setting and where it came from."""
-    from ..broker import mask_url
-    from ._auto import auto_notes
-
-    resolved = _resolved(kw)
-    for name, (value, _source) in resolved.items():  # show nothing render would refuse
-        SETTINGS[name].check(value)
-    _check_readable(resolved)
-    notes = auto_notes({k: v for k, (v, _s) in resolved.items()})
-
-    def safe(name: str, value: Any) -> Any:
-        if SETTINGS[name].secret and value:
-            return "***"
-        return mask_url(str(value)) if name == "broker" and value else value
-
-    if as_json:
-        click.echo(json.dumps({k: {"value": safe(k, v), "source": s, **(
-            {"means": notes[k]} if k in notes else {})} for k, (v, s) in resolved.items()},
-            indent=2))
-        return
-    rows = [(name, SETTINGS[name].shown(safe(name, value)), source)
-            for name, (value, source) in resolved.items()]
-    width, vwidth = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
-    for name, shown, source in rows:
-        means = f"  = {notes[name]}" if name in notes else ""
-        click.echo(f"{name:<{width}}  {shown:<{vwidth}}  {source:<8}{means}".rstrip())
-
-
-def _check_readable(resolved: dict[str, tuple[Any, str]]) -> None:
-    """What a render reads before it starts: the broker URL parses, the NUMA map loads on
-    this host, the log folder can be made (a session fails on them here, not in a task)."""
-    from ..broker import parse_broker_url
-    from ..host import this_host
-
-    broker, log_dir = resolved["broker"][0], resolved["log_dir"][0]
-    if broker:
-        parse_broker_url(str(broker))
-    if resolved["numa_map"][0]:
-        this_host(str(resolved["numa_map"][0]))
-    if log_dir:
-        probe = os.path.abspath(str(log_dir))
-        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-            probe = os.path.dirname(probe)
-        if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-            raise BadInput(f"log folder {log_dir} ({resolved['log_dir'][1]}) cannot be "
-                           f"created: {probe} is not a writable folder; fix it or leave it "
-                           "unset")
 
 
 @cli.command()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..config import Command, Setting, for_command
+from ..config import SETTINGS, Command, RenderOptions, Setting, for_command, resolve
 from ._finite import FINITE
 
 F = Callable[..., Any]
@@ -51,3 +51,27 @@ def setting_options(command: Command) -> Callable[[F], F]:
             f = option_for(s)(f)
         return profile_option(f)
     return decorate
+
+
+def resolved_settings(kw: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """Every setting's value and source: flags over environment over profile over default."""
+    flags = {k: kw.get(k) for k in SETTINGS}
+    return resolve(flags, kw.get("profile"))
+
+
+def options_from(kw: dict[str, Any]) -> RenderOptions:
+    """A command's keyword arguments (flags and setting options) as :class:`RenderOptions`."""
+    resolved = resolved_settings(kw)
+    values = {k: v for k, (v, _src) in resolved.items()}
+    return RenderOptions(
+        project=kw["project"], frames=kw["frames"], output=kw["output"],
+        comp=kw.get("comp"), rqindex=kw.get("rqindex"), aerender=kw.get("aerender"),
+        summary=kw.get("summary"), rs_template=kw.get("rs_template"),
+        om_template=kw.get("om_template"), mem_usage=kw.get("mem_usage"),
+        continue_on_missing_footage=bool(kw.get("continue_on_missing_footage")),
+        verbose=bool(kw.get("verbose")), progress=kw.get("progress") or "auto",
+        flower=kw.get("flower"), flower_url_prefix=kw.get("flower_url_prefix"),
+        flower_linger=float(kw.get("flower_linger") or 0.0),
+        sources={k: src for k, (_v, src) in resolved.items() if src != "default"},
+        **values,
+    )
