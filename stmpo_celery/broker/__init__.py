@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app
+    from ._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app, send_as_nodes
     from ._liveness import (
         delete_run,
         delete_run_until_quiet,
@@ -56,6 +56,7 @@ _HOME = {
     "FINALIZE": "._app",
     "find_redis_server": "._redis",
     "make_app": "._app",
+    "send_as_nodes": "._app",
     "mask_url": "._redis",
     "missing_frames_suspect": "._redelivery",
     "ON_CHUNK_ERROR": "._app",
@@ -82,6 +83,7 @@ __all__ = [
     "FINALIZE",
     "find_redis_server",
     "make_app",
+    "send_as_nodes",
     "mask_url",
     "missing_frames_suspect",
     "ON_CHUNK_ERROR",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 from celery import Celery
 
 from ..config import defaults
@@ -64,3 +68,19 @@ def make_app(broker: BrokerUrl, run_id: str, queue: str) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     return app
+
+
+def send_as_nodes(app: Celery,
+                  sends: Iterable[tuple[str, Sequence[tuple[str, dict[str, Any]]]]]) -> None:
+    """Send Flower each ``(node, [(event kind, fields), ...])`` as that node, over one
+    connection. Best effort: Flower is a view, and whoever calls this is ending."""
+    sends = list(sends)
+    if not sends:
+        return
+    with contextlib.suppress(Exception), app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+        for node, events in sends:
+            dispatcher = app.events.Dispatcher(conn, hostname=node, enabled=True)
+            for kind, fields in events:
+                dispatcher.send(kind, retry=False, **fields)
+            dispatcher.close()

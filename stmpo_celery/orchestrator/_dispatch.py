@@ -14,7 +14,16 @@ import redis
 from celery import Celery, chord
 from kombu.utils.uuid import uuid
 
-from ..broker import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, BrokerUrl, delete_run, keys, make_app
+from ..broker import (
+    FINALIZE,
+    ON_CHUNK_ERROR,
+    RENDER_CHUNK,
+    BrokerUrl,
+    delete_run,
+    keys,
+    make_app,
+    send_as_nodes,
+)
 
 
 class RunQueue:
@@ -47,28 +56,15 @@ class RunQueue:
         slot) were stopped: REVOKED with the reason, on the slot that ran it."""
         from ..slot import revoke_events
 
-        items = list(stopped)
-        if not items:
-            return
-        with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-            for task_id, slot, text in items:
-                dispatcher = self.app.events.Dispatcher(
-                    conn, hostname=keys.node_name(slot, self.run_id, self.host), enabled=True)
-                for kind, fields in revoke_events(task_id, text):
-                    dispatcher.send(kind, retry=False, **fields)
-                dispatcher.close()
+        send_as_nodes(self.app, [(keys.node_name(slot, self.run_id, self.host),
+                                  revoke_events(task_id, text))
+                                 for task_id, slot, text in stopped])
 
     def announce_offline(self, slots: Iterable[int], others: Iterable[str] = ()) -> None:
         """The run ended: its slots (and pseudo-workers such as the orchestrator's) go
         offline in Flower now, not after their heartbeats expire."""
         names = [keys.node_name(k, self.run_id, self.host) for k in slots] + list(others)
-        with contextlib.suppress(Exception), self.app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-            for name in names:
-                dispatcher = self.app.events.Dispatcher(conn, hostname=name, enabled=True)
-                dispatcher.send("worker-offline", retry=False)
-                dispatcher.close()
+        send_as_nodes(self.app, [(name, [("worker-offline", {})]) for name in names])
 
 
 def delete_run_keys(client: redis.Redis, run_id: str) -> None:

@@ -22,15 +22,15 @@ from typing import Any
 
 import redis
 
-from ..broker import keys
+from ..broker import keys, send_as_nodes
 from ._monitor import revoke_events
 from ._spec import RunSpec
 
 
 def mourn(client: redis.Redis, app: Any, spec: RunSpec, slot: int,
-          task_id: str | None, pid_hint: str = "") -> None:
+          task_id: str | None) -> None:
     """See the module docstring. ``task_id``: the chunk this slot was running."""
-    reason = "its orchestrator was killed" + pid_hint
+    reason = "its orchestrator was killed"
     entry: dict[str, Any] = {}
     with contextlib.suppress(redis.RedisError, ValueError, TypeError):
         raw = client.hget(keys.REGISTRY, spec.run_id)
@@ -42,20 +42,14 @@ def mourn(client: redis.Redis, app: Any, spec: RunSpec, slot: int,
     if app is None:
         return
     me = keys.node_name(slot, spec.run_id, spec.host)
-    with contextlib.suppress(Exception), app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-
-        def send(node: str, *events: tuple[str, dict[str, Any]]) -> None:
-            dispatcher = app.events.Dispatcher(conn, hostname=node, enabled=True)
-            for kind, fields in events:
-                dispatcher.send(kind, retry=False, **fields)
-            dispatcher.close()
-
-        if task_id:
-            send(me, *revoke_events(task_id, f"STOPPED on slot {slot}: {reason}"))
-        row, node = entry.get("row_task"), entry.get("row_node")
-        if isinstance(row, str) and isinstance(node, str):
-            text = f"DEAD: {reason}; the slots stopped their renderers"
-            send(node, ("task-failed", {"uuid": row, "exception": text, "traceback": text,
-                                        "result": text}), ("worker-offline", {}))
-        send(me, ("worker-offline", {}))
+    sends: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
+    if task_id:
+        sends.append((me, revoke_events(task_id, f"STOPPED on slot {slot}: {reason}")))
+    row, node = entry.get("row_task"), entry.get("row_node")
+    if isinstance(row, str) and isinstance(node, str):
+        text = f"DEAD: {reason}; the slots stopped their renderers"
+        sends.append((node, [("task-failed", {"uuid": row, "exception": text,
+                                              "traceback": text, "result": text}),
+                             ("worker-offline", {})]))
+    sends.append((me, [("worker-offline", {})]))
+    send_as_nodes(app, sends)
