@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from stmpo_celery.aerender import RenderTarget
-from stmpo_celery.broker import EmbeddedRedis, events, keys, requeue_unacked
+from stmpo_celery.broker import EmbeddedRedis, events, keys, make_app, requeue_unacked
 from stmpo_celery.broker.keys import Sched
 from stmpo_celery.config import RenderOptions, defaults
 from stmpo_celery.errors import ExitCode
@@ -205,6 +205,22 @@ def test_requeue_moves_the_dead_slots_message_back_to_the_head_once(
     assert json.loads(client.lindex(keys.queue_key(run, queue), -1))["headers"]["id"] == "task-a"
     assert client.hkeys(unacked) == ["tag-b"] and client.zrange(index, 0, -1) == ["tag-b"]
     assert requeue_unacked(client, run, queue, "task-a") is False  # never twice
+
+
+# -- results ----------------------------------------------------------------------------------
+def test_a_result_is_written_with_the_runs_ttl(server: EmbeddedRedis,
+                                               client: redis.Redis) -> None:
+    """A run killed with all its processes between two beats leaves no key without a TTL:
+    a chunk's result (and the chord's join keys) expire like every key of the run."""
+    run = secrets.token_hex(4)
+    app = make_app(server.url, run, keys.queue(run, "h"))
+    try:
+        app.backend.store_result("task-1", {"frames": [1]}, "SUCCESS")
+    finally:
+        app.close()
+    (key,) = client.keys(keys.prefix(run) + "*")
+    assert key.endswith("celery-task-meta-task-1")
+    assert 0 < client.ttl(key) <= defaults.RUN_KEY_TTL_S
 
 
 # -- the protocol ----------------------------------------------------------------------------

@@ -53,7 +53,9 @@ def make_app(broker: BrokerUrl, run_id: str, queue: str) -> Celery:
         broker_connection_timeout=ct,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=5,
-        result_expires=None,
+        # A result expires like every key of the run: written with the TTL each beat
+        # renews, so a run killed between two beats leaves no result without one.
+        result_expires=defaults.RUN_KEY_TTL_S,
         result_extended=True,
         # Flower and `stmpo status` see what runs where.
         worker_send_task_events=True,
