@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from stmpo_celery.cli._bundle import bundle_command
 from stmpo_celery.deadline import _bundle as bundle_mod
 from stmpo_celery.deadline._bigtask import with_host_minimums
+from stmpo_celery.errors import BadInput
 
 
 # -- stmpo bundle -----------------------------------------------------------------------------
@@ -146,6 +147,24 @@ def test_bundle_rejects_bad_input(tmp_path: Path, args: list[str], message: str)
     argv = [x for k, val in base.items() if k not in args for x in (k, val)] + args
     res = CliRunner().invoke(bundle_command, argv)
     assert res.exit_code != 0 and message in str(res.exception), res.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_bundle_refuses_a_font_file_that_is_not_a_font(tmp_path: Path) -> None:
+    """After Effects renders with a substitute for a font it cannot use, without a word:
+    a broken attached font is refused at submission."""
+    (tmp_path / "a.aep").write_text("aep")
+    fonts = tmp_path / "fonts"
+    (fonts / "sub").mkdir(parents=True)
+    (fonts / "Good.otf").write_bytes(b"OTTO" + b"\0" * 64)
+    (fonts / "sub" / "Brand.ttf").write_text("<html>404 Not Found</html>")
+    res = CliRunner().invoke(bundle_command, [
+        "--project", str(tmp_path / "a.aep"), "--comp", "C", "--frames", "1-10",
+        "--output", str(tmp_path / "o_[##].png"), "--dest", str(tmp_path / "b"),
+        "--fonts-dir", str(fonts)])
+    assert isinstance(res.exception, BadInput), res.output
+    assert "Brand.ttf is not a TrueType/OpenType font (it starts with b'<html>40')" \
+        in str(res.exception)
     assert not (tmp_path / "b").exists()
 
 

@@ -49,10 +49,21 @@ def state_dir(home: Path) -> Path:
     return home / ".local" / "state" / "stmpo" / "fonts"
 
 
+_MAGIC = {".ttf": b"\x00\x01\x00\x00", ".otf": b"OTTO", ".ttc": b"ttcf", ".pfb": b"\x80\x01"}
+
+
+def font(name: str, body: bytes) -> bytes:
+    """A font file's content (``name`` or just its extension): how its kind starts, then
+    ``body`` (tells fonts apart)."""
+    return _MAGIC.get(Path("f" + name).suffix.lower(), b"") + body
+
+
 def make_fonts(folder: Path, **files: bytes) -> Path:
+    """Font files named ``Name__ext`` holding :func:`font` of the given bytes."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        (folder / name.replace("__", ".")).write_bytes(data)
+        path = folder / name.replace("__", ".")
+        path.write_bytes(font(path.name, data))
     return folder
 
 
@@ -119,6 +130,35 @@ def test_a_file_given_as_the_fonts_folder_is_refused(home: Path, tmp_path: Path)
     assert len(res.stderr.splitlines()) == 1 and list(home.iterdir()) == []
 
 
+@pytest.mark.parametrize(("name", "data", "why"), [
+    ("Fake.ttf", b"hello, this is text", "is not a TrueType/OpenType font"),
+    ("Empty.otf", b"", "is empty"),
+    ("Set.ttc", b"\x00\x01\x00\x00 one font", "is not a TrueType/OpenType collection"),
+    ("Type1.pfb", b"%!PS-AdobeFont-1.0 (a .pfa renamed)", "is not a PostScript Type 1 font"),
+])
+def test_a_file_that_is_not_the_font_it_claims_is_refused_before_anything_is_installed(
+        home: Path, tmp_path: Path, name: str, data: bytes, why: str) -> None:
+    src = make_fonts(tmp_path / "f", Good__otf=b"g")
+    (src / name).write_bytes(data)
+    res = stmpo_cli(home, "install", "--from", str(src), "--session", "s")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith(f"stmpo: error: the font file {src / name} {why}")
+    assert "nothing was installed" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert list(home.iterdir()) == []  # no font folder, no registry
+
+
+def test_real_font_files_pass_the_check() -> None:
+    """The check refuses nothing a real font file of each kind starts with."""
+    found = {}
+    for root in (Path("/usr/share/fonts"), Path("/usr/share/groff"), Path("/usr/share/wine")):
+        for p in sorted(root.rglob("*")) if root.is_dir() else []:
+            if p.suffix.lower() in fonts.FONT_EXTENSIONS and p.is_file():
+                found.setdefault(p.suffix.lower(), p)
+    if not found:
+        pytest.skip("no font files on this machine")
+    assert {ext: fonts.font_problem(p) for ext, p in found.items()} == dict.fromkeys(found)
+
+
 def test_remove_without_any_install_is_a_no_op(home: Path) -> None:
     res = stmpo_cli(home, "remove")
     assert res.returncode == 0, res.stderr
@@ -136,7 +176,7 @@ def test_install_then_remove_through_the_cli(home: Path, tmp_path: Path) -> None
     assert res.returncode == 0, res.stderr
     installed = sorted(p.name for p in font_dir(home).iterdir())
     assert installed == ["Brand Sans, Bold.ttf", "Héading.otf", "Type1.pfb", "Type1.pfm"]
-    assert (font_dir(home) / "Héading.otf").read_bytes() == b"B" * 50
+    assert (font_dir(home) / "Héading.otf").read_bytes() == font(".otf", b"B" * 50)
     assert "session s1: installed 4" in res.stdout
     listing = stmpo(home, "list", "--json")
     data = json.loads(listing.stdout)
@@ -200,7 +240,7 @@ def test_many_sessions_at_once_keep_the_registry_consistent(home: Path, tmp_path
     with concurrent.futures.ThreadPoolExecutor(len(keys)) as pool:
         list(pool.map(lambda k: fonts.remove_fonts(pl, live(k)), keys[1:]))
     assert registry(home).holders("common.ttf") == ["s0"]
-    assert (font_dir(home) / "Common.ttf").read_bytes() == b"c" * 4096
+    assert (font_dir(home) / "Common.ttf").read_bytes() == font(".ttf", b"c" * 4096)
     fonts.remove_fonts(pl, live("s0"))
     assert not font_dir(home).exists()
 
@@ -277,7 +317,7 @@ def test_a_different_font_of_the_same_name_is_never_overwritten(home: Path,
     fd = font_dir(home)
     fd.mkdir(parents=True)
     (fd / "Theirs.ttf").write_bytes(b"installed by hand")
-    (fd / "same.otf").write_bytes(b"identical")
+    (fd / "same.otf").write_bytes(font(".otf", b"identical"))
     src = make_fonts(tmp_path / "f", Theirs__ttf=b"the job's version", SAME__otf=b"identical")
     res = stmpo(home, "install", "--from", str(src), "--session", "s")
     assert res.returncode == 0
@@ -299,9 +339,10 @@ def test_sessions_with_different_fonts_of_one_name_do_not_disturb_each_other(
     fonts.install_fonts(a, pl, live("A"))
     out = fonts.install_fonts(b, pl, live("B"))
     assert out.conflicts and "another session installed a different font" in out.conflicts[0]
-    assert (font_dir(home) / "Logo.ttf").read_bytes() == b"version 1"
+    assert (font_dir(home) / "Logo.ttf").read_bytes() == font(".ttf", b"version 1")
     assert fonts.remove_fonts(pl, live("B")) is not None
-    assert (font_dir(home) / "Logo.ttf").read_bytes() == b"version 1"  # B held nothing
+    # B held nothing
+    assert (font_dir(home) / "Logo.ttf").read_bytes() == font(".ttf", b"version 1")
     removed = fonts.remove_fonts(pl, live("A"))
     assert removed is not None and removed.deleted == ["Logo.ttf"]
 

@@ -16,6 +16,7 @@ from ..deadline import (
     install_fonts,
     places,
     refresh_cache,
+    refuse_broken_fonts,
     remove_fonts,
     say,
     session_ended,
@@ -58,10 +59,13 @@ def install(source: str | None, session: str | None) -> None:
         say(f"no fonts attached: the fonts folder {folder} does not exist on this host: "
             "nothing to install")
         return
-    if not find_fonts(folder):
+    files = find_fonts(folder)
+    if not files:
         say(f"no fonts attached: {folder} holds no font files "
             f"({' '.join(sorted(FONT_EXTENSIONS))}): nothing to install")
         return
+    refuse_broken_fonts(files, "attach the real font file or remove it from the job's "
+                               "fonts; nothing was installed")
     pl = places()
     sess = current_session(session)
     out = install_fonts(folder, pl, sess)

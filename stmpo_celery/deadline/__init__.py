@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         install_fonts,
         places,
         refresh_cache,
+        refuse_broken_fonts,
         remove_fonts,
     )
     from ._project import describe, read_project
@@ -36,6 +37,7 @@ _HOME = {
     "Registry": "._fontleases",
     "current_session": "._fontleases",
     "find_fonts": "._fonts",
+    "refuse_broken_fonts": "._fonts",
     "install_fonts": "._fonts",
     "places": "._fonts",
     "refresh_cache": "._fonts",
@@ -58,6 +60,7 @@ __all__ = [
     "Registry",
     "current_session",
     "find_fonts",
+    "refuse_broken_fonts",
     "install_fonts",
     "places",
     "refresh_cache",

@@ -29,6 +29,7 @@ from ..config import Command, for_command, parse_chunk_size
 from ..errors import BadInput, EnvironmentProblem, StmpoError
 from ..plan import format_frames, parse_frames, parse_output, runs
 from ._bigtask import CHUNK_LIMIT, profile_minimums, task_count, with_host_minimums
+from ._fonts import find_fonts, refuse_broken_fonts
 from ._project import check_for_bundle, output_from_project
 
 IMAGE = "image"
@@ -251,6 +252,8 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
         fonts = os.path.abspath(kw["fonts_dir"])
         if not os.path.isdir(fonts):
             raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")
+        refuse_broken_fonts(find_fonts(Path(fonts)), "replace it with the real font file or "
+                            "remove it from --fonts-dir")
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
     b.host = profile_minimums(kw, 1 if b.kind == MOVIE else 2, b.warnings)

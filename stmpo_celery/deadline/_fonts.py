@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import EnvironmentProblem
+from ..errors import BadInput, EnvironmentProblem
 from ..host import FONT_PLATFORM
 from ._fontleases import (
     Registry,
@@ -58,6 +58,18 @@ from ._fontleases import (
 
 FONT_EXTENSIONS = frozenset({".ttf", ".otf", ".ttc", ".otc", ".pfb", ".pfm", ".afm",
                              ".dfont", ".fon", ".fnt"})
+
+_SFNT = (b"\x00\x01\x00\x00", b"true", b"typ1", b"OTTO")  # TrueType/OpenType (CFF) tables
+#: how a file of each kind starts, where the format fixes it (.pfm, .fnt, .dfont: it does not)
+_SIGNATURES: dict[str, tuple[tuple[bytes, ...], str]] = {
+    ".ttf": (_SFNT, "a TrueType/OpenType font"),
+    ".otf": (_SFNT, "a TrueType/OpenType font"),
+    ".ttc": ((b"ttcf",), "a TrueType/OpenType collection"),
+    ".otc": ((b"ttcf",), "a TrueType/OpenType collection"),
+    ".pfb": ((b"\x80\x01",), "a PostScript Type 1 font (PFB)"),
+    ".afm": ((b"StartFontMetrics",), "Adobe font metrics"),
+    ".fon": ((b"MZ",), "a Windows font resource"),
+}
 
 
 
@@ -98,6 +110,32 @@ def find_fonts(source: Path) -> list[Path]:
     """Font files below ``source`` (recursively), in a stable order."""
     found = [p for p in source.rglob("*") if p.suffix.lower() in FONT_EXTENSIONS and p.is_file()]
     return sorted(found, key=lambda p: (len(p.relative_to(source).parts), str(p)))
+
+
+def font_problem(path: Path) -> str | None:
+    """Why ``path`` is not the font its extension says (empty, or another kind of file),
+    or None. After Effects does not say when it cannot use an attached font: it renders
+    with a substitute, so a broken font file is refused before anything is installed."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return "is empty"
+    known = _SIGNATURES.get(path.suffix.lower())
+    if known is not None and not head.startswith(known[0]):
+        return f"is not {known[1]} (it starts with {head[:8]!r})"
+    return None
+
+
+def refuse_broken_fonts(files: list[Path], fix: str) -> None:
+    """Raise :class:`BadInput` naming the first of ``files`` that is not a usable font."""
+    bad = [(f, why) for f in files if (why := font_problem(f)) is not None]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise BadInput(f"the font file {bad[0][0]} {bad[0][1]}{more}: {fix}")
 
 
 def file_hash(path: Path) -> str:
