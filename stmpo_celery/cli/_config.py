@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import click
@@ -54,7 +53,7 @@ def _check_readable(resolved: dict[str, tuple[Any, str]]) -> None:
     """What a render reads before it starts: the broker URL parses, the NUMA map loads on
     this host, the log folder can be made (a session fails on them here, not in a task)."""
     from ..broker import parse_broker_url
-    from ..host import this_host
+    from ..host import this_host, uncreatable
 
     broker, log_dir = resolved["broker"][0], resolved["log_dir"][0]
     if broker:
@@ -62,12 +61,9 @@ def _check_readable(resolved: dict[str, tuple[Any, str]]) -> None:
     if resolved["numa_map"][0]:
         this_host(str(resolved["numa_map"][0]))
     if log_dir:
-        probe = os.path.abspath(str(log_dir))
-        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-            probe = os.path.dirname(probe)
-        if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        blocked = uncreatable(str(log_dir))
+        if blocked is not None:
             raise BadInput(f"log folder {log_dir} ({resolved['log_dir'][1]}) cannot be "
-                           f"created: {probe} is not a writable folder; fix it or leave it "
-                           "unset")
+                           f"created: {' '.join(blocked)}; fix it or leave it unset")
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from ..aerender import check_target
 from ..config import Command, for_command, parse_chunk_size
-from ..errors import BadInput, EnvironmentProblem, StmpoError
+from ..errors import BadInput, StmpoError
+from ..host import uncreatable
 from ..plan import format_frames, parse_frames, parse_output, runs
 from ._bigtask import CHUNK_LIMIT, profile_minimums, task_count, with_host_minimums
 from ._fonts import find_fonts, refuse_broken_fonts
@@ -313,12 +314,10 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
     params = check_against_template(b, text, str(template))
     if dest.exists() and not dest.is_dir():
         raise BadInput(f"--dest {dest} exists and is not a folder")
-    probe = dest
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise BadInput(f"--dest {dest} cannot be written ({probe} is read-only or not "
-                       "yours): choose another folder")
+    blocked = uncreatable(str(dest))
+    if blocked is not None:
+        raise BadInput(f"--dest {dest} cannot be written ({' '.join(blocked)}): choose "
+                       "another folder")
     if dest.is_dir() and any(dest.iterdir()):
         if not force:
             raise BadInput(f"--dest {dest} is not empty: pass --force to replace its bundle")
@@ -337,7 +336,7 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
                            ("asset_references.json", b.asset_references())):
             (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
                                      encoding="utf-8")
-    except OSError as exc:
-        raise EnvironmentProblem(f"--dest {dest} cannot be written ({exc.strerror}): "
-                                 "choose another folder") from None
+    except OSError as exc:  # as a render treats its output folder: a path to fix
+        raise BadInput(f"--dest {dest} cannot be written ({exc.strerror or exc}): choose "
+                       "another folder") from None
     return template, params

@@ -35,6 +35,7 @@ from ._platform import (
     slot_popen_kwargs,
     start_guarded,
     try_lock_file,
+    uncreatable,
     unix_socket_broker,
 )
 from ._proc import (
@@ -86,6 +87,7 @@ __all__ = [
     "start_guarded",
     "start_time",
     "try_lock_file",
+    "uncreatable",
     "unix_socket_broker",
     "winfonts",
     "become_subreaper",

@@ -337,6 +337,20 @@ def decode_output(raw: bytes, codepage: str | None = None) -> str:
         return raw.decode(codepage or output_encoding(), errors="replace")
 
 
+def uncreatable(path: str) -> tuple[str, str] | None:
+    """Why no folder can be made (or written) at ``path``, before anything is created:
+    the nearest existing path at or above it and what is wrong with it (``is not a
+    folder``, ``is not writable``); None when nothing stands in the way."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return probe, "is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return probe, "is not writable"
+    return None
+
+
 WIN_MAX_PATH = 260  #: Windows' classic path limit (a directory: 248) without ``\\?\``
 
 

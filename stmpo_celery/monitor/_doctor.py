@@ -24,6 +24,7 @@ from ..host import (
     has_render_only_licence_file,
     kill_tree,
     pinning_check,
+    uncreatable,
     unix_socket_broker,
 )
 from ._hostsvc import discover_broker
@@ -116,13 +117,13 @@ def check_ram(min_gb: float) -> Check:
 
 def check_disk(output_dir: str | None, min_gb: float) -> Check:
     path = Path(output_dir or os.getcwd())
+    blocked = uncreatable(str(path))
+    if blocked is not None:
+        return Check("disk", False, f"the output folder {path} cannot be created: "
+                     f"{' '.join(blocked)}")
     probe = path
-    while not probe.exists() and probe.parent != probe:
+    while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        why = "is not a folder" if not probe.is_dir() else "is not writable"
-        return Check("disk", False, f"the output folder {path} cannot be created: {probe} "
-                     f"{why}")
     free = shutil.disk_usage(probe).free / 2**30
     ok = free >= min_gb
     return Check("disk", ok, f"{free:.1f} GB free at {probe}"

@@ -17,7 +17,7 @@ from ..broker import (
 )
 from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
-from ..host import check_start_method, long_path
+from ..host import check_start_method, long_path, uncreatable
 from ..monitor import check_bind, discover_broker
 from ..plan import OutputPattern, parse_frames, parse_output
 from ..slot import ledger_dir, settle_ledgers
@@ -153,12 +153,9 @@ def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
         if len(os.fsencode(name)) > NAME_MAX:
             raise BadInput(f"--output file name is {len(os.fsencode(name))} bytes long: "
                            f"file systems allow {NAME_MAX}; shorten it")
-    probe = out_dir
-    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        why = "is not a folder" if not os.path.isdir(probe) else "is not writable"
-        raise BadInput(f"output directory cannot be created: {out_dir} ({probe} {why}): "
+    blocked = uncreatable(out_dir)
+    if blocked is not None:
+        raise BadInput(f"output directory cannot be created: {out_dir} ({' '.join(blocked)}): "
                        "fix --output or the folder's permissions")
 
 
