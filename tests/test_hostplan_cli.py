@@ -38,6 +38,7 @@ def test_forced_concurrency_is_capped_and_says_so() -> None:
                 "--concurrency", "40", "--max-concurrency", "12")
     assert res.returncode == 0, res.stderr
     assert "12 slot(s)" in res.stdout and "capped to 12 by --max-concurrency" in res.stdout
+    assert sum("bound by" in line for line in res.stdout.splitlines()) == 1  # said once
 
 
 def test_movie_output_forces_one_slot() -> None:

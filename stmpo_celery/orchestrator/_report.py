@@ -48,7 +48,7 @@ def plan_lines(plan: Any, verbose: bool) -> tuple[list[str], list[str]]:
         f"host {plan.topology}",
     ]
     detail = list(plan.lines())
-    notes = [n for n in plan.notes if "bound by" not in n]  # the first line says it
+    notes = list(plan.notes)
     if notes and not verbose:
         head.append(f"plan: {notes[0]}" + (
             f" (+{len(notes) - 1} more with -v)" if len(notes) > 1 else ""))

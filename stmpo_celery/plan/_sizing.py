@@ -122,6 +122,4 @@ def size_slots(
                 f"{usable_cpus} usable CPU(s) are fewer than --threads-per-slot "
                 f"{threads_per_slot}: starting 1 slot"
             )
-    summary = ", ".join(f"{k} {v}" for k, v in limits.items())
-    notes.insert(0, f"{n} slot(s), bound by {bound} (limits: {summary})")
     return Sizing(n, bound, limits, budget, tuple(notes))
