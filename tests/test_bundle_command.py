@@ -46,6 +46,7 @@ def test_bundle_for_an_image_sequence_writes_values_the_template_accepts(tmp_pat
     numa.write_text("{}")
     fonts = tmp_path / "fonts"
     fonts.mkdir()
+    (fonts / "Brand.otf").write_bytes(b"OTTO" + bytes(60))
     dest = tmp_path / "bundle"
     out = tmp_path / "renders, ü" / "shot_[#####].exr"
     res = run_bundle("--project", str(project), "--comp", "Main, Comp", "--frames", "1-100",
@@ -150,7 +151,7 @@ def test_bundle_rejects_bad_input(tmp_path: Path, args: list[str], message: str)
     assert not (tmp_path / "b").exists()
 
 
-def test_bundle_refuses_a_font_file_that_is_not_a_font(tmp_path: Path) -> None:
+def test_bundle_refuses_fonts_that_would_not_reach_the_render(tmp_path: Path) -> None:
     """After Effects renders with a substitute for a font it cannot use, without a word:
     a broken attached font is refused at submission."""
     (tmp_path / "a.aep").write_text("aep")
@@ -165,6 +166,18 @@ def test_bundle_refuses_a_font_file_that_is_not_a_font(tmp_path: Path) -> None:
     assert isinstance(res.exception, BadInput), res.output
     assert "Brand.ttf is not a TrueType/OpenType font (it starts with b'<html>40')" \
         in str(res.exception)
+    assert not (tmp_path / "b").exists()
+    # a folder without fonts would not even be attached: the job would name a folder
+    # that never reaches the workers
+    for f in (fonts / "Good.otf", fonts / "sub" / "Brand.ttf"):
+        f.unlink()
+    (fonts / "readme.txt").write_text("fonts go here")
+    res = CliRunner().invoke(bundle_command, [
+        "--project", str(tmp_path / "a.aep"), "--comp", "C", "--frames", "1-10",
+        "--output", str(tmp_path / "o_[##].png"), "--dest", str(tmp_path / "b"),
+        "--fonts-dir", str(fonts)])
+    assert isinstance(res.exception, BadInput), res.output
+    assert f"--fonts-dir {fonts} holds no font files" in str(res.exception)
     assert not (tmp_path / "b").exists()
 
 

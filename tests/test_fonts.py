@@ -109,7 +109,7 @@ def registry(home: Path) -> Registry:
 
 
 # -- nothing attached ------------------------------------------------------------------------
-@pytest.mark.parametrize("source", ["", "   ", "missing", "empty", "notfonts"])
+@pytest.mark.parametrize("source", ["", "   ", "empty", "notfonts"])
 def test_no_fonts_attached_is_one_line_exit_0_and_changes_nothing(home: Path, tmp_path: Path,
                                                                    source: str) -> None:
     (tmp_path / "empty").mkdir()
@@ -121,6 +121,17 @@ def test_no_fonts_attached_is_one_line_exit_0_and_changes_nothing(home: Path, tm
     assert len(res.stdout.splitlines()) == 1
     assert res.stdout.startswith("stmpo fonts: no fonts attached")
     assert list(home.iterdir()) == []  # no font folder, no registry
+
+
+def test_a_fonts_folder_missing_on_the_worker_fails_the_session(home: Path,
+                                                                 tmp_path: Path) -> None:
+    """A submitter names a fonts folder only when it holds fonts: missing on the worker,
+    the fonts did not arrive, and a render would use substitutes."""
+    res = stmpo_cli(home, "install", "--from", str(tmp_path / "fonts"))
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stderr.startswith(f"stmpo: error: the job's fonts folder {tmp_path / 'fonts'} "
+                                 "does not exist on this host")
+    assert len(res.stderr.splitlines()) == 1 and list(home.iterdir()) == []
 
 
 def test_a_file_given_as_the_fonts_folder_is_refused(home: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from ..deadline import (
     say,
     session_ended,
 )
-from ..errors import BadInput
+from ..errors import BadInput, EnvironmentProblem
 
 
 def _names(items: list[str], limit: int = 8) -> str:
@@ -56,9 +56,11 @@ def install(source: str | None, session: str | None) -> None:
         raise BadInput(f"--from {folder} is a file: pass the folder of fonts attached to the "
                        "job (FontsDir)")
     if not folder.is_dir():
-        say(f"no fonts attached: the fonts folder {folder} does not exist on this host: "
-            "nothing to install")
-        return
+        # Submitters name a fonts folder only when it holds fonts (Deadline does not attach
+        # an empty one): the fonts did not arrive, and After Effects would substitute them.
+        raise EnvironmentProblem(
+            f"the job's fonts folder {folder} does not exist on this host: its fonts did not "
+            "arrive (check the job attachments or the storage profile's path mapping)")
     files = find_fonts(folder)
     if not files:
         say(f"no fonts attached: {folder} holds no font files "

@@ -253,8 +253,12 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
         fonts = os.path.abspath(kw["fonts_dir"])
         if not os.path.isdir(fonts):
             raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")
-        refuse_broken_fonts(find_fonts(Path(fonts)), "replace it with the real font file or "
-                            "remove it from --fonts-dir")
+        attached = find_fonts(Path(fonts))
+        if not attached:  # Deadline would not even attach an empty folder
+            raise BadInput(f"--fonts-dir {fonts} holds no font files: put the comp's fonts "
+                           "there or leave --fonts-dir out")
+        refuse_broken_fonts(attached, "replace it with the real font file or remove it from "
+                            "--fonts-dir")
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
     b.host = profile_minimums(kw, 1 if b.kind == MOVIE else 2, b.warnings)
