@@ -313,12 +313,18 @@ def test_broker_port_that_answers_garbage_is_one_line(farm: Farm) -> None:
     assert not farm.out.exists()
 
 
-def test_host_up_port_0_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("args", "words"), [
+    (["--port", "0"], "--port 0"),
+    (["--bind", "999.1.1.1"], "--bind '999.1.1.1' is not an IP address"),
+    (["--bind", ""], "--bind '' is not an IP address"),
+])
+def test_host_up_bad_port_or_address_is_refused(tmp_path: Path, args: list[str],
+                                                words: str) -> None:
     env = dict(os.environ, STMPO_HOST_DIR=str(tmp_path / "host"))
-    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "host", "up", "--port", "0"],
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "host", "up", *args],
                          capture_output=True, text=True, timeout=30, env=env)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "--port 0" in res.stderr
+    assert words in res.stderr and len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "host").exists()
 
 
@@ -329,6 +335,40 @@ def test_bundle_dest_on_a_read_only_file_system(tmp_path: Path) -> None:
                           "--output", str(tmp_path / "f_[####].png"),
                           "--dest", "/proc/stmpo-bundle"],
                          capture_output=True, text=True, timeout=60)
-    assert res.returncode in (2, 3), res.stdout + res.stderr
+    assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.startswith("stmpo: error: --dest /proc/stmpo-bundle")
     assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+_TOO_LONG = "(300 bytes) is longer than the file system allows: shorten it"
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["bundle", "--project", "{aep}", "--comp", "C", "--frames", "1-20",
+      "--output", "{tmp}/o_[##].png", "--dest", "{long}"], _TOO_LONG),
+    (["bundle", "--project", "{aep}", "--comp", "C", "--frames", "1-20",
+      "--output", "{long}/o_[##].png", "--dest", "{tmp}/b"],
+     "--output has a folder name of 300 bytes"),
+    (["bundle", "--project", "{aep}", "--comp", "C", "--frames", "1-20",
+      "--output", "{tmp}/o_[##].png", "--dest", "{tmp}/b", "--fonts-dir", "{long}"],
+     "--fonts-dir is not a folder on this machine"),
+    (["fonts", "install", "--from", "{long}"], _TOO_LONG),
+    (["versions", "list", "{long}"], _TOO_LONG),
+    (["doctor", "--output-dir", "{long}", "--aerender", "{aep}"], _TOO_LONG),
+])
+def test_a_name_longer_than_the_file_system_allows_is_one_line(tmp_path: Path,
+                                                               argv: list[str],
+                                                               words: str) -> None:
+    """ENAMETOOLONG wherever a path is first touched: one line, exit 2, nothing made."""
+    (tmp_path / "a.aep").write_text("aep")
+    long = str(tmp_path / ("n" * 300))
+    args = [a.replace("{aep}", str(tmp_path / "a.aep")).replace("{long}", long)
+            .replace("{tmp}", str(tmp_path)) for a in argv]
+    before = sorted(tmp_path.iterdir())
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", *args],
+                         capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, HOME=str(tmp_path)))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1, res.stderr
+    assert words in res.stderr
+    assert sorted(tmp_path.iterdir()) == before

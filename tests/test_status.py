@@ -272,3 +272,36 @@ def test_host_up_that_fails_leaves_no_redis_behind(farm: Farm, tmp_path: Path) -
         redis.Redis(port=port, socket_connect_timeout=1).ping()
     assert "nothing was running" in stmpo("host", "down", env=env).stdout
     assert not farm.leftovers()
+
+
+def test_host_up_refuses_a_port_where_another_redis_answers(farm: Farm, tmp_path: Path) -> None:
+    """A Redis without a password answers any password: `host up` must not take a foreign
+    server for the one it started (every render on the host would go there)."""
+    from stmpo_celery.broker import find_redis_server
+
+    binary = find_redis_server()
+    assert binary is not None
+    port = free_port()
+    other = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host_dir = tmp_path / "hostsvc"
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        assert wait_for(lambda: _pings(client), timeout=10)
+        up = stmpo("host", "up", "--port", str(port), env=_host_env(farm, host_dir))
+        assert up.returncode == 3, up.stdout + up.stderr
+        assert f"another Redis (pid {other.pid}) answers on 127.0.0.1:{port}" in up.stderr
+        assert not (host_dir / "broker.url").exists() and not (host_dir / "redis.pid").exists()
+        assert client.get(keys.HOST_SERVICE) is None
+    finally:
+        other.kill()
+        other.wait(10)
+    assert not farm.leftovers()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

@@ -17,6 +17,7 @@ from ..deadline import (
     task_chunks,
     write_bundle,
 )
+from ..errors import BadInput
 from ..plan import format_frames, parse_frames
 from ..text import shell_quote
 from ._options import setting_options
@@ -49,6 +50,11 @@ def bundle_command(**kw: Any) -> None:
     Submit it with `deadline bundle submit DEST`. Settings not given stay empty in the
     bundle, so each worker's STMPO_* environment, the profile or stmpo's default applies.
     """
+    for flag, key, fix in (("--dest", "dest", "name the bundle's folder"),
+                           ("--fonts-dir", "fonts_dir", "name the folder of the comp's fonts "
+                                                        "or leave --fonts-dir out")):
+        if kw.get(key) is not None and not str(kw[key]).strip():  # "" would mean the cwd
+            raise BadInput(f"{flag} is empty: {fix}")
     b = plan_bundle(kw)
     dest = Path(kw["dest"]).resolve()
     template, params = write_bundle(b, dest, bool(kw.get("force")))

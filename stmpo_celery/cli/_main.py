@@ -8,8 +8,10 @@ exit code (:class:`stmpo_celery.errors.ExitCode`), never a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -316,6 +318,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.BAD_INPUT))
     except click.Abort:
         sys.exit(int(ExitCode.INTERRUPTED))
+    except OSError as exc:  # a path name past the file system's limit, wherever it is met
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        from ..plan import NAME_MAX
+
+        path = str(exc.filename)
+        long = [p for p in re.split(r"[\\/]", path) if len(os.fsencode(p)) > NAME_MAX]
+        what = (f"the name {long[0][:24]}... ({len(os.fsencode(long[0]))} bytes)" if long
+                else f"the path {path[:48]}... ({len(os.fsencode(path))} bytes)")
+        _error(f"{what} is longer than the file system allows: shorten it", args)
+        sys.exit(int(ExitCode.BAD_INPUT))
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
     finally:

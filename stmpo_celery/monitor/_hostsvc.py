@@ -19,6 +19,7 @@ cannot show.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -155,6 +156,11 @@ class HostService:
         check_bind(flower, auth, url_prefix)
         if not 0 < port < 65536:
             raise BadInput(f"--port {port} is not a TCP port")
+        try:
+            ipaddress.ip_address(bind)
+        except ValueError:
+            raise BadInput(f"--bind {bind!r} is not an IP address of this host (e.g. "
+                           "127.0.0.1, or 0.0.0.0 for every interface)") from None
         gid = None
         if group:
             try:
@@ -237,12 +243,26 @@ class HostService:
                     raise EnvironmentProblem(
                         f"redis-server exited at start (port {port} in use?): see "
                         f"{self.logs / 'redis.log'}")
+                answer, ready = None, False
                 with contextlib.suppress(redis.RedisError, OSError):
-                    if client.ping():
-                        break
+                    answer = client.info("server").get("process_id")
+                    ready = bool(client.ping())  # not while it loads its append-only file
+                # a Redis without a password answers any password: only ours will do
+                if answer == proc.pid and ready:
+                    break
+                if answer is not None:
+                    raise EnvironmentProblem(
+                        f"another Redis (pid {answer}) answers on {bind}:{port}: choose "
+                        "another --port")
                 if time.monotonic() > deadline:
                     raise EnvironmentProblem("redis-server did not answer within 10 s")
                 time.sleep(0.02)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                proc.kill()
+                proc.wait(5)
+            self.pidfile("redis").unlink(missing_ok=True)
+            raise
         finally:
             client.close()
         self._redis = proc

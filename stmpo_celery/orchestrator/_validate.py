@@ -19,7 +19,7 @@ from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
 from ..host import check_start_method, long_path, uncreatable
 from ..monitor import check_bind, discover_broker
-from ..plan import OutputPattern, parse_frames, parse_output
+from ..plan import NAME_MAX, OutputPattern, parse_frames, parse_output
 from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
 from ._outlock import OutputLock, acquire
@@ -55,7 +55,6 @@ class Prepared:
         return [f for f in self.frames if f not in todo]
 
 
-NAME_MAX = 255  #: bytes in one file name on every file system a farm uses
 
 
 #: still-image formats After Effects writes one file per frame: without a frame token

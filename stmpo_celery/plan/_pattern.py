@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from ..errors import BadInput
 
 _TOKEN = re.compile(r"\[(#+)\]")
+NAME_MAX = 255  #: bytes in one file or folder name on every file system a farm uses
+
+
+def name_bytes(name: str) -> int:
+    return len(name.encode("utf-8", "surrogateescape"))
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,11 @@ def parse_output(raw: str) -> OutputPattern:
         raise BadInput(
             f"--output {raw!r} has a malformed frame token: write it as [#####]"
         )
+    folders = re.split(r"[\\/]", raw)[:-1]  # the file name's own limit is checked per frame
+    long = next((p for p in folders if name_bytes(p) > NAME_MAX), None)
+    if long is not None:
+        raise BadInput(f"--output has a folder name of {name_bytes(long)} bytes "
+                       f"({long[:24]}...): file systems allow {NAME_MAX}; shorten it")
     return OutputPattern(raw)
 
 
