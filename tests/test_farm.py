@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -408,3 +409,35 @@ def test_versions_refuse_what_is_not_a_manifest_and_approve_nothing_empty(
     with pytest.raises(StmpoError, match="lists no frame"):
         set_status(shot, "v004", "approved", None)
     assert set_status(shot, "v004", "rejected", "empty")["status"] == "rejected"
+    with pytest.raises(BadInput, match="--note is empty"):
+        set_status(shot, "v004", "rejected", "  ")
+    (shot / "v005").mkdir()
+    (shot / "v005" / "version.json").write_text('{"frames": []}')  # no status
+    (shot / "v006").mkdir()
+    assert [e["status"] for e in list_versions(shot)][4:] == ["unreadable", "unpublished"]
+    with pytest.raises(BadInput, match="not published yet"):
+        set_status(shot, "v006", "rejected", "n")
+    assert list((shot / "v006").iterdir()) == []  # no lock file left in it
+
+
+def test_concurrent_reviews_of_one_version_lose_no_note(tmp_path: Path) -> None:
+    """Eight reviewers at once, in processes of their own: every note is in the history."""
+    vdir = tmp_path / "shot" / "v001"
+    vdir.mkdir(parents=True)
+    (vdir / "f_0001.png").write_bytes(b"frame")
+    digest = hashlib.sha256(b"frame").hexdigest()
+    (vdir / "version.json").write_text(json.dumps({
+        "status": "pending-review", "history": [],
+        "frames": [{"frame": 1, "file": "f_0001.png", "size": 5, "sha256": digest}]}))
+    procs = [subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "versions",
+                               "approve" if i % 2 else "reject", str(tmp_path / "shot"),
+                               "v001", "--note", f"n{i}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for i in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    history = json.loads((vdir / "version.json").read_text())["history"]
+    assert sorted(h["note"] for h in history) == [f"n{i}" for i in range(8)]
+    assert sorted(p.name for p in vdir.iterdir()) == [".stmpo-review.lock", "f_0001.png",
+                                                       "version.json"]  # no temp file left

@@ -195,8 +195,8 @@ def versions_list(shot_dir: str, as_json: bool) -> None:
     for e in entries:
         extra = f"{e.get('frames')} frames {e.get('frame_range')}" if e.get("frames") else ""
         check = "" if not e.get("problems") else "  ! " + "; ".join(e["problems"])
-        click.echo(f"{e['version']}  {e['status']:<15} job {e.get('job') or '-'}  {extra}"
-                   f"{check}")
+        status = e.get("status") or "-"
+        click.echo(f"{e['version']}  {status:<15} job {e.get('job') or '-'}  {extra}{check}")
 
 
 def _set(shot_dir: str, version: str, status: str, note: str | None) -> None:

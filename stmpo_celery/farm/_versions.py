@@ -16,15 +16,19 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, StmpoError
+from ..errors import BadInput, EnvironmentProblem, StmpoError
+from ..host import try_lock_file
 from ..plan import parse_frames, parse_output
 from ._snapshot import sha256_file
 
 MANIFEST = "version.json"
 JOB_MARK = ".stmpo-job"
+REVIEW_LOCK = ".stmpo-review.lock"  #: held while a review changes the manifest
+REVIEW_LOCK_WAIT_S = 30.0
 _VERSION = re.compile(r"^v(\d{3,})$")
 STATUSES = ("pending-review", "approved", "rejected")
 
@@ -61,9 +65,31 @@ def release_version(path: Path) -> None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per writer
+    try:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _review_lock(vdir: Path, wait: float = REVIEW_LOCK_WAIT_S) -> Iterator[None]:
+    """Hold ``vdir``'s review lock: reviews of one version change its manifest one at a
+    time, so none is lost (released by the OS if this process dies)."""
+    try:
+        f = (vdir / REVIEW_LOCK).open("a+b")
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot lock {vdir} for review: "
+                                 f"{exc.strerror or exc}") from None
+    with f:
+        deadline = time.monotonic() + wait
+        while not try_lock_file(f):
+            if time.monotonic() > deadline:
+                raise EnvironmentProblem(f"{vdir.name} stayed locked by another review for "
+                                         f"{wait:.0f} s: try again")
+            time.sleep(0.02)
+        yield
 
 
 def frame_files(job: dict[str, Any]) -> list[tuple[int, Path]]:
@@ -151,6 +177,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ValueError("no list of frames (frame, file, size, sha256)")
     if not isinstance(data.get("missing_frames", []), list):
         raise ValueError("missing_frames is not a list")
+    if not isinstance(data.get("status"), str):
+        raise ValueError("no status")
+    if not isinstance(data.get("history", []), list):
+        raise ValueError("history is not a list")
     return data
 
 
@@ -192,11 +222,18 @@ def set_status(shot: Path, version: str, status: str, note: str | None) -> dict[
     path = vdir / MANIFEST
     if not _VERSION.match(version) or not vdir.is_dir():
         raise BadInput(f"{shot} has no version {version!r}: see 'stmpo versions list {shot}'")
+    if note is not None and not note.strip():
+        raise BadInput(f"--note is empty: say why {version} is {status}")
+    if not path.is_file():  # checked before the lock file is made
+        raise BadInput(f"{version} is not published yet (no {MANIFEST}): wait for its job")
+    with _review_lock(vdir):
+        return _review(vdir, version, status, note)
+
+
+def _review(vdir: Path, version: str, status: str, note: str | None) -> dict[str, Any]:
+    path = vdir / MANIFEST
     try:
         manifest = read_manifest(path)
-    except FileNotFoundError:
-        raise BadInput(f"{version} is not published yet (no {MANIFEST}): wait for its job") \
-            from None
     except (OSError, ValueError) as exc:
         raise BadInput(f"{path} is not a manifest stmpo wrote: {exc}; render the version "
                        "again (its job writes a new one)") from None
