@@ -37,6 +37,8 @@ IMAGE = "image"
 MOVIE = "movie"
 BIG = "big"  #: image sequence in tasks above CHUNK[INT]'s 150 frames (big/template.yaml)
 TEMPLATE_NAME = "template.yaml"
+#: OpenJD extensions the shipped templates use (the farm's sessions support them too)
+TEMPLATE_EXTENSIONS = ["TASK_CHUNKING"]
 _BUNDLE_FILES = ("template.yaml", "template.json", "parameter_values.yaml",
                  "parameter_values.json", "asset_references.yaml", "asset_references.json")
 
@@ -311,6 +313,31 @@ def check_against_template(b: Bundle, text: str, where: str) -> dict[str, ParamI
     return params
 
 
+def instantiate(b: Bundle, text: str) -> None:
+    """Make the job as Deadline will (OpenJD's own checks: each value within its
+    parameter's limits), so a value it would refuse is refused here, before the bundle is
+    written, not at ``deadline bundle submit``."""
+    import yaml
+    from openjd.model import (
+        DecodeValidationError,
+        create_job,
+        decode_job_template,
+        preprocess_job_parameters,
+    )
+
+    try:
+        template = decode_job_template(template=yaml.safe_load(text),
+                                       supported_extensions=TEMPLATE_EXTENSIONS)
+        values = {k: str(v) for k, v in b.values.items()}
+        params = preprocess_job_parameters(job_template=template, job_parameter_values=values,
+                                           job_template_dir=Path.cwd(),
+                                           current_working_dir=Path.cwd())
+        create_job(job_template=template, job_parameter_values=params)
+    except (ValueError, DecodeValidationError) as exc:
+        raise BadInput(f"the job would be refused by Deadline: {' '.join(str(exc).split())}") \
+            from None
+
+
 def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, ParamInfo]]:
     """Write template, values and asset references into ``dest``; returns the template's
     path and parameters."""
@@ -331,10 +358,11 @@ def write_bundle(b: Bundle, dest: Path, force: bool) -> tuple[Path, dict[str, Pa
                            f"({', '.join(sorted(others)[:3])}): choose another folder")
         for name in _BUNDLE_FILES:
             (dest / name).unlink(missing_ok=True)
+    if b.host is not None:
+        text = with_host_minimums(text, *b.host)
+    instantiate(b, text)
     try:
         dest.mkdir(parents=True, exist_ok=True)
-        if b.host is not None:
-            text = with_host_minimums(text, *b.host)
         (dest / TEMPLATE_NAME).write_text(text, encoding="utf-8")
         for name, data in (("parameter_values.json", b.parameter_values()),
                            ("asset_references.json", b.asset_references())):

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import defaults
-
-EXTENSIONS = ["TASK_CHUNKING"]
+from ..deadline import TEMPLATE_EXTENSIONS
 
 
 @dataclass
@@ -79,7 +78,8 @@ def run_task(job: dict[str, Any], task: dict[str, Any], session_id: str, log_pat
     from openjd.sessions import LOG, ActionState, Session, SessionState
 
     t0 = time.monotonic()
-    template = decode_job_template(template=job["template"], supported_extensions=EXTENSIONS)
+    template = decode_job_template(template=job["template"],
+                                   supported_extensions=TEMPLATE_EXTENSIONS)
     values = _values(job["parameters"])
     created = create_job_with_symbol_tables(job_template=template, job_parameter_values=values)
     the_job = created.job
@@ -103,7 +103,7 @@ def run_task(job: dict[str, Any], task: dict[str, Any], session_id: str, log_pat
         session_id=session_id, job_parameter_values=values, job_name=str(the_job.name),
         callback=callback,
         revision_extensions=RevisionExtensions(spec_rev=SpecificationRevision.v2023_09,
-                                               supported_extensions=EXTENSIONS))
+                                               supported_extensions=TEMPLATE_EXTENSIONS))
     canceled = [False]
 
     def wait(name: str, cancelable: bool) -> bool:

@@ -22,13 +22,13 @@ import yaml
 from celery import Celery
 
 from ..config import defaults
+from ..deadline import TEMPLATE_EXTENSIONS
 from ..errors import BadInput
 from ._app import enqueue, new_celery_id, task_label
 from ._snapshot import footage_list, snapshot_file, write_footage
 from ._store import FarmStore
 from ._versions import release_version, reserve_version
 
-EXTENSIONS = ["TASK_CHUNKING"]
 PROJECT_PARAM = "ProjectFile"
 OUTPUT_PARAM = "OutputDir"
 
@@ -151,7 +151,8 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
         raise BadInput(f"--max-retries {max_retries}: use 0 or more")
     bundle = load_bundle(bundle_path)
     try:
-        template = decode_job_template(template=bundle.template, supported_extensions=EXTENSIONS)
+        template = decode_job_template(template=bundle.template,
+                                       supported_extensions=TEMPLATE_EXTENSIONS)
     except (DecodeValidationError, ValueError) as exc:
         raise BadInput(f"the job template is invalid: {' '.join(str(exc).split())}") from None
     defined = {p.name for p in template.parameterDefinitions or []}
