@@ -103,3 +103,11 @@ def test_an_output_folder_under_a_file_fails_the_disk_check(tmp_path: Path) -> N
     assert res.returncode == 3
     assert any(ln.startswith("FAIL disk:") and "is not a folder" in ln
                for ln in res.stdout.splitlines()), res.stdout
+
+
+def test_a_negative_threshold_is_refused_not_passed() -> None:
+    """A threshold below zero would pass every host: it is bad input."""
+    for flag in ("--min-disk-gb", "--min-ram-gb"):
+        res = doctor("--aerender", FAKE, flag, "-1")
+        assert res.returncode == 2 and f"'--{flag[2:]}': '-1' is below 0" in res.stderr
+        assert len(res.stderr.splitlines()) == 1

@@ -81,6 +81,8 @@ def test_plan_rejects_bad_numa_map(tmp_path) -> None:  # type: ignore[no-untyped
     (["--no-smt"], "--smt/--no-smt describes another host"),
     (["--cpus", "8", "--ram-gb", "32", "--numa-nodes", "0"], "at least one NUMA node"),
     (["--comp", "Main"], "pass --project too"),
+    (["--frame-cost", "-5"], "'-5' is not above 0"),  # predicted below the bound before
+    (["--cpus", "8", "--ram-gb", "0"], "'0' is not above 0"),
 ])
 def test_plan_flags_that_would_do_nothing_are_refused(args: list[str], words: str) -> None:
     res = stmpo("plan", "--frames", "1-10", *args)

@@ -11,8 +11,9 @@ import click
 class FiniteFloat(click.ParamType):
     name = "number"
 
-    def __init__(self, minimum: float | None = None) -> None:
+    def __init__(self, minimum: float | None = None, above: bool = False) -> None:
         self.minimum = minimum
+        self.above = above  #: the minimum itself is refused too
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
@@ -22,11 +23,13 @@ class FiniteFloat(click.ParamType):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not math.isfinite(out):
             self.fail(f"{value!r} is not a finite number", param, ctx)
-        if self.minimum is not None and out < self.minimum:
-            self.fail(f"{value!r} is below {self.minimum:g}: pass a number >= {self.minimum:g}",
-                      param, ctx)
+        low = self.minimum
+        if low is not None and (out < low or (self.above and out == low)):
+            self.fail(f"{value!r} is {'not above' if self.above else 'below'} {low:g}: pass a "
+                      f"number {'>' if self.above else '>='} {low:g}", param, ctx)
         return out
 
 
 FINITE = FiniteFloat()
 NON_NEGATIVE = FiniteFloat(minimum=0.0)
+POSITIVE = FiniteFloat(minimum=0.0, above=True)

@@ -25,7 +25,7 @@ from .. import __version__
 from ..config import Command
 from ..errors import ExitCode, StmpoError
 from ..text import shell_quote
-from ._finite import FINITE, NON_NEGATIVE
+from ._finite import NON_NEGATIVE, POSITIVE
 from ._options import options_from, setting_options
 from ._render_start import (
     _comp_label,
@@ -171,9 +171,9 @@ def render(**kw: Any) -> None:
 @click.option("--frames", default="1-240", show_default=True, help="Frames to render.")
 @click.option("--concurrency", type=int, default=4, show_default=True,
               help="Slots (simulated aerender processes).")
-@click.option("--frame-cost", type=FINITE, default=0.04, show_default=True,
+@click.option("--frame-cost", type=POSITIVE, default=0.04, show_default=True,
               help="Simulated seconds per frame.")
-@click.option("--startup", type=FINITE, default=1.0, show_default=True,
+@click.option("--startup", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Simulated After Effects start-up seconds.")
 def demo(directory: str, frames: str, concurrency: int, frame_cost: float, startup: float) -> None:
     """Render a simulated 240-frame comp with the aerender simulator and an embedded Redis."""
@@ -202,10 +202,10 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
 @click.option("--broker", help="Redis URL to check [default: $STMPO_BROKER_URL, else the host "
                                "service, else an embedded Redis].")
 @click.option("--output-dir", help="Where frames will be written, for the disk space check "
-                                   "[default: no disk check].")
-@click.option("--min-ram-gb", type=FINITE, default=4.0, show_default=True,
+                                   "[default: the current folder].")
+@click.option("--min-ram-gb", type=NON_NEGATIVE, default=4.0, show_default=True,
               help="Available RAM below this fails the check (GB).")
-@click.option("--min-disk-gb", type=FINITE, default=1.0, show_default=True,
+@click.option("--min-disk-gb", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Free space in --output-dir below this fails the check (GB).")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable output [default: one line per check].")

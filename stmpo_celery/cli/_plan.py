@@ -10,7 +10,7 @@ import click
 
 from ..config import Command, RenderOptions
 from ..errors import BadInput
-from ._finite import FINITE
+from ._finite import POSITIVE
 from ._options import options_from, setting_options
 from ._render_start import _comp_label
 
@@ -20,10 +20,10 @@ from ._render_start import _comp_label
 @click.option("--output", default="frames_[#####].png", show_default=True,
               help="Output pattern (a movie forces one slot).")
 @click.option("--cpus", type=int, help="Plan for another host with this many logical CPUs.")
-@click.option("--ram-gb", type=FINITE, help="... and this much RAM (GB).")
+@click.option("--ram-gb", type=POSITIVE, help="... and this much RAM (GB).")
 @click.option("--numa-nodes", type=int, default=1, show_default=True)
 @click.option("--smt/--no-smt", default=True, show_default=True)
-@click.option("--frame-cost", type=FINITE, default=1.0, show_default=True,
+@click.option("--frame-cost", type=POSITIVE, default=1.0, show_default=True,
               help="Assumed seconds per frame for the predicted makespan.")
 @click.option("--project", "project", help="With --comp/--rqindex: predict from the comp's "
               "recorded frame costs (a previous render), with and without the history.")
