@@ -49,7 +49,8 @@ def state_dir(home: Path) -> Path:
     return home / ".local" / "state" / "stmpo" / "fonts"
 
 
-_MAGIC = {".ttf": b"\x00\x01\x00\x00", ".otf": b"OTTO", ".ttc": b"ttcf", ".pfb": b"\x80\x01"}
+_MAGIC = {".ttf": b"\x00\x01\x00\x00", ".otf": b"OTTO", ".ttc": b"ttcf", ".pfb": b"\x80\x01",
+          ".pfm": b"\x00\x01"}
 
 
 def font(name: str, body: bytes) -> bytes:
@@ -146,6 +147,9 @@ def test_a_file_given_as_the_fonts_folder_is_refused(home: Path, tmp_path: Path)
     ("Empty.otf", b"", "is empty"),
     ("Set.ttc", b"\x00\x01\x00\x00 one font", "is not a TrueType/OpenType collection"),
     ("Type1.pfb", b"%!PS-AdobeFont-1.0 (a .pfa renamed)", "is not a PostScript Type 1 font"),
+    ("Type1.pfm", b"<html>404</html>", "is not PostScript font metrics"),
+    ("Old.fnt", b"<html>404</html>", "is not a Windows raster font"),
+    ("Mac.dfont", b"<html><body>404 Not Found</body></html>", "is not a Mac font suitcase"),
 ])
 def test_a_file_that_is_not_the_font_it_claims_is_refused_before_anything_is_installed(
         home: Path, tmp_path: Path, name: str, data: bytes, why: str) -> None:
@@ -156,6 +160,18 @@ def test_a_file_that_is_not_the_font_it_claims_is_refused_before_anything_is_ins
     assert res.stderr.startswith(f"stmpo: error: the font file {src / name} {why}")
     assert "nothing was installed" in res.stderr and len(res.stderr.splitlines()) == 1
     assert list(home.iterdir()) == []  # no font folder, no registry
+
+
+def test_what_macos_leaves_beside_fonts_is_passed_over(home: Path, tmp_path: Path) -> None:
+    """AppleDouble files (``._Name.ttf``) and a ``__MACOSX`` folder from a zip are not fonts:
+    neither refused nor installed."""
+    src = make_fonts(tmp_path / "f", Brand__ttf=b"b")
+    (src / "._Brand.ttf").write_bytes(b"\x00\x05\x16\x07Mac OS X        ")
+    (src / "__MACOSX").mkdir()
+    (src / "__MACOSX" / "._Brand.ttf").write_bytes(b"\x00\x05\x16\x07Mac OS X        ")
+    res = stmpo_cli(home, "install", "--from", str(src), "--session", "s")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in font_dir(home).iterdir()) == ["Brand.ttf"]
 
 
 def test_real_font_files_pass_the_check() -> None:
@@ -450,4 +466,24 @@ def test_a_font_folder_that_cannot_be_written_fails_with_exit_3_and_holds_nothin
     assert res.returncode == 3, res.stdout + res.stderr
     assert res.stderr.startswith("stmpo: error: cannot install the font A.ttf into ")
     assert "Traceback" not in res.stderr
+    assert registry(home).sessions == {} and registry(home).fonts == {}
+
+
+@pytest.mark.parametrize("text", [
+    '{"fonts": {}, "sessions": {"a": "str"}}',
+    '{"fonts": [], "sessions": "x"}',
+    '{"fonts": {"k": {"path": 5}}, "sessions": {"s": {"fonts": [1]}}}',
+    '{"fonts": 5, "sessions": null}',
+    '[1, 2]',
+])
+def test_a_registry_of_the_wrong_shape_is_one_warning_not_a_traceback(
+        home: Path, tmp_path: Path, text: str) -> None:
+    state_dir(home).mkdir(parents=True)
+    (state_dir(home) / "registry.json").write_text(text)
+    src = make_fonts(tmp_path / "f", Brand__ttf=b"b")
+    for args in (["list"], ["install", "--from", str(src), "--session", "s"],
+                 ["remove", "--session", "s"]):
+        res = stmpo_cli(home, *args)
+        assert res.returncode == 0, res.stderr
+        assert "Traceback" not in res.stderr
     assert registry(home).sessions == {} and registry(home).fonts == {}

@@ -138,9 +138,16 @@ class Registry:
             say(f"warning: the font registry {path} is unreadable ({exc}); starting a new one",
                 err=True)
             return cls()
-        if not isinstance(data, dict):
-            return cls()
-        return cls(dict(data.get("fonts") or {}), dict(data.get("sessions") or {}))
+        raw = data if isinstance(data, dict) else {}
+        fonts, sessions = _items(raw.get("fonts") or {}), _items(raw.get("sessions") or {})
+        reg = cls({k: v for k, v in fonts if _font_entry(v)},
+                  {k: v for k, v in sessions if _session_entry(v)})
+        odd = raw is not data or not all(isinstance(raw.get(k) or {}, dict)
+                                         for k in ("fonts", "sessions"))
+        if odd or (len(reg.fonts), len(reg.sessions)) != (len(fonts), len(sessions)):
+            say(f"warning: the font registry {path} holds entries stmpo did not write: they are "
+                "dropped", err=True)
+        return reg
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -151,6 +158,20 @@ class Registry:
 
     def holders(self, key: str) -> list[str]:
         return [s for s, rec in self.sessions.items() if key in rec.get("fonts", [])]
+
+
+def _items(value: object) -> list[tuple[str, Any]]:
+    return list(value.items()) if isinstance(value, dict) else []
+
+
+def _font_entry(v: object) -> bool:
+    return isinstance(v, dict) and isinstance(v.get("path"), str) and \
+        isinstance(v.get("sha256"), str)
+
+
+def _session_entry(v: object) -> bool:
+    return isinstance(v, dict) and isinstance(v.get("fonts"), list) and \
+        all(isinstance(f, str) for f in v["fonts"])
 
 
 def _try_lock(f: IO[bytes]) -> bool:

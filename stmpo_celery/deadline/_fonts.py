@@ -41,8 +41,9 @@ import contextlib
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,8 +108,12 @@ def font_key(name: str) -> str:
 
 
 def find_fonts(source: Path) -> list[Path]:
-    """Font files below ``source`` (recursively), in a stable order."""
-    found = [p for p in source.rglob("*") if p.suffix.lower() in FONT_EXTENSIONS and p.is_file()]
+    """Font files below ``source`` (recursively), in a stable order. The metadata macOS
+    leaves beside files it copies or zips (``._Name.ttf`` AppleDouble files, a
+    ``__MACOSX`` folder) is not a font and is passed over."""
+    found = [p for p in source.rglob("*")
+             if p.suffix.lower() in FONT_EXTENSIONS and not p.name.startswith("._")
+             and "__MACOSX" not in p.relative_to(source).parts and p.is_file()]
     return sorted(found, key=lambda p: (len(p.relative_to(source).parts), str(p)))
 
 
@@ -124,10 +129,38 @@ def font_problem(path: Path) -> str | None:
         return f"cannot be read ({exc.strerror or exc})"
     if size == 0:
         return "is empty"
-    known = _SIGNATURES.get(path.suffix.lower())
+    ext = path.suffix.lower()
+    known = _SIGNATURES.get(ext)
     if known is not None and not head.startswith(known[0]):
         return f"is not {known[1]} (it starts with {head[:8]!r})"
+    if ext in _HEADERS and not _HEADERS[ext][0](head, size):
+        return f"is not {_HEADERS[ext][1]} (it starts with {head[:8]!r})"
     return None
+
+
+def _pfm_or_fnt(versions: tuple[int, ...]) -> Callable[[bytes, int], bool]:
+    """A Windows font metrics (.pfm) or raster font (.fnt) header: its version word (the
+    size it gives next is not checked: some font tools write it wrong)."""
+    def ok(head: bytes, size: int) -> bool:
+        return len(head) >= 2 and struct.unpack_from("<H", head)[0] in versions
+    return ok
+
+
+def _dfont(head: bytes, size: int) -> bool:
+    """A Mac resource fork in a data fork: data and map offsets and lengths inside the file."""
+    if len(head) < 16:
+        return False
+    data_at, map_at, data_len, map_len = struct.unpack_from(">IIII", head)
+    return data_at >= 16 and data_at + data_len <= size and map_len > 0 and \
+        map_at + map_len <= size
+
+
+#: formats told by their header's numbers rather than by fixed bytes
+_HEADERS: dict[str, tuple[Callable[[bytes, int], bool], str]] = {
+    ".pfm": (_pfm_or_fnt((0x100,)), "PostScript font metrics (PFM)"),
+    ".fnt": (_pfm_or_fnt((0x200, 0x300)), "a Windows raster font (FNT)"),
+    ".dfont": (_dfont, "a Mac font suitcase (dfont)"),
+}
 
 
 def refuse_broken_fonts(files: list[Path], fix: str) -> None:
