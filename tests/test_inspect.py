@@ -83,7 +83,7 @@ def bundle(project: Path, tmp: Path, *args: str) -> Any:
 
 def test_bundle_attaches_footage_and_warns_about_missing_footage_and_fonts(
         project: Path, tmp_path: Path) -> None:
-    res = bundle(project, tmp_path, "--rqindex", "1", "--frames", "1-240",
+    res = bundle(project, tmp_path, "--rqindex", "1", "--frames", "0-239",
                  "--output", str(tmp_path / "o" / "s_[#####].png"))
     assert res.exit_code == 0, res.output
     refs = json.loads((tmp_path / "b" / "asset_references.json").read_text())["assetReferences"]
@@ -178,3 +178,17 @@ def test_bundle_without_output_and_no_module_file_is_refused(project: Path,
     res = bundle(project, tmp_path, "--rqindex", "4", "--frames", "1-10")
     assert isinstance(res.exception, BadInput)
     assert "pass --output" in res.exception.message
+
+
+@pytest.mark.parametrize(("args", "first"), [
+    (["--comp", "Main Comp", "--frames", "1-240"], 240),  # one past the end of 0-239
+    (["--comp", "Main Comp", "--frames", "5000-5010"], 5000),
+    (["--rqindex", "1", "--frames", "-3-10"], -3),
+])
+def test_bundle_refuses_frames_outside_the_comp(project: Path, tmp_path: Path,
+                                                args: list[str], first: int) -> None:
+    res = bundle(project, tmp_path, *args, "--output", str(tmp_path / "o" / "s_[#####].png"))
+    assert res.exit_code != 0 and isinstance(res.exception, BadInput), res.output
+    assert "reaches past comp 'Main Comp', whose frames are 0-239" in str(res.exception)
+    assert f"first {first};" in str(res.exception)
+    assert not (tmp_path / "b").exists()

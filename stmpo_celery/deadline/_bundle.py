@@ -224,7 +224,8 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     b.values["Frames"] = format_frames(frames)
     b.inputs_files.append(project)
     b.outputs_dirs.append(out_dir)
-    found = check_for_bundle(project, kw, split=kind == IMAGE, movie=kind == MOVIE)
+    found = check_for_bundle(project, kw, split=kind == IMAGE, movie=kind == MOVIE,
+                             frames=frames)
     b.inputs_files += [f for f in found.files if f not in b.inputs_files]
     b.inputs_dirs += found.dirs
     b.warnings += found.warnings

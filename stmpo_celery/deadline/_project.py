@@ -18,11 +18,13 @@ numbered by comp frame (stmpo verifies frames by number) is refused before submi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
+from ..plan import format_frames
 
 _MOVIE_FORMATS = {"quicktime", "avi", "h.264", "aiff", "wav", "mp3"}
 
@@ -215,11 +217,28 @@ class SubmitCheck:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_frames(info: ProjectInfo, comp: str | None, frames: Sequence[int]) -> None:
+    """The frames are the comp's: numbered from its display start frame, as aerender's
+    ``-s``/``-e`` and the frame files (by comp frame number) number them."""
+    c = info.comp(str(comp)) if comp is not None else None
+    if c is None or not frames or c.frames <= 0:
+        return
+    first, last = c.display_start_frame, c.display_start_frame + c.frames - 1
+    outside = [f for f in frames if not first <= f <= last]
+    if outside:
+        raise BadInput(f"--frames {format_frames(list(frames))} reaches past comp {c.name!r}, "
+                       f"whose frames are {first}-{last} (from its display start frame): "
+                       f"{len(outside)} frame(s) outside it, first {outside[0]}; pass frames "
+                       "within the comp")
+
+
 def submit_check(info: ProjectInfo, *, comp: str | None, rqindex: int | None, split: bool,
-                 movie: bool, fonts_dir: str | None) -> SubmitCheck:
+                 movie: bool, fonts_dir: str | None,
+                 frames: Sequence[int] = ()) -> SubmitCheck:
     """The submit-time checks (BadInput on a refusal), footage and warnings."""
     item = render_item(info, comp, rqindex)
     check_item(item, split=split, by_index=rqindex is not None)
+    check_frames(info, comp if comp is not None else item.comp if item else None, frames)
     if movie and item is not None and item.outputs and item.outputs[0].sequence:
         raise BadInput(f"render-queue item {item.index} writes {item.outputs[0].format} (an "
                        "image sequence), but --output names a movie: the output module "
@@ -247,7 +266,7 @@ def submit_check(info: ProjectInfo, *, comp: str | None, rqindex: int | None, sp
 
 
 def check_for_bundle(project: str, kw: dict[str, Any], *, split: bool,
-                     movie: bool) -> SubmitCheck:
+                     movie: bool, frames: Sequence[int] = ()) -> SubmitCheck:
     """:func:`submit_check` for ``stmpo bundle``'s options; a file that is not a binary
     project (.aepx XML, or not a project at all) is not read, and that is said."""
     try:
@@ -265,7 +284,8 @@ def check_for_bundle(project: str, kw: dict[str, Any], *, split: bool,
                                      "project stmpo can read: comp, render queue, footage and "
                                      "fonts were not checked, and footage is not attached"])
     return submit_check(read_project(project), comp=kw.get("comp"), rqindex=kw.get("rqindex"),
-                        split=split, movie=movie, fonts_dir=kw.get("fonts_dir"))
+                        split=split, movie=movie, fonts_dir=kw.get("fonts_dir"),
+                        frames=frames)
 
 
 def describe(info: ProjectInfo) -> list[str]:
