@@ -93,3 +93,6 @@ FARM_ORPHAN_GRACE_S: Final = 10.0  #: a dead worker's render gets SIGTERM, then 
 LOG_KEEP_RUNS: Final = 20  #: run folders kept under the default log root (older ones pruned)
 OUTPUT_LOCK_REFRESH_S: Final = 10.0  #: how often a run re-stamps its output lock
 OUTPUT_LOCK_STALE_S: Final = 120.0  #: another host's lock not re-stamped this long is dead
+
+#: OpenJD extensions the shipped job templates use (bundle checks and the farm's sessions)
+OPENJD_EXTENSIONS: Final = ("TASK_CHUNKING",)

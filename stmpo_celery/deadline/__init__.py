@@ -13,7 +13,7 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._bigtask import CHUNK_LIMIT, describe_tasks
-    from ._bundle import BIG, IMAGE, TEMPLATE_EXTENSIONS, plan_bundle, task_chunks, write_bundle
+    from ._bundle import BIG, IMAGE, plan_bundle, task_chunks, write_bundle
     from ._fontleases import Registry, current_session, say, session_ended
     from ._fonts import (
         FONT_EXTENSIONS,
@@ -48,7 +48,6 @@ _HOME = {
     "plan_bundle": "._bundle",
     "task_chunks": "._bundle",
     "write_bundle": "._bundle",
-    "TEMPLATE_EXTENSIONS": "._bundle",
 }
 
 __all__ = [
@@ -72,7 +71,6 @@ __all__ = [
     "plan_bundle",
     "task_chunks",
     "write_bundle",
-    "TEMPLATE_EXTENSIONS",
 ]
 
 

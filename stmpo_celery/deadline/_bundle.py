@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..aerender import check_target
-from ..config import Command, for_command, parse_chunk_size
+from ..config import Command, defaults, for_command, parse_chunk_size
 from ..errors import BadInput, StmpoError
 from ..host import uncreatable
 from ..plan import format_frames, parse_frames, parse_output, runs
@@ -37,8 +37,6 @@ IMAGE = "image"
 MOVIE = "movie"
 BIG = "big"  #: image sequence in tasks above CHUNK[INT]'s 150 frames (big/template.yaml)
 TEMPLATE_NAME = "template.yaml"
-#: OpenJD extensions the shipped templates use (the farm's sessions support them too)
-TEMPLATE_EXTENSIONS = ["TASK_CHUNKING"]
 _BUNDLE_FILES = ("template.yaml", "template.json", "parameter_values.yaml",
                  "parameter_values.json", "asset_references.yaml", "asset_references.json")
 
@@ -328,7 +326,7 @@ def instantiate(b: Bundle, text: str) -> None:
 
     try:
         template = decode_job_template(template=yaml.safe_load(text),
-                                       supported_extensions=TEMPLATE_EXTENSIONS)
+                                       supported_extensions=list(defaults.OPENJD_EXTENSIONS))
         values = {k: str(v) for k, v in b.values.items()}
         params = preprocess_job_parameters(job_template=template, job_parameter_values=values,
                                            job_template_dir=Path.cwd(),

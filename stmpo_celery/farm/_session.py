@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import defaults
-from ..deadline import TEMPLATE_EXTENSIONS
 
 
 @dataclass
@@ -79,7 +78,7 @@ def run_task(job: dict[str, Any], task: dict[str, Any], session_id: str, log_pat
 
     t0 = time.monotonic()
     template = decode_job_template(template=job["template"],
-                                   supported_extensions=TEMPLATE_EXTENSIONS)
+                                   supported_extensions=list(defaults.OPENJD_EXTENSIONS))
     values = _values(job["parameters"])
     created = create_job_with_symbol_tables(job_template=template, job_parameter_values=values)
     the_job = created.job
@@ -103,7 +102,7 @@ def run_task(job: dict[str, Any], task: dict[str, Any], session_id: str, log_pat
         session_id=session_id, job_parameter_values=values, job_name=str(the_job.name),
         callback=callback,
         revision_extensions=RevisionExtensions(spec_rev=SpecificationRevision.v2023_09,
-                                               supported_extensions=TEMPLATE_EXTENSIONS))
+                                               supported_extensions=list(defaults.OPENJD_EXTENSIONS)))
     canceled = [False]
 
     def wait(name: str, cancelable: bool) -> bool:

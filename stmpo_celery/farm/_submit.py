@@ -22,7 +22,6 @@ import yaml
 from celery import Celery
 
 from ..config import defaults
-from ..deadline import TEMPLATE_EXTENSIONS
 from ..errors import BadInput
 from ._app import enqueue, new_celery_id, task_label
 from ._snapshot import footage_list, snapshot_file, write_footage
@@ -152,7 +151,7 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
     bundle = load_bundle(bundle_path)
     try:
         template = decode_job_template(template=bundle.template,
-                                       supported_extensions=TEMPLATE_EXTENSIONS)
+                                       supported_extensions=list(defaults.OPENJD_EXTENSIONS))
     except (DecodeValidationError, ValueError) as exc:
         raise BadInput(f"the job template is invalid: {' '.join(str(exc).split())}") from None
     defined = {p.name for p in template.parameterDefinitions or []}

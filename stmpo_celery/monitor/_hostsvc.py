@@ -239,10 +239,6 @@ class HostService:
         deadline = time.monotonic() + 10
         try:
             while True:
-                if proc.poll() is not None:
-                    raise EnvironmentProblem(
-                        f"redis-server exited at start (port {port} in use?): see "
-                        f"{self.logs / 'redis.log'}")
                 answer, ready = None, False
                 with contextlib.suppress(redis.RedisError, OSError):
                     answer = client.info("server").get("process_id")
@@ -250,10 +246,14 @@ class HostService:
                 # a Redis without a password answers any password: only ours will do
                 if answer == proc.pid and ready:
                     break
-                if answer is not None:
+                if answer is not None and answer != proc.pid:
                     raise EnvironmentProblem(
                         f"another Redis (pid {answer}) answers on {bind}:{port}: choose "
                         "another --port")
+                if proc.poll() is not None:
+                    raise EnvironmentProblem(
+                        f"redis-server exited at start (port {port} in use?): see "
+                        f"{self.logs / 'redis.log'}")
                 if time.monotonic() > deadline:
                     raise EnvironmentProblem("redis-server did not answer within 10 s")
                 time.sleep(0.02)
