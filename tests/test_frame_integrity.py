@@ -9,12 +9,13 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Farm, kill_tagged, tagged, wait_for
+from conftest import FAKE, Farm, kill_tagged, tagged, wait_for
 
 from stmpo_celery.plan._formats import frame_problem
 
@@ -307,6 +308,49 @@ def test_a_movie_the_run_did_not_finish_is_deleted(farm: Farm, how: str) -> None
     assert not movie.exists(), "a movie cut short was left where it could be taken as whole"
     if how == "failed":
         assert "missing: the movie (frames 1-12); running again renders it whole" in out
+    assert not farm.leftovers()
+
+
+def _stand_in(farm: Farm, name: str, body: str) -> str:
+    """An After Effects stand-in of the test's own: a Python script run as aerender."""
+    path = farm.tmp / name
+    path.write_text(f"#!{sys.executable}\nimport os, sys\nFAKE = {FAKE!r}\n{body}")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_a_movie_this_run_did_not_write_is_not_reported_rendered(farm: Farm) -> None:
+    """aerender exits 0 without writing the movie; last week's movie of that name is there:
+    the render fails, and the old file is left as it was (it is not this run's)."""
+    movie = farm.out / "shot.mov"
+    farm.out.mkdir(exist_ok=True)
+    movie.write_text("last week's movie")
+    silent = _stand_in(farm, "silent-aerender", (
+        'print("aerender version 24.6x1")\n'
+        'print("PROGRESS: Launching After Effects...")\n'
+        'print("PROGRESS: ...After Effects successfully launched")\n'))
+    res = farm.run("--retries", "0", "--aerender", silent, frames="1-12", output=str(movie),
+                   concurrency=1)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "reported 0 of 12 frame(s) and did not write the movie" in res.stdout
+    assert farm.load_summary()["status"] == "failed"
+    assert movie.read_text() == "last week's movie"
+    assert not farm.leftovers()
+
+
+def test_a_movie_after_effects_ended_early_is_deleted(farm: Farm) -> None:
+    """AE renders to the comp's end when -e is past it, and exits 0: a movie of 10 frames
+    for 24 asked is not a render of 24 frames."""
+    movie = farm.out / "shot.mov"
+    short = _stand_in(farm, "short-aerender", (
+        'args = sys.argv[1:]\nargs[args.index("-e") + 1] = "10"\n'
+        'os.execv(FAKE, [FAKE, *args])\n'))
+    farm.knobs.update(FRAME_COST="0.02")
+    res = farm.run("--retries", "0", "--aerender", short, frames="1-24", output=str(movie),
+                   concurrency=1)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "reported 10 of 24 frame(s) and rewrote the movie" in res.stdout
+    assert not movie.exists(), "a movie cut short was left where it could be taken as whole"
     assert not farm.leftovers()
 
 

@@ -55,7 +55,7 @@ from ._logdir import open_private, run_log_dir
 from ._pool import SlotPool
 from ._progress import Progress
 from ._stopping import SECRET_ENV, BrokerWatch, bounded, force_exit
-from ._summary import ChunkRecord, write_summary
+from ._summary import ChunkRecord, ChunkStatus, write_summary
 from ._validate import Prepared
 
 
@@ -406,9 +406,14 @@ class Run(EventHandlers):
 
     def _missing_now(self) -> list[int]:
         pattern = self.prep.pattern
-        return (missing_frames(pattern, self.prep.frames) if pattern.is_sequence
-                else ([] if os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
-                      else list(self.prep.frames)))
+        if pattern.is_sequence:
+            return missing_frames(pattern, self.prep.frames)
+        # a movie is on disk only as its chunk left it: written whole by this run (a file
+        # that was there before, or that AE ended early, is not this render)
+        done = bool(self.chunks) and all(c.status == ChunkStatus.DONE
+                                         for c in self.chunks.values())
+        whole = os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
+        return [] if done and whole else list(self.prep.frames)
 
     def _flower_end(self) -> None:
         """Flower: the run's row ends (with the final block) and every node goes offline."""

@@ -103,6 +103,18 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
     reporting it was in flight when the launch stopped and is deleted. Frames no longer
     owned (a stolen tail) belong to the thief and are never touched."""
     on_disk = set(owned) - set(missing_frames(pattern, owned))
+    if not pattern.is_sequence:
+        # one file for every frame: it counts only if this launch wrote it and reported
+        # every frame (a movie left by an earlier render, or one AE ended early, does not)
+        if not failed and movie_written(att, owned):
+            good += [f for f in owned if f in on_disk]
+        elif att.touched:  # rewritten by AE but not to the end: a cut-short movie
+            suspect += owned
+            with contextlib.suppress(OSError):
+                os.unlink(pattern.raw)
+        if att.ledger is not None:
+            att.ledger.close()
+        return
     if failed and att.resolvable:
         good += [f for f in owned if f in on_disk and f in att.reported]
         for f in owned:
@@ -115,6 +127,14 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
         good += [f for f in owned if f in on_disk]
     if att.ledger is not None:
         att.ledger.close()
+
+
+def movie_written(att: Attempt, frames: list[int]) -> bool:
+    """Did this launch write its movie: the file changed, and every frame was reported
+    done (by number, or by count when the log's numbering is unknown)?"""
+    reported = (set(frames) <= att.reported if att.resolvable
+                else len(att.reported) >= len(frames))
+    return bool(att.touched) and reported
 
 
 def _launch_wait(ctx: SlotContext) -> float:
@@ -201,8 +221,13 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
     missing = [f for f in frames if f not in good_set]
     if failure is None and missing:  # blame the launch that should have written them
         att = next((a for a in launched if a.start <= missing[0] <= a.end), launched[-1])
-        failure = (f"{len(missing)} frame(s) missing on disk (or incomplete) after aerender "
-                   f"exited 0 (first: {pattern.path_for(missing[0])})", True, att)
+        if not pattern.is_sequence:
+            failure = (f"aerender exited 0 but reported {len(att.reported)} of {len(frames)} "
+                       f"frame(s) and {'rewrote' if att.touched else 'did not write'} the "
+                       f"movie {pattern.raw}", True, att)
+        else:
+            failure = (f"{len(missing)} frame(s) missing on disk (or incomplete) after "
+                       f"aerender exited 0 (first: {pattern.path_for(missing[0])})", True, att)
     result = events.ChunkOutcome(
         slot=ctx.slot, index=index, start=frames[0], end=frames[-1],
         frames=format_frames(frames), t0=t0, t1=t1, attempt=attempt,
