@@ -26,6 +26,15 @@ CANCEL_CODES: dict[int, ExitCode] = {
 if hasattr(signal, "SIGHUP"):
     CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
 
+def outcome(code: int) -> str:
+    """A run's ``status`` in its summary: ``ok``, ``cancelled`` (ended by a cancel signal)
+    or ``failed``."""
+    if code == ExitCode.OK:
+        return "ok"
+    cancelled = {ExitCode.HANGUP, ExitCode.INTERRUPTED, ExitCode.TERMINATED}
+    return "cancelled" if code in cancelled else "failed"
+
+
 _SIGNAL_WORDS = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM",
                  "SIGBREAK": "CTRL_BREAK (SIGBREAK)"}
 

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from conftest import FAKE, Farm, kill_tagged, tagged, wait_for
 
+from stmpo_celery.plan import parse_frames
 from stmpo_celery.plan._formats import frame_problem
 
 pytestmark = pytest.mark.slow
@@ -80,6 +81,32 @@ def test_cancel_mid_write_then_rerun_accepts_no_partial_frame(farm: Farm) -> Non
     res = farm.run(frames="1-12", concurrency=2)  # default --skip-existing
     assert res.returncode == 0, res.stdout + res.stderr
     assert bad_files(farm) == [] and farm.frames_on_disk() == list(range(1, 13))
+
+
+def test_a_second_cancel_still_deletes_half_written_frames_and_writes_the_summary(
+        farm: Farm) -> None:
+    """A second Ctrl-C forces the exit at once, but not past what every cancel leaves: no
+    half-written frame where a compositor could take it, and a summary that says so."""
+    farm.knobs.update(WRITE_TIME="1.5", FRAME_COST="0.05", IGNORE_SIGTERM="1")
+    proc = subprocess.Popen(farm.argv(frames="1-12", concurrency=2), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=farm.env(),
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        partial = wait_for(lambda: mid_write(farm), timeout=30)
+        assert partial, "no frame was ever caught mid-write"
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, twice: the terminal's whole group
+        time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert bad_files(farm) == [], "the forced exit left half-written frames behind"
+    summary = farm.load_summary()
+    assert summary["status"] == "cancelled" and summary["exit_code"] == 130
+    rendered = summary["frames"]["rendered_spec"]
+    assert set(parse_frames(rendered) if rendered else []) <= set(farm.frames_on_disk())
+    assert not farm.leftovers(timeout=3)
 
 
 def _iff_caught_mid_write(farm: Farm, concurrency: int) -> tuple[subprocess.Popen[str], Path]:

@@ -148,6 +148,7 @@ def test_a_cancel_during_start_up_ends_with_its_code_and_a_summary(
         assert proc.returncode == code, f"at {delay} s: {proc.returncode}\n{out}{err}"
         assert "CANCELLED by" in out
         assert farm.load_summary()["exit_code"] == code, f"at {delay} s"
+        assert farm.load_summary()["status"] == "cancelled", f"at {delay} s"
         handled += 1
     assert handled >= 3  # most of start-up is stmpo's own
 
@@ -162,6 +163,7 @@ def test_sighup_is_a_cancel_with_129_and_a_summary(farm: Farm) -> None:
     assert proc.returncode == 129, out + err
     assert "CANCELLED by SIGHUP" in out
     assert farm.load_summary()["exit_code"] == 129
+    assert farm.load_summary()["status"] == "cancelled"
     assert not farm.leftovers(timeout=3)
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from ..broker.keys import host_name
 from ..config import RenderOptions
-from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words
+from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words, outcome
 from ..host import make_run_dir, remove_run_dir
 
 
@@ -108,7 +108,7 @@ def write_cancelled_early(path: str, prep: Any, signal_name: str, code: int,
         "run": prep.run_id if prep is not None else None,
         "host": host_name(),
         "exit_code": int(code),
-        "status": "failed",
+        "status": outcome(code),
         "reason": f"cancelled by {signal_name} before the render started",
         "frames": {"requested": len(frames), "requested_spec": spec, "rendered": 0,
                    "rendered_spec": "", "skipped": 0, "skipped_spec": "",

@@ -40,6 +40,7 @@ from ._platform import (
 )
 from ._proc import (
     descendants,
+    gone_within,
     kill_groups_now,
     kill_procs,
     kill_tree,
@@ -66,6 +67,7 @@ __all__ = [
     "child_kwargs",
     "decode_output",
     "fork_slot",
+    "gone_within",
     "group_id",
     "has_render_only_licence_file",
     "install_globs",

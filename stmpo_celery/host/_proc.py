@@ -188,12 +188,23 @@ def scrub_argv(secrets: list[str]) -> None:
 
 def kill_groups_now(pgids: Iterable[int]) -> None:
     """SIGKILL each process group (and its leader), without waiting for anything."""
+    kill = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows: TerminateProcess
     for pgid in pgids:
         if hasattr(os, "killpg"):
             with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGKILL)
+                os.killpg(pgid, kill)
         with contextlib.suppress(OSError):
-            os.kill(pgid, signal.SIGKILL)
+            os.kill(pgid, kill)
+
+
+def gone_within(pids: Iterable[int], timeout: float) -> bool:
+    """Wait at most ``timeout`` s for the processes ``pids`` to be gone; True if they are."""
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            procs.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return not alive
 
 
 def start_time(pid: int | None = None) -> float | None:

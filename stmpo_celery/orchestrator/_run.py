@@ -33,8 +33,15 @@ from ..broker import (
 )
 from ..config import defaults
 from ..errors import CANCEL_CODES as _CANCEL_CODES
-from ..errors import ExitCode
-from ..host import HostPlan, become_subreaper, cancel_signals, make_run_dir, remove_run_dir
+from ..errors import ExitCode, cancel_words
+from ..host import (
+    HostPlan,
+    become_subreaper,
+    cancel_signals,
+    gone_within,
+    make_run_dir,
+    remove_run_dir,
+)
 from ..monitor import FlowerProcess, start_flower_for_run
 from ..monitor import end_for_run as end_flower_for_run
 from ..slot import (
@@ -155,11 +162,24 @@ class Run(EventHandlers):
             self._old_handlers[sig] = signal.signal(sig, on_signal)
 
     def _force_exit(self, signum: int) -> None:  # kill what we own, exit, wait on nothing
-        force_exit([s.pid for s in self.pool.slots] if self.pool is not None else [],
-                   [self.embedded.proc if self.embedded else None,
-                    self.flower.proc if self.flower else None],
-                   _CANCEL_CODES.get(self.cancel_signal or signum, ExitCode.TERMINATED),
-                   signal.Signals(signum).name, private=[str(self.run_dir)])
+        code = _CANCEL_CODES.get(self.cancel_signal or signum, ExitCode.TERMINATED)
+        name = signal.Signals(signum).name
+        slots = [s.pid for s in self.pool.slots] if self.pool is not None else []
+
+        def last_words() -> None:  # what every cancel leaves, the renderers killed first
+            if self.pool is not None:
+                self.pool.job.kill_all()  # Windows: the Job Object, at once
+            gone_within(slots, defaults.FORCED_EXIT_WORDS_S / 2)
+            settle_ledgers(ledger_dir(self.prep.pattern), lambda e: e.run_id == self.run_id)
+            if self.o.summary:
+                self.exit_code = ExitCode(code)
+                self.stop_reason = (f"cancelled by {cancel_words(name)}, then forced to exit "
+                                    "by a second one")
+                write_summary(self, self._missing_now())
+
+        force_exit(slots, [self.embedded.proc if self.embedded else None,
+                           self.flower.proc if self.flower else None],
+                   code, name, private=[str(self.run_dir)], last_words=last_words)
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():

@@ -62,16 +62,21 @@ class BrokerWatch:
 
 
 def force_exit(groups: Sequence[int], procs: Sequence[subprocess.Popen[bytes] | None],
-               code: int, signame: str, private: Sequence[str] = ()) -> NoReturn:
+               code: int, signame: str, private: Sequence[str] = (),
+               last_words: Callable[[], None] | None = None) -> NoReturn:
     """A second cancel signal: the first stop is taking too long. SIGKILL the slots'
-    process groups and our other children, remove the ``private`` folders (the run's
-    spec and Redis config hold passwords), say so, exit now — no waiting on a broker, no
-    funnel (its lock may be held by the interrupted thread)."""
+    process groups and our other children, then ``last_words`` (what every cancel leaves:
+    the half-written frames deleted, the summary), given at most
+    :data:`defaults.FORCED_EXIT_WORDS_S`; remove the ``private`` folders (the run's spec
+    and Redis config hold passwords), say so, exit now — no waiting on a broker, no funnel
+    (its lock may be held by the interrupted thread)."""
     kill_groups_now(groups)
     for proc in procs:
         if proc is not None:
             with contextlib.suppress(OSError):
                 proc.kill()
+    if last_words is not None:
+        bounded(last_words, defaults.FORCED_EXIT_WORDS_S)
     for folder in private:
         remove_run_dir(Path(folder))
     with contextlib.suppress(OSError):

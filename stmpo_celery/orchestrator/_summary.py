@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker import mask_url
 from ..broker.events import ChunkOutcome, ChunkRetry
-from ..errors import ExitCode
+from ..errors import ExitCode, outcome
 from ..plan import format_frames
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def build(run: Run, missing: list[int]) -> dict[str, Any]:
         "broker": mask_url(run.broker.url) if run.broker else None,
         "embedded_broker": run.embedded is not None,
         "exit_code": int(run.exit_code),
-        "status": "ok" if run.exit_code == 0 else "failed",
+        "status": outcome(run.exit_code),
         "reason": run.stop_reason,
         "frames": {
             "requested": len(prep.frames),
