@@ -236,6 +236,9 @@ def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
         assert wait_for(slots_gone, timeout=5)
         r = find_run(status_json(env), run_id)
         assert r is not None and r["state"] == "dead", status_json(env)
+        text = stmpo("status", "--once", env=env).stdout
+        assert f"run {run_id} on " in text and "DEAD (None)" not in text, text
+        assert "DEAD (its orchestrator" in text, text
         tasks = _host_flower_tasks(fport)
 
         def row_failed() -> bool:

@@ -212,8 +212,10 @@ def render_text(snap: dict[str, Any]) -> str:
         where = ", ".join(snap["sources"]) or "no broker configured and no embedded runs"
         lines.append(f"no stmpo runs found (looked in: {where})")
     for r in snap["runs"]:
-        if r.get("state") == "dead":
-            lines.append(f"run {r['run']} on {r['host']}: DEAD ({r.get('dead_because')}); "
+        if r.get("state") == "dead":  # judged now, or recorded as such when it ended
+            why = (r.get("dead_because") or str(r.get("reason") or "").removeprefix("DEAD: ")
+                   or "its orchestrator is gone")
+            lines.append(f"run {r['run']} on {r['host']}: DEAD ({why}); "
                          f"its keys were removed  [{r['broker']}]")
             continue
         pct = f" ({r['percent']:.0f}%)" if r.get("percent") is not None else ""
