@@ -424,16 +424,48 @@ def test_slot_dying_after_its_tail_was_stolen_never_redoes_the_thiefs_frames(
     assert not farm.leftovers()
 
 
-def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(
+def _warden(farm: Farm) -> list[psutil.Process]:
+    return [p for p in tagged(farm.tag) if "orchestrator._warden" in " ".join(p.cmdline())]
+
+
+def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_its_warden(
         farm: Farm) -> None:
     """`pkill -9 -f 'stmpo render'` kills the orchestrator and its slots (they share its
-    command line) but not aerender and its renderer, which render on as orphans. The next
-    run on the host stops them before it claims the output they may still be writing."""
-    proc = farm.start_rendering(frame_cost="0.4", frames="1-40", concurrency=2)
+    command line) but not aerender and its renderer. The run's warden stops them, deletes
+    the frames they had half-written and removes the run folder (its spec holds the
+    broker URL), with no other stmpo command run."""
+    farm.knobs.update(WRITE_TIME="0.3")
+    proc = farm.start_rendering(frame_cost="0.3", frames="1-40", concurrency=2)
     try:
         stmpo = [p for p in tagged(farm.tag)
                  if p.pid == proc.pid or p.name().startswith("stmpo-slot")]
-        assert len(stmpo) == 3, [p.name() for p in tagged(farm.tag)]
+        assert len(stmpo) == 3 and len(_warden(farm)) == 1, [
+            p.name() for p in tagged(farm.tag)]
+        run_dirs = [Path(p.environ()["STMPO_RUN_DIR"]) for p in tagged(farm.tag)
+                    if "STMPO_RUN_DIR" in p.environ()]
+        power_cut(stmpo)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    time.sleep(0.3)
+    renderers = [p for p in tagged(farm.tag) if p.is_running() and p not in _warden(farm)]
+    assert renderers, "the renderers must outlive their slots for this test to mean anything"
+    assert farm.leftovers(timeout=10) == [], "the warden left processes running"
+    assert run_dirs and not any(d.exists() for d in run_dirs)
+    assert bad_files(farm) == [], "half-written frames were left where they could be taken"
+    assert not list((farm.out / ".stmpo").glob("inflight-*"))
+
+
+def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(
+        farm: Farm) -> None:
+    """Everything stmpo started killed at once but the renderers (its warden too): they
+    render on as orphans. The next run on the host stops them before it claims the output
+    they may still be writing."""
+    proc = farm.start_rendering(frame_cost="0.4", frames="1-40", concurrency=2)
+    try:
+        stmpo = [p for p in tagged(farm.tag)
+                 if p.pid == proc.pid or p.name().startswith("stmpo-slot")] + _warden(farm)
+        assert len(stmpo) == 4, [p.name() for p in tagged(farm.tag)]
         power_cut(stmpo)
         proc.communicate(timeout=10)
     finally:

@@ -57,6 +57,7 @@ WATCHDOG_TIMEOUT_S: Final = 1.0  #: one watchdog ping waits this long for an ans
 STOP_BROKER_WAIT_S: Final = 0.5  #: a stop waits this long for abort/purge/revoke on the broker
 CLEANUP_BROKER_WAIT_S: Final = 2.0  #: teardown waits this long to delete the run's keys
 FORCED_EXIT_WORDS_S: Final = 0.5  #: a forced exit deletes half-written frames, writes the summary
+WARDEN_GRACE_S: Final = 1.0  #: a killed run's warden lets live slots clean up first
 RUN_KEY_TTL_S: Final = 30  #: every key of a run expires this long after its last heartbeat
 HEARTBEAT_INTERVAL_S: Final = 2.0  #: how often a run refreshes the TTL of its keys
 ORPHAN_QUIET_S: Final = 0.25  #: orphaned slots delete run keys until none is back this long

@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import _linux, _macos, _windows
@@ -260,6 +261,59 @@ def start_guarded(argv: list[str], job: RunJob | None = None) -> subprocess.Pope
     if job is not None:
         job.assign(proc)
     return proc
+
+
+# ------------------------------------------------------------------------ run warden
+#: Waits on a pipe only the orchestrator holds. A clean end writes "." first; any other
+#: end (the orchestrator killed, ``pkill -9`` of every stmpo process) waits a grace (slots
+#: still alive clean up first), then runs the module named after the grace, as
+#: ``python -m`` would, with the arguments after it. Nothing is imported until then:
+#: started with -S, the warden costs a few milliseconds.
+_WARDEN = (
+    "import os, sys, time\n"
+    "last = b''\n"
+    "try:\n"
+    "    while True:\n"
+    "        b = os.read(0, 1)\n"
+    "        if not b: break\n"
+    "        last = b\n"
+    "except OSError: pass\n"
+    "if last != b'.':\n"
+    "    time.sleep(float(sys.argv[1]))\n"
+    "    sys.path[:0] = sys.argv[2].split(os.pathsep)\n"
+    "    import runpy\n"
+    "    sys.argv = sys.argv[3:]\n"
+    "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+)
+
+
+class Warden:
+    """A run's warden process (POSIX; on Windows the run's Job Object does its work)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def release(self) -> None:
+        """The run ended cleanly: the warden leaves without doing anything."""
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b".")
+            self.proc.stdin.close()
+
+
+def start_warden(grace: float, module: str, *args: str) -> Warden | None:
+    """Start a warden for this process: if it dies without :meth:`Warden.release`, the
+    warden runs ``python -m module args...`` after ``grace`` seconds (see
+    :data:`_WARDEN`). None on Windows, where the run's Job Object kills what it holds."""
+    if OS == "windows":
+        return None
+    package_root = str(Path(__file__).resolve().parents[2])  # however stmpo is installed
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-c", _WARDEN, f"{grace:g}",
+         os.pathsep.join([package_root, *(p for p in sys.path if p)]), module, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        close_fds=True, start_new_session=True)  # its own session: no Ctrl-C, no group kill
+    return Warden(proc)
 
 
 # ----------------------------------------------------------------------- file locks

@@ -36,11 +36,13 @@ from ..errors import CANCEL_CODES as _CANCEL_CODES
 from ..errors import ExitCode, cancel_words
 from ..host import (
     HostPlan,
+    Warden,
     become_subreaper,
     cancel_signals,
     gone_within,
     make_run_dir,
     remove_run_dir,
+    start_warden,
 )
 from ..monitor import FlowerProcess, start_flower_for_run
 from ..monitor import end_for_run as end_flower_for_run
@@ -108,11 +110,17 @@ class Run(EventHandlers):
         self.row: RunRow | None = None  #: the run's row in Flower
         self.row_task = uuid()  #: the task id of that row
         self.history: History | None = None  #: a previous render's costs (set by the CLI)
+        self.warden: Warden | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     def execute(self) -> ExitCode:
         self._install_signals()
         become_subreaper()  # a dead slot's orphaned renderer is ours to kill and reap
+        # if this process and its slots are killed together, nobody else stops the
+        # renderers: the warden does
+        self.warden = start_warden(defaults.WARDEN_GRACE_S, f"{__package__}._warden",
+                                   str(self.run_dir), str(ledger_dir(self.prep.pattern)),
+                                   self.run_id)
         try:
             self._run_log = open_private(self.log_dir / "run.log")
             self.funnel = LogFunnel(self._run_log, self.stdout)
@@ -390,6 +398,8 @@ class Run(EventHandlers):
         if self.embedded is not None:
             self.embedded.stop()
         remove_run_dir(self.run_dir)
+        if self.warden is not None:
+            self.warden.release()
         self._restore_signals()
 
     def _finish(self) -> ExitCode:
