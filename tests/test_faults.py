@@ -74,6 +74,27 @@ def test_slot_killed_mid_chunk_is_replaced_and_run_completes(farm: Farm) -> None
     assert not farm.leftovers()
 
 
+def test_a_stopped_slot_is_killed_and_replaced_and_the_run_completes(farm: Farm) -> None:
+    """A slot that stops (SIGSTOP here; a file system hung under it in production) cannot
+    report itself: the orchestrator sees its state go silent, kills it, and its frames
+    are rendered by the replacement (the run never hangs on it)."""
+    farm.knobs.update(FRAME_COST="0.3")
+    proc = farm.start("--stall-timeout", "8", "--schedule", "static", frames="1-24",
+                      concurrency=2)
+    try:
+        assert wait_for(lambda: len(farm.journal_frames()) >= 2, timeout=30)
+        victim = _slot_pids(farm)[0]
+        victim.suspend()
+        out, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert f"(pid {victim.pid}) has said nothing for" in out, out
+    assert farm.frames_on_disk() == list(range(1, 25)) and not farm.load_summary()[
+        "frames"]["missing"]
+    assert not farm.leftovers()
+
+
 def test_a_slot_dying_past_its_retries_fails_naming_the_chunk_log(farm: Farm) -> None:
     farm.knobs.update(FRAME_COST="0.15")
     proc = farm.start("--retries", "0", frames="1-20", concurrency=1)

@@ -176,7 +176,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _s("retries", int, defaults.RETRIES, "Retries of a crashed chunk's missing frames.",
        commands=RUN),
     _s("stall_timeout", float, 0.0,
-       "Seconds of no output and no CPU before a chunk is stalled.", commands=RUN,
+       "Seconds of no output and no CPU before a chunk is stalled (and of silence "
+       f"before a stopped slot is replaced; auto: {defaults.SLOT_HUNG_S:g} s).", commands=RUN,
        auto=f"auto: {defaults.STALL_FACTOR:g} x the slowest frame, at least "
             f"{defaults.STALL_FLOOR_S:g} s"),
     _s("chunk_timeout", float, defaults.CHUNK_TIMEOUT_S, "Hard cap on one chunk (s).",

@@ -74,6 +74,8 @@ SLOT_HEARTBEAT_S: Final = 2.0  #: a slot's worker heartbeat (Flower, ``stmpo sta
 FAILURE_FLUSH_WAIT_S: Final = 2.0  #: a failing chunk waits this long for its event to be sent
 
 # --- monitoring ---------------------------------------------------------------------------
+SLOT_HUNG_S: Final = 60.0  #: a slot with a chunk and no state beat this long is killed ...
+SLOT_HUNG_BEATS: Final = 4  #: ... (or after --stall-timeout, at least this many beats)
 SLOT_SILENT_AFTER_S: Final = 15.0  #: ``stmpo status`` calls a slot this long without a beat silent
 HOST_REDIS_PORT: Final = 6389  #: the host service's Redis: beside a system Redis on 6379
 HOST_FLOWER_PURGE_OFFLINE_S: Final = 600  #: the host Flower forgets ended runs' slots after this

@@ -9,6 +9,7 @@ signal, verifies every frame on disk, writes the summary and cleans up — in a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -40,6 +41,7 @@ from ..host import (
     become_subreaper,
     cancel_signals,
     gone_within,
+    kill_tree,
     make_run_dir,
     remove_run_dir,
     start_warden,
@@ -324,6 +326,7 @@ class Run(EventHandlers):
                         last_beat = now
                     if (gone := self.watch.ok(time.monotonic())) is not None:
                         self._say(f"the broker did not answer for {gone:.1f} s; it is back")
+                    self._kill_hung_slots()
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
                     if self.embedded is not None or self.watch.failed(now):
                         self._broker_lost()
@@ -364,6 +367,32 @@ class Run(EventHandlers):
         self.exit_code = ExitCode.ENVIRONMENT
         if self.pool is not None:
             self.pool.kill_all()
+
+    def _kill_hung_slots(self) -> None:
+        """A slot with a chunk refreshes its state every ``SLOT_HEARTBEAT_S`` from a thread
+        of its own; one that stops (SIGSTOP, a file system hung under it) cannot say so,
+        and its chunk would hold the run forever. Silent past the limit, it is killed:
+        the dead-slot path replaces it and re-enqueues its frames."""
+        assert self.pool is not None
+        limit = (max(self.o.stall_timeout, defaults.SLOT_HUNG_BEATS * defaults.SLOT_HEARTBEAT_S)
+                 if self.o.stall_timeout > 0 else defaults.SLOT_HUNG_S)
+        now = time.time()
+        for raw in self.watch_client.hgetall(keys.state_key(self.run_id)).values():
+            try:
+                rec = json.loads(raw)
+                k, updated = int(rec["slot"]), float(rec["updated"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if not 0 <= k < len(self.pool.slots) or "chunk" not in rec or rec.get(
+                    "state") in ("idle", "failed"):
+                continue
+            slot = self.pool.slots[k]
+            if rec.get("pid") != slot.pid or slot.expected_exit or now - updated <= limit:
+                continue
+            self._say(f"slot {k} (pid {slot.pid}) has said nothing for {now - updated:.0f} s "
+                      f"while rendering chunk {rec['chunk']} (stopped, or stuck in the "
+                      "system): killed, to be replaced")
+            kill_tree(slot.pid, pgid=slot.pid, timeout=defaults.KILL_WAIT_S)
 
     # -- end ----------------------------------------------------------------------
     def _teardown(self) -> None:
