@@ -41,6 +41,15 @@ def test_forced_concurrency_is_capped_and_says_so() -> None:
     assert sum("bound by" in line for line in res.stdout.splitlines()) == 1  # said once
 
 
+def test_a_stepped_range_says_each_run_costs_a_launch() -> None:
+    """aerender renders one unbroken range per launch: 1-40:3 is 14 launches, and the plan
+    says so (a plain range does not get the note)."""
+    host = ("--cpus", "8", "--ram-gb", "64")
+    stepped = stmpo("plan", "--frames", "1-40:3", *host)
+    assert "the frames fall in 14 separate runs" in stepped.stdout, stepped.stdout
+    assert "separate runs" not in stmpo("plan", "--frames", "1-40", *host).stdout
+
+
 def test_movie_output_forces_one_slot() -> None:
     out = json.loads(stmpo("plan", "--frames", "1-240", "--output", "/r/a.mov", "--cpus", "64",
                            "--ram-gb", "256", "--json").stdout)

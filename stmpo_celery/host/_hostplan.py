@@ -19,6 +19,7 @@ from ..plan import (
     format_cpulist,
     plan_blocks,
     plan_chunks,
+    runs,
     size_slots,
     synthetic,
 )
@@ -116,6 +117,11 @@ def make_plan(o: RenderOptions, frames: list[int], sequence: bool, facts: HostFa
         notes.append("pinning off (--no-affinity): slots float over every CPU")
     schedule = o.schedule if sequence else "static"
     chunks = plan_chunks(frames, sizing.n, schedule, chunk_size)
+    gaps = len(runs(frames)) if frames else 0
+    if sequence and gaps > sizing.n:  # more launches than slots, whatever the schedule
+        notes.append(f"the frames fall in {gaps} separate runs (a stepped or gapped range): "
+                     "aerender renders one unbroken range per launch, so each run costs a "
+                     "launch of After Effects")
     return HostPlan(
         n_slots=sizing.n, bound_by=sizing.bound_by, blocks=blocks, chunks=chunks,
         schedule=schedule, notes=notes, nodes=nodes, limits=dict(sizing.limits),
