@@ -310,6 +310,21 @@ def test_without_fail_fast_a_failure_is_recorded_and_the_run_goes_on(run: Run) -
     assert run.failures and run.stop_reason is None
 
 
+@pytest.mark.parametrize("fail_fast", [True, False])
+@pytest.mark.parametrize("first", ["failed", "abort"])
+def test_a_chunk_that_lost_its_broker_stops_the_run_as_an_environment_failure(
+        run: Run, fail_fast: bool, first: str) -> None:
+    """The broker restarted under a slot: exit 3 (the host), never 1 (the render), and
+    whichever of the chunk's failure and the run's abort arrives first."""
+    run.o.fail_fast = fail_fast
+    reason = f"{events.BROKER_FAILED}: ConnectionError: Error 111 connecting"
+    failed = events.ChunkFailed(slot=1, index=1, start=11, end=20, reason=reason)
+    abort = events.Abort(slot=1, reason=f"chunk 1 frames 11-20 on slot 1: {reason}")
+    for ev in ((failed, abort) if first == "failed" else (abort, failed)):
+        run._on_event(ev)
+    assert run.exit_code == ExitCode.ENVIRONMENT and run.stop_reason
+
+
 def test_warnings_are_said_once_and_idle_spares_end(run: Run) -> None:
     run._on_event(events.SlotWarning(slot=0, text="Project has missing fonts"))
     run._on_event(events.SlotWarning(slot=1, text="Project has missing fonts"))

@@ -98,6 +98,15 @@ class ChunkShrink(Event):
     gain: float = 0.0  #: seconds the steal is expected to save
 
 
+#: in a chunk's failure reason (and so in the run's abort): the slot lost its broker,
+#: which is the host's environment failing, not the render (exit 3, not 1)
+BROKER_FAILED = "the broker failed under the slot"
+
+
+def broker_failed(reason: str | None) -> bool:
+    return BROKER_FAILED in (reason or "")
+
+
 @dataclass
 class ChunkOutcome(Event):
     """How one chunk task's render ended (the payload of done, retry and failed)."""

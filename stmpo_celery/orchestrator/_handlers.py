@@ -128,14 +128,18 @@ class EventHandlers:
             rec.status = ChunkStatus.STOPPED  # a sibling stopped by the run's stop: no cause
             return
         self.failures.append(rec)
-        if self.o.fail_fast:
+        if events.broker_failed(ev.reason):  # the host's broker, not the render: stop all
+            self._stop(rec.describe(), ExitCode.ENVIRONMENT)
+        elif self.o.fail_fast:
             self._stop(rec.describe(), ExitCode.RENDER_FAILED)
         else:
             self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
                       + (f" (log: {rec.log})" if rec.log else ""))
 
     def _on_abort(self, ev: events.Abort) -> None:
-        if self.o.fail_fast:
+        if events.broker_failed(ev.reason):
+            self._stop(ev.reason, ExitCode.ENVIRONMENT)
+        elif self.o.fail_fast:
             self._stop(ev.reason or "a chunk failed", ExitCode.RENDER_FAILED)
 
     def _on_warning(self, ev: events.SlotWarning) -> None:

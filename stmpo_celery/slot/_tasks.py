@@ -47,7 +47,9 @@ def register(app: Celery, ctx: SlotContext) -> None:
             try:
                 result = run_chunk(ctx, index, frames, attempt, task_id=self.request.id)
             except (OSError, redis.RedisError) as exc:  # never leave the run waiting on us
-                reason = f"slot error: {type(exc).__name__}: {exc}".splitlines()[0]
+                what = (events.BROKER_FAILED if isinstance(exc, redis.RedisError)
+                        else "slot error")
+                reason = f"{what}: {type(exc).__name__}: {exc}".splitlines()[0]
                 raise ChunkError(f"chunk {index} frames {frames[0]}-{frames[-1]} on slot "
                                  f"{ctx.slot}: {reason}", outcome=events.ChunkOutcome(
                                      index=index, slot=ctx.slot, start=frames[0],
