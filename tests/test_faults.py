@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -58,17 +59,25 @@ def test_crash_every_time_fails_after_retries(farm: Farm) -> None:
     assert not farm.leftovers()
 
 
-def test_slot_killed_mid_chunk_is_replaced_and_run_completes(farm: Farm) -> None:
-    farm.knobs.update(FRAME_COST="0.15")
-    proc = farm.start(frames="1-20", concurrency=2)
+def _slot_hit_mid_render(farm: Farm, hit: Callable[[psutil.Process], None], *extra: str,
+                         frames: str, after: int) -> tuple[psutil.Process, str]:
+    """A 2-slot render whose first slot gets ``hit`` once ``after`` frames are done; the
+    run must still end with exit 0. Returns the slot and the run's output."""
+    proc = farm.start(*extra, frames=frames, concurrency=2)
     try:
-        assert wait_for(lambda: len(farm.journal_frames()) >= 3, timeout=30)
+        assert wait_for(lambda: len(farm.journal_frames()) >= after, timeout=30)
         victim = _slot_pids(farm)[0]
-        victim.kill()
+        hit(victim)
         out, err = proc.communicate(timeout=90)
     finally:
         proc.kill()
     assert proc.returncode == 0, out + err
+    return victim, out
+
+
+def test_slot_killed_mid_chunk_is_replaced_and_run_completes(farm: Farm) -> None:
+    farm.knobs.update(FRAME_COST="0.15")
+    _, out = _slot_hit_mid_render(farm, psutil.Process.kill, frames="1-20", after=3)
     assert "died" in out and "re-enqueued" in out
     assert farm.frames_on_disk() == list(range(1, 21))
     assert not farm.leftovers()
@@ -79,16 +88,8 @@ def test_a_stopped_slot_is_killed_and_replaced_and_the_run_completes(farm: Farm)
     report itself: the orchestrator sees its state go silent, kills it, and its frames
     are rendered by the replacement (the run never hangs on it)."""
     farm.knobs.update(FRAME_COST="0.3")
-    proc = farm.start("--stall-timeout", "8", "--schedule", "static", frames="1-24",
-                      concurrency=2)
-    try:
-        assert wait_for(lambda: len(farm.journal_frames()) >= 2, timeout=30)
-        victim = _slot_pids(farm)[0]
-        victim.suspend()
-        out, err = proc.communicate(timeout=90)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out + err
+    victim, out = _slot_hit_mid_render(farm, psutil.Process.suspend, "--stall-timeout", "8",
+                                       "--schedule", "static", frames="1-24", after=2)
     assert f"(pid {victim.pid}) has said nothing for" in out, out
     assert farm.frames_on_disk() == list(range(1, 25)) and not farm.load_summary()[
         "frames"]["missing"]

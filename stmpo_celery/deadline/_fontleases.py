@@ -15,16 +15,14 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 
-from ..errors import EnvironmentProblem
-from ..host import try_lock_file
+from ..host import acquire_file_lock
 from ..text import one_line
 
 
@@ -174,26 +172,13 @@ def _session_entry(v: object) -> bool:
         all(isinstance(f, str) for f in v["fonts"])
 
 
-def _try_lock(f: IO[bytes]) -> bool:
-    return try_lock_file(f)
-
-
 @contextlib.contextmanager
 def locked(state_dir: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
     """Hold the registry's exclusive lock (released by the OS if this process dies)."""
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        f = (state_dir / "registry.lock").open("a+b")
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot use the font registry folder "
-                                 f"{state_dir}: {exc.strerror or exc}") from exc
-    with f:
-        deadline = time.monotonic() + timeout
-        while not _try_lock(f):
-            if time.monotonic() > deadline:
-                raise EnvironmentProblem(f"the font registry {state_dir} stayed "
-                                         f"locked for {timeout:.0f} s by another session")
-            time.sleep(0.05)
+    with acquire_file_lock(state_dir / "registry.lock", timeout, step=0.05,
+                           unusable=f"cannot use the font registry folder {state_dir}",
+                           busy=f"the font registry {state_dir} stayed locked for "
+                                f"{timeout:.0f} s by another session"):
         yield state_dir / "registry.json"  # the lock goes with the file's closing
 
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, EnvironmentProblem, StmpoError
-from ..host import try_lock_file
+from ..errors import BadInput, StmpoError
+from ..host import acquire_file_lock
 from ..plan import parse_frames, parse_output
 from ._snapshot import sha256_file
 
@@ -77,18 +77,9 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 def _review_lock(vdir: Path, wait: float = REVIEW_LOCK_WAIT_S) -> Iterator[None]:
     """Hold ``vdir``'s review lock: reviews of one version change its manifest one at a
     time, so none is lost (released by the OS if this process dies)."""
-    try:
-        f = (vdir / REVIEW_LOCK).open("a+b")
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot lock {vdir} for review: "
-                                 f"{exc.strerror or exc}") from None
-    with f:
-        deadline = time.monotonic() + wait
-        while not try_lock_file(f):
-            if time.monotonic() > deadline:
-                raise EnvironmentProblem(f"{vdir.name} stayed locked by another review for "
-                                         f"{wait:.0f} s: try again")
-            time.sleep(0.02)
+    with acquire_file_lock(vdir / REVIEW_LOCK, wait, unusable=f"cannot lock {vdir} for review",
+                           busy=f"{vdir.name} stayed locked by another review for "
+                                f"{wait:.0f} s: try again"):
         yield
 
 

@@ -28,9 +28,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from ..errors import EnvironmentProblem
 from . import _linux, _macos, _windows
 
 START_METHOD_ENV = "STMPO_START_METHOD"
@@ -338,6 +340,26 @@ def try_lock_file(f: Any) -> bool:
         return True
     except OSError:
         return False
+
+
+def acquire_file_lock(path: Path, wait: float, *, busy: str, unusable: str,
+                      step: float = 0.02) -> IO[bytes]:
+    """Open ``path`` (and its folder, created if needed) and take its exclusive lock,
+    waiting at most ``wait`` s; closing the returned file releases it (the OS does if we
+    die). :class:`EnvironmentProblem` saying ``busy`` when another process held it all
+    that time, or ``unusable: why`` when it cannot be opened."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = path.open("a+b")
+    except OSError as exc:
+        raise EnvironmentProblem(f"{unusable}: {exc.strerror or exc}") from None
+    deadline = time.monotonic() + wait
+    while not try_lock_file(f):
+        if time.monotonic() > deadline:
+            f.close()
+            raise EnvironmentProblem(busy)
+        time.sleep(step)
+    return f
 
 
 def group_id(name: str) -> int:
