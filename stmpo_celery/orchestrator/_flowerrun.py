@@ -163,6 +163,7 @@ class RunRow:
     def end_of_run(self) -> None:
         """Called first in the run's teardown: the outcome as the terminal will say it."""
         from ..errors import ExitCode
+        from ._ending import missing_now
         from ._report import block_for
 
         run = self.run
@@ -172,7 +173,7 @@ class RunRow:
             except Exception:  # noqa: BLE001
                 return
         with contextlib.suppress(Exception):
-            missing = run._missing_now()
+            missing = missing_now(run)
             ok = run.exit_code == ExitCode.OK and not missing and not run.failures
             cancelled = run.cancel_signal is not None and not run.failures
             block = block_for(run, missing, ok)

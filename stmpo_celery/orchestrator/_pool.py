@@ -14,10 +14,12 @@ Windows every slot also joins the pool's kill-on-close Job Object (see
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -158,6 +160,24 @@ class SlotPool:
         new.pump = self.funnel.pump(new.out, lambda: self.quiet)
         self.slots[k] = new
         return new
+
+    def silent(self, states: Iterable[str | bytes], limit: float,
+               now: float) -> list[tuple[Slot, float, int]]:
+        """(slot, seconds silent, its chunk) of the live slots whose state record — the
+        ``slot<K>`` JSON each slot refreshes while it renders — is older than ``limit``."""
+        out: list[tuple[Slot, float, int]] = []
+        for raw in states:
+            try:
+                rec = json.loads(raw)
+                k, updated, chunk = int(rec["slot"]), float(rec["updated"]), int(rec["chunk"])
+            except (ValueError, KeyError, TypeError):
+                continue  # not a slot's, or an idle one (no chunk)
+            if not 0 <= k < len(self.slots) or rec.get("state") in ("idle", "failed"):
+                continue
+            slot = self.slots[k]
+            if rec.get("pid") == slot.pid and not slot.expected_exit and now - updated > limit:
+                out.append((slot, now - updated, chunk))
+        return out
 
     def dead(self) -> list[Slot]:
         return [s for s in self.slots if s.proc.poll() is not None and not s.expected_exit]

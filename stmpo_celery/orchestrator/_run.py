@@ -9,7 +9,6 @@ signal, verifies every frame on disk, writes the summary and cleans up — in a
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -20,7 +19,7 @@ from typing import Any, TextIO
 import redis
 from kombu.utils.uuid import uuid
 
-from ..aerender import RenderTarget, delete_incomplete, missing_frames
+from ..aerender import RenderTarget
 from ..broker import (
     BrokerUrl,
     EmbeddedRedis,
@@ -34,39 +33,36 @@ from ..broker import (
 )
 from ..config import defaults
 from ..errors import CANCEL_CODES as _CANCEL_CODES
-from ..errors import ExitCode, cancel_words
+from ..errors import ExitCode
 from ..host import (
     HostPlan,
     Warden,
     become_subreaper,
     cancel_signals,
-    gone_within,
     kill_tree,
     make_run_dir,
-    remove_run_dir,
     start_warden,
 )
 from ..monitor import FlowerProcess, start_flower_for_run
-from ..monitor import end_for_run as end_flower_for_run
 from ..slot import (
     RunSpec,
     ledger_dir,
     register_plan,
     set_prior,
-    settle_ledgers,
     spare_tasks,
 )
 from . import _report as report
-from ._dispatch import RunQueue, delete_run_keys
+from ._dispatch import RunQueue
+from ._ending import finish, forced_last_words, teardown
 from ._flowerrun import RunRow
 from ._funnel import LogFunnel, one_line
 from ._handlers import EventHandlers
-from ._history import History, record_run
+from ._history import History
 from ._logdir import open_private, run_log_dir
 from ._pool import SlotPool
 from ._progress import Progress
 from ._stopping import SECRET_ENV, BrokerWatch, bounded, force_exit
-from ._summary import ChunkRecord, ChunkStatus, write_summary
+from ._summary import ChunkRecord
 from ._validate import Prepared
 
 
@@ -148,8 +144,8 @@ class Run(EventHandlers):
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._teardown()
-        return self._finish()
+            teardown(self)
+        return finish(self)
 
     def _bar_mode(self) -> bool:
         if self.o.progress == "bar":
@@ -175,21 +171,10 @@ class Run(EventHandlers):
         code = _CANCEL_CODES.get(self.cancel_signal or signum, ExitCode.TERMINATED)
         name = signal.Signals(signum).name
         slots = [s.pid for s in self.pool.slots] if self.pool is not None else []
-
-        def last_words() -> None:  # what every cancel leaves, the renderers killed first
-            if self.pool is not None:
-                self.pool.job.kill_all()  # Windows: the Job Object, at once
-            gone_within(slots, defaults.FORCED_EXIT_WORDS_S / 2)
-            settle_ledgers(ledger_dir(self.prep.pattern), lambda e: e.run_id == self.run_id)
-            if self.o.summary:
-                self.exit_code = ExitCode(code)
-                self.stop_reason = (f"cancelled by {cancel_words(name)}, then forced to exit "
-                                    "by a second one")
-                write_summary(self, self._missing_now())
-
         force_exit(slots, [self.embedded.proc if self.embedded else None,
                            self.flower.proc if self.flower else None],
-                   code, name, private=[str(self.run_dir)], last_words=last_words)
+                   code, name, private=[str(self.run_dir)],
+                   last_words=lambda: forced_last_words(self, ExitCode(code), name, slots))
 
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
@@ -376,108 +361,9 @@ class Run(EventHandlers):
         assert self.pool is not None
         limit = (max(self.o.stall_timeout, defaults.SLOT_HUNG_BEATS * defaults.SLOT_HEARTBEAT_S)
                  if self.o.stall_timeout > 0 else defaults.SLOT_HUNG_S)
-        now = time.time()
-        for raw in self.watch_client.hgetall(keys.state_key(self.run_id)).values():
-            try:
-                rec = json.loads(raw)
-                k, updated = int(rec["slot"]), float(rec["updated"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if not 0 <= k < len(self.pool.slots) or "chunk" not in rec or rec.get(
-                    "state") in ("idle", "failed"):
-                continue
-            slot = self.pool.slots[k]
-            if rec.get("pid") != slot.pid or slot.expected_exit or now - updated <= limit:
-                continue
-            self._say(f"slot {k} (pid {slot.pid}) has said nothing for {now - updated:.0f} s "
-                      f"while rendering chunk {rec['chunk']} (stopped, or stuck in the "
-                      "system): killed, to be replaced")
+        states = self.watch_client.hgetall(keys.state_key(self.run_id)).values()
+        for slot, silent, chunk in self.pool.silent(states, limit, time.time()):
+            self._say(f"slot {slot.index} (pid {slot.pid}) has said nothing for {silent:.0f} s "
+                      f"while rendering chunk {chunk} (stopped, or stuck in the system): "
+                      "killed, to be replaced")
             kill_tree(slot.pid, pgid=slot.pid, timeout=defaults.KILL_WAIT_S)
-
-    # -- end ----------------------------------------------------------------------
-    def _teardown(self) -> None:
-        self._flower_end()
-        if self.flower is not None:  # first: it must not re-create keys of the run
-            failed = bool(self.failures) or (self.exit_code != ExitCode.OK
-                                             and self.cancel_signal is None)
-            end_flower_for_run(self.flower, self.o.flower_linger if failed else 0.0,
-                               self._say)
-        if self.pool is not None:
-            self.pool.kill_all()
-            # Frames our killed slots had in flight may be half-written: never leave them.
-            partial = settle_ledgers(ledger_dir(self.prep.pattern),
-                                     lambda e: e.run_id == self.run_id)
-            if partial:
-                self._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
-                          f"chunks (first: {partial[0]})")
-        if self.client is not None:
-            if (self.o.history and self.plan.schedule == "adaptive" and not self.failures
-                    and self.exit_code == ExitCode.OK and self.cancel_signal is None):
-                record_run(self.client, self.run_id, self.prep.project, self.o,
-                           farm=self.embedded is None)
-            with contextlib.suppress(Exception):
-                self.pubsub.close()
-            if self.embedded is None:  # an embedded Redis is stopped with all it holds
-                client = self.client  # what this cannot delete in time expires by itself
-                bounded(lambda: delete_run_keys(client, self.run_id),
-                        defaults.CLEANUP_BROKER_WAIT_S)
-            for c in (self.client, getattr(self, "watch_client", None)):
-                with contextlib.suppress(Exception):
-                    c.close()  # type: ignore[union-attr]
-        if self.embedded is not None:
-            self.embedded.stop()
-        remove_run_dir(self.run_dir)
-        if self.warden is not None:
-            self.warden.release()
-        self._restore_signals()
-
-    def _finish(self) -> ExitCode:
-        pattern = self.prep.pattern
-        missing = self._missing_now()
-        if pattern.is_sequence and missing:
-            # a failed or stopped renderer's cut-short frames: never left to be taken as whole
-            gone = delete_incomplete(pattern, missing)
-            if gone:
-                self._say(f"deleted {len(gone)} frame file(s) that were not whole "
-                          f"(first: {gone[0]})")
-        if self.exit_code == ExitCode.OK and missing:
-            self.exit_code = ExitCode.RENDER_FAILED
-            self.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
-                                f"(first: {pattern.path_for(missing[0])})")
-            if self.failures:  # the failed chunk is the reason; name it
-                self.stop_reason = f"{self.failures[0].describe()}; {self.stop_reason}"
-        if self.exit_code == ExitCode.OK and self.failures:
-            self.exit_code = ExitCode.RENDER_FAILED
-        if self.progress is not None:
-            self.progress.close()
-        block = self._final_block(missing)
-        for line in block:
-            self.funnel.line(f"stmpo: {line}")
-        if self.exit_code != ExitCode.OK and not self._bar_mode():
-            self.funnel.directive("openjd_fail", report.fail_line(block))
-        if self.o.summary:
-            write_summary(self, missing)
-        if self._run_log is not None:
-            with contextlib.suppress(Exception):
-                self._run_log.close()
-        self.prep.release()  # frames verified and recorded: the output is free
-        return self.exit_code
-
-    def _missing_now(self) -> list[int]:
-        pattern = self.prep.pattern
-        if pattern.is_sequence:
-            return missing_frames(pattern, self.prep.frames)
-        # a movie is on disk only as its chunk left it: written whole by this run (a file
-        # that was there before, or that AE ended early, is not this render)
-        done = bool(self.chunks) and all(c.status == ChunkStatus.DONE
-                                         for c in self.chunks.values())
-        whole = os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
-        return [] if done and whole else list(self.prep.frames)
-
-    def _flower_end(self) -> None:
-        """Flower: the run's row ends (with the final block) and every node goes offline."""
-        if self.row is not None:
-            self.row.end_of_run()
-
-    def _final_block(self, missing: list[int], ok: bool | None = None) -> list[str]:
-        return report.block_for(self, missing, ok)

@@ -1,0 +1,122 @@
+"""The end of a run, in ``stmpo render``: teardown (Flower, slots, half-written frames,
+the run's keys, the broker, the run folder), the final check of every frame on disk, the
+exit code it earns, the last lines and the summary — and, on a forced exit, the least
+of that every cancel still owes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING
+
+from ..aerender import delete_incomplete, missing_frames
+from ..config import defaults
+from ..errors import ExitCode, cancel_words
+from ..host import gone_within, remove_run_dir
+from ..monitor import end_for_run as end_flower_for_run
+from ..slot import ledger_dir, settle_ledgers
+from . import _report as report
+from ._dispatch import delete_run_keys
+from ._history import record_run
+from ._stopping import bounded
+from ._summary import ChunkStatus, write_summary
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+
+def missing_now(run: Run) -> list[int]:
+    """The requested frames that are not whole on disk now."""
+    pattern = run.prep.pattern
+    if pattern.is_sequence:
+        return missing_frames(pattern, run.prep.frames)
+    # a movie is on disk only as its chunk left it: written whole by this run (a file
+    # that was there before, or that AE ended early, is not this render)
+    done = bool(run.chunks) and all(c.status == ChunkStatus.DONE for c in run.chunks.values())
+    whole = os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
+    return [] if done and whole else list(run.prep.frames)
+
+
+def teardown(run: Run) -> None:
+    """Stop and remove everything the run started, whatever happened."""
+    if run.row is not None:  # Flower: the run's row ends and every node goes offline
+        run.row.end_of_run()
+    if run.flower is not None:  # first: it must not re-create keys of the run
+        failed = bool(run.failures) or (run.exit_code != ExitCode.OK
+                                        and run.cancel_signal is None)
+        end_flower_for_run(run.flower, run.o.flower_linger if failed else 0.0, run._say)
+    if run.pool is not None:
+        run.pool.kill_all()
+        # Frames our killed slots had in flight may be half-written: never leave them.
+        partial = settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id)
+        if partial:
+            run._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
+                     f"chunks (first: {partial[0]})")
+    if run.client is not None:
+        if (run.o.history and run.plan.schedule == "adaptive" and not run.failures
+                and run.exit_code == ExitCode.OK and run.cancel_signal is None):
+            record_run(run.client, run.run_id, run.prep.project, run.o,
+                       farm=run.embedded is None)
+        with contextlib.suppress(Exception):
+            run.pubsub.close()
+        if run.embedded is None:  # an embedded Redis is stopped with all it holds
+            client = run.client  # what this cannot delete in time expires by itself
+            bounded(lambda: delete_run_keys(client, run.run_id), defaults.CLEANUP_BROKER_WAIT_S)
+        for c in (run.client, getattr(run, "watch_client", None)):
+            with contextlib.suppress(Exception):
+                c.close()  # type: ignore[union-attr]
+    if run.embedded is not None:
+        run.embedded.stop()
+    remove_run_dir(run.run_dir)
+    if run.warden is not None:
+        run.warden.release()
+    run._restore_signals()
+
+
+def finish(run: Run) -> ExitCode:
+    """After teardown: check every frame on disk, settle the exit code, say it, write
+    the summary, free the output."""
+    pattern = run.prep.pattern
+    missing = missing_now(run)
+    if pattern.is_sequence and missing:
+        # a failed or stopped renderer's cut-short frames: never left to be taken as whole
+        gone = delete_incomplete(pattern, missing)
+        if gone:
+            run._say(f"deleted {len(gone)} frame file(s) that were not whole "
+                     f"(first: {gone[0]})")
+    if run.exit_code == ExitCode.OK and missing:
+        run.exit_code = ExitCode.RENDER_FAILED
+        run.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
+                           f"(first: {pattern.path_for(missing[0])})")
+        if run.failures:  # the failed chunk is the reason; name it
+            run.stop_reason = f"{run.failures[0].describe()}; {run.stop_reason}"
+    if run.exit_code == ExitCode.OK and run.failures:
+        run.exit_code = ExitCode.RENDER_FAILED
+    if run.progress is not None:
+        run.progress.close()
+    block = report.block_for(run, missing)
+    for line in block:
+        run.funnel.line(f"stmpo: {line}")
+    if run.exit_code != ExitCode.OK and not run._bar_mode():
+        run.funnel.directive("openjd_fail", report.fail_line(block))
+    if run.o.summary:
+        write_summary(run, missing)
+    if run._run_log is not None:
+        with contextlib.suppress(Exception):
+            run._run_log.close()
+    run.prep.release()  # frames verified and recorded: the output is free
+    return run.exit_code
+
+
+def forced_last_words(run: Run, code: ExitCode, signal_name: str, slots: list[int]) -> None:
+    """A forced exit's last words (the slots already SIGKILLed): what every cancel leaves —
+    the renderers gone, their half-written frames deleted, the summary."""
+    if run.pool is not None:
+        run.pool.job.kill_all()  # Windows: the Job Object, at once
+    gone_within(slots, defaults.FORCED_EXIT_WORDS_S / 2)
+    settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id)
+    if run.o.summary:
+        run.exit_code = code
+        run.stop_reason = (f"cancelled by {cancel_words(signal_name)}, then forced to exit "
+                           "by a second one")
+        write_summary(run, missing_now(run))
