@@ -201,3 +201,16 @@ def ext_redis() -> redis.Redis:
     if client is None:
         pytest.skip("no Redis on 127.0.0.1:6379 for the external-broker case")
     return client
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private HOME, with no session variable of Deadline, OpenJD or stmpo fonts."""
+    from fontlib import SESSION_VARS
+
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("HOME", str(h))
+    for name in SESSION_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return h
