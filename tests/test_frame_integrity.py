@@ -1,67 +1,26 @@
-"""Never accept a bad frame, never destroy a good one: partial writes, orphaned renderers,
-steals during stalls, two runs on one output, a full log folder. Real processes, killed
-for real; the simulator writes frames in place like After Effects."""
+"""Never accept a bad frame, never destroy a good one: partial writes, a launcher dying
+under its renderer, steals during stalls, two runs on one output, a full log folder.
+Real processes, killed for real; the simulator writes frames in place like After Effects.
+Movies: test_movie_frames.py; renderers orphaned by a run killed outright:
+test_orphans.py."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAKE, Farm, kill_tagged, tagged, wait_for
+from conftest import Farm, kill_tagged, tagged, wait_for
+from framelib import bad_files, journal, mid_write, power_cut
 
 from stmpo_celery.plan import parse_frames
-from stmpo_celery.plan._formats import frame_problem
 
 pytestmark = pytest.mark.slow
-
-
-def whole(path: Path) -> bool:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return False
-    return frame_problem(str(path), len(data), lambda o, n: data[o:o + n]) is None
-
-
-def journal(farm: Farm, kind: str) -> list[list[str]]:
-    if not farm.journal.exists():
-        return []
-    return [ln.split()[1:] for ln in farm.journal.read_text().splitlines()
-            if ln.startswith(kind + " ")]
-
-
-def mid_write(farm: Farm, ext: str = "png") -> Path | None:
-    """A frame file that the renderer has begun but not finished (non-empty)."""
-    finished = {int(r[0]) for r in journal(farm, "frame")}
-    for row in journal(farm, "begin"):
-        f = int(row[0])
-        path = farm.out / f"shot_{f:04d}.{ext}"
-        if f not in finished and path.exists() and path.stat().st_size > 0:
-            return path
-    return None
-
-
-def power_cut(procs: list[psutil.Process]) -> None:
-    """Kill ``procs`` at once, as a power cut does: frozen first, so none of them (an
-    orphaned slot, a slot that saw its renderer die) gets to clean up before it dies."""
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.suspend()
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-
-
-def bad_files(farm: Farm, ext: str = "png") -> list[str]:
-    return sorted(p.name for p in farm.out.glob(f"shot_*.{ext}") if not whole(p))
 
 
 def test_cancel_mid_write_then_rerun_accepts_no_partial_frame(farm: Farm) -> None:
@@ -313,87 +272,6 @@ def test_final_verification_rejects_a_frame_cut_short(farm: Farm) -> None:
     assert not farm.leftovers()
 
 
-@pytest.mark.parametrize("how", ["failed", "cancelled"])
-def test_a_movie_the_run_did_not_finish_is_deleted(farm: Farm, how: str) -> None:
-    movie = farm.out / "shot.mov"
-    farm.out.mkdir(exist_ok=True)
-    farm.knobs.update(FRAME_COST="0.1")
-    if how == "failed":
-        farm.knobs.update(FAIL_FRAME="5")  # the renderer stops mid-movie, exit 0
-        res = farm.run("--retries", "0", frames="1-12", output=str(movie), concurrency=1)
-        out, code = res.stdout, res.returncode
-    else:
-        proc = farm.start(frames="1-40", output=str(movie), concurrency=1)
-        try:
-            assert wait_for(lambda: movie.exists() and movie.stat().st_size > 40, timeout=30)
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-        code = proc.returncode
-    assert code == (1 if how == "failed" else 143), out
-    assert not movie.exists(), "a movie cut short was left where it could be taken as whole"
-    if how == "failed":
-        assert "missing: the movie (frames 1-12); running again renders it whole" in out
-    assert not farm.leftovers()
-
-
-def _stand_in(farm: Farm, name: str, body: str) -> str:
-    """An After Effects stand-in of the test's own: a Python script run as aerender."""
-    path = farm.tmp / name
-    path.write_text(f"#!{sys.executable}\nimport os, sys\nFAKE = {FAKE!r}\n{body}")
-    path.chmod(0o755)
-    return str(path)
-
-
-def test_a_movie_this_run_did_not_write_is_not_reported_rendered(farm: Farm) -> None:
-    """aerender exits 0 without writing the movie; last week's movie of that name is there:
-    the render fails, and the old file is left as it was (it is not this run's)."""
-    movie = farm.out / "shot.mov"
-    farm.out.mkdir(exist_ok=True)
-    movie.write_text("last week's movie")
-    silent = _stand_in(farm, "silent-aerender", (
-        'print("aerender version 24.6x1")\n'
-        'print("PROGRESS: Launching After Effects...")\n'
-        'print("PROGRESS: ...After Effects successfully launched")\n'))
-    res = farm.run("--retries", "0", "--aerender", silent, frames="1-12", output=str(movie),
-                   concurrency=1)
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "reported 0 of 12 frame(s) and did not write the movie" in res.stdout
-    assert farm.load_summary()["status"] == "failed"
-    assert movie.read_text() == "last week's movie"
-    assert not farm.leftovers()
-
-
-def test_a_movie_after_effects_ended_early_is_deleted(farm: Farm) -> None:
-    """AE renders to the comp's end when -e is past it, and exits 0: a movie of 10 frames
-    for 24 asked is not a render of 24 frames."""
-    movie = farm.out / "shot.mov"
-    short = _stand_in(farm, "short-aerender", (
-        'args = sys.argv[1:]\nargs[args.index("-e") + 1] = "10"\n'
-        'os.execv(FAKE, [FAKE, *args])\n'))
-    farm.knobs.update(FRAME_COST="0.02")
-    res = farm.run("--retries", "0", "--aerender", short, frames="1-24", output=str(movie),
-                   concurrency=1)
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "reported 10 of 24 frame(s) and rewrote the movie" in res.stdout
-    assert not movie.exists(), "a movie cut short was left where it could be taken as whole"
-    assert not farm.leftovers()
-
-
-def test_a_movie_retried_after_a_crash_is_rendered_whole_again(farm: Farm) -> None:
-    once = farm.tmp / "once"
-    once.mkdir()
-    movie = farm.out / "shot.mov"
-    farm.knobs.update(FRAME_COST="0.02", CRASH_FRAME="15", ONCE_DIR=str(once))
-    res = farm.run(frames="1-30", output=str(movie), concurrency=1)
-    assert res.returncode == 0, res.stdout + res.stderr
-    # the retry rewrote the movie from its first frame, not just the frames after the crash
-    body = movie.read_text().splitlines()
-    assert body[0].strip().endswith("complete") and body[1:] == [f"frame {f}" for f in range(1, 31)]
-    assert not farm.leftovers()
-
-
 def test_slot_dying_after_its_tail_was_stolen_never_redoes_the_thiefs_frames(
         farm: Farm) -> None:
     # chunk 1 (21-40) is quick; its slot steals the tail of chunk 0 (1-20, 0.3 s a frame)
@@ -421,92 +299,4 @@ def test_slot_dying_after_its_tail_was_stolen_never_redoes_the_thiefs_frames(
     thief_only = [f for f in stolen if f > max(int(r[0]) for r in journal(farm, "frame")
                                                if int(r[1]) == pid)]
     assert all(counts[f] == 1 for f in thief_only), counts
-    assert not farm.leftovers()
-
-
-def _warden(farm: Farm) -> list[psutil.Process]:
-    return [p for p in tagged(farm.tag) if "orchestrator._warden" in " ".join(p.cmdline())]
-
-
-def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_its_warden(
-        farm: Farm) -> None:
-    """`pkill -9 -f 'stmpo render'` kills the orchestrator and its slots (they share its
-    command line) but not aerender and its renderer. The run's warden stops them, deletes
-    the frames they had half-written and removes the run folder (its spec holds the
-    broker URL), with no other stmpo command run."""
-    farm.knobs.update(WRITE_TIME="0.3")
-    proc = farm.start_rendering(frame_cost="0.3", frames="1-40", concurrency=2)
-    try:
-        stmpo = [p for p in tagged(farm.tag)
-                 if p.pid == proc.pid or p.name().startswith("stmpo-slot")]
-        assert len(stmpo) == 3 and len(_warden(farm)) == 1, [
-            p.name() for p in tagged(farm.tag)]
-        run_dirs = [Path(p.environ()["STMPO_RUN_DIR"]) for p in tagged(farm.tag)
-                    if "STMPO_RUN_DIR" in p.environ()]
-        power_cut(stmpo)
-        proc.communicate(timeout=10)
-    finally:
-        proc.kill()
-    time.sleep(0.3)
-    renderers = [p for p in tagged(farm.tag) if p.is_running() and p not in _warden(farm)]
-    assert renderers, "the renderers must outlive their slots for this test to mean anything"
-    assert farm.leftovers(timeout=10) == [], "the warden left processes running"
-    assert run_dirs and not any(d.exists() for d in run_dirs)
-    assert bad_files(farm) == [], "half-written frames were left where they could be taken"
-    assert not list((farm.out / ".stmpo").glob("inflight-*"))
-
-
-def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(
-        farm: Farm) -> None:
-    """Everything stmpo started killed at once but the renderers (its warden too): they
-    render on as orphans. The next run on the host stops them before it claims the output
-    they may still be writing."""
-    proc = farm.start_rendering(frame_cost="0.4", frames="1-40", concurrency=2)
-    try:
-        stmpo = [p for p in tagged(farm.tag)
-                 if p.pid == proc.pid or p.name().startswith("stmpo-slot")] + _warden(farm)
-        assert len(stmpo) == 4, [p.name() for p in tagged(farm.tag)]
-        power_cut(stmpo)
-        proc.communicate(timeout=10)
-    finally:
-        proc.kill()
-    time.sleep(0.5)
-    orphans = [p for p in tagged(farm.tag) if p.is_running()]
-    assert orphans, "the renderers must outlive their slots for this test to mean anything"
-
-    def alive() -> list[psutil.Process]:
-        return [p for p in orphans if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
-    launches = farm.launches()
-    second = farm.start(frames="1-40", concurrency=2)
-    try:  # by its first launch (the orphans have seconds of frames left) they are gone
-        assert wait_for(lambda: farm.launches() > launches, timeout=30)
-        assert not alive(), [p.name() for p in alive()]
-        out, err = second.communicate(timeout=90)
-    finally:
-        second.kill()
-    assert second.returncode == 0, out + err
-    assert farm.frames_on_disk() == list(range(1, 41)) and not bad_files(farm)
-    assert not farm.leftovers()
-
-
-def test_portable_mode_embedded_redis_left_by_a_power_cut_is_stopped_by_the_next(
-        farm: Farm) -> None:
-    """macOS (no parent-death signal, no Job Object): the embedded Redis runs under a
-    guard process; killed together with the guard and the orchestrator, it is left
-    running. The next render finds it by its working folder, the dead run's folder."""
-    from conftest import orphan_redis
-
-    env = farm.env(STMPO_START_METHOD="spawn")
-    proc = farm.start_rendering(frame_cost="0.3", frames="1-20", env=env)
-    try:
-        power_cut(tagged(farm.tag))
-        proc.communicate(timeout=10)
-    finally:
-        proc.kill()
-    left = wait_for(orphan_redis, timeout=5)
-    assert left, "the Redis must outlive its guard for this test to mean anything"
-    res = farm.run(frames="1-20", concurrency=2, env=env)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not farm.leftovers()
