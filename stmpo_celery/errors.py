@@ -26,6 +26,7 @@ CANCEL_CODES: dict[int, ExitCode] = {
 if hasattr(signal, "SIGHUP"):
     CANCEL_CODES[signal.SIGHUP] = ExitCode.HANGUP
 
+
 def outcome(code: int) -> str:
     """A run's ``status`` in its summary: ``ok``, ``cancelled`` (ended by a cancel signal)
     or ``failed``."""

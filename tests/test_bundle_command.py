@@ -141,6 +141,7 @@ def test_bundle_refuses_slot_knobs_for_a_movie(tmp_path: Path, extra: list[str],
     (["--max-concurrency", "0"], "more than zero"),
     (["--broker", "redis://:Pw0rd@farm-redis:6379/0"], "holds a password"),
     (["--target-runtime", "99999"], "TargetRuntimeSeconds must be at most 86400"),
+    (["--fonts-dir", ""], "--fonts-dir is empty"),  # not the current folder
 ])
 def test_bundle_rejects_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "a.aep").write_text("aep")

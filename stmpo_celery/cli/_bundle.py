@@ -50,11 +50,8 @@ def bundle_command(**kw: Any) -> None:
     Submit it with `deadline bundle submit DEST`. Settings not given stay empty in the
     bundle, so each worker's STMPO_* environment, the profile or stmpo's default applies.
     """
-    for flag, key, fix in (("--dest", "dest", "name the bundle's folder"),
-                           ("--fonts-dir", "fonts_dir", "name the folder of the comp's fonts "
-                                                        "or leave --fonts-dir out")):
-        if kw.get(key) is not None and not str(kw[key]).strip():  # "" would mean the cwd
-            raise BadInput(f"{flag} is empty: {fix}")
+    if not str(kw["dest"]).strip():  # "" would mean the current folder
+        raise BadInput("--dest is empty: name the bundle's folder")
     b = plan_bundle(kw)
     dest = Path(kw["dest"]).resolve()
     template, params = write_bundle(b, dest, bool(kw.get("force")))

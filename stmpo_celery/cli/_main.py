@@ -321,12 +321,12 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # a path name past the file system's limit, wherever it is met
         if exc.errno != errno.ENAMETOOLONG:
             raise
-        from ..plan import NAME_MAX
+        from ..plan import NAME_MAX, name_bytes
 
         path = str(exc.filename)
-        long = [p for p in re.split(r"[\\/]", path) if len(os.fsencode(p)) > NAME_MAX]
-        what = (f"the name {long[0][:24]}... ({len(os.fsencode(long[0]))} bytes)" if long
-                else f"the path {path[:48]}... ({len(os.fsencode(path))} bytes)")
+        long = [p for p in re.split(r"[\\/]", path) if name_bytes(p) > NAME_MAX]
+        what = (f"the name {long[0][:24]}... ({name_bytes(long[0])} bytes)" if long
+                else f"the path {path[:48]}... ({name_bytes(path)} bytes)")
         _error(f"{what} is longer than the file system allows: shorten it", args)
         sys.exit(int(ExitCode.BAD_INPUT))
     except KeyboardInterrupt:

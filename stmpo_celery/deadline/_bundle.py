@@ -251,6 +251,9 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
         else:
             b.values[setting.bundle] = str(value)
     if kw.get("fonts_dir") is not None:
+        if not str(kw["fonts_dir"]).strip():  # "" would mean the current folder
+            raise BadInput("--fonts-dir is empty: name the folder of the comp's fonts or "
+                           "leave --fonts-dir out")
         fonts = os.path.abspath(kw["fonts_dir"])
         if not os.path.isdir(fonts):
             raise BadInput(f"--fonts-dir is not a folder on this machine: {fonts}")

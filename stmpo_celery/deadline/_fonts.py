@@ -57,22 +57,6 @@ from ._fontleases import (
     session_ended,
 )
 
-FONT_EXTENSIONS = frozenset({".ttf", ".otf", ".ttc", ".otc", ".pfb", ".pfm", ".afm",
-                             ".dfont", ".fon", ".fnt"})
-
-_SFNT = (b"\x00\x01\x00\x00", b"true", b"typ1", b"OTTO")  # TrueType/OpenType (CFF) tables
-#: how a file of each kind starts, where the format fixes it (.pfm, .fnt, .dfont: it does not)
-_SIGNATURES: dict[str, tuple[tuple[bytes, ...], str]] = {
-    ".ttf": (_SFNT, "a TrueType/OpenType font"),
-    ".otf": (_SFNT, "a TrueType/OpenType font"),
-    ".ttc": ((b"ttcf",), "a TrueType/OpenType collection"),
-    ".otc": ((b"ttcf",), "a TrueType/OpenType collection"),
-    ".pfb": ((b"\x80\x01",), "a PostScript Type 1 font (PFB)"),
-    ".afm": ((b"StartFontMetrics",), "Adobe font metrics"),
-    ".fon": ((b"MZ",), "a Windows font resource"),
-}
-
-
 
 # -- where things go -------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -129,13 +113,15 @@ def font_problem(path: Path) -> str | None:
         return f"cannot be read ({exc.strerror or exc})"
     if size == 0:
         return "is empty"
-    ext = path.suffix.lower()
-    known = _SIGNATURES.get(ext)
-    if known is not None and not head.startswith(known[0]):
-        return f"is not {known[1]} (it starts with {head[:8]!r})"
-    if ext in _HEADERS and not _HEADERS[ext][0](head, size):
-        return f"is not {_HEADERS[ext][1]} (it starts with {head[:8]!r})"
+    kind = _KINDS.get(path.suffix.lower())
+    if kind is not None and not kind[0](head, size):
+        return f"is not {kind[1]} (it starts with {head[:8]!r})"
     return None
+
+
+def _starts(*signatures: bytes) -> Callable[[bytes, int], bool]:
+    """A format whose files start with one of these bytes."""
+    return lambda head, size: head.startswith(signatures)
 
 
 def _pfm_or_fnt(versions: tuple[int, ...]) -> Callable[[bytes, int], bool]:
@@ -155,12 +141,22 @@ def _dfont(head: bytes, size: int) -> bool:
         map_at + map_len <= size
 
 
-#: formats told by their header's numbers rather than by fixed bytes
-_HEADERS: dict[str, tuple[Callable[[bytes, int], bool], str]] = {
+_SFNT = _starts(b"\x00\x01\x00\x00", b"true", b"typ1", b"OTTO")  # TrueType/OpenType tables
+#: per extension: does a file's head (its first 16 bytes) and size fit the format, and
+#: what the format is called (.pfm/.fnt/.dfont are told by their header's numbers)
+_KINDS: dict[str, tuple[Callable[[bytes, int], bool], str]] = {
+    ".ttf": (_SFNT, "a TrueType/OpenType font"),
+    ".otf": (_SFNT, "a TrueType/OpenType font"),
+    ".ttc": (_starts(b"ttcf"), "a TrueType/OpenType collection"),
+    ".otc": (_starts(b"ttcf"), "a TrueType/OpenType collection"),
+    ".pfb": (_starts(b"\x80\x01"), "a PostScript Type 1 font (PFB)"),
+    ".afm": (_starts(b"StartFontMetrics"), "Adobe font metrics"),
+    ".fon": (_starts(b"MZ"), "a Windows font resource"),
     ".pfm": (_pfm_or_fnt((0x100,)), "PostScript font metrics (PFM)"),
     ".fnt": (_pfm_or_fnt((0x200, 0x300)), "a Windows raster font (FNT)"),
     ".dfont": (_dfont, "a Mac font suitcase (dfont)"),
 }
+FONT_EXTENSIONS = frozenset(_KINDS)  #: the files ``stmpo fonts`` installs
 
 
 def refuse_broken_fonts(files: list[Path], fix: str) -> None:

@@ -19,7 +19,7 @@ from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
 from ..errors import BadInput
 from ..host import check_start_method, long_path, uncreatable
 from ..monitor import check_bind, discover_broker
-from ..plan import NAME_MAX, OutputPattern, parse_frames, parse_output
+from ..plan import NAME_MAX, OutputPattern, name_bytes, parse_frames, parse_output
 from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
 from ._outlock import OutputLock, acquire
@@ -149,8 +149,8 @@ def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
                        "put [#####] in the file name")
     for f in (frames[0], frames[-1]):
         name = os.path.basename(pattern.path_for(f))
-        if len(os.fsencode(name)) > NAME_MAX:
-            raise BadInput(f"--output file name is {len(os.fsencode(name))} bytes long: "
+        if name_bytes(name) > NAME_MAX:
+            raise BadInput(f"--output file name is {name_bytes(name)} bytes long: "
                            f"file systems allow {NAME_MAX}; shorten it")
     blocked = uncreatable(out_dir)
     if blocked is not None:

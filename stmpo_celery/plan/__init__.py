@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._chunks import cost_blocks, makespan_bound, plan_chunks, predict_makespan, task_share
     from ._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension, frame_problem
     from ._frames import format_frames, parse_frames, parse_runs, runs
-    from ._pattern import NAME_MAX, OutputPattern, parse_output, shared_frames
+    from ._pattern import NAME_MAX, OutputPattern, name_bytes, parse_output, shared_frames
     from ._simulate import simulate
     from ._sizing import default_threads_per_slot, size_slots
     from ._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
@@ -52,6 +52,7 @@ _HOME = {
     "parse_runs": "._frames",
     "runs": "._frames",
     "NAME_MAX": "._pattern",
+    "name_bytes": "._pattern",
     "OutputPattern": "._pattern",
     "parse_output": "._pattern",
     "shared_frames": "._pattern",
@@ -100,6 +101,7 @@ __all__ = [
     "makespan_bound",
     "MAX_CPU_ID",
     "NAME_MAX",
+    "name_bytes",
     "OutputPattern",
     "parse_cpulist",
     "parse_frames",

@@ -12,6 +12,7 @@ NAME_MAX = 255  #: bytes in one file or folder name on every file system a farm 
 
 
 def name_bytes(name: str) -> int:
+    """Bytes of a file or folder name as file systems count them (UTF-8)."""
     return len(name.encode("utf-8", "surrogateescape"))
 
 
