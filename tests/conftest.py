@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from typing import Any
 import psutil
 import pytest
 import redis
+
+from stmpo_celery.broker._redis import find_redis_server
 
 BIN = Path(sys.executable).parent
 FAKE = str(BIN / "stmpo-fake-aerender")
@@ -214,3 +217,51 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in SESSION_VARS:
         monkeypatch.delenv(name, raising=False)
     return h
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a TCP port: an 'external' broker no other
+    test shares (its keys and registry are this test's alone)."""
+
+    def __init__(self, password: str | None = None) -> None:
+        server = find_redis_server()
+        assert server
+        self.port = free_port()
+        self.password = password
+        args = [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no"]
+        if password:
+            args += ["--requirepass", password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis(port=self.port, password=password, decode_responses=True)
+        assert wait_for(self._pings, timeout=5)
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _pings(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def all_keys(self) -> set[str]:
+        return set(self.client.scan_iter(match="*", count=1000))
+
+    def stop(self) -> None:
+        with_cont = self.proc.poll() is None
+        if with_cont:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    r = PrivateRedis()
+    try:
+        yield r
+    finally:
+        r.stop()

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import system_redis, wait_for
+from conftest import PrivateRedis, system_redis, wait_for
 
 from stmpo_celery.errors import ExitCode
 from stmpo_celery.plan import frame_problem
@@ -253,6 +254,35 @@ def test_wine_sigint_to_the_wine_process_cancels(wfarm: WinFarm) -> None:
     assert proc.returncode == ExitCode.INTERRUPTED, out + err
     assert "CANCELLED by Ctrl-C (SIGINT)" in out
     assert len(wfarm.frames_on_disk()) < 40
+    assert not wfarm.leftovers()
+
+
+def test_wine_second_sigint_forces_the_exit_and_still_cleans_up(
+        wfarm: WinFarm, private_redis: PrivateRedis) -> None:
+    """The Windows forced exit: the broker frozen keeps the first cancel busy, a second
+    SIGINT forces the exit — the slots terminated (Windows has no SIGKILL), the Job
+    Object's renderers gone, their half-written frames deleted, the summary written."""
+    args = wfarm.render_args("1-40", broker=private_redis.url)
+    proc = wfarm.py.popen(args, wfarm.env(FRAME_COST="0.3", WRITE_TIME="1.0"))
+    try:
+        assert wait_for(lambda: wfarm.journal("begin") or proc.poll() is not None,
+                        timeout=90), "no frame begun within 90 s"
+        assert proc.poll() is None, proc.communicate()
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    assert proc.returncode == ExitCode.INTERRUPTED, out + err
+    assert "forced to exit by a second SIGINT" in out, out
+    for path in wfarm.out.glob("shot_*.png"):  # none left half-written
+        data = path.read_bytes()
+        assert frame_problem(str(path), len(data), bytes_reader(data)) is None, path
+    summary = json.loads((wfarm.tmp / "summary.json").read_text())
+    assert summary["status"] == "cancelled" and summary["exit_code"] == ExitCode.INTERRUPTED
     assert not wfarm.leftovers()
 
 
