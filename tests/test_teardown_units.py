@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import stat
 import time
 from pathlib import Path
@@ -248,3 +249,19 @@ def test_a_run_folder_lost_to_a_reaper_before_it_was_locked_is_given_up(
         assert _rundir.reap_run_dirs(tmp_path) == []  # and this one is locked
     finally:
         remove_run_dir(folder)
+
+
+def test_a_cancel_wrapped_by_the_import_it_cut_short_is_still_a_cancel() -> None:
+    """A cancel raised while a class is built mid-import (kombu's, in CI) comes out as a
+    RuntimeError from __set_name__: render and main still see the cancel behind it."""
+    from stmpo_celery.cli._render_start import _EarlyCancel
+
+    class Cut:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise _EarlyCancel.Cancelled(signal.SIGTERM)
+
+    with pytest.raises(BaseException) as info:
+        type("Built", (), {"logger": Cut()})
+    cancel = _EarlyCancel.found_in(info.value)
+    assert cancel is not None and cancel.code == 143
+    assert _EarlyCancel.found_in(RuntimeError("not a cancel")) is None

@@ -144,7 +144,10 @@ def render(**kw: Any) -> None:
         embedded = None  # the run owns it now
         run.history = hist
         code = run.execute()
-    except _EarlyCancel.Cancelled as cancel:
+    except BaseException as exc:  # a cancel, maybe wrapped by the import it cut short
+        cancel = _EarlyCancel.found_in(exc)
+        if cancel is None:
+            raise
         code = cancel.code
         click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
                    "nothing was rendered")
@@ -300,10 +303,6 @@ def main(argv: list[str] | None = None) -> None:
         if argv is None:
             _scrub_secrets(args)
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
-    except _EarlyCancel.Cancelled as cancel:  # while the command line is read
-        click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
-                   "nothing was rendered")
-        sys.exit(int(cancel.code))
     except StmpoError as exc:
         _error(exc.message, args)
         sys.exit(int(exc.code))
@@ -331,6 +330,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.BAD_INPUT))
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
+    except BaseException as exc:  # a cancel while the command line is read, maybe wrapped
+        cancel = _EarlyCancel.found_in(exc)  # by the import it cut short (see render)
+        if cancel is None:
+            raise
+        click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
+                   "nothing was rendered")
+        sys.exit(int(cancel.code))
     finally:
         if _EarlyCancel.current is not None:  # the command line was refused before render
             _EarlyCancel.current.uninstall()

@@ -41,6 +41,19 @@ class _EarlyCancel:
 
     current: ClassVar[_EarlyCancel | None] = None  #: installed and not yet uninstalled
 
+    @staticmethod
+    def found_in(exc: BaseException) -> _EarlyCancel.Cancelled | None:
+        """The cancel behind ``exc``: itself, or the cause of what the code it cut short
+        raised instead (a class being built mid-import wraps it in a RuntimeError)."""
+        seen: set[int] = set()
+        cur: BaseException | None = exc
+        while cur is not None and id(cur) not in seen:
+            if isinstance(cur, _EarlyCancel.Cancelled):
+                return cur
+            seen.add(id(cur))
+            cur = cur.__cause__ or cur.__context__
+        return None
+
     def __init__(self) -> None:
         self.run: Any = None
         self.old: dict[int, Any] = {}
