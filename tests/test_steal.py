@@ -177,6 +177,17 @@ def test_no_steal_when_the_gain_does_not_pay_for_the_launch() -> None:
     assert plan_steal([last], m, launch=0.0, now=20.0, min_gain=0.0) is None
 
 
+def test_a_frame_overrunning_its_estimate_is_believed_before_it_ends() -> None:
+    # 50 light frames, then frame 51 has been rendering for 2 s (50x a light frame):
+    # a heavy section has begun, and the 49 frames after it are no longer ~2 s of work
+    m = CostModel({f: LIGHT for f in range(2, 51)}, default=LIGHT)
+    victim = Running(0, 1, 100, 50, started_at=0.0, frame_started_at=10.0)
+    assert m.with_floors([victim], now=12.0).cost(52) > 10 * LIGHT
+    assert m.with_floors([victim], now=10.01) is m  # not yet over its estimate
+    st = plan_steal([victim], m, launch=LAUNCH, now=12.0)
+    assert st is not None and st.victim == 0 and st.end == 100
+
+
 def test_uniform_finish_together_means_no_steal() -> None:
     m = CostModel({f: 1.0 for f in range(1, 241)}, default=1.0)
     slots = [Running(k, 60 * k + 1, 60 * k + 60, 60 * k + 58, 0.0, 60.0) for k in range(3)]

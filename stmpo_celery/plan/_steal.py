@@ -12,18 +12,21 @@ to rendered frames (the victim's recent ones on the left, another chunk's first 
 on the right) it is the cost of the dearer side (the mean of its nearest frames);
 further away that side's weight fades, over its reach, into the distribution of every
 frame the run has rendered so far (or into a previous render's cost of that frame, when
-the comp has a history). The reach is learned from the run: how long its light and its
-heavy features have lasted (``reach`` frames stands in until the run has seen a feature
-end), and at least the run of similar frames just rendered.
+the comp has a history). A frame still rendering counts as rendered once it has taken
+longer than its estimate, at the time it has taken so far (a lower bound): a heavy
+feature is believed from its first frame's overrun, not one frame later. The reach is
+learned from the run: how long its light and its heavy features have lasted
+(``reach`` frames stands in until the run has seen a feature end), and at least the
+run of similar frames just rendered.
 
-Idle slots are handed out over the victims one by one, each to the victim whose
-expected finish it moves most: two idle slots split two long victims rather than the
-same one twice, and a victim long enough for several thieves is cut into that many
-parts at once, every part (the victim's and each thief's launch + frames) ending
-together under the model. A steal is made only when it brings the victim's finish
-forward by more than ``launch x margin`` plus ``STEAL_GAIN_SD`` standard deviations of
-the victim's estimated remaining cost: the margin is learned from the run (how much
-longer than the median its launches took), never below ``STEAL_MARGIN``.
+Idle slots are handed out over the victims one by one, each to the victim expected to
+end last among those where it would pay for its launch: two idle slots split two long
+victims rather than the same one twice, and a victim long enough for several thieves is
+cut into that many parts at once, every part (the victim's and each thief's launch +
+frames) ending together under the model. A steal is made only when it brings the
+victim's finish forward by more than ``launch x margin`` plus ``STEAL_GAIN_SD`` standard
+deviations of the victim's estimated remaining cost: the margin is learned from the run
+(how much longer than the median its launches took), never below ``STEAL_MARGIN``.
 """
 
 from __future__ import annotations
@@ -159,6 +162,23 @@ class CostModel:
     def cost(self, frame: int) -> float:
         return self.estimate(frame)[0]
 
+    def with_floors(self, running: Sequence[Running], now: float) -> CostModel:
+        """This model plus what the frames in progress already tell: a frame rendering
+        for longer than its estimate costs at least that long, and is counted as a
+        rendered frame of that cost (a lower bound), so a feature is believed from the
+        moment its first frame overruns, not once it has finished."""
+        floors: dict[int, float] = {}
+        for r in running:
+            if r.frame_started_at is None:
+                continue
+            f = r.done + 1
+            elapsed = now - r.frame_started_at
+            if f not in self.known and elapsed > self.cost(f):
+                floors[f] = elapsed
+        if not floors:
+            return self
+        return CostModel({**self.known, **floors}, self.default, self.reach, self.prior)
+
 
 def remaining(r: Running, model: CostModel, launch: float, now: float) -> tuple[float, list[float]]:
     """Estimated seconds until ``r`` finishes, and the costs of its frames after the current."""
@@ -209,12 +229,14 @@ def plan_steal(running: Sequence[Running], model: CostModel, launch: float, now:
     expected to bring a finish forward by ``launch * margin`` (or ``min_gain``).
 
     ``idle`` slots (this one included) are looking for work at once. They are handed
-    out one by one to the victim whose expected finish each moves most, so two idle
+    out one by one, each to the victim expected to end last (with the thieves it has
+    been given so far) among those it would bring forward by the gain asked, so two idle
     slots split two long victims rather than the same one twice, and a victim long
     enough for several is cut into that many parts at once (victim and thieves ending
     together) instead of being halved again while the first thief is still launching.
     This thief takes its part of the victim that ends last."""
     need = launch * margin if min_gain is None else min_gain
+    model = model.with_floors(running, now)
     cands: list[tuple[Running, float]] = []
     for r in running:
         if r.done + 1 < r.end:
