@@ -142,6 +142,8 @@ def test_bundle_refuses_slot_knobs_for_a_movie(tmp_path: Path, extra: list[str],
     (["--broker", "redis://:Pw0rd@farm-redis:6379/0"], "holds a password"),
     (["--target-runtime", "99999"], "TargetRuntimeSeconds must be at most 86400"),
     (["--fonts-dir", ""], "--fonts-dir is empty"),  # not the current folder
+    # render refuses it, so every task would fail after its session set up
+    (["--schedule", "static", "--chunk-size", "5"], "does nothing with --schedule static"),
 ])
 def test_bundle_rejects_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "a.aep").write_text("aep")
@@ -336,6 +338,18 @@ def test_export_settings_fails_the_session_on_a_bad_value(arg: str, message: str
     assert len(fails) == 1 and message in fails[0], res.stdout
     assert not any(ln.startswith("openjd_env: ") for ln in res.stdout.splitlines())
     assert "Pw0rd" not in res.stdout + res.stderr
+
+
+def test_export_settings_fails_the_session_on_settings_that_do_nothing_together() -> None:
+    import os
+
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    res = script("export_settings.py", "STMPO_SCHEDULE=static", "STMPO_CHUNK_SIZE=5", env=env)
+    fails = [ln for ln in res.stdout.splitlines() if ln.startswith("openjd_fail: ")]
+    assert res.returncode != 0 and len(fails) == 1, res.stdout
+    assert "$STMPO_CHUNK_SIZE does nothing with $STMPO_SCHEDULE static" in fails[0]
+    ok = script("export_settings.py", "STMPO_SCHEDULE=fixed", "STMPO_CHUNK_SIZE=5", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
 # -- the README -------------------------------------------------------------------------------

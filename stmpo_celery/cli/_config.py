@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..config import SETTINGS, Command
+from ..config import SETTINGS, Command, check_combinations, origin
 from ..errors import BadInput
 from ._options import resolved_settings, setting_options
 
@@ -28,6 +28,8 @@ def config_show(as_json: bool, **kw: Any) -> None:
     resolved = resolved_settings(kw)
     for name, (value, _source) in resolved.items():  # show nothing render would refuse
         SETTINGS[name].check(value)
+    check_combinations({k: v for k, (v, _s) in resolved.items()},
+                       lambda name: origin(name, resolved[name][1]))
     _check_readable(resolved)
     notes = auto_notes({k: v for k, (v, _s) in resolved.items()})
 

@@ -4,12 +4,22 @@ Pure apart from reading profile files and the environment; runs wherever a setti
 is resolved (the CLI, the bundle writer). :mod:`.defaults` holds every tunable number.
 """
 
-from ._options import RenderOptions
-from ._settings import SETTINGS, Command, Setting, for_command, parse_chunk_size, resolve
+from ._options import RenderOptions, origin
+from ._settings import (
+    SETTINGS,
+    Command,
+    Setting,
+    check_combinations,
+    for_command,
+    parse_chunk_size,
+    resolve,
+)
 
 __all__ = [
+    "check_combinations",
     "Command",
     "for_command",
+    "origin",
     "parse_chunk_size",
     "RenderOptions",
     "resolve",

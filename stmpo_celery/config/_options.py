@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 from . import defaults
 
 
+def origin(name: str, source: str) -> str:
+    """Setting ``name`` as a message names it, from where its value came (a source of
+    :func:`resolve`): the variable, the profile key, else the flag."""
+    if source.startswith("$"):
+        return source
+    if source.startswith("profile "):
+        return f"{source} key {name}"
+    return "--" + name.replace("_", "-")
+
+
 @dataclass
 class RenderOptions:
     project: str
@@ -53,9 +63,4 @@ class RenderOptions:
     def origin(self, name: str) -> str:
         """How to name setting ``name`` in a message: the flag, the variable or the
         profile key its value came from."""
-        source = self.sources.get(name, "")
-        if source.startswith("$"):
-            return source
-        if source.startswith("profile "):
-            return f"{source} key {name}"
-        return "--" + name.replace("_", "-")
+        return origin(name, self.sources.get(name, ""))

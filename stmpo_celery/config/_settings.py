@@ -52,6 +52,18 @@ def parse_chunk_size(value: Any, origin: str = "--chunk-size") -> int | None:
     return int(size)
 
 
+def check_combinations(values: dict[str, Any], origin: Callable[[str], str]) -> None:
+    """Settings each fine alone that do nothing together: refused wherever settings meet
+    (``stmpo render``, ``stmpo config show`` and so the job's StmpoSettings, ``stmpo
+    bundle``), not first in a task. ``values`` may lack a setting (a bundle names only
+    what it sets); ``origin(name)`` names where a value came from."""
+    size = values.get("chunk_size")
+    if (size is not None and parse_chunk_size(size, origin("chunk_size")) is not None
+            and values.get("schedule") == "static"):
+        raise BadInput(f"{origin('chunk_size')} does nothing with {origin('schedule')} "
+                       "static (N equal blocks): drop it, or choose the fixed schedule")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting, declared once: its CLI options, environment variable, profile key,

@@ -102,7 +102,9 @@ def profile_minimums(kw: dict[str, Any], slots: int, warnings: list[str]) -> tup
     try:
         values = {k: v for k, (v, _src) in resolve(flags, kw.get("profile"), env={}).items()}
     except BadInput as exc:
-        warnings.append(f"host requirements use stmpo's defaults: {exc.message}")
+        warnings.append(f"--profile {kw.get('profile')!r} cannot be used on this machine "
+                        f"({exc.message}): the host requirements use stmpo's defaults, and "
+                        "every session fails unless the workers have that profile")
         values = {k: v for k, (v, _src) in resolve(flags, None, env={}).items()}
     threads = values["threads_per_slot"] or default_threads_per_slot(bool(values["mfr"]))
     return host_minimums(int(threads), float(values["ram_per_process_gb"]), slots)

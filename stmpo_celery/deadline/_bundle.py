@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..aerender import check_target
-from ..config import Command, defaults, for_command, parse_chunk_size
+from ..config import Command, check_combinations, defaults, for_command, parse_chunk_size
 from ..errors import BadInput, StmpoError
 from ..host import uncreatable
 from ..plan import format_frames, parse_frames, parse_output, runs
@@ -250,6 +250,8 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
             b.inputs_files.append(str(b.values[setting.bundle]))
         else:
             b.values[setting.bundle] = str(value)
+    check_combinations({s.name: kw[s.name] for s in for_command(Command.BUNDLE)
+                        if kw.get(s.name) is not None}, _flag)
     if kw.get("fonts_dir") is not None:
         if not str(kw["fonts_dir"]).strip():  # "" would mean the current folder
             raise BadInput("--fonts-dir is empty: name the folder of the comp's fonts or "

@@ -15,7 +15,7 @@ from ..broker import (
     no_redis_server_problem,
     parse_broker_url,
 )
-from ..config import SETTINGS, RenderOptions, defaults, parse_chunk_size
+from ..config import SETTINGS, RenderOptions, check_combinations, defaults, parse_chunk_size
 from ..errors import BadInput
 from ..host import check_start_method, long_path, uncreatable
 from ..monitor import check_bind, discover_broker
@@ -83,13 +83,8 @@ def check_numbers(o: RenderOptions) -> int | None:
     returns the chunk size (None = auto)."""
     for setting in SETTINGS.values():
         setting.check(getattr(o, setting.name))
-    size = parse_chunk_size(o.chunk_size)
-    if size is None:
-        return None
-    if o.schedule == "static":
-        raise BadInput(f"{o.origin('chunk_size')} does nothing with {o.origin('schedule')} "
-                       "static (N equal blocks): drop it, or choose the fixed schedule")
-    return int(size)
+    check_combinations({"schedule": o.schedule, "chunk_size": o.chunk_size}, o.origin)
+    return parse_chunk_size(o.chunk_size)
 
 
 def prepare(o: RenderOptions) -> Prepared:
