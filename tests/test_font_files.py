@@ -37,6 +37,9 @@ def test_a_fonts_folder_missing_on_the_worker_fails_the_session(home: Path,
     assert res.stderr.startswith(f"stmpo: error: the job's fonts folder {tmp_path / 'fonts'} "
                                  "does not exist on this host")
     assert len(res.stderr.splitlines()) == 1 and list(home.iterdir()) == []
+    # the session's FontsInstall action: the Deadline monitor says why it failed
+    assert res.stdout.splitlines() == [
+        "openjd_fail: " + res.stderr.removeprefix("stmpo: error: ").strip()]
 
 
 def test_a_file_given_as_the_fonts_folder_is_refused(home: Path, tmp_path: Path) -> None:

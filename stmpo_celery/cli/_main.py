@@ -250,12 +250,17 @@ _register_commands()
 
 
 def _error(message: str, args: list[str] | None = None) -> None:
-    """One line on stderr; for a render that reports to OpenJD (``--progress openjd``, or
-    auto without a terminal), also the ``openjd_fail`` directive naming the problem."""
+    """One line on stderr; for a command an OpenJD session runs — a render that reports to
+    OpenJD (``--progress openjd``, or auto without a terminal), the job's font install
+    and removal without a terminal — also the ``openjd_fail`` directive naming the
+    problem, so the Deadline monitor says why."""
     from ..text import one_line
 
     click.echo(f"stmpo: error: {one_line(message)}", err=True)
-    if args and args[0] == "render" and _progress_mode(args) == "openjd":
+    if not args:
+        return
+    if (args[0] == "render" and _progress_mode(args) == "openjd") or (
+            args[0] == "fonts" and not sys.stdout.isatty()):
         click.echo(f"openjd_fail: {one_line(message)}")
 
 
