@@ -1,11 +1,9 @@
-"""Text every part of stmpo prints the same way: one-line messages, durations, shell
-quoting. Pure; shared by the orchestrator, the slots, the monitors and the CLI."""
+"""Text every part of stmpo prints the same way: one-line messages, durations. Pure;
+shared by the orchestrator, the slots, the monitors and the CLI."""
 
 from __future__ import annotations
 
-import shlex
-
-__all__ = ["duration", "one_line", "shell_quote"]
+__all__ = ["duration", "one_line"]
 
 
 def one_line(text: str) -> str:
@@ -25,7 +23,3 @@ def duration(seconds: float | None) -> str:
     h, rest = divmod(s, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
-
-def shell_quote(arg: str) -> str:
-    """``arg`` as a POSIX shell word, for commands printed for a user to paste."""
-    return shlex.quote(arg)

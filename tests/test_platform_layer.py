@@ -91,3 +91,15 @@ def test_the_scan_catches_each_kind_of_violation(tmp_path: Path) -> None:
     for what in ("msvcrt", "fork", "sys.platform", "os.name", "sched_setaffinity", "setsid",
                  "killpg", "start_new_session=", "preexec_fn=", "pass_fds="):
         assert what in found, (what, found)
+
+
+def test_commands_printed_to_paste_are_quoted_for_this_os_shell(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from stmpo_celery.host import _platform, shell_join
+
+    words = ["stmpo", "render", "--comp", "Main Comp", "--output", "C:\\r\\it's_[####].png"]
+    monkeypatch.setattr(_platform, "OS", "linux")
+    assert shell_join(words) == ("stmpo render --comp 'Main Comp' --output "
+                                 "'C:\\r\\it'\"'\"'s_[####].png'")
+    monkeypatch.setattr(_platform, "OS", "windows")  # cmd.exe takes single quotes literally
+    assert shell_join(words) == ('stmpo render --comp "Main Comp" --output '
+                                 "C:\\r\\it's_[####].png")

@@ -235,6 +235,10 @@ def test_wine_strong_error_fails_fast(wfarm: WinFarm) -> None:
     sibling = [int(ln[1]) for ln in wfarm.journal("frame") if int(ln[1]) > 20]
     assert len(sibling) < 15, sibling
     assert 40 not in wfarm.frames_on_disk()
+    # the resume line pastes into cmd.exe and PowerShell: double quotes, as the ones that
+    # ran (cmd takes single quotes literally: 'Main Comp' would be two words)
+    resume = next(ln for ln in out.splitlines() if "resume: " in ln).split("resume: ", 1)[1]
+    assert '--comp "Main Comp"' in resume and "'" not in resume, resume
     assert not wfarm.leftovers()
 
 

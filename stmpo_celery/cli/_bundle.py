@@ -18,8 +18,8 @@ from ..deadline import (
     write_bundle,
 )
 from ..errors import BadInput
+from ..host import shell_join
 from ..plan import format_frames, parse_frames
-from ..text import shell_quote
 from ._options import setting_options
 
 
@@ -76,4 +76,4 @@ def bundle_command(**kw: Any) -> None:
     if b.host:
         click.echo(f"stmpo bundle: host requirements: Windows or macOS, at least {b.host[0]} "
                    f"vCPUs and {b.host[1] // 1024} GiB")
-    click.echo(f"submit with: deadline bundle submit {shell_quote(str(dest))}")
+    click.echo(f"submit with: {shell_join(['deadline', 'bundle', 'submit', str(dest)])}")

@@ -24,7 +24,6 @@ import click
 from .. import __version__
 from ..config import Command
 from ..errors import ExitCode, StmpoError
-from ..text import shell_quote
 from ._finite import NON_NEGATIVE, POSITIVE
 from ._options import options_from, setting_options
 from ._render_start import (
@@ -195,7 +194,9 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
             # the simulator needs little RAM and CPU: size the plan for it
             "--ram-per-process-gb", "0.5", "--threads-per-slot", "1",
             "--summary", str(root / "summary.json"), "--log-dir", str(root / "logs")]
-    click.echo("stmpo " + " ".join(shell_quote(a) for a in args), err=True)
+    from ..host import shell_join
+
+    click.echo(shell_join(["stmpo", *args]), err=True)
     cli.main(args=args, prog_name="stmpo", standalone_mode=False)
 
 

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -403,6 +405,15 @@ def redis_install_hint(os_kind: str | None = None) -> str:
 
 
 # ------------------------------------------------------------------ text and paths
+def shell_join(words: Sequence[str]) -> str:
+    """A command line for a user to paste into this OS's shell: POSIX quoting, or on
+    Windows the double quotes cmd.exe and PowerShell both read (``"Main Comp"``; cmd
+    takes single quotes literally)."""
+    if OS == "windows":
+        return subprocess.list2cmdline(list(words))
+    return shlex.join(words)
+
+
 def decode_output(raw: bytes, codepage: str | None = None) -> str:
     """One line of aerender output as text: UTF-8 when it is (the simulator, macOS, a
     UTF-8 console), else the OS code page aerender wrote it in (Windows: the console's OEM

@@ -12,7 +12,6 @@ Formatting from the run's records (no I/O), so the wording is tested on its own:
 
 from __future__ import annotations
 
-import shlex
 import signal
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..broker import mask_url
 from ..errors import ExitCode, cancel_words
+from ..host import shell_join
 from ..plan import format_frames
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True
             skip = not eq
             continue
         shown.append(mask_url(arg) if "://" in arg else arg)
-    line = shlex.join(["stmpo", *shown])
+    line = shell_join(["stmpo", *shown])
     if dropped:
         line += f"   # with {' and '.join(f'${e}' for e in dropped)} set (passwords not shown)"
     return line
