@@ -48,6 +48,13 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("output-is-a-folder", [], {"output": "OUT/"}, {}, 2, ["is a folder", "shot_[#####]"]),
     ("output-still-without-token", [], {"output": "OUT/f_#####.png"}, {}, 2,
      ["no [#####] frame token", "f_[#####].png"]),
+    # After Effects renders on Windows: a name it cannot create there fails up front
+    ("output-name-windows-char", [], {"output": "OUT/a?b_[####].png"}, {}, 2,
+     ["file name 'a?b_[####].png' holds '?'", "rename it"]),
+    ("output-name-device", [], {"output": "OUT/CON.[####].png"}, {}, 2,
+     ["Windows device name CON"]),
+    ("output-name-trailing-dot", [], {"output": "OUT/shot_[####].png."}, {}, 2,
+     ["ends with a dot or a space"]),
     ("output-dir-uncreatable", [], {"output": "PROJECT/sub/x_[####].png"}, {}, 2,
      ["output directory cannot be created"]),
     ("concurrency-negative", [], {"concurrency": -1}, {}, 2, ["--concurrency", "zero or more"]),

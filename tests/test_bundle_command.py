@@ -142,6 +142,7 @@ def test_bundle_refuses_slot_knobs_for_a_movie(tmp_path: Path, extra: list[str],
     (["--broker", "redis://:Pw0rd@farm-redis:6379/0"], "holds a password"),
     (["--target-runtime", "99999"], "TargetRuntimeSeconds must be at most 86400"),
     (["--fonts-dir", ""], "--fonts-dir is empty"),  # not the current folder
+    (["--output", "/x/CON.[##].png"], "Windows device name CON"),  # where AE renders
     # render refuses it, so every task would fail after its session set up
     (["--schedule", "static", "--chunk-size", "5"], "does nothing with --schedule static"),
 ])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import stmpo_celery
 
 PKG = Path(stmpo_celery.__file__).parent
@@ -91,6 +93,27 @@ def test_the_scan_catches_each_kind_of_violation(tmp_path: Path) -> None:
     for what in ("msvcrt", "fork", "sys.platform", "os.name", "sched_setaffinity", "setsid",
                  "killpg", "start_new_session=", "preexec_fn=", "pass_fds="):
         assert what in found, (what, found)
+
+
+@pytest.mark.parametrize(("path", "found"), [
+    ("C:\\r\\dir \\shot_[####].png", ("dir ", "ends with a dot or a space")),
+    ("C:\\r\\CON\\shot.png", ("CON", "device name CON")),
+    ("C:\\r\\aux.txt\\shot.png", ("aux.txt", "device name AUX")),
+    ("D:/r/a<b/shot.png", ("a<b", "holds '<'")),
+    ("\\\\?\\C:\\r\\x.\\s.png", ("x.", "ends with a dot")),
+    ("\\\\farm\\renders$\\shot\\s_[####].png", None),  # server and share are not names
+    ("\\\\?\\UNC\\farm\\share\\s.png", None),
+    ("C:\\r\\..\\shot\\s.png", None),
+])
+def test_names_windows_cannot_create_are_found_in_windows_paths(
+        path: str, found: tuple[str, str] | None) -> None:
+    from stmpo_celery.host._windows import name_problem_in
+
+    hit = name_problem_in(path)
+    if found is None:
+        assert hit is None, hit
+    else:
+        assert hit is not None and hit[0] == found[0] and found[1] in hit[1], hit
 
 
 def test_commands_printed_to_paste_are_quoted_for_this_os_shell(monkeypatch) -> None:  # type: ignore[no-untyped-def]

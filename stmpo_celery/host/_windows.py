@@ -13,9 +13,13 @@ on every OS (the Win32 calls are looked up only when used).
 from __future__ import annotations
 
 import ctypes
+import ntpath
+import re
 import sys
 from ctypes import wintypes
 from typing import Any
+
+from ..plan import windows_name_problem
 
 CREATE_NEW_PROCESS_GROUP = 0x00000200
 _JOB_EXTENDED_LIMIT_INFORMATION = 9
@@ -153,3 +157,20 @@ def console_encoding() -> str:
     return f"cp{cp}" if cp and cp != 65001 else "utf-8"
 
 
+
+
+def name_problem_in(path: str) -> tuple[str, str] | None:
+    """The first folder or file name in Windows path ``path`` that Windows cannot create,
+    and why (the drive, a UNC server and share, and a ``\\\\?\\`` prefix are not names)."""
+    if path[:4] in ("\\\\?\\", "//?/"):
+        path = path[4:]
+        if path[:4].upper() == "UNC\\":
+            path = "\\\\" + path[4:]
+    rest = ntpath.splitdrive(path)[1]
+    for name in re.split(r"[\\/]", rest):
+        if name in ("", ".", ".."):
+            continue
+        problem = windows_name_problem(name)
+        if problem is not None:
+            return name, problem
+    return None

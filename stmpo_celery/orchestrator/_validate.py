@@ -17,7 +17,7 @@ from ..broker import (
 )
 from ..config import SETTINGS, RenderOptions, check_combinations, defaults, parse_chunk_size
 from ..errors import BadInput
-from ..host import check_start_method, long_path, uncreatable
+from ..host import check_start_method, long_path, uncreatable, unmakeable_name
 from ..monitor import check_bind, discover_broker
 from ..plan import NAME_MAX, OutputPattern, name_bytes, parse_frames, parse_output
 from ..slot import ledger_dir, settle_ledgers
@@ -95,6 +95,9 @@ def prepare(o: RenderOptions) -> Prepared:
         raise BadInput(bad_method)
     frames = parse_frames(o.frames)
     pattern = parse_output(o.output)
+    bad_name = unmakeable_name(os.path.dirname(pattern.raw))
+    if bad_name is not None:
+        raise BadInput(f"--output folder {bad_name[0]!r} {bad_name[1]}: rename it")
     check_output_kind(pattern, len(frames))
     chunk_size = check_numbers(o)
     if o.flower:

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from ._chunks import cost_blocks, makespan_bound, plan_chunks, predict_makespan, task_share
     from ._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension, frame_problem
     from ._frames import format_frames, parse_frames, parse_runs, runs
-    from ._pattern import NAME_MAX, OutputPattern, name_bytes, parse_output, shared_frames
+    from ._pattern import (
+        NAME_MAX,
+        OutputPattern,
+        name_bytes,
+        parse_output,
+        shared_frames,
+        windows_name_problem,
+    )
     from ._simulate import simulate
     from ._sizing import default_threads_per_slot, size_slots
     from ._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
@@ -56,6 +63,7 @@ _HOME = {
     "OutputPattern": "._pattern",
     "parse_output": "._pattern",
     "shared_frames": "._pattern",
+    "windows_name_problem": "._pattern",
     "simulate": "._simulate",
     "default_threads_per_slot": "._sizing",
     "size_slots": "._sizing",
@@ -84,6 +92,7 @@ __all__ = [
     "extension",
     "frame_problem",
     "shared_frames",
+    "windows_name_problem",
     "simulate",
     "task_share",
     "learn_margin",

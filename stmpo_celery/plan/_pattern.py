@@ -16,6 +16,28 @@ def name_bytes(name: str) -> int:
     return len(name.encode("utf-8", "surrogateescape"))
 
 
+#: device names Windows reserves, with any extension (``CON.0001.png`` is the console)
+WINDOWS_DEVICES = frozenset({"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                             *(f"{d}{i}" for d in ("COM", "LPT") for i in "123456789¹²³")})
+WINDOWS_FORBIDDEN = '<>:"|?*'  #: characters no Windows file or folder name may hold
+
+
+def windows_name_problem(name: str) -> str | None:
+    """Why ``name`` (one file or folder name) cannot be created on Windows, where After
+    Effects renders: a character it forbids, a device name, or a trailing dot or space
+    (which Windows silently drops, so the name would not be the one asked for)."""
+    bad = sorted({c for c in name if c in WINDOWS_FORBIDDEN or ord(c) < 32})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        return f"holds {shown}, which Windows does not allow in a name ({WINDOWS_FORBIDDEN})"
+    if name.split(".")[0].rstrip(" ").upper() in WINDOWS_DEVICES:
+        return (f"is the Windows device name {name.split('.')[0].rstrip(' ').upper()} "
+                "(CON, PRN, AUX, NUL, COM1-9 and LPT1-9 are reserved, with any extension)")
+    if name not in (".", "..") and name.endswith((".", " ")):
+        return "ends with a dot or a space, which Windows drops from a name"
+    return None
+
+
 @dataclass(frozen=True)
 class OutputPattern:
     """An output path as aerender's ``-output`` takes it.
@@ -56,7 +78,10 @@ def parse_output(raw: str) -> OutputPattern:
         raise BadInput(
             f"--output {raw!r} has a malformed frame token: write it as [#####]"
         )
-    folders = re.split(r"[\\/]", raw)[:-1]  # the file name's own limit is checked per frame
+    *folders, name = re.split(r"[\\/]", raw)  # the name's length is checked per frame
+    problem = windows_name_problem(name)
+    if problem is not None:  # the name travels with the job: it must work where AE renders
+        raise BadInput(f"--output file name {name!r} {problem}: rename it")
     long = next((p for p in folders if name_bytes(p) > NAME_MAX), None)
     if long is not None:
         raise BadInput(f"--output has a folder name of {name_bytes(long)} bytes "
