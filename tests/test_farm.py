@@ -332,6 +332,21 @@ def test_bad_submit_is_refused_before_anything_is_written(rig: Rig) -> None:
     assert res.returncode == 2 and "--farm" in res.stderr
 
 
+def test_a_render_or_status_on_the_farms_redis_leaves_queued_jobs_alone(rig: Rig) -> None:
+    """Every ``stmpo render`` and ``stmpo status`` reaps dead runs' keys on its Redis; the
+    farm's ``stmpo:farm:`` keys are no run's (they used to get a 30 s TTL and vanish)."""
+    from stmpo_celery.broker import try_reap
+
+    job = rig.submit(frames="1-4", per_task=2, publish=False)  # no worker: it stays queued
+    farm = rig.client.keys("stmpo:farm:*")
+    assert farm and all(rig.client.ttl(k) == -1 for k in farm)
+    rig.client.set("stmpo:0badf00d:x:state", "a killed run's key")  # a real orphan
+    try_reap(rig.client)  # what render and status run
+    assert {k: rig.client.ttl(k) for k in farm} == dict.fromkeys(farm, -1)
+    assert 0 < rig.client.ttl("stmpo:0badf00d:x:state") <= 30
+    assert rig.job(job)["state"] == "queued"
+
+
 def test_failed_tasks_retry_up_to_the_jobs_limit_and_on_demand(rig: Rig) -> None:
     once = rig.tmp / "once"
     once.mkdir()

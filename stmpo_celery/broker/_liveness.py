@@ -155,11 +155,12 @@ def expire_orphans(client: redis.Redis, registered: set[str],
     """Give a TTL to every run key without one whose run is not in the registry: keys a
     run created after its last beat, before it was killed with all its slots. (Not a
     delete: a run that starts right now writes keys before it registers; its beat
-    keeps them.)"""
+    keeps them.) Only keys under a run id's form count: the farm's jobs
+    (``stmpo:farm:``) and host Flower's ``stmpo:????????:`` keys are not a run's."""
     candidates = []
     for key in client.scan_iter(match="stmpo:*", count=1000):
         run_id = str(key).split(":", 2)[1] if str(key).count(":") >= 2 else ""
-        if run_id and run_id not in registered and set(run_id) != {"?"}:  # not host Flower's
+        if keys.is_run_id(run_id) and run_id not in registered:
             candidates.append(key)
     pipe = client.pipeline(transaction=False)
     for key in candidates:

@@ -94,6 +94,23 @@ def host_name() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()) or "host"
 
 
+RUN_ID_LEN = 8  #: characters of every run id (``secrets.token_hex(4)``)
+_RUN_ID = re.compile(f"[0-9a-f]{{{RUN_ID_LEN}}}")
+
+
+def new_run_id() -> str:
+    """A fresh run id: 8 lowercase hex digits."""
+    import secrets
+
+    return secrets.token_hex(RUN_ID_LEN // 2)
+
+
+def is_run_id(text: str) -> bool:
+    """Whether ``text`` has a run id's form: other keys under ``stmpo:`` (the farm's
+    ``stmpo:farm:``, the history) are never a run's, whatever the registry says."""
+    return _RUN_ID.fullmatch(text) is not None
+
+
 def prefix(run_id: str) -> str:
     return f"stmpo:{run_id}:"
 

@@ -31,17 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..broker import BrokerUrl
+from ..broker import BrokerUrl, keys
 from ..config import RenderOptions
 from ..errors import BadInput, EnvironmentProblem, StmpoError
 from ..host import child_kwargs
 
-RUN_ID_LEN = 8  #: ``secrets.token_hex(4)``: every run id has this many characters
 #: A "run id" that is a Redis glob matching every run: a Flower whose key prefix is
 #: ``stmpo:????????:`` subscribes (PSUBSCRIBE) to the event channel of every run on
 #: the broker, and kombu strips exactly ``len(prefix)`` characters from each channel
 #: name, which is right because every real prefix has the same length.
-ALL_RUNS = "?" * RUN_ID_LEN
+ALL_RUNS = "?" * keys.RUN_ID_LEN
 START_TIMEOUT_S = 20.0
 #: Flower's tasks table: what renders (project, comp, frames), where, its state and the
 #: progress line (ETA first, so a narrow window does not cut it); sorted by "received"

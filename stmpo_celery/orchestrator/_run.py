@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import time
 from types import FrameType
@@ -72,7 +71,7 @@ class Run(EventHandlers):
         self.prep = prep
         self.plan = plan
         self.o = prep.options
-        self.run_id = prep.run_id or secrets.token_hex(4)
+        self.run_id = prep.run_id or keys.new_run_id()
         self.host = keys.host_name()
         self.queue = keys.queue(self.run_id, self.host)
         self.tty, self.stdout = tty, stdout

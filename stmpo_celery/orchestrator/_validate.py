@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from dataclasses import dataclass, field
 
 from ..aerender import check_target, missing_frames, resolve_aerender
@@ -12,6 +11,7 @@ from ..broker import (
     BrokerUrl,
     check_reachable,
     find_redis_server,
+    keys,
     no_redis_server_problem,
     parse_broker_url,
 )
@@ -36,7 +36,7 @@ class Prepared:
     broker: BrokerUrl | None  #: None = embedded
     chunk_size: int | None
     notes: list[str] = field(default_factory=list)
-    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    run_id: str = field(default_factory=keys.new_run_id)
     lock: OutputLock | None = None  #: this run's claim on its output frames
     made: list[str] = field(default_factory=list)  #: folders this run created, in order
 
