@@ -308,3 +308,42 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def test_host_redis_restarted_keeps_its_password_and_gets_a_flower_that_sees_it(
+        farm: Farm, tmp_path: Path) -> None:
+    """Redis of the host service died (OOM, reboot of the service): `host up` starts it
+    again with the same password — URLs copied to other hosts keep working — and replaces
+    the Flower that was connected to the dead one."""
+    import psutil
+
+    host_dir = tmp_path / "hostsvc"
+    env, port, fport, up = _host_up(farm, host_dir)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = (host_dir / "broker.url").read_text()
+        old_flower = int((host_dir / "flower.pid").read_text())
+        redis_pid = int((host_dir / "redis.pid").read_text())
+        psutil.Process(redis_pid).kill()
+        assert wait_for(lambda: not _alive(redis_pid), timeout=10)
+        again = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}",
+                      env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert (host_dir / "broker.url").read_text() == url  # the same password
+        new_flower = int((host_dir / "flower.pid").read_text())
+        assert new_flower != old_flower and not _alive(old_flower)
+        assert f"Flower stopped (pid {old_flower})" in again.stdout, again.stdout
+        assert redis.Redis.from_url(url.strip()).ping()
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not farm.leftovers()
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

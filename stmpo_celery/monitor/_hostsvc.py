@@ -178,6 +178,11 @@ class HostService:
         said: list[str] = []
         redis_proc = self.running("redis")
         if redis_proc is None:
+            stale = self.running("flower")  # watching a Redis that died: it sees nothing
+            if stale is not None:
+                _stop(stale)
+                said.append(f"Flower stopped (pid {stale.pid}): it watched the Redis that "
+                            "had stopped")
             redis_proc = self._start_redis(port, bind, foreground)
             said.append(f"Redis started on {bind}:{port} (pid {redis_proc.pid})")
             try:
@@ -221,11 +226,12 @@ class HostService:
         binary = find_redis_server()
         if binary is None:
             raise no_redis_server_problem()
+        password = self.password()  # read from the old file before it is rewritten
         fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(
                 f"bind {bind}\nport {port}\nprotected-mode yes\n"
-                f'requirepass "{self.password()}"\n'
+                f'requirepass "{password}"\n'
                 f'dir "{(self.dir / "redis").as_posix()}"\n'
                 "appendonly yes\nappendfsync everysec\n"
                 f'logfile "{(self.logs / "redis.log").as_posix()}"\ndaemonize no\n'
