@@ -17,6 +17,7 @@ from stmpo_celery.broker._redis import mask_url, url_secrets
 from stmpo_celery.config import defaults
 from stmpo_celery.config._settings import SETTINGS, convert
 from stmpo_celery.errors import BadInput, EnvironmentProblem
+from stmpo_celery.host import release_folder
 from stmpo_celery.orchestrator import _logdir
 from stmpo_celery.orchestrator._funnel import LogFunnel
 from stmpo_celery.orchestrator._stopping import BrokerWatch, bounded
@@ -147,9 +148,41 @@ def test_old_run_folders_are_pruned(tmpdir_env: Path) -> None:
         d.mkdir()
         os.utime(d, (1000 + i, 1000 + i))
     new = _logdir.run_log_dir(None, "abcd0004")
+    release_folder(new)
     kept = sorted(p.name for p in root.iterdir())
     assert len(kept) == defaults.LOG_KEEP_RUNS and new.name in kept
     assert "old0000" not in kept and f"old{defaults.LOG_KEEP_RUNS + 4:04d}" in kept
+
+
+def test_a_live_runs_log_folder_is_never_pruned(tmpdir_env: Path) -> None:
+    """The oldest folder belongs to a run still rendering (another process, hours into a
+    long chunk): newer runs must not take its logs away mid-render; once it ends, they
+    may."""
+    import subprocess
+    import sys
+
+    root = tmpdir_env / f"stmpo-logs-{os.getuid()}"
+    root.mkdir(mode=0o700)
+    for i in range(defaults.LOG_KEEP_RUNS + 2):
+        (root / f"run{i:05d}").mkdir()
+        os.utime(root / f"run{i:05d}", (1000 + i, 1000 + i))
+    holder = subprocess.Popen(  # a run's orchestrator, holding its folder as runs do
+        [sys.executable, "-c", "import sys, time\n"
+         "from pathlib import Path\n"
+         "from stmpo_celery.host import hold_folder\n"
+         "hold_folder(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)",
+         str(root / "run00000")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        new = _logdir.run_log_dir(None, "abcd0006")
+        assert (root / "run00000").is_dir() and not (root / "run00001").exists()
+        release_folder(new)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    os.utime(root / "run00000", (1000, 1000))  # (its lock file made it look new)
+    release_folder(_logdir.run_log_dir(None, "abcd0007"))
+    assert not (root / "run00000").exists()  # its run is gone: pruned like any other
 
 
 def test_explicit_log_dir_is_never_pruned(tmp_path: Path) -> None:

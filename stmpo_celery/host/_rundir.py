@@ -57,6 +57,38 @@ def remove_run_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def hold_folder(path: Path) -> None:
+    """Mark another folder of this run (its logs) as in use, the way a run folder is:
+    ``alive.lock`` in it, locked until :func:`release_folder` or this run's death."""
+    fh = open(path / LOCK, "a+b")  # noqa: SIM115 - held open for the run's lifetime
+    if not try_lock_file(fh):
+        fh.close()
+        raise OSError(f"{path} is in use by another run")
+    _held[str(path)] = fh
+
+
+def release_folder(path: Path) -> None:
+    """Undo :func:`hold_folder` (the folder stays)."""
+    fh = _held.pop(str(path), None)
+    if fh is not None:
+        fh.close()
+        with contextlib.suppress(OSError):
+            (path / LOCK).unlink()
+
+
+def folder_in_use(path: Path) -> bool:
+    """Whether a live run holds ``path`` (:func:`make_run_dir`, :func:`hold_folder`)."""
+    if str(path) in _held:
+        return True
+    try:
+        with open(path / LOCK, "r+b") as fh:  # never creates it
+            return not try_lock_file(fh)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: leave it
+
+
 def reap_run_dirs(root: Path | None = None) -> list[Path]:
     """Delete the run folders under ``root`` (the temp dir) whose run is gone: their
     ``alive.lock`` can be taken. Folders without one, or another user's, are left alone.

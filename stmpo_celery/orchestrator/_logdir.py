@@ -21,6 +21,7 @@ from typing import IO
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
+from ..host import folder_in_use, hold_folder
 
 
 def _uid() -> int:
@@ -51,7 +52,9 @@ def _private_root(root: Path) -> Path:
 
 
 def prune(root: Path, keep: int, but: str) -> None:
-    """Delete all but the newest ``keep`` run folders under ``root`` (never ``but``)."""
+    """Delete all but the newest ``keep`` run folders under ``root`` (never ``but``, and
+    never the folder of a run still going: a long render's folder is not touched for
+    hours, and newer runs must not take its logs away mid-render)."""
     runs = []
     for entry in os.scandir(root):
         with contextlib.suppress(OSError):
@@ -59,7 +62,8 @@ def prune(root: Path, keep: int, but: str) -> None:
                 runs.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
     runs.sort(reverse=True)
     for _mtime, path in runs[max(keep - 1, 0):]:
-        shutil.rmtree(path, ignore_errors=True)
+        if not folder_in_use(Path(path)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_log_dir(log_dir: str | None, run_id: str) -> Path:
@@ -71,6 +75,7 @@ def run_log_dir(log_dir: str | None, run_id: str) -> Path:
     root = _private_root(default_root())
     path = root / run_id
     os.mkdir(path, 0o700)
+    hold_folder(path)  # released at the run's end (or its death): then it may be pruned
     prune(root, defaults.LOG_KEEP_RUNS, run_id)
     return path
 

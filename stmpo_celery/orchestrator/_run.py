@@ -40,6 +40,7 @@ from ..host import (
     cancel_signals,
     kill_tree,
     make_run_dir,
+    release_folder,
     start_warden,
 )
 from ..monitor import FlowerProcess, start_flower_for_run
@@ -144,7 +145,10 @@ class Run(EventHandlers):
                 raise
         finally:
             teardown(self)
-        return finish(self)
+        try:
+            return finish(self)
+        finally:
+            release_folder(self.log_dir)  # the logs are written: a later run may prune them
 
     def _bar_mode(self) -> bool:
         if self.o.progress == "bar":
