@@ -227,6 +227,11 @@ def test_missing_frame_after_exit_0_is_caught(farm: Farm) -> None:
     assert "missing on disk" in res.stdout
     s = farm.load_summary()
     assert s["frames"]["missing_spec"] == "4"
+    # Deadline's monitor counted only frames whole on disk: never 100%, never "6 of 6"
+    progress = [float(ln.split()[1]) for ln in res.stdout.splitlines()
+                if ln.startswith("openjd_progress: ")]
+    assert progress and max(progress) == pytest.approx(500 / 6, abs=0.05), progress
+    assert "Rendered 6 of 6" not in res.stdout and "Rendered 5 of 6" in res.stdout
 
 
 def test_empty_frame_is_not_a_frame_and_is_rerendered(farm: Farm) -> None:

@@ -31,6 +31,21 @@ def file_problem(path: str) -> str | None:
         return exc.strerror or "missing"
 
 
+#: a file system's timestamps may lag or be coarse (FAT, some SMB shares: 2 s)
+MTIME_SLACK_S = 2.0
+
+
+def written_whole(path: str, since: float) -> bool:
+    """Whether ``path`` is a whole frame written at or after ``since`` (a time.time()):
+    a file an earlier render left does not prove this run wrote the frame."""
+    try:
+        if os.path.getmtime(path) < since - MTIME_SLACK_S:
+            return False
+    except OSError:
+        return False
+    return file_problem(path) is None
+
+
 def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:
     """Frames that are not whole files: absent, empty, or cut short mid-write."""
     return [f for f in frames if file_problem(pattern.path_for(f)) is not None]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from ..aerender import missing_frames
+from ..aerender import missing_frames, written_whole
 from ..broker import events, missing_frames_suspect, requeue_unacked
 from ..errors import ExitCode
 from ..host import HostPlan
@@ -45,7 +45,10 @@ class EventHandlers:
     failures: list[ChunkRecord]
     warnings: list[str]
     done_frames: set[int]
+    verified: set[int]
+    unverified: set[int]
     unresolved: dict[tuple[int, int], int]
+    t_start: float
     stop_reason: str | None
     finalized: bool
     slot_deaths: int
@@ -74,6 +77,7 @@ class EventHandlers:
         rec.slot, rec.start, rec.end = ev.slot, ev.start, ev.end
         rec.status, rec.t0 = ChunkStatus.RUNNING, ev.ts
         rec.task_id, rec.frames = ev.task_id, ev.frames
+        rec.frames_done = 0  #: a launch's own count (a retry's starts again from 0)
         rec.log = ev.log or None
         self.t_first_launch = self.t_first_launch or time.time()
 
@@ -94,13 +98,24 @@ class EventHandlers:
         self.t_last_frame = time.time()
         if ev.frame is not None:
             self.done_frames.add(ev.frame)
+            self.unverified.add(ev.frame)
         else:
             key = (rec.index, rec.attempts)
             self.unresolved[key] = max(self.unresolved.get(key, 0), ev.done)
-        if self.progress is not None:
-            self.progress.set_done(len(self.done_frames) + sum(self.unresolved.values()))
+        self._verify_frames()
         if os.environ.get("STMPO_INJECT_FAULT") == "orchestrator-crash":
             raise RuntimeError("injected orchestrator fault (STMPO_INJECT_FAULT)")
+
+    def _verify_frames(self) -> None:
+        """Progress counts a reported frame once its file is whole on disk and written by
+        this run — not on aerender's word: a renderer can report a frame it never wrote,
+        or report it a moment before the file is closed (looked at again every second)."""
+        for f in sorted(self.unverified):
+            if written_whole(self.prep.pattern.path_for(f), self.t_start):
+                self.unverified.discard(f)
+                self.verified.add(f)
+        if self.progress is not None:
+            self.progress.set_done(len(self.verified) + sum(self.unresolved.values()))
 
     def _on_chunk_done(self, ev: events.ChunkDone) -> None:
         rec = self._record_of(ev)

@@ -161,8 +161,9 @@ def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
                    f"renders it whole")
         out.append(f"  resume: {resume}")
     elif not ok and missing:
-        out.append(f"  missing: {frame_spec(missing)} ({len(missing)} of {n} frame(s)); "
-                   f"the {on_disk} on disk are kept and running again renders only these")
+        kept = (f"the {on_disk} on disk are kept and running again renders only these"
+                if on_disk else "none is on disk")
+        out.append(f"  missing: {frame_spec(missing)} ({len(missing)} of {n} frame(s)); {kept}")
         out.append(f"  resume: {resume}")
     for w in warnings[:3]:
         out.append(f"  warning: {warning_text(w)}")

@@ -92,7 +92,9 @@ class Run(EventHandlers):
         self.exit_code = ExitCode.OK
         self.finalized = False
         self.warnings: list[str] = []
-        self.done_frames: set[int] = set()
+        self.done_frames: set[int] = set()  #: reported by aerender
+        self.verified: set[int] = set()  #: ... and whole on disk: what progress counts
+        self.unverified: set[int] = set()  #: reported, not (yet) whole on disk
         self.unresolved: dict[tuple[int, int], int] = {}
         self.slot_deaths = 0
         self.t_start = time.time()
@@ -305,6 +307,8 @@ class Run(EventHandlers):
                 self.prep.lock.refresh()
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
                 last_ping = now
+                if self.unverified:
+                    self._verify_frames()
                 try:
                     if not still_there(self.watch_client, self.run_id):
                         self._broker_lost(" (restarted empty: queue and results gone)")
