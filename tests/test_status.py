@@ -250,6 +250,95 @@ def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
         chunks = [t for t in _host_flower_tasks(fport).values()
                   if t.get("name") == "stmpo.render_chunk" and run_id in (t.get("kwargs") or "")]
         assert chunks and all(t["state"] in ("REVOKED", "SUCCESS") for t in chunks), chunks
+        # every slot mourns, but the run failed once; no node is left with a task active
+        nodes = _host_flower_nodes(fport, run_id)
+        assert wait_for(lambda: not any(w["status"] or w.get("active")
+                                        for w in _host_flower_nodes(fport, run_id)),
+                        timeout=10), nodes
+        orchestrator = [w for w in nodes if str(w["hostname"]).startswith("orchestrator")]
+        assert orchestrator and orchestrator[0].get("task-failed") == 1, orchestrator
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not farm.leftovers()
+
+
+def _host_flower_nodes(port: int, run_id: str) -> list[dict[str, Any]]:
+    """Flower's workers of one run (slots and the orchestrator's node), as its page has them."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/workers?json=1")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        data = json.loads(resp.read())["data"]
+    return [w for w in data if run_id in str(w.get("hostname"))]
+
+
+def test_a_run_killed_with_all_its_slots_ends_in_flower_with_nobody_asking(
+        farm: Farm, tmp_path: Path) -> None:
+    """kill -9 of the orchestrator and its slots at once (Deadline's terminate, an OOM
+    kill): no slot is left to mourn, so the run's warden ends its rows in the host's
+    Flower — the run FAILED, chunks REVOKED, every node offline with no task active —
+    and removes its keys, without a `stmpo status` or another render."""
+    import psutil
+
+    host_dir = tmp_path / "hostsvc"
+    env, _port, fport, up = _host_up(farm, host_dir)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = (host_dir / "broker.url").read_text().strip()
+        farm.knobs.update(SLOW)
+        proc = farm.start(frames="1-40", concurrency=2, env=farm.env(STMPO_BROKER_URL=url))
+        run_id = run_id_of(proc)
+        assert wait_for(lambda: len(farm.journal_frames()) >= 2, timeout=30)
+        assert wait_for(lambda: len(_host_flower_nodes(fport, run_id)) == 3, timeout=10)
+        run = psutil.Process(proc.pid)
+        for p in [run, *(c for c in run.children() if c.name().startswith("stmpo-slot"))]:
+            p.kill()
+        proc.communicate(timeout=10)
+
+        def ended() -> bool:
+            mine = [t for t in _host_flower_tasks(fport).values()
+                    if run_id in (t.get("kwargs") or "") or run_id in str(t.get("worker"))]
+            rows = [t for t in mine if t.get("name") == "stmpo.run"]
+            chunks = [t for t in mine if t.get("name") == "stmpo.render_chunk"]
+            nodes = _host_flower_nodes(fport, run_id)
+            return (bool(rows) and rows[0]["state"] == "FAILURE" and bool(chunks)
+                    and all(t["state"] in ("REVOKED", "SUCCESS") for t in chunks)
+                    and bool(nodes) and not any(w["status"] or w.get("active") for w in nodes))
+
+        assert wait_for(ended, timeout=20, step=0.5), (
+            _host_flower_tasks(fport), _host_flower_nodes(fport, run_id))
+        client = redis.Redis.from_url(url)
+        assert wait_for(lambda: not list(client.scan_iter(match=f"stmpo:{run_id}:*")),
+                        timeout=10)
+        nodes = _host_flower_nodes(fport, run_id)
+        orchestrator = [w for w in nodes if str(w["hostname"]).startswith("orchestrator")]
+        assert orchestrator and orchestrator[0].get("task-failed", 0) <= 1, nodes
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not farm.leftovers()
+
+
+def test_a_cancelled_run_leaves_no_node_with_a_task_active_in_flower(
+        farm: Farm, tmp_path: Path) -> None:
+    """A slot's heartbeat says ``active: 1``; when a cancel or a failure stops it, its
+    node goes offline with none (Flower's Active card added up tasks nobody ran)."""
+    import signal
+
+    host_dir = tmp_path / "hostsvc"
+    env, _port, fport, up = _host_up(farm, host_dir)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = (host_dir / "broker.url").read_text().strip()
+        farm.knobs.update(SLOW)
+        proc = farm.start(frames="1-40", concurrency=2, env=farm.env(STMPO_BROKER_URL=url))
+        run_id = run_id_of(proc)
+        assert wait_for(lambda: any(w.get("active") for w in _host_flower_nodes(fport, run_id)),
+                        timeout=30)  # a slot's heartbeat with its chunk
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert wait_for(lambda: not any(w["status"] or w.get("active")
+                                        for w in _host_flower_nodes(fport, run_id)),
+                        timeout=10), _host_flower_nodes(fport, run_id)
     finally:
         down = stmpo("host", "down", "--force", env=env)
     assert down.returncode == 0, down.stdout + down.stderr

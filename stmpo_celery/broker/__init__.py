@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ._app import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, make_app, send_as_nodes
+    from ._app import (
+        FINALIZE,
+        ON_CHUNK_ERROR,
+        RENDER_CHUNK,
+        make_app,
+        offline,
+        revoke_events,
+        row_failed,
+        send_as_nodes,
+    )
     from ._liveness import (
         delete_run,
         delete_run_until_quiet,
@@ -22,6 +31,7 @@ if TYPE_CHECKING:
         judge,
         owned_entry,
         reap_dead_runs,
+        say_farewell,
         still_there,
         try_reap,
     )
@@ -47,6 +57,7 @@ _HOME = {
     "no_redis_server_problem": "._redis",
     "owned_entry": "._liveness",
     "reap_dead_runs": "._liveness",
+    "say_farewell": "._liveness",
     "still_there": "._liveness",
     "try_reap": "._liveness",
     "url_secrets": "._redis",
@@ -56,6 +67,9 @@ _HOME = {
     "FINALIZE": "._app",
     "find_redis_server": "._redis",
     "make_app": "._app",
+    "offline": "._app",
+    "revoke_events": "._app",
+    "row_failed": "._app",
     "send_as_nodes": "._app",
     "mask_url": "._redis",
     "missing_frames_suspect": "._redelivery",
@@ -74,6 +88,7 @@ __all__ = [
     "no_redis_server_problem",
     "owned_entry",
     "reap_dead_runs",
+    "say_farewell",
     "still_there",
     "try_reap",
     "url_secrets",
@@ -83,6 +98,9 @@ __all__ = [
     "FINALIZE",
     "find_redis_server",
     "make_app",
+    "offline",
+    "revoke_events",
+    "row_failed",
     "send_as_nodes",
     "mask_url",
     "missing_frames_suspect",

@@ -86,3 +86,29 @@ def send_as_nodes(app: Celery,
             for kind, fields in events:
                 dispatcher.send(kind, retry=False, **fields)
             dispatcher.close()
+
+
+def revoke_events(task_id: str, result: str) -> list[tuple[str, dict[str, Any]]]:
+    """Events that end a task as REVOKED in Flower, whatever state it showed.
+
+    Celery's event state ranks REVOKED *below* the custom PROGRESS state (a revoke
+    arriving after progress would be merged as if it happened before, and the task would
+    stay PROGRESS forever); only RETRY resets that order. So a stopped chunk gets a
+    ``task-retried`` and then its ``task-revoked``, both carrying the reason.
+    """
+    return [("task-retried", {"uuid": task_id, "exception": result, "traceback": "",
+                              "result": result}),
+            ("task-revoked", {"uuid": task_id, "terminated": True, "signum": "SIGKILL",
+                              "expired": False, "result": result, "exception": result})]
+
+
+def offline() -> tuple[str, dict[str, Any]]:
+    """A node going offline with no task active (Flower keeps the last heartbeat's count
+    otherwise, and its Active card adds up tasks nobody runs)."""
+    return ("worker-offline", {"active": 0})
+
+
+def row_failed(row: str, text: str) -> list[tuple[str, dict[str, Any]]]:
+    """A dead run's row in Flower: FAILED with ``text``; its node offline."""
+    return [("task-failed", {"uuid": row, "exception": text, "traceback": text,
+                             "result": text}), offline()]

@@ -26,6 +26,7 @@ import redis
 from ..config import defaults
 from ..host import process_started, same_process_alive
 from . import keys
+from ._redis import BrokerUrl
 
 
 def still_there(client: redis.Redis, run_id: str) -> bool:
@@ -130,9 +131,44 @@ def delete_run_until_quiet(client: redis.Redis, run_id: str,
             return
 
 
+Sends = list[tuple[str, list[tuple[str, dict[str, Any]]]]]
+
+
+def farewell(client: redis.Redis, run_id: str, entry: dict[str, Any], why: str) -> Sends:
+    """What Flower must hear of a run found dead, nobody of it being left to say it: each
+    slot's chunk in progress REVOKED, the run's row FAILED (unless a slot that saw its
+    orchestrator die did it), every node offline with no task active. Read from the
+    run's keys: call it before they are deleted."""
+    from ._app import offline, revoke_events, row_failed
+
+    sends: Sends = []
+    for field, raw in client.hgetall(keys.state_key(run_id)).items():
+        try:
+            rec = json.loads(raw) if str(field).startswith("slot") else None
+        except (TypeError, ValueError):
+            rec = None
+        if not isinstance(rec, dict) or not isinstance(rec.get("node"), str):
+            continue
+        said: list[tuple[str, dict[str, Any]]] = []
+        task = rec.get("task_id")
+        if isinstance(task, str) and rec.get("state") != "idle":
+            said += revoke_events(task, f"STOPPED on slot {rec.get('slot')}: the run is "
+                                        f"dead ({why})")
+        sends.append((rec["node"], [*said, offline()]))
+    row, node = entry.get("row_task"), entry.get("row_node")
+    if isinstance(row, str) and isinstance(node, str):
+        if client.set(keys.row_closed_key(run_id), "1", nx=True, ex=defaults.RUN_KEY_TTL_S):
+            sends.append((node, row_failed(row, f"DEAD: {why}")))
+        else:
+            sends.append((node, [offline()]))
+    return sends
+
+
 def reap_dead_runs(client: redis.Redis, host: str | None = None,
-                   now: float | None = None) -> dict[str, str]:
-    """Delete every dead run's keys and registry entry; returns ``{run id: why}``."""
+                   now: float | None = None, broker: BrokerUrl | None = None) -> dict[str, str]:
+    """Delete every dead run's keys and registry entry; returns ``{run id: why}``. With
+    ``broker`` (the URL of ``client``), Flower first hears that the run ended
+    (:func:`farewell`): its rows would show PROGRESS and its nodes online for ever."""
     host = host or keys.host_name()
     now = time.time() if now is None else now
     reaped: dict[str, str] = {}
@@ -145,9 +181,25 @@ def reap_dead_runs(client: redis.Redis, host: str | None = None,
             entry = {}
         verdict = judge(entry, host, now) if isinstance(entry, dict) else Verdict(True, "")
         if verdict.dead:
+            why = verdict.why or "its registry entry is unreadable"
+            if broker is not None and isinstance(entry, dict):
+                say_farewell(client, broker, str(run_id), entry, why)
             delete_run(client, str(run_id))
-            reaped[str(run_id)] = verdict.why or "its registry entry is unreadable"
+            reaped[str(run_id)] = why
     return reaped
+
+
+def say_farewell(client: redis.Redis, broker: BrokerUrl, run_id: str,
+                 entry: dict[str, Any], why: str) -> None:
+    """:func:`farewell`, sent on the dead run's own event channel (best effort)."""
+    with contextlib.suppress(Exception):
+        sends = farewell(client, run_id, entry, why)
+        if sends:
+            from ._app import make_app, send_as_nodes
+
+            queue = entry.get("queue")
+            send_as_nodes(make_app(broker, run_id, queue if isinstance(queue, str) else
+                                   keys.queue(run_id)), sends)
 
 
 def expire_orphans(client: redis.Redis, registered: set[str],
@@ -172,8 +224,8 @@ def expire_orphans(client: redis.Redis, registered: set[str],
     return len(forever)
 
 
-def try_reap(client: redis.Redis) -> dict[str, str]:
+def try_reap(client: redis.Redis, broker: BrokerUrl | None = None) -> dict[str, str]:
     """:func:`reap_dead_runs`, never raising (a command's side job)."""
     with contextlib.suppress(redis.RedisError, OSError):
-        return reap_dead_runs(client)
+        return reap_dead_runs(client, broker=broker)
     return {}

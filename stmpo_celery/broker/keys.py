@@ -15,6 +15,7 @@ key (after ``stmpo:<run>:``)           type       holds
 ``celery-task-meta-<id>``, ...         string     Celery results and chord counters
 ``x:events``                           channel    the slot -> orchestrator events
 ``x:abort``                            string     set once: the reason the run stops
+``x:row-closed``                       string     set once: who ended a dead run's Flower row
 ``x:alive``                            string     the heartbeat: gone = the run stopped beating
 ``x:launch-gate``                      string     when the latest first launch may start
 ``x:state``                            hash       ``slot<K>`` -> live JSON state;
@@ -129,6 +130,11 @@ def events_channel(run_id: str) -> str:
 
 def abort_key(run_id: str) -> str:
     return f"stmpo:{run_id}:x:abort"
+
+
+def row_closed_key(run_id: str) -> str:
+    """Taken (SET NX) by whoever ends a dead run's row in Flower: it fails once."""
+    return f"stmpo:{run_id}:x:row-closed"
 
 
 def state_key(run_id: str) -> str:

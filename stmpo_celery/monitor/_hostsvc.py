@@ -311,10 +311,11 @@ class HostService:
         with contextlib.suppress(OSError):
             url = (self.dir / BROKER_FILE).read_text().strip() or None
         redis_proc = self.running("redis")
-        client = BrokerUrl(url).client(timeout=2.0) if url and redis_proc else None
+        broker = BrokerUrl(url) if url and redis_proc else None
+        client = broker.client(timeout=2.0) if broker is not None else None
         if client is not None:
             with contextlib.suppress(redis.RedisError, OSError):
-                for run_id, why in reap_dead_runs(client).items():
+                for run_id, why in reap_dead_runs(client, broker=broker).items():
                     said.append(f"removed the keys of dead run {run_id} ({why})")
                 live = client.hkeys(keys.REGISTRY)
                 if live and not force:

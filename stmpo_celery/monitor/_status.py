@@ -23,7 +23,15 @@ from typing import Any
 import psutil
 import redis
 
-from ..broker import BrokerUrl, delete_run, expire_orphans, judge, keys, mask_url
+from ..broker import (
+    BrokerUrl,
+    delete_run,
+    expire_orphans,
+    judge,
+    keys,
+    mask_url,
+    say_farewell,
+)
 from ..config import defaults
 from ..text import duration
 
@@ -166,6 +174,7 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                 if verdict.dead:  # shown once, as dead; its keys go now
                     run["state"] = "dead"
                     run["dead_because"] = verdict.why
+                    say_farewell(client, src.broker, run_id, entry, verdict.why)
                     delete_run(client, run_id)
                 runs.append(run)
             if src.only_run is None:  # runs that ended on a shared broker, for a while

@@ -22,6 +22,7 @@ from ..broker import (
     delete_run,
     keys,
     make_app,
+    offline,
     send_as_nodes,
 )
 
@@ -54,7 +55,7 @@ class RunQueue:
     def announce_revoked(self, stopped: Iterable[tuple[str, int, str]]) -> None:
         """Tell Flower that these chunks (``(task id, slot, text)``, each one that ran on a
         slot) were stopped: REVOKED with the reason, on the slot that ran it."""
-        from ..slot import revoke_events
+        from ..broker import revoke_events
 
         send_as_nodes(self.app, [(keys.node_name(slot, self.run_id, self.host),
                                   revoke_events(task_id, text))
@@ -64,7 +65,7 @@ class RunQueue:
         """The run ended: its slots (and pseudo-workers such as the orchestrator's) go
         offline in Flower now, not after their heartbeats expire."""
         names = [keys.node_name(k, self.run_id, self.host) for k in slots] + list(others)
-        send_as_nodes(self.app, [(name, [("worker-offline", {})]) for name in names])
+        send_as_nodes(self.app, [(name, [offline()]) for name in names])
 
 
 def delete_run_keys(client: redis.Redis, run_id: str) -> None:

@@ -25,9 +25,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..broker import keys
+from ..broker import keys, revoke_events
 from ..plan import format_frames
-from ..slot import revoke_events, task_args
+from ..slot import task_args
 from ..text import duration
 
 if TYPE_CHECKING:

@@ -227,7 +227,7 @@ class Run(EventHandlers):
             ignore_subscribe_messages=True)
         self.pubsub.subscribe(keys.events_channel(self.run_id))
         if self.embedded is None:
-            for run_id, why in try_reap(self.client).items():
+            for run_id, why in try_reap(self.client, self.broker).items():
                 self._say(f"removed the keys of dead run {run_id} ({why})")
         self.entry = heartbeat(self.client, self.run_id, owned_entry(events.registry_entry(
             self.run_id, self.host, self.queue, len(self.prep.to_render), len(self.plan.blocks),

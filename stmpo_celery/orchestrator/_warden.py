@@ -9,13 +9,18 @@ provably gone (its folder's lock is free):
 * kills every process that carries the run folder in ``$STMPO_RUN_DIR`` (aerender and
   the AfterFX it started) and the embedded Redis working in it, and removes the folder
   (its spec holds the broker URL) — :func:`stmpo_celery.host.reap_run_dirs`;
-* deletes the frames the run's ledgers still list as in flight (half-written).
+* deletes the frames the run's ledgers still list as in flight (half-written);
+* on a Redis that outlives the run (the host service's, an external one), reaps the run:
+  its Flower rows end (chunks REVOKED, the run FAILED, its nodes offline) and its keys
+  go — :func:`stmpo_celery.broker.reap_dead_runs`.
 
 Usage: ``python -m stmpo_celery.orchestrator._warden RUN_DIR LEDGER_DIR RUN_ID``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -25,11 +30,36 @@ from ..slot import settle_ledgers
 
 def main(argv: list[str]) -> int:
     run_dir, ledgers, run_id = Path(argv[0]), Path(argv[1]), argv[2]
+    broker = _broker_url(run_dir)  # read while the folder is there (it holds the URL)
     reap_run_dirs(run_dir.parent)
     if run_dir.exists():  # still locked: the run is alive after all (nothing is touched)
         return 0
     settle_ledgers(ledgers, lambda e: e.run_id == run_id)
+    if broker is not None:
+        _reap_broker(broker)
     return 0
+
+
+def _broker_url(run_dir: Path) -> str | None:
+    """The run's broker, from the slots' spec in its folder (None before it was written)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        url = json.loads((run_dir / "spec.json").read_text()).get("broker_url")
+        return url if isinstance(url, str) and url else None
+    return None
+
+
+def _reap_broker(url: str) -> None:
+    """Reap dead runs on the run's Redis, if it outlived the run (an embedded one died
+    with it: the connection is refused at once)."""
+    from ..broker import BrokerUrl, reap_dead_runs
+
+    with contextlib.suppress(Exception):
+        broker = BrokerUrl(url)
+        client = broker.client(timeout=2.0)
+        try:
+            reap_dead_runs(client, broker=broker)
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ._ledger import state_dir
     from ._ledger import state_dir as ledger_dir
     from ._main import preload, run_slot
-    from ._monitor import revoke_events, task_args
+    from ._monitor import task_args
     from ._schedule import (
         close_range,
         next_attempt,
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 _HOME = {
     "ledger_dir": "._ledger",
     "settle_ledgers": "._ledger",
-    "revoke_events": "._monitor",
     "state_dir": "._ledger",
     "task_args": "._monitor",
     "observed": "._schedule",
@@ -53,7 +52,6 @@ _ALIASES = {"ledger_dir": "state_dir", "settle_ledgers": "settle"}
 __all__ = [
     "ledger_dir",
     "settle_ledgers",
-    "revoke_events",
     "state_dir",
     "task_args",
     "observed",

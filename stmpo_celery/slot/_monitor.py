@@ -50,7 +50,7 @@ from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun
 from celery.utils.saferepr import saferepr
 
-from ..broker import RENDER_CHUNK, events, keys
+from ..broker import RENDER_CHUNK, events, keys, revoke_events
 from ..config import defaults
 from ..host import os_label
 from ..plan import parse_runs
@@ -63,20 +63,6 @@ def task_args(project: str, comp: str | None, rqindex: int | None, frames: str) 
     """What Flower shows as a task's arguments: the render, not ids."""
     what = comp if comp is not None else f"render queue item {rqindex}"
     return saferepr((os.path.basename(project), what, frames))
-
-
-def revoke_events(task_id: str, result: str) -> list[tuple[str, dict[str, Any]]]:
-    """Events that end a task as REVOKED in Flower, whatever state it showed.
-
-    Celery's event state ranks REVOKED *below* the custom PROGRESS state (a revoke
-    arriving after progress would be merged as if it happened before, and the task would
-    stay PROGRESS forever); only RETRY resets that order. So a stopped chunk gets a
-    ``task-retried`` and then its ``task-revoked``, both carrying the reason.
-    """
-    return [("task-retried", {"uuid": task_id, "exception": result, "traceback": "",
-                              "result": result}),
-            ("task-revoked", {"uuid": task_id, "terminated": True, "signum": "SIGKILL",
-                              "expired": False, "result": result, "exception": result})]
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import Any
 
 import redis
 
-from ..broker import keys, send_as_nodes
-from ._monitor import revoke_events
+from ..broker import keys, offline, revoke_events, row_failed, send_as_nodes
+from ..config import defaults
 from ._spec import RunSpec
 
 
@@ -46,10 +46,18 @@ def mourn(client: redis.Redis, app: Any, spec: RunSpec, slot: int,
     if task_id:
         sends.append((me, revoke_events(task_id, f"STOPPED on slot {slot}: {reason}")))
     row, node = entry.get("row_task"), entry.get("row_node")
-    if isinstance(row, str) and isinstance(node, str):
-        text = f"DEAD: {reason}; the slots stopped their renderers"
-        sends.append((node, [("task-failed", {"uuid": row, "exception": text,
-                                              "traceback": text, "result": text}),
-                             ("worker-offline", {})]))
-    sends.append((me, [("worker-offline", {})]))
+    if isinstance(row, str) and isinstance(node, str) and _first_to_close(client, spec.run_id):
+        sends.append((node, row_failed(row, f"DEAD: {reason}; the slots stopped their "
+                                            "renderers")))
+    sends.append((me, [offline()]))
     send_as_nodes(app, sends)
+
+
+def _first_to_close(client: redis.Redis, run_id: str) -> bool:
+    """Whether this slot is the one that fails the run's row (every slot mourns; the
+    run failed once). If Redis cannot say, it does."""
+    try:
+        return bool(client.set(keys.row_closed_key(run_id), "1", nx=True,
+                               ex=defaults.RUN_KEY_TTL_S))
+    except redis.RedisError:
+        return True
