@@ -288,6 +288,19 @@ def test_a_steal_shortens_the_victims_record(run: Run) -> None:
     assert run.chunks[1].end == 15 and run.chunks[1].stolen_by == [4]
 
 
+def test_a_stolen_chunks_record_says_what_it_rendered_and_where_its_log_is(run: Run) -> None:
+    """The summary's record of a victim: the frames it rendered and where it was cut (not
+    the frames planned), and its launch's log even though it ended well."""
+    run._on_event(events.ChunkStart(slot=0, index=1, start=21, end=40, frames="21-40",
+                                    log="/logs/chunk0001-f21-40-slot0.log"))
+    run._on_event(events.ChunkShrink(slot=0, index=1, end=30, thief=4))
+    run._on_event(events.ChunkDone(slot=0, index=1, start=21, end=30, frames="21-30",
+                                   cut=30, frames_rendered=10, log=""))
+    rec = run.chunks[1]
+    assert (rec.frames, rec.cut, rec.end) == ("21-30", 30, 30)
+    assert rec.log == "/logs/chunk0001-f21-40-slot0.log"
+
+
 def test_a_retry_keeps_the_chunk_open_and_counts_the_attempt(run: Run) -> None:
     run._on_event(events.ChunkRetry(slot=0, index=0, start=1, end=10, missing=[7],
                                     reason="stalled", attempts=1, redo=[7]))

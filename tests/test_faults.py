@@ -46,6 +46,7 @@ def test_crash_once_then_retry_renders_only_missing_frames(farm: Farm) -> None:
     assert len(first) == 1 and first[0]["frames"] == "1-10" and first[0]["attempt"] == 0, first
     assert first[0]["log"] and os.path.isfile(first[0]["log"]) and first[0]["reason"], first
     assert s["chunks"][0]["frames"] == "6-10" and s["chunks"][0]["log"] != first[0]["log"]
+    assert os.path.isfile(s["chunks"][0]["log"])  # the retry's own launch log
     assert not farm.leftovers()
 
 

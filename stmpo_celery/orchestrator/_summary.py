@@ -96,7 +96,9 @@ class ChunkRecord:
         self.launch_s = ev.launch_s
         self.missing = list(ev.missing)
         self.suspect = sorted(set(self.suspect) | set(ev.suspect))
-        self.log = ev.log  #: a chunk that ended well has no failure log
+        self.log = ev.log or self.log  #: the failing launch's log, else the chunk's own
+        self.frames = ev.frames or self.frames  #: what it rendered (a steal cuts it short)
+        self.cut = ev.cut
         if isinstance(ev, ChunkRetry):
             self.attempts = ev.attempts
 
