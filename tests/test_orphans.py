@@ -46,6 +46,7 @@ def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_its_warden
     assert run_dirs and not any(d.exists() for d in run_dirs)
     assert bad_files(farm) == [], "half-written frames were left where they could be taken"
     assert not list((farm.out / ".stmpo").glob("inflight-*"))
+    assert not list((farm.out / ".stmpo").glob("run-*.lock")), "its output lock was left"
 
 
 def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(

@@ -9,7 +9,8 @@ provably gone (its folder's lock is free):
 * kills every process that carries the run folder in ``$STMPO_RUN_DIR`` (aerender and
   the AfterFX it started) and the embedded Redis working in it, and removes the folder
   (its spec holds the broker URL) — :func:`stmpo_celery.host.reap_run_dirs`;
-* deletes the frames the run's ledgers still list as in flight (half-written);
+* deletes the frames the run's ledgers still list as in flight (half-written), and its
+  output lock;
 * on a Redis that outlives the run (the host service's, an external one), reaps the run:
   its Flower rows end (chunks REVOKED, the run FAILED, its nodes offline) and its keys
   go — :func:`stmpo_celery.broker.reap_dead_runs`.
@@ -35,6 +36,10 @@ def main(argv: list[str]) -> int:
     if run_dir.exists():  # still locked: the run is alive after all (nothing is touched)
         return 0
     settle_ledgers(ledgers, lambda e: e.run_id == run_id)
+    with contextlib.suppress(OSError):  # its output lock (the next run would reclaim it)
+        (ledgers / f"run-{run_id}.lock").unlink()
+    with contextlib.suppress(OSError):  # only when no other run or ledger is there
+        ledgers.rmdir()
     if broker is not None:
         _reap_broker(broker)
     return 0
