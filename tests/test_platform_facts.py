@@ -15,7 +15,7 @@ from stmpo_celery.broker._redis import (
     installed_redis_server,
     no_redis_server_problem,
 )
-from stmpo_celery.host import _platform
+from stmpo_celery.host import _paths, _platform
 from stmpo_celery.host._aelocations import install_globs, newest_first
 from stmpo_celery.plan._topology import from_counts
 
@@ -81,18 +81,18 @@ def test_redis_server_from_the_environment(tmp_path: Path) -> None:
 ])
 def test_aerender_output_is_decoded_in_the_os_code_page(raw: bytes, codepage: str | None,
                                                          text: str) -> None:
-    assert _platform.decode_output(raw, codepage) == text
+    assert _paths.decode_output(raw, codepage) == text
 
 
 def test_long_and_unc_paths_on_windows() -> None:
     deep = "C:\\renders\\" + "\\".join(["shot_folder_0123456789"] * 12)
     assert len(deep) > 260
-    assert _platform.long_path(deep, "windows") == "\\\\?\\" + deep
+    assert _paths.long_path(deep, "windows") == "\\\\?\\" + deep
     unc = "\\\\nas01\\projects\\" + "\\".join(["x" * 30] * 9)
-    assert _platform.long_path(unc, "windows") == "\\\\?\\UNC\\nas01\\projects\\" + unc[17:]
-    assert _platform.long_path("C:\\short", "windows") == "C:\\short"
-    assert _platform.long_path("\\\\?\\" + deep, "windows") == "\\\\?\\" + deep
-    assert _platform.long_path("/" + "a" * 300, "linux") == "/" + "a" * 300
+    assert _paths.long_path(unc, "windows") == "\\\\?\\UNC\\nas01\\projects\\" + unc[17:]
+    assert _paths.long_path("C:\\short", "windows") == "C:\\short"
+    assert _paths.long_path("\\\\?\\" + deep, "windows") == "\\\\?\\" + deep
+    assert _paths.long_path("/" + "a" * 300, "linux") == "/" + "a" * 300
 
 
 def test_processor_groups_from_recorded_counts() -> None:

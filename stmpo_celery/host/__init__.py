@@ -1,14 +1,16 @@
 """The host: CPU topology and NUMA maps, the spawn plan for this host, pinning,
 process trees, parent-death watches and per-OS font installs.
 
-This is the platform layer (its one face: :mod:`._platform`; per OS: ``_linux``,
-``_windows``, ``_macos``): the only place that asks which OS it runs on. Runs in the
+This is the platform layer (its one face: :mod:`._platform`, with text and paths in
+:mod:`._paths`; per OS: ``_linux``, ``_windows``, ``_macos``): the only place that asks
+which OS it runs on. Runs in the
 orchestrator (detection, planning, tree kill) and in each slot (pinning, death watch).
 """
 
 from . import _winfonts as winfonts
 from ._aelocations import install_globs, newest_first
 from ._hostplan import HostPlan, make_host_plan, make_plan, other_host, this_host
+from ._paths import decode_output, long_path, shell_join, uncreatable, unmakeable_name
 from ._platform import (
     FONT_PLATFORM,
     OS,
@@ -22,11 +24,9 @@ from ._platform import (
     cancel_signals,
     check_start_method,
     child_kwargs,
-    decode_output,
     fork_slot,
     group_id,
     has_render_only_licence_file,
-    long_path,
     os_label,
     pin_current_process,
     pinning_check,
@@ -34,14 +34,11 @@ from ._platform import (
     redis_install_paths,
     runs_batch_files,
     set_process_name,
-    shell_join,
     slot_popen_kwargs,
     start_guarded,
     start_warden,
     try_lock_file,
-    uncreatable,
     unix_socket_broker,
-    unmakeable_name,
 )
 from ._proc import (
     descendants,

@@ -1,0 +1,73 @@
+"""Text and paths as this OS has them: commands quoted for its shell, aerender's output
+decoded from its code page, names it cannot create, folders that cannot be made, paths
+past Windows' 260 characters. Part of the platform layer (the OS comes from
+:mod:`._platform`); runs wherever a path is checked or a line is shown.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Sequence
+
+from . import _platform, _windows
+
+
+def shell_join(words: Sequence[str]) -> str:
+    """A command line for a user to paste into this OS's shell: POSIX quoting, or on
+    Windows the double quotes cmd.exe and PowerShell both read (``"Main Comp"``; cmd
+    takes single quotes literally)."""
+    if _platform.OS == "windows":
+        return subprocess.list2cmdline(list(words))
+    return shlex.join(words)
+
+
+def decode_output(raw: bytes, codepage: str | None = None) -> str:
+    """One line of aerender output as text: UTF-8 when it is (the simulator, macOS, a
+    UTF-8 console), else the OS code page aerender wrote it in (Windows: the console's OEM
+    page, e.g. cp850 for ``Rendu terminé``)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode(codepage or _platform.output_encoding(), errors="replace")
+
+
+def unmakeable_name(path: str) -> tuple[str, str] | None:
+    """The first folder or file name in ``path`` this OS cannot create, and why: Windows'
+    rules there (a forbidden character, a device name, a trailing dot or space); None on
+    Linux and macOS, where any name without NUL or ``/`` can be made."""
+    return _windows.name_problem_in(path) if _platform.OS == "windows" else None
+
+
+def uncreatable(path: str) -> tuple[str, str] | None:
+    """Why no folder can be made (or written) at ``path``, before anything is created:
+    the nearest existing path at or above it and what is wrong with it (``is not a
+    folder``, ``is not writable``); None when nothing stands in the way."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return probe, "is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return probe, "is not writable"
+    return None
+
+
+WIN_MAX_PATH = 260  #: Windows' classic path limit (a directory: 248) without ``\\?\``
+
+
+def long_path(path: str, os_kind: str | None = None) -> str:
+    """A Windows path that works past 260 characters: ``\\\\?\\C:\\...`` for a drive path,
+    ``\\\\?\\UNC\\server\\share\\...`` for a UNC path; unchanged when short, already
+    prefixed, relative, or off Windows."""
+    if (os_kind or _platform.OS) != "windows" or len(path) < WIN_MAX_PATH - 12:
+        return path
+    if path.startswith("\\\\?\\"):
+        return path
+    p = path.replace("/", "\\")
+    if p.startswith("\\\\"):
+        return "\\\\?\\UNC\\" + p[2:]
+    if len(p) > 2 and p[1] == ":" and p[2] == "\\":
+        return "\\\\?\\" + p
+    return path
