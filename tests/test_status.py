@@ -292,7 +292,7 @@ def test_a_run_killed_with_all_its_slots_ends_in_flower_with_nobody_asking(
         run = psutil.Process(proc.pid)
         for p in [run, *(c for c in run.children() if c.name().startswith("stmpo-slot"))]:
             p.kill()
-        proc.communicate(timeout=10)
+        # not reaped yet: a zombie until its parent (here: this test) gets round to it
 
         def ended() -> bool:
             mine = [t for t in _host_flower_tasks(fport).values()
@@ -306,6 +306,7 @@ def test_a_run_killed_with_all_its_slots_ends_in_flower_with_nobody_asking(
 
         assert wait_for(ended, timeout=20, step=0.5), (
             _host_flower_tasks(fport), _host_flower_nodes(fport, run_id))
+        proc.communicate(timeout=10)
         client = redis.Redis.from_url(url)
         assert wait_for(lambda: not list(client.scan_iter(match=f"stmpo:{run_id}:*")),
                         timeout=10)

@@ -89,6 +89,25 @@ def test_a_run_is_dead_when_its_orchestrator_is_gone_or_its_beat_stopped() -> No
     assert not judge({"host": "h2", "started": 0}, "h1", now).dead  # an older stmpo's entry
 
 
+def test_a_killed_orchestrator_not_yet_reaped_is_dead() -> None:
+    """SIGKILLed, the orchestrator may stay a zombie until its parent (a busy OpenJD
+    session, a shell script) reaps it: its run is dead all the same — the warden that
+    looks a second later must not take it for alive and leave the run's rows and keys."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        entry = {"host": "h1", "pid": child.pid, "pid_started": _started(child.pid),
+                 "beat": time.time()}
+        assert not judge(entry, "h1", time.time()).dead
+        child.kill()
+        time.sleep(0.3)  # dead, and not waited for: a zombie
+        assert judge(entry, "h1", time.time()).dead
+    finally:
+        child.wait(10)
+
+
 def _started(pid: int) -> float:
     import psutil
 

@@ -165,10 +165,13 @@ def farewell(client: redis.Redis, run_id: str, entry: dict[str, Any], why: str) 
 
 
 def reap_dead_runs(client: redis.Redis, host: str | None = None,
-                   now: float | None = None, broker: BrokerUrl | None = None) -> dict[str, str]:
+                   now: float | None = None, broker: BrokerUrl | None = None,
+                   known_dead: dict[str, str] | None = None) -> dict[str, str]:
     """Delete every dead run's keys and registry entry; returns ``{run id: why}``. With
     ``broker`` (the URL of ``client``), Flower first hears that the run ended
-    (:func:`farewell`): its rows would show PROGRESS and its nodes online for ever."""
+    (:func:`farewell`): its rows would show PROGRESS and its nodes online for ever.
+    ``known_dead``: runs the caller knows are gone (its warden), with why."""
+    known_dead = known_dead or {}
     host = host or keys.host_name()
     now = time.time() if now is None else now
     reaped: dict[str, str] = {}
@@ -179,7 +182,10 @@ def reap_dead_runs(client: redis.Redis, host: str | None = None,
             entry = json.loads(raw)
         except (TypeError, ValueError):
             entry = {}
-        verdict = judge(entry, host, now) if isinstance(entry, dict) else Verdict(True, "")
+        if str(run_id) in known_dead:
+            verdict = Verdict(True, known_dead[str(run_id)])
+        else:
+            verdict = judge(entry, host, now) if isinstance(entry, dict) else Verdict(True, "")
         if verdict.dead:
             why = verdict.why or "its registry entry is unreadable"
             if broker is not None and isinstance(entry, dict):

@@ -155,9 +155,16 @@ def process_started(pid: int) -> float | None:
 
 
 def same_process_alive(pid: int, started: float, tolerance: float = 1.0) -> bool:
-    """Is process ``pid`` still the one that started at ``started`` (not a reused pid)?"""
-    now = process_started(pid)
-    return now is not None and abs(now - started) <= tolerance
+    """Is process ``pid`` still the one that started at ``started`` (not a reused pid)?
+    A zombie is not: killed, it has run its last (its parent has not reaped it yet, and
+    may take a while — or never, if it is busy)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(float(proc.create_time()) - started) <= tolerance
+    except (psutil.Error, ValueError, OverflowError):
+        return False
 
 
 def scrub_argv(secrets: list[str]) -> None:

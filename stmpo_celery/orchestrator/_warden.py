@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):  # only when no other run or ledger is there
         ledgers.rmdir()
     if broker is not None:
-        _reap_broker(broker)
+        _reap_broker(broker, run_id)
     return 0
 
 
@@ -53,16 +53,18 @@ def _broker_url(run_dir: Path) -> str | None:
     return None
 
 
-def _reap_broker(url: str) -> None:
-    """Reap dead runs on the run's Redis, if it outlived the run (an embedded one died
-    with it: the connection is refused at once)."""
+def _reap_broker(url: str, run_id: str) -> None:
+    """Reap this run and other dead runs on the run's Redis, if it outlived the run (an
+    embedded one died with it: the connection is refused at once). This run is dead
+    whatever its registry entry says: its folder's lock is free."""
     from ..broker import BrokerUrl, reap_dead_runs
 
     with contextlib.suppress(Exception):
         broker = BrokerUrl(url)
         client = broker.client(timeout=2.0)
         try:
-            reap_dead_runs(client, broker=broker)
+            reap_dead_runs(client, broker=broker, known_dead={
+                run_id: "killed with its slots (found by its warden)"})
         finally:
             client.close()
 
