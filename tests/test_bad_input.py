@@ -53,6 +53,8 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
      ["file name 'a?b_[####].png' holds '?'", "rename it"]),
     ("output-name-device", [], {"output": "OUT/CON.[####].png"}, {}, 2,
      ["Windows device name CON"]),
+    ("output-frame-name-device", [], {"output": "OUT/COM[#].png"}, {}, 2,
+     ["frame 1 'COM1.png'", "device name COM1", "[####]"]),
     ("output-name-trailing-dot", [], {"output": "OUT/shot_[####].png."}, {}, 2,
      ["ends with a dot or a space"]),
     ("output-dir-uncreatable", [], {"output": "PROJECT/sub/x_[####].png"}, {}, 2,

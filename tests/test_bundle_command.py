@@ -143,6 +143,7 @@ def test_bundle_refuses_slot_knobs_for_a_movie(tmp_path: Path, extra: list[str],
     (["--target-runtime", "99999"], "TargetRuntimeSeconds must be at most 86400"),
     (["--fonts-dir", ""], "--fonts-dir is empty"),  # not the current folder
     (["--output", "/x/CON.[##].png"], "Windows device name CON"),  # where AE renders
+    (["--output", "/x/LPT[#].png"], "frame 1 'LPT1.png'"),  # a frame's own name
     # render refuses it, so every task would fail after its session set up
     (["--schedule", "static", "--chunk-size", "5"], "does nothing with --schedule static"),
 ])

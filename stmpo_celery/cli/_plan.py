@@ -37,11 +37,18 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
     """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
     from ..host import make_plan, other_host, this_host
     from ..orchestrator import check_numbers
-    from ..plan import makespan_bound, parse_frames, parse_output, predict_makespan
+    from ..plan import (
+        check_frame_names,
+        makespan_bound,
+        parse_frames,
+        parse_output,
+        predict_makespan,
+    )
 
     options = options_from({**kw, "project": "", "frames": frames, "output": output})
     frame_list = parse_frames(frames)
     pattern = parse_output(output)
+    check_frame_names(pattern, frame_list)
     chunk_size = check_numbers(options)
     if (cpus is None) != (ram_gb is None):
         raise BadInput("pass both --cpus and --ram-gb to plan for another host")

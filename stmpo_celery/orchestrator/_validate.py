@@ -19,7 +19,14 @@ from ..config import SETTINGS, RenderOptions, check_combinations, defaults, pars
 from ..errors import BadInput
 from ..host import check_start_method, long_path, uncreatable, unmakeable_name
 from ..monitor import check_bind, discover_broker
-from ..plan import NAME_MAX, OutputPattern, name_bytes, parse_frames, parse_output
+from ..plan import (
+    NAME_MAX,
+    OutputPattern,
+    check_frame_names,
+    name_bytes,
+    parse_frames,
+    parse_output,
+)
 from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
 from ._outlock import OutputLock, acquire
@@ -98,6 +105,7 @@ def prepare(o: RenderOptions) -> Prepared:
     bad_name = unmakeable_name(os.path.dirname(pattern.raw))
     if bad_name is not None:
         raise BadInput(f"--output folder {bad_name[0]!r} {bad_name[1]}: rename it")
+    check_frame_names(pattern, frames)
     check_output_kind(pattern, len(frames))
     chunk_size = check_numbers(o)
     if o.flower:

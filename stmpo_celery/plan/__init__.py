@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._pattern import (
         NAME_MAX,
         OutputPattern,
+        check_frame_names,
         name_bytes,
         parse_output,
         shared_frames,
@@ -63,6 +64,7 @@ _HOME = {
     "OutputPattern": "._pattern",
     "parse_output": "._pattern",
     "shared_frames": "._pattern",
+    "check_frame_names": "._pattern",
     "windows_name_problem": "._pattern",
     "simulate": "._simulate",
     "default_threads_per_slot": "._sizing",
@@ -92,6 +94,7 @@ __all__ = [
     "extension",
     "frame_problem",
     "shared_frames",
+    "check_frame_names",
     "windows_name_problem",
     "simulate",
     "task_share",

@@ -89,6 +89,24 @@ def parse_output(raw: str) -> OutputPattern:
     return OutputPattern(raw)
 
 
+def check_frame_names(pattern: OutputPattern, frames: list[int]) -> None:
+    """Refuse a pattern whose frame number makes a name Windows cannot create though the
+    pattern's own name passed :func:`parse_output`: ``COM[#].png`` is ``COM1.png`` (a
+    serial port) for frame 1. Device names end in one digit, 1 to 9: only those frames
+    can do it."""
+    if not pattern.is_sequence:
+        return
+    for f in sorted(frames):
+        if f > 9:
+            break
+        if f >= 1:
+            name = re.split(r"[\\/]", pattern.path_for(f))[-1]
+            problem = windows_name_problem(name)
+            if problem is not None:
+                raise BadInput(f"--output names frame {f} {name!r}, which {problem}: "
+                               "put more digits in the token ([####]) or rename it")
+
+
 def shared_frames(a: OutputPattern, a_frames: list[int], b: OutputPattern,
                   b_frames: list[int]) -> list[int]:
     """Frames of ``a`` whose file ``b`` would also write (two runs on one output)."""
