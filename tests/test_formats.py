@@ -148,3 +148,30 @@ def test_run_length_targa_is_whole_only_with_every_packet() -> None:
     assert frame_problem("f.tga", len(whole), bytes_reader(whole)) is None
     cut = whole[:-3]
     assert "truncated" in (frame_problem("f.tga", len(cut), bytes_reader(cut)) or "")
+
+
+def test_a_frame_counts_once_it_is_whole_and_not_the_file_there_before(tmp_path: Path) -> None:
+    """What progress counts: a whole frame this render wrote. Told apart from the file an
+    earlier render left by its signature, not by clocks: a file server's clock may be
+    minutes behind this host's (the frame's mtime then reads as 'before the run')."""
+    import os
+
+    from stmpo_celery.aerender._output import signatures, written_whole
+
+    pattern = OutputPattern(str(tmp_path / "f_[####].png"))
+    old = tmp_path / "f_0001.png"
+    old.write_bytes(frame_bytes("f.png", 1))  # a whole frame from an earlier render
+    before = signatures(pattern, [1, 2])
+    assert list(before) == [1]
+    assert not written_whole(str(old), before[1])  # not rewritten yet
+    new = tmp_path / "f_0002.png"
+    new.write_bytes(frame_bytes("f.png", 2)[:40])  # being written
+    assert not written_whole(str(new), before.get(2))
+    new.write_bytes(frame_bytes("f.png", 2))
+    os.utime(new, (1000, 1000))  # a server clock far behind
+    assert written_whole(str(new), before.get(2))
+    tmp = tmp_path / "tmp.png"  # rewritten the way some writers do: a new file renamed
+    tmp.write_bytes(frame_bytes("f.png", 1))
+    os.utime(tmp, (1000, 1000))
+    os.replace(tmp, old)
+    assert written_whole(str(old), before[1])

@@ -31,19 +31,34 @@ def file_problem(path: str) -> str | None:
         return exc.strerror or "missing"
 
 
-#: a file system's timestamps may lag or be coarse (FAT, some SMB shares: 2 s)
-MTIME_SLACK_S = 2.0
+Signature = tuple[int, int, int]  #: a file's (mtime ns, size, inode)
 
 
-def written_whole(path: str, since: float) -> bool:
-    """Whether ``path`` is a whole frame written at or after ``since`` (a time.time()):
-    a file an earlier render left does not prove this run wrote the frame."""
+def signature(path: str) -> Signature | None:
+    """What tells one version of a file from another, without comparing clocks (a file
+    server's may differ from this host's)."""
     try:
-        if os.path.getmtime(path) < since - MTIME_SLACK_S:
-            return False
+        st = os.stat(path)
     except OSError:
-        return False
-    return file_problem(path) is None
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def signatures(pattern: OutputPattern, frames: list[int]) -> dict[int, Signature]:
+    """The signatures of the frames' files that exist now (before a render)."""
+    out: dict[int, Signature] = {}
+    for f in frames:
+        sig = signature(pattern.path_for(f))
+        if sig is not None:
+            out[f] = sig
+    return out
+
+
+def written_whole(path: str, before: Signature | None) -> bool:
+    """Whether ``path`` is a whole frame this render wrote: whole, and not the file that
+    was there before it started (``before``; None = there was none)."""
+    now = signature(path)
+    return now is not None and now != before and file_problem(path) is None
 
 
 def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:

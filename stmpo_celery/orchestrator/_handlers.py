@@ -48,7 +48,6 @@ class EventHandlers:
     verified: set[int]
     unverified: set[int]
     unresolved: dict[tuple[int, int], int]
-    t_start: float
     stop_reason: str | None
     finalized: bool
     slot_deaths: int
@@ -107,11 +106,12 @@ class EventHandlers:
             raise RuntimeError("injected orchestrator fault (STMPO_INJECT_FAULT)")
 
     def _verify_frames(self) -> None:
-        """Progress counts a reported frame once its file is whole on disk and written by
-        this run — not on aerender's word: a renderer can report a frame it never wrote,
-        or report it a moment before the file is closed (looked at again every second)."""
+        """Progress counts a reported frame once its file is whole on disk and is not the
+        file that was there before the run — not on aerender's word: a renderer can report
+        a frame it never wrote, or report it a moment before the file is closed (looked
+        at again every second)."""
         for f in sorted(self.unverified):
-            if written_whole(self.prep.pattern.path_for(f), self.t_start):
+            if written_whole(self.prep.pattern.path_for(f), self.prep.before.get(f)):
                 self.unverified.discard(f)
                 self.verified.add(f)
         if self.progress is not None:

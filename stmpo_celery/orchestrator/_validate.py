@@ -6,7 +6,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
-from ..aerender import check_target, missing_frames, resolve_aerender
+from ..aerender import check_target, missing_frames, resolve_aerender, signatures
 from ..broker import (
     BrokerUrl,
     check_reachable,
@@ -46,6 +46,9 @@ class Prepared:
     run_id: str = field(default_factory=keys.new_run_id)
     lock: OutputLock | None = None  #: this run's claim on its output frames
     made: list[str] = field(default_factory=list)  #: folders this run created, in order
+    #: the files of frames to render that exist before the run (a frame counts once its
+    #: file is whole and not this one)
+    before: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     def release(self) -> None:
         """Give up the output claim, and remove the folders this run created that are
@@ -225,3 +228,4 @@ def claim_output(prep: Prepared) -> None:
         if len(prep.to_render) < len(frames):
             notes.append(f"skipping {len(frames) - len(prep.to_render)} frame(s) already "
                          "whole on disk")
+    prep.before = signatures(pattern, prep.to_render)
