@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import secrets
 import tempfile
 import time
@@ -299,6 +300,57 @@ def test_a_stolen_chunks_record_says_what_it_rendered_and_where_its_log_is(run: 
     rec = run.chunks[1]
     assert (rec.frames, rec.cut, rec.end) == ("21-30", 30, 30)
     assert rec.log == "/logs/chunk0001-f21-40-slot0.log"
+
+
+def _steal_and_overwrite(tmp_path: Path, ext: str, rewrite: str) -> tuple[Run, Path]:
+    """Chunk 0 (1-10) is cut after 5; the thief (chunk 2, 6-10) finishes frame 6; then the
+    victim's renderer, rendering ahead with MFR, writes frame 6 again before it dies."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+    from stmpo_celery.orchestrator._summary import ChunkRecord
+
+    out = str(tmp_path / f"f_[##].{ext}")
+    opts = RenderOptions(project=str(tmp_path / "p.aep"), frames="1-10", output=out,
+                         comp="C", log_dir=str(tmp_path / "logs"))
+    prep = Prepared(options=opts, project=opts.project, pattern=OutputPattern(out),
+                    frames=list(range(1, 11)), to_render=list(range(1, 11)),
+                    aerender="aerender", broker=None, chunk_size=None)
+    plan = HostPlan(n_slots=2, bound_by="test", blocks=[None, None], chunks=[(1, 10)],
+                    schedule="adaptive")
+    r = Run(prep, plan, stdout=io.StringIO(), tty=False)
+    for i in (0, 2):
+        r.chunks[i] = ChunkRecord(index=i, start=1 if i == 0 else 6, end=10)
+    frame6 = tmp_path / f"f_06.{ext}"
+    r._on_event(events.ChunkStart(slot=0, index=0, start=1, end=10, frames="1-10"))
+    r._on_event(events.ChunkShrink(slot=0, index=0, end=5, thief=2))
+    r._on_event(events.ChunkStart(slot=1, index=2, start=6, end=10, frames="6-10"))
+    frame6.write_bytes(frame_bytes(f"x.{ext}", 6))
+    r._on_event(events.Frame(slot=1, index=2, frame=6, done=1))
+    assert 6 in r.verified
+    whole = frame_bytes(f"x.{ext}", 6)
+    frame6.write_bytes(whole[: len(whole) // 2] if rewrite == "cut short" else whole + b"")
+    os.utime(frame6, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    r._on_event(events.ChunkDone(slot=0, index=0, start=1, end=5, frames="1-5", cut=5))
+    return r, frame6
+
+
+@pytest.mark.parametrize(("ext", "rewrite", "kept"), [
+    ("png", "cut short", False),  # killed in the middle of writing it again
+    ("psd", "cut short", False),
+    ("png", "whole", True),  # written again to the end: a PNG says so
+    ("psd", "whole", False),  # a PSD cannot say: not kept on trust
+])
+def test_a_frame_a_stopped_renderer_wrote_over_after_the_thief_is_not_kept_on_trust(
+        tmp_path: Path, ext: str, rewrite: str, kept: bool) -> None:
+    r, frame6 = _steal_and_overwrite(tmp_path, ext, rewrite)
+    try:
+        assert frame6.exists() is kept and (6 in r.verified) is kept
+        said = r.stdout.getvalue()  # type: ignore[attr-defined]
+        assert ("frame 6 was written again by the renderer stopped after frame 5" in said) \
+            is not kept, said
+    finally:
+        import shutil
+
+        shutil.rmtree(r.run_dir, ignore_errors=True)
 
 
 def test_a_retry_keeps_the_chunk_open_and_counts_the_attempt(run: Run) -> None:

@@ -88,14 +88,13 @@ def test_ledger_lists_in_flight_frames_until_done_and_settle_deletes_them(tmp_pa
     led = Ledger(pattern, "run1", 0, [1, 2, 3, 4])
     led.open()
     led.done(1)
-    led.keep_until(3)  # frame 4 was stolen: the thief's now
     (entry,) = entries(state_dir(pattern))
-    assert entry.run_id == "run1" and entry.frames == [2, 3]
+    assert entry.run_id == "run1" and entry.frames == [2, 3, 4]
     other = Ledger(pattern, "run2", 1, [9])
     other.open()
     deleted = settle(state_dir(pattern), lambda e: e.run_id == "run1")
-    assert sorted(deleted) == [pattern.path_for(2), pattern.path_for(3)]
-    assert Path(pattern.path_for(1)).exists() and Path(pattern.path_for(4)).exists()
+    assert sorted(deleted) == [pattern.path_for(f) for f in (2, 3, 4)]
+    assert Path(pattern.path_for(1)).exists() and not Path(pattern.path_for(4)).exists()
     assert [e.run_id for e in entries(state_dir(pattern))] == ["run2"]
     other.close()
     led.close()

@@ -300,3 +300,51 @@ def test_slot_dying_after_its_tail_was_stolen_never_redoes_the_thiefs_frames(
                                                if int(r[1]) == pid)]
     assert all(counts[f] == 1 for f in thief_only), counts
     assert not farm.leftovers()
+
+
+def _overlap(farm: Farm) -> int | None:
+    """A frame that one renderer has begun writing after another finished it."""
+    done: dict[str, str] = {}
+    for line in farm.journal.read_text().splitlines() if farm.journal.exists() else []:
+        kind, *row = line.split()
+        if kind == "frame":
+            done.setdefault(row[0], row[1])
+        elif kind == "begin" and row[0] in done and done[row[0]] != row[1]:
+            return int(row[0])
+    return None
+
+
+def test_a_cut_renderer_writing_over_a_thiefs_frame_leaves_nothing_false(farm: Farm) -> None:
+    """MFR renders ahead: a victim cut at a steal goes on into the thief's frames until its
+    renderer dies, rewriting frames the thief has finished. Cancelled in the middle of such
+    a rewrite, the run must not count that frame, and a resume must not skip it: a PSD
+    cut short is not empty, and nothing in it says where it should end."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    farm.knobs.update(FRAME_COST="0.05", MFR_SHUFFLE="1", HEAVY="70-120x5",
+                      WRITE_TIME="0.3", STARTUP="0.3")
+    out = str(farm.out / "shot_[####].psd")
+    args = ("--mfr", "--launch-cost", "0.3", "--no-history")
+    proc = farm.start(*args, frames="1-120", output=out)
+    try:
+        clobbered = wait_for(lambda: _overlap(farm), timeout=60, step=0.02)
+        assert clobbered, "no renderer wrote over another's frame: the scenario did not happen"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    path = Path(out.replace("[####]", f"{clobbered:04d}"))
+    counted = farm.load_summary()["frames"]
+    rendered = parse_frames(counted["rendered_spec"]) if counted["rendered"] else []
+    for f in rendered:  # what the run counted is exactly the finished file
+        p = Path(out.replace("[####]", f"{f:04d}"))
+        assert p.read_bytes() == frame_bytes(str(p), f), f"frame {f} counted but not whole"
+    assert clobbered not in rendered or path.read_bytes() == frame_bytes(str(path), clobbered)
+    farm.knobs.update(HEAVY="", WRITE_TIME="0")
+    res = farm.run(*args, frames="1-120", output=out)  # --skip-existing: the resume
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    for f in range(1, 121):
+        p = Path(out.replace("[####]", f"{f:04d}"))
+        assert p.read_bytes() == frame_bytes(str(p), f), f"frame {f} is not whole after resume"
+    assert not farm.leftovers()

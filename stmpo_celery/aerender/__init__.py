@@ -14,7 +14,14 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from ._argv import RenderTarget, build_argv, check_target, resolve_aerender
     from ._log import AerenderLog, AeWarning, FrameDone, StrongError
-    from ._output import delete_incomplete, missing_frames, signatures, written_whole
+    from ._output import (
+        delete_incomplete,
+        missing_frames,
+        signature,
+        signatures,
+        untrusted_since,
+        written_whole,
+    )
 
 # Imported on first use: the simulator is a process of its own (one per launch, two with
 # its renderer) and must start as fast as a native program, without the host layer.
@@ -29,7 +36,9 @@ _HOME = {
     "StrongError": "._log",
     "delete_incomplete": "._output",
     "missing_frames": "._output",
+    "signature": "._output",
     "signatures": "._output",
+    "untrusted_since": "._output",
     "written_whole": "._output",
 }
 
@@ -41,7 +50,9 @@ __all__ = [
     "FrameDone",
     "delete_incomplete",
     "missing_frames",
+    "signature",
     "signatures",
+    "untrusted_since",
     "written_whole",
     "RenderTarget",
     "resolve_aerender",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..plan import OutputPattern, frame_problem
+from ..plan import OutputPattern, can_check, frame_problem
 
 
 def file_problem(path: str) -> str | None:
@@ -59,6 +59,24 @@ def written_whole(path: str, before: Signature | None) -> bool:
     was there before it started (``before``; None = there was none)."""
     now = signature(path)
     return now is not None and now != before and file_problem(path) is None
+
+
+def untrusted_since(path: str, counted: Signature | None) -> str | None:
+    """Why a frame counted done (its file's signature then: ``counted``) can no longer be
+    trusted: its file changed since and is not whole — or is of a format whose end cannot
+    be checked, where a rewrite cut short passes for whole. None when it is unchanged, or
+    rewritten whole in a format that says where it ends."""
+    now = signature(path)
+    if now == counted:
+        return None
+    if now is None:
+        return "deleted"
+    problem = file_problem(path)
+    if problem is not None:
+        return problem
+    if not can_check(path):
+        return "rewritten, and a cut-short file of this format cannot be told from a whole one"
+    return None
 
 
 def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:

@@ -77,6 +77,8 @@ def finish(run: Run) -> ExitCode:
     """After teardown: check every frame on disk, settle the exit code, say it, write
     the summary, free the output."""
     pattern = run.prep.pattern
+    if pattern.is_sequence:  # every renderer is dead: did one write over a finished frame?
+        run._recheck(sorted(run.verified), then="it is missing")
     missing = missing_now(run)
     if pattern.is_sequence and missing:
         # a failed or stopped renderer's cut-short frames: never left to be taken as whole

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from ..aerender import missing_frames, written_whole
+from ..aerender import missing_frames, signature, untrusted_since, written_whole
 from ..broker import events, missing_frames_suspect, requeue_unacked
 from ..errors import ExitCode
 from ..host import HostPlan
@@ -45,8 +45,9 @@ class EventHandlers:
     failures: list[ChunkRecord]
     warnings: list[str]
     done_frames: set[int]
-    verified: set[int]
+    verified: dict[int, tuple[int, int, int] | None]
     unverified: set[int]
+    launch_end: dict[int, int]
     unresolved: dict[tuple[int, int], int]
     stop_reason: str | None
     finalized: bool
@@ -78,6 +79,7 @@ class EventHandlers:
         rec.task_id, rec.frames = ev.task_id, ev.frames
         rec.frames_done = 0  #: a launch's own count (a retry's starts again from 0)
         rec.log = ev.log or None
+        self.launch_end[rec.index] = ev.end
         self.t_first_launch = self.t_first_launch or time.time()
 
     def _on_chunk_retry(self, ev: events.ChunkRetry) -> None:
@@ -85,6 +87,7 @@ class EventHandlers:
         if rec is None:
             return
         rec.finish(ev, ChunkStatus.RETRYING)
+        self._recheck_past_cut(ev)
         rec.reason = ev.reason
         self._say(f"retrying {len(ev.redo)} frame(s) of chunk {rec.index} "
                   f"(retry {ev.attempts} of {self.o.retries}): {rec.reason}")
@@ -111,16 +114,57 @@ class EventHandlers:
         a frame it never wrote, or report it a moment before the file is closed (looked
         at again every second)."""
         for f in sorted(self.unverified):
-            if written_whole(self.prep.pattern.path_for(f), self.prep.before.get(f)):
+            path = self.prep.pattern.path_for(f)
+            if written_whole(path, self.prep.before.get(f)):
                 self.unverified.discard(f)
-                self.verified.add(f)
+                self.verified[f] = signature(path)
+        self._show_done()
+
+    def _show_done(self) -> None:
         if self.progress is not None:
             self.progress.set_done(len(self.verified) + sum(self.unresolved.values()))
+
+    def _recheck_past_cut(self, ev: events.ChunkOutcome) -> None:
+        """A renderer stopped at a steal's cut is dead now, but with MFR it renders ahead:
+        it may have written past its cut, over frames the thief had already finished, and
+        been killed in the middle of one. Every frame past the cut (up to where this launch
+        was to end) whose file changed since it was counted is looked at again
+        (:func:`~stmpo_celery.aerender.untrusted_since`): one that cannot be trusted is
+        deleted and counted missing — the thief's own check renders it again, or the run
+        says it is missing. Never kept."""
+        if ev.cut is None:
+            return
+        end = self.launch_end.get(ev.index, ev.cut)
+        self._recheck([f for f in sorted(self.verified) if ev.cut < f <= end],
+                      f"by the renderer stopped after frame {ev.cut}")
+
+    def _recheck(self, frames: list[int], by: str = "",
+                 then: str = "so it is rendered again") -> list[int]:
+        """Frames counted done whose file changed since and cannot be trusted now: deleted
+        and no longer counted (returned). The rest keep their new signature."""
+        gone: list[int] = []
+        for f in frames:
+            path = self.prep.pattern.path_for(f)
+            why = untrusted_since(path, self.verified[f])
+            if why is None:
+                self.verified[f] = signature(path)
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            del self.verified[f]
+            self.done_frames.discard(f)
+            gone.append(f)
+            self._say(f"frame {f} was written again{' ' + by if by else ''} after it was "
+                      f"done ({why}): deleted, {then}")
+        if gone:
+            self._show_done()
+        return gone
 
     def _on_chunk_done(self, ev: events.ChunkDone) -> None:
         rec = self._record_of(ev)
         if rec is not None:
             rec.finish(ev, ChunkStatus.DONE)
+        self._recheck_past_cut(ev)
 
     def _on_chunk_shrink(self, ev: events.ChunkShrink) -> None:
         rec = self._record_of(ev)
@@ -138,6 +182,7 @@ class EventHandlers:
         if rec is None:
             return
         rec.finish(ev, ChunkStatus.FAILED)
+        self._recheck_past_cut(ev)
         rec.reason, rec.tail = ev.reason, list(ev.tail)
         if ev.stopped or self.stop_reason is not None:
             rec.status = ChunkStatus.STOPPED  # a sibling stopped by the run's stop: no cause

@@ -93,7 +93,9 @@ class Run(EventHandlers):
         self.finalized = False
         self.warnings: list[str] = []
         self.done_frames: set[int] = set()  #: reported by aerender
-        self.verified: set[int] = set()  #: ... and whole on disk: what progress counts
+        #: ... and whole on disk (its file's signature then): what progress counts
+        self.verified: dict[int, tuple[int, int, int] | None] = {}
+        self.launch_end: dict[int, int] = {}  #: chunk -> the end its latest launch had
         self.unverified: set[int] = set()  #: reported, not (yet) whole on disk
         self.unresolved: dict[tuple[int, int], int] = {}
         self.slot_deaths = 0

@@ -15,7 +15,14 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from ._affinity import group_affinity, plan_blocks
     from ._chunks import cost_blocks, makespan_bound, plan_chunks, predict_makespan, task_share
-    from ._formats import EXR_MAGIC, PNG_IEND, PNG_SIGNATURE, extension, frame_problem
+    from ._formats import (
+        EXR_MAGIC,
+        PNG_IEND,
+        PNG_SIGNATURE,
+        can_check,
+        extension,
+        frame_problem,
+    )
     from ._frames import format_frames, parse_frames, parse_runs, runs
     from ._pattern import (
         NAME_MAX,
@@ -55,6 +62,7 @@ _HOME = {
     "PNG_SIGNATURE": "._formats",
     "extension": "._formats",
     "frame_problem": "._formats",
+    "can_check": "._formats",
     "format_frames": "._frames",
     "parse_frames": "._frames",
     "parse_runs": "._frames",
@@ -93,6 +101,7 @@ __all__ = [
     "cost_blocks",
     "extension",
     "frame_problem",
+    "can_check",
     "shared_frames",
     "check_frame_names",
     "windows_name_problem",

@@ -37,6 +37,11 @@ def extension(path: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
+def can_check(path: str) -> bool:
+    """Whether the frame's format says where it ends (else a non-empty file counts)."""
+    return extension(path) in _CHECKS
+
+
 def frame_problem(path: str, size: int, read: Reader) -> str | None:
     """Why the file at ``path`` (``size`` bytes) is not a whole frame, or None if it is."""
     if size <= 0:

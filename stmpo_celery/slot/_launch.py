@@ -243,11 +243,12 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                                                  att.launch_s if first else None)
                         if new_end is not None:
                             known_end = min(known_end, new_end)
-                        if new_end is not None and new_end < att.end:
-                            ledger.keep_until(new_end)  # the tail is another slot's now
-                            if next_needed - 1 >= new_end:
-                                att.cut_end = new_end  # stop right after our last frame
-                                kill_renderer()
+                        # a stolen tail stays in our ledger while our renderer lives: with
+                        # MFR it renders ahead, into the thief's frames, until it is killed
+                        if (new_end is not None and new_end < att.end
+                                and next_needed - 1 >= new_end):
+                            att.cut_end = new_end  # stop right after our last frame
+                            kill_renderer()
                 elif isinstance(ev, StrongError):
                     att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
                     kill_renderer()  # deterministic failure: do not let AE go on

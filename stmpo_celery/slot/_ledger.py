@@ -65,13 +65,6 @@ class Ledger:
             with contextlib.suppress(OSError):  # a stale entry only costs a re-render
                 self._write()
 
-    def keep_until(self, end: int) -> None:
-        """Frames after ``end`` went to another slot (a stolen tail): not ours any more."""
-        if any(f > end for f in self.pending):
-            self.pending = {f for f in self.pending if f <= end}
-            with contextlib.suppress(OSError):
-                self._write()
-
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self.path)
