@@ -97,6 +97,42 @@ def test_an_aerender_that_hangs_fails_and_leaves_no_process(
     assert not left, left
 
 
+def test_an_aerender_whose_launcher_leaves_a_process_on_its_pipe_is_answered_at_once(
+        tmp_path: Path) -> None:
+    """The launcher prints its version and exits, but what it started lives on holding the
+    output pipe (AfterFX behind a dialog): doctor does not wait on that pipe — a
+    session's HostCheck would hang — and kills what was left."""
+    import time
+
+    import psutil
+
+    from stmpo_celery.monitor import _doctor
+
+    marker = f"stmpo-doctor-orphan-{os.getpid()}"
+    script = tmp_path / "aerender"
+    script.write_text(f"#!/bin/sh\necho 'aerender version 24.6x1'\n"
+                      f"'{sys.executable}' -c 'import time; time.sleep(100)' {marker} &\n")
+    script.chmod(0o755)
+    t0 = time.monotonic()
+    check = _doctor.check_aerender(str(script))
+    assert check.ok and "24.6x1" in check.detail, check
+    assert time.monotonic() - t0 < 10
+    left = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(
+        p.info["cmdline"] or [])]
+    assert not left, left
+
+
+def test_doctor_json_is_json_even_when_a_check_fails() -> None:
+    """Scripts parse --json most when the host is bad: the openjd_fail line, for a
+    session's log, must not follow the JSON on stdout."""
+    import json
+
+    res = doctor("--aerender", "/nonexistent/aerender", "--json")
+    assert res.returncode == 3
+    checks = json.loads(res.stdout)
+    assert [c["name"] for c in checks if not c["ok"]][:1] == ["aerender"]
+
+
 def test_an_output_folder_under_a_file_fails_the_disk_check(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     res = doctor("--aerender", FAKE, "--output-dir", str(tmp_path / "f" / "out"))

@@ -229,7 +229,8 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
         reason = (f"stmpo doctor: {len(failed)} check(s) failed: "
                   + "; ".join(f"{c.name}: {c.detail}" for c in failed))
         click.echo(reason, err=True)
-        if not sys.stdout.isatty():  # an OpenJD environment: say why in the monitor
+        # an OpenJD environment: say why in the monitor (not after --json's document)
+        if not sys.stdout.isatty() and not as_json:
             from ..text import one_line
 
             click.echo(f"openjd_fail: {one_line(reason)}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,9 @@ from ..broker import (
 from ..config import defaults
 from ..errors import StmpoError
 from ..host import (
+    RunJob,
+    child_kwargs,
+    decode_output,
     has_render_only_licence_file,
     kill_tree,
     pinning_check,
@@ -30,6 +35,7 @@ from ..host import (
 from ._hostsvc import discover_broker
 
 AERENDER_VERSION_WAIT_S = 30.0  #: ``aerender -version`` answers in this long, or fails
+VERSION_PIPE_GRACE_S = 1.0  #: after the launcher exits, its output pipe closes within this
 
 
 @dataclass(frozen=True)
@@ -50,26 +56,52 @@ def check_aerender(explicit: str | None) -> Check:
     except StmpoError as exc:
         return Check("aerender", False, exc.message)
     try:
-        proc = subprocess.Popen([path, "-version"], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True, errors="replace")
+        answered, out, code = _ask_version(path)
     except OSError as exc:
         return Check("aerender", False, f"{path} cannot run: {exc.strerror or exc}")
-    try:
-        out, _ = proc.communicate(timeout=AERENDER_VERSION_WAIT_S)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc.pid)  # the launcher and whatever it started: nothing outlives doctor
-        proc.communicate()
+    if not answered:
         return Check("aerender", False, f"{path} -version did not answer in "
                      f"{AERENDER_VERSION_WAIT_S:g} s: check the install (a licence or "
                      "first-run dialog waiting?)")
     version = next((ln.strip() for ln in out.splitlines() if "aerender version" in ln), None)
     if version is None:
         return Check("aerender", False, f"{path} is not aerender: `-version` printed no "
-                     f"'aerender version' line (exit {proc.returncode}); fix --aerender or "
+                     f"'aerender version' line (exit {code}); fix --aerender or "
                      "$AERENDER_PATH")
     return Check("aerender", True, f"{path} ({version})")
 
+
+
+def _ask_version(path: str) -> tuple[bool, str, int | None]:
+    """``aerender -version``: (did the launcher end in time, what it printed, its exit
+    code). Started in a group of its own, so that whatever it leaves behind — an AfterFX
+    waiting on a dialog, holding the output pipe after the launcher exited — is found and
+    killed: nothing outlives doctor, and doctor never waits on a pipe such a process
+    holds."""
+    job = RunJob()
+    proc = subprocess.Popen([path, "-version"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            **child_kwargs(detach=True))
+    job.assign(proc)
+    got: list[bytes] = []
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: got.append(stdout.read()), daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=AERENDER_VERSION_WAIT_S)
+        answered = True
+    except subprocess.TimeoutExpired:
+        answered = False
+    reader.join(timeout=VERSION_PIPE_GRACE_S)  # the pipe closes now, unless held
+    job.kill_all()
+    kill_tree(proc.pid, pgid=proc.pid)
+    job.close()
+    reader.join(timeout=5)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    stdout.close()
+    return answered, decode_output(b"".join(got)), proc.returncode
 
 
 def check_broker(url: str | None) -> Check:
