@@ -49,6 +49,33 @@ def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_its_warden
     assert not list((farm.out / ".stmpo").glob("run-*.lock")), "its output lock was left"
 
 
+def test_the_warden_waits_out_another_reaper_holding_the_run_folder(farm: Farm) -> None:
+    """Another run starting on the host reaps dead run folders too, and holds the dead
+    run's lock while it does: the warden, waking then, must not take the run for alive and
+    give up — it waits, then deletes the half-written frames and the ledgers."""
+    import fcntl
+
+    farm.knobs.update(WRITE_TIME="0.3")
+    proc = farm.start_rendering(frame_cost="0.3", frames="1-40", concurrency=2)
+    try:
+        stmpo = [p for p in tagged(farm.tag)
+                 if p.pid == proc.pid or p.name().startswith("stmpo-slot")]
+        run_dir = next(Path(p.environ()["STMPO_RUN_DIR"]) for p in tagged(farm.tag)
+                       if "STMPO_RUN_DIR" in p.environ())
+        power_cut(stmpo)
+        time.sleep(0.5)
+        with open(run_dir / "alive.lock", "a+b") as held:  # the other reaper, for 1.5 s
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            time.sleep(1.5)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert farm.leftovers(timeout=15) == [], "the warden gave up and left renderers running"
+    assert not run_dir.exists()
+    assert bad_files(farm) == [], "half-written frames were left where they could be taken"
+    assert not list((farm.out / ".stmpo").glob("inflight-*"))
+
+
 def test_renderers_left_by_a_run_killed_with_its_slots_are_stopped_by_the_next(
         farm: Farm) -> None:
     """Everything stmpo started killed at once but the renderers (its warden too): they

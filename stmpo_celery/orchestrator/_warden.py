@@ -15,6 +15,10 @@ provably gone (its folder's lock is free):
   its Flower rows end (chunks REVOKED, the run FAILED, its nodes offline) and its keys
   go — :func:`stmpo_celery.broker.reap_dead_runs`.
 
+The folder may still be locked for a moment (orphaned slots stopping their renderers,
+another run's reaper deleting it): the warden waits for that, up to
+:data:`defaults.WARDEN_WAIT_S`.
+
 Usage: ``python -m stmpo_celery.orchestrator._warden RUN_DIR LEDGER_DIR RUN_ID``.
 """
 
@@ -23,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
+from ..config import defaults
 from ..host import reap_run_dirs
 from ..slot import settle_ledgers
 
@@ -32,9 +38,16 @@ from ..slot import settle_ledgers
 def main(argv: list[str]) -> int:
     run_dir, ledgers, run_id = Path(argv[0]), Path(argv[1]), argv[2]
     broker = _broker_url(run_dir)  # read while the folder is there (it holds the URL)
+    deadline = time.monotonic() + defaults.WARDEN_WAIT_S
     reap_run_dirs(run_dir.parent)
-    if run_dir.exists():  # still locked: the run is alive after all (nothing is touched)
-        return 0
+    # Still locked: its slots, orphaned, are stopping their renderers, or another run's
+    # reaper holds the lock while it deletes the folder. Either ends soon; if it does
+    # not, the run is alive after all and nothing is touched.
+    while run_dir.exists():
+        if time.monotonic() > deadline:
+            return 0
+        time.sleep(0.2)
+        reap_run_dirs(run_dir.parent)
     settle_ledgers(ledgers, lambda e: e.run_id == run_id)
     with contextlib.suppress(OSError):  # its output lock (the next run would reclaim it)
         (ledgers / f"run-{run_id}.lock").unlink()
