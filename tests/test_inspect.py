@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,22 @@ def test_inspect_refuses_what_is_not_a_project(tmp_path: Path) -> None:
                          text=True, timeout=60)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "is not an After Effects project" in res.stderr and "save" in res.stderr
-    bad.write_bytes(b"RIFX\x00\x00\x00\x10Egg!garbage")  # a header, then nonsense
+    bad.write_bytes(b"RIFX\x00\x00\x00\x0bEgg!garbage")  # a header, then nonsense
     res = subprocess.run([str(BIN / "stmpo"), "inspect", str(bad)], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "cannot be read as an After Effects project" in res.stderr
     assert "save it again" in res.stderr and "Traceback" not in res.stderr
+    # a copy cut short (or zero-filled) whose header announces 4 GB: refused at once,
+    # not parsed for minutes through gigabytes of memory
+    with open(bad, "wb") as fh:
+        fh.write(b"RIFX\xff\xff\xff\xf0Egg!")
+        fh.truncate(64 * 1024 ** 2)
+    t0 = time.monotonic()
+    res = subprocess.run([str(BIN / "stmpo"), "inspect", str(bad)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and "is cut short" in res.stderr, res.stderr
+    assert time.monotonic() - t0 < 10
 
 
 def bundle(project: Path, tmp: Path, *args: str) -> Any:

@@ -110,6 +110,11 @@ def read_project(path: str | os.PathLike[str]) -> ProjectInfo:
         what = "empty" if not head else "not an After Effects project (no RIFX header)"
         raise BadInput(f"project {where} is {what}: pass a binary .aep saved by After "
                        "Effects (an .aepx: save it as .aep)")
+    declared = int.from_bytes(head[4:8], "big") + 8  # the RIFX chunk: header + its size
+    actual = os.path.getsize(where)
+    if len(head) < 12 or declared > actual:  # parsing it would read past its end, slowly
+        raise BadInput(f"project {where} is cut short ({actual} of the {declared} bytes its "
+                       "header announces): copy or save it again")
     try:
         app = py_aep.parse(where)
     except Exception as exc:  # py-aep raises many kinds on a file it cannot read
