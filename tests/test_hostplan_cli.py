@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -74,6 +75,19 @@ def test_config_show_names_every_source(tmp_path) -> None:  # type: ignore[no-un
     prof.write_text("threads = 4\n")
     bad = stmpo("config", "show", "--profile", str(prof))
     assert bad.returncode == 2 and "unknown key(s) threads" in bad.stderr
+
+
+def test_plan_with_a_numa_map_takes_no_other_cpu_description() -> None:
+    """The map describes the CPUs: --cpus, --numa-nodes and --smt were dropped without a
+    word; they are refused, and --ram-gb alone plans for the mapped host."""
+    nmap = str(Path(__file__).parents[1] / "worker_config" / "numa_maps" / "epyc-nps4-128.json")
+    res = stmpo("plan", "--frames", "1-240", "--numa-map", nmap, "--ram-gb", "1024",
+                "--cpus", "8", "--numa-nodes", "7", "--no-smt")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--cpus, --numa-nodes, --smt/--no-smt describe(s) the CPUs" in res.stderr
+    res = stmpo("plan", "--frames", "1-240", "--numa-map", nmap, "--ram-gb", "1024")
+    assert res.returncode == 0, res.stderr
+    assert "128 CPUs" in res.stdout and "4 NUMA node(s)" in res.stdout
 
 
 def test_plan_rejects_bad_numa_map(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -50,9 +50,19 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
     pattern = parse_output(output)
     check_frame_names(pattern, frame_list)
     chunk_size = check_numbers(options)
+    given = click.get_current_context().get_parameter_source
+    cpu_flags = [flag for name, flag in (("cpus", "--cpus"), ("numa_nodes", "--numa-nodes"),
+                                         ("smt", "--smt/--no-smt"))
+                 if given(name) is click.core.ParameterSource.COMMANDLINE]
+    if options.numa_map and cpu_flags:
+        raise BadInput(f"{', '.join(cpu_flags)} describe(s) the CPUs, as "
+                       f"{options.origin('numa_map')} does, and the map's would be used: drop "
+                       f"{'them' if len(cpu_flags) > 1 else 'it'} (with the map, --ram-gb "
+                       "alone plans for the host it describes)")
+    if options.numa_map and ram_gb is not None:
+        cpus = 1  # the map says how many
     if (cpus is None) != (ram_gb is None):
         raise BadInput("pass both --cpus and --ram-gb to plan for another host")
-    given = click.get_current_context().get_parameter_source
     for name, flag in (("numa_nodes", "--numa-nodes"), ("smt", "--smt/--no-smt")):
         if cpus is None and given(name) is click.core.ParameterSource.COMMANDLINE:
             raise BadInput(f"{flag} describes another host: pass it with --cpus and --ram-gb "
