@@ -70,6 +70,7 @@ var STMPO_PARAMETERS = [
 
 var STMPO_TEMPLATES = {image: "template.yaml", big: "big/template.yaml", movie: "movie/template.yaml"};
 var STMPO_CHUNK_LIMIT = 150; // CHUNK[INT]: Deadline Cloud's most frames per chunked task
+var STMPO_MAX_FRAMES = 1000000; // as stmpo render: more frames in one job is a typo
 var STMPO_REQUIRED = ["projectFile", "renderBy", "comp", "outputDir", "outputFileName", "frames"];
 var STMPO_FONT_EXTENSIONS = ["ttf", "otf", "ttc", "otc", "pfb", "pfm", "afm", "dfont", "fon", "fnt"];
 
@@ -312,15 +313,30 @@ function stmpoParseFrameSpec(text) {
     if (s === "") { result.error = "no frames: type e.g. 1-240"; return result; }
     var parts = s.split(",");
     for (var i = 0; i < parts.length; i++) {
-        var m = /^(-?\d+)(?:-(-?\d+)(?::(\d+))?)?$/.exec(parts[i]);
+        var m = /^(-?\d+)(?:-(-?\d+)(?::(-?\d+))?)?$/.exec(parts[i]);
         if (!m) { result.error = "'" + parts[i] + "' is not a frame or range (e.g. 1-240 or 1-240:5)"; return result; }
         var a = parseInt(m[1], 10);
         var b = (m[2] === undefined || m[2] === "") ? a : parseInt(m[2], 10);
         var step = (m[3] === undefined || m[3] === "") ? 1 : parseInt(m[3], 10);
-        if (b < a) { result.error = "range " + parts[i] + " ends before it starts"; return result; }
-        if (step < 1) { result.error = "range " + parts[i] + " needs a step of 1 or more"; return result; }
-        result.ranges.push([a, b, step]);
-        result.count += Math.floor((b - a) / step) + 1;
+        if (step === 0) { result.error = "range " + parts[i] + " has a step of 0"; return result; }
+        if (b < a && step > 0) { result.error = "range " + parts[i] + " ends before it starts"; return result; }
+        if (b > a && step < 0) { result.error = "range " + parts[i] + " counts down but ends above its start"; return result; }
+        var n = Math.floor(Math.abs(b - a) / Math.abs(step)) + 1;
+        var lo = step > 0 ? a : a - (n - 1) * Math.abs(step);  // the frames listed, ascending
+        result.ranges.push([lo, lo + (n - 1) * Math.abs(step), Math.abs(step)]);
+        result.count += n;
+        if (result.count > STMPO_MAX_FRAMES) {
+            result.error = s + " names more than " + STMPO_MAX_FRAMES + " frames: split it";
+            return result;
+        }
+    }
+    // OpenJD refuses a frame listed twice (Deadline would refuse the job): say which
+    var seen = {};
+    for (i = 0; i < result.ranges.length; i++) {
+        for (var f = result.ranges[i][0]; f <= result.ranges[i][1]; f += result.ranges[i][2]) {
+            if (seen[f]) { result.error = "frame " + f + " is listed twice in " + s + ": list each frame once"; return result; }
+            seen[f] = true;
+        }
     }
     result.ok = true;
     return result;
@@ -647,6 +663,16 @@ function stmpoProjectFootage() {
     return out;
 }
 
+// The render-queue item aerender -comp renders: the comp's first queued one (0: none, and
+// aerender adds one with the default output module).
+function stmpoFirstQueuedFor(comp) {
+    var rq = app.project.renderQueue;
+    for (var i = 1; i <= rq.numItems; i++) {
+        if (rq.item(i).comp === comp && rq.item(i).status === RQItemStatus.QUEUED) { return i; }
+    }
+    return 0;
+}
+
 // The render-queue item as stmpoCheckQueueItem reads it.
 function stmpoQueueItemInfo(index) {
     var rq = app.project.renderQueue.item(index), outputs = [];
@@ -876,7 +902,9 @@ function stmpoBuildUI(thisObj) {
         kind = choice.kind;
         if (kind === "big") { s.taskCount = String(choice.taskCount); }
         var errors = stmpoValidate(s, kind);
-        if (src.rqIndex) { errors = errors.concat(stmpoCheckQueueItem(stmpoQueueItemInfo(src.rqIndex), kind)); }
+        // -comp renders the comp's first queued item (or adds one with the default module)
+        var rqIndex = src.rqIndex || stmpoFirstQueuedFor(src.comp);
+        if (rqIndex) { errors = errors.concat(stmpoCheckQueueItem(stmpoQueueItemInfo(rqIndex), kind)); }
         if (errors.length) { throw new Error(errors.join("\n")); }
 
         var templatesDir = ui.templatesDir.text;

@@ -138,7 +138,7 @@ def test_template_choice_and_param_scan(js: Any) -> None:
 @pytest.mark.parametrize(("mode", "rng", "typed", "kind", "spec", "error"), [
     ("workarea", {"first": 10, "last": 99}, "", "image", "10-99", ""),
     ("comp", {"first": 0, "last": 0}, "", "image", "0", ""),
-    ("custom", None, " 1-10, 50 - 60 ,7", "image", "1-10,50-60,7", ""),
+    ("custom", None, " 1-10, 50 - 60 ,70", "image", "1-10,50-60,70", ""),
     ("custom", None, "-5--1", "image", "-5--1", ""),
     ("custom", None, "1-10,11-20", "movie", "1-20", ""),
     ("custom", None, "1-10,50-60", "movie", "", "one contiguous range"),
@@ -148,7 +148,13 @@ def test_template_choice_and_param_scan(js: Any) -> None:
     ("custom", None, "1-240:5", "image", "1-240:5", ""),  # OpenJD steps, as Deadline writes
     ("custom", None, "1,3,7-20:2", "image", "1,3,7-20:2", ""),
     ("custom", None, "1-20:2", "movie", "", "has a step"),
-    ("custom", None, "1-20:0", "image", "", "step of 1 or more"),
+    ("custom", None, "1-20:0", "image", "", "step of 0"),
+    # as OpenJD reads them (Deadline refuses the job otherwise), and as stmpo render does
+    ("custom", None, "3-1:-1", "image", "3-1:-1", ""),  # counting down
+    ("custom", None, "1-3:-1", "image", "", "counts down but ends above its start"),
+    ("custom", None, "1-10,5-8", "image", "", "frame 5 is listed twice"),
+    ("custom", None, "1-10:2,2-3", "image", "", "frame 3 is listed twice"),
+    ("custom", None, "1-1000000000", "image", "", "more than 1000000 frames"),
 ])
 def test_frame_specs(js: Any, mode: str, rng: Any, typed: str, kind: str, spec: str,
                      error: str) -> None:
