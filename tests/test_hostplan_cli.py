@@ -137,3 +137,17 @@ def test_each_aerender_runs_on_its_slot_cpus(farm: Farm) -> None:
     assert "plan: 2 slots x 1 CPU pinned" in out  # the short plan on stdout...
     run_log = (farm.logs / "run.log").read_text()
     assert f"slot 0: CPUs {cpus[0]}" in run_log  # ...every slot's CPUs in the run log (and -v)
+
+
+def test_plan_says_how_many_cpus_each_slot_is_pinned_to_when_it_is_not_the_thread_count(
+        ) -> None:
+    """24 slots of 8 threads on 256 CPUs: the blocks share out every CPU (10 or 12 each);
+    the plan said '8 CPUs per slot' and pinned 10-12."""
+    res = stmpo("plan", "--frames", "1-240", "--cpus", "256", "--ram-gb", "1024",
+                "--numa-nodes", "2", "--no-mfr", "--json")
+    plan = json.loads(res.stdout)
+    sizes = sorted({len(s["cpus"]) for s in plan["slots"]})
+    assert plan["threads_per_slot"] == 8 and sizes[0] > 8
+    text = stmpo("plan", "--frames", "1-240", "--cpus", "256", "--ram-gb", "1024",
+                 "--numa-nodes", "2", "--no-mfr").stdout
+    assert f"pinned to {sizes[0]}-{sizes[-1]} each" in text, text

@@ -82,11 +82,16 @@ class HostPlan:
 
     def lines(self) -> list[str]:
         mfr = f"-mfr {'ON' if self.mfr else 'OFF'} {self.mfr_max_cpu}"
+        sizes = sorted({len(b) for b in self.blocks if b})
+        given = ""  # the blocks share out the host's CPUs: say so where they differ
+        if sizes and sizes != [self.threads_per_slot]:
+            span = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+            given = f" (pinned to {span} each: the host's CPUs shared out)"
         out = [f"plan: {self.n_slots} slot(s), bound by {self.bound_by} "
                f"(limits: {', '.join(f'{k} {v}' for k, v in self.limits.items())})",
                f"plan: host {self.topology}",
-               f"plan: {self.ram_per_slot_gb:g} GB RAM and {self.threads_per_slot} CPUs per slot,"
-               f" {mfr}; {len(self.chunks)} chunk(s), schedule {self.schedule}"]
+               f"plan: {self.ram_per_slot_gb:g} GB RAM and {self.threads_per_slot} CPUs per slot"
+               f"{given}, {mfr}; {len(self.chunks)} chunk(s), schedule {self.schedule}"]
         for k, b in enumerate(self.blocks):
             node = self.nodes[k] if k < len(self.nodes) else None
             where = f" (node {node})" if node is not None else ""
