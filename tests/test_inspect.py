@@ -203,3 +203,19 @@ def test_bundle_refuses_frames_outside_the_comp(project: Path, tmp_path: Path,
     assert "reaches past comp 'Main Comp', whose frames are 0-239" in str(res.exception)
     assert f"first {first};" in str(res.exception)
     assert not (tmp_path / "b").exists()
+
+
+def test_bundle_refuses_a_comp_name_two_comps_share(tmp_path: Path) -> None:
+    """aerender -comp takes a name; two comps with it cannot be told apart (which one it
+    renders is not said anywhere): refused, with the way out."""
+    import py_aep
+
+    app = py_aep.new()
+    for seconds in (10.0, 5.0):
+        app.project.root_folder.add_comp("Main", 320, 240, 1.0, seconds, 24.0)
+    path = tmp_path / "twins.aep"
+    app.project.save(path)
+    res = bundle(path, tmp_path, "--comp", "Main", "--frames", "0-23",
+                 "--output", str(tmp_path / "o" / "s_[####].png"))
+    assert res.exit_code != 0, res.output
+    assert "2 comps" in str(res.exception) and "--rqindex" in str(res.exception)

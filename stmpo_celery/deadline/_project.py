@@ -165,6 +165,10 @@ def render_item(info: ProjectInfo, comp: str | None, rqindex: int | None) -> Que
         names = ", ".join(repr(c.name) for c in info.comps[:8]) or "none"
         raise BadInput(f"comp {comp!r} is not in {info.path}: its comps are {names} "
                        "(names are case- and space-sensitive)")
+    same = sum(1 for c in info.comps if c.name == comp)
+    if same > 1:
+        raise BadInput(f"{same} comps of {info.path} are named {comp!r}, and aerender -comp "
+                       "cannot tell them apart: rename them, or render by --rqindex")
     return next((q for q in info.queue if q.comp == comp and q.status == "QUEUED"), None)
 
 
