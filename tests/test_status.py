@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,18 +215,31 @@ def test_status_gives_keys_of_an_unregistered_run_a_ttl(farm: Farm,
         ext_redis.delete(key)
 
 
-def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
-        farm: Farm, tmp_path: Path) -> None:
-    """kill -9 of the orchestrator alone: its orphaned slots clean up, and the run stays
-    visible as dead (not gone from `stmpo status`, not PROGRESS forever in Flower)."""
+@contextlib.contextmanager
+def _render_on_host(farm: Farm, tmp_path: Path, frames: str) -> Iterator[
+        tuple[dict[str, str], int, str, subprocess.Popen[str], str]]:
+    """A host service (Redis and Flower) and a slow render on it: (env, Flower port,
+    broker URL, the render, its run id). The service goes down after, and nothing of the
+    render may be left."""
     host_dir = tmp_path / "hostsvc"
     env, _port, fport, up = _host_up(farm, host_dir)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         url = (host_dir / "broker.url").read_text().strip()
         farm.knobs.update(SLOW)
-        proc = farm.start(frames="1-16", concurrency=2, env=farm.env(STMPO_BROKER_URL=url))
-        run_id = run_id_of(proc)
+        proc = farm.start(frames=frames, concurrency=2, env=farm.env(STMPO_BROKER_URL=url))
+        yield env, fport, url, proc, run_id_of(proc)
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not farm.leftovers()
+
+
+def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
+        farm: Farm, tmp_path: Path) -> None:
+    """kill -9 of the orchestrator alone: its orphaned slots clean up, and the run stays
+    visible as dead (not gone from `stmpo status`, not PROGRESS forever in Flower)."""
+    with _render_on_host(farm, tmp_path, "1-16") as (env, fport, url, proc, run_id):
         assert wait_for(lambda: farm.journal_frames(), timeout=30)
         proc.kill()
         proc.communicate(timeout=10)
@@ -257,10 +272,6 @@ def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
                         timeout=10), nodes
         orchestrator = [w for w in nodes if str(w["hostname"]).startswith("orchestrator")]
         assert orchestrator and orchestrator[0].get("task-failed") == 1, orchestrator
-    finally:
-        down = stmpo("host", "down", "--force", env=env)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert not farm.leftovers()
 
 
 def _host_flower_nodes(port: int, run_id: str) -> list[dict[str, Any]]:
@@ -279,14 +290,7 @@ def test_a_run_killed_with_all_its_slots_ends_in_flower_with_nobody_asking(
     and removes its keys, without a `stmpo status` or another render."""
     import psutil
 
-    host_dir = tmp_path / "hostsvc"
-    env, _port, fport, up = _host_up(farm, host_dir)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        url = (host_dir / "broker.url").read_text().strip()
-        farm.knobs.update(SLOW)
-        proc = farm.start(frames="1-40", concurrency=2, env=farm.env(STMPO_BROKER_URL=url))
-        run_id = run_id_of(proc)
+    with _render_on_host(farm, tmp_path, "1-40") as (env, fport, url, proc, run_id):
         assert wait_for(lambda: len(farm.journal_frames()) >= 2, timeout=30)
         assert wait_for(lambda: len(_host_flower_nodes(fport, run_id)) == 3, timeout=10)
         run = psutil.Process(proc.pid)
@@ -313,10 +317,6 @@ def test_a_run_killed_with_all_its_slots_ends_in_flower_with_nobody_asking(
         nodes = _host_flower_nodes(fport, run_id)
         orchestrator = [w for w in nodes if str(w["hostname"]).startswith("orchestrator")]
         assert orchestrator and orchestrator[0].get("task-failed", 0) <= 1, nodes
-    finally:
-        down = stmpo("host", "down", "--force", env=env)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert not farm.leftovers()
 
 
 def test_a_cancelled_run_leaves_no_node_with_a_task_active_in_flower(
@@ -325,14 +325,7 @@ def test_a_cancelled_run_leaves_no_node_with_a_task_active_in_flower(
     node goes offline with none (Flower's Active card added up tasks nobody ran)."""
     import signal
 
-    host_dir = tmp_path / "hostsvc"
-    env, _port, fport, up = _host_up(farm, host_dir)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        url = (host_dir / "broker.url").read_text().strip()
-        farm.knobs.update(SLOW)
-        proc = farm.start(frames="1-40", concurrency=2, env=farm.env(STMPO_BROKER_URL=url))
-        run_id = run_id_of(proc)
+    with _render_on_host(farm, tmp_path, "1-40") as (env, fport, url, proc, run_id):
         assert wait_for(lambda: any(w.get("active") for w in _host_flower_nodes(fport, run_id)),
                         timeout=30)  # a slot's heartbeat with its chunk
         proc.send_signal(signal.SIGINT)
@@ -340,10 +333,6 @@ def test_a_cancelled_run_leaves_no_node_with_a_task_active_in_flower(
         assert wait_for(lambda: not any(w["status"] or w.get("active")
                                         for w in _host_flower_nodes(fport, run_id)),
                         timeout=10), _host_flower_nodes(fport, run_id)
-    finally:
-        down = stmpo("host", "down", "--force", env=env)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert not farm.leftovers()
 
 
 def test_host_up_that_fails_leaves_no_redis_behind(farm: Farm, tmp_path: Path) -> None:
