@@ -317,3 +317,26 @@ def test_a_cancel_wrapped_by_the_import_it_cut_short_is_still_a_cancel() -> None
     cancel = _EarlyCancel.found_in(info.value)
     assert cancel is not None and cancel.code == 143
     assert _EarlyCancel.found_in(RuntimeError("not a cancel")) is None
+
+
+def test_a_cancel_whose_raise_an_at_fork_hook_swallowed_is_not_lost() -> None:
+    """SIGTERM while the embedded Redis is started: the handler runs inside logging's
+    at-fork hook, whose exceptions Python ignores ("Exception ignored in _releaseLock"):
+    the render went on to the end and exited 0. The cancel is kept: raised again at the
+    next checkpoint, or handed to the run."""
+    from types import SimpleNamespace
+
+    from stmpo_celery.cli._render_start import _EarlyCancel
+
+    early = _EarlyCancel()
+    try:
+        early.handle(signal.SIGTERM, None)
+    except _EarlyCancel.Cancelled:
+        pass  # what an at-fork hook does with it
+    with pytest.raises(_EarlyCancel.Cancelled) as info:
+        early.check()
+    assert info.value.code == 143
+    run = SimpleNamespace(cancel_signal=None)
+    early.attach(run)
+    assert run.cancel_signal == signal.SIGTERM
+    assert _EarlyCancel().check() is None  # nothing received: nothing raised

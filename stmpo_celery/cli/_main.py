@@ -138,8 +138,9 @@ def render(**kw: Any) -> None:
         embedded = _early_redis(prep)
         from ..orchestrator import Run  # Celery loads (~0.2-0.4 s) while Redis comes up
 
+        early.check()  # a cancel an at-fork hook swallowed while Redis was started
         run = Run(prep, plan, stdout=sys.stdout, tty=sys.stdout.isatty(), embedded=embedded)
-        early.run = run  # a cancel from here on is the run's: it stops and cleans up
+        early.attach(run)  # a cancel from here on is the run's: it stops and cleans up
         embedded = None  # the run owns it now
         run.history = hist
         code = run.execute()

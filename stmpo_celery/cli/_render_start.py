@@ -57,6 +57,9 @@ class _EarlyCancel:
     def __init__(self) -> None:
         self.run: Any = None
         self.old: dict[int, Any] = {}
+        #: the cancel received: the handler's raise can be swallowed where Python ignores
+        #: exceptions (an at-fork hook while a helper is started, a ``__del__``)
+        self.pending: int | None = None
 
     @classmethod
     def install(cls) -> _EarlyCancel:
@@ -73,9 +76,21 @@ class _EarlyCancel:
 
     def handle(self, signum: int, _frame: Any) -> None:
         if self.run is None:
+            self.pending = self.pending or signum
             raise _EarlyCancel.Cancelled(signum)
         if self.run.cancel_signal is None:
             self.run.cancel_signal = signum
+
+    def check(self) -> None:
+        """Raise a cancel whose raise was swallowed (see :attr:`pending`)."""
+        if self.pending is not None:
+            raise _EarlyCancel.Cancelled(self.pending)
+
+    def attach(self, run: Any) -> None:
+        """Hand cancels to ``run`` from now on, and one already received, if any."""
+        self.run = run
+        if self.pending is not None and run.cancel_signal is None:
+            run.cancel_signal = self.pending
 
     def uninstall(self) -> None:
         for sig, handler in self.old.items():
