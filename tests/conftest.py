@@ -30,6 +30,8 @@ BIN = Path(sys.executable).parent
 FAKE = str(BIN / "stmpo-fake-aerender")
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
 
+pytest_plugins = ["winelib"]  #: the Wine lane's fixtures (winpy, wfarm)
+
 
 def tagged(tag: str) -> list[psutil.Process]:
     found = []

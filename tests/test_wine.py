@@ -20,186 +20,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 import pytest
 from conftest import PrivateRedis, system_redis, wait_for
+from winelib import WinFarm, win, wine_procs
 
 from stmpo_celery.errors import ExitCode
 from stmpo_celery.plan import frame_problem
 from stmpo_celery.plan._formats import bytes_reader
 
 pytestmark = [pytest.mark.wine, pytest.mark.slow, pytest.mark.timeout(400)]
-
-REPO = Path(__file__).resolve().parents[1]
-WINE_ROOT = Path(os.environ.get("WINE_ROOT", "/var/tmp/stmpo-wine"))
-PYDIR = WINE_ROOT / "py311"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def win(path: Path | str) -> str:
-    """The Windows name Wine gives a Linux path (``/`` is drive ``Z:``)."""
-    return "Z:" + str(path).replace("/", "\\")
-
-
-def find_script() -> Path | None:
-    """``$STMPO_WINE_SCRIPT``, else ``shared/tools/wine-python.sh`` beside this checkout
-    or, for a fresh clone made elsewhere (CI), beside the checkout it was cloned from."""
-    explicit = os.environ.get("STMPO_WINE_SCRIPT")
-    if explicit:
-        return Path(explicit)
-    roots = [REPO]
-    origin = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"],
-                            capture_output=True, text=True)
-    if origin.returncode == 0 and Path(origin.stdout.strip()).is_dir():
-        roots.append(Path(origin.stdout.strip()).resolve())
-    for root in roots:
-        for parent in root.parents:
-            candidate = parent / "shared" / "tools" / "wine-python.sh"
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def wine_procs(tag: str) -> list[psutil.Process]:
-    """Windows processes of one test (python.exe, slots, aerender, renderers); Wine's own
-    services (wineserver, services.exe, ...) that our first call may have started are not."""
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("STMPO_TEST_TAG") != tag or p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            cmd = " ".join(p.cmdline())
-        except (psutil.Error, OSError):
-            continue
-        ours = "python.exe" in cmd or "stmpo" in cmd.lower()
-        if ours and "system32" not in cmd.lower() and not cmd.startswith(("bash", "timeout")):
-            out.append(p)
-    return out
-
-
-@dataclass
-class WinPython:
-    target: Path  #: where this checkout is installed for the Windows Python
-
-    def env(self, tag: str, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("STMPO_", "PYTHON", "VIRTUAL_ENV"))}
-        env.update(
-            WINEPREFIX=str(WINE_ROOT / "prefix"), WINEDEBUG="-all",
-            WINEDLLOVERRIDES="mscoree,mshtml=",
-            WINEPATH=f"{win(PYDIR)};{win(PYDIR / 'Scripts')};{win(self.scripts)}",
-            PYTHONPATH=win(self.target), STMPO_TEST_TAG=tag,
-        )
-        env.update(extra)
-        return env
-
-    @property
-    def scripts(self) -> Path:
-        return next(p.parent for p in self.target.rglob("stmpo-fake-aerender.exe"))
-
-    @property
-    def fake(self) -> str:
-        return win(self.scripts / "stmpo-fake-aerender.exe")
-
-    def popen(self, args: list[str], env: dict[str, str],
-              program: str | None = None) -> subprocess.Popen[str]:
-        # wine execs into the Windows process: this pid is python.exe's Linux pid
-        program = program or str(PYDIR / "python.exe")
-        return subprocess.Popen(["wine", program, *args], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace")
-
-
-@pytest.fixture(scope="module")
-def winpy(tmp_path_factory: pytest.TempPathFactory) -> WinPython:
-    script = find_script()
-    if script is None:
-        pytest.skip("wine lane: shared/tools/wine-python.sh is not beside this checkout")
-    setup = subprocess.run(["bash", str(script)], capture_output=True, text=True,
-                           timeout=600, env={**os.environ, "WINE_ROOT": str(WINE_ROOT)})
-    if setup.returncode != 0 or not (PYDIR / "python.exe").is_file():
-        tail = " | ".join((setup.stderr + setup.stdout).strip().splitlines()[-3:])
-        pytest.skip(f"wine lane: {script} could not install Wine's Windows Python: {tail}")
-    if system_redis() is None:
-        pytest.fail(f"wine lane: no Redis at {REDIS_URL} for the Windows processes to use")
-    base = tmp_path_factory.mktemp("winpy")
-    wheels, target = base / "wheels", base / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(REPO),
-                    "-w", str(wheels)], check=True, capture_output=True, timeout=300)
-    (wheel,) = wheels.glob("stmpo_celery-*.whl")
-    inst = subprocess.run(
-        [str(WINE_ROOT / "bin" / "winpy"), "-m", "pip", "install", "-q", "--no-deps",
-         "--disable-pip-version-check", "--no-warn-script-location", "--target", win(target),
-         win(wheel)], capture_output=True, text=True, timeout=300)
-    assert inst.returncode == 0, inst.stdout + inst.stderr
-    return WinPython(target)
-
-
-@dataclass
-class WinFarm:
-    py: WinPython
-    tmp: Path
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex)
-    extra: dict[str, str] = field(default_factory=dict)  #: more environment for stmpo
-
-    def __post_init__(self) -> None:
-        (self.tmp / "shot.aep").write_text("aep")
-        self.journal_path = self.tmp / "journal.txt"
-        self.out = self.tmp / "out"
-
-    def env(self, **knobs: str) -> dict[str, str]:
-        fake = {"STARTUP": "0.2", "FRAME_COST": "0.05", "JOURNAL": win(self.journal_path), **knobs}
-        return self.py.env(self.tag, STMPO_HISTORY_DIR=win(self.tmp / "history"), **self.extra,
-                           **{f"STMPO_FAKE_{k}": v for k, v in fake.items()})
-
-    def render_args(self, frames: str, *extra: str, broker: str | None = REDIS_URL) -> list[str]:
-        args = ["-m", "stmpo_celery.cli", "render", "--project", win(self.tmp / "shot.aep"),
-                "--frames", frames, "--output", win(self.out / "shot_[####].png"),
-                "--aerender", self.py.fake, "--comp", "Main Comp", "--concurrency", "2",
-                "--progress", "openjd", "--log-dir", win(self.tmp / "logs"),
-                "--summary", win(self.tmp / "summary.json"), *extra]
-        return args + (["--broker", broker] if broker else [])
-
-    def run(self, args: list[str], timeout: float = 120, program: str | None = None,
-            **knobs: str) -> tuple[int, str]:
-        proc = self.py.popen(args, self.env(**knobs), program)
-        out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out + err
-
-    def frames_on_disk(self) -> list[int]:
-        return sorted(int(p.stem.split("_")[-1]) for p in self.out.glob("shot_*.png")
-                      if p.stat().st_size > 0)
-
-    def journal(self, kind: str) -> list[list[str]]:
-        if not self.journal_path.exists():
-            return []
-        return [ln.split() for ln in self.journal_path.read_text().splitlines()
-                if ln.startswith(kind + " ")]
-
-    def leftovers(self, timeout: float = 15.0) -> list[str]:
-        wait_for(lambda: not wine_procs(self.tag), timeout=timeout, step=0.2)
-        return [" ".join(p.cmdline())[:120] for p in wine_procs(self.tag)]
-
-
-@pytest.fixture
-def wfarm(winpy: WinPython, tmp_path: Path) -> Iterator[WinFarm]:
-    f = WinFarm(winpy, tmp_path)
-    try:
-        yield f
-    finally:
-        for p in wine_procs(f.tag):
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
 
 
 def test_wine_render_on_two_pinned_slots(wfarm: WinFarm) -> None:
@@ -338,81 +171,6 @@ def test_wine_orchestrator_killed_leaves_no_windows_process(wfarm: WinFarm) -> N
     assert not wfarm.leftovers()
 
 
-def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
-    """A slot stand-in whose child joined the job after assignment dies with it, by
-    TerminateJobObject and by closing the job's last handle (KILL_ON_JOB_CLOSE) — also a
-    renderer whose launcher already died ("orphan"), which no tree walk can find on
-    Windows (no reparenting: its parent pid names a dead process)."""
-    driver = textwrap.dedent("""
-        import json, subprocess, sys, time, psutil
-        from stmpo_celery.host._platform import RunJob, slot_popen_kwargs
-        CHILD = ("import subprocess, sys, time; sys.stdin.readline(); "
-                 "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-                 "print(p.pid, flush=True); "
-                 "time.sleep(0 if sys.argv[1] == 'orphan' else 60)")
-        result = {}
-        for how in ("terminate", "close", "orphan"):
-            job = RunJob()
-            assert job.job is not None, job.problem
-            c = subprocess.Popen([sys.executable, "-c", CHILD, how], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, **slot_popen_kwargs())
-            job.assign(c)
-            c.stdin.write("go\\n"); c.stdin.flush()
-            grandchild = int(c.stdout.readline())
-            if how == "orphan":
-                c.wait(timeout=30)
-                assert psutil.pid_exists(grandchild)
-                assert not any(p.pid == grandchild
-                               for p in psutil.Process().children(recursive=True))
-            job.kill_all() if how == "terminate" else job.close()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (
-                    psutil.pid_exists(c.pid) or psutil.pid_exists(grandchild)):
-                time.sleep(0.05)
-            result[how] = [psutil.pid_exists(c.pid), psutil.pid_exists(grandchild)]
-            job.close()
-        print(json.dumps(result))
-    """)
-    tag = uuid.uuid4().hex
-    proc = winpy.popen(["-c", driver], winpy.env(tag))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out + err
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result == {"terminate": [False, False], "close": [False, False],
-                      "orphan": [False, False]}, result
-    assert wait_for(lambda: not wine_procs(tag), timeout=10)
-
-
-def test_wine_slot_kills_an_orphaned_renderer(winpy: WinPython) -> None:
-    """A slot's kill of its aerender also kills an AfterFX whose launcher already died:
-    on Windows only the slot's renderer Job Object can still reach it."""
-    driver = textwrap.dedent("""
-        import json, subprocess, sys, time, psutil
-        from stmpo_celery.slot import _launch
-        CHILD = ("import subprocess, sys; sys.stdin.readline(); "
-                 "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-                 "print(p.pid, flush=True)")
-        c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-        _launch.RENDERERS.get().assign(c)
-        c.stdin.write("go\\n"); c.stdin.flush()
-        orphan = int(c.stdout.readline())
-        c.wait(timeout=30)
-        before = psutil.pid_exists(orphan)
-        _launch.kill_renderer()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and psutil.pid_exists(orphan):
-            time.sleep(0.05)
-        print(json.dumps([before, psutil.pid_exists(orphan), _launch.RENDERERS.get().problem]))
-    """)
-    tag = uuid.uuid4().hex
-    proc = winpy.popen(["-c", driver], winpy.env(tag))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out + err
-    assert json.loads(out.strip().splitlines()[-1]) == [True, False, None], out
-    assert wait_for(lambda: not wine_procs(tag), timeout=10)
-
-
 def test_wine_output_folder_windows_cannot_create_is_refused_up_front(wfarm: WinFarm) -> None:
     """A folder with a trailing space (Windows would drop it) or a device name: one line
     naming it, exit 2, before any slot starts — not a render failure Deadline retries."""
@@ -445,39 +203,3 @@ def test_wine_no_redis_anywhere_is_said_in_one_line(wfarm: WinFarm) -> None:
     assert sorted(lines) == sorted([errors[0], fail]), out
     assert not wfarm.out.exists() or not list(wfarm.out.iterdir())
     assert not wfarm.leftovers()
-
-
-def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path) -> None:
-    """The per-user font path of job fonts: copy into %LOCALAPPDATA%'s font folder, HKCU
-    registry value, AddFontResourceExW; then undone so the file can be deleted."""
-    fonts = sorted(Path("/usr/share/fonts").rglob("*.ttf")) + sorted(
-        Path("/usr/share/wine").rglob("*.ttf"))
-    if not fonts:
-        pytest.skip("no TrueType font on this machine to install")
-    driver = textwrap.dedent(f"""
-        import json, shutil, uuid, winreg
-        from pathlib import Path
-        from stmpo_celery.host import _winfonts as wf
-        folder = wf.user_font_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"stmpo-test-{{uuid.uuid4().hex[:8]}}.ttf"
-        shutil.copyfile({win(fonts[0])!r}, dest)
-        def value():
-            with winreg.OpenKey(winreg.HKEY_CURRENT_USER, wf.FONTS_KEY) as key:
-                try:
-                    return winreg.QueryValueEx(key, wf.value_name(dest))[0]
-                except FileNotFoundError:
-                    return None
-        wf.register(dest)
-        wf.broadcast_font_change()
-        registered = value()
-        wf.unregister(dest)
-        dest.unlink()
-        print(json.dumps([str(dest), registered, value(), dest.exists()]))
-    """)
-    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out + err
-    dest, registered, after, exists = json.loads(out.strip().splitlines()[-1])
-    assert "\\AppData\\Local\\Microsoft\\Windows\\Fonts\\stmpo-test-" in dest, dest
-    assert registered == dest and after is None and not exists

@@ -1,0 +1,127 @@
+"""The Windows APIs stmpo calls, run for real under Wine (see test_wine.py for how):
+Job Objects that kill a whole tree in one call, a slot's renderer job that reaches an
+AfterFX whose launcher died, per-user font install and removal."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from winelib import WinPython, win, wine_procs
+
+pytestmark = [pytest.mark.wine, pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+def test_wine_job_object_kills_a_tree_in_one_call(winpy: WinPython) -> None:
+    """A slot stand-in whose child joined the job after assignment dies with it, by
+    TerminateJobObject and by closing the job's last handle (KILL_ON_JOB_CLOSE) — also a
+    renderer whose launcher already died ("orphan"), which no tree walk can find on
+    Windows (no reparenting: its parent pid names a dead process)."""
+    driver = textwrap.dedent("""
+        import json, subprocess, sys, time, psutil
+        from stmpo_celery.host._platform import RunJob, slot_popen_kwargs
+        CHILD = ("import subprocess, sys, time; sys.stdin.readline(); "
+                 "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                 "print(p.pid, flush=True); "
+                 "time.sleep(0 if sys.argv[1] == 'orphan' else 60)")
+        result = {}
+        for how in ("terminate", "close", "orphan"):
+            job = RunJob()
+            assert job.job is not None, job.problem
+            c = subprocess.Popen([sys.executable, "-c", CHILD, how], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, **slot_popen_kwargs())
+            job.assign(c)
+            c.stdin.write("go\\n"); c.stdin.flush()
+            grandchild = int(c.stdout.readline())
+            if how == "orphan":
+                c.wait(timeout=30)
+                assert psutil.pid_exists(grandchild)
+                assert not any(p.pid == grandchild
+                               for p in psutil.Process().children(recursive=True))
+            job.kill_all() if how == "terminate" else job.close()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (
+                    psutil.pid_exists(c.pid) or psutil.pid_exists(grandchild)):
+                time.sleep(0.05)
+            result[how] = [psutil.pid_exists(c.pid), psutil.pid_exists(grandchild)]
+            job.close()
+        print(json.dumps(result))
+    """)
+    tag = uuid.uuid4().hex
+    proc = winpy.popen(["-c", driver], winpy.env(tag))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"terminate": [False, False], "close": [False, False],
+                      "orphan": [False, False]}, result
+    assert wait_for(lambda: not wine_procs(tag), timeout=10)
+
+
+def test_wine_slot_kills_an_orphaned_renderer(winpy: WinPython) -> None:
+    """A slot's kill of its aerender also kills an AfterFX whose launcher already died:
+    on Windows only the slot's renderer Job Object can still reach it."""
+    driver = textwrap.dedent("""
+        import json, subprocess, sys, time, psutil
+        from stmpo_celery.slot import _launch
+        CHILD = ("import subprocess, sys; sys.stdin.readline(); "
+                 "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                 "print(p.pid, flush=True)")
+        c = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        _launch.RENDERERS.get().assign(c)
+        c.stdin.write("go\\n"); c.stdin.flush()
+        orphan = int(c.stdout.readline())
+        c.wait(timeout=30)
+        before = psutil.pid_exists(orphan)
+        _launch.kill_renderer()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and psutil.pid_exists(orphan):
+            time.sleep(0.05)
+        print(json.dumps([before, psutil.pid_exists(orphan), _launch.RENDERERS.get().problem]))
+    """)
+    tag = uuid.uuid4().hex
+    proc = winpy.popen(["-c", driver], winpy.env(tag))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert json.loads(out.strip().splitlines()[-1]) == [True, False, None], out
+    assert wait_for(lambda: not wine_procs(tag), timeout=10)
+
+
+def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path) -> None:
+    """The per-user font path of job fonts: copy into %LOCALAPPDATA%'s font folder, HKCU
+    registry value, AddFontResourceExW; then undone so the file can be deleted."""
+    fonts = sorted(Path("/usr/share/fonts").rglob("*.ttf")) + sorted(
+        Path("/usr/share/wine").rglob("*.ttf"))
+    if not fonts:
+        pytest.skip("no TrueType font on this machine to install")
+    driver = textwrap.dedent(f"""
+        import json, shutil, uuid, winreg
+        from pathlib import Path
+        from stmpo_celery.host import _winfonts as wf
+        folder = wf.user_font_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"stmpo-test-{{uuid.uuid4().hex[:8]}}.ttf"
+        shutil.copyfile({win(fonts[0])!r}, dest)
+        def value():
+            with winreg.OpenKey(winreg.HKEY_CURRENT_USER, wf.FONTS_KEY) as key:
+                try:
+                    return winreg.QueryValueEx(key, wf.value_name(dest))[0]
+                except FileNotFoundError:
+                    return None
+        wf.register(dest)
+        wf.broadcast_font_change()
+        registered = value()
+        wf.unregister(dest)
+        dest.unlink()
+        print(json.dumps([str(dest), registered, value(), dest.exists()]))
+    """)
+    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    dest, registered, after, exists = json.loads(out.strip().splitlines()[-1])
+    assert "\\AppData\\Local\\Microsoft\\Windows\\Fonts\\stmpo-test-" in dest, dest
+    assert registered == dest and after is None and not exists
