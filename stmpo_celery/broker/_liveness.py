@@ -139,7 +139,7 @@ def farewell(client: redis.Redis, run_id: str, entry: dict[str, Any], why: str) 
     slot's chunk in progress REVOKED, the run's row FAILED (unless a slot that saw its
     orchestrator die did it), every node offline with no task active. Read from the
     run's keys: call it before they are deleted."""
-    from ._app import offline, revoke_events, row_failed
+    from ._app import offline, revoke_events
 
     sends: Sends = []
     for field, raw in client.hgetall(keys.state_key(run_id)).items():
@@ -155,13 +155,25 @@ def farewell(client: redis.Redis, run_id: str, entry: dict[str, Any], why: str) 
             said += revoke_events(task, f"STOPPED on slot {rec.get('slot')}: the run is "
                                         f"dead ({why})")
         sends.append((rec["node"], [*said, offline()]))
+    return sends + close_row(client, run_id, entry, f"DEAD: {why}")
+
+
+def close_row(client: redis.Redis, run_id: str, entry: dict[str, Any], text: str) -> Sends:
+    """A dead run's row in Flower (its registry ``entry`` names it) FAILED with ``text``
+    by whoever gets here first — every slot of a run whose orchestrator died mourns it,
+    a reaper may come too, and the run fails once; its node offline either way. If Redis
+    cannot say who was first, this caller is."""
+    from ._app import offline, row_failed
+
     row, node = entry.get("row_task"), entry.get("row_node")
-    if isinstance(row, str) and isinstance(node, str):
-        if client.set(keys.row_closed_key(run_id), "1", nx=True, ex=defaults.RUN_KEY_TTL_S):
-            sends.append((node, row_failed(row, f"DEAD: {why}")))
-        else:
-            sends.append((node, [offline()]))
-    return sends
+    if not (isinstance(row, str) and isinstance(node, str)):
+        return []
+    try:
+        first = bool(client.set(keys.row_closed_key(run_id), "1", nx=True,
+                                ex=defaults.RUN_KEY_TTL_S))
+    except redis.RedisError:
+        first = True
+    return [(node, row_failed(row, text) if first else [offline()])]
 
 
 def reap_dead_runs(client: redis.Redis, host: str | None = None,

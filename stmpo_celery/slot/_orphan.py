@@ -22,8 +22,7 @@ from typing import Any
 
 import redis
 
-from ..broker import keys, offline, revoke_events, row_failed, send_as_nodes
-from ..config import defaults
+from ..broker import close_row, keys, offline, revoke_events, send_as_nodes
 from ._spec import RunSpec
 
 
@@ -45,19 +44,7 @@ def mourn(client: redis.Redis, app: Any, spec: RunSpec, slot: int,
     sends: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
     if task_id:
         sends.append((me, revoke_events(task_id, f"STOPPED on slot {slot}: {reason}")))
-    row, node = entry.get("row_task"), entry.get("row_node")
-    if isinstance(row, str) and isinstance(node, str) and _first_to_close(client, spec.run_id):
-        sends.append((node, row_failed(row, f"DEAD: {reason}; the slots stopped their "
-                                            "renderers")))
+    sends += close_row(client, spec.run_id, entry,
+                       f"DEAD: {reason}; the slots stopped their renderers")
     sends.append((me, [offline()]))
     send_as_nodes(app, sends)
-
-
-def _first_to_close(client: redis.Redis, run_id: str) -> bool:
-    """Whether this slot is the one that fails the run's row (every slot mourns; the
-    run failed once). If Redis cannot say, it does."""
-    try:
-        return bool(client.set(keys.row_closed_key(run_id), "1", nx=True,
-                               ex=defaults.RUN_KEY_TTL_S))
-    except redis.RedisError:
-        return True
