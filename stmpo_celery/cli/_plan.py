@@ -35,10 +35,9 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
              smt: bool, frame_cost: float, project: str | None, comp: str | None,
              rqindex: int | None, as_json: bool, **kw: Any) -> None:
     """Print the spawn plan (slots, CPUs, RAM, MFR, chunks) without starting anything."""
-    from ..host import make_plan, other_host, this_host
+    from ..host import check_output_names, make_plan, other_host, this_host
     from ..orchestrator import check_numbers
     from ..plan import (
-        check_frame_names,
         makespan_bound,
         parse_frames,
         parse_output,
@@ -48,7 +47,7 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
     options = options_from({**kw, "project": "", "frames": frames, "output": output})
     frame_list = parse_frames(frames)
     pattern = parse_output(output)
-    check_frame_names(pattern, frame_list)
+    check_output_names(pattern, frame_list)
     chunk_size = check_numbers(options)
     given = click.get_current_context().get_parameter_source
     cpu_flags = [flag for name, flag in (("cpus", "--cpus"), ("numa_nodes", "--numa-nodes"),

@@ -27,8 +27,8 @@ from typing import Any
 from ..aerender import check_target
 from ..config import Command, check_combinations, defaults, for_command, parse_chunk_size
 from ..errors import BadInput, StmpoError
-from ..host import uncreatable, unmakeable_name
-from ..plan import check_frame_names, format_frames, parse_frames, parse_output, runs
+from ..host import check_output_names, uncreatable
+from ..plan import format_frames, parse_frames, parse_output, runs
 from ._bigtask import CHUNK_LIMIT, profile_minimums, task_count, with_host_minimums
 from ._fonts import find_fonts, refuse_broken_fonts
 from ._project import check_for_bundle, output_from_project
@@ -200,7 +200,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     if not kw.get("output"):  # the render-queue item's own output module decides
         kw["output"] = output_from_project(_existing_file("--project", kw["project"]), kw)
     pattern = parse_output(kw["output"])
-    check_frame_names(pattern, frames)
+    check_output_names(pattern, frames)
     kind = IMAGE if pattern.is_sequence else MOVIE
     b = Bundle(kind)
     if kind == MOVIE:
@@ -215,9 +215,6 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     project = _existing_file("--project", kw["project"])
     output = os.path.abspath(pattern.raw)
     out_dir, file_name = os.path.split(output)
-    bad_name = unmakeable_name(out_dir)
-    if bad_name is not None:
-        raise BadInput(f"--output folder {bad_name[0]!r} {bad_name[1]}: rename it")
     b.values.update(ProjectFile=project, OutputDir=out_dir, OutputFileName=file_name)
     if kw.get("comp") is not None:
         b.values.update(RenderBy="comp", Comp=str(kw["comp"]))

@@ -10,7 +10,13 @@ orchestrator (detection, planning, tree kill) and in each slot (pinning, death w
 from . import _winfonts as winfonts
 from ._aelocations import install_globs, newest_first
 from ._hostplan import HostPlan, make_host_plan, make_plan, other_host, this_host
-from ._paths import decode_output, long_path, shell_join, uncreatable, unmakeable_name
+from ._paths import (
+    check_output_names,
+    decode_output,
+    long_path,
+    shell_join,
+    uncreatable,
+)
 from ._platform import (
     FONT_PLATFORM,
     OS,
@@ -65,6 +71,7 @@ from ._rundir import (
 from ._winfonts import local_appdata, user_font_dir
 
 __all__ = [
+    "check_output_names",
     "acquire_file_lock",
     "become_subreaper",
     "can_fork_slots",
@@ -121,7 +128,6 @@ __all__ = [
     "try_lock_file",
     "uncreatable",
     "unix_socket_broker",
-    "unmakeable_name",
     "user_font_dir",
     "Warden",
     "winfonts",

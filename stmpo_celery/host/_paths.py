@@ -11,6 +11,8 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
+from ..errors import BadInput
+from ..plan import OutputPattern, check_frame_names
 from . import _platform, _windows
 
 
@@ -38,6 +40,16 @@ def unmakeable_name(path: str) -> tuple[str, str] | None:
     rules there (a forbidden character, a device name, a trailing dot or space); None on
     Linux and macOS, where any name without NUL or ``/`` can be made."""
     return _windows.name_problem_in(path) if _platform.OS == "windows" else None
+
+
+def check_output_names(pattern: OutputPattern, frames: list[int]) -> None:
+    """Refuse (exit 2) an output whose names cannot be made where it renders: a folder
+    this OS cannot create, or a frame number that makes a device name (the pattern's own
+    file name was checked when it was parsed)."""
+    bad = unmakeable_name(os.path.dirname(os.path.abspath(pattern.raw)))
+    if bad is not None:
+        raise BadInput(f"--output folder {bad[0]!r} {bad[1]}: rename it")
+    check_frame_names(pattern, frames)
 
 
 def uncreatable(path: str) -> tuple[str, str] | None:

@@ -17,12 +17,11 @@ from ..broker import (
 )
 from ..config import SETTINGS, RenderOptions, check_combinations, defaults, parse_chunk_size
 from ..errors import BadInput
-from ..host import check_start_method, long_path, uncreatable, unmakeable_name
+from ..host import check_output_names, check_start_method, long_path, uncreatable
 from ..monitor import check_bind, discover_broker
 from ..plan import (
     NAME_MAX,
     OutputPattern,
-    check_frame_names,
     name_bytes,
     parse_frames,
     parse_output,
@@ -105,10 +104,7 @@ def prepare(o: RenderOptions) -> Prepared:
         raise BadInput(bad_method)
     frames = parse_frames(o.frames)
     pattern = parse_output(o.output)
-    bad_name = unmakeable_name(os.path.dirname(pattern.raw))
-    if bad_name is not None:
-        raise BadInput(f"--output folder {bad_name[0]!r} {bad_name[1]}: rename it")
-    check_frame_names(pattern, frames)
+    check_output_names(pattern, frames)
     check_output_kind(pattern, len(frames))
     chunk_size = check_numbers(o)
     if o.flower:
