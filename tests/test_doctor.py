@@ -147,3 +147,19 @@ def test_a_negative_threshold_is_refused_not_passed() -> None:
         res = doctor("--aerender", FAKE, flag, "-1")
         assert res.returncode == 2 and f"'--{flag[2:]}': '-1' is below 0" in res.stderr
         assert len(res.stderr.splitlines()) == 1
+
+
+def test_the_ram_check_uses_the_budget_the_render_plans_with(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """9.5 GB free of 10 GB is not room for a 9 GB aerender: the render plans with 80%
+    of the total at most, and would start no slot."""
+    from types import SimpleNamespace
+
+    from stmpo_celery.monitor import _doctor
+
+    gib = 2**30
+    monkeypatch.setattr(_doctor.psutil, "virtual_memory",
+                        lambda: SimpleNamespace(total=10 * gib, available=9.5 * gib))
+    check = _doctor.check_ram(9.0)
+    assert not check.ok and "8.0 GB" in check.detail and "need 9 GB" in check.detail
+    assert _doctor.check_ram(7.5).ok

@@ -196,7 +196,7 @@ def test_stall_in_a_chunk_whose_tail_was_stolen_keeps_every_frame(farm: Farm) ->
 
 
 def _run_id(out: str) -> str:
-    match = re.search(r"stmpo run (\w+) on ", out)
+    match = re.search(r"stmpo: run (\w+) on ", out)
     assert match, out
     return match[1]
 

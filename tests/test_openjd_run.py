@@ -29,7 +29,7 @@ IMAGE_T = ROOT / "openjd_bundle" / "template.yaml"
 MOVIE_T = ROOT / "openjd_bundle" / "movie" / "template.yaml"
 BIG_T = ROOT / "openjd_bundle" / "big" / "template.yaml"
 SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
-_RUN_ID = re.compile(r"stmpo run ([0-9a-f]+) on ")
+_RUN_ID = re.compile(r"stmpo: run ([0-9a-f]+) on ")
 
 
 class Session:

@@ -30,8 +30,8 @@ def stmpo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def run_id_of(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
     for line in iter(proc.stdout.readline, ""):
-        if line.startswith("stmpo: stmpo run "):
-            return line.split()[3]
+        if line.startswith("stmpo: run "):
+            return line.split()[2]
     raise AssertionError("no run line")
 
 

@@ -36,8 +36,8 @@ def run_id_of(proc: subprocess.Popen[str], seen: list[str]) -> str:
     assert proc.stdout is not None
     for line in iter(proc.stdout.readline, ""):
         seen.append(line)
-        if line.startswith("stmpo: stmpo run "):
-            return line.split()[3]
+        if line.startswith("stmpo: run "):
+            return line.split()[2]
     raise AssertionError("no run line")
 
 

@@ -241,3 +241,26 @@ def test_the_resume_command_never_shows_a_password() -> None:
     assert "$STMPO_BROKER_URL" in line and "$STMPO_FLOWER_AUTH" in line  # how to give them
     plain = resume_command(["render", "--broker", "redis://h:6379/0"])
     assert "--broker redis://h:6379/0" in plain and "$" not in plain
+
+
+def test_the_last_bar_says_how_the_run_ended_not_an_eta() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.out: list[str] = []
+            self._echo = None
+            self.on_clear = None
+
+        def directive(self, *_a: Any) -> None: ...
+
+        def raw(self, text: str) -> None:
+            self.out.append(text)
+
+    sink = Sink()
+    p = Progress(sink, 100, tty=True)  # type: ignore[arg-type]
+    for i in range(1, 11):
+        p.set_done(i)
+    p.slots = {0: "3/50", 1: "7/50"}
+    p.close("failed")
+    last = [t for t in sink.out if t.startswith("\r")][-1]
+    assert "10/100" in last and "failed" in last, last
+    assert "ETA" not in last and "s0 " not in last, last  # nothing is coming; slots are gone

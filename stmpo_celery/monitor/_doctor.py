@@ -32,6 +32,7 @@ from ..host import (
     uncreatable,
     unix_socket_broker,
 )
+from ..plan import ram_budget
 from ._hostsvc import discover_broker
 
 AERENDER_VERSION_WAIT_S = 30.0  #: ``aerender -version`` answers in this long, or fails
@@ -140,11 +141,11 @@ def check_pinning() -> Check:
 
 
 def check_ram(min_gb: float) -> Check:
+    """What ``stmpo render`` would plan with: the same budget as its slot sizing."""
     vm = psutil.virtual_memory()
-    avail = vm.available / 2**30
-    ok = avail >= min_gb
-    return Check("ram", ok, f"{avail:.1f} GB available of {vm.total / 2**30:.1f} GB"
-                 + ("" if ok else f" (need {min_gb:g} GB for one aerender)"))
+    budget, text = ram_budget(vm.total / 2**30, vm.available / 2**30)
+    ok = budget >= min_gb
+    return Check("ram", ok, text + ("" if ok else f" (need {min_gb:g} GB for one aerender)"))
 
 
 def check_disk(output_dir: str | None, min_gb: float) -> Check:

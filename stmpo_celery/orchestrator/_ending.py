@@ -95,7 +95,8 @@ def finish(run: Run) -> ExitCode:
     if run.exit_code == ExitCode.OK and run.failures:
         run.exit_code = ExitCode.RENDER_FAILED
     if run.progress is not None:
-        run.progress.close()
+        run.progress.close("done" if run.exit_code == ExitCode.OK
+                           else "cancelled" if run.cancel_signal is not None else "failed")
     block = report.block_for(run, missing)
     for line in block:
         run.funnel.line(f"stmpo: {line}")

@@ -31,6 +31,7 @@ class Progress:
         self._last_draw = 0.0
         self._samples: deque[tuple[float, int]] = deque()
         self.slots: dict[int, str] = {}
+        self.ended: str | None = None  #: how the run ended, shown instead of the ETA
         if tty:
             funnel.on_clear = self._clear
 
@@ -108,8 +109,9 @@ class Progress:
         bar = "#" * filled + "." * (self.width - filled)
         text = (f"[{bar}] {self.done}/{self.total}  {duration(now - self.t0)} elapsed  "
                 f"{f'{rate:.2f} f/s' if rate else '-- f/s'}  "
-                f"ETA {duration(eta) if eta is not None else '--'}")
-        if self.slots:
+                + (self.ended if self.ended is not None
+                   else f"ETA {duration(eta) if eta is not None else '--'}"))
+        if self.slots and self.ended is None:
             text += "  |" + "".join(f" s{k} {v}" for k, v in sorted(self.slots.items()))
         cols = columns or shutil.get_terminal_size((120, 24)).columns
         return text if len(text) < cols else text[:max(10, cols - 2)] + "~"
@@ -120,7 +122,10 @@ class Progress:
             self.funnel._echo.write("\r\x1b[K")
             self._shown = False
 
-    def close(self) -> None:
+    def close(self, ended: str = "done") -> None:
+        """The last draw: ``ended`` (done, failed, cancelled) instead of an ETA, which
+        a stopped run no longer has, and no slots, which are gone."""
+        self.ended = ended
         if self.tty and self._shown:
             self.draw(force=True)
             self.funnel.raw("\n")

@@ -128,7 +128,7 @@ class Run(EventHandlers):
             self.funnel = LogFunnel(self._run_log, self.stdout)
             self.progress = Progress(self.funnel, len(self.prep.to_render),
                                      tty=self._bar_mode())
-            self._say(f"stmpo run {self.run_id} on {self.host}: "
+            self._say(f"run {self.run_id} on {self.host}: "
                       f"{len(self.prep.frames)} frame(s) requested, "
                       f"{len(self.prep.to_render)} to render; logs in {self.log_dir}")
             for note in self.prep.notes:

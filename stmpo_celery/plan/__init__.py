@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         windows_name_problem,
     )
     from ._simulate import simulate
-    from ._sizing import default_threads_per_slot, size_slots
+    from ._sizing import default_threads_per_slot, ram_budget, size_slots
     from ._steal import CostModel, Running, Steal, learn_launch, learn_margin, plan_steal
     from ._topology import (
         GROUP_MAX,
@@ -77,6 +77,7 @@ _HOME = {
     "simulate": "._simulate",
     "default_threads_per_slot": "._sizing",
     "size_slots": "._sizing",
+    "ram_budget": "._sizing",
     "CostModel": "._steal",
     "Running": "._steal",
     "Steal": "._steal",
@@ -131,6 +132,7 @@ __all__ = [
     "plan_chunks",
     "plan_steal",
     "predict_makespan",
+    "ram_budget",
     "Running",
     "runs",
     "size_slots",

@@ -52,6 +52,16 @@ def _check(
         raise BadInput(f"the task has {frames} frames to render: check --frames")
 
 
+def ram_budget(total_ram_gb: float, available_ram_gb: float) -> tuple[float, str]:
+    """GB the slots may plan to use, and how that was decided: the lower of
+    ``RAM_FRACTION`` of the total and what is available now."""
+    total = max(0.0, total_ram_gb)
+    budget = float(max(0.0, min(defaults.RAM_FRACTION * total, available_ram_gb)))
+    return budget, (f"RAM budget {budget:.1f} GB (the lower of {defaults.RAM_FRACTION:.0%} "
+                    f"of {total:.1f} GB total and {max(0.0, available_ram_gb):.1f} GB "
+                    f"available)")
+
+
 def size_slots(
     *,
     usable_cpus: int,
@@ -66,19 +76,14 @@ def size_slots(
 ) -> Sizing:
     """Choose the slot count and say which limit chose it (see the module docstring)."""
     _check(ram_per_process_gb, threads_per_slot, max_concurrency, frames, forced)
-    total = max(0.0, total_ram_gb)
-    budget = float(max(0.0, min(defaults.RAM_FRACTION * total, available_ram_gb)))
+    budget, budget_text = ram_budget(total_ram_gb, available_ram_gb)
     limits = {
         "ram": math.floor(budget / ram_per_process_gb + 1e-9),
         "cpu": max(0, usable_cpus) // threads_per_slot,
         "max-concurrency": max_concurrency,
         "frames": frames,
     }
-    ram_text = (
-        f"RAM budget {budget:.1f} GB (the lower of {defaults.RAM_FRACTION:.0%} of {total:.1f} GB "
-        f"total and {max(0.0, available_ram_gb):.1f} GB available) / {ram_per_process_gb:g} GB "
-        f"per process = {limits['ram']} slot(s)"
-    )
+    ram_text = f"{budget_text} / {ram_per_process_gb:g} GB per process = {limits['ram']} slot(s)"
     notes: list[str] = []
     if movie:
         notes.append("movie output (mov/mp4) cannot be split across processes: 1 slot renders it")
