@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Farm, stmpo_keys, tagged, wait_for
+
+from stmpo_celery.broker import keys
 
 pytestmark = pytest.mark.slow
 
@@ -191,6 +194,55 @@ def test_external_redis_restart_never_hangs(farm: Farm, tmp_path: Path) -> None:
     assert proc.returncode in (0, 3), out + err
     if proc.returncode == 3:
         assert "was lost" in out
+    assert not farm.leftovers()
+
+
+def test_a_run_lost_with_its_broker_shows_how_it_ended_when_the_broker_comes_back(
+        farm: Farm, tmp_path: Path) -> None:
+    """The broker dies (the run fails, exit 3, its end not written there), then comes
+    back from its append-only file with the run still 'rendering': status shows the run
+    FAILED for the lost broker, as it ended, not DEAD for a vanished orchestrator."""
+    import json
+
+    import redis as r
+
+    from stmpo_celery.broker._redis import find_redis_server
+
+    server = find_redis_server()
+    assert server
+    port = 17379 + os.getpid() % 1000
+    data = tmp_path / "aof"
+    data.mkdir()
+
+    def start() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "yes", "--appendfsync", "always",
+                              "--dir", str(data)], stdout=subprocess.DEVNULL)
+        wait_for(lambda: _pings(r.Redis(port=port)), timeout=5)
+        return p
+
+    url = f"redis://127.0.0.1:{port}/0"
+    srv = start()
+    proc = farm.start_rendering("--broker", url, frame_cost="0.3")
+    try:
+        srv.kill()
+        srv.wait()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3 and "was lost" in out, out + err
+        srv = start()  # back from its file: the run's record still says rendering
+        c = r.Redis(port=port, decode_responses=True)
+        assert c.hlen(keys.REGISTRY) == 1
+        res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "status", "--json",
+                              "--once", "--broker", url], capture_output=True, text=True,
+                             timeout=60, env=farm.env(), stdin=subprocess.DEVNULL)
+        assert res.returncode == 0, res.stderr
+        (run,) = json.loads(res.stdout)["runs"]
+        assert run["state"] == "failed" and "lost" in str(run["reason"]), run
+        assert not stmpo_keys(c), stmpo_keys(c)  # shown once; its keys are gone
+    finally:
+        proc.kill()
+        srv.kill()
+        srv.wait()
     assert not farm.leftovers()
 
 

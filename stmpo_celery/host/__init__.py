@@ -64,9 +64,11 @@ from ._rundir import (
     folder_in_use,
     hold_folder,
     make_run_dir,
+    read_run_end,
     reap_run_dirs,
     release_folder,
     remove_run_dir,
+    write_run_end,
 )
 from ._winfonts import local_appdata, user_font_dir
 
@@ -110,6 +112,8 @@ __all__ = [
     "REDIS_SERVER_ENV",
     "REDIS_SERVER_NAMES",
     "release_folder",
+    "read_run_end",
+    "write_run_end",
     "remove_run_dir",
     "RUN_DIR_ENV",
     "RunJob",

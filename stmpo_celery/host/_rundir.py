@@ -11,11 +11,12 @@ a run that is gone, and the next run on the host deletes it. Runs in the orchest
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -27,6 +28,9 @@ LOCK = "alive.lock"
 #: in every renderer's environment: the run folder of the run that launched it, so the
 #: next run can find renderers that outlived a run killed with all its slots
 RUN_DIR_ENV = "STMPO_RUN_DIR"
+#: in a run's log folder: how the run ended, kept where ``stmpo status`` can read it when
+#: the broker lost the run's own record (a Redis that died and came back from disk)
+ENDED = "ended.json"
 _TRIES = 5  #: folders made before giving up (each lost only to a reaper's instant)
 
 _held: dict[str, IO[bytes]] = {}  #: run folder -> its open, locked alive.lock
@@ -87,6 +91,30 @@ def folder_in_use(path: Path) -> bool:
         return False
     except OSError:
         return True  # cannot tell: leave it
+
+
+def write_run_end(folder: Path, run_id: str, fields: dict[str, Any]) -> None:
+    """Record how run ``run_id`` ended in its log ``folder`` (best effort, 0600)."""
+    tmp = folder / f".{ENDED}.{os.getpid()}"
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({**fields, "run": run_id}, fh)
+        os.replace(tmp, folder / ENDED)
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
+def read_run_end(folder: object, run_id: str) -> dict[str, Any] | None:
+    """What :func:`write_run_end` recorded for ``run_id`` in ``folder``, or None."""
+    if not isinstance(folder, str) or not folder:
+        return None
+    try:
+        with open(Path(folder) / ENDED, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("run") == run_id else None
 
 
 def reap_run_dirs(root: Path | None = None) -> list[Path]:

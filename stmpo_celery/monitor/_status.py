@@ -33,6 +33,7 @@ from ..broker import (
     say_farewell,
 )
 from ..config import defaults
+from ..host import read_run_end
 from ..text import duration
 
 STATES = tuple(s.value for s in keys.RunState)
@@ -169,12 +170,19 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                 if not isinstance(entry, dict):
                     continue
                 seen.add(run_id)
+                ending = None
+                if not entry.get("ended") and entry.get("host") == keys.host_name():
+                    # its end never reached this broker (lost, then back from its file)
+                    ending = read_run_end(entry.get("log_dir"), run_id)
+                    entry = {**entry, **ending} if ending else entry
                 run = read_run(client, entry, src.origin, now)
                 verdict = judge(entry, keys.host_name(), now)
-                if verdict.dead:  # shown once, as dead; its keys go now
-                    run["state"] = "dead"
-                    run["dead_because"] = verdict.why
-                    say_farewell(client, src.broker, run_id, entry, verdict.why)
+                if verdict.dead:  # shown once (as dead unless it said how it ended)
+                    if ending is None:
+                        run["state"] = "dead"
+                        run["dead_because"] = verdict.why
+                    why = str((ending or {}).get("reason") or verdict.why)
+                    say_farewell(client, src.broker, run_id, entry, why)
                     delete_run(client, run_id)
                 runs.append(run)
             if src.only_run is None:  # runs that ended on a shared broker, for a while

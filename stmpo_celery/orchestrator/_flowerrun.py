@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..broker import keys, revoke_events
+from ..host import write_run_end
 from ..plan import format_frames
 from ..slot import task_args
 from ..text import duration
@@ -167,24 +168,31 @@ class RunRow:
         from ._report import block_for
 
         run = self.run
-        if run.exit_code == ExitCode.ENVIRONMENT and run.client is not None:
-            try:  # the broker may be the thing that was lost: never wait on it
-                run.client.ping()
-            except Exception:  # noqa: BLE001
-                return
-        with contextlib.suppress(Exception):
+        try:
             missing = missing_now(run)
             ok = run.exit_code == ExitCode.OK and not missing and not run.failures
             cancelled = run.cancel_signal is not None and not run.failures
             block = block_for(run, missing, ok)
-            self.end(block, ok=ok, cancelled=cancelled)
-            entry = self.registry(
+            fields = dict(
                 state=(keys.RunState.DONE if ok else keys.RunState.CANCELLED if cancelled
                        else keys.RunState.FAILED),
                 ended=time.time(), eta_s=None,
                 frames_done=max(0, len(run.prep.to_render) - len(missing)),
                 reason=None if ok else block[0], missing_spec=format_frames(missing),
                 log=next((b.strip()[5:] for b in block if b.strip().startswith("log: ")), None))
+        except Exception:  # noqa: BLE001 - a view only
+            return
+        # on disk first: a broker that died may come back from its file with this run
+        # still rendering, and `stmpo status` then reads how it really ended from here
+        write_run_end(run.log_dir, run.run_id, fields)
+        if run.exit_code == ExitCode.ENVIRONMENT and run.client is not None:
+            try:  # the broker may be the thing that was lost: never wait on it
+                run.client.ping()
+            except Exception:  # noqa: BLE001
+                return
+        with contextlib.suppress(Exception):
+            self.end(block, ok=ok, cancelled=cancelled)
+            entry = self.registry(**fields)
             if entry is not None:
                 self.keep_ended(entry)
 
