@@ -57,6 +57,10 @@ def test_strong_error_with_exit_0_fails_fast_and_stops_everything(farm: Farm) ->
     # the sibling chunk (21-40, 4 s of work) was stopped, not left to finish
     assert elapsed < 4.0, elapsed
     assert 40 not in farm.frames_on_disk()
+    # the summary says the sibling was stopped, and when: no chunk of an ended run runs
+    chunks = {c["start"]: c for c in farm.load_summary()["chunks"]}
+    assert chunks[1]["status"] == "failed"
+    assert chunks[21]["status"] == "stopped" and chunks[21]["t1"] >= chunks[21]["t0"]
     assert not farm.leftovers()
     s = farm.load_summary()
     assert s["exit_code"] == 1 and s["frames"]["missing"] > 0

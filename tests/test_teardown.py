@@ -112,8 +112,10 @@ def test_sighup_is_a_cancel_with_129_and_a_summary(farm: Farm) -> None:
         proc.kill()
     assert proc.returncode == 129, out + err
     assert "CANCELLED by SIGHUP" in out
-    assert farm.load_summary()["exit_code"] == 129
-    assert farm.load_summary()["status"] == "cancelled"
+    summary = farm.load_summary()
+    assert summary["exit_code"] == 129 and summary["status"] == "cancelled"
+    started = [c for c in summary["chunks"] if c["t0"] is not None]
+    assert started and all(c["status"] in ("done", "stopped") and c["t1"] for c in started)
     assert not farm.leftovers(timeout=3)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import TYPE_CHECKING
 
 from ..aerender import delete_incomplete, missing_frames
@@ -47,6 +48,10 @@ def teardown(run: Run) -> None:
         end_flower_for_run(run.flower, run.o.flower_linger if failed else 0.0, run._say)
     if run.pool is not None:
         run.pool.kill_all()
+        stopped_at = time.time()
+        for c in run.chunks.values():  # what was rendering when the run stopped
+            if c.status in (ChunkStatus.RUNNING, ChunkStatus.RETRYING):
+                c.status, c.t1 = ChunkStatus.STOPPED, stopped_at
         # Frames our killed slots had in flight may be half-written: never leave them.
         partial = settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id)
         if partial:
