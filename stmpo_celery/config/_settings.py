@@ -189,7 +189,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
        commands=RUN),
     _s("stall_timeout", float, 0.0,
        "Seconds of no output and no CPU before a chunk is stalled (and of silence "
-       f"before a stopped slot is replaced; auto: {defaults.SLOT_HUNG_S:g} s).", commands=RUN,
+       f"before a stopped slot is replaced, at least "
+       f"{defaults.SLOT_HUNG_BEATS * defaults.SLOT_HEARTBEAT_S:g} s; auto: "
+       f"{defaults.SLOT_HUNG_S:g} s).", commands=RUN,
        auto=f"auto: {defaults.STALL_FACTOR:g} x the slowest frame, at least "
             f"{defaults.STALL_FLOOR_S:g} s"),
     _s("chunk_timeout", float, defaults.CHUNK_TIMEOUT_S, "Hard cap on one chunk (s).",
