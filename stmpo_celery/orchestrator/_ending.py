@@ -49,9 +49,9 @@ def teardown(run: Run) -> None:
     if run.pool is not None:
         run.pool.kill_all()
         stopped_at = time.time()
-        for c in run.chunks.values():  # what was rendering when the run stopped
-            if c.status in (ChunkStatus.RUNNING, ChunkStatus.RETRYING):
-                c.status, c.t1 = ChunkStatus.STOPPED, stopped_at
+        for chunk in run.chunks.values():  # what was rendering when the run stopped
+            if chunk.status in (ChunkStatus.RUNNING, ChunkStatus.RETRYING):
+                chunk.status, chunk.t1 = ChunkStatus.STOPPED, stopped_at
         # Frames our killed slots had in flight may be half-written: never leave them.
         partial = settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id)
         if partial:

@@ -87,12 +87,22 @@ def check_output_kind(pattern: OutputPattern, n_frames: int) -> None:
                        f"{stem}_[#####].{ext}")
 
 
-def check_numbers(o: RenderOptions) -> int | None:
+def check_numbers(o: RenderOptions, movie: bool = False) -> int | None:
     """Every setting's own range (from the settings table), then the combinations;
-    returns the chunk size (None = auto)."""
+    returns the chunk size (None = auto). For a ``movie``, one aerender process renders
+    it whole: a flag given for how frames are shared out over slots does nothing, and is
+    refused as ``stmpo bundle`` refuses it (``--concurrency 1`` says what happens)."""
     for setting in SETTINGS.values():
         setting.check(getattr(o, setting.name))
     check_combinations({"schedule": o.schedule, "chunk_size": o.chunk_size}, o.origin)
+    if movie:
+        given = [s.flag for s in SETTINGS.values() if s.image_only
+                 and o.sources.get(s.name, "").startswith("--")
+                 and not (s.name == "concurrency" and o.concurrency == 1)]
+        if given:
+            raise BadInput(f"--output {o.output!r} is a movie (no [#####] token), which one "
+                           f"aerender process renders whole: {', '.join(given)} cannot apply "
+                           "to it. Drop them, or render an image sequence")
     return parse_chunk_size(o.chunk_size)
 
 
@@ -106,7 +116,7 @@ def prepare(o: RenderOptions) -> Prepared:
     pattern = parse_output(o.output)
     check_output_names(pattern, frames)
     check_output_kind(pattern, len(frames))
-    chunk_size = check_numbers(o)
+    chunk_size = check_numbers(o, movie=not pattern.is_sequence)
     if o.flower:
         check_bind(o.flower, o.flower_auth, o.flower_url_prefix)
     if not pattern.is_sequence and o.concurrency > 1:
