@@ -23,7 +23,7 @@ import click
 
 from .. import __version__
 from ..config import Command
-from ..errors import ExitCode, StmpoError
+from ..errors import BadInput, ExitCode, StmpoError
 from ._finite import NON_NEGATIVE, POSITIVE
 from ._options import options_from, setting_options
 from ._render_start import (
@@ -180,6 +180,17 @@ def render(**kw: Any) -> None:
               help="Simulated After Effects start-up seconds.")
 def demo(directory: str, frames: str, concurrency: int, frame_cost: float, startup: float) -> None:
     """Render a simulated 240-frame comp with the aerender simulator and an embedded Redis."""
+    from ..host import uncreatable
+    from ..plan import parse_frames
+
+    parse_frames(frames)  # bad input: one line, before anything is written
+    if concurrency < 0:
+        raise BadInput(f"--concurrency {concurrency}: pass 0 (auto) or a number of slots")
+    if not directory.strip():
+        raise BadInput("--dir is empty: name the folder the demo writes to")
+    blocked = uncreatable(directory)
+    if blocked is not None:
+        raise BadInput(f"--dir {directory} cannot be created: {' '.join(blocked)}")
     root = Path(directory).resolve()
     (root / "renders").mkdir(parents=True, exist_ok=True)
     project = root / "demo.aep"
@@ -197,7 +208,7 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
             "--summary", str(root / "summary.json"), "--log-dir", str(root / "logs")]
     from ..host import shell_join
 
-    click.echo(shell_join(["stmpo", *args]), err=True)
+    click.echo(f"stmpo demo: {shell_join(['stmpo', *args])}")
     cli.main(args=args, prog_name="stmpo", standalone_mode=False)
 
 
