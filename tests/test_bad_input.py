@@ -40,6 +40,8 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("mem-usage-negative", ["--mem-usage", "50", "-3"], {}, {}, 2, ["--mem-usage"]),
     ("flower-linger-negative", ["--flower-linger", "-1"], {}, {}, 2,
      ["--flower-linger", ">= 0"]),
+    ("flower-options-without-flower", ["--flower-linger", "5", "--flower-url-prefix", "/x"],
+     {}, {}, 2, ["--flower-url-prefix, --flower-linger", "add --flower"]),
     ("output-empty", [], {"output": " "}, {}, 2, ["--output is empty"]),
     ("output-two-tokens", [], {"output": "/tmp/x_[##]_[##].png"}, {}, 2, ["more than one"]),
     ("output-bad-token", [], {"output": "/tmp/x_[#x#].png"}, {}, 2, ["malformed frame token"]),

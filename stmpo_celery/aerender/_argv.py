@@ -116,9 +116,11 @@ def resolve_aerender(explicit: str | None, env: dict[str, str] | None = None) ->
             shutil.which(value, path=env.get("PATH")) or value
         )
         if not os.path.exists(path):
-            raise EnvironmentProblem(f"aerender from {label} does not exist: {value}")
+            raise EnvironmentProblem(f"aerender from {label} does not exist: {value}: point it "
+                                     "at aerender in the After Effects install folder")
         if os.path.isdir(path):
-            raise EnvironmentProblem(f"aerender from {label} is a directory: {value}")
+            raise EnvironmentProblem(f"aerender from {label} is a directory: {value}: name the "
+                                     "aerender program in it")
         if not os.access(path, os.X_OK):
             raise EnvironmentProblem(
                 f"aerender from {label} is not executable: {value} (chmod +x it)"

@@ -155,7 +155,7 @@ class HostService:
            url_prefix: str | None, group: str | None, foreground: bool) -> list[str]:
         check_bind(flower, auth, url_prefix)
         if not 0 < port < 65536:
-            raise BadInput(f"--port {port} is not a TCP port")
+            raise BadInput(f"--port {port} is not a TCP port: pass one from 1 to 65535")
         try:
             ipaddress.ip_address(bind)
         except ValueError:

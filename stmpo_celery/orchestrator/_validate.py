@@ -119,6 +119,13 @@ def prepare(o: RenderOptions) -> Prepared:
     chunk_size = check_numbers(o, movie=not pattern.is_sequence)
     if o.flower:
         check_bind(o.flower, o.flower_auth, o.flower_url_prefix)
+    else:
+        idle = [flag for flag, value in (("--flower-url-prefix", o.flower_url_prefix),
+                                         ("--flower-linger", o.flower_linger)) if value]
+        if idle:
+            raise BadInput(f"{', '.join(idle)} set(s) up the run's own Flower, which only "
+                           "--flower [HOST:]PORT starts: add --flower, or drop "
+                           f"{'them' if len(idle) > 1 else 'it'}")
     if not pattern.is_sequence and o.concurrency > 1:
         raise BadInput(
             f"--output {o.output!r} has no frame token, so one process must write the movie: "
@@ -128,9 +135,10 @@ def prepare(o: RenderOptions) -> Prepared:
         raise BadInput("--project is empty: pass the .aep file to render")
     project = os.path.abspath(o.project)
     if not os.path.exists(project):
-        raise BadInput(f"project file does not exist: {project}")
+        raise BadInput(f"project file does not exist: {project}: check --project (a relative "
+                       "path starts in the current folder)")
     if not os.path.isfile(project):
-        raise BadInput(f"project is not a file: {project}")
+        raise BadInput(f"project is not a file: {project}: pass the .aep file itself")
     if os.path.getsize(project) == 0:  # a copy or a save that failed half-way
         raise BadInput(f"project file is empty (0 bytes): {project}: save the project again "
                        "or pass the right file")
