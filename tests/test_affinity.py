@@ -222,3 +222,17 @@ def test_winaffinity_is_import_safe_and_inert_off_windows() -> None:
     assert winaffinity.processor_group_sizes() is None
     problem = winaffinity.pin_current_process([0, 1])
     assert problem is not None and "only on Windows" in problem
+
+
+def test_an_unpinned_plan_says_its_cpus_per_slot_are_a_budget() -> None:
+    """With --no-affinity, '16 CPUs per slot' on a 2-CPU host must not read as pinning."""
+    from stmpo_celery.config._options import RenderOptions
+    from stmpo_celery.host._hostplan import make_plan, other_host
+
+    o = RenderOptions(project="p.aep", frames="1-40", output="o_[#].png", concurrency=2,
+                      affinity=False)
+    line = make_plan(o, list(range(1, 41)), True, other_host(2, 64), None).lines()[2]
+    assert "16 CPUs per slot (a budget only: unpinned" in line, line
+    o.affinity = True
+    line = make_plan(o, list(range(1, 41)), True, other_host(2, 64), None).lines()[2]
+    assert "unpinned" not in line and "(pinned to " in line, line

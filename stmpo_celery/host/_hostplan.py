@@ -87,6 +87,8 @@ class HostPlan:
         if sizes and sizes != [self.threads_per_slot]:
             span = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
             given = f" (pinned to {span} each: the host's CPUs shared out)"
+        elif self.blocks and not any(self.blocks):
+            given = " (a budget only: unpinned, every slot floats over the host's CPUs)"
         out = [f"plan: {self.n_slots} slot(s), bound by {self.bound_by} "
                f"(limits: {', '.join(f'{k} {v}' for k, v in self.limits.items())})",
                f"plan: host {self.topology}",
