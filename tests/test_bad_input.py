@@ -110,6 +110,8 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
     ("numa-map-duplicate-cpu", ["--numa-map", "MAP:{\"group_0\": [0, 1], \"group_1\": [1]}"],
      {}, {}, 2, ["numa map"]),
     ("env-profile-unknown", [], {}, {"STMPO_PROFILE": "turbo"}, 2, ["unknown profile"]),
+    ("profile-bool-for-a-number", ["--profile", "LATIN1:retries = true\n"], {}, {}, 2,
+     ["key retries is True: it must be a whole number"]),
     ("profile-not-utf8", ["--profile", "LATIN1:concurrency = \"\xe9\"\n"], {}, {}, 2,
      ["not UTF-8"]),
     ("broker-port-text", ["--broker", "redis://127.0.0.1:abc/0"], {}, {}, 2, ["malformed"]),

@@ -228,6 +228,8 @@ def convert(setting: Setting, value: Any, origin: str) -> Any:
             if text in _FALSE:
                 return False
             raise ValueError(value)
+        if isinstance(value, bool):  # a profile's `retries = true` is no number of retries
+            raise ValueError(value)
         if setting.kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         out = setting.kind(value) if setting.kind is not str else str(value)
