@@ -55,6 +55,7 @@ def build_project(tmp: Path) -> Path:
     out = tmp / "renders"
 
     def item(comp: object, fmt: OutputFormat, name: str, **settings: object) -> object:
+        assert proj.render_queue is not None
         rqi = proj.render_queue.add(comp)  # type: ignore[arg-type]
         om = rqi.output_modules[0]
         if settings:  # before the format: py-aep validates settings against the format

@@ -152,7 +152,7 @@ END_TO_END = {"frames-garbage", "movie-many-processes", "aerender-missing",
               "broker-unreachable", "env-concurrency-text", "numa-map-not-json"}
 
 
-def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:  # type: ignore[type-arg]
+def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:
     _id, extra, overrides, env_extra, _code, _words = case
     kw: dict[str, object] = {"frames": "1-10", "concurrency": 2}
     for k, v in overrides.items():
@@ -190,7 +190,7 @@ def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:  # type:
     return argv, dict(env_extra)
 
 
-def _check(case: tuple, code: int, stdout: str, stderr: str) -> None:  # type: ignore[type-arg]
+def _check(case: tuple, code: int, stdout: str, stderr: str) -> None:
     assert code == case[4], (code, stdout, stderr)
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, stderr
@@ -201,7 +201,7 @@ def _check(case: tuple, code: int, stdout: str, stderr: str) -> None:  # type: i
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(farm: Farm, case: tuple, monkeypatch: pytest.MonkeyPatch,  # type: ignore[type-arg]
+def test_bad_input(farm: Farm, case: tuple, monkeypatch: pytest.MonkeyPatch,
                    capsys: pytest.CaptureFixture[str]) -> None:
     """In-process: the same ``main`` the ``stmpo`` command runs, no subprocess."""
     from stmpo_celery.cli import main
@@ -237,7 +237,7 @@ def test_bad_input(farm: Farm, case: tuple, monkeypatch: pytest.MonkeyPatch,  # 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] in END_TO_END],
                          ids=[c[0] for c in CASES if c[0] in END_TO_END])
-def test_bad_input_end_to_end(farm: Farm, case: tuple) -> None:  # type: ignore[type-arg]
+def test_bad_input_end_to_end(farm: Farm, case: tuple) -> None:
     argv, env_extra = _argv(farm, case)
     private_tmp = farm.tmp / "tmp"
     private_tmp.mkdir()

@@ -203,7 +203,8 @@ def test_requeue_moves_the_dead_slots_message_back_to_the_head_once(
     client.zadd(index, {"tag-a": 1.0, "tag-b": 2.0})
     client.lpush(keys.queue_key(run, queue), json.dumps({"headers": {"id": "queued"}}))
     assert requeue_unacked(client, run, queue, "task-a") is True
-    assert json.loads(client.lindex(keys.queue_key(run, queue), -1))["headers"]["id"] == "task-a"
+    assert json.loads(str(client.lindex(keys.queue_key(run, queue), -1)))["headers"]["id"] == (
+        "task-a")
     assert client.hkeys(unacked) == ["tag-b"] and client.zrange(index, 0, -1) == ["tag-b"]
     assert requeue_unacked(client, run, queue, "task-a") is False  # never twice
 
@@ -220,7 +221,7 @@ def test_a_result_is_written_with_the_runs_ttl(server: EmbeddedRedis,
     finally:
         app.close()
     (key,) = client.keys(keys.prefix(run) + "*")
-    assert key.endswith("celery-task-meta-task-1")
+    assert str(key).endswith("celery-task-meta-task-1")
     assert 0 < client.ttl(key) <= defaults.RUN_KEY_TTL_S
 
 

@@ -88,7 +88,7 @@ class Rig:
 
     def wait_workers(self) -> None:
         want = {f"stmpo:farm:x:worker:{n}@" for n in self.workers if n != "flower"}
-        assert wait_for(lambda: all(any(k.startswith(w) for k in self.client.keys(
+        assert wait_for(lambda: all(any(str(k).startswith(w) for k in self.client.keys(
             "stmpo:farm:x:worker:*")) for w in want), timeout=30), self.logs()
         time.sleep(1.0)  # consuming: the worker loop is up after its first heartbeat
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 from conftest import Farm, stmpo_keys, tagged, wait_for
 
 from stmpo_celery.broker import keys
@@ -262,7 +263,7 @@ def test_renderer_ignoring_sigterm_is_still_gone_after_cancel(farm: Farm) -> Non
     assert not farm.leftovers(timeout=3)
 
 
-def test_orchestrator_crash_still_cleans_up(farm: Farm, ext_redis) -> None:  # type: ignore[no-untyped-def]
+def test_orchestrator_crash_still_cleans_up(farm: Farm, ext_redis: redis.Redis) -> None:
     before = stmpo_keys(ext_redis)
     farm.knobs.update(FRAME_COST="0.1")
     env = farm.env(STMPO_INJECT_FAULT="orchestrator-crash")

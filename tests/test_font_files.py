@@ -83,7 +83,7 @@ def test_what_macos_leaves_beside_fonts_is_passed_over(home: Path, tmp_path: Pat
 
 def test_real_font_files_pass_the_check() -> None:
     """The check refuses nothing a real font file of each kind starts with."""
-    found = {}
+    found: dict[str, Path] = {}
     for root in (Path("/usr/share/fonts"), Path("/usr/share/groff"), Path("/usr/share/wine")):
         for p in sorted(root.rglob("*")) if root.is_dir() else []:
             if p.suffix.lower() in fonts.FONT_EXTENSIONS and p.is_file():

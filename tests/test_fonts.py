@@ -166,7 +166,8 @@ def test_session_ended_checks_pid_reuse_and_keeps_live_sessions() -> None:
     s = me()
     assert fonts.session_ended({"pid": s.pid, "create_time": s.create_time}) is None
     assert "another process" in (fonts.session_ended({"pid": s.pid,
-                                                      "create_time": s.create_time - 100}) or "")
+                                                      "create_time": (s.create_time or 0) - 100})
+                                 or "")
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert "has exited" in (fonts.session_ended({"pid": proc.pid}) or "")

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -57,7 +58,7 @@ def test_movie_output_forces_one_slot() -> None:
     assert out["n_slots"] == 1 and out["bound_by"] == "movie"
 
 
-def test_config_show_names_every_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_config_show_names_every_source(tmp_path: Path) -> None:
     import os
 
     env = dict(os.environ, STMPO_RETRIES="4", STMPO_MAX_CONCURRENCY="9")
@@ -90,7 +91,7 @@ def test_plan_with_a_numa_map_takes_no_other_cpu_description() -> None:
     assert "128 CPUs" in res.stdout and "4 NUMA node(s)" in res.stdout
 
 
-def test_plan_rejects_bad_numa_map(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_plan_rejects_bad_numa_map(tmp_path: Path) -> None:
     m = tmp_path / "m.json"
     m.write_text("{not json")
     res = stmpo("plan", "--frames", "1-10", "--numa-map", str(m))
@@ -122,7 +123,7 @@ def test_each_aerender_runs_on_its_slot_cpus(farm: Farm) -> None:
     try:
         assert wait_for(lambda: len([p for p in tagged(farm.tag) if p.name() == "AfterFX"]) == 2,
                         timeout=30)
-        seen = {}
+        seen: dict[str, Any] = {}
         for p in tagged(farm.tag):
             name = p.name()
             if name in ("AfterFX", "aerender"):

@@ -86,9 +86,9 @@ def test_the_movie_path_drops_image_only_parameters(js: Any, tmp_path: Path) -> 
 @needs_node
 def test_unset_settings_are_not_written_and_stale_templates_are_caught(js: Any,
                                                                        tmp_path: Path) -> None:
-    settings = {k: v for k, v in every_setting(tmp_path).items()
-                if k in ("projectFile", "renderBy", "comp", "outputDir", "outputFileName",
-                         "frames")}
+    wanted = ("projectFile", "renderBy", "comp", "outputDir", "outputFileName", "frames")
+    settings: dict[str, Any] = {k: v for k, v in every_setting(tmp_path).items()
+                                if k in wanted}
     settings.update(concurrency="", mfr="DEFAULT", affinity=" DEFAULT ", failFast=None)
     (res,) = js(["stmpoParameterValues", settings, "image"])
     assert [v["name"] for v in res["values"]] == ["ProjectFile", "RenderBy", "Comp", "OutputDir",

@@ -116,7 +116,8 @@ def test_names_windows_cannot_create_are_found_in_windows_paths(
         assert hit is not None and hit[0] == found[0] and found[1] in hit[1], hit
 
 
-def test_commands_printed_to_paste_are_quoted_for_this_os_shell(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_commands_printed_to_paste_are_quoted_for_this_os_shell(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from stmpo_celery.host import _platform, shell_join
 
     words = ["stmpo", "render", "--comp", "Main Comp", "--output", "C:\\r\\it's_[####].png"]

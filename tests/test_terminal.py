@@ -116,7 +116,12 @@ def test_four_slot_fail_fast_prints_one_cause_log_missing_frames_and_resume(
 def test_cancel_says_cancelled_not_failed(farm: Farm) -> None:
     farm.knobs.update(FRAME_COST="0.2", STARTUP="0.2")
     run = PtyRun(farm, frames="1-200", concurrency=2)
-    assert wait_for(lambda: (run.pump(), farm.frames_on_disk())[1], timeout=30)
+
+    def rendering() -> list[int]:
+        run.pump()
+        return farm.frames_on_disk()
+
+    assert wait_for(rendering, timeout=30)
     run.proc.send_signal(signal.SIGINT)
     code = run.wait()
     text = "\n".join(run.screen())
@@ -218,7 +223,7 @@ def test_eta_comes_from_the_recent_rate() -> None:
 
     t = [1000.0]
     real = mod.time.monotonic
-    mod.time.monotonic = lambda: t[0]  # type: ignore[assignment]
+    mod.time.monotonic = lambda: t[0]
     try:
         p.t0 = 960.0  # 40 s of launching before the first frame
         for i in range(1, 21):
@@ -228,7 +233,7 @@ def test_eta_comes_from_the_recent_rate() -> None:
         eta = p.eta()
         assert eta is not None and 35 <= eta <= 45  # 80 frames at 2 f/s, not at 20/50 s
     finally:
-        mod.time.monotonic = real  # type: ignore[assignment]
+        mod.time.monotonic = real
 
 
 def test_the_resume_command_never_shows_a_password() -> None:
