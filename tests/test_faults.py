@@ -247,6 +247,55 @@ def test_a_run_lost_with_its_broker_shows_how_it_ended_when_the_broker_comes_bac
     assert not farm.leftovers()
 
 
+def test_a_broker_restarted_with_its_data_stops_the_run_and_keeps_whole_frames(
+        farm: Farm, tmp_path: Path) -> None:
+    """`systemctl restart redis`: the server saves, stops and comes back within half a
+    second with every key of the run. Events sent while it was down are lost: the run
+    must stop (exit 3, quickly), not wait for them for ever, and keep every frame it
+    verified whole."""
+    import redis as r
+
+    from stmpo_celery.aerender._output import file_problem
+    from stmpo_celery.broker._redis import find_redis_server
+
+    server = find_redis_server()
+    assert server
+    port = 18379 + os.getpid() % 1000
+    data = tmp_path / "rdb"
+    data.mkdir()
+
+    def start() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
+                              "--dir", str(data), "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+        wait_for(lambda: _pings(r.Redis(port=port)), timeout=5)
+        return p
+
+    srv = start()
+    farm.knobs.update(WRITE_TIME="0.05")
+    proc = farm.start_rendering("--broker", f"redis://127.0.0.1:{port}/0", frame_cost="0.1",
+                                frames="1-80")
+    try:
+        time.sleep(1.0)
+        r.Redis(port=port).shutdown(save=True)
+        srv.wait()
+        time.sleep(0.3)
+        srv = start()  # back with the run's keys
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        srv.kill()
+        srv.wait()
+    assert proc.returncode == 3 and "restarted" in out, out + err
+    summary = farm.load_summary()
+    on_disk = farm.frames_on_disk()
+    assert summary["frames"]["rendered"] <= len(on_disk)
+    assert all(file_problem(farm.pattern.replace("[####]", f"{f:04d}")) is None
+               for f in on_disk)
+    assert "written again" not in out  # no whole frame was deleted under the run
+    assert not farm.leftovers()
+
+
 def _pings(c: object) -> bool:
     try:
         return bool(c.ping())  # type: ignore[attr-defined]

@@ -342,3 +342,36 @@ def test_a_cancel_whose_raise_an_at_fork_hook_swallowed_is_not_lost() -> None:
     early.attach(run)
     assert run.cancel_signal == signal.SIGTERM
     _EarlyCancel().check()  # nothing received: nothing raised
+
+
+def test_settling_a_stopped_launch_keeps_the_frames_another_chunk_finished(
+        tmp_path: Path) -> None:
+    """A launch stopped with frames 1-5 in its ledger (its renderer dead): frame 3, which a
+    thief finished and the run verified whole, is kept while unchanged; the rest go, and
+    so does frame 3 once it has been written since (it may be cut short)."""
+    from types import SimpleNamespace
+
+    from stmpo_celery.aerender import signature
+    from stmpo_celery.orchestrator._handlers import EventHandlers
+    from stmpo_celery.plan import parse_output
+    from stmpo_celery.slot import ledger_dir, settle_ledgers
+    from stmpo_celery.slot._ledger import Ledger
+
+    pattern = parse_output(str(tmp_path / "f_[#].png"))
+    for f in range(1, 6):
+        Path(pattern.path_for(f)).write_bytes(b"frame %d" % f)
+        os.utime(pattern.path_for(f), (time.time() - 60, time.time() - 60))  # a tick ago
+    run = SimpleNamespace(prep=SimpleNamespace(pattern=pattern),
+                          verified={3: signature(pattern.path_for(3))})
+
+    def settle() -> list[str]:
+        ledger = Ledger(pattern, "run1", 0, range(1, 6))
+        ledger.open()
+        return settle_ledgers(ledger_dir(pattern), lambda e: e.run_id == "run1",
+                              owned=lambda f: EventHandlers.unsettled(run, f))  # type: ignore[arg-type]
+
+    assert sorted(settle()) == sorted(pattern.path_for(f) for f in (1, 2, 4, 5))
+    assert Path(pattern.path_for(3)).read_bytes() == b"frame 3"
+    with open(pattern.path_for(3), "r+b") as fh:  # the stopped renderer began it again
+        fh.write(b"FR")
+    assert settle() == [pattern.path_for(3)]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         owned_entry,
         reap_dead_runs,
         say_farewell,
+        server_id,
         still_there,
         try_reap,
     )
@@ -59,6 +60,7 @@ _HOME = {
     "close_row": "._liveness",
     "reap_dead_runs": "._liveness",
     "say_farewell": "._liveness",
+    "server_id": "._liveness",
     "still_there": "._liveness",
     "try_reap": "._liveness",
     "url_secrets": "._redis",
@@ -90,6 +92,7 @@ __all__ = [
     "close_row",
     "reap_dead_runs",
     "say_farewell",
+    "server_id",
     "still_there",
     "try_reap",
     "url_secrets",

@@ -34,6 +34,17 @@ def still_there(client: redis.Redis, run_id: str) -> bool:
     return bool(client.exists(keys.alive_key(run_id)))
 
 
+def server_id(client: redis.Redis) -> str | None:
+    """The Redis server's own run id (``INFO server``), new at every start: a server
+    that answers with another one restarted, whatever it reloaded from disk. None when
+    the server does not say (INFO disabled)."""
+    try:
+        value = client.info("server").get("run_id")
+    except redis.ResponseError:
+        return None
+    return str(value) if value else None
+
+
 def owned_entry(entry_json: str) -> str:
     """A registry entry (``events.registry_entry``) plus who owns it: this process's
     pid and start time, and the time of the first beat."""

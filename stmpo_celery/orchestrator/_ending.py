@@ -53,7 +53,8 @@ def teardown(run: Run) -> None:
             if chunk.status in (ChunkStatus.RUNNING, ChunkStatus.RETRYING):
                 chunk.status, chunk.t1 = ChunkStatus.STOPPED, stopped_at
         # Frames our killed slots had in flight may be half-written: never leave them.
-        partial = settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id)
+        partial = settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id,
+                                 owned=run.unsettled)
         if partial:
             run._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
                      f"chunks (first: {partial[0]})")
@@ -122,7 +123,8 @@ def forced_last_words(run: Run, code: ExitCode, signal_name: str, slots: list[in
     if run.pool is not None:
         run.pool.job.kill_all()  # Windows: the Job Object, at once
     gone_within(slots, defaults.FORCED_EXIT_WORDS_S / 2)
-    settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id)
+    settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id,
+                   owned=run.unsettled)
     if run.o.summary:
         run.exit_code = code
         run.stop_reason = (f"cancelled by {cancel_words(signal_name)}, then forced to exit "

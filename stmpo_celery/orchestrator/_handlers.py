@@ -138,6 +138,13 @@ class EventHandlers:
         self._recheck([f for f in sorted(self.verified) if ev.cut < f <= end],
                       f"by the renderer stopped after frame {ev.cut}")
 
+    def unsettled(self, frame: int) -> bool:
+        """Whether a stopped launch's in-flight ``frame`` may be deleted when its ledger is
+        settled: not when this run verified the file whole and it has not changed since
+        (another chunk — a thief — finished it; the stopped launch never touched it)."""
+        sig = self.verified.get(frame)
+        return sig is None or signature(self.prep.pattern.path_for(frame)) != sig
+
     def _recheck(self, frames: list[int], by: str = "",
                  then: str = "so it is rendered again") -> list[int]:
         """Frames counted done whose file changed since and cannot be trusted now: deleted
@@ -247,7 +254,7 @@ class EventHandlers:
         tag = f"-slot{slot.index}-{slot.pid}-"
         settle_ledgers(ledger_dir(self.prep.pattern),
                        lambda e: e.run_id == self.run_id and tag in e.path.name,
-                       owned=lambda f: end is None or f <= end)
+                       owned=lambda f: (end is None or f <= end) and self.unsettled(f))
         redo = [f for f in frames if f not in self.done_frames]
         redo += [f for f in frames if f in self.done_frames and f in set(
             missing_frames(self.prep.pattern, [f]))]

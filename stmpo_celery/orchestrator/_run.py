@@ -27,6 +27,7 @@ from ..broker import (
     keys,
     mask_url,
     owned_entry,
+    server_id,
     still_there,
     try_reap,
 )
@@ -85,6 +86,7 @@ class Run(EventHandlers):
         self.pool: SlotPool | None = None
         self.run_queue: RunQueue | None = None
         self.client: redis.Redis | None = None
+        self.server: str | None = None  #: the broker's run id (INFO server) when the run began
         self.chunks: dict[int, ChunkRecord] = {}
         self.failures: list[ChunkRecord] = []
         self.cancel_signal: int | None = None
@@ -224,6 +226,9 @@ class Run(EventHandlers):
             return
         self.client = self.broker.client(timeout=10)
         self.watch_client = self.broker.client(timeout=defaults.WATCHDOG_TIMEOUT_S)
+        # a Redis that restarts mid-run lost the events sent while it was down, and what it
+        # reloaded from disk may be older than the run: seen by its new run id, the run stops
+        self.server = server_id(self.watch_client)
         # raw bytes: a message that is not UTF-8 is one bad event, not a dead run
         self.pubsub = self.broker.client(timeout=10, decode=False).pubsub(
             ignore_subscribe_messages=True)
@@ -314,6 +319,10 @@ class Run(EventHandlers):
                 try:
                     if not still_there(self.watch_client, self.run_id):
                         self._broker_lost(" (restarted empty: queue and results gone)")
+                        break
+                    if self.server is not None and server_id(self.watch_client) != self.server:
+                        self._broker_lost(" (it restarted: the events sent while it was down "
+                                          "are lost, and what it reloaded may be out of date)")
                         break
                     if now - last_beat > defaults.HEARTBEAT_INTERVAL_S:
                         self.entry = heartbeat(self.watch_client, self.run_id, self.entry)
