@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from conftest import Farm, stmpo_keys, tagged, wait_for
+from conftest import Farm, PrivateRedis, free_port, stmpo_keys, tagged, wait_for
 
 from stmpo_celery.broker import keys
 
@@ -293,6 +293,35 @@ def test_a_broker_restarted_with_its_data_stops_the_run_and_keeps_whole_frames(
     assert all(file_problem(farm.pattern.replace("[####]", f"{f:04d}")) is None
                for f in on_disk)
     assert "written again" not in out  # no whole frame was deleted under the run
+    assert not farm.leftovers()
+
+
+def test_a_network_blip_that_breaks_the_event_connection_stops_the_run(
+        farm: Farm, private_redis: PrivateRedis) -> None:
+    """Every connection to the broker dropped and refused for a second: the events the
+    slots sent meanwhile are gone (Redis keeps none for an absent subscriber), so the run
+    stops with exit 3 and leaves nothing behind, rather than wait for ever for a chunk's
+    end that was lost."""
+    port = free_port()
+    relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tcpcut.py")),
+                              str(port), str(private_redis.port)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert relay.stdout is not None and relay.stdout.readline().strip() == "ready"
+        url = private_redis.url.replace(f":{private_redis.port}/", f":{port}/")
+        proc = farm.start_rendering("--broker", url, frame_cost="0.1", frames="1-80")
+        try:
+            time.sleep(0.5)
+            relay.send_signal(signal.SIGUSR1)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    finally:
+        relay.kill()
+        relay.wait()
+    assert proc.returncode == 3, out + err
+    assert "the connection carrying the slots' events broke" in out
+    assert not stmpo_keys(private_redis.client)
     assert not farm.leftovers()
 
 

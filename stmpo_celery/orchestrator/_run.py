@@ -87,6 +87,7 @@ class Run(EventHandlers):
         self.run_queue: RunQueue | None = None
         self.client: redis.Redis | None = None
         self.server: str | None = None  #: the broker's run id (INFO server) when the run began
+        self.events_broke = False  #: the event subscription's connection was made again
         self.chunks: dict[int, ChunkRecord] = {}
         self.failures: list[ChunkRecord] = []
         self.cancel_signal: int | None = None
@@ -233,6 +234,11 @@ class Run(EventHandlers):
         self.pubsub = self.broker.client(timeout=10, decode=False).pubsub(
             ignore_subscribe_messages=True)
         self.pubsub.subscribe(keys.events_channel(self.run_id))
+        # Redis keeps no event for a subscriber that is away: once the connection that
+        # carries them has broken (the client reconnects and resubscribes by itself), a
+        # chunk's end may be lost and the run would wait for it for ever — it stops
+        if self.pubsub.connection is not None:
+            self.pubsub.connection.register_connect_callback(self._events_reconnected)
         if self.embedded is None:
             for run_id, why in try_reap(self.client, self.broker).items():
                 self._say(f"removed the keys of dead run {run_id} ({why})")
@@ -300,6 +306,10 @@ class Run(EventHandlers):
                     break
                 time.sleep(0.2)  # a blip: the next call reconnects and resubscribes
                 continue
+            if self.events_broke:
+                self._broker_lost(" (the connection carrying the slots' events broke: what "
+                                  "they sent meanwhile is lost)")
+                break
             if self.stop_reason is not None:
                 break
             if self.embedded is not None and not self.embedded.alive():
@@ -340,6 +350,9 @@ class Run(EventHandlers):
                 all_done_at = all_done_at or now
                 if now - all_done_at > defaults.FINALIZE_WAIT_S:
                     break
+
+    def _events_reconnected(self, _connection: object) -> None:
+        self.events_broke = True
 
     def _stop(self, reason: str, code: ExitCode) -> None:
         """First failure or cancel: abort flag, purge, kill every slot tree."""

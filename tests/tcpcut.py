@@ -1,0 +1,52 @@
+"""A TCP relay whose connections can all be cut at once: ``python tcpcut.py LISTEN TARGET``
+relays 127.0.0.1:LISTEN to 127.0.0.1:TARGET; on SIGUSR1 it drops every connection and
+refuses new ones for one second (a network blip), then relays again."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+LISTEN, TARGET = int(sys.argv[1]), int(sys.argv[2])
+OPEN: set[asyncio.StreamWriter] = set()
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+    try:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", TARGET)
+    except OSError:
+        client_w.close()
+        return
+    OPEN.update((client_w, server_w))
+    await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+
+async def main() -> None:
+    cut = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, cut.set)
+    while True:
+        server = await asyncio.start_server(relay, "127.0.0.1", LISTEN, reuse_address=True)
+        print("ready", flush=True)
+        await cut.wait()
+        cut.clear()
+        server.close()
+        for w in list(OPEN):
+            w.transport.abort()
+        OPEN.clear()
+        await asyncio.sleep(1.0)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
