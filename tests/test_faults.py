@@ -163,35 +163,43 @@ def test_embedded_redis_killed_exits_3(farm: Farm) -> None:
     assert not farm.leftovers()
 
 
+class RestartableRedis:
+    """A redis-server of the test's own on one port, started again at will with the same
+    persistence (``args``): what an external broker restarted mid-run looks like."""
+
+    def __init__(self, *args: str) -> None:
+        from stmpo_celery.broker._redis import find_redis_server
+
+        server = find_redis_server()
+        assert server
+        self.argv = [server, "--port", str(free_port()), "--bind", "127.0.0.1", *args]
+        self.port = int(self.argv[2])
+        self.client = redis.Redis(port=self.port, decode_responses=True)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL)
+        wait_for(lambda: _pings(self.client), timeout=5)
+        return self.proc
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def test_external_redis_restart_never_hangs(farm: Farm, tmp_path: Path) -> None:
-    from stmpo_celery.broker._redis import find_redis_server
-
-    server = find_redis_server()
-    assert server
-    port = 16379 + os.getpid() % 1000
-
-    def start() -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        import redis as r
-
-        c = r.Redis(port=port)
-        wait_for(lambda: _pings(c), timeout=5)
-        return p
-
-    srv = start()
-    proc = farm.start_rendering("--broker", f"redis://127.0.0.1:{port}/0", frame_cost="0.2")
+    srv = RestartableRedis("--save", "", "--appendonly", "no")
+    proc = farm.start_rendering("--broker", srv.url, frame_cost="0.2")
     try:
         srv.kill()
-        srv.wait()
-        srv = start()  # back, but empty: the queue and every result are gone
+        srv.start()  # back, but empty: the queue and every result are gone
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=60)
         assert time.monotonic() - t0 < 20
     finally:
         proc.kill()
         srv.kill()
-        srv.wait()
     assert proc.returncode in (0, 3), out + err
     if proc.returncode == 3:
         assert "was lost" in out
@@ -205,33 +213,16 @@ def test_a_run_lost_with_its_broker_shows_how_it_ended_when_the_broker_comes_bac
     FAILED for the lost broker, as it ended, not DEAD for a vanished orchestrator."""
     import json
 
-    import redis as r
-
-    from stmpo_celery.broker._redis import find_redis_server
-
-    server = find_redis_server()
-    assert server
-    port = 17379 + os.getpid() % 1000
-    data = tmp_path / "aof"
-    data.mkdir()
-
-    def start() -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "yes", "--appendfsync", "always",
-                              "--dir", str(data)], stdout=subprocess.DEVNULL)
-        wait_for(lambda: _pings(r.Redis(port=port)), timeout=5)
-        return p
-
-    url = f"redis://127.0.0.1:{port}/0"
-    srv = start()
+    srv = RestartableRedis("--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                           "--dir", str(tmp_path))
+    url = srv.url
     proc = farm.start_rendering("--broker", url, frame_cost="0.3")
     try:
         srv.kill()
-        srv.wait()
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 3 and "was lost" in out, out + err
-        srv = start()  # back from its file: the run's record still says rendering
-        c = r.Redis(port=port, decode_responses=True)
+        srv.start()  # back from its file: the run's record still says rendering
+        c = srv.client
         assert c.hlen(keys.REGISTRY) == 1
         res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "status", "--json",
                               "--once", "--broker", url], capture_output=True, text=True,
@@ -243,7 +234,6 @@ def test_a_run_lost_with_its_broker_shows_how_it_ended_when_the_broker_comes_bac
     finally:
         proc.kill()
         srv.kill()
-        srv.wait()
     assert not farm.leftovers()
 
 
@@ -253,39 +243,21 @@ def test_a_broker_restarted_with_its_data_stops_the_run_and_keeps_whole_frames(
     second with every key of the run. Events sent while it was down are lost: the run
     must stop (exit 3, quickly), not wait for them for ever, and keep every frame it
     verified whole."""
-    import redis as r
-
     from stmpo_celery.aerender._output import file_problem
-    from stmpo_celery.broker._redis import find_redis_server
 
-    server = find_redis_server()
-    assert server
-    port = 18379 + os.getpid() % 1000
-    data = tmp_path / "rdb"
-    data.mkdir()
-
-    def start() -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
-                              "--dir", str(data), "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL)
-        wait_for(lambda: _pings(r.Redis(port=port)), timeout=5)
-        return p
-
-    srv = start()
+    srv = RestartableRedis("--dir", str(tmp_path), "--appendonly", "no")
     farm.knobs.update(WRITE_TIME="0.05")
-    proc = farm.start_rendering("--broker", f"redis://127.0.0.1:{port}/0", frame_cost="0.1",
-                                frames="1-80")
+    proc = farm.start_rendering("--broker", srv.url, frame_cost="0.1", frames="1-80")
     try:
         time.sleep(1.0)
-        r.Redis(port=port).shutdown(save=True)
-        srv.wait()
+        srv.client.shutdown(save=True)
+        srv.proc.wait()
         time.sleep(0.3)
-        srv = start()  # back with the run's keys
+        srv.start()  # back with the run's keys
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
         srv.kill()
-        srv.wait()
     assert proc.returncode == 3 and "restarted" in out, out + err
     summary = farm.load_summary()
     on_disk = farm.frames_on_disk()
