@@ -128,5 +128,13 @@ def test_portable_mode_embedded_redis_left_by_a_power_cut_is_stopped_by_the_next
     assert left, "the Redis must outlive its guard for this test to mean anything"
     res = farm.run(frames="1-20", concurrency=2, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in left if _alive(p)]
     assert not farm.leftovers()
+
+
+def _alive(p: psutil.Process) -> bool:
+    """Running and not a zombie (a process that ends while it is looked at is gone)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

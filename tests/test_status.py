@@ -17,6 +17,7 @@ import redis
 from conftest import BIN, Farm, free_port, tagged, wait_for
 
 from stmpo_celery.broker import keys
+from stmpo_celery.config import defaults
 
 pytestmark = pytest.mark.slow
 SLOW = {"STARTUP": "0.3", "FRAME_COST": "0.2"}
@@ -308,7 +309,8 @@ def test_a_run_killed_with_all_its_slots_ends_in_flower_with_nobody_asking(
                     and all(t["state"] in ("REVOKED", "SUCCESS") for t in chunks)
                     and bool(nodes) and not any(w["status"] or w.get("active") for w in nodes))
 
-        assert wait_for(ended, timeout=20, step=0.5), (
+        # the warden may wait WARDEN_WAIT_S for a folder still locked (a loaded host)
+        assert wait_for(ended, timeout=defaults.WARDEN_WAIT_S + 10, step=0.5), (
             _host_flower_tasks(fport), _host_flower_nodes(fport, run_id))
         proc.communicate(timeout=10)
         client = redis.Redis.from_url(url)
