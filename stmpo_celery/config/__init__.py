@@ -12,11 +12,13 @@ from ._settings import (
     check_combinations,
     for_command,
     parse_chunk_size,
+    refuse_for_movie,
     resolve,
 )
 
 __all__ = [
     "check_combinations",
+    "refuse_for_movie",
     "Command",
     "for_command",
     "origin",

@@ -64,6 +64,16 @@ def check_combinations(values: dict[str, Any], origin: Callable[[str], str]) -> 
                        "static (N equal blocks): drop it, or choose the fixed schedule")
 
 
+def refuse_for_movie(output: str, flags: list[str]) -> None:
+    """``flags`` given for how frames are shared out over slots cannot apply to a movie,
+    which one aerender process renders whole: refused wherever they meet one (``stmpo
+    render``, ``plan``, ``bundle``)."""
+    if flags:
+        raise BadInput(f"--output {output!r} is a movie (no [#####] token), which one "
+                       f"aerender process renders whole: {', '.join(flags)} cannot apply "
+                       "to it. Drop them, or render an image sequence")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting, declared once: its CLI options, environment variable, profile key,

@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from ..aerender import check_target
-from ..config import Command, check_combinations, defaults, for_command, parse_chunk_size
+from ..config import (
+    Command,
+    check_combinations,
+    defaults,
+    for_command,
+    parse_chunk_size,
+    refuse_for_movie,
+)
 from ..errors import BadInput, StmpoError
 from ..host import check_output_names, uncreatable
 from ..plan import format_frames, parse_frames, parse_output, runs
@@ -207,11 +214,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
         if len(runs(frames)) > 1:
             raise BadInput(f"--frames {kw['frames']!r} has gaps, but a movie is one contiguous "
                            "range: pass e.g. 1-240, or render an image sequence")
-        given = [_flag(k) for k in _IMAGE_ONLY if kw.get(k) is not None]
-        if given:
-            raise BadInput(f"--output {kw['output']!r} is a movie (no [#####] token), which one "
-                           f"aerender process renders in one task: {', '.join(given)} cannot "
-                           "apply to it. Drop them, or render an image sequence")
+        refuse_for_movie(kw["output"], [_flag(k) for k in _IMAGE_ONLY if kw.get(k) is not None])
     project = _existing_file("--project", kw["project"])
     output = os.path.abspath(pattern.raw)
     out_dir, file_name = os.path.split(output)

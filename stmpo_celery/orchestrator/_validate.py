@@ -15,7 +15,14 @@ from ..broker import (
     no_redis_server_problem,
     parse_broker_url,
 )
-from ..config import SETTINGS, RenderOptions, check_combinations, defaults, parse_chunk_size
+from ..config import (
+    SETTINGS,
+    RenderOptions,
+    check_combinations,
+    defaults,
+    parse_chunk_size,
+    refuse_for_movie,
+)
 from ..errors import BadInput
 from ..host import check_output_names, check_start_method, long_path, uncreatable
 from ..monitor import check_bind, discover_broker
@@ -96,13 +103,9 @@ def check_numbers(o: RenderOptions, movie: bool = False) -> int | None:
         setting.check(getattr(o, setting.name))
     check_combinations({"schedule": o.schedule, "chunk_size": o.chunk_size}, o.origin)
     if movie:
-        given = [s.flag for s in SETTINGS.values() if s.image_only
-                 and o.sources.get(s.name, "").startswith("--")
-                 and not (s.name == "concurrency" and o.concurrency == 1)]
-        if given:
-            raise BadInput(f"--output {o.output!r} is a movie (no [#####] token), which one "
-                           f"aerender process renders whole: {', '.join(given)} cannot apply "
-                           "to it. Drop them, or render an image sequence")
+        refuse_for_movie(o.output, [s.flag for s in SETTINGS.values() if s.image_only
+                                    and o.sources.get(s.name, "").startswith("--")
+                                    and not (s.name == "concurrency" and o.concurrency == 1)])
     return parse_chunk_size(o.chunk_size)
 
 
