@@ -1,6 +1,7 @@
-"""A TCP relay whose connections can all be cut at once: ``python tcpcut.py LISTEN TARGET``
-relays 127.0.0.1:LISTEN to 127.0.0.1:TARGET; on SIGUSR1 it drops every connection and
-refuses new ones for one second (a network blip), then relays again."""
+"""A TCP relay whose connections can all be cut at once: ``python tcpcut.py LISTEN TARGET
+[IDLE]`` relays 127.0.0.1:LISTEN to 127.0.0.1:TARGET; on SIGUSR1 it drops every connection
+and refuses new ones for one second (a network blip), then relays again. With IDLE, a
+connection quiet for IDLE seconds is dropped (a firewall or load balancer's idle timeout)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import signal
 import sys
 
 LISTEN, TARGET = int(sys.argv[1]), int(sys.argv[2])
+IDLE = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 OPEN: set[asyncio.StreamWriter] = set()
+LAST: dict[asyncio.StreamWriter, float] = {}  #: client side of a pair -> its last byte
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               pair: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
+            LAST[pair] = asyncio.get_running_loop().time()
             writer.write(data)
             await writer.drain()
     except (OSError, asyncio.CancelledError):
@@ -30,12 +35,24 @@ async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) 
         client_w.close()
         return
     OPEN.update((client_w, server_w))
-    await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+    LAST[client_w] = asyncio.get_running_loop().time()
+    await asyncio.gather(pipe(client_r, server_w, client_w), pipe(server_r, client_w, client_w))
+
+
+async def drop_idle() -> None:
+    while IDLE:
+        await asyncio.sleep(0.1)
+        now = asyncio.get_running_loop().time()
+        for w, last in list(LAST.items()):
+            if now - last > IDLE:
+                w.transport.abort()  # the relay's server side closes with it
+                del LAST[w]
 
 
 async def main() -> None:
     cut = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, cut.set)
+    idle = asyncio.create_task(drop_idle())  # noqa: F841 - runs for the relay's life
     while True:
         server = await asyncio.start_server(relay, "127.0.0.1", LISTEN, reuse_address=True)
         print("ready", flush=True)

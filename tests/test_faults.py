@@ -433,3 +433,46 @@ def test_hostile_names_pass_through_intact(farm: Farm, tmp_path: Path) -> None:
     assert got[got.index("-project") + 1] == str(project)
     assert not (Path.cwd() / "pwned").exists() and not (weird / "pwned").exists()
     assert len(list((weird / "out, (1) ü").glob("f_*.png"))) == 3
+
+
+def test_a_quiet_event_subscription_is_not_dropped_for_idling(
+        private_redis: PrivateRedis) -> None:
+    """A connection that breaks stops the run, so the orchestrator's event subscription
+    must survive a long frame with no event behind a firewall that drops idle connections
+    (here after 2 s): it is pinged when quiet. Without the ping it is dropped."""
+    from stmpo_celery.broker import BrokerUrl
+
+    port = free_port()
+    relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tcpcut.py")),
+                              str(port), str(private_redis.port), "2.0"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert relay.stdout is not None and relay.stdout.readline().strip() == "ready"
+        url = private_redis.url.replace(f":{private_redis.port}/", f":{port}/")
+        for ping_s, dropped in ((1.0, False), (0.0, True)):
+            sub = BrokerUrl(url).client(timeout=10, ping_s=ping_s).pubsub(
+                ignore_subscribe_messages=True)
+            sub.subscribe("stmpo:test:events")
+            broke = _Reconnects()  # held weakly by redis-py: a bound method, kept here
+            assert sub.connection is not None
+            sub.connection.register_connect_callback(broke.saw)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 4.0:  # quiet, as during a long frame
+                assert sub.get_message(timeout=0.1) is None
+            private_redis.client.publish("stmpo:test:events", "after")
+            got = wait_for(lambda: sub.get_message(timeout=0.1), timeout=5)  # noqa: B023
+            assert bool(broke.seen) == dropped, (ping_s, broke.seen)
+            if not dropped:
+                assert got and got["data"] == "after"
+            sub.close()
+    finally:
+        relay.kill()
+        relay.wait()
+
+
+class _Reconnects:
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def saw(self, connection: object) -> None:
+        self.seen.append(connection)

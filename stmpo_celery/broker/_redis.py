@@ -12,6 +12,7 @@ everything else.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import shutil
@@ -92,8 +93,11 @@ class BrokerUrl:
     def is_socket(self) -> bool:
         return self.url.startswith(("redis+socket://", "unix://"))
 
-    def client(self, *, timeout: float | None = None, decode: bool = True) -> redis.Redis:
-        """A redis-py client with short connect timeouts."""
+    def client(self, *, timeout: float | None = None, decode: bool = True,
+               ping_s: float = 0.0) -> redis.Redis:
+        """A redis-py client with short connect timeouts; ``ping_s``: a connection idle
+        that long is pinged before its next use (keeps a quiet subscription open through
+        firewalls and load balancers that drop idle connections)."""
         parts = urllib.parse.urlsplit(self.url)
         query = dict(urllib.parse.parse_qsl(parts.query))
         password = urllib.parse.unquote(parts.password) if parts.password else None
@@ -109,6 +113,7 @@ class BrokerUrl:
                 socket_timeout=timeout,
                 decode_responses=decode,
                 retry=Retry(NoBackoff(), 1),
+                health_check_interval=math.ceil(ping_s),
             )
         db = 0
         path = parts.path.strip("/")
@@ -125,6 +130,7 @@ class BrokerUrl:
             socket_timeout=timeout,
             decode_responses=decode,
             retry=Retry(NoBackoff(), 1),
+            health_check_interval=math.ceil(ping_s),
         )
 
     @property

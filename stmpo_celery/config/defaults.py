@@ -54,6 +54,9 @@ VISIBILITY_TIMEOUT_S: Final = 30 * 24 * 3600  #: far beyond any chunk: never red
 WATCHDOG_INTERVAL_S: Final = 1.0  #: how often the orchestrator pings the broker
 BROKER_LOSS_GRACE_S: Final = 5.0  #: an external broker unreachable this long fails the run
 WATCHDOG_TIMEOUT_S: Final = 1.0  #: one watchdog ping waits this long for an answer
+#: the orchestrator's event subscription is pinged when quiet this long: a connection that
+#: breaks stops the run (its events would be lost), so it must not be dropped for idling
+EVENTS_PING_S: Final = 30.0
 STOP_BROKER_WAIT_S: Final = 0.5  #: a stop waits this long for abort/purge/revoke on the broker
 CLEANUP_BROKER_WAIT_S: Final = 2.0  #: teardown waits this long to delete the run's keys
 FORCED_EXIT_WORDS_S: Final = 0.5  #: a forced exit deletes half-written frames, writes the summary

@@ -231,7 +231,8 @@ class Run(EventHandlers):
         # reloaded from disk may be older than the run: seen by its new run id, the run stops
         self.server = server_id(self.watch_client)
         # raw bytes: a message that is not UTF-8 is one bad event, not a dead run
-        self.pubsub = self.broker.client(timeout=10, decode=False).pubsub(
+        self.pubsub = self.broker.client(timeout=10, decode=False,
+                                         ping_s=defaults.EVENTS_PING_S).pubsub(
             ignore_subscribe_messages=True)
         self.pubsub.subscribe(keys.events_channel(self.run_id))
         # Redis keeps no event for a subscriber that is away: once the connection that
