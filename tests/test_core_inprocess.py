@@ -26,6 +26,8 @@ from stmpo_celery.config import RenderOptions, defaults
 from stmpo_celery.errors import ExitCode
 from stmpo_celery.host import HostPlan
 from stmpo_celery.orchestrator import Prepared, Run
+from stmpo_celery.orchestrator._funnel import LogFunnel
+from stmpo_celery.orchestrator._pool import Slot, SlotPool
 from stmpo_celery.orchestrator._summary import ChunkStatus
 from stmpo_celery.plan import OutputPattern
 from stmpo_celery.slot import next_attempt, register_plan, set_retry
@@ -406,3 +408,69 @@ def test_events_for_unknown_chunks_change_nothing(run: Run) -> Any:
     run._on_event(events.ChunkDone(slot=0, index=99))
     run._on_event(events.ChunkShrink(slot=0, index=99, end=1, thief=3))
     assert {i: (c.status, c.end) for i, c in run.chunks.items()} == before
+
+
+# -- a slot that cannot start --------------------------------------------------------------
+class _RecordingPool(SlotPool):
+    """The real pool's bookkeeping and log reading; its replacements are only recorded
+    (a slot process dying for real is tests/test_faults.py's)."""
+
+    replaced: list[int]
+
+    def replace(self, k: int) -> Slot:
+        self.replaced.append(k)
+        return self.slots[k] if self.slots else None  # type: ignore[return-value]
+
+
+@pytest.fixture
+def dead_slot(run: Run, client: redis.Redis, tmp_path: Path) -> Iterator[Slot]:
+    import subprocess
+    import sys
+
+    log_dir = tmp_path / "slotlogs"
+    log_dir.mkdir()
+    pool = _RecordingPool(spec_path=tmp_path / "spec.json", blocks=[None, None],
+                          log_dir=log_dir, funnel=LogFunnel(None, None), use_fork=False)
+    pool.replaced = []
+    run.pool, run.client = pool, client
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"],
+                            stdout=subprocess.PIPE)
+    proc.wait()
+    assert proc.stdout is not None
+    yield Slot(0, None, proc, proc.stdout)
+    proc.stdout.close()
+
+
+# Celery's own line when Redis refuses a slot's connection (maxclients), with a password
+_REFUSED = ("[2026-12-06 16:09:20,935: ERROR/MainProcess] consumer: Cannot connect to "
+            "redis://:hunter2@127.0.0.1:54047/0: max number of clients reached.\n"
+            "Trying again in 6.00 seconds... (3/5)\n")
+
+
+def test_a_slot_dying_again_before_any_work_stops_the_run_with_its_cause(
+        run: Run, dead_slot: Slot) -> None:
+    """Replaced for ever, a slot that cannot start (here: Redis refuses its connections
+    while the orchestrator's own still works) would leave the run waiting for ever."""
+    pool = run.pool
+    assert isinstance(pool, _RecordingPool)
+    (pool.log_dir / "slot0.celery.log").write_text(_REFUSED)
+    run._slot_died(dead_slot)
+    assert (run.stop_reason, pool.replaced) == (None, [0])
+    run._slot_died(dead_slot)
+    reason = str(run.stop_reason)
+    assert run.exit_code == ExitCode.ENVIRONMENT
+    assert "slot 0 died 2 times in a row before taking any work" in reason
+    assert "max number of clients reached" in reason
+    assert "hunter2" not in reason and "slot0.celery.log" in reason
+    assert pool.replaced == [0]
+
+
+def test_a_slot_that_spoke_between_two_deaths_is_replaced_again(
+        run: Run, dead_slot: Slot) -> None:
+    run._slot_died(dead_slot)
+    run._on_event(events.ChunkIdle(slot=0, index=1, status="idle"))
+    run._slot_died(dead_slot)
+    run._on_event(events.ChunkIdle(slot=1, index=1, status="idle"))  # another slot's word
+    assert run.stop_reason is None
+    run._slot_died(dead_slot)
+    assert run.exit_code == ExitCode.ENVIRONMENT

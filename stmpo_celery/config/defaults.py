@@ -80,6 +80,10 @@ FAILURE_FLUSH_WAIT_S: Final = 2.0  #: a failing chunk waits this long for its ev
 # --- monitoring ---------------------------------------------------------------------------
 SLOT_HUNG_S: Final = 60.0  #: a slot with a chunk and no state beat this long is killed ...
 SLOT_HUNG_BEATS: Final = 4  #: ... (or after --stall-timeout, at least this many beats)
+#: a slot that dies this many times in a row before it takes any work stops the run (exit
+#: 3) instead of being replaced again: each death is a start-up that already retried its
+#: broker connection for ~30 s (a broker refusing its connections, a broken environment)
+SLOT_START_DEATHS: Final = 2
 SLOT_SILENT_AFTER_S: Final = 15.0  #: ``stmpo status`` calls a slot this long without a beat silent
 HOST_REDIS_PORT: Final = 6389  #: the host service's Redis: beside a system Redis on 6379
 HOST_FLOWER_PURGE_OFFLINE_S: Final = 600  #: the host Flower forgets ended runs' slots after this

@@ -12,6 +12,7 @@ import redis
 
 from ..aerender import missing_frames, signature, untrusted_since, written_whole
 from ..broker import events, missing_frames_suspect, requeue_unacked
+from ..config import defaults
 from ..errors import ExitCode
 from ..host import HostPlan
 from ..plan import parse_runs
@@ -52,6 +53,7 @@ class EventHandlers:
     stop_reason: str | None
     finalized: bool
     slot_deaths: int
+    start_deaths: dict[int, int]
     t_first_launch: float | None
     t_last_frame: float | None
 
@@ -64,6 +66,8 @@ class EventHandlers:
     def _on_event(self, ev: events.Event) -> None:
         """One event from a slot: handled by ``_on_<kind>``."""
         handler = getattr(self, "_on_" + ev.kind.value.replace("-", "_"))
+        if ev.slot is not None:  # it speaks: the slot started
+            self.start_deaths.pop(ev.slot, None)
         handler(ev)
 
     def _record_of(self, ev: events.Event) -> ChunkRecord | None:
@@ -233,10 +237,19 @@ class EventHandlers:
         rec = next((c for c in self.chunks.values()
                     if c.status is ChunkStatus.RUNNING and c.slot == slot.index), None)
         what = f"slot {slot.index} (pid {slot.pid}) died (exit code {code})"
-        self.pool.replace(slot.index)
         if rec is None:
+            deaths = self.start_deaths[slot.index] = self.start_deaths.get(slot.index, 0) + 1
+            if deaths >= defaults.SLOT_START_DEATHS:  # replacing it again would loop for ever
+                said = self.pool.last_error(slot.index)
+                self._stop(f"slot {slot.index} died {deaths} times in a row before taking any "
+                           "work" + (f": {said[0]} (see {said[1]})" if said else
+                                     f" (see its logs in {self.pool.log_dir})"),
+                           ExitCode.ENVIRONMENT)
+                return
+            self.pool.replace(slot.index)
             self._say(f"{what} while idle; replaced")
             return
+        self.pool.replace(slot.index)
         attempts = next_attempt(self.client, self.run_id, rec.index)
         rec.reason = f"{what} while rendering chunk {rec.index}"
         if attempts > self.o.retries:

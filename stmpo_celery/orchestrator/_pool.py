@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,8 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from ..broker import mask_url
 from ..host import RunJob, can_fork_slots, fork_slot, kill_tree, slot_popen_kwargs
 from ._funnel import LogFunnel
+
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Error\b|Exception\b")
+_LOG_PREFIX = re.compile(r"^\[[^\]]*\]\s*")  # Celery's "[time: LEVEL/process] "
 
 
 class ProcessLike(Protocol):
@@ -178,6 +183,27 @@ class SlotPool:
             if rec.get("pid") == slot.pid and not slot.expected_exit and now - updated > limit:
                 out.append((slot, now - updated, chunk))
         return out
+
+    def last_error(self, k: int) -> tuple[str, Path] | None:
+        """The last error line slot ``k`` logged, URLs masked, and the log that holds it
+        (``slot<K>.celery.log`` or ``slot<K>.stderr.log``, the later written first): why a
+        slot that cannot start died."""
+        logs = [self.log_dir / f"slot{k}.{name}.log" for name in ("celery", "stderr")]
+        logs.sort(key=lambda p: p.stat().st_mtime if p.exists() else 0.0, reverse=True)
+        for path in logs:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - 16384))
+                    tail = f.read().decode("utf-8", "replace").splitlines()
+            except OSError:
+                continue
+            for line in reversed(tail):
+                if _ERROR_LINE.search(line):
+                    text = _LOG_PREFIX.sub("", line.strip())
+                    text = " ".join(mask_url(w) if "://" in w else w for w in text.split())
+                    return text[:300], path
+        return None
 
     def dead(self) -> list[Slot]:
         return [s for s in self.slots if s.proc.poll() is not None and not s.expected_exit]

@@ -102,6 +102,7 @@ class Run(EventHandlers):
         self.unverified: set[int] = set()  #: reported, not (yet) whole on disk
         self.unresolved: dict[tuple[int, int], int] = {}
         self.slot_deaths = 0
+        self.start_deaths: dict[int, int] = {}  #: slot -> deaths in a row before any work
         self.t_start = time.time()
         self.t_first_launch: float | None = None
         self.t_last_frame: float | None = None
