@@ -54,6 +54,7 @@ class EventHandlers:
     finalized: bool
     slot_deaths: int
     start_deaths: dict[int, int]
+    spoke: set[int]
     t_first_launch: float | None
     t_last_frame: float | None
 
@@ -67,6 +68,7 @@ class EventHandlers:
         """One event from a slot: handled by ``_on_<kind>``."""
         handler = getattr(self, "_on_" + ev.kind.value.replace("-", "_"))
         if ev.slot is not None:  # it speaks: the slot started
+            self.spoke.add(ev.slot)
             self.start_deaths.pop(ev.slot, None)
         handler(ev)
 
@@ -237,7 +239,7 @@ class EventHandlers:
         rec = next((c for c in self.chunks.values()
                     if c.status is ChunkStatus.RUNNING and c.slot == slot.index), None)
         what = f"slot {slot.index} (pid {slot.pid}) died (exit code {code})"
-        if rec is None:
+        if rec is None and slot.index not in self.spoke:
             deaths = self.start_deaths[slot.index] = self.start_deaths.get(slot.index, 0) + 1
             if deaths >= defaults.SLOT_START_DEATHS:  # replacing it again would loop for ever
                 said = self.pool.last_error(slot.index)
@@ -246,10 +248,11 @@ class EventHandlers:
                                      f" (see its logs in {self.pool.log_dir})"),
                            ExitCode.ENVIRONMENT)
                 return
-            self.pool.replace(slot.index)
+        self.spoke.discard(slot.index)
+        self.pool.replace(slot.index)
+        if rec is None:
             self._say(f"{what} while idle; replaced")
             return
-        self.pool.replace(slot.index)
         attempts = next_attempt(self.client, self.run_id, rec.index)
         rec.reason = f"{what} while rendering chunk {rec.index}"
         if attempts > self.o.retries:

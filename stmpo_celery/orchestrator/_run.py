@@ -103,6 +103,7 @@ class Run(EventHandlers):
         self.unresolved: dict[tuple[int, int], int] = {}
         self.slot_deaths = 0
         self.start_deaths: dict[int, int] = {}  #: slot -> deaths in a row before any work
+        self.spoke: set[int] = set()  #: slots whose current process has sent an event
         self.t_start = time.time()
         self.t_first_launch: float | None = None
         self.t_last_frame: float | None = None
