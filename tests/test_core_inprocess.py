@@ -468,7 +468,7 @@ def test_a_slot_dying_again_before_any_work_stops_the_run_with_its_cause(
 def test_a_slot_that_spoke_between_two_deaths_is_replaced_again(
         run: Run, dead_slot: Slot) -> None:
     run._slot_died(dead_slot)  # the first process never spoke: 1
-    run._on_event(events.ChunkIdle(slot=0, index=1, status="idle"))  # its replacement did
+    run._on_event(events.SlotReady(slot=0, pid=4321))  # its replacement did: it is ready
     run._slot_died(dead_slot)  # ... then died: it had started, so 0
     run._on_event(events.ChunkIdle(slot=1, index=1, status="idle"))  # another slot's word
     run._slot_died(dead_slot)  # the next one never spoke: 1

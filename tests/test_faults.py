@@ -476,3 +476,54 @@ class _Reconnects:
 
     def saw(self, connection: object) -> None:
         self.seen.append(connection)
+
+
+def test_an_idle_slot_killed_again_and_again_is_replaced_and_the_run_goes_on(
+        farm: Farm, ext_redis: redis.Redis) -> None:
+    """Only a slot that never got as far as taking tasks counts toward the start-up limit
+    (a slot dying twice so stops the run, exit 3): a replacement that started and had
+    nothing to do, killed again and again, is replaced again and again."""
+    import json
+
+    farm.knobs.update(FRAME_COST="0.05", HEAVY="13-24x25")  # the second block: ~15 s
+    sub = ext_redis.pubsub(ignore_subscribe_messages=True)
+    sub.psubscribe("stmpo:*:x:events")
+    proc = farm.start("--broker", "redis://127.0.0.1:6379/0", "--schedule", "static",
+                      frames="1-24", concurrency=2)
+    run: str | None = None
+
+    def next_event(kind: str, **match: object) -> dict[str, object]:
+        nonlocal run
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            msg = sub.get_message(timeout=0.2)
+            if msg is None:
+                continue
+            ev = json.loads(msg["data"])
+            channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else str(
+                msg["channel"])
+            if run is None and ev["t"] == "slot-ready" and tagged(farm.tag) and any(
+                    p.pid == ev["pid"] for p in tagged(farm.tag)):
+                run = channel  # this test's run (other runs may share the server)
+            if channel == run and ev["t"] == kind and all(ev.get(k) == v
+                                                          for k, v in match.items()):
+                return dict(ev)
+        pytest.fail(f"no {kind} {match} within 20 s")
+
+    try:
+        done = next_event("chunk-done")  # one slot finished its block: idle from now on
+        slot = int(str(done["slot"]))
+        for p in _slot_pids(farm):
+            if p.name() == f"stmpo-slot{slot}":
+                p.kill()
+        for _ in range(2):  # each replacement starts, has nothing to do, and is killed
+            ready = next_event("slot-ready", slot=slot)
+            psutil.Process(int(str(ready["pid"]))).kill()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        sub.close()
+    assert proc.returncode == 0, out + err
+    assert out.count(f"slot {slot} (pid") == 3 and "while idle; replaced" in out
+    assert farm.frames_on_disk() == list(range(1, 25))
+    assert not farm.leftovers()

@@ -18,6 +18,7 @@ kind               published by                means
 ``abort``          the chord's error callback  fail-fast: the run's abort flag was raised
 ``warning``        any slot                    a warning a wrangler should see once
 ``finalized``      the chord body              every chunk task has ended
+``slot-ready``     a slot, once                its worker is connected and takes tasks
 =================  ==========================  =============================================
 """
 
@@ -57,6 +58,8 @@ class Kind(str, Enum):
     """Something a wrangler should see once, e.g. missing fonts (:class:`SlotWarning`)."""
     FINALIZED = "finalized"
     """The chord body ran: every chunk task has ended (:class:`Finalized`)."""
+    SLOT_READY = "slot-ready"
+    """A slot's worker is connected to the broker and takes tasks (:class:`SlotReady`)."""
 
 
 @dataclass
@@ -183,9 +186,15 @@ class Finalized(Event):
     frames: int = 0
 
 
+@dataclass
+class SlotReady(Event):
+    kind: ClassVar[Kind] = Kind.SLOT_READY
+    pid: int = 0  #: the slot's process (a replaced slot's index is its successor's too)
+
+
 EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (
     ChunkStart, Frame, ChunkShrink, ChunkDone, ChunkRetry, ChunkFailed, ChunkIdle, Abort,
-    SlotWarning, Finalized)}
+    SlotWarning, Finalized, SlotReady)}
 
 
 def encode(event: Event) -> str:

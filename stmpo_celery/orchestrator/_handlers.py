@@ -221,6 +221,9 @@ class EventHandlers:
             self.warnings.append(text)
             self._say(f"WARNING (slot {ev.slot}): {report.warning_text(text)}")
 
+    def _on_slot_ready(self, _ev: events.SlotReady) -> None:
+        """Nothing more than every event does: the slot has started (see ``_slot_died``)."""
+
     def _on_finalized(self, _ev: events.Finalized) -> None:
         self.finalized = True
 

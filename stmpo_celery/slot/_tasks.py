@@ -10,11 +10,13 @@ the chord still counts it once), on any slot, with only its missing frames.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
 import redis
 from celery import Celery, Task
+from celery.signals import worker_ready
 
 from ..broker import FINALIZE, ON_CHUNK_ERROR, RENDER_CHUNK, events, keys
 from . import _schedule as schedule
@@ -77,6 +79,10 @@ def register(app: Celery, ctx: SlotContext) -> None:
         return {**asdict(result), "status": "done"}
 
     SlotMonitor(app, ctx).install(RENDER_CHUNK)
+
+    @worker_ready.connect(weak=False)
+    def ready(**_kw: Any) -> None:  # a slot that dies before this could not start
+        ctx.publish(events.SlotReady(pid=os.getpid()))
 
     # Celery's own events for these two would wait in the busy slot and reach Flower
     # late or never (a PENDING finalize row forever): they are not shown at all.
