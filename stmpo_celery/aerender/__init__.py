@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._log import AerenderLog, AeWarning, FrameDone, StrongError
     from ._output import (
         delete_incomplete,
+        file_problem,
         missing_frames,
         signature,
         signatures,
@@ -35,6 +36,7 @@ _HOME = {
     "FrameDone": "._log",
     "StrongError": "._log",
     "delete_incomplete": "._output",
+    "file_problem": "._output",
     "missing_frames": "._output",
     "signature": "._output",
     "signatures": "._output",
@@ -49,6 +51,7 @@ __all__ = [
     "build_argv",
     "FrameDone",
     "delete_incomplete",
+    "file_problem",
     "missing_frames",
     "signature",
     "signatures",

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..aerender import file_problem
 from ..errors import BadInput, StmpoError
 from ..host import acquire_file_lock
 from ..plan import parse_frames, parse_output
@@ -97,23 +98,28 @@ def write_manifest(job: dict[str, Any], tasks: list[dict[str, Any]]) -> Path:
     """``version.json`` of a published job whose tasks all succeeded."""
     pub = job["publish"]
     vdir = Path(pub["dir"])
-    frames, missing = [], []
+    frames, missing, broken = [], [], []
     for number, path in frame_files(job):
         if not path.is_file():
             missing.append(number)
+            continue
+        problem = file_problem(str(path))  # whole when its task ended; maybe not now
+        if problem is not None:
+            broken.append({"frame": number, "problem": problem})
             continue
         frames.append({"frame": number, "file": os.path.relpath(path, vdir),
                        "size": path.stat().st_size, "sha256": sha256_file(path)})
     snap = job.get("snapshot") or {}
     now = time.time()
-    status = "pending-review" if not missing else "incomplete"
+    status = "pending-review" if not missing and not broken else "incomplete"
     manifest = {
         "version": pub["version"], "shot_dir": pub["shot_dir"], "job": job["id"],
         "job_name": job.get("name"),
         "project": {"original": snap.get("original"), "snapshot": snap.get("snapshot"),
                     "sha256": snap.get("sha256")},
         "comp": job.get("comp"), "frame_range": job.get("frames"),
-        "frame_count": len(frames), "missing_frames": missing, "frames": frames,
+        "frame_count": len(frames), "missing_frames": missing, "broken_frames": broken,
+        "frames": frames,
         "tasks": [{"index": t["index"], "step": t["step"], "task": t["label"],
                    "host": t.get("host"), "worker": t.get("worker"), "runs": t.get("runs"),
                    "summary": t.get("summary")} for t in tasks],
@@ -127,20 +133,28 @@ def write_manifest(job: dict[str, Any], tasks: list[dict[str, Any]]) -> Path:
 
 def verify(vdir: Path, manifest: dict[str, Any]) -> list[str]:
     """Problems of the frames on disk against the manifest (empty: they match)."""
-    changed, gone = [], []
+    changed, gone, cut = [], [], []
     for f in manifest.get("frames") or []:
         path = vdir / f["file"]
         if not path.is_file():
             gone.append(f["frame"])
         elif path.stat().st_size != f["size"] or sha256_file(path) != f["sha256"]:
             changed.append(f["frame"])
+        elif file_problem(str(path)) is not None:  # hashed as it was: cut short already
+            cut.append(f["frame"])
     out = []
     if changed:
         out.append(f"{len(changed)} frame(s) changed since publishing: {_few(changed)}")
     if gone:
         out.append(f"{len(gone)} frame(s) missing: {_few(gone)}")
+    if cut:
+        out.append(f"{len(cut)} frame(s) not whole: {_few(cut)}")
     if manifest.get("missing_frames"):
         out.append(f"published without {len(manifest['missing_frames'])} frame(s)")
+    broken = manifest.get("broken_frames")
+    if isinstance(broken, list) and broken:
+        out.append(f"published without {len(broken)} frame(s) that were not whole: "
+                   + _few([int(b.get("frame", 0)) for b in broken if isinstance(b, dict)]))
     return out
 
 
