@@ -101,3 +101,43 @@ def test_concurrent_reviews_of_one_version_lose_no_note(tmp_path: Path) -> None:
     assert sorted(h["note"] for h in history) == [f"n{i}" for i in range(8)]
     assert sorted(p.name for p in vdir.iterdir()) == [".stmpo-review.lock", "f_0001.png",
                                                        "version.json"]  # no temp file left
+
+
+def test_a_frame_cut_short_after_its_task_is_never_published_nor_approved(
+        tmp_path: Path) -> None:
+    """A frame whole when its task ended can be cut short before the job's last task ends
+    (a re-render writing in place, a copy, a disk filling up): publishing hashes what is
+    there, so it must be whole to be published; and a version published before that
+    rule, with such a frame hashed into it, cannot be approved."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+    from stmpo_celery.errors import StmpoError
+    from stmpo_celery.farm import list_versions, set_status
+    from stmpo_celery.farm._versions import write_manifest
+
+    shot = tmp_path / "shot"
+    vdir = shot / "v001"
+    vdir.mkdir(parents=True)
+    for f in (1, 2, 3):
+        path = vdir / f"render_{f:05d}.png"
+        path.write_bytes(frame_bytes(str(path), f))
+    whole = (vdir / "render_00002.png").read_bytes()
+    (vdir / "render_00002.png").write_bytes(whole[: len(whole) // 2])
+    job = {"id": "j1", "frames": "1-3", "publish": {"dir": str(vdir), "version": "v001",
+                                                     "shot_dir": str(shot)},
+           "output": {"OutputDir": str(vdir), "OutputFileName": "render_[#####].png"}}
+    manifest = json.loads(write_manifest(job, []).read_text())
+    assert manifest["status"] == "incomplete"
+    assert [f["frame"] for f in manifest["frames"]] == [1, 3]
+    assert [b["frame"] for b in manifest["broken_frames"]] == [2]
+    with pytest.raises(StmpoError, match="cannot be approved: .*not whole"):
+        set_status(shot, "v001", "approved", None)
+    # an older manifest that hashed the cut-short frame as it was
+    manifest["frames"].insert(1, {"frame": 2, "file": "render_00002.png",
+                                  "size": len(whole) // 2, "sha256": hashlib.sha256(
+                                      whole[: len(whole) // 2]).hexdigest()})
+    manifest.update(status="pending-review", broken_frames=[])
+    (vdir / "version.json").write_text(json.dumps(manifest))
+    [entry] = list_versions(shot)
+    assert not entry["matches"] and "1 frame(s) not whole: 2" in entry["problems"]
+    with pytest.raises(StmpoError, match="cannot be approved: 1 frame\\(s\\) not whole"):
+        set_status(shot, "v001", "approved", None)
