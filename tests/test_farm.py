@@ -282,6 +282,27 @@ def test_killed_worker_task_completes_on_the_other(rig: Rig) -> None:
                                  and "_guard" not in " ".join(_cmd(p))], timeout=20)
 
 
+def test_a_worker_restarted_under_its_name_does_not_keep_its_dead_tasks(rig: Rig) -> None:
+    """A host's worker killed and started again under the same name (a service manager's
+    restart): the task the dead one held runs again, on the new one, instead of staying
+    "running" for ever. A second live worker of that name is refused."""
+    w1 = rig.start_worker("w1", FRAME_COST="0.3")
+    rig.wait_workers()
+    job = rig.submit(frames="1-8", per_task=8)
+    assert wait_for(lambda: any(t["state"] == "running" and t["progress"] > 0
+                                for t in rig.job(job)["tasks"]), timeout=40, step=0.2), \
+        rig.logs()
+    twin = rig.stmpo("farm", "worker", "--name", "w1", timeout=30)  # while w1 lives
+    assert twin.returncode == 2 and "already on the farm" in twin.stderr, twin
+    assert "Traceback" not in twin.stdout + twin.stderr
+    w1.send_signal(signal.SIGKILL)
+    w1.wait(timeout=10)
+    rig.start_worker("w1")  # same host, same name, the previous one gone: allowed
+    assert rig.wait(job, timeout=90) == 0, rig.logs()
+    [task] = rig.job(job)["tasks"]
+    assert task["attempts"] == 2 and task["state"] == "succeeded", task
+
+
 def test_cancel_stops_running_tasks_and_leaves_nothing(rig: Rig) -> None:
     rig.start_worker("w1", FRAME_COST="0.5")
     rig.start_worker("w2", FRAME_COST="0.5")

@@ -17,6 +17,7 @@ attempt that replaced it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -164,16 +165,39 @@ class FarmStore:
         self.client.delete(self.key("job", jid, "done"))
 
     # -- workers ------------------------------------------------------------------
-    def heartbeat(self, name: str, info: dict[str, Any]) -> None:
+    def heartbeat(self, name: str, instance: str, info: dict[str, Any]) -> None:
+        """``name`` and this worker process (``instance``) live, for the next few seconds.
+        Tasks are held by an instance: a worker restarted under its name, or another
+        started with the same name, does not keep a dead one's tasks alive."""
         ttl = max(1, int(round(defaults.FARM_DEAD_AFTER_S)))
-        self.client.set(self.key("worker", name), json.dumps({**info, "seen": time.time()}),
-                        ex=ttl)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.key("worker", name),
+                 json.dumps({**info, "instance": instance, "seen": time.time()}), ex=ttl)
+        pipe.set(self.key("instance", instance), name, ex=ttl)
+        pipe.execute()
+
+    def holder_alive(self, task: dict[str, Any]) -> bool:
+        """Whether the worker process running ``task`` still lives."""
+        if task.get("instance"):
+            return bool(self.client.exists(self.key("instance", str(task["instance"]))))
+        return self.worker_alive(str(task["worker"]))  # a record from before instances
 
     def worker_alive(self, name: str) -> bool:
         return bool(self.client.exists(self.key("worker", name)))
 
-    def forget_worker(self, name: str) -> None:
-        self.client.delete(self.key("worker", name))
+    def worker(self, name: str) -> dict[str, Any] | None:
+        """What the live worker of that name last said (host, pid, instance), or None."""
+        raw = self.client.get(self.key("worker", name))
+        with contextlib.suppress(ValueError, TypeError):
+            info = json.loads(str(raw)) if raw else None
+            return info if isinstance(info, dict) else None
+        return None
+
+    def forget_worker(self, name: str, instance: str) -> None:
+        self.client.delete(self.key("instance", instance))
+        info = self.worker(name)
+        if info is None or info.get("instance") == instance:  # not another one's of that name
+            self.client.delete(self.key("worker", name))
 
     def workers(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -24,14 +24,17 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 from celery import Celery
 from celery.signals import worker_ready
 
 from ..broker import BrokerUrl
 from ..config import defaults
+from ..errors import BadInput
 from ..host import child_kwargs
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
 from ._session import run_task
@@ -45,6 +48,7 @@ class _Worker:
     store: FarmStore
     app: Celery
     name: str = ""
+    instance: str = ""  #: this process, among every worker that ever had this name
     current: tuple[str, int, int] | None = None
 
 
@@ -119,7 +123,8 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
     host = socket.gethostname()
 
     def start(r: dict[str, Any]) -> dict[str, Any]:
-        r.update(state="running", worker=W.name, host=host, started=_now(),
+        r.update(state="running", worker=W.name, instance=W.instance, host=host,
+                 started=_now(),
                  runs=r.get("runs", 0) + 1, status="starting")
         return r
 
@@ -172,9 +177,13 @@ def reap_dead(store: FarmStore) -> None:
             continue
         job: dict[str, Any] | None = None
         for t in tasks:
-            if t["state"] != "running" or not t.get("worker") or t["worker"] == W.name:
+            if t["state"] != "running" or not t.get("worker"):
                 continue
-            if store.worker_alive(t["worker"]):
+            own = (t["instance"] == W.instance if t.get("instance")
+                   else t["worker"] == W.name)  # (a record from before instances)
+            if own:
+                continue
+            if store.holder_alive(t):
                 continue
             job = job or store.job(jid)
             if store.job_state(jid) == "canceled":
@@ -201,8 +210,9 @@ def drop_unacked(store: FarmStore, celery_id: str) -> None:
 def _beat(stop: threading.Event) -> None:
     while not stop.is_set():
         with contextlib.suppress(Exception):
-            W.store.heartbeat(W.name, {"host": socket.gethostname(), "pid": os.getpid(),
-                                       "task": list(W.current) if W.current else None})
+            W.store.heartbeat(W.name, W.instance,
+                              {"host": socket.gethostname(), "pid": os.getpid(),
+                               "task": list(W.current) if W.current else None})
             reap_dead(W.store)
         stop.wait(defaults.FARM_HEARTBEAT_S)
 
@@ -215,6 +225,23 @@ def _start_guard() -> subprocess.Popen[bytes]:
         **child_kwargs(detach=True))
 
 
+def _check_name_free(store: FarmStore, name: str) -> None:
+    """A worker name is unique on the farm: refuse one a live worker uses, unless that
+    was this host's previous worker of the name, gone (a service restarted after a
+    crash: its key lives a few seconds more)."""
+    info = store.worker(name)
+    if info is None:
+        return
+    here = info.get("host") == socket.gethostname()
+    pid = info.get("pid")
+    if here and isinstance(pid, int) and not psutil.pid_exists(pid):
+        return
+    where = f"on host {info.get('host')}, pid {pid}"
+    raise BadInput(f"a worker named {name} is already on the farm ({where}): give this one "
+                   f"another --name, or stop that one first (a worker gone for "
+                   f"{defaults.FARM_DEAD_AFTER_S:.0f} s frees its name)")
+
+
 def worker_name(name: str | None) -> str:
     from ..broker.keys import host_name
 
@@ -224,7 +251,9 @@ def worker_name(name: str | None) -> str:
 
 def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -> int:
     W.name = worker_name(name)
+    W.instance = uuid.uuid4().hex[:12]
     W.store = FarmStore.connect(broker)
+    _check_name_free(W.store, W.name)
     W.app = make_farm_app(broker)
     W.app.task(name=TASK, bind=True, acks_late=True, track_started=True)(farm_task)
     guard = _start_guard()
@@ -245,7 +274,7 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
     finally:
         stop.set()
         with contextlib.suppress(Exception):
-            W.store.forget_worker(W.name)
+            W.store.forget_worker(W.name, W.instance)
         if guard.stdin is not None:
             guard.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
