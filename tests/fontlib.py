@@ -5,6 +5,7 @@ this process or in its own, the registry as written (the private HOME is conftes
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,14 +31,37 @@ def state_dir(home: Path) -> Path:
     return home / ".local" / "state" / "stmpo" / "fonts"
 
 
-_MAGIC = {".ttf": b"\x00\x01\x00\x00", ".otf": b"OTTO", ".ttc": b"ttcf", ".pfb": b"\x80\x01",
-          ".pfm": b"\x00\x01"}
+_MAGIC = {".pfb": b"\x80\x01", ".pfm": b"\x00\x01"}
+
+
+def sfnt(body: bytes, tag: bytes = b"\x00\x01\x00\x00", at: int = 0) -> bytes:
+    """A TrueType/OpenType font of one table holding ``body``, as if it started at byte
+    ``at`` of its file (table offsets count from the file's start)."""
+    return tag + struct.pack(">HHHH", 1, 16, 0, 0) + \
+        struct.pack(">4sIII", b"body", 0, at + 28, len(body)) + body
+
+
+def collection(*bodies: bytes) -> bytes:
+    """A TrueType/OpenType collection of one :func:`sfnt` per body."""
+    at = 12 + 4 * len(bodies)
+    fonts = []
+    for body in bodies:
+        fonts.append(sfnt(body, at=at))
+        at += len(fonts[-1])
+    offsets = [12 + 4 * len(bodies) + sum(map(len, fonts[:i])) for i in range(len(fonts))]
+    return b"ttcf" + struct.pack(f">II{len(bodies)}I", 0x10000, len(bodies), *offsets) + \
+        b"".join(fonts)
 
 
 def font(name: str, body: bytes) -> bytes:
-    """A font file's content (``name`` or just its extension): how its kind starts, then
-    ``body`` (tells fonts apart)."""
-    return _MAGIC.get(Path("f" + name).suffix.lower(), b"") + body
+    """A font file's content (``name`` or just its extension): whole font tables holding
+    ``body``, or how its kind starts then ``body`` (tells fonts apart)."""
+    ext = Path("f" + name).suffix.lower()
+    if ext in (".ttf", ".otf"):
+        return sfnt(body, b"OTTO" if ext == ".otf" else b"\x00\x01\x00\x00")
+    if ext == ".ttc":
+        return collection(body)
+    return _MAGIC.get(ext, b"") + body
 
 
 def make_fonts(folder: Path, **files: bytes) -> Path:
@@ -88,3 +112,12 @@ def live(key: str) -> Session:
 
 def registry(home: Path) -> Registry:
     return Registry.load(state_dir(home) / "registry.json")
+
+
+def dead_process() -> tuple[int, float]:
+    """The pid and start time of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = psutil.Process(proc.pid).create_time()
+    proc.kill()
+    proc.wait()
+    return proc.pid, started

@@ -5,12 +5,27 @@ written: each is one line, its exit code, and nothing installed.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
-from fontlib import font_dir, make_fonts, registry, state_dir, stmpo, stmpo_cli
+from click.testing import CliRunner
+from fontlib import (
+    collection,
+    font,
+    font_dir,
+    make_fonts,
+    registry,
+    sfnt,
+    state_dir,
+    stmpo,
+    stmpo_cli,
+)
 
+from stmpo_celery.cli._bundle import bundle_command
+from stmpo_celery.deadline import _fontfiles as fontfiles
 from stmpo_celery.deadline import _fonts as fonts
+from stmpo_celery.errors import BadInput
 
 
 # -- nothing attached ------------------------------------------------------------------------
@@ -57,6 +72,8 @@ def test_a_file_given_as_the_fonts_folder_is_refused(home: Path, tmp_path: Path)
     ("Type1.pfm", b"<html>404</html>", "is not PostScript font metrics"),
     ("Old.fnt", b"<html>404</html>", "is not a Windows raster font"),
     ("Mac.dfont", b"<html><body>404 Not Found</body></html>", "is not a Mac font suitcase"),
+    ("Tiny.ttf", b"\x00\x01\x00\x00", "is not a TrueType/OpenType font (it is cut short: 4 "
+                                     "bytes, and its header needs 12)"),
 ])
 def test_a_file_that_is_not_the_font_it_claims_is_refused_before_anything_is_installed(
         home: Path, tmp_path: Path, name: str, data: bytes, why: str) -> None:
@@ -86,11 +103,11 @@ def test_real_font_files_pass_the_check() -> None:
     found: dict[str, Path] = {}
     for root in (Path("/usr/share/fonts"), Path("/usr/share/groff"), Path("/usr/share/wine")):
         for p in sorted(root.rglob("*")) if root.is_dir() else []:
-            if p.suffix.lower() in fonts.FONT_EXTENSIONS and p.is_file():
+            if p.suffix.lower() in fontfiles.FONT_EXTENSIONS and p.is_file():
                 found.setdefault(p.suffix.lower(), p)
     if not found:
         pytest.skip("no font files on this machine")
-    assert {ext: fonts.font_problem(p) for ext, p in found.items()} == dict.fromkeys(found)
+    assert {ext: fontfiles.font_problem(p) for ext, p in found.items()} == dict.fromkeys(found)
 
 
 def test_a_font_folder_that_cannot_be_written_fails_with_exit_3_and_holds_nothing(
@@ -124,3 +141,127 @@ def test_a_registry_of_the_wrong_shape_is_one_warning_not_a_traceback(
         assert res.returncode == 0, res.stderr
         assert "Traceback" not in res.stderr
     assert registry(home).sessions == {} and registry(home).fonts == {}
+
+
+# -- cut short, and what a file that is not a font is ---------------------------------------
+_HEADER = struct.Struct(">4sHHHH")
+
+
+@pytest.mark.parametrize(("name", "data", "why"), [
+    ("Tiny.ttf", b"\x00\x01\x00\x00", "it is cut short: 4 bytes, and its header needs 12"),
+    ("None.otf", _HEADER.pack(b"OTTO", 0, 0, 0, 0) + bytes(40),
+     "its table directory lists no tables"),
+    ("Dir.ttf", _HEADER.pack(b"true", 2, 0, 0, 0) + bytes(16),
+     "it is cut short: 28 bytes, and its table directory needs 44"),
+    ("Tables.ttf", sfnt(b"x" * 100)[:-10], "it is cut short: 118 bytes, and its tables need 128"),
+    ("None.ttc", b"ttcf" + struct.pack(">II", 0x10000, 0), "its header lists no fonts"),
+    ("List.ttc", b"ttcf" + struct.pack(">III", 0x10000, 3, 20),
+     "it is cut short: 16 bytes, and its list of fonts needs 24"),
+    ("Where.ttc", b"ttcf" + struct.pack(">III", 0x10000, 1, 100) + bytes(100),
+     "its font 1 of 1 is not at byte 100, where its header says"),
+    ("Cut.ttc", collection(b"a" * 50, b"b" * 50)[:-5],
+     "its font 2 of 2: it is cut short: 171 bytes, and its tables need 176"),
+])
+def test_a_font_cut_short_is_refused(tmp_path: Path, name: str, data: bytes, why: str) -> None:
+    """A TrueType/OpenType font (or collection) must be as long as its header and table
+    directory say: a download that stopped midway is not the font."""
+    (tmp_path / name).write_bytes(data)
+    kind = "collection" if name.endswith(".ttc") else "font"
+    assert fontfiles.font_problem(tmp_path / name) == \
+        f"is not a TrueType/OpenType {kind} ({why})"
+
+
+def test_whole_fonts_and_collections_pass(tmp_path: Path) -> None:
+    for name, data in [("One.ttf", sfnt(b"x")), ("Two.otf", sfnt(b"y" * 9, b"OTTO")),
+                       ("Three.ttc", collection(b"a", b"bb", b"ccc"))]:
+        (tmp_path / name).write_bytes(data)
+        assert fontfiles.font_problem(tmp_path / name) is None, name
+
+
+@pytest.mark.parametrize(("data", "what"), [
+    (b"root:secret:19000:0:99999:7:::\n", "it is text"),
+    (b"  <!DOCTYPE html><title>secret</title>",
+     "it looks like HTML or XML, such as a web page saved under the font's name"),
+    (b"PK\x03\x04secret.ttf", "it is a ZIP archive: attach the font files inside it"),
+    (b"wOF2secret", "it is a web font (WOFF), which After Effects cannot use"),
+    (b"\x07\x00secret\xff", "its first bytes fit no font format"),
+])
+def test_a_refusal_describes_the_file_and_never_quotes_it(home: Path, tmp_path: Path,
+                                                          data: bytes, what: str) -> None:
+    """The file may be a link to anything (a private file): its bytes are not printed."""
+    private = tmp_path / "private"
+    private.write_bytes(data)
+    src = tmp_path / "f"
+    src.mkdir()
+    (src / "Fake.ttf").symlink_to(private)
+    with pytest.raises(BadInput) as err:
+        fontfiles.refuse_broken_fonts(fontfiles.find_fonts(src), "fix it")
+    assert err.value.message == (f"the font file {src / 'Fake.ttf'} is not a TrueType/OpenType "
+                                 f"font ({what}): fix it")
+    assert "secret" not in err.value.message
+
+
+# -- two fonts of one name -------------------------------------------------------------------
+def test_two_different_fonts_of_one_name_are_refused_by_install(home: Path,
+                                                                tmp_path: Path) -> None:
+    """Fonts are installed side by side in one folder: only one of them could be used."""
+    src = make_fonts(tmp_path / "sub" / "Regular", Fam__ttf=b"R").parent
+    make_fonts(src / "Bold", fam__TTF=b"B")
+    res = stmpo_cli(home, "install", "--from", str(src), "--session", "s")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr == (f"stmpo: error: the font files {src / 'Bold' / 'fam.TTF'} and "
+                          f"{src / 'Regular' / 'Fam.ttf'} have one name but different content: "
+                          "rename one of them (a job's fonts are installed side by side in one "
+                          "folder, so only one could be used)\n")
+    assert list(home.iterdir()) == []
+    with pytest.raises(BadInput, match="have one name but different content"):
+        fonts.install_fonts(src, fonts.places(), fonts.Session("s", None, None, None, "t"))
+
+
+def test_two_different_fonts_of_one_name_are_refused_by_bundle(tmp_path: Path) -> None:
+    (tmp_path / "a.aep").write_text("aep")
+    src = make_fonts(tmp_path / "sub" / "Regular", Fam__otf=b"R").parent
+    make_fonts(src / "Bold", Fam__otf=b"B")
+    res = CliRunner().invoke(bundle_command, [
+        "--project", str(tmp_path / "a.aep"), "--comp", "C", "--frames", "1-10",
+        "--output", str(tmp_path / "o_[##].png"), "--dest", str(tmp_path / "b"),
+        "--fonts-dir", str(src)])
+    assert isinstance(res.exception, BadInput), res.output
+    assert str(res.exception).startswith(f"the font files {src / 'Bold' / 'Fam.otf'} and "
+                                         f"{src / 'Regular' / 'Fam.otf'} have one name but "
+                                         "different content: rename one of them")
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_same_font_twice_is_installed_once(home: Path, tmp_path: Path) -> None:
+    src = make_fonts(tmp_path / "f" / "a", Fam__ttf=b"same").parent
+    make_fonts(src / "b", FAM__ttf=b"same")
+    fontfiles.refuse_broken_fonts(fontfiles.find_fonts(src), "fix")
+    res = stmpo(home, "install", "--from", str(src), "--session", "s")
+    assert res.returncode == 0 and res.stderr == "" and "installed 1 (Fam.ttf)" in res.stdout
+    assert [p.name for p in font_dir(home).iterdir()] == ["Fam.ttf"]
+
+
+# -- files that are not installed ------------------------------------------------------------
+def test_web_fonts_and_odd_names_beside_fonts_are_named_once(home: Path, tmp_path: Path) -> None:
+    """After Effects cannot use web fonts; ``Brand.ttf `` is no .ttf. Neither is installed,
+    and the install says so in one warning (a readme is not mentioned)."""
+    src = make_fonts(tmp_path / "f", Brand__ttf=b"b", readme__txt=b"r", Brand__woff=b"w")
+    make_fonts(src / "web", Brand__woff2=b"w2")
+    (src / "Odd.ttf ").write_bytes(font(".ttf", b"o"))
+    res = stmpo(home, "install", "--from", str(src), "--session", "s")
+    assert res.returncode == 0
+    assert res.stderr.splitlines() == [
+        f"stmpo fonts: warning: skipped 3 file(s) of {src} that are not installable fonts: "
+        "Brand.woff, web/Brand.woff2 (web fonts: After Effects cannot use them; attach the .otf "
+        "or .ttf); 'Odd.ttf ' (a space or dot after the extension: rename it)"]
+    assert "installed 1 (Brand.ttf)" in res.stdout
+    assert [p.name for p in font_dir(home).iterdir()] == ["Brand.ttf"]
+
+
+def test_only_web_fonts_are_no_fonts_with_a_warning(home: Path, tmp_path: Path) -> None:
+    src = make_fonts(tmp_path / "f", Brand__woff2=b"w2")
+    res = stmpo(home, "install", "--from", str(src), "--session", "s")
+    assert res.returncode == 0 and res.stdout.startswith("stmpo fonts: no fonts attached")
+    assert "skipped 1 file(s)" in res.stderr and "Brand.woff2 (web fonts" in res.stderr
+    assert list(home.iterdir()) == []

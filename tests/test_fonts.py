@@ -7,6 +7,7 @@ pointed there, through the functions and through the real ``stmpo`` command.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import pytest
 from fontlib import (
     BIN,
     STMPO,
+    dead_process,
     env_for,
     font,
     font_dir,
@@ -27,12 +29,14 @@ from fontlib import (
     make_fonts,
     me,
     registry,
+    state_dir,
     stmpo,
     stmpo_cli,
 )
 
 from stmpo_celery.deadline import _fonts as fonts
-from stmpo_celery.deadline._fonts import Places
+from stmpo_celery.deadline._fonts import Places, Session
+from stmpo_celery.errors import BadInput, EnvironmentProblem
 from stmpo_celery.host import _winfonts as winfonts
 
 
@@ -189,40 +193,120 @@ def test_holder_skips_launchers_and_one_shot_shells(tmp_path: Path) -> None:
     assert data["holder"] == data["me"]
 
 
-# -- fonts that are not ours ------------------------------------------------------------------
-def test_a_different_font_of_the_same_name_is_never_overwritten(home: Path,
-                                                                tmp_path: Path) -> None:
-    fd = font_dir(home)
-    fd.mkdir(parents=True)
-    (fd / "Theirs.ttf").write_bytes(b"installed by hand")
-    (fd / "same.otf").write_bytes(font(".otf", b"identical"))
+# -- fonts that are not ours, and names taken ------------------------------------------------
+def test_a_different_font_installed_outside_stmpo_is_never_overwritten(home: Path,
+                                                                       tmp_path: Path) -> None:
+    """On macOS and Windows fonts go to the user's own font folder: a file there stmpo did
+    not install is the user's, never replaced nor deleted (a warning; the render uses it)."""
+    user_fonts = home / "Library" / "Fonts"
+    user_fonts.mkdir(parents=True)
+    (user_fonts / "Theirs.ttf").write_bytes(b"installed by hand")
+    (user_fonts / "same.otf").write_bytes(font(".otf", b"identical"))
+    pl = Places(user_fonts, state_dir(home), "darwin")
     src = make_fonts(tmp_path / "f", Theirs__ttf=b"the job's version", SAME__otf=b"identical")
-    res = stmpo(home, "install", "--from", str(src), "--session", "s")
-    assert res.returncode == 0
-    assert "warning: Theirs.ttf: a different font file of this name is already installed" \
-        in res.stderr
-    assert "not overwritten" in res.stderr
-    assert "1 already installed outside stmpo, used as they are (SAME.otf)" in res.stdout
-    assert (fd / "Theirs.ttf").read_bytes() == b"installed by hand"
-    stmpo(home, "remove", "--session", "s")
-    assert (fd / "Theirs.ttf").read_bytes() == b"installed by hand"  # not ours: kept
-    assert (fd / "same.otf").exists()
+    out = fonts.install_fonts(src, pl, live("s"))
+    assert out.conflicts == [f"Theirs.ttf: a different font file of this name is already "
+                             f"installed outside stmpo ({user_fonts / 'Theirs.ttf'}); not "
+                             "overwritten, the render uses it"]
+    assert out.present == ["SAME.otf"] and out.installed == []
+    assert (user_fonts / "Theirs.ttf").read_bytes() == b"installed by hand"
+    fonts.remove_fonts(pl, live("s"))
+    assert (user_fonts / "Theirs.ttf").read_bytes() == b"installed by hand"  # not ours: kept
+    assert (user_fonts / "same.otf").exists()
 
 
-def test_sessions_with_different_fonts_of_one_name_do_not_disturb_each_other(
+def test_a_different_font_of_one_name_held_by_another_session_is_refused(
         home: Path, tmp_path: Path) -> None:
+    """Two jobs with different fonts of one file name on one host: the second would render
+    with the first's font, and lose it when the first session removes it. It is refused
+    before anything is installed; once the first session has ended it installs."""
     pl = fonts.places()
     a = make_fonts(tmp_path / "a", Logo__ttf=b"version 1")
-    b = make_fonts(tmp_path / "b", Logo__ttf=b"version 2")
+    b = make_fonts(tmp_path / "b", Logo__ttf=b"version 2", Other__otf=b"o")
     fonts.install_fonts(a, pl, live("A"))
-    out = fonts.install_fonts(b, pl, live("B"))
-    assert out.conflicts and "another session installed a different font" in out.conflicts[0]
-    assert (font_dir(home) / "Logo.ttf").read_bytes() == font(".ttf", b"version 1")
-    assert fonts.remove_fonts(pl, live("B")) is not None
-    # B held nothing
+    with pytest.raises(EnvironmentProblem) as err:
+        fonts.install_fonts(b, pl, live("B"))
+    assert err.value.message == (
+        "the font Logo.ttf cannot be installed: this host's stmpo fonts folder already holds "
+        f"a different font file of that name ({font_dir(home) / 'Logo.ttf'}), in use by "
+        "session A: render this job on another host, or on this one once that session has "
+        "ended; nothing was installed")
+    assert sorted(p.name for p in font_dir(home).iterdir()) == ["Logo.ttf"]  # none of B's
+    assert list(registry(home).sessions) == ["A"]
     assert (font_dir(home) / "Logo.ttf").read_bytes() == font(".ttf", b"version 1")
     removed = fonts.remove_fonts(pl, live("A"))
     assert removed is not None and removed.deleted == ["Logo.ttf"]
+    assert fonts.install_fonts(b, pl, live("B")).installed == ["Logo.ttf", "Other.otf"]
+    assert (font_dir(home) / "Logo.ttf").read_bytes() == font(".ttf", b"version 2")
+
+
+def test_the_refusal_of_a_taken_name_is_one_line_exit_3(home: Path, tmp_path: Path) -> None:
+    j1 = make_fonts(tmp_path / "j1", Brand__ttf=b"ONE")
+    j2 = make_fonts(tmp_path / "j2", Brand__ttf=b"TWO")
+    assert stmpo_cli(home, "install", "--from", str(j1), "--session", "S1").returncode == 0
+    res = stmpo_cli(home, "install", "--from", str(j2), "--session", "S2")
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stderr.startswith("stmpo: error: the font Brand.ttf cannot be installed: ")
+    assert "in use by session S1: render this job on another host" in res.stderr
+    assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr
+    assert list(registry(home).sessions) == ["S1"]
+    res = stmpo_cli(home, "remove", "--session", "S1")
+    assert "removed 1 (Brand.ttf)" in res.stdout and not font_dir(home).exists()
+
+
+def test_a_name_held_only_by_a_session_that_ended_is_free(home: Path, tmp_path: Path) -> None:
+    """The ended session's font goes first, so the next job's font of that name installs."""
+    pl = fonts.places()
+    pid, started = dead_process()
+    fonts.install_fonts(make_fonts(tmp_path / "a", Logo__ttf=b"version 1"), pl,
+                        Session("gone", pid, started, None, "test"))
+    out = fonts.install_fonts(make_fonts(tmp_path / "b", Logo__ttf=b"version 2"), pl,
+                              live("B"))
+    assert out.reclaimed[0].startswith("session gone ended without removing its fonts")
+    assert out.installed == ["Logo.ttf"] and out.conflicts == []
+    assert (font_dir(home) / "Logo.ttf").read_bytes() == font(".ttf", b"version 2")
+    assert registry(home).holders("logo.ttf") == ["B"]
+
+
+def test_an_unreadable_registry_is_kept_aside_and_stmpos_folder_stays_stmpos(
+        home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The files in stmpo's folder are never taken for fonts installed outside stmpo: a
+    different font of one's name is refused, the same font is taken over (and removed
+    with the session that took it). The unreadable registry is kept, not overwritten."""
+    pl = fonts.places()
+    fonts.install_fonts(make_fonts(tmp_path / "a", Brand__ttf=b"one", Logo__otf=b"logo"), pl,
+                        live("A"))
+    broken = '{"version":1,"fonts":'
+    reg_path = state_dir(home) / "registry.json"
+    reg_path.write_text(broken)
+    capsys.readouterr()
+    res = stmpo(home, "list")  # without the lock: says so, moves nothing
+    assert "is unreadable" in res.stderr and "the next stmpo fonts install or remove keeps " \
+        "it aside" in res.stderr
+    assert reg_path.read_text() == broken
+
+    with pytest.raises(EnvironmentProblem) as err:
+        fonts.install_fonts(make_fonts(tmp_path / "b", Brand__ttf=b"two"), pl, live("B"))
+    assert "already holds a different font file of that name" in err.value.message
+    assert "recorded by no session (its record was lost" in err.value.message
+    (aside,) = state_dir(home).glob("registry.json.unreadable-*")
+    assert aside.read_text() == broken
+    warning = capsys.readouterr().err
+    assert "is unreadable (" in warning and f"kept as {aside}, starting a new one" in warning
+    assert len(warning.splitlines()) == 1
+
+    out = fonts.install_fonts(make_fonts(tmp_path / "c", Logo__otf=b"logo"), pl, live("C"))
+    assert out.adopted == ["Logo.otf"] and out.present == [] and out.installed == []
+    removed = fonts.remove_fonts(pl, live("C"))
+    assert removed is not None and removed.deleted == ["Logo.otf"]
+    assert sorted(p.name for p in font_dir(home).iterdir()) == ["Brand.ttf"]
+
+
+def test_sessions_with_the_same_font_of_one_name_share_it(home: Path, tmp_path: Path) -> None:
+    pl = fonts.places()
+    fonts.install_fonts(make_fonts(tmp_path / "a", Logo__ttf=b"same"), pl, live("A"))
+    out = fonts.install_fonts(make_fonts(tmp_path / "b", LOGO__TTF=b"same"), pl, live("B"))
+    assert out.shared == ["LOGO.TTF"] and registry(home).holders("logo.ttf") == ["A", "B"]
 
 
 def test_installing_twice_in_one_session_holds_once(home: Path, tmp_path: Path) -> None:
@@ -305,3 +389,171 @@ def test_windows_module_is_import_safe_and_pure_parts_work(tmp_path: Path) -> No
         with pytest.raises(OSError):
             winfonts.register(pfm)
         winfonts.broadcast_font_change()  # a no-op off Windows
+
+
+# -- what is left behind ---------------------------------------------------------------------
+def test_a_failing_copy_deletes_its_part_file(home: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_fonts(tmp_path / "f", A__ttf=b"a", B__otf=b"b")
+    real = shutil.copyfile
+
+    def copy(a: Path, b: Path) -> object:
+        if Path(a).name == "B.otf":
+            Path(b).write_bytes(b"half a fo")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr(shutil, "copyfile", copy)
+    with pytest.raises(EnvironmentProblem) as err:
+        fonts.install_fonts(src, fonts.places(), live("s"))
+    assert err.value.message == (
+        f"cannot install the font B.otf into {font_dir(home)} (No space left on device): free "
+        f"space on the disk of {font_dir(home)}, then run again; nothing was installed")
+    assert not font_dir(home).exists()  # A.ttf released and deleted, no .part, no folder
+    assert registry(home).fonts == {} and registry(home).sessions == {}
+
+
+def test_a_full_disk_fails_the_install_with_exit_3_and_leaves_nothing(home: Path,
+                                                                      tmp_path: Path) -> None:
+    resource = pytest.importorskip("resource")
+    src = make_fonts(tmp_path / "f", Big__ttf=b"x" * 3_000_000, Small__otf=b"s")
+
+    def limit() -> None:  # as `ulimit -f`: writing past 1 MB fails with "File too large"
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.RLIM_INFINITY))
+
+    res = subprocess.run([STMPO, "fonts", "install", "--from", str(src), "--session", "s"],
+                         capture_output=True, text=True, env=env_for(home), timeout=60,
+                         preexec_fn=limit)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stderr.startswith("stmpo: error: cannot install the font Big.ttf into ")
+    assert "(File too large): raise this user's file size limit, then run again; nothing " \
+        "was installed" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not font_dir(home).exists()
+    assert registry(home).fonts == {} and registry(home).sessions == {}
+
+
+def test_a_killed_install_leaves_nothing_once_removed_and_remove_counts_what_it_deleted(
+        home: Path, tmp_path: Path) -> None:
+    """Killed while copying the 9th of 20 fonts: its .part stays until the next install or
+    remove, which deletes it (its process is gone) and says it removed 8, not 20."""
+    src = tmp_path / "f"
+    make_fonts(src, **{f"Font{i:02d}__ttf": bytes([i]) * 100 for i in range(20)})
+    script = textwrap.dedent("""
+        import os, shutil, signal, sys
+        from pathlib import Path
+        from stmpo_celery.deadline import _fonts as fonts
+        real, done = shutil.copyfile, []
+        def copy(a, b):
+            if len(done) == 8:
+                Path(b).write_bytes(b"half a font")
+                os.kill(os.getpid(), signal.SIGKILL)
+            done.append(a)
+            return real(a, b)
+        shutil.copyfile = copy
+        fonts.install_fonts(Path(sys.argv[1]), fonts.places(),
+                            fonts.Session("S", None, None, None, "test"))
+    """)
+    res = subprocess.run([sys.executable, "-c", script, str(src)], env=env_for(home),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == -9, res.stderr
+    parts = [p.name for p in font_dir(home).iterdir() if p.name.endswith(".part")]
+    assert len(parts) == 1 and parts[0].startswith(".Font08.ttf.")
+    res = stmpo_cli(home, "remove", "--session", "S")
+    assert res.returncode == 0, res.stderr
+    assert "session S: removed 8 (Font00.ttf, " in res.stdout
+    assert not font_dir(home).exists()  # the .part too: the folder went with the last font
+
+
+def test_what_killed_copies_and_saves_left_is_deleted_unless_their_process_runs(
+        home: Path, tmp_path: Path) -> None:
+    fd, sd = font_dir(home), state_dir(home)
+    fd.mkdir(parents=True)
+    sd.mkdir(parents=True)
+    pid, started = dead_process()
+    dead = [fd / f".A.ttf.{pid}-{round(started * 1000)}.part", fd / f".B.otf.{pid}.part",
+            sd / f"registry.json.{pid}.tmp"]
+    pl = fonts.places()
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mark = round(psutil.Process(runner.pid).create_time() * 1000)
+        running = fd / f".C.ttf.{runner.pid}-{mark}.part"
+        for f in [*dead, running]:
+            f.write_bytes(b"partial")
+        fonts.install_fonts(make_fonts(tmp_path / "f", X__ttf=b"x"), pl, live("s"))
+        assert [f for f in dead if f.exists()] == [] and running.exists()
+    finally:
+        runner.kill()
+        runner.wait()
+    fonts.remove_fonts(pl, live("s"))
+    assert not fd.exists()  # its process gone, the last .part went too, and the folder
+
+
+def test_a_registry_that_cannot_be_saved_is_one_line_exit_3_and_no_temp_file(
+        home: Path, tmp_path: Path) -> None:
+    resource = pytest.importorskip("resource")
+    src = make_fonts(tmp_path / "f", **{f"A Font With A Long Name {i:03d}__ttf": b"%d" % i
+                                       for i in range(500)})
+
+    def limit() -> None:  # the fonts fit, a registry of 500 does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+
+    res = subprocess.run([STMPO, "fonts", "install", "--from", str(src), "--session", "s"],
+                         capture_output=True, text=True, env=env_for(home), timeout=60,
+                         preexec_fn=limit)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stderr.startswith(f"stmpo: error: cannot save the font registry "
+                                 f"{state_dir(home) / 'registry.json'} (File too large): "
+                                 "raise this user's file size limit, then run again\n")
+    assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr
+    assert sorted(p.name for p in state_dir(home).iterdir()) == ["registry.lock"]
+    assert not font_dir(home).exists()
+
+
+# -- session ids and output ------------------------------------------------------------------
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+@pytest.mark.parametrize("command", ["install", "remove"])
+def test_a_blank_session_id_is_refused(home: Path, tmp_path: Path, blank: str,
+                                       command: str) -> None:
+    src = make_fonts(tmp_path / "f", X__ttf=b"x")
+    args = ["--from", str(src)] if command == "install" else []
+    with pytest.raises(BadInput, match="--session is blank: give the session id"):
+        stmpo(home, command, *args, "--session", blank)
+    with pytest.raises(BadInput, match=r"\$STMPO_FONTS_SESSION is blank"):
+        stmpo(home, command, *args, STMPO_FONTS_SESSION=blank or " ")
+    assert list(home.iterdir()) == []
+
+
+def test_a_blank_session_id_is_one_line_exit_2(home: Path, tmp_path: Path) -> None:
+    src = make_fonts(tmp_path / "f", X__ttf=b"x")
+    res = stmpo_cli(home, "install", "--from", str(src), "--session", "")
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith("stmpo: error: --session is blank")
+    assert list(home.iterdir()) == []
+
+
+def test_list_prints_one_line_per_font_and_session_whatever_the_ids(home: Path,
+                                                                    tmp_path: Path) -> None:
+    fonts.install_fonts(make_fonts(tmp_path / "f", X__ttf=b"x"), fonts.places(),
+                        live("evil\nsession s: 0 font(s)"))
+    res = stmpo(home, "list")
+    assert res.stdout.splitlines() == [
+        f"fonts folder: {font_dir(home)}",
+        "X.ttf  held by 1 session(s): evil session s: 0 font(s)",
+        f"session evil session s: 0 font(s): 1 font(s), running (process {os.getpid()})"]
+
+
+def test_no_font_cache_is_written_outside_the_font_folder(home: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """fontconfig rescans a font folder whose modification time changed; run as root,
+    fc-cache would write caches for each session's folder into /var/cache/fontconfig."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "fc-cache").write_text(f"#!/bin/sh\ntouch {tmp_path / 'ran'}\n")
+    (fake / "fc-cache").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ.get('PATH', '')}")
+    res = stmpo(home, "install", "--from", str(make_fonts(tmp_path / "f", X__ttf=b"x")),
+                "--session", "s")
+    assert res.returncode == 0 and (font_dir(home) / "X.ttf").exists()
+    stmpo(home, "remove", "--session", "s")
+    assert not (tmp_path / "ran").exists()

@@ -20,8 +20,11 @@ from ..deadline import (
     remove_fonts,
     say,
     session_ended,
+    skipped_files,
+    skipped_note,
 )
 from ..errors import BadInput, EnvironmentProblem
+from ..text import one_line
 
 
 def _names(items: list[str], limit: int = 8) -> str:
@@ -34,7 +37,9 @@ def fonts_group() -> None:
     """Install or remove the fonts attached to a job, per session.
 
     Sessions on one host share fonts safely: a font is deleted only when no running
-    session holds it, and the holds of a session that was killed are reclaimed.
+    session holds it, and the holds of a session that was killed are reclaimed. A job
+    font whose file name is taken on this host by a different font stmpo installed is
+    refused (exit 3), as are two different fonts of one name in a job (exit 2).
     """
 
 
@@ -48,6 +53,7 @@ _SESSION_HELP = ("Session id (default: $STMPO_FONTS_SESSION, $DEADLINE_SESSION_I
 @click.option("--session", help=_SESSION_HELP)
 def install(source: str | None, session: str | None) -> None:
     """Install the fonts in --from for this session (nothing to do when none are attached)."""
+    sess = current_session(session)  # a blank --session is refused, fonts or not
     if source is None or not source.strip():
         say("no fonts attached to the job (FontsDir is empty): nothing to install")
         return
@@ -62,14 +68,18 @@ def install(source: str | None, session: str | None) -> None:
             f"the job's fonts folder {folder} does not exist on this host: its fonts did not "
             "arrive (check the job attachments or the storage profile's path mapping)")
     files = find_fonts(folder)
+    skipped = skipped_note(folder, skipped_files(folder))
     if not files:
+        if skipped:
+            say("warning: " + skipped, err=True)
         say(f"no fonts attached: {folder} holds no font files "
             f"({' '.join(sorted(FONT_EXTENSIONS))}): nothing to install")
         return
     refuse_broken_fonts(files, "attach the real font file or remove it from the job's "
                                "fonts; nothing was installed")
+    if skipped:
+        say("warning: " + skipped, err=True)
     pl = places()
-    sess = current_session(session)
     out = install_fonts(folder, pl, sess)
     for line in out.reclaimed:
         say(line)
@@ -83,6 +93,9 @@ def install(source: str | None, session: str | None) -> None:
     if out.shared:
         parts.append(f"{len(out.shared)} already installed by another session, now shared "
                      f"({_names(out.shared)})")
+    if out.adopted:
+        parts.append(f"{len(out.adopted)} found in stmpo's fonts folder unrecorded, now held "
+                     f"({_names(out.adopted)})")
     if out.present:
         parts.append(f"{len(out.present)} already installed outside stmpo, used as they are "
                      f"({_names(out.present)})")
@@ -129,14 +142,14 @@ def list_fonts(as_json: bool) -> None:
         click.echo(json.dumps({"font_dir": str(pl.font_dir), "fonts": reg.fonts,
                                "sessions": reg.sessions}, indent=2, ensure_ascii=False))
         return
-    click.echo(f"fonts folder: {pl.font_dir}")
+    click.echo(one_line(f"fonts folder: {pl.font_dir}"))
     if not reg.fonts:
         click.echo("no fonts installed by stmpo")
     for key, entry in sorted(reg.fonts.items()):
         holders = reg.holders(key)
-        click.echo(f"{Path(entry['path']).name}  held by {len(holders)} session(s): "
-                   + (", ".join(holders) or "none (to delete)"))
+        click.echo(one_line(f"{Path(entry['path']).name}  held by {len(holders)} session(s): "
+                            + (", ".join(holders) or "none (to delete)")))
     for key, rec in sorted(reg.sessions.items()):
         why = session_ended(rec)
         state = f"ended: {why}" if why else f"running (process {rec.get('pid')})"
-        click.echo(f"session {key}: {len(rec.get('fonts', []))} font(s), {state}")
+        click.echo(one_line(f"session {key}: {len(rec.get('fonts', []))} font(s), {state}"))

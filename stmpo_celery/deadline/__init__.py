@@ -14,16 +14,15 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from ._bigtask import CHUNK_LIMIT, describe_tasks
     from ._bundle import BIG, IMAGE, plan_bundle, task_chunks, write_bundle
-    from ._fontleases import Registry, current_session, say, session_ended
-    from ._fonts import (
+    from ._fontfiles import (
         FONT_EXTENSIONS,
         find_fonts,
-        install_fonts,
-        places,
-        refresh_cache,
         refuse_broken_fonts,
-        remove_fonts,
+        skipped_files,
+        skipped_note,
     )
+    from ._fontleases import Registry, current_session, say, session_ended
+    from ._fonts import install_fonts, places, refresh_cache, remove_fonts
     from ._project import describe, read_project
 
 # Imported on first use: a command that never needs Celery never loads it.
@@ -33,11 +32,13 @@ _HOME = {
     "describe": "._project",
     "describe_tasks": "._bigtask",
     "read_project": "._project",
-    "FONT_EXTENSIONS": "._fonts",
+    "FONT_EXTENSIONS": "._fontfiles",
     "Registry": "._fontleases",
     "current_session": "._fontleases",
-    "find_fonts": "._fonts",
-    "refuse_broken_fonts": "._fonts",
+    "find_fonts": "._fontfiles",
+    "refuse_broken_fonts": "._fontfiles",
+    "skipped_files": "._fontfiles",
+    "skipped_note": "._fontfiles",
     "install_fonts": "._fonts",
     "places": "._fonts",
     "refresh_cache": "._fonts",
@@ -61,6 +62,8 @@ __all__ = [
     "current_session",
     "find_fonts",
     "refuse_broken_fonts",
+    "skipped_files",
+    "skipped_note",
     "install_fonts",
     "places",
     "refresh_cache",

@@ -37,7 +37,7 @@ from ..errors import BadInput, StmpoError
 from ..host import check_output_names, uncreatable
 from ..plan import format_frames, parse_frames, parse_output, runs
 from ._bigtask import CHUNK_LIMIT, profile_minimums, task_count, with_host_minimums
-from ._fonts import find_fonts, refuse_broken_fonts
+from ._fontfiles import find_fonts, refuse_broken_fonts
 from ._project import check_for_bundle, output_from_project
 
 IMAGE = "image"

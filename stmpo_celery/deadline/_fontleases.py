@@ -5,24 +5,29 @@ record names its holder process (the worker agent or ``openjd run``; launchers a
 one-shot shells in between are skipped) with its start time, so a reused pid is never
 mistaken for it; a session whose holder is gone, or whose OpenJD working directory was
 deleted, has ended without running ``stmpo fonts remove`` and its holds are reclaimed.
+A registry that cannot be read is kept aside under another name, never overwritten.
 See :mod:`stmpo_celery.deadline._fonts` for the whole story.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from ..host import acquire_file_lock
+from ..errors import BadInput, EnvironmentProblem
+from ..host import acquire_file_lock, process_started, same_process_alive
 from ..text import one_line
 
 
@@ -76,6 +81,12 @@ def holder_process(me: psutil.Process | None = None) -> psutil.Process | None:
 def current_session(explicit: str | None = None,
                     env: Mapping[str, str] | None = None) -> Session:
     env = os.environ if env is None else env
+    if explicit is not None and not explicit.strip():
+        raise BadInput("--session is blank: give the session id, or leave --session out "
+                       "to use the session's own")
+    for name in ("STMPO_FONTS_SESSION", "DEADLINE_SESSION_ID"):
+        if env.get(name) and not env[name].strip():
+            raise BadInput(f"${name} is blank: set it to the session id, or unset it")
     holder = holder_process()
     pid = ctime = None
     if holder is not None:
@@ -127,14 +138,33 @@ class Registry:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path) -> Registry:
+    def load(cls, path: Path, set_aside: bool = False) -> Registry:
+        """The registry at ``path`` (empty when there is none). One that cannot be read is
+        renamed out of the way when ``set_aside`` (only under the lock: a writer may be
+        replacing it), so the next save does not overwrite what it held."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError) as exc:
-            say(f"warning: the font registry {path} is unreadable ({exc}); starting a new one",
-                err=True)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            if not set_aside:
+                say(f"warning: the font registry {path} is unreadable ({why}); the next "
+                    "stmpo fonts install or remove keeps it aside and starts a new one",
+                    err=True)
+                return cls()
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+            aside = path.with_name(f"{path.name}.unreadable-{stamp}")
+            try:
+                os.replace(path, aside)
+            except OSError as err:
+                raise EnvironmentProblem(
+                    f"the font registry {path} is unreadable ({why}) and cannot be moved "
+                    f"aside ({err.strerror or err}): move it out of {path.parent} by hand "
+                    "and run again") from None
+            say(f"warning: the font registry {path} is unreadable ({why}): kept as {aside}, "
+                "starting a new one (the fonts left in stmpo's fonts folder stay stmpo's: a "
+                "session that brings the same font takes it over)", err=True)
             return cls()
         raw = data if isinstance(data, dict) else {}
         fonts, sessions = _items(raw.get("fonts") or {}), _items(raw.get("sessions") or {})
@@ -148,11 +178,23 @@ class Registry:
         return reg
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": REGISTRY_VERSION, "fonts": self.fonts,
-                                   "sessions": self.sessions}, indent=2, ensure_ascii=False)
-                       + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        """Write the registry whole or not at all (:class:`EnvironmentProblem` when the
+        folder cannot take it; its temporary file is removed)."""
+        tmp = path.with_name(temp_name(path.name, "tmp"))
+        text = json.dumps({"version": REGISTRY_VERSION, "fonts": self.fonts,
+                           "sessions": self.sessions}, indent=2, ensure_ascii=False) + "\n"
+        try:
+            try:
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot save the font registry {path} ({exc.strerror or exc}): "
+                f"{write_fix(exc, path.parent)}, then run again") from None
 
     def holders(self, key: str) -> list[str]:
         return [s for s, rec in self.sessions.items() if key in rec.get("fonts", [])]
@@ -174,12 +216,61 @@ def _session_entry(v: object) -> bool:
 
 @contextlib.contextmanager
 def locked(state_dir: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
-    """Hold the registry's exclusive lock (released by the OS if this process dies)."""
+    """Hold the registry's exclusive lock (released by the OS if this process dies); the
+    temporary files of saves that were killed go first."""
     with acquire_file_lock(state_dir / "registry.lock", timeout, step=0.05,
                            unusable=f"cannot use the font registry folder {state_dir}",
                            busy=f"the font registry {state_dir} stayed locked for "
                                 f"{timeout:.0f} s by another session"):
+        sweep_leftovers(state_dir, lambda name: name == "registry.json")
         yield state_dir / "registry.json"  # the lock goes with the file's closing
 
 
-# -- installing and deleting one file ------------------------------------------------------
+def write_fix(exc: OSError, folder: Path) -> str:
+    """What to do when writing into ``folder`` failed with ``exc``."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"free space on the disk of {folder}"
+    if exc.errno == errno.EFBIG:
+        return "raise this user's file size limit"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"make {folder} writable for this user"
+    return f"free space on the disk of {folder} or make it writable"
+
+
+# -- temporary files -------------------------------------------------------------------------
+#: ``NAME.PID[-START].part|tmp``: the process writing it, and its start (ms since the epoch)
+_TEMP = re.compile(r"^(?P<name>.+)\.(?P<pid>\d+)(?:-(?P<start>\d+))?\.(?:part|tmp)$")
+
+
+def temp_name(name: str, ext: str) -> str:
+    """The name of a file being written before it becomes ``name``: it says which process
+    writes it (and when that process started), so one left by a killed process is known."""
+    started = process_started(os.getpid())
+    return f"{name}.{os.getpid()}" + (f"-{round(started * 1000)}" if started else "") + \
+        f".{ext}"
+
+
+def sweep_leftovers(folder: Path, final: Callable[[str], bool]) -> list[Path]:
+    """Delete the temporary files in ``folder`` (:func:`temp_name`, for a final name that
+    ``final`` accepts) whose process is gone: a copy or save killed midway. Returns them."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    gone = []
+    for name in names:
+        m = _TEMP.match(name)
+        if m is None or not final(m["name"]):
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid():
+            continue  # this process's own (a failing write removes it)
+        if m["start"] is not None:
+            alive = same_process_alive(pid, int(m["start"]) / 1000)
+        else:  # named without the start time: the pid alone
+            alive = process_started(pid) is not None
+        if not alive:
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+                gone.append(folder / name)
+    return gone

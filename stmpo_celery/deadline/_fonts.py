@@ -8,25 +8,39 @@ action runs, so fonts are not simply copied and deleted:
 * Every font stmpo installs is recorded in a per-user **registry**
   (``registry.json`` in the state folder, changed only under an exclusive file lock) with
   its content hash and the **sessions that hold it**. ``remove`` drops this session's
-  holds and deletes a font only when no other session holds it.
+  holds and deletes a font only when no other session holds it. A registry that cannot
+  be read is kept aside under another name (``registry.json.unreadable-TIME``), never
+  overwritten.
 * A session is identified by ``--session``, else ``$STMPO_FONTS_SESSION``, else Deadline's
   ``$DEADLINE_SESSION_ID``, else the OpenJD session working directory
   (``$OPENJD_SESSION_WORKING_DIR``), else the process that runs the session (see below),
-  so ``install`` and ``remove`` of one session find the same record.
+  so ``install`` and ``remove`` of one session find the same record. A blank id is
+  refused.
 * Each session record names its **holder**: the process whose life bounds the session
   (the worker agent or ``openjd run`` that started the action; ``sudo``/``setsid``
   launchers and one-shot shells in between are skipped), with its start time so a reused
   pid is not mistaken for it. A session whose holder is gone, or whose OpenJD working
   directory was deleted, has ended without running ``remove``: the next ``install`` or
   ``remove`` of any session reclaims its holds (and deletes the fonts nobody else holds).
-* A font file stmpo did not install is never replaced nor deleted. A different font of
-  the same file name already installed (by hand, or by another session from another job)
-  is not overwritten: stmpo says so, and the render uses the installed one.
+* One file name, one font. Fonts are installed side by side in one folder, so a job whose
+  fonts folder holds two different font files of one name (ignoring case) is refused
+  (:class:`BadInput`), at submission too. A job font whose name is taken in stmpo's fonts
+  folder by a different font (held by another session, or left there unrecorded) is
+  refused before anything is installed (:class:`EnvironmentProblem`: the host, not the
+  job, is in the way): the render would use the other font. A font file of that name
+  installed outside stmpo (the user's own fonts on macOS and Windows) is never replaced
+  nor deleted: stmpo warns, and the render uses the installed one. A file in stmpo's
+  fonts folder the registry does not record (its record was lost) is stmpo's all the
+  same: a session that brings the same font takes it over.
+* A font is copied under a temporary name (``.NAME.PID-START.part``) and renamed into
+  place; a failing copy deletes it, and the next ``install`` or ``remove`` deletes those
+  of copies that were killed.
 
 Where fonts go (per user, no administrator rights needed):
 
-* Linux: ``$XDG_DATA_HOME/fonts/stmpo`` (``~/.local/share/fonts/stmpo``), then
-  ``fc-cache`` on that folder when it exists (best effort);
+* Linux: ``$XDG_DATA_HOME/fonts/stmpo`` (``~/.local/share/fonts/stmpo``), a folder of
+  stmpo's own, removed with its last font (fontconfig rescans a font folder whose
+  modification time changed: no cache to refresh);
 * macOS: ``~/Library/Fonts``;
 * Windows: ``%LOCALAPPDATA%\\Microsoft\\Windows\\Fonts``, registered for the user in
   ``HKCU`` and loaded with ``AddFontResourceExW`` (:mod:`stmpo_celery.host._winfonts`).
@@ -38,23 +52,32 @@ The registry lives in ``$XDG_STATE_HOME/stmpo/fonts`` (``~/.local/state/stmpo/fo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
-import struct
-import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from ..errors import BadInput, EnvironmentProblem
+from ..errors import EnvironmentProblem
 from ..host import FONT_PLATFORM
+from ._fontfiles import (
+    FONT_EXTENSIONS,
+    by_name,
+    file_hash,
+    find_fonts,
+    font_key,
+    same_content,
+)
 from ._fontleases import (
     Registry,
     Session,
     locked,
     session_ended,
+    sweep_leftovers,
+    temp_name,
+    write_fix,
 )
 
 
@@ -86,108 +109,33 @@ def places(env: Mapping[str, str] | None = None, platform: str | None = None) ->
                   own_font_dir=True)
 
 
-def font_key(name: str) -> str:
-    """Registry key of a font file name: Windows and macOS folders ignore case."""
-    return name.casefold()
-
-
-def find_fonts(source: Path) -> list[Path]:
-    """Font files below ``source`` (recursively), in a stable order. The metadata macOS
-    leaves beside files it copies or zips (``._Name.ttf`` AppleDouble files, a
-    ``__MACOSX`` folder) is not a font and is passed over."""
-    found = [p for p in source.rglob("*")
-             if p.suffix.lower() in FONT_EXTENSIONS and not p.name.startswith("._")
-             and "__MACOSX" not in p.relative_to(source).parts and p.is_file()]
-    return sorted(found, key=lambda p: (len(p.relative_to(source).parts), str(p)))
-
-
-def font_problem(path: Path) -> str | None:
-    """Why ``path`` is not the font its extension says (empty, or another kind of file),
-    or None. After Effects does not say when it cannot use an attached font: it renders
-    with a substitute, so a broken font file is refused before anything is installed."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(16)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    if size == 0:
-        return "is empty"
-    kind = _KINDS.get(path.suffix.lower())
-    if kind is not None and not kind[0](head, size):
-        return f"is not {kind[1]} (it starts with {head[:8]!r})"
-    return None
-
-
-def _starts(*signatures: bytes) -> Callable[[bytes, int], bool]:
-    """A format whose files start with one of these bytes."""
-    return lambda head, size: head.startswith(signatures)
-
-
-def _pfm_or_fnt(versions: tuple[int, ...]) -> Callable[[bytes, int], bool]:
-    """A Windows font metrics (.pfm) or raster font (.fnt) header: its version word (the
-    size it gives next is not checked: some font tools write it wrong)."""
-    def ok(head: bytes, size: int) -> bool:
-        return len(head) >= 2 and struct.unpack_from("<H", head)[0] in versions
-    return ok
-
-
-def _dfont(head: bytes, size: int) -> bool:
-    """A Mac resource fork in a data fork: data and map offsets and lengths inside the file."""
-    if len(head) < 16:
-        return False
-    data_at, map_at, data_len, map_len = struct.unpack_from(">IIII", head)
-    return data_at >= 16 and data_at + data_len <= size and map_len > 0 and \
-        map_at + map_len <= size
-
-
-_SFNT = _starts(b"\x00\x01\x00\x00", b"true", b"typ1", b"OTTO")  # TrueType/OpenType tables
-#: per extension: does a file's head (its first 16 bytes) and size fit the format, and
-#: what the format is called (.pfm/.fnt/.dfont are told by their header's numbers)
-_KINDS: dict[str, tuple[Callable[[bytes, int], bool], str]] = {
-    ".ttf": (_SFNT, "a TrueType/OpenType font"),
-    ".otf": (_SFNT, "a TrueType/OpenType font"),
-    ".ttc": (_starts(b"ttcf"), "a TrueType/OpenType collection"),
-    ".otc": (_starts(b"ttcf"), "a TrueType/OpenType collection"),
-    ".pfb": (_starts(b"\x80\x01"), "a PostScript Type 1 font (PFB)"),
-    ".afm": (_starts(b"StartFontMetrics"), "Adobe font metrics"),
-    ".fon": (_starts(b"MZ"), "a Windows font resource"),
-    ".pfm": (_pfm_or_fnt((0x100,)), "PostScript font metrics (PFM)"),
-    ".fnt": (_pfm_or_fnt((0x200, 0x300)), "a Windows raster font (FNT)"),
-    ".dfont": (_dfont, "a Mac font suitcase (dfont)"),
-}
-FONT_EXTENSIONS = frozenset(_KINDS)  #: the files ``stmpo fonts`` installs
-
-
-def refuse_broken_fonts(files: list[Path], fix: str) -> None:
-    """Raise :class:`BadInput` naming the first of ``files`` that is not a usable font."""
-    bad = [(f, why) for f in files if (why := font_problem(f)) is not None]
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise BadInput(f"the font file {bad[0][0]} {bad[0][1]}{more}: {fix}")
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# -- sessions --------------------------------------------------------------------------------
+# -- installing and deleting one file --------------------------------------------------------
 def _place_file(src: Path, dest: Path, platform: str) -> None:
+    """Copy ``src`` to ``dest`` under a temporary name, then rename it into place: a font
+    is whole or absent (a failing copy deletes its temporary file)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    tmp = dest.with_name(temp_name(f".{dest.name}", "part"))
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     if platform == "win32":
         from ..host import winfonts
 
         winfonts.register(dest)
 
 
-def _delete_file(path: Path, platform: str) -> None:
+def _sweep_copies(pl: Places) -> None:
+    """Delete what copies killed midway left in the font folder (:func:`_place_file`)."""
+    sweep_leftovers(pl.font_dir, lambda name: name.startswith(".")
+                    and Path(name).suffix.lower() in FONT_EXTENSIONS)
+
+
+def _delete_file(path: Path, platform: str) -> bool:
+    """Delete an installed font; False when it was not there."""
     if platform == "win32":
         from ..host import winfonts
 
@@ -195,20 +143,31 @@ def _delete_file(path: Path, platform: str) -> None:
     try:
         path.unlink()
     except (FileNotFoundError, NotADirectoryError):
-        pass  # already gone
+        return False  # already gone (or never copied: its install was killed)
+    return True
+
+
+def _drop_own_folder(reg: Registry, pl: Places) -> None:
+    """stmpo's own font folder goes with its last font."""
+    if not reg.fonts and pl.own_font_dir:
+        with contextlib.suppress(OSError):
+            pl.font_dir.rmdir()
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# -- sessions --------------------------------------------------------------------------------
 @dataclass
 class Outcome:
     installed: list[str] = field(default_factory=list)  #: copied by this session
     shared: list[str] = field(default_factory=list)  #: installed by another live session
     present: list[str] = field(default_factory=list)  #: installed outside stmpo, same content
+    #: in stmpo's font folder with the same content but recorded by no session: now held
+    adopted: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  #: messages
-    deleted: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  #: files deleted (not those never copied)
     kept: list[str] = field(default_factory=list)  #: still held by other sessions
     reclaimed: list[str] = field(default_factory=list)  #: messages
 
@@ -239,85 +198,125 @@ def collect(reg: Registry, pl: Places, out: Outcome) -> None:
                 # replaced by someone else since: not ours to delete
                 del reg.fonts[key]
                 continue
-            _delete_file(path, pl.platform)
+            existed = _delete_file(path, pl.platform)
         except OSError as exc:  # e.g. still loaded on Windows: retried next time
             entry["pending_delete"] = True
             out.conflicts.append(f"could not delete {path} yet ({exc.strerror or exc}); "
                                  "the next install or remove retries")
             continue
         del reg.fonts[key]
-        out.deleted.append(path.name)
+        if existed:
+            out.deleted.append(path.name)
+
+
+def _in_the_way(name: str, path: Path, holders: list[str] | None) -> str:
+    """Why the font ``name`` cannot be installed: ``path``, stmpo's, is another font of
+    that name, held by ``holders`` (None: recorded by no session)."""
+    where = (f"the font {name} cannot be installed: this host's stmpo fonts folder already "
+             f"holds a different font file of that name ({path})")
+    if holders:
+        others = f" and {len(holders) - 1} more" if len(holders) > 1 else ""
+        return (f"{where}, in use by session {holders[0]}{others}: render this job on "
+                "another host, or on this one once that session has ended")
+    if holders is not None:
+        return (f"{where}, which no session uses but which could not be deleted yet: render "
+                "this job on another host, or on this one once it is deleted (every stmpo "
+                "fonts install or remove retries)")
+    return (f"{where}, recorded by no session (its record was lost, or it was put there by "
+            "hand): render this job on another host, or on this one after deleting that file "
+            "once no render uses it")
 
 
 def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
-    """Install every font file below ``source`` for ``session``."""
+    """Install every font file below ``source`` for ``session``: all of them or none.
+
+    :class:`BadInput` when two of them have one name and differ;
+    :class:`EnvironmentProblem`, before anything is installed, when stmpo's font folder
+    holds a different font of one's name (see the module docstring)."""
     out = Outcome()
-    files = find_fonts(source)
-    wanted: dict[str, tuple[Path, str]] = {}
-    for f in files:
-        key, digest = font_key(f.name), file_hash(f)
-        if key in wanted:
-            if wanted[key][1] != digest:
-                out.conflicts.append(f"{f} has the same name as {wanted[key][0]} but other "
-                                     "content: only the first is installed")
-            continue
-        wanted[key] = (f, digest)
+    wanted = by_name(find_fonts(source))
     with locked(pl.state_dir) as reg_path:
-        reg = Registry.load(reg_path)
+        reg = Registry.load(reg_path, set_aside=True)
         out.reclaimed = reclaim_ended(reg, session.key)
+        collect(reg, pl, out)  # fonts nobody holds any more are in nobody's way
+        _sweep_copies(pl)
+        in_the_way: list[str] = []
+        #: (key, source, where it goes, content hash, its registry entry if recorded)
+        plan: list[tuple[str, Path, Path, str, dict[str, Any] | None]] = []
+        adopt: list[tuple[str, Path, str]] = []
+        for key, (src, digest) in wanted.items():
+            entry = reg.fonts.get(key)
+            if entry is not None:
+                if entry.get("sha256") != digest:
+                    in_the_way.append(_in_the_way(src.name, Path(entry["path"]),
+                                                  reg.holders(key)))
+                else:
+                    plan.append((key, src, Path(entry["path"]), digest, entry))
+                continue
+            existing = _existing(pl.font_dir, src.name)
+            if existing is None:
+                plan.append((key, src, pl.font_dir / src.name, digest, None))
+            elif same_content(existing, digest):
+                if pl.own_font_dir:  # stmpo's, its record lost: held from now on
+                    adopt.append((key, existing, digest))
+                else:
+                    out.present.append(src.name)  # not ours: never held, never deleted
+            elif pl.own_font_dir:
+                in_the_way.append(_in_the_way(src.name, existing, None))
+            else:
+                out.conflicts.append(
+                    f"{src.name}: a different font file of this name is already "
+                    f"installed outside stmpo ({existing}); not overwritten, the render "
+                    "uses it")
+        if in_the_way:
+            with contextlib.suppress(EnvironmentProblem):  # the refusal says more
+                reg.save(reg_path)  # what was reclaimed stays reclaimed
+            more = f" (and {len(in_the_way) - 1} more)" if len(in_the_way) > 1 else ""
+            raise EnvironmentProblem(f"{in_the_way[0]}{more}; nothing was installed")
+
         rec = reg.sessions.setdefault(session.key, {"fonts": [], "since": _now()})
         rec.update(pid=session.pid, create_time=session.create_time, workdir=session.workdir,
                    source=str(source))
         held: list[str] = rec["fonts"]
-        copies: list[tuple[Path, Path, str]] = []
-        for key, (src, digest) in wanted.items():
-            dest = pl.font_dir / src.name
-            entry = reg.fonts.get(key)
-            if entry is not None:
-                if entry.get("sha256") != digest:
-                    out.conflicts.append(
-                        f"{src.name}: another session installed a different font of this name "
-                        f"({entry['path']}); not replaced, the render uses that one")
-                    continue
-                dest = Path(entry["path"])
-                if not dest.exists() or entry.get("pending_delete"):
-                    copies.append((src, dest, key))
-                entry.pop("pending_delete", None)
+        added: list[str] = []  #: the holds this install adds (released if it fails)
+        copies: list[tuple[Path, Path]] = []
+        for key, src, dest, digest, entry in plan:
+            if entry is None:
+                reg.fonts[key] = {"path": str(dest), "sha256": digest, "since": _now()}
+                copies.append((src, dest))
+                out.installed.append(src.name)
+            else:
+                pending = entry.pop("pending_delete", None)
+                if pending or not dest.exists():
+                    copies.append((src, dest))
                 others = [h for h in reg.holders(key) if h != session.key]
                 (out.shared if others else out.installed).append(src.name)
-            else:
-                existing = _existing(pl.font_dir, src.name)
-                if existing is not None:
-                    if file_hash(existing) == digest:
-                        out.present.append(src.name)
-                    else:
-                        out.conflicts.append(
-                            f"{src.name}: a different font file of this name is already "
-                            f"installed ({existing}); not overwritten, the render uses it")
-                    continue  # not ours: never held, never deleted
-                reg.fonts[key] = {"path": str(dest), "sha256": digest, "since": _now()}
-                copies.append((src, dest, key))
-                out.installed.append(src.name)
+        for key, existing, digest in adopt:
+            reg.fonts[key] = {"path": str(existing), "sha256": digest, "since": _now()}
+            out.adopted.append(existing.name)
+        for key in [p[0] for p in plan] + [a[0] for a in adopt]:
             if key not in held:
                 held.append(key)
+                added.append(key)
+        if not held:
+            del reg.sessions[session.key]
         reg.save(reg_path)  # holds first: a crash while copying leaves nothing unrecorded
-        for src, dest, _key in copies:
+        for src, dest in copies:
             try:
                 _place_file(src, dest, pl.platform)
             except OSError as exc:  # release what this install added; nothing half-done stays
-                for _s, _d, key in copies:
-                    if key in held:
-                        held.remove(key)
-                collect(reg, pl, Outcome())
+                for key in added:
+                    held.remove(key)
                 if not held:
                     reg.sessions.pop(session.key, None)
-                reg.save(reg_path)
+                collect(reg, pl, Outcome())
+                with contextlib.suppress(EnvironmentProblem):  # the copy's error says more
+                    reg.save(reg_path)
+                _drop_own_folder(reg, pl)
                 raise EnvironmentProblem(
-                    f"cannot install the font {src.name} into {dest.parent}: "
-                    f"{exc.strerror or exc}") from exc
-        collect(reg, pl, out)
-        if not held:
-            del reg.sessions[session.key]
+                    f"cannot install the font {src.name} into {dest.parent} "
+                    f"({exc.strerror or exc}): {write_fix(exc, dest.parent)}, then run "
+                    "again; nothing was installed") from None
         reg.save(reg_path)
     return out
 
@@ -342,7 +341,7 @@ def remove_fonts(pl: Places, session: Session) -> Outcome | None:
         return None
     out = Outcome()
     with locked(pl.state_dir) as reg_path:
-        reg = Registry.load(reg_path)
+        reg = Registry.load(reg_path, set_aside=True)
         out.reclaimed = reclaim_ended(reg, session.key)
         rec = reg.sessions.pop(session.key, None)
         mine = list(rec.get("fonts", [])) if rec else []
@@ -350,10 +349,9 @@ def remove_fonts(pl: Places, session: Session) -> Outcome | None:
             if reg.holders(key) and key in reg.fonts:
                 out.kept.append(Path(reg.fonts[key]["path"]).name)
         collect(reg, pl, out)
+        _sweep_copies(pl)
         reg.save(reg_path)
-        if not reg.fonts and pl.own_font_dir:  # stmpo's folder goes with its last font
-            with contextlib.suppress(OSError):
-                pl.font_dir.rmdir()
+        _drop_own_folder(reg, pl)
     if rec is None:
         out.kept.clear()
     out.installed = mine  # what this session held
@@ -361,15 +359,10 @@ def remove_fonts(pl: Places, session: Session) -> Outcome | None:
 
 
 def refresh_cache(pl: Places) -> None:
-    """Tell the font system (best effort): ``fc-cache`` on Linux, a broadcast on Windows."""
-    if pl.platform == "linux":
-        exe = shutil.which("fc-cache")
-        if exe and pl.font_dir.is_dir():
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run([exe, str(pl.font_dir)], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               timeout=120, check=False)
-    elif pl.platform == "win32":
+    """Tell the font system that fonts came or went: a broadcast on Windows. (Elsewhere
+    there is nothing to tell: fontconfig rescans a font folder whose modification time
+    changed.)"""
+    if pl.platform == "win32":
         from ..host import winfonts
 
         winfonts.broadcast_font_change()
