@@ -84,11 +84,14 @@ def test_concurrent_reviews_of_one_version_lose_no_note(tmp_path: Path) -> None:
     """Eight reviewers at once, in processes of their own: every note is in the history."""
     vdir = tmp_path / "shot" / "v001"
     vdir.mkdir(parents=True)
-    (vdir / "f_0001.png").write_bytes(b"frame")
-    digest = hashlib.sha256(b"frame").hexdigest()
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    png = frame_bytes(str(vdir / "f_0001.png"), 1)  # a whole frame: approvable
+    (vdir / "f_0001.png").write_bytes(png)
+    digest = hashlib.sha256(png).hexdigest()
     (vdir / "version.json").write_text(json.dumps({
         "status": "pending-review", "history": [],
-        "frames": [{"frame": 1, "file": "f_0001.png", "size": 5, "sha256": digest}]}))
+        "frames": [{"frame": 1, "file": "f_0001.png", "size": len(png), "sha256": digest}]}))
     procs = [subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "versions",
                                "approve" if i % 2 else "reject", str(tmp_path / "shot"),
                                "v001", "--note", f"n{i}"],
@@ -141,3 +144,235 @@ def test_a_frame_cut_short_after_its_task_is_never_published_nor_approved(
     assert not entry["matches"] and "1 frame(s) not whole: 2" in entry["problems"]
     with pytest.raises(StmpoError, match="cannot be approved: 1 frame\\(s\\) not whole"):
         set_status(shot, "v001", "approved", None)
+
+
+# -- commands in-process, on a Redis of the test's own, no worker -------------------------
+BUNDLE = Path(__file__).resolve().parent.parent / "openjd_bundle"
+
+
+class FarmCli:
+    """``stmpo farm ...`` run in-process (the ``main`` the command runs) against a farm
+    Redis of this test's own; job folders under ``tmp/farm``."""
+
+    def __init__(self, tmp: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.tmp, self.url, self.capsys = tmp, redis_url, capsys
+        self.project = tmp / "proj" / "shot.aep"
+        self.project.parent.mkdir()
+        self.project.write_text("project\n")
+        self.farm = tmp / "farm"
+        self.cwd = tmp / "cwd"
+        self.cwd.mkdir()
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        from stmpo_celery.cli import main
+
+        try:
+            main(["farm", *args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = self.capsys.readouterr()
+        return code, out.out, out.err
+
+    def submit(self, *extra: str) -> tuple[int, str, str]:
+        return self("submit", str(BUNDLE), "-p", f"ProjectFile={self.project}", "-p",
+                    "RenderBy=comp", "-p", "Comp=Main Comp", "-p", "Frames=1-8", "-p",
+                    "FramesPerTask=4", "-p", f"OutputDir={self.tmp / 'out'}", *extra)
+
+    def store(self) -> Any:
+        from stmpo_celery.farm import FarmStore, resolve_farm_url
+
+        return FarmStore.connect(resolve_farm_url(self.url))
+
+
+@pytest.fixture
+def farm_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str], private_redis: Any) -> FarmCli:
+    for name in list(os.environ):
+        if name.startswith("STMPO_"):
+            monkeypatch.delenv(name)
+    cli = FarmCli(tmp_path, private_redis.url, capsys)
+    monkeypatch.setenv("STMPO_FARM_URL", private_redis.url)
+    monkeypatch.setenv("STMPO_FARM_DIR", str(cli.farm))
+    monkeypatch.setenv("STMPO_HOST_DIR", str(tmp_path / "host"))
+    monkeypatch.chdir(cli.cwd)
+    return cli
+
+
+def _one_error(code: int, out: str, err: str, *words: str) -> str:
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in out + err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stmpo: error: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+PW = "hunter2pw"
+SUBMIT_REFUSED = [
+    # a password travels in no job parameter: the workers' sessions refuse it anyway
+    ("broker-password", ("-p", f"BrokerUrl=redis://:{PW}@127.0.0.1:6411/0"),
+     ["job parameter BrokerUrl holds a password", "set STMPO_BROKER_URL on the workers",
+      "empty or without a password"]),
+    ("broker-query-password", ("-p", f"BrokerUrl=redis://127.0.0.1:6411/0?password={PW}"),
+     ["BrokerUrl holds a password"]),
+    ("broker-not-redis", ("-p", "BrokerUrl=http://127.0.0.1:6411/0"),
+     ["job parameter BrokerUrl", "is not a Redis URL"]),
+    # the bundle's own output check (its OutputDirectories environment)
+    ("output-leaves-dir", ("-p", "OutputFileName=../v001/render_[#####].png"),
+     ["OutputFileName '../v001/render_[#####].png' leaves OutputDir"]),
+    ("output-movie", ("-p", "OutputFileName=movie.mov"),
+     ["OutputFileName 'movie.mov' has no [#####] frame token", "openjd_bundle/movie"]),
+    # stmpo render's checks of --output OutputDir/OutputFileName
+    ("output-two-tokens", ("-p", "OutputFileName=a_[##]_[###].png"),
+     ["OutputDir/OutputFileName", "more than one frame token"]),
+    ("output-device-name", ("-p", "OutputFileName=COM[#].png"),
+     ["OutputDir/OutputFileName names frame 1 'COM1.png'"]),
+    # the settings as the job's StmpoSettings environment resolves them on a worker
+    ("profile-unknown", ("-p", "Profile=nope"),
+     ["job parameter Profile: unknown profile 'nope'", "hero"]),
+    ("concurrency-negative", ("-p", "Concurrency=-3"),
+     ["job parameter Concurrency is -3: it must be zero or more"]),
+    ("mfr-cpu-range", ("-p", "MfrMaxCpu=300"), ["job parameter MfrMaxCpu is 300", "1 to 100"]),
+    ("threads-not-a-number", ("-p", "ThreadsPerSlot=many"),
+     ["job parameter ThreadsPerSlot is 'many'", "whole number"]),
+    ("chunk-size-with-static", ("-p", "Schedule=static", "-p", "ChunkSize=5"),
+     ["job parameter ChunkSize does nothing with job parameter Schedule static"]),
+    ("profile-and-job-combined", ("-p", "Profile=farm", "-p", "Schedule=static", "-p",
+                                  "ChunkSize=5"), ["job parameter ChunkSize"]),
+    # folders
+    ("farm-dir-under-a-file", ("--farm-dir", "{tmp}/proj/shot.aep/farm"),
+     ["farm folder", "shot.aep is not a folder", "--farm-dir", "STMPO_FARM_DIR"]),
+    ("farm-dir-empty", ("--farm-dir", ""), ["--farm-dir is empty"]),
+    ("publish-under-a-file", ("--publish", "{tmp}/proj/shot.aep/sh010"),
+     ["--publish", "shot.aep is not a folder"]),
+    ("publish-empty", ("--publish", ""), ["--publish is empty"]),
+]
+if sys.platform.startswith("linux"):  # a folder no one can make, root included
+    SUBMIT_REFUSED += [
+        ("farm-dir-in-proc", ("--farm-dir", "/proc/stmpo-x"),
+         ["farm folder /proc/stmpo-x cannot be written", "--farm-dir"]),
+        ("publish-in-proc", ("--publish", "/proc/stmpo-x/sh010"),
+         ["--publish /proc/stmpo-x/sh010 cannot be written"]),
+    ]
+
+
+@pytest.mark.parametrize("case", SUBMIT_REFUSED, ids=[c[0] for c in SUBMIT_REFUSED])
+def test_submit_refuses_what_every_worker_would_refuse_before_writing_anything(
+        farm_cli: FarmCli, private_redis: Any, case: tuple[str, tuple[str, ...], list[str]]
+        ) -> None:
+    """Values each worker's session (or its ``stmpo render``) would refuse, after the
+    job's retries, are refused at submit by the same checks: one line, exit 2, and no job
+    folder, no shot folder, no version, no Redis key."""
+    _name, extra, words = case
+    extra = tuple(a.replace("{tmp}", str(farm_cli.tmp)) for a in extra)
+    shot = farm_cli.tmp / "shots" / "new" / "sh010"
+    publish = () if "--publish" in extra else ("--publish", str(shot))
+    code, out, err = farm_cli.submit(*extra, *publish)
+    line = _one_error(code, out, err, *words)
+    assert PW not in line
+    assert not farm_cli.farm.exists() and not (farm_cli.tmp / "shots").exists()
+    assert list(farm_cli.cwd.iterdir()) == []  # not published into the current folder
+    assert sorted(p.name for p in farm_cli.tmp.iterdir()) == ["cwd", "proj"]
+    assert private_redis.all_keys() == set()
+    # what is fine is still accepted: the same submit without the bad values, with files
+    # only the workers have (a profile or NUMA map given as a path, aerender) and values
+    # the job's StmpoSettings environment exports nothing for (empty, DEFAULT)
+    code, out, err = farm_cli.submit(
+        "-p", "Profile=/on/the/workers/look.toml", "-p", "NumaMap=/on/the/workers/numa.json",
+        "-p", "AerenderPath=/on/the/workers/aerender", "-p", "Concurrency= ", "-p",
+        "Mfr=DEFAULT", "-p", "BrokerUrl=redis://farm-redis:6379/0", "--publish", str(shot))
+    assert code == 0, err
+    assert (shot / "v001").is_dir()
+    code, out, err = farm_cli.submit("-p", "Profile=DEFAULT", "-p", "Schedule=fixed", "-p",
+                                     "ChunkSize=5")
+    assert code == 0, err
+
+
+def _set_states(store: Any, jid: str, *states: str) -> None:
+    """What workers would have done to the job's tasks."""
+    for index, state in enumerate(states):
+        store.update_task(jid, index, None, lambda r, s=state: {**r, "state": s})
+
+
+def test_cancel_and_retry_change_only_what_they_say(farm_cli: FarmCli) -> None:
+    code, out, err = farm_cli.submit()
+    assert code == 0, err
+    jid = out.strip()
+    store = farm_cli.store()
+
+    def view() -> dict[str, Any]:
+        from stmpo_celery.farm import jobs
+
+        return next(j for j in jobs(store) if j["id"] == jid)
+
+    # a job still queued or running is not retried (it would run its tasks twice)
+    _one_error(*farm_cli("retry", jid), f"job {jid} is still queued",
+               f"stmpo farm wait {jid}")
+    _set_states(store, jid, "running", "queued")
+    _one_error(*farm_cli("retry", jid), f"job {jid} is still running")
+    assert [t["state"] for t in view()["tasks"]] == ["running", "queued"]
+    assert [t["attempts"] for t in view()["tasks"]] == [0, 0]
+    # canceling: retry would un-cancel the job under the worker that is stopping its task
+    code, out, _err = farm_cli("cancel", jid)
+    assert code == 0 and "1 queued task(s) revoked, 1 running task(s) being canceled" in out
+    assert view()["state"] == "canceling"
+    _one_error(*farm_cli("retry", jid), f"job {jid} is still canceling")
+    assert view()["state"] == "canceling" and store.job_state(jid) == "canceled"
+    # ended: cancel changes nothing and says so; retry queues the canceled tasks again
+    _set_states(store, jid, "canceled")
+    assert view()["state"] == "canceled"
+    code, out, err = farm_cli("cancel", jid)
+    assert (code, out, err) == (0, f"job {jid} already canceled: nothing to cancel\n", "")
+    code, out, _err = farm_cli("retry", jid)
+    assert code == 0 and out == f"job {jid}: 2 task(s) queued again\n"
+    assert [t["state"] for t in view()["tasks"]] == ["queued", "queued"]
+    # failed: its failed task runs again, the succeeded one does not
+    _set_states(store, jid, "succeeded", "failed")
+    assert view()["state"] == "failed"
+    code, out, _err = farm_cli("retry", jid)
+    assert code == 0 and out == f"job {jid}: 1 task(s) queued again\n"
+    assert [t["state"] for t in view()["tasks"]] == ["succeeded", "queued"]
+    # succeeded: neither cancel nor retry touches it
+    _set_states(store, jid, "succeeded", "succeeded")
+    for command, words in (("cancel", "already succeeded: nothing to cancel"),
+                           ("retry", "succeeded: nothing to retry")):
+        code, out, err = farm_cli(command, jid)
+        assert (code, out, err) == (0, f"job {jid} {words}\n", "")
+        assert view()["state"] == "succeeded" and store.job_state(jid) == "queued"
+    code, out, _err = farm_cli("wait", jid, "--timeout", "5")
+    assert code == 0 and out == f"job {jid}: succeeded\n"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5"])
+def test_wait_refuses_a_timeout_that_is_no_duration(farm_cli: FarmCli, value: str) -> None:
+    code, out, err = farm_cli.submit()
+    assert code == 0, err
+    line = _one_error(*farm_cli("wait", out.strip(), "--timeout", value), "'--timeout'",
+                      repr(value))
+    assert "still queued" not in line
+
+
+def test_jobs_on_an_empty_farm_says_so(farm_cli: FarmCli) -> None:
+    code, out, err = farm_cli("jobs")
+    assert (code, err) == (0, "")
+    assert out == "no jobs on this farm: submit one with 'stmpo farm submit BUNDLE'\n"
+    assert farm_cli("jobs", "--json")[:2] == (0, "[]\n")  # machines get an empty list
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--bind", "0.0.0.0:5611"), ["--bind 0.0.0.0:5611 would let anyone",
+                                  "pass --auth user:password", "(--bind 127.0.0.1:5611)"]),
+    (("--bind", "0.0.0.0:5611", "--auth", "nopassword"), ["--auth (or $STMPO_FLOWER_AUTH)"]),
+    (("--bind", "here"), ["--bind 'here' is not [HOST:]PORT"]),
+    (("--url-prefix", "a b"), ["--url-prefix 'a b' is not a URL path"]),
+])
+def test_farm_flower_names_its_own_options(farm_cli: FarmCli, args: tuple[str, ...],
+                                           words: list[str]) -> None:
+    """Refused before Flower starts, in the words of this command: its options are --bind,
+    --auth and --url-prefix (stmpo render's --flower... mean nothing here)."""
+    logs = farm_cli.tmp / "flower-logs"
+    line = _one_error(*farm_cli("flower", *args, "--log-dir", str(logs)), *words)
+    assert "--flower" not in line
+    assert not logs.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 import click
 
-from ..errors import ExitCode, StmpoError
+from ..errors import BadInput, ExitCode, StmpoError
+from ._finite import NON_NEGATIVE
 
 FARM_HELP = ("Farm Redis URL [default: $STMPO_FARM_URL, else the host service's Redis].")
 
@@ -51,6 +53,10 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
     from ..farm import farm_dir as resolve_dir
     from ..farm import make_farm_app, submit
 
+    if farm_dir is not None and not farm_dir.strip():  # "" would fall back silently
+        raise BadInput("--farm-dir is empty: name the folder of job folders every render "
+                       f"host sees, or leave --farm-dir out (${defaults.FARM_DIR_ENV}, else "
+                       "<host dir>/farm)")
     store, broker = _connect(farm_url)
     job = submit(store, make_farm_app(broker), bundle, list(params),
                  priority=defaults.FARM_PRIORITY if priority is None else priority,
@@ -90,6 +96,8 @@ def jobs_cmd(farm_url: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(views, indent=1))
         return
+    if not views:
+        click.echo("no jobs on this farm: submit one with 'stmpo farm submit BUNDLE'")
     for j in views:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j["submitted"]))
         pub = f"  -> {j['publish']['dir']}" if j.get("publish") else ""
@@ -102,7 +110,7 @@ def jobs_cmd(farm_url: str | None, as_json: bool) -> None:
 
 @farm_group.command("wait")
 @click.argument("job")
-@click.option("--timeout", type=float,
+@click.option("--timeout", type=NON_NEGATIVE,
               help="Give up after this many seconds (exit 1) [default: wait for the end].")
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def wait_cmd(job: str, timeout: float | None, farm_url: str | None) -> None:
@@ -120,25 +128,43 @@ def wait_cmd(job: str, timeout: float | None, farm_url: str | None) -> None:
 @click.argument("job")
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def cancel_cmd(job: str, farm_url: str | None) -> None:
-    """Cancel JOB: queued tasks are revoked, running ones canceled through OpenJD."""
+    """Cancel JOB: queued tasks are revoked, running ones canceled through OpenJD (a job
+    that has ended is left as it is)."""
     from ..farm import cancel, make_farm_app
 
     store, broker = _connect(farm_url)
-    revoked, running = cancel(store, make_farm_app(broker), job)
-    click.echo(f"job {job}: {revoked} queued task(s) revoked, {running} running task(s) "
-               "being canceled (see 'stmpo farm wait')")
+    done = cancel(store, make_farm_app(broker), job)
+    if done.ended:
+        click.echo(f"job {job} already {done.state}: nothing to cancel")
+        return
+    click.echo(f"job {job}: {done.queued} queued task(s) revoked, {done.running} running "
+               "task(s) being canceled (see 'stmpo farm wait')")
 
 
 @farm_group.command("retry")
 @click.argument("job")
 @click.option("--farm", "farm_url", help=FARM_HELP)
 def retry_cmd(job: str, farm_url: str | None) -> None:
-    """Queue JOB's failed and canceled tasks again."""
+    """Once JOB has ended, queue its failed and canceled tasks again."""
     from ..farm import make_farm_app, retry
 
     store, broker = _connect(farm_url)
-    n = retry(store, make_farm_app(broker), job)
-    click.echo(f"job {job}: {n} task(s) queued again")
+    done = retry(store, make_farm_app(broker), job)
+    if done.state == "succeeded":
+        click.echo(f"job {job} succeeded: nothing to retry")
+        return
+    click.echo(f"job {job}: {done.queued} task(s) queued again")
+
+
+#: Flower's checks name ``stmpo render``'s options; this command's are these
+_FLOWER_FLAGS = {"--flower": "--bind", "--flower-auth": "--auth",
+                 "--flower-url-prefix": "--url-prefix"}
+
+
+def _flower_flags(message: str) -> str:
+    """``message`` with ``stmpo render``'s Flower options named as ``stmpo farm flower``'s."""
+    return re.sub(r"--flower(?:-auth|-url-prefix)?(?![\w-])",
+                  lambda m: _FLOWER_FLAGS[m.group(0)], message)
 
 
 @farm_group.command("flower")
@@ -159,8 +185,12 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
     from ..monitor import start_flower
 
     broker = resolve_farm_url(farm_url)
-    fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
-                      auth or os.environ.get("STMPO_FLOWER_AUTH"), url_prefix, Path(log_dir))
+    try:
+        fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
+                          auth or os.environ.get("STMPO_FLOWER_AUTH"), url_prefix,
+                          Path(log_dir))
+    except StmpoError as exc:
+        raise type(exc)(_flower_flags(exc.message), exc.code) from None
     click.echo(f"Flower for the farm: {fp.url}")
     stop: list[int] = []
     for s in (signal.SIGTERM, signal.SIGINT):

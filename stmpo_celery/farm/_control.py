@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery
 
-from ..errors import ExitCode, StmpoError
+from ..errors import BadInput, ExitCode, StmpoError
 from ._app import enqueue, new_celery_id
-from ._store import ACTIVE, FarmStore, job_summary_state
+from ._store import ACTIVE, ENDED, FarmStore, job_summary_state
 
 
 def job_view(store: FarmStore, jid: str) -> dict[str, Any]:
@@ -32,10 +32,27 @@ def jobs(store: FarmStore) -> list[dict[str, Any]]:
     return [job_view(store, j) for j in store.job_ids()]
 
 
-def cancel(store: FarmStore, app: Celery, jid: str) -> tuple[int, int]:
+class Steered(NamedTuple):
+    """What ``cancel`` or ``retry`` found and did."""
+
+    state: str  #: the job's state before (job_summary_state)
+    queued: int = 0  #: tasks revoked (cancel) or queued again (retry)
+    running: int = 0  #: running tasks now being canceled (cancel)
+
+    @property
+    def ended(self) -> bool:
+        """The job had ended (succeeded, failed, canceled) before."""
+        return self.state in ENDED
+
+
+def cancel(store: FarmStore, app: Celery, jid: str) -> Steered:
     """Cancel a job: queued tasks revoked at once, running ones canceled by their worker
-    through OpenJD (NOTIFY_THEN_TERMINATE). Returns (revoked, running)."""
+    through OpenJD (NOTIFY_THEN_TERMINATE). A job that already ended (succeeded, failed,
+    canceled) is left as it is."""
     store.job(jid)
+    done = Steered(job_summary_state(store.job_state(jid), store.tasks(jid)))
+    if done.ended:
+        return done
     store.set_job_state(jid, "canceled")
     revoked, running = 0, 0
     ids = []
@@ -50,12 +67,20 @@ def cancel(store: FarmStore, app: Celery, jid: str) -> tuple[int, int]:
             running += 1
     if ids:
         app.control.revoke(ids)
-    return revoked, running
+    return done._replace(queued=revoked, running=running)
 
 
-def retry(store: FarmStore, app: Celery, jid: str) -> int:
-    """Queue a job's failed and canceled tasks again (fresh retries); how many."""
+def retry(store: FarmStore, app: Celery, jid: str) -> Steered:
+    """Queue the failed and canceled tasks of a job that ended again (fresh retries). A
+    job still queued, running or canceling is refused; a succeeded one has nothing to
+    retry and is left as it is."""
     job = store.job(jid)
+    done = Steered(job_summary_state(store.job_state(jid), store.tasks(jid)))
+    if not done.ended:
+        raise BadInput(f"job {jid} is still {done.state}: retry it once it has ended "
+                       f"(stmpo farm wait {jid})")
+    if done.state == "succeeded":
+        return done
     store.set_job_state(jid, "queued")
     store.set_active(jid, True)
     n = 0
@@ -68,7 +93,7 @@ def retry(store: FarmStore, app: Celery, jid: str) -> int:
         if new is not None:
             enqueue(app, job, new)
             n += 1
-    return n
+    return done._replace(queued=n)
 
 
 class _Stop(Exception):

@@ -2,18 +2,24 @@
 
 Everything is checked before anything is written: the bundle decodes, every parameter
 is one the template defines, the job instantiates (openjd-model: parameter space,
-chunking), the project exists. Only then are the job folder (project snapshot), the
-version folder (``--publish``) and the Redis records created; a failure after that
-removes them again.
+chunking), the project exists, the values the workers would refuse are refused here by
+the workers' own checks (:func:`check_parameters`), the farm folder and the shot folder
+can be made. Only then are the job folder (project snapshot), the version folder
+(``--publish``) and the Redis records created; a failure after that removes them again,
+with any folder it had to create for them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
 import json
-import os
+import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,7 @@ import yaml
 from celery import Celery
 
 from ..config import defaults
-from ..errors import BadInput
+from ..errors import BadInput, EnvironmentProblem
 from ._app import enqueue, new_celery_id, task_label
 from ._snapshot import footage_list, snapshot_file, write_footage
 from ._store import FarmStore
@@ -30,6 +36,13 @@ from ._versions import release_version, reserve_version
 
 PROJECT_PARAM = "ProjectFile"
 OUTPUT_PARAM = "OutputDir"
+FILE_NAME_PARAM = "OutputFileName"
+PROFILE_PARAM = "Profile"
+BROKER_PARAM = "BrokerUrl"
+#: values the job's StmpoSettings environment exports nothing for (the worker decides)
+INHERIT = ("", "DEFAULT")
+#: the shipped bundles' output check, run by their OutputDirectories environment
+PREPARE_OUTPUT = "prepare_output.py"
 
 
 @dataclass
@@ -139,6 +152,176 @@ def expand_tasks(job: Any) -> list[dict[str, Any]]:
     return tasks
 
 
+# -- what every worker would refuse, refused at submit ----------------------------------
+@functools.cache
+def _bundle_check(script: str, name: str) -> Callable[..., Any] | None:
+    """Function ``name`` of the shipped bundle script ``script`` (the file the templates
+    embed, so the very check their environments run); None when it is not installed."""
+    from ..deadline._bundle import template_roots
+
+    for root in template_roots():
+        path = root / "scripts" / script
+        if not path.is_file():
+            continue
+        spec = importlib.util.spec_from_file_location(f"stmpo_bundle_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found = getattr(module, name, None)
+        return found if callable(found) else None
+    return None
+
+
+def output_kind(template: dict[str, Any]) -> str | None:
+    """The kind (``image`` or ``movie``) the template's own output check runs with: the
+    ``--kind`` argument of the job environment that embeds ``prepare_output.py``."""
+    for env in template.get("jobEnvironments") or []:
+        script = env.get("script") or {}
+        if not any(f.get("filename") == PREPARE_OUTPUT for f in script.get("embeddedFiles") or []):
+            continue
+        args = [str(a) for a in ((script.get("actions") or {}).get("onEnter") or {}).get(
+            "args") or []]
+        if "--kind" in args[:-1]:
+            return args[args.index("--kind") + 1]
+    return None
+
+
+def _reworded(exc: BadInput, words: dict[str, str]) -> BadInput:
+    """``exc`` with the names its check gives the values (a flag, a variable) replaced by
+    the job parameters they came from."""
+    names = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return BadInput(re.sub(f"(?:{names})(?![\\w-])", lambda m: words[m.group(0)],
+                           exc.message))
+
+
+def _check_output(template: dict[str, Any], values: dict[str, str]) -> None:
+    """The output the workers render to: the bundle's OutputDirectories check (a file
+    name that fits the bundle's kind and stays inside OutputDir), then ``stmpo render``'s
+    own checks of ``--output OutputDir/OutputFileName``."""
+    from ..host import check_output_names
+    from ..plan import parse_frames, parse_output
+
+    if OUTPUT_PARAM not in values or FILE_NAME_PARAM not in values:
+        return
+    kind = output_kind(template)
+    check_kind = _bundle_check(PREPARE_OUTPUT, "check_kind") if kind else None
+    if check_kind is not None:
+        error = check_kind(kind, values[FILE_NAME_PARAM])
+        if error:
+            raise BadInput(" ".join(str(error).split()))
+    try:  # the task's command line: --output "{{Param.OutputDir}}/{{Param.OutputFileName}}"
+        pattern = parse_output(f"{values[OUTPUT_PARAM]}/{values[FILE_NAME_PARAM]}")
+        if "Frames" in values:
+            check_output_names(pattern, parse_frames(values["Frames"]))
+    except BadInput as exc:
+        raise _reworded(exc, {"--output": f"{OUTPUT_PARAM}/{FILE_NAME_PARAM}",
+                              "--frames": "Frames"}) from None
+
+
+def _is_path(profile: str) -> bool:
+    """A profile given as a file (on the workers), not by name (as the loader tells)."""
+    return Path(profile).suffix == ".toml" or "/" in profile or "\\" in profile
+
+
+def _check_settings(values: dict[str, str]) -> None:
+    """The settings parameters as the job's StmpoSettings environment hands them to
+    ``stmpo config show`` on the worker: each exported as its ``STMPO_*`` variable unless
+    empty or DEFAULT, resolved over the profile, ranges and combinations checked. Only
+    what the workers' own environment adds, and files on the workers (a profile or NUMA
+    map given as a path), are left to the workers."""
+    from ..broker import parse_broker_url, url_secrets
+    from ..config import Command, check_combinations, for_command, origin, resolve
+
+    settings = {s.bundle: s for s in for_command(Command.BUNDLE)
+                if s.bundle is not None and s.bundle in values}
+    given = {param: values[param].strip() for param in settings}
+    given = {param: v for param, v in given.items() if v not in INHERIT}
+    broker = given.get(BROKER_PARAM)
+    if broker is not None:
+        if url_secrets(broker):  # what the session's refusal looks for
+            raise BadInput(f"job parameter {BROKER_PARAM} holds a password: job "
+                           "parameters are stored with the job, in its folder and the farm "
+                           "Redis, and every worker's session refuses it; set "
+                           f"{defaults.BROKER_ENV} on the workers and leave "
+                           f"{BROKER_PARAM} empty or without a password")
+        try:
+            parse_broker_url(broker)
+        except BadInput as exc:
+            raise BadInput(f"job parameter {BROKER_PARAM}: {exc.message}") from None
+    named = values.get(PROFILE_PARAM, "").strip()
+    # exported as STMPO_PROFILE unless empty or DEFAULT; a file is the workers' to load
+    profile = None if named in INHERIT or _is_path(named) else named
+    try:
+        resolve({}, profile, env={})
+    except BadInput as exc:
+        raise BadInput(f"job parameter {PROFILE_PARAM}: {exc.message}") from None
+    exported = {settings[param].env: v for param, v in given.items()}
+    words = {f"${s.env}": f"job parameter {param}" for param, s in settings.items()}
+    try:
+        resolved = resolve({}, profile, env=exported)
+        check_combinations({k: v for k, (v, _src) in resolved.items()},
+                           lambda name: origin(name, resolved[name][1]))
+    except BadInput as exc:
+        raise _reworded(exc, words) from None
+
+
+def check_parameters(template: dict[str, Any], params: dict[str, Any]) -> None:
+    """Refuse the job parameter values every worker would refuse, with the workers' own
+    checks, before anything is written (instead of each task failing on every host once
+    its retries are spent). Paths that only mean something on a worker (AerenderPath,
+    a profile or NUMA map file) stay the workers' to check."""
+    values = {name: str(v.value) for name, v in params.items()}
+    _check_output(template, values)
+    _check_settings(values)
+
+
+# -- folders ---------------------------------------------------------------------------
+_FIX = {
+    "farm folder": (f"pass --farm-dir or set {defaults.FARM_DIR_ENV} to a folder every "
+                    "render host sees at the same path"),
+    "--publish": "pass a shot folder this user can write",
+}
+
+
+def _refuse_uncreatable(path: Path, what: str, shown: Path) -> None:
+    """Refuse ``path`` when it plainly cannot be made (a file or a read-only folder in the
+    way), before anything is written; ``shown`` is the folder the user named."""
+    from ..host import uncreatable
+
+    blocked = uncreatable(str(path))
+    if blocked is not None:
+        raise BadInput(f"{what} {shown} cannot be written ({' '.join(blocked)}): "
+                       f"{_FIX[what]}")
+
+
+def _make_dir(path: Path, what: str, shown: Path, created: list[Path],
+              mode: int = 0o777) -> None:
+    """Create ``path`` and any missing parent, adding each folder made to ``created`` (a
+    failed submit removes them again); a folder that cannot be made is one line."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode if folder == path else 0o777)
+        except FileExistsError:
+            continue  # made by another submit in between: not this one's to remove
+        except OSError as exc:  # what the permission check cannot see (/proc, root)
+            raise BadInput(f"{what} {shown} cannot be written ({folder}: "
+                           f"{exc.strerror or exc}): {_FIX[what]}") from None
+        created.append(folder)
+
+
+def _remove_made(created: list[Path]) -> None:
+    """Remove the folders a failed submit made, deepest first, if nothing else is in them."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
            priority: int, publish: str | None, jobs_root: Path,
            max_retries: int = defaults.FARM_MAX_RETRIES) -> dict[str, Any]:
@@ -148,6 +331,9 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
         raise BadInput(f"--priority {priority}: use 0-100 (higher runs first)")
     if max_retries < 0:
         raise BadInput(f"--max-retries {max_retries}: use 0 or more")
+    if publish is not None and not publish.strip():  # "" would be the current folder
+        raise BadInput("--publish is empty: name the shot folder (--publish /shots/sh010) "
+                       "or leave --publish out")
     bundle = load_bundle(bundle_path)
     try:
         template = decode_job_template(template=bundle.template,
@@ -170,21 +356,21 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
     if project_path is not None and not project_path.is_file():
         raise BadInput(f"{PROJECT_PARAM} {project_path} is not a file: pass the project to "
                        "render (-p ProjectFile=/path/shot.aep)")
+    check_parameters(bundle.template, params)
     expand_tasks(job)  # refuses dependent steps before anything is written
     shot = Path(publish).resolve() if publish is not None else None
-    if shot is not None:
-        try:
-            shot.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadInput(f"--publish {publish}: cannot create it ({exc.strerror})") from None
-        if not os.access(shot, os.W_OK):
-            raise BadInput(f"--publish {publish}: not writable by this user")
-
     jid = secrets.token_hex(4)
     job_dir = jobs_root / "jobs" / jid
+    _refuse_uncreatable(job_dir, "farm folder", jobs_root)
+    if shot is not None:
+        _refuse_uncreatable(shot, "--publish", shot)
+
     version: tuple[str, Path] | None = None
+    created: list[Path] = []
     try:
-        job_dir.mkdir(parents=True, mode=0o755)
+        _make_dir(job_dir, "farm folder", jobs_root, created, mode=0o755)
+        if shot is not None:
+            _make_dir(shot, "--publish", shot, created)
         snap: dict[str, Any] = {}
         if project_path is not None:
             snap = snapshot_file(project_path, job_dir / "scene")
@@ -203,17 +389,23 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
             "max_retries": max_retries, "submitted": time.time(), "tasks": len(tasks),
             "comp": str(params["Comp"].value) if "Comp" in params else None,
             "frames": str(params["Frames"].value) if "Frames" in params else None,
-            "output": {k: str(params[k].value) for k in (OUTPUT_PARAM, "OutputFileName")
+            "output": {k: str(params[k].value) for k in (OUTPUT_PARAM, FILE_NAME_PARAM)
                        if k in params},
             "publish": ({"shot_dir": str(shot), "version": version[0], "dir": str(version[1])}
                         if shot is not None and version is not None else None),
         }
         (job_dir / "job.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
         store.add_job(record, tasks)
-    except BaseException:
-        shutil.rmtree(job_dir, ignore_errors=True)
+    except BaseException as exc:
+        if job_dir in created:
+            shutil.rmtree(job_dir, ignore_errors=True)
         if version is not None:
             release_version(version[1])
+        _remove_made([d for d in created if d != job_dir])
+        if isinstance(exc, OSError):  # a disk or share that fails while the job is written
+            raise EnvironmentProblem(f"the job could not be written ({exc.strerror or exc}"
+                                     f"{f': {exc.filename}' if exc.filename else ''}): "
+                                     "check the farm folder and the shot folder") from None
         raise
     for t in tasks:
         enqueue(app, record, t)
