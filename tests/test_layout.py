@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "monitor": BASE | {"config", "plan", "aerender", "host", "broker"},
     "orchestrator": BASE | {"config", "plan", "aerender", "host", "broker", "slot", "monitor"},
     "deadline": BASE | {"config", "plan", "aerender", "host", "broker"},
-    "farm": BASE | {"config", "plan", "aerender", "host", "broker", "monitor"},
+    # the farm runs the job bundles deadline writes (and checks them as its workers do)
+    "farm": BASE | {"config", "plan", "aerender", "host", "broker", "monitor", "deadline"},
 }
 #: Pure subpackages: functions of their arguments, importable anywhere.
 PURE = {"plan"}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from conftest import BIN, Farm, free_port, tagged, wait_for
@@ -246,8 +247,8 @@ def test_a_run_whose_orchestrator_is_killed_is_listed_dead_and_ends_in_flower(
         proc.communicate(timeout=10)
 
         def slots_gone() -> bool:  # (the host's Redis and Flower carry the tag too)
-            return not [p for p in tagged(farm.tag) if p.name().startswith(
-                ("stmpo-slot", "aerender", "AfterFX"))]
+            return not [p for p in tagged(farm.tag) if _named(p, "stmpo-slot", "aerender",
+                                                              "AfterFX")]
 
         assert wait_for(slots_gone, timeout=5)
         r = find_run(status_json(env), run_id)
@@ -426,5 +427,13 @@ def _alive(pid: int) -> bool:
 
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _named(p: psutil.Process, *prefixes: str) -> bool:
+    """Whether ``p`` is one of those processes; one that has exited meanwhile is not."""
+    try:
+        return p.name().startswith(prefixes)
     except psutil.Error:
         return False

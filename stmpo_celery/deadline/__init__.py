@@ -13,7 +13,7 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._bigtask import CHUNK_LIMIT, describe_tasks
-    from ._bundle import BIG, IMAGE, plan_bundle, task_chunks, write_bundle
+    from ._bundle import BIG, IMAGE, plan_bundle, task_chunks, template_roots, write_bundle
     from ._fontfiles import (
         FONT_EXTENSIONS,
         find_fonts,
@@ -48,6 +48,7 @@ _HOME = {
     "IMAGE": "._bundle",
     "plan_bundle": "._bundle",
     "task_chunks": "._bundle",
+    "template_roots": "._bundle",
     "write_bundle": "._bundle",
 }
 
@@ -73,6 +74,7 @@ __all__ = [
     "IMAGE",
     "plan_bundle",
     "task_chunks",
+    "template_roots",
     "write_bundle",
 ]
 

@@ -157,7 +157,7 @@ def expand_tasks(job: Any) -> list[dict[str, Any]]:
 def _bundle_check(script: str, name: str) -> Callable[..., Any] | None:
     """Function ``name`` of the shipped bundle script ``script`` (the file the templates
     embed, so the very check their environments run); None when it is not installed."""
-    from ..deadline._bundle import template_roots
+    from ..deadline import template_roots
 
     for root in template_roots():
         path = root / "scripts" / script
