@@ -68,6 +68,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def pings(client: object) -> bool:
+    """Whether a Redis client's server answers (any failure: no)."""
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except Exception:
+        return False
+
+
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -244,10 +252,7 @@ class PrivateRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def _pings(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.RedisError:
-            return False
+        return pings(self.client)
 
     def all_keys(self) -> set[str]:
         return set(self.client.scan_iter(match="*", count=1000))
