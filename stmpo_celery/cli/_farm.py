@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -156,17 +155,6 @@ def retry_cmd(job: str, farm_url: str | None) -> None:
     click.echo(f"job {job}: {done.queued} task(s) queued again")
 
 
-#: Flower's checks name ``stmpo render``'s options; this command's are these
-_FLOWER_FLAGS = {"--flower": "--bind", "--flower-auth": "--auth",
-                 "--flower-url-prefix": "--url-prefix"}
-
-
-def _flower_flags(message: str) -> str:
-    """``message`` with ``stmpo render``'s Flower options named as ``stmpo farm flower``'s."""
-    return re.sub(r"--flower(?:-auth|-url-prefix)?(?![\w-])",
-                  lambda m: _FLOWER_FLAGS[m.group(0)], message)
-
-
 @farm_group.command("flower")
 @click.option("--bind", default="127.0.0.1:5555", show_default=True, help="[HOST:]PORT.")
 @click.option("--auth", help="user:password, required off loopback "
@@ -182,15 +170,12 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
 
     from ..config import defaults
     from ..farm import FARM_ID, resolve_farm_url
-    from ..monitor import start_flower
+    from ..monitor import FlowerFlags, start_flower
 
     broker = resolve_farm_url(farm_url)
-    try:
-        fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
-                          auth or os.environ.get("STMPO_FLOWER_AUTH"), url_prefix,
-                          Path(log_dir))
-    except StmpoError as exc:
-        raise type(exc)(_flower_flags(exc.message), exc.code) from None
+    fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
+                      auth or os.environ.get("STMPO_FLOWER_AUTH"), url_prefix, Path(log_dir),
+                      flags=FlowerFlags("--bind", "--auth", "--url-prefix"))
     click.echo(f"Flower for the farm: {fp.url}")
     stop: list[int] = []
     for s in (signal.SIGTERM, signal.SIGINT):

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..broker import BrokerUrl, keys
 from ..config import RenderOptions
@@ -48,7 +48,18 @@ TASK_COLUMNS = "name,args,worker,state,result,runtime,received,uuid"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
 
 
-def parse_bind(bind: str) -> tuple[str, int]:
+class FlowerFlags(NamedTuple):
+    """The options a command takes Flower's settings by, named in its messages."""
+
+    bind: str = "--flower"
+    auth: str = "--flower-auth"
+    url_prefix: str = "--flower-url-prefix"
+
+
+RENDER_FLAGS = FlowerFlags()  #: ``stmpo render``'s and ``stmpo host up``'s
+
+
+def parse_bind(bind: str, flags: FlowerFlags = RENDER_FLAGS) -> tuple[str, int]:
     """``[HOST:]PORT`` (``[::1]:5555`` for IPv6) -> (host, port); host defaults to loopback."""
     text = bind.strip()
     host, sep, port_s = text.rpartition(":")
@@ -58,7 +69,8 @@ def parse_bind(bind: str) -> tuple[str, int]:
     if host == "*":
         host = "0.0.0.0"
     if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise BadInput(f"--flower {bind!r} is not [HOST:]PORT: use e.g. 5555 or 0.0.0.0:5555")
+        raise BadInput(f"{flags.bind} {bind!r} is not [HOST:]PORT: use e.g. 5555 or "
+                       "0.0.0.0:5555")
     return host, int(port_s)
 
 
@@ -71,41 +83,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_auth(auth: str | None) -> None:
+def check_auth(auth: str | None, flags: FlowerFlags = RENDER_FLAGS) -> None:
     if auth is None:
         return
     user, sep, password = auth.partition(":")
     if not sep or not user or not password or any(c.isspace() for c in auth):
-        raise BadInput("--flower-auth (or $STMPO_FLOWER_AUTH) must be user:password, "
+        raise BadInput(f"{flags.auth} (or $STMPO_FLOWER_AUTH) must be user:password, "
                        "both non-empty, without spaces")
 
 
-def check_url_prefix(prefix: str | None) -> str | None:
+def check_url_prefix(prefix: str | None, flags: FlowerFlags = RENDER_FLAGS) -> str | None:
     if prefix is None:
         return None
     clean = prefix.strip().strip("/")
     if not clean:
         return None
     if not _PREFIX_RE.match(clean):
-        raise BadInput(f"--flower-url-prefix {prefix!r} is not a URL path: use e.g. stmpo/flower")
+        raise BadInput(f"{flags.url_prefix} {prefix!r} is not a URL path: use e.g. "
+                       "stmpo/flower")
     return clean
 
 
-def check_bind(bind: str | None, auth: str | None, url_prefix: str | None = None) -> None:
+def check_bind(bind: str | None, auth: str | None, url_prefix: str | None = None,
+               flags: FlowerFlags = RENDER_FLAGS) -> None:
     """Refuse (BadInput, exit 2) a Flower that others could reach without a password.
 
     Call before anything starts (``validate.prepare``); :func:`start_flower` calls it too.
     """
     if bind is None:
         return
-    host, port = parse_bind(bind)
-    check_auth(auth)
-    check_url_prefix(url_prefix)
+    host, port = parse_bind(bind, flags)
+    check_auth(auth, flags)
+    check_url_prefix(url_prefix, flags)
     if not auth and not is_loopback(host):
         raise BadInput(
-            f"--flower {bind} would let anyone who reaches this host see and use Flower: "
-            "pass --flower-auth user:password (or set $STMPO_FLOWER_AUTH), "
-            f"or bind to loopback (--flower 127.0.0.1:{port})")
+            f"{flags.bind} {bind} would let anyone who reaches this host see and use Flower: "
+            f"pass {flags.auth} user:password (or set $STMPO_FLOWER_AUTH), "
+            f"or bind to loopback ({flags.bind} 127.0.0.1:{port})")
 
 
 def flower_url(host: str, port: int, url_prefix: str | None) -> str:
@@ -186,18 +200,20 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
                  url_prefix: str | None, log_dir: Path, *, detach: bool = False,
                  purge_offline_s: int | None = None,
                  max_tasks: int | None = None, pdeathsig: bool = True,
-                 cancelled: Callable[[], bool] | None = None) -> FlowerProcess:
+                 cancelled: Callable[[], bool] | None = None,
+                 flags: FlowerFlags = RENDER_FLAGS) -> FlowerProcess:
     """Start Flower for ``run_id`` (or :data:`ALL_RUNS`); return once it serves and listens.
 
     Raises :class:`BadInput` for an unsafe bind and :class:`EnvironmentProblem` when
     Flower does not come up (its log is ``log_dir/flower.log``).
     """
-    check_bind(bind, auth, url_prefix)
-    host, port = parse_bind(bind)
-    prefix = check_url_prefix(url_prefix)
+    check_bind(bind, auth, url_prefix, flags)
+    host, port = parse_bind(bind, flags)
+    prefix = check_url_prefix(url_prefix, flags)
     if port_in_use(host, port):
         raise EnvironmentProblem(f"Flower cannot listen on {host}:{port}: the port is in use "
-                                 f"by another program; pick a free one (--flower {host}:PORT)")
+                                 f"by another program; pick a free one ({flags.bind} "
+                                 f"{host}:PORT)")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "flower.log"
     config = {
