@@ -375,3 +375,24 @@ def test_settling_a_stopped_launch_keeps_the_frames_another_chunk_finished(
     with open(pattern.path_for(3), "r+b") as fh:  # the stopped renderer began it again
         fh.write(b"FR")
     assert settle() == [pattern.path_for(3)]
+
+
+def test_a_cancel_inside_loggings_at_fork_hook_is_kept_for_later_not_raised_there() -> None:
+    """A signal while a helper process is started can land in logging's at-fork hook,
+    where Python prints a raise as "Exception ignored" with its traceback and drops it:
+    the early-cancel handler keeps it (``check`` raises it right after) and raises
+    anywhere else."""
+    import logging
+    import sys
+    import types
+
+    from stmpo_celery.cli._render_start import _EarlyCancel
+
+    hook = getattr(logging, "_releaseLock", None) or logging._afterFork  # type: ignore[attr-defined]
+    early = _EarlyCancel()
+    early.handle(signal.SIGINT, types.SimpleNamespace(f_code=hook.__code__))  # no raise
+    assert early.pending == signal.SIGINT
+    with pytest.raises(_EarlyCancel.Cancelled):
+        early.check()
+    with pytest.raises(_EarlyCancel.Cancelled):
+        early.handle(signal.SIGTERM, sys._getframe())

@@ -74,9 +74,11 @@ class _EarlyCancel:
         cls.current = early
         return early
 
-    def handle(self, signum: int, _frame: Any) -> None:
+    def handle(self, signum: int, frame: Any) -> None:
         if self.run is None:
             self.pending = self.pending or signum
+            if _ignores_raises(frame):  # Python would print it as ignored, then drop it:
+                return  # check() (after the helper started) or attach() takes it
             raise _EarlyCancel.Cancelled(signum)
         if self.run.cancel_signal is None:
             self.run.cancel_signal = signum
@@ -97,6 +99,19 @@ class _EarlyCancel:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, handler)
         type(self).current = None
+
+
+#: logging's at-fork hooks (they run while a helper process is started): an exception
+#: raised in them is printed as "Exception ignored" with its traceback, and dropped
+_AT_FORK_HOOKS = frozenset({"_acquireLock", "_releaseLock", "_after_at_fork_child_reinit_locks",
+                            "_prepareFork", "_afterFork"})  # (the last two: Python >= 3.13)
+
+
+def _ignores_raises(frame: Any) -> bool:
+    """Whether a signal handler's raise in ``frame`` would be ignored by Python."""
+    code = getattr(frame, "f_code", None)
+    return code is not None and code.co_name in _AT_FORK_HOOKS and os.path.basename(
+        os.path.dirname(code.co_filename)) == "logging"
 
 
 def _early_redis(prep: Any) -> Any:
