@@ -321,11 +321,11 @@ def test_a_cut_renderer_writing_over_a_thiefs_frame_leaves_nothing_false(farm: F
     cut short is not empty, and nothing in it says where it should end."""
     from stmpo_celery.aerender._fakeframes import frame_bytes
 
-    farm.knobs.update(FRAME_COST="0.05", MFR_SHUFFLE="1", HEAVY="70-120x5",
+    farm.knobs.update(FRAME_COST="0.05", MFR_SHUFFLE="1", HEAVY="35-60x5",
                       WRITE_TIME="0.3", STARTUP="0.3")
     out = str(farm.out / "shot_[####].psd")
     args = ("--mfr", "--launch-cost", "0.3", "--no-history")
-    proc = farm.start(*args, frames="1-120", output=out)
+    proc = farm.start(*args, frames="1-60", output=out)
     try:
         clobbered = wait_for(lambda: _overlap(farm), timeout=60, step=0.02)
         assert clobbered, "no renderer wrote over another's frame: the scenario did not happen"
@@ -342,9 +342,9 @@ def test_a_cut_renderer_writing_over_a_thiefs_frame_leaves_nothing_false(farm: F
         assert p.read_bytes() == frame_bytes(str(p), f), f"frame {f} counted but not whole"
     assert clobbered not in rendered or path.read_bytes() == frame_bytes(str(path), clobbered)
     farm.knobs.update(HEAVY="", WRITE_TIME="0")
-    res = farm.run(*args, frames="1-120", output=out)  # --skip-existing: the resume
+    res = farm.run(*args, frames="1-60", output=out)  # --skip-existing: the resume
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr
-    for f in range(1, 121):
+    for f in range(1, 61):
         p = Path(out.replace("[####]", f"{f:04d}"))
         assert p.read_bytes() == frame_bytes(str(p), f), f"frame {f} is not whole after resume"
     assert not farm.leftovers()

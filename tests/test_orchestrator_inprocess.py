@@ -15,7 +15,7 @@ import pytest
 from conftest import PrivateRedis
 
 from stmpo_celery.broker import events
-from stmpo_celery.config import RenderOptions
+from stmpo_celery.config import RenderOptions, defaults
 from stmpo_celery.errors import ExitCode
 from stmpo_celery.host import HostPlan
 from stmpo_celery.orchestrator import Prepared, Run
@@ -126,6 +126,55 @@ def test_a_frame_a_stopped_renderer_wrote_over_after_the_thief_is_not_kept_on_tr
         said = r.stdout.getvalue()  # type: ignore[attr-defined]
         assert ("frame 6 was written again by the renderer stopped after frame 5" in said) \
             is not kept, said
+    finally:
+        import shutil
+
+        shutil.rmtree(r.run_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("ext", "counted_ago", "kept"), [
+    ("psd", 0.0, False),  # counted just before the stop: maybe the victim's first bytes
+    ("psd", defaults.REWRITE_QUIET_S + 0.5, True),  # the victim would have written more
+    ("png", 0.0, True),  # a PNG says where it ends: what was counted was whole
+])
+def test_a_stop_right_after_a_thief_frame_was_counted_keeps_it_only_if_it_can_tell(
+        tmp_path: Path, ext: str, counted_ago: float, kept: bool) -> None:
+    """The victim's renderer, past its cut, begins rewriting frame 6 in the instant after
+    the thief finished it; the run counts the file (already the victim's first bytes) and
+    is cancelled before the victim writes more: nothing on disk tells the cut-short file
+    from the counted one. The victim's ledger, settled at the stop, still lists frame 6."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+    from stmpo_celery.orchestrator._summary import ChunkRecord
+    from stmpo_celery.slot import ledger_dir, settle_ledgers
+    from stmpo_celery.slot._ledger import Ledger
+
+    out = str(tmp_path / f"f_[##].{ext}")
+    opts = RenderOptions(project=str(tmp_path / "p.aep"), frames="1-10", output=out,
+                         comp="C", log_dir=str(tmp_path / "logs"))
+    prep = Prepared(options=opts, project=opts.project, pattern=OutputPattern(out),
+                    frames=list(range(1, 11)), to_render=list(range(1, 11)),
+                    aerender="aerender", broker=None, chunk_size=None)
+    plan = HostPlan(n_slots=2, bound_by="test", blocks=[None, None], chunks=[(1, 10)],
+                    schedule="adaptive")
+    r = Run(prep, plan, stdout=io.StringIO(), tty=False)
+    try:
+        for i in (0, 2):
+            r.chunks[i] = ChunkRecord(index=i, start=1 if i == 0 else 6, end=10)
+        victim = Ledger(prep.pattern, r.run_id, 0, range(1, 11))
+        victim.open()
+        for f in range(1, 6):
+            victim.done(f)
+        r._on_event(events.ChunkShrink(slot=0, index=0, end=5, thief=2))
+        frame6 = tmp_path / f"f_06.{ext}"
+        whole = frame_bytes(f"x.{ext}", 6)
+        frame6.write_bytes(whole if ext == "png" else whole[:20])  # PSD: the victim's start
+        r._on_event(events.Frame(slot=1, index=2, frame=6, done=1))
+        assert 6 in r.verified
+        r.verified_at[6] -= counted_ago
+        settle_ledgers(ledger_dir(prep.pattern), lambda e: e.run_id == r.run_id,
+                       owned=r.unsettled)
+        assert frame6.exists() is kept
+        assert not victim.path.exists()
     finally:
         import shutil
 

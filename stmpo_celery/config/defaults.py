@@ -68,6 +68,11 @@ ORPHAN_QUIET_S: Final = 0.25  #: orphaned slots delete run keys until none is ba
 
 # --- orchestrator -------------------------------------------------------------------
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped
+#: a renderer writing a frame changes its file at least this often: a frame of a format
+#: that does not say where it ends, counted less than this before another renderer that
+#: could be rewriting it was stopped, is not trusted (the count may have seen that
+#: renderer's first bytes)
+REWRITE_QUIET_S: Final = 2.0
 FINALIZE_WAIT_S: Final = 5.0  #: wait for the chord body after the last chunk
 LOG_TAIL_LINES: Final = 8  #: aerender lines quoted in a failure summary
 

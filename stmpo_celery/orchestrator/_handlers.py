@@ -15,7 +15,7 @@ from ..broker import events, missing_frames_suspect, requeue_unacked
 from ..config import defaults
 from ..errors import ExitCode
 from ..host import HostPlan
-from ..plan import parse_runs
+from ..plan import can_check, parse_runs
 from ..slot import close_range, ledger_dir, next_attempt, set_retry, settle_ledgers
 from ..text import one_line
 from . import _report as report
@@ -47,6 +47,7 @@ class EventHandlers:
     warnings: list[str]
     done_frames: set[int]
     verified: dict[int, tuple[int, int, int] | None]
+    verified_at: dict[int, float]
     unverified: set[int]
     launch_end: dict[int, int]
     unresolved: dict[tuple[int, int], int]
@@ -124,6 +125,7 @@ class EventHandlers:
             if written_whole(path, self.prep.before.get(f)):
                 self.unverified.discard(f)
                 self.verified[f] = signature(path)
+                self.verified_at[f] = time.monotonic()
         self._show_done()
 
     def _show_done(self) -> None:
@@ -147,9 +149,18 @@ class EventHandlers:
     def unsettled(self, frame: int) -> bool:
         """Whether a stopped launch's in-flight ``frame`` may be deleted when its ledger is
         settled: not when this run verified the file whole and it has not changed since
-        (another chunk — a thief — finished it; the stopped launch never touched it)."""
+        (another chunk — a thief — finished it; the stopped launch never touched it).
+
+        Unless its format does not say where it ends and it was counted less than
+        ``REWRITE_QUIET_S`` ago: the stopped renderer may have begun rewriting it just
+        before it was counted (the count then saw its first bytes) and been killed before
+        writing more, leaving a cut-short file that nothing tells from the counted one."""
         sig = self.verified.get(frame)
-        return sig is None or signature(self.prep.pattern.path_for(frame)) != sig
+        path = self.prep.pattern.path_for(frame)
+        if sig is None or signature(path) != sig:
+            return True
+        counted = self.verified_at.get(frame, float("-inf"))
+        return not can_check(path) and time.monotonic() - counted < defaults.REWRITE_QUIET_S
 
     def _recheck(self, frames: list[int], by: str = "",
                  then: str = "so it is rendered again") -> list[int]:
@@ -165,6 +176,7 @@ class EventHandlers:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             del self.verified[f]
+            self.verified_at.pop(f, None)
             self.done_frames.discard(f)
             gone.append(f)
             self._say(f"frame {f} was written again{' ' + by if by else ''} after it was "

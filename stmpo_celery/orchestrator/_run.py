@@ -98,6 +98,7 @@ class Run(EventHandlers):
         self.done_frames: set[int] = set()  #: reported by aerender
         #: ... and whole on disk (its file's signature then): what progress counts
         self.verified: dict[int, tuple[int, int, int] | None] = {}
+        self.verified_at: dict[int, float] = {}  #: frame -> when it was counted (monotonic)
         self.launch_end: dict[int, int] = {}  #: chunk -> the end its latest launch had
         self.unverified: set[int] = set()  #: reported, not (yet) whole on disk
         self.unresolved: dict[tuple[int, int], int] = {}
