@@ -57,6 +57,8 @@ class Rig:
         self.project.parent.mkdir(parents=True)
         self.project.write_text("original project\n")
         self.shot = tmp / "shots" / "sh010"
+        self.temp = tmp / "temp"  #: the workers' TMPDIR (their OpenJD session folders)
+        self.temp.mkdir()
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.client = redis.Redis.from_url(url.replace("redis+socket://", "unix://"),
                                            decode_responses=True)
@@ -69,7 +71,8 @@ class Rig:
                    STMPO_TEST_TAG=self.tag, STMPO_FARM_URL=self.url,
                    STMPO_FARM_DIR=str(self.tmp / "farm"), STMPO_HOST_DIR=str(self.tmp / "host"),
                    STMPO_FAKE_STARTUP="0.1", STMPO_FAKE_FRAME_COST="0.02",
-                   STMPO_FAKE_ARGV_DUMP=str(self.tmp / "argv.json"))
+                   STMPO_FAKE_ARGV_DUMP=str(self.tmp / "argv.json"),
+                   TMPDIR=str(self.temp))
         env.update({f"STMPO_FAKE_{k}": v for k, v in fake.items()})
         return env
 
@@ -275,11 +278,44 @@ def test_killed_worker_task_completes_on_the_other(rig: Rig) -> None:
     assert [f["frame"] for f in manifest["frames"]] == list(range(1, 13))
     # the dead worker's un-acked message was dropped, not left to come back in 30 days
     assert wait_for(lambda: not rig.client.hkeys("stmpo:farm:unacked"), timeout=5)
-    # the dead worker's render was stopped by its guard, not left running
+    # the dead worker's render was stopped by its guard, not left running, and its OpenJD
+    # session folder was removed (the live worker's is still there)
     assert wait_for(lambda: not [p for p in tagged(rig.tag)
                                  if p.pid != rig.workers["w2"].pid
                                  and p not in rig.renders()
                                  and "_guard" not in " ".join(_cmd(p))], timeout=20)
+    assert wait_for(lambda: [p.name.split("-")[2] for p in rig.temp.glob("stmpo-farm-*")]
+                    == [str(rig.workers["w2"].pid)], timeout=15), list(rig.temp.iterdir())
+
+
+def test_a_frozen_worker_loses_its_task_without_failing_the_job(rig: Rig) -> None:
+    """A worker frozen mid-task (SIGSTOP: a hung host, a VM paused) stops answering; its
+    task runs again on another worker, whose render meets the frozen one's render still
+    holding the output. The new attempt waits instead of failing; the frozen worker, once
+    it answers again, sees its task was given away and stops its render. The job succeeds
+    with no failure counted, every frame whole."""
+    w1 = rig.start_worker("w1", FRAME_COST="0.5")
+    rig.wait_workers()
+    job = rig.submit(frames="1-24", per_task=24)
+    assert wait_for(lambda: any(t["state"] == "running" and t["progress"] > 0
+                                for t in rig.job(job)["tasks"]), timeout=40, step=0.2), \
+        rig.logs()
+    rig.start_worker("w2")
+    w1.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: "waiting for run" in rig.job(job)["tasks"][0]["status"],
+                        timeout=40, step=0.3), (rig.job(job), rig.logs())
+        [task] = rig.job(job)["tasks"]
+        assert task["worker"].startswith("w2@") and task["attempts"] == 2, task
+    finally:
+        w1.send_signal(signal.SIGCONT)
+    assert rig.wait(job, timeout=90) == 0, rig.logs()
+    [task] = rig.job(job)["tasks"]
+    assert task["state"] == "succeeded" and task.get("failures", 0) == 0, task
+    assert "given to another worker" in (rig.tmp / "w1.log").read_text(), rig.logs()
+    manifest = json.loads((rig.shot / "v001" / "version.json").read_text())
+    assert [f["frame"] for f in manifest["frames"]] == list(range(1, 25))
+    assert manifest["status"] == "pending-review", manifest
 
 
 def test_a_worker_restarted_under_its_name_does_not_keep_its_dead_tasks(rig: Rig) -> None:

@@ -54,6 +54,33 @@ def test_live_overlapping_run_is_refused_with_its_name(tmp_path: Path) -> None:
     assert sorted(p.name for p in state_dir(pattern).iterdir()) == ["run-aaaa1111.lock"]
 
 
+def test_a_wait_takes_the_lock_once_the_live_run_ends(tmp_path: Path) -> None:
+    """--output-lock-wait: a requeued task beside a render still running waits for it to
+    end (told what it waits for), then takes the output."""
+    import threading
+
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    theirs = plant(pattern, "aaaa1111", "1-50")
+    told: list[tuple[str, float]] = []
+    threading.Timer(1.2, theirs.unlink).start()  # that run ends
+    t0 = time.monotonic()
+    lock, live = acquire(pattern, list(range(40, 61)), "bbbb2222", wait=20,
+                         on_wait=lambda busy, left: told.append((busy.holder(), left)))
+    assert 1.2 <= time.monotonic() - t0 < 5 and live == set()
+    assert told and told[0][0] == f"run aaaa1111 on {host_name()} (pid {os.getpid()})"
+    assert len(told) == 1 and 19 < told[0][1] <= 20  # said once, not on every look
+    assert sorted(p.name for p in state_dir(pattern).iterdir()) == ["run-bbbb2222.lock"]
+    lock.release()
+
+
+def test_a_wait_that_runs_out_refuses_saying_how_long_it_waited(tmp_path: Path) -> None:
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    plant(pattern, "aaaa1111", "1-50")
+    with pytest.raises(BadInput, match=r"aaaa1111 .*\(waited 0.5 s\)"):
+        acquire(pattern, [7], "bbbb2222", wait=0.5)
+    assert sorted(p.name for p in state_dir(pattern).iterdir()) == ["run-aaaa1111.lock"]
+
+
 def test_disjoint_frames_and_other_patterns_are_not_refused(tmp_path: Path) -> None:
     pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
     plant(pattern, "aaaa1111", "1-50")

@@ -43,6 +43,7 @@ class RenderOptions:
     retries: int = defaults.RETRIES
     stall_timeout: float = 0.0
     chunk_timeout: float = defaults.CHUNK_TIMEOUT_S
+    output_lock_wait: float = defaults.OUTPUT_LOCK_WAIT_S
     broker: str | None = None
     log_dir: str | None = None
     summary: str | None = None

@@ -206,6 +206,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             f"{defaults.STALL_FLOOR_S:g} s"),
     _s("chunk_timeout", float, defaults.CHUNK_TIMEOUT_S, "Hard cap on one chunk (s).",
        commands=RUN, auto="none"),
+    _s("output_lock_wait", float, defaults.OUTPUT_LOCK_WAIT_S,
+       "Seconds to wait for another live render of the same frames to end before "
+       "refusing (0: refuse at once).", commands=RUN),
     _s("broker", str, None, "Redis URL.", env=defaults.BROKER_ENV, commands=RUN,
        auto="the host service's Redis, else an embedded one", bundle="BrokerUrl"),
     _s("log_dir", str, None, "The run's log directory.", commands=RUN,

@@ -107,9 +107,15 @@ FARM_HEARTBEAT_S: Final = 1.5  #: how often a farm worker says it is alive
 FARM_DEAD_AFTER_S: Final = 6.0  #: a worker silent this long is dead: its task runs elsewhere
 FARM_POLL_S: Final = 0.25  #: how often a running task checks for cancel
 FARM_ORPHAN_GRACE_S: Final = 10.0  #: a dead worker's render gets SIGTERM, then SIGKILL after this
+#: a task requeued from a worker that stopped answering (frozen, cut off) may meet that
+#: worker's render still holding the output: it waits this long for it to end (the worker,
+#: once it answers again, stops a render whose task it lost) before the attempt fails
+FARM_OUTPUT_LOCK_WAIT_S: Final = 3600.0
 LOG_KEEP_RUNS: Final = 20  #: run folders kept under the default log root (older ones pruned)
 OUTPUT_LOCK_REFRESH_S: Final = 10.0  #: how often a run re-stamps its output lock
 OUTPUT_LOCK_STALE_S: Final = 120.0  #: another host's lock not re-stamped this long is dead
+OUTPUT_LOCK_WAIT_S: Final = 0.0  #: wait for a live run on the same frames (0: refuse at once)
+OUTPUT_LOCK_POLL_S: Final = 1.0  #: ... looking again this often
 
 #: OpenJD extensions the shipped job templates use (bundle checks and the farm's sessions)
 OPENJD_EXTENSIONS: Final = ("TASK_CHUNKING",)

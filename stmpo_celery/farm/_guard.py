@@ -1,17 +1,20 @@
 """The guard beside a farm worker: a dead worker's render does not live on.
 
-``python -m stmpo_celery.farm._guard WORKER_PID GRACE_S`` is started by ``stmpo farm
-worker`` with a pipe on its stdin that only the worker holds. While the worker lives the
-guard remembers its descendants (the OpenJD action, ``stmpo render``, slots, aerender)
-every half second. When the pipe reaches EOF — the worker ended, even by SIGKILL — the
-guard sends SIGTERM to the remembered action processes (``stmpo render`` then stops its
-slots and aerender trees itself), and SIGKILL to whatever of them is left after
-``GRACE_S``. Its task is by then requeued on another host by the farm.
+``python -m stmpo_celery.farm._guard WORKER_PID GRACE_S [SESSIONS]`` is started by
+``stmpo farm worker`` with a pipe on its stdin that only the worker holds. While the
+worker lives the guard remembers its descendants (the OpenJD action, ``stmpo render``,
+slots, aerender) every half second. When the pipe reaches EOF — the worker ended, even by
+SIGKILL — the guard sends SIGTERM to the remembered action processes (``stmpo render``
+then stops its slots and aerender trees itself), SIGKILL to whatever of them is left
+after ``GRACE_S``, and removes ``SESSIONS``, the folder of the worker's OpenJD session
+working directories (a killed worker cannot). Its task is by then requeued on another
+host by the farm.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import threading
 import time
@@ -25,6 +28,15 @@ SNAPSHOT_S = 0.5
 
 def main(argv: list[str]) -> int:
     worker_pid, grace = int(argv[0]), float(argv[1])
+    sessions = argv[2] if len(argv) > 2 and argv[2] not in ("", ".") else None
+    try:
+        return _guard(worker_pid, grace)
+    finally:
+        if sessions is not None:
+            shutil.rmtree(sessions, ignore_errors=True)
+
+
+def _guard(worker_pid: int, grace: float) -> int:
     set_process_name("stmpo-guard")
     gone = threading.Event()
 

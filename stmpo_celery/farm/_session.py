@@ -67,7 +67,10 @@ class _FileLog(logging.Handler):
 
 def run_task(job: dict[str, Any], task: dict[str, Any], session_id: str, log_path: Path,
              on_progress: Callable[[float, str], None],
-             should_cancel: Callable[[], bool]) -> Outcome:
+             should_cancel: Callable[[], bool], add_env: dict[str, str] | None = None,
+             root: Path | None = None) -> Outcome:
+    """Run ``task`` of ``job`` in an OpenJD session (its working folder under ``root``, its
+    actions' environment with ``add_env`` added) until it ends or ``should_cancel``."""
     from openjd.model import (
         RevisionExtensions,
         SpecificationRevision,
@@ -100,7 +103,9 @@ def run_task(job: dict[str, Any], task: dict[str, Any], session_id: str, log_pat
     LOG.addHandler(handler)
     session = Session(
         session_id=session_id, job_parameter_values=values, job_name=str(the_job.name),
-        callback=callback,
+        callback=callback, os_env_vars=add_env or None,
+        session_root_directory=root if root is not None and str(root) not in ("", ".")
+        else None,
         revision_extensions=RevisionExtensions(spec_rev=SpecificationRevision.v2023_09,
                                                supported_extensions=list(defaults.OPENJD_EXTENSIONS)))
     canceled = [False]

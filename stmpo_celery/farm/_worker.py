@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -50,6 +52,8 @@ class _Worker:
     name: str = ""
     instance: str = ""  #: this process, among every worker that ever had this name
     current: tuple[str, int, int] | None = None
+    #: the OpenJD sessions' working folders (removed by the guard if this worker is killed)
+    sessions: Path = Path()
 
 
 W = _Worker()
@@ -150,9 +154,20 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
                 self.send_event("task-progress", **meta)
 
     log_path = Path(job["job_dir"]) / "logs" / f"task{index:04d}.attempt{attempt}.log"
+    lost = [False]
+
+    def should_cancel() -> bool:
+        if store.job_state(job_id) == "canceled":
+            return True
+        lost[0] = lost[0] or taken_from_us(store.task(job_id, index), attempt)
+        return lost[0]
+
     try:
         outcome = run_task(job, rec, f"{job_id}-{index}-{attempt}", log_path, on_progress,
-                           lambda: store.job_state(job_id) == "canceled")
+                           should_cancel, session_env(), W.sessions)
+        if lost[0]:
+            outcome.message = ("the task was given to another worker while this one did not "
+                               "answer: its render was stopped")
     except Exception as exc:  # noqa: BLE001 - a broken job must not kill the host
         from ._session import Outcome
 
@@ -165,6 +180,22 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
         + (f" ({outcome.message})" if outcome.message else "") + f" -> {result}")
     return {"job": job_id, "task": index, "label": label, "state": outcome.state,
             "result": result, "seconds": round(outcome.seconds, 2)}
+
+
+def taken_from_us(task: dict[str, Any], attempt: int) -> bool:
+    """Whether this worker's ``attempt`` of ``task`` was taken from it: requeued (a new
+    attempt) after it stopped answering — frozen, cut off — or given to another worker.
+    Its render must stop: the new attempt waits for this one's output lock."""
+    return task.get("attempt") != attempt or task.get("state") != "running" or \
+        task.get("instance", W.instance) != W.instance
+
+
+def session_env() -> dict[str, str]:
+    """What every task's OpenJD session adds to the environment: a requeued task that meets
+    the output lock of a render still running (the worker that lost it frozen, its render
+    not stopped yet) waits for it instead of failing, unless the host says otherwise."""
+    name = "STMPO_OUTPUT_LOCK_WAIT"
+    return {} if os.environ.get(name) else {name: f"{defaults.FARM_OUTPUT_LOCK_WAIT_S:g}"}
 
 
 # -- heartbeat and dead workers ----------------------------------------------------------
@@ -220,7 +251,7 @@ def _beat(stop: threading.Event) -> None:
 def _start_guard() -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "stmpo_celery.farm._guard", str(os.getpid()),
-         str(defaults.FARM_ORPHAN_GRACE_S)],
+         str(defaults.FARM_ORPHAN_GRACE_S), str(W.sessions)],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
         **child_kwargs(detach=True))
 
@@ -256,6 +287,7 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
     _check_name_free(W.store, W.name)
     W.app = make_farm_app(broker)
     W.app.task(name=TASK, bind=True, acks_late=True, track_started=True)(farm_task)
+    W.sessions = Path(tempfile.mkdtemp(prefix=f"stmpo-farm-{os.getpid()}-"))
     guard = _start_guard()
     stop = threading.Event()
     beat = threading.Thread(target=_beat, args=(stop,), name="stmpo-farm-beat", daemon=True)
@@ -279,4 +311,5 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
             guard.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             guard.wait(timeout=defaults.FARM_ORPHAN_GRACE_S + 5)
+        shutil.rmtree(W.sessions, ignore_errors=True)
     return code

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import state_dir
 
 GUARD_WAIT_S = 10.0
+LOCK_WAIT_SAY_S = 30.0  #: a run waiting for another's lock says so this often
 GUARD_STALE_S = 30.0
 
 
@@ -127,10 +130,30 @@ def _real(pattern: OutputPattern) -> OutputPattern:
     return OutputPattern(os.path.join(os.path.realpath(folder or "."), name))
 
 
-def acquire(pattern: OutputPattern, frames: list[int], run_id: str) -> tuple[OutputLock,
-                                                                             set[str]]:
-    """Lock ``frames`` of ``pattern`` for ``run_id``; returns the lock and the run ids of
-    the other live runs on this folder. Refuses (exit 2) when a live run overlaps."""
+@dataclass(frozen=True)
+class Busy:
+    """A live run renders some of the frames asked for."""
+
+    run: str
+    host: str
+    pid: str
+    shared: str  #: the frames both want, as a frame spec
+    pattern: str
+    lock: Path
+
+    def holder(self) -> str:
+        return f"run {self.run} on {self.host} (pid {self.pid})"
+
+    def refusal(self, waited: float) -> str:
+        after = f" (waited {waited:g} s)" if waited > 0 else ""
+        return (f"frames {self.shared} of {self.pattern} are being rendered by "
+                f"{self.holder()}{after}: wait for it to end or cancel it (a dead run's "
+                f"lock is reclaimed by itself; its lock file is {self.lock})")
+
+
+def _claim(pattern: OutputPattern, frames: list[int],
+           run_id: str) -> tuple[OutputLock, set[str]] | Busy:
+    """One attempt at :func:`acquire`: the lock, or the live run in the way."""
     folder = state_dir(pattern)
     try:  # parents: a run that created the output folder removes it when left empty
         folder.mkdir(parents=True, exist_ok=True)
@@ -153,11 +176,8 @@ def acquire(pattern: OutputPattern, frames: list[int], run_id: str) -> tuple[Out
             except Exception:  # noqa: BLE001 - an unreadable lock of a live run: overlap
                 shared = list(frames)
             if shared:
-                raise BadInput(
-                    f"frames {format_frames(shared)} of {pattern.raw} are being rendered by "
-                    f"run {info.get('run')} on {info.get('host')} (pid {info.get('pid')}): "
-                    "wait for it to end or cancel it (a dead run's lock is reclaimed by "
-                    f"itself; its lock file is {path})")
+                return Busy(str(info.get("run")), str(info.get("host")),
+                            str(info.get("pid")), format_frames(shared), pattern.raw, path)
         info = {"run": run_id, "host": host_name(), "pid": os.getpid(),
                 "started": start_time(), "pattern": pattern.raw,
                 "frames": format_frames(frames), "time": now}
@@ -168,3 +188,26 @@ def acquire(pattern: OutputPattern, frames: list[int], run_id: str) -> tuple[Out
             raise BadInput(f"cannot write the output lock {path} ({exc.strerror}): "
                            "fix the output folder's permissions or free space") from None
     return OutputLock(path, info), live
+
+
+def acquire(pattern: OutputPattern, frames: list[int], run_id: str, wait: float = 0.0,
+            on_wait: Callable[[Busy, float], None] | None = None) -> tuple[OutputLock,
+                                                                           set[str]]:
+    """Lock ``frames`` of ``pattern`` for ``run_id``; returns the lock and the run ids of
+    the other live runs on this folder. When a live run overlaps, waits up to ``wait``
+    seconds for it to end (looking again every ``OUTPUT_LOCK_POLL_S``; ``on_wait(busy,
+    seconds left)`` is told first and then every ``LOCK_WAIT_SAY_S``), then refuses
+    (exit 2) naming it. A cancel while waiting leaves nothing: the lock is not taken."""
+    deadline = time.monotonic() + wait
+    said = -math.inf
+    while True:
+        got = _claim(pattern, frames, run_id)
+        if not isinstance(got, Busy):
+            return got
+        now = time.monotonic()
+        if now >= deadline:
+            raise BadInput(got.refusal(wait))
+        if on_wait is not None and now - said >= LOCK_WAIT_SAY_S:
+            said = now
+            on_wait(got, deadline - now)
+        time.sleep(min(defaults.OUTPUT_LOCK_POLL_S, deadline - now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 
 from ..aerender import check_target, missing_frames, resolve_aerender, signatures
@@ -35,7 +36,7 @@ from ..plan import (
 )
 from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
-from ._outlock import OutputLock, acquire
+from ._outlock import Busy, OutputLock, acquire
 
 
 @dataclass
@@ -233,7 +234,17 @@ def claim_output(prep: Prepared) -> None:
     dead runs left half-written (their in-flight ledgers), then decide what to render:
     with ``--skip-existing``, the frames not already whole on disk."""
     pattern, frames, notes = prep.pattern, prep.frames, prep.notes
-    prep.lock, live = acquire(pattern, frames, prep.run_id)
+    o = prep.options
+    openjd = o.progress == "openjd" or (o.progress == "auto" and not sys.stdout.isatty())
+
+    def waiting(busy: Busy, left: float) -> None:
+        text = (f"frames {busy.shared} are being rendered by {busy.holder()}: waiting up to "
+                f"{left:.0f} s more for it to end ({o.origin('output_lock_wait')})")
+        print(f"stmpo: {text}", flush=True)
+        if openjd:
+            print(f"openjd_status: waiting for {busy.holder()} to end", flush=True)
+
+    prep.lock, live = acquire(pattern, frames, prep.run_id, o.output_lock_wait, waiting)
     partial = settle_ledgers(ledger_dir(pattern), lambda e: e.run_id not in live)
     if partial:
         notes.append(f"deleted {len(partial)} frame(s) a stopped run left half-written "
