@@ -102,8 +102,8 @@ def test_concurrent_reviews_of_one_version_lose_no_note(tmp_path: Path) -> None:
         assert p.returncode == 0, err
     history = json.loads((vdir / "version.json").read_text())["history"]
     assert sorted(h["note"] for h in history) == [f"n{i}" for i in range(8)]
-    assert sorted(p.name for p in vdir.iterdir()) == [".stmpo-review.lock", "f_0001.png",
-                                                       "version.json"]  # no temp file left
+    # no temp file left, and no lock file either: the version folder holds what it publishes
+    assert sorted(p.name for p in vdir.iterdir()) == ["f_0001.png", "version.json"]
 
 
 def test_a_frame_cut_short_after_its_task_is_never_published_nor_approved(
@@ -163,11 +163,11 @@ class FarmCli:
         self.cwd = tmp / "cwd"
         self.cwd.mkdir()
 
-    def __call__(self, *args: str) -> tuple[int, str, str]:
+    def __call__(self, *args: str, group: str = "farm") -> tuple[int, str, str]:
         from stmpo_celery.cli import main
 
         try:
-            main(["farm", *args])
+            main([group, *args])
             code = 0
         except SystemExit as exc:
             code = int(exc.code or 0)
@@ -343,6 +343,35 @@ def test_cancel_and_retry_change_only_what_they_say(farm_cli: FarmCli) -> None:
         assert view()["state"] == "succeeded" and store.job_state(jid) == "queued"
     code, out, _err = farm_cli("wait", jid, "--timeout", "5")
     assert code == 0 and out == f"job {jid}: succeeded\n"
+
+
+def test_remove_forgets_only_ended_jobs_and_keeps_their_versions(
+        farm_cli: FarmCli, private_redis: Any) -> None:
+    shot = farm_cli.tmp / "shots" / "sh010"
+    ended, live = (farm_cli.submit("--publish", str(shot))[1].strip() for _ in range(2))
+    store = farm_cli.store()
+    _set_states(store, ended, "succeeded", "canceled")
+    folder = Path(store.job(ended)["job_dir"])
+    assert (folder / "job.json").is_file() and (shot / "v001").is_dir()
+    # a job that has not ended is refused, and so is the whole command (all or nothing)
+    _one_error(*farm_cli("remove", ended, live), f"job {live} is still queued",
+               f"stmpo farm cancel {live}")
+    _one_error(*farm_cli("remove", "nope0000"), "no farm job 'nope0000'")
+    assert folder.is_dir() and store.job(ended)
+    code, out, err = farm_cli("remove", ended, ended)
+    assert (code, err) == (0, "") and out == f"job {ended} removed (deleted {folder})\n"
+    assert not folder.exists() and (shot / "v001").is_dir()  # its version stays
+    # versions list says how each unpublished version's job stands, from the farm Redis
+    code, out, err = farm_cli("list", str(shot), group="versions")
+    assert code == 0, err
+    assert f"v001  unpublished     job {ended}    ! no version.json: job {ended} has not " \
+        "succeeded (yet): see 'stmpo farm jobs'" in out, out
+    assert f"no version.json: job {live} is queued" in out, out
+    farm_cli("cancel", live)
+    assert f"job {live} is canceled" in farm_cli("list", str(shot), group="versions")[1]
+    assert not [k for k in private_redis.all_keys() if ended in k]
+    assert [j["id"] for j in json.loads(farm_cli("jobs", "--json")[1])] == [live]
+    assert {k for k in private_redis.all_keys() if live in k}  # the other one untouched
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-5"])

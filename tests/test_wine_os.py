@@ -125,3 +125,38 @@ def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path
     dest, registered, after, exists = json.loads(out.strip().splitlines()[-1])
     assert "\\AppData\\Local\\Microsoft\\Windows\\Fonts\\stmpo-test-" in dest, dest
     assert registered == dest and after is None and not exists
+
+
+def test_wine_concurrent_reviews_lose_no_note_and_leave_no_lock_file(
+        winpy: WinPython, tmp_path: Path) -> None:
+    """Windows' side of the review lock: six Windows processes review one version at once
+    (msvcrt locks; an open lock file cannot be deleted there, so it is removed only by the
+    last holder); every note is kept and the version folder holds only what it publishes."""
+    import hashlib
+
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    vdir = tmp_path / "shot" / "v001"
+    vdir.mkdir(parents=True)
+    png = frame_bytes(str(vdir / "f_0001.png"), 1)
+    (vdir / "f_0001.png").write_bytes(png)
+    (vdir / "version.json").write_text(json.dumps({
+        "status": "pending-review", "history": [],
+        "frames": [{"frame": 1, "file": "f_0001.png", "size": len(png),
+                    "sha256": hashlib.sha256(png).hexdigest()}]}))
+    driver = textwrap.dedent(f"""
+        import subprocess, sys
+        procs = [subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "versions",
+                                   "reject", {win(tmp_path / "shot")!r}, "v001", "--note",
+                                   f"n{{i}}"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for i in range(6)]
+        codes = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        bad = [c for c in codes if c[0] != 0]
+        print("ok" if not bad else bad)
+    """)
+    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
+    out, err = proc.communicate(timeout=200)
+    assert proc.returncode == 0 and out.strip().endswith("ok"), out + err
+    history = json.loads((vdir / "version.json").read_text())["history"]
+    assert sorted(h["note"] for h in history) == [f"n{i}" for i in range(6)]
+    assert sorted(p.name for p in vdir.iterdir()) == ["f_0001.png", "version.json"]

@@ -155,6 +155,22 @@ def retry_cmd(job: str, farm_url: str | None) -> None:
     click.echo(f"job {job}: {done.queued} task(s) queued again")
 
 
+@farm_group.command("remove")
+@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@click.option("--farm", "farm_url", help=FARM_HELP)
+def remove_cmd(job_ids: tuple[str, ...], farm_url: str | None) -> None:
+    """Forget jobs that have ended: their records leave the farm Redis and their job
+    folders (project snapshot, task logs) are deleted. Published versions stay."""
+    from ..farm import removable, remove
+
+    store, _broker = _connect(farm_url)
+    for jid in job_ids:  # every one checked first: all or nothing
+        removable(store, jid)
+    for jid in dict.fromkeys(job_ids):
+        folder = remove(store, jid)
+        click.echo(f"job {jid} removed" + (f" (deleted {folder})" if folder else ""))
+
+
 @farm_group.command("flower")
 @click.option("--bind", default="127.0.0.1:5555", show_default=True, help="[HOST:]PORT.")
 @click.option("--auth", help="user:password, required off loopback "
@@ -193,15 +209,30 @@ def versions_group() -> None:
     """Published versions of a shot (SHOT_DIR/vNNN): list, approve, reject."""
 
 
+def _job_states(url: str | None) -> Any:
+    """How a job stands (``succeeded``, ``canceled``, ...) from the farm Redis, or None
+    when no farm is set up or it does not answer within a second: listing versions needs
+    only the shot folder."""
+    from ..farm import job_state_reader
+
+    try:
+        return job_state_reader(url)
+    except StmpoError:
+        return None
+
+
 @versions_group.command("list")
 @click.argument("shot_dir")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable output [default: text].")
-def versions_list(shot_dir: str, as_json: bool) -> None:
+@click.option("--farm", "farm_url", help="Farm Redis URL, to say how unpublished versions' "
+              "jobs stand [default: $STMPO_FARM_URL, else the host service's Redis, "
+              "else not said].")
+def versions_list(shot_dir: str, as_json: bool, farm_url: str | None) -> None:
     """Every version with its status; frames are checked against the manifest."""
     from ..farm import list_versions
 
-    entries = list_versions(Path(shot_dir))
+    entries = list_versions(Path(shot_dir), _job_states(farm_url))
     if as_json:
         click.echo(json.dumps(entries, indent=1))
         return

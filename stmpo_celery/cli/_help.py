@@ -50,6 +50,7 @@ EXAMPLES: dict[str, list[str]] = {
     "farm wait": ["stmpo farm wait 3f9c0a1e --timeout 3600"],
     "farm cancel": ["stmpo farm cancel 3f9c0a1e"],
     "farm retry": ["stmpo farm retry 3f9c0a1e      # failed and canceled tasks again"],
+    "farm remove": ["stmpo farm remove 3f9c0a1e 7d21b4c0   # ended jobs: records and folders"],
     "farm flower": ["stmpo farm flower --bind 0.0.0.0:5556 --auth wrangler:secret"],
     "versions": ["stmpo versions list /shots/sh010",
                  "stmpo versions approve /shots/sh010 v003"],

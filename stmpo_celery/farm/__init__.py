@@ -12,7 +12,7 @@ What runs where:
   turned into task progress, cancel by NOTIFY_THEN_TERMINATE). It says it is alive every
   few seconds; any worker requeues the task of a worker that went silent (:mod:`._worker`).
   A guard process per worker stops a dead worker's render (:mod:`._guard`).
-* ``stmpo farm jobs|wait|cancel|retry`` and ``stmpo versions`` (anywhere): read or change
+* ``stmpo farm jobs|wait|cancel|retry|remove`` and ``stmpo versions`` (anywhere): read or change
   the records in the farm Redis (:mod:`._store`) and the published versions on disk
   (:mod:`._versions`).
 
@@ -28,7 +28,7 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._app import make_farm_app
-    from ._control import cancel, jobs, retry, wait
+    from ._control import cancel, job_state_reader, jobs, removable, remove, retry, wait
     from ._store import FARM_ID, FarmStore, farm_dir, resolve_farm_url
     from ._submit import submit
     from ._versions import list_versions, set_status
@@ -40,9 +40,12 @@ _HOME = {
     "FarmStore": "._store",
     "cancel": "._control",
     "farm_dir": "._store",
+    "job_state_reader": "._control",
     "jobs": "._control",
     "list_versions": "._versions",
     "make_farm_app": "._app",
+    "removable": "._control",
+    "remove": "._control",
     "resolve_farm_url": "._store",
     "retry": "._control",
     "run_worker": "._worker",
@@ -56,9 +59,12 @@ __all__ = [
     "FarmStore",
     "cancel",
     "farm_dir",
+    "job_state_reader",
     "jobs",
     "list_versions",
     "make_farm_app",
+    "removable",
+    "remove",
     "resolve_farm_url",
     "retry",
     "run_worker",

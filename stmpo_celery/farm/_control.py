@@ -1,14 +1,20 @@
-"""``stmpo farm jobs|wait|cancel|retry``: reading and steering jobs in the farm Redis."""
+"""``stmpo farm jobs|wait|cancel|retry|remove``: reading and steering jobs in the farm
+Redis."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
+import redis
 from celery import Celery
 
-from ..errors import BadInput, ExitCode, StmpoError
+from ..errors import BadInput, EnvironmentProblem, ExitCode, StmpoError
 from ._app import enqueue, new_celery_id
 from ._store import ACTIVE, ENDED, FarmStore, job_summary_state
 
@@ -94,6 +100,55 @@ def retry(store: FarmStore, app: Celery, jid: str) -> Steered:
             enqueue(app, job, new)
             n += 1
     return done._replace(queued=n)
+
+
+def job_state_reader(url: str | None) -> Callable[[str], str | None]:
+    """``job id -> its one-word state`` (None: no such job) from the farm Redis at ``url``
+    (else the usual places), which must answer within a second."""
+    from ._store import resolve_farm_url
+
+    client = resolve_farm_url(url).client(timeout=1.0)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError):
+        raise EnvironmentProblem("the farm Redis does not answer") from None
+    store = FarmStore(client)
+
+    def state(jid: str) -> str | None:
+        try:
+            return job_summary_state(store.job_state(jid), store.tasks(jid)) if \
+                store.client.exists(store.key("job", jid)) else None
+        except (redis.RedisError, OSError, ValueError):
+            return None
+
+    return state
+
+
+def removable(store: FarmStore, jid: str) -> dict[str, Any]:
+    """The job, if it may be removed: it exists and has ended (else :class:`BadInput`)."""
+    job = store.job(jid)
+    state = job_summary_state(store.job_state(jid), store.tasks(jid))
+    if state not in ENDED:
+        raise BadInput(f"job {jid} is still {state}: cancel it (stmpo farm cancel {jid}) "
+                       f"and wait for it to end (stmpo farm wait {jid}) before removing it")
+    return job
+
+
+def remove(store: FarmStore, jid: str) -> Path | None:
+    """Forget a job that has ended: its records leave the farm Redis and its job folder
+    (project snapshot, task logs) is deleted; versions it published stay where they are.
+    A job still queued, running or canceling is refused. Returns the folder deleted."""
+    job = removable(store, jid)
+    store.remove_job(jid)
+    folder = Path(str(job.get("job_dir") or ""))
+    try:  # only the folder submit made for this very job
+        ours = json.loads((folder / "job.json").read_text(encoding="utf-8")).get("id") == jid
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        return None
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 class _Stop(Exception):

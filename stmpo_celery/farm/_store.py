@@ -88,6 +88,15 @@ class FarmStore:
         pipe.sadd(self.key("active"), jid)
         pipe.execute()
 
+    def remove_job(self, jid: str) -> None:
+        """Delete every record of the job."""
+        pipe = self.client.pipeline()
+        pipe.delete(self.key("job", jid), self.key("job", jid, "state"),
+                    self.key("job", jid, "tasks"), self.key("job", jid, "done"))
+        pipe.zrem(self.key("jobs"), jid)
+        pipe.srem(self.key("active"), jid)
+        pipe.execute()
+
     def job(self, jid: str) -> dict[str, Any]:
         raw = self.client.get(self.key("job", jid))
         if raw is None:

@@ -16,13 +16,13 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..aerender import file_problem
 from ..errors import BadInput, StmpoError
-from ..host import acquire_file_lock
+from ..host import transient_file_lock
 from ..plan import parse_frames, parse_output
 from ._snapshot import sha256_file
 
@@ -77,8 +77,9 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _review_lock(vdir: Path, wait: float = REVIEW_LOCK_WAIT_S) -> Iterator[None]:
     """Hold ``vdir``'s review lock: reviews of one version change its manifest one at a
-    time, so none is lost (released by the OS if this process dies)."""
-    with acquire_file_lock(vdir / REVIEW_LOCK, wait, unusable=f"cannot lock {vdir} for review",
+    time, so none is lost (released by the OS if this process dies; the lock file is
+    removed once released)."""
+    with transient_file_lock(vdir / REVIEW_LOCK, wait, unusable=f"cannot lock {vdir} for review",
                            busy=f"{vdir.name} stayed locked by another review for "
                                 f"{wait:.0f} s: try again"):
         yield
@@ -189,7 +190,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def list_versions(shot: Path) -> list[dict[str, Any]]:
+def list_versions(shot: Path, job_state: Callable[[str], str | None] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Every ``vNNN`` of ``shot`` with its status and problems; ``job_state(job id)``, when
+    given (the farm Redis answers), says how an unpublished version's job stands."""
     if not shot.is_dir():
         what = "is not a folder" if shot.exists() else "does not exist"
         raise BadInput(f"shot folder {shot} {what}: pass the folder that holds v001, v002, ...")
@@ -202,9 +206,11 @@ def list_versions(shot: Path) -> list[dict[str, Any]]:
             job = ""
             with contextlib.suppress(OSError):
                 job = (vdir / JOB_MARK).read_text(encoding="utf-8").strip()
-            entry.update(status="unpublished", job=job or None, problems=[
-                f"no {MANIFEST}: job {job} has not finished (or failed)" if job
-                else f"no {MANIFEST}"])
+            state = job_state(job) if job and job_state is not None else None
+            why = (f"job {job} is {state}" if state else
+                   f"job {job} has not succeeded (yet): see 'stmpo farm jobs'" if job else "")
+            entry.update(status="unpublished", job=job or None, job_state=state,
+                         problems=[f"no {MANIFEST}: {why}" if why else f"no {MANIFEST}"])
             out.append(entry)
             continue
         except (OSError, ValueError) as exc:

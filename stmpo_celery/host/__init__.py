@@ -43,6 +43,7 @@ from ._platform import (
     slot_popen_kwargs,
     start_guarded,
     start_warden,
+    transient_file_lock,
     try_lock_file,
     unix_socket_broker,
 )
@@ -129,6 +130,7 @@ __all__ = [
     "start_warden",
     "this_host",
     "tree_cpu_seconds",
+    "transient_file_lock",
     "try_lock_file",
     "uncreatable",
     "unix_socket_broker",

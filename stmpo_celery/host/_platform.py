@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -360,6 +361,37 @@ def acquire_file_lock(path: Path, wait: float, *, busy: str, unusable: str,
             raise EnvironmentProblem(busy)
         time.sleep(step)
     return f
+
+
+@contextlib.contextmanager
+def transient_file_lock(path: Path, wait: float, *, busy: str,
+                        unusable: str) -> Iterator[None]:
+    """:func:`acquire_file_lock` on a lock file that is gone again once released, so
+    nothing is left beside what it guards. POSIX: a locker that finds its file was
+    unlinked under it (by the previous holder, releasing) takes the new one; the holder
+    unlinks before it unlocks. Windows: an open file cannot be deleted, so the holder
+    unlocks, closes, then deletes it only if no other process has it open by then."""
+    deadline = time.monotonic() + wait
+    while True:
+        f = acquire_file_lock(path, max(0.0, deadline - time.monotonic()), busy=busy,
+                              unusable=unusable)
+        try:
+            if sys.platform == "win32" or os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except OSError:
+            pass  # unlinked by the holder before us: lock the file that replaces it
+        f.close()
+    try:
+        yield
+    finally:
+        if sys.platform == "win32":
+            f.close()
+            with contextlib.suppress(OSError):  # another process has it open: theirs now
+                os.unlink(path)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            f.close()
 
 
 def group_id(name: str) -> int:
