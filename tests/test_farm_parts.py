@@ -248,6 +248,12 @@ SUBMIT_REFUSED = [
     ("publish-under-a-file", ("--publish", "{tmp}/proj/shot.aep/sh010"),
      ["--publish", "shot.aep is not a folder"]),
     ("publish-empty", ("--publish", ""), ["--publish is empty"]),
+    ("farm-empty", ("--farm", ""), ["--farm is empty", "STMPO_FARM_URL"]),
+    # what Comp holds when rendering by render-queue item (stmpo render --rqindex)
+    ("rqindex-not-a-number", ("-p", "RenderBy=rqindex", "-p", "Comp=Main Comp"),
+     ["job parameter Comp is 'Main Comp' while RenderBy is rqindex", "RenderBy=comp"]),
+    ("rqindex-zero", ("-p", "RenderBy=rqindex", "-p", "Comp=0"),
+     ["job parameter Comp is '0'"]),
 ]
 if sys.platform.startswith("linux"):  # a folder no one can make, root included
     SUBMIT_REFUSED += [

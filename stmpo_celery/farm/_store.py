@@ -42,6 +42,9 @@ def resolve_farm_url(url: str | None) -> BrokerUrl:
     """``--farm``, else ``$STMPO_FARM_URL``, else the host service's Redis."""
     from ..monitor import read_broker_url
 
+    if url is not None and not url.strip():
+        raise BadInput(f"--farm is empty: pass the farm Redis URL (redis://HOST:6379/0), or "
+                       f"leave it out to use {defaults.FARM_URL_ENV}")
     url = url or os.environ.get(defaults.FARM_URL_ENV) or read_broker_url()
     if not url:
         raise BadInput(f"no farm Redis: pass --farm redis://HOST:6379/0, set "

@@ -272,8 +272,19 @@ def check_parameters(template: dict[str, Any], params: dict[str, Any]) -> None:
     its retries are spent). Paths that only mean something on a worker (AerenderPath,
     a profile or NUMA map file) stay the workers' to check."""
     values = {name: str(v.value) for name, v in params.items()}
+    _check_target(values)
     _check_output(template, values)
     _check_settings(values)
+
+
+def _check_target(values: dict[str, str]) -> None:
+    """Render by render-queue item: ``Comp`` is the item's number (``stmpo render
+    --rqindex`` on every worker takes nothing else)."""
+    comp = values.get("Comp", "").strip()
+    if values.get("RenderBy") == "rqindex" and not (comp.isdigit() and int(comp) >= 1):
+        raise BadInput(f"job parameter Comp is {comp!r} while RenderBy is rqindex: give the "
+                       "render-queue item's number (1, 2, ...), or -p RenderBy=comp to "
+                       "render a composition by its name")
 
 
 # -- folders ---------------------------------------------------------------------------
