@@ -300,3 +300,22 @@ def test_a_slot_that_spoke_between_two_deaths_is_replaced_again(
     assert run.stop_reason is None
     run._slot_died(dead_slot)  # nor its replacement: 2
     assert run.exit_code == ExitCode.ENVIRONMENT
+
+
+def test_a_slot_ready_before_the_orchestrator_listened_is_not_taken_for_one_that_cannot_start(
+        run: Run, dead_slot: Slot) -> None:
+    """Slots start in parallel with Redis and the orchestrator's subscription: a slot's
+    ``slot-ready`` may be sent before anyone listens. Its mark in the run's state stands
+    for it; a mark of another process (the slot's predecessor) does not."""
+    from stmpo_celery.broker import keys
+
+    assert run.client is not None
+    field = keys.SLOT_READY_FIELD.format(0)
+    run.client.hset(keys.state_key(run.run_id), field, dead_slot.pid)
+    run._slot_died(dead_slot)
+    run._slot_died(dead_slot)
+    assert run.stop_reason is None
+    run.client.hset(keys.state_key(run.run_id), field, dead_slot.pid + 1)
+    run._slot_died(dead_slot)
+    run._slot_died(dead_slot)
+    assert run.exit_code == ExitCode.ENVIRONMENT

@@ -41,6 +41,9 @@ from enum import Enum
 REGISTRY = "stmpo:runs"  #: hash: run id -> JSON record of a live run on this Redis
 FRAMES_DONE_FIELD = "frames_done"  #: the run-wide frame counter in :func:`state_key`
 SLOT_STATE_FIELD = "slot{}"  #: a slot's field in :func:`state_key`
+#: the pid of the slot's process whose worker is ready, in :func:`state_key` (what its
+#: ``slot-ready`` event says, kept: an event sent before the orchestrator listened is lost)
+SLOT_READY_FIELD = "ready{}"
 
 
 class RunState(str, Enum):

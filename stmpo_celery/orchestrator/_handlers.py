@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from ..aerender import missing_frames, signature, untrusted_since, written_whole
-from ..broker import events, missing_frames_suspect, requeue_unacked
+from ..broker import events, keys, missing_frames_suspect, requeue_unacked
 from ..config import defaults
 from ..errors import ExitCode
 from ..host import HostPlan
@@ -246,6 +246,19 @@ class EventHandlers:
         if self.row is not None:
             self.row.update()
 
+    def _started(self, slot: Slot) -> bool:
+        """Whether the slot's process had started: it sent an event, or its worker said it
+        was ready in the run's state (its ``slot-ready`` may predate our subscription)."""
+        if slot.index in self.spoke:
+            return True
+        assert self.client is not None
+        try:
+            ready = self.client.hget(keys.state_key(self.run_id),
+                                     keys.SLOT_READY_FIELD.format(slot.index))
+            return ready is not None and int(ready) == slot.pid
+        except (redis.RedisError, ValueError):
+            return False
+
     def _slot_died(self, slot: Slot) -> None:
         """A slot died: replace it on the same CPUs; re-enqueue its chunk's missing frames."""
         assert self.pool is not None and self.client is not None
@@ -254,7 +267,7 @@ class EventHandlers:
         rec = next((c for c in self.chunks.values()
                     if c.status is ChunkStatus.RUNNING and c.slot == slot.index), None)
         what = f"slot {slot.index} (pid {slot.pid}) died (exit code {code})"
-        if rec is None and slot.index not in self.spoke:
+        if rec is None and not self._started(slot):
             deaths = self.start_deaths[slot.index] = self.start_deaths.get(slot.index, 0) + 1
             if deaths >= defaults.SLOT_START_DEATHS:  # replacing it again would loop for ever
                 said = self.pool.last_error(slot.index)

@@ -82,6 +82,11 @@ def register(app: Celery, ctx: SlotContext) -> None:
 
     @worker_ready.connect(weak=False)
     def ready(**_kw: Any) -> None:  # a slot that dies before this could not start
+        try:
+            ctx.client.hset(keys.state_key(spec.run_id),
+                            keys.SLOT_READY_FIELD.format(ctx.slot), os.getpid())
+        except redis.RedisError:
+            pass  # the event still says it, once the orchestrator listens
         ctx.publish(events.SlotReady(pid=os.getpid()))
 
     # Celery's own events for these two would wait in the busy slot and reach Flower
