@@ -33,8 +33,9 @@ def farm_group() -> None:
 @click.option("-p", "--parameter", "params", multiple=True, metavar="NAME=VALUE",
               help="A job parameter (repeatable); overrides the bundle's parameter_values "
                    "[default: the bundle's values].")
-@click.option("--priority", type=int, default=None, help="0-100, higher runs first, in ten levels (91-100, 81-90, ..., 0-10; "
-              "within a level, in submit order) [default: 50].")
+@click.option("--priority", type=int, default=None,
+              help="0-100, higher runs first, in ten levels (91-100, 81-90, ..., 0-10; "
+                   "within a level, in submit order) [default: 50].")
 @click.option("--max-retries", type=int, default=None,
               help="Times a failed task runs again [default: 1].")
 @click.option("--publish", "publish", metavar="SHOT_DIR",
