@@ -9,12 +9,13 @@ from . import defaults
 
 def origin(name: str, source: str) -> str:
     """Setting ``name`` as a message names it, from where its value came (a source of
-    :func:`resolve`): the variable, the profile key, else the flag."""
-    if source.startswith("$"):
-        return source
+    :func:`resolve`): the profile key, the flag for a default, else the source itself (the
+    flag, the variable, or what the caller of :func:`resolve` named it)."""
     if source.startswith("profile "):
         return f"{source} key {name}"
-    return "--" + name.replace("_", "-")
+    if source in ("", "default"):
+        return "--" + name.replace("_", "-")
+    return source
 
 
 @dataclass

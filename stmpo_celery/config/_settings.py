@@ -295,9 +295,13 @@ def load_profile(name_or_file: str) -> tuple[dict[str, Any], str]:
 
 
 def resolve(flags: dict[str, Any], profile: str | None = None,
-            env: dict[str, str] | None = None) -> dict[str, tuple[Any, str]]:
-    """Every setting's value and its source; ``flags`` holds None for flags not given."""
+            env: dict[str, str] | None = None,
+            env_label: Callable[[str], str] | None = None) -> dict[str, tuple[Any, str]]:
+    """Every setting's value and its source; ``flags`` holds None for flags not given.
+    A value from ``env`` has the source ``$VAR``, or ``env_label(VAR)`` (what a caller that
+    built ``env`` calls it: a job parameter)."""
     env = dict(os.environ) if env is None else env
+    label = env_label or (lambda var: f"${var}")
     prof: dict[str, Any] = {}
     prof_label = ""
     profile = profile or env.get("STMPO_PROFILE") or None
@@ -310,7 +314,7 @@ def resolve(flags: dict[str, Any], profile: str | None = None,
             value, source = convert(s, prof[name], f"{prof_label} key {name}"), prof_label
         raw = env.get(s.env)
         if raw is not None and raw != "":
-            value, source = convert(s, raw, f"${s.env}"), f"${s.env}"
+            value, source = convert(s, raw, label(s.env)), label(s.env)
         if flags.get(name) is not None:
             flag = "--" + name.replace("_", "-")
             value, source = convert(s, flags[name], flag), flag

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import importlib.util
 import json
-import re
 import secrets
 import shutil
 import time
@@ -187,14 +186,6 @@ def output_kind(template: dict[str, Any]) -> str | None:
     return None
 
 
-def _reworded(exc: BadInput, words: dict[str, str]) -> BadInput:
-    """``exc`` with the names its check gives the values (a flag, a variable) replaced by
-    the job parameters they came from."""
-    names = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return BadInput(re.sub(f"(?:{names})(?![\\w-])", lambda m: words[m.group(0)],
-                           exc.message))
-
-
 def _check_output(template: dict[str, Any], values: dict[str, str]) -> None:
     """The output the workers render to: the bundle's OutputDirectories check (a file
     name that fits the bundle's kind and stays inside OutputDir), then ``stmpo render``'s
@@ -210,13 +201,15 @@ def _check_output(template: dict[str, Any], values: dict[str, str]) -> None:
         error = check_kind(kind, values[FILE_NAME_PARAM])
         if error:
             raise BadInput(" ".join(str(error).split()))
-    try:  # the task's command line: --output "{{Param.OutputDir}}/{{Param.OutputFileName}}"
-        pattern = parse_output(f"{values[OUTPUT_PARAM]}/{values[FILE_NAME_PARAM]}")
-        if "Frames" in values:
-            check_output_names(pattern, parse_frames(values["Frames"]))
-    except BadInput as exc:
-        raise _reworded(exc, {"--output": f"{OUTPUT_PARAM}/{FILE_NAME_PARAM}",
-                              "--frames": "Frames"}) from None
+    # the task's command line: --output "{{Param.OutputDir}}/{{Param.OutputFileName}}"
+    source = f"{OUTPUT_PARAM}/{FILE_NAME_PARAM}"
+    pattern = parse_output(f"{values[OUTPUT_PARAM]}/{values[FILE_NAME_PARAM]}", source)
+    if "Frames" in values:
+        try:
+            frames = parse_frames(values["Frames"])
+        except BadInput as exc:
+            raise BadInput(f"job parameter Frames: {exc.message}") from None
+        check_output_names(pattern, frames, source)
 
 
 def _is_path(profile: str) -> bool:
@@ -257,13 +250,11 @@ def _check_settings(values: dict[str, str]) -> None:
     except BadInput as exc:
         raise BadInput(f"job parameter {PROFILE_PARAM}: {exc.message}") from None
     exported = {settings[param].env: v for param, v in given.items()}
-    words = {f"${s.env}": f"job parameter {param}" for param, s in settings.items()}
-    try:
-        resolved = resolve({}, profile, env=exported)
-        check_combinations({k: v for k, (v, _src) in resolved.items()},
-                           lambda name: origin(name, resolved[name][1]))
-    except BadInput as exc:
-        raise _reworded(exc, words) from None
+    param_of = {s.env: param for param, s in settings.items()}
+    resolved = resolve({}, profile, env=exported,
+                       env_label=lambda var: f"job parameter {param_of[var]}")
+    check_combinations({k: v for k, (v, _src) in resolved.items()},
+                       lambda name: origin(name, resolved[name][1]))
 
 
 def check_parameters(template: dict[str, Any], params: dict[str, Any]) -> None:

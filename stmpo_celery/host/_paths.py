@@ -42,14 +42,15 @@ def unmakeable_name(path: str) -> tuple[str, str] | None:
     return _windows.name_problem_in(path) if _platform.OS == "windows" else None
 
 
-def check_output_names(pattern: OutputPattern, frames: list[int]) -> None:
+def check_output_names(pattern: OutputPattern, frames: list[int],
+                       source: str = "--output") -> None:
     """Refuse (exit 2) an output whose names cannot be made where it renders: a folder
     this OS cannot create, or a frame number that makes a device name (the pattern's own
-    file name was checked when it was parsed)."""
+    file name was checked when it was parsed). Messages name it as ``source``."""
     bad = unmakeable_name(os.path.dirname(os.path.abspath(pattern.raw)))
     if bad is not None:
-        raise BadInput(f"--output folder {bad[0]!r} {bad[1]}: rename it")
-    check_frame_names(pattern, frames)
+        raise BadInput(f"{source} folder {bad[0]!r} {bad[1]}: rename it")
+    check_frame_names(pattern, frames, source)
 
 
 def uncreatable(path: str) -> tuple[str, str] | None:

@@ -65,31 +65,34 @@ class OutputPattern:
         return self.raw[: tok.start()] + f"{frame:0{width}d}" + self.raw[tok.end() :]
 
 
-def parse_output(raw: str) -> OutputPattern:
+def parse_output(raw: str, source: str = "--output") -> OutputPattern:
+    """``raw`` as an output pattern, refused (exit 2) in the words of where it came from
+    (``source``: the flag, or the job parameters a submit checks)."""
     if not raw or not raw.strip():
-        raise BadInput("--output is empty: pass a path like /renders/shot_[#####].png")
+        raise BadInput(f"{source} is empty: pass a path like /renders/shot_[#####].png")
     if "\x00" in raw:
-        raise BadInput("--output contains a NUL byte: pass a plain path")
+        raise BadInput(f"{source} contains a NUL byte: pass a plain path")
     if raw.count("[#") > 1:
         raise BadInput(
-            f"--output {raw!r} has more than one frame token: keep a single [#####]"
+            f"{source} {raw!r} has more than one frame token: keep a single [#####]"
         )
     if "[" in raw and "#" in raw and not _TOKEN.search(raw):
         raise BadInput(
-            f"--output {raw!r} has a malformed frame token: write it as [#####]"
+            f"{source} {raw!r} has a malformed frame token: write it as [#####]"
         )
     *folders, name = re.split(r"[\\/]", raw)  # the name's length is checked per frame
     problem = windows_name_problem(name)
     if problem is not None:  # the name travels with the job: it must work where AE renders
-        raise BadInput(f"--output file name {name!r} {problem}: rename it")
+        raise BadInput(f"{source} file name {name!r} {problem}: rename it")
     long = next((p for p in folders if name_bytes(p) > NAME_MAX), None)
     if long is not None:
-        raise BadInput(f"--output has a folder name of {name_bytes(long)} bytes "
+        raise BadInput(f"{source} has a folder name of {name_bytes(long)} bytes "
                        f"({long[:24]}...): file systems allow {NAME_MAX}; shorten it")
     return OutputPattern(raw)
 
 
-def check_frame_names(pattern: OutputPattern, frames: list[int]) -> None:
+def check_frame_names(pattern: OutputPattern, frames: list[int],
+                      source: str = "--output") -> None:
     """Refuse a pattern whose frame number makes a name Windows cannot create though the
     pattern's own name passed :func:`parse_output`: ``COM[#].png`` is ``COM1.png`` (a
     serial port) for frame 1. Device names end in one digit, 1 to 9: only those frames
@@ -103,7 +106,7 @@ def check_frame_names(pattern: OutputPattern, frames: list[int]) -> None:
             name = re.split(r"[\\/]", pattern.path_for(f))[-1]
             problem = windows_name_problem(name)
             if problem is not None:
-                raise BadInput(f"--output names frame {f} {name!r}, which {problem}: "
+                raise BadInput(f"{source} names frame {f} {name!r}, which {problem}: "
                                "put more digits in the token ([####]) or rename it")
 
 
