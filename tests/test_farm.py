@@ -113,6 +113,12 @@ class Rig:
         return self.stmpo("farm", "wait", job, "--timeout", str(timeout),
                           timeout=timeout + 30).returncode
 
+    def wait_rendering(self, job: str) -> None:
+        """Until a task of ``job`` is running and has rendered something."""
+        assert wait_for(lambda: any(t["state"] == "running" and t["progress"] > 0
+                                    for t in self.job(job)["tasks"]), timeout=40, step=0.2), \
+            self.logs()
+
     def job(self, job: str) -> dict[str, Any]:
         res = self.stmpo("farm", "jobs", "--json")
         assert res.returncode == 0, res.stderr
@@ -264,9 +270,7 @@ def test_killed_worker_task_completes_on_the_other(rig: Rig) -> None:
     rig.wait_workers()
     job = rig.submit(frames="1-12", per_task=6)
     rig.project.unlink()  # the original is gone: only the snapshot can render
-    assert wait_for(lambda: any(t["state"] == "running" and t["progress"] > 0
-                                for t in rig.job(job)["tasks"]), timeout=40, step=0.2), \
-        rig.logs()
+    rig.wait_rendering(job)
     rig.start_worker("w2")
     w1.send_signal(signal.SIGKILL)
     w1.wait(timeout=10)
@@ -297,9 +301,7 @@ def test_a_frozen_worker_loses_its_task_without_failing_the_job(rig: Rig) -> Non
     w1 = rig.start_worker("w1", FRAME_COST="0.5")
     rig.wait_workers()
     job = rig.submit(frames="1-24", per_task=24)
-    assert wait_for(lambda: any(t["state"] == "running" and t["progress"] > 0
-                                for t in rig.job(job)["tasks"]), timeout=40, step=0.2), \
-        rig.logs()
+    rig.wait_rendering(job)
     rig.start_worker("w2")
     w1.send_signal(signal.SIGSTOP)
     try:
@@ -325,9 +327,7 @@ def test_a_worker_restarted_under_its_name_does_not_keep_its_dead_tasks(rig: Rig
     w1 = rig.start_worker("w1", FRAME_COST="0.3")
     rig.wait_workers()
     job = rig.submit(frames="1-8", per_task=8)
-    assert wait_for(lambda: any(t["state"] == "running" and t["progress"] > 0
-                                for t in rig.job(job)["tasks"]), timeout=40, step=0.2), \
-        rig.logs()
+    rig.wait_rendering(job)
     twin = rig.stmpo("farm", "worker", "--name", "w1", timeout=30)  # while w1 lives
     assert twin.returncode == 2 and "already on the farm" in twin.stderr, twin
     assert "Traceback" not in twin.stdout + twin.stderr

@@ -81,10 +81,9 @@ def test_a_stolen_chunks_record_says_what_it_rendered_and_where_its_log_is(run: 
     assert rec.log == "/logs/chunk0001-f21-40-slot0.log"
 
 
-def _steal_and_overwrite(tmp_path: Path, ext: str, rewrite: str) -> tuple[Run, Path]:
-    """Chunk 0 (1-10) is cut after 5; the thief (chunk 2, 6-10) finishes frame 6; then the
-    victim's renderer, rendering ahead with MFR, writes frame 6 again before it dies."""
-    from stmpo_celery.aerender._fakeframes import frame_bytes
+def _stolen_run(tmp_path: Path, ext: str) -> Run:
+    """An adaptive run of frames 1-10 into ``f_[##].<ext>``: chunk 0 (1-10) and its thief,
+    chunk 2 (6-10)."""
     from stmpo_celery.orchestrator._summary import ChunkRecord
 
     out = str(tmp_path / f"f_[##].{ext}")
@@ -98,6 +97,15 @@ def _steal_and_overwrite(tmp_path: Path, ext: str, rewrite: str) -> tuple[Run, P
     r = Run(prep, plan, stdout=io.StringIO(), tty=False)
     for i in (0, 2):
         r.chunks[i] = ChunkRecord(index=i, start=1 if i == 0 else 6, end=10)
+    return r
+
+
+def _steal_and_overwrite(tmp_path: Path, ext: str, rewrite: str) -> tuple[Run, Path]:
+    """Chunk 0 (1-10) is cut after 5; the thief (chunk 2, 6-10) finishes frame 6; then the
+    victim's renderer, rendering ahead with MFR, writes frame 6 again before it dies."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    r = _stolen_run(tmp_path, ext)
     frame6 = tmp_path / f"f_06.{ext}"
     r._on_event(events.ChunkStart(slot=0, index=0, start=1, end=10, frames="1-10"))
     r._on_event(events.ChunkShrink(slot=0, index=0, end=5, thief=2))
@@ -144,22 +152,12 @@ def test_a_stop_right_after_a_thief_frame_was_counted_keeps_it_only_if_it_can_te
     is cancelled before the victim writes more: nothing on disk tells the cut-short file
     from the counted one. The victim's ledger, settled at the stop, still lists frame 6."""
     from stmpo_celery.aerender._fakeframes import frame_bytes
-    from stmpo_celery.orchestrator._summary import ChunkRecord
     from stmpo_celery.slot import ledger_dir, settle_ledgers
     from stmpo_celery.slot._ledger import Ledger
 
-    out = str(tmp_path / f"f_[##].{ext}")
-    opts = RenderOptions(project=str(tmp_path / "p.aep"), frames="1-10", output=out,
-                         comp="C", log_dir=str(tmp_path / "logs"))
-    prep = Prepared(options=opts, project=opts.project, pattern=OutputPattern(out),
-                    frames=list(range(1, 11)), to_render=list(range(1, 11)),
-                    aerender="aerender", broker=None, chunk_size=None)
-    plan = HostPlan(n_slots=2, bound_by="test", blocks=[None, None], chunks=[(1, 10)],
-                    schedule="adaptive")
-    r = Run(prep, plan, stdout=io.StringIO(), tty=False)
+    r = _stolen_run(tmp_path, ext)
+    prep = r.prep
     try:
-        for i in (0, 2):
-            r.chunks[i] = ChunkRecord(index=i, start=1 if i == 0 else 6, end=10)
         victim = Ledger(prep.pattern, r.run_id, 0, range(1, 11))
         victim.open()
         for f in range(1, 6):
