@@ -96,10 +96,14 @@ class Rig:
         time.sleep(1.0)  # consuming: the worker loop is up after its first heartbeat
 
     def submit(self, frames: str = "1-8", per_task: int = 2, publish: bool = True,
-               extra: tuple[str, ...] = ()) -> str:
-        args = ["farm", "submit", str(BUNDLE), "-p", f"ProjectFile={self.project}",
+               extra: tuple[str, ...] = (), tasks: int | None = None) -> str:
+        """Submit the job bundle, ``per_task`` frames a task — or, with ``tasks``, the big
+        bundle (any number of frames a task) cut into that many tasks."""
+        cut = ([str(BUNDLE / "big"), "-p", f"TaskCount={tasks}"] if tasks else
+               [str(BUNDLE), "-p", f"FramesPerTask={per_task}"])
+        args = ["farm", "submit", *cut, "-p", f"ProjectFile={self.project}",
                 "-p", "RenderBy=comp", "-p", "Comp=Main Comp", "-p", f"Frames={frames}",
-                "-p", f"FramesPerTask={per_task}", "-p", f"AerenderPath={FAKE}",
+                "-p", f"AerenderPath={FAKE}",
                 "-p", "Concurrency=1", "-p", "SkipExisting=OFF", "--json", *extra]
         if publish:
             args += ["--publish", str(self.shot)]
@@ -293,30 +297,33 @@ def test_killed_worker_task_completes_on_the_other(rig: Rig) -> None:
 
 
 def test_a_frozen_worker_loses_its_task_without_failing_the_job(rig: Rig) -> None:
-    """A worker frozen mid-task (SIGSTOP: a hung host, a VM paused) stops answering; its
-    task runs again on another worker, whose render meets the frozen one's render still
-    holding the output. The new attempt waits instead of failing; the frozen worker, once
-    it answers again, sees its task was given away and stops its render. The job succeeds
-    with no failure counted, every frame whole."""
-    w1 = rig.start_worker("w1", FRAME_COST="0.5")
+    """A worker frozen mid-task (SIGSTOP: a hung host, Ctrl-Z) stops answering, and its
+    render — not frozen, but sooner or later blocked on output nobody reads — holds the
+    output. Its task runs again on another worker, which waits for that render instead of
+    failing on it; the frozen worker's guard stops the render once the worker has been
+    stopped past the farm's dead limit. The job succeeds with no failure counted, every
+    frame whole; the frozen worker, once it answers again, says its task was given away."""
+    w1 = rig.start_worker("w1", FRAME_COST="0.005")
     rig.wait_workers()
-    job = rig.submit(frames="1-24", per_task=24)
+    job = rig.submit(frames="1-900", tasks=1)  # output enough to fill a pipe
     rig.wait_rendering(job)
-    rig.start_worker("w2")
     w1.send_signal(signal.SIGSTOP)
+    rig.start_worker("w2", FRAME_COST="0.005")
     try:
-        assert wait_for(lambda: "waiting for run" in rig.job(job)["tasks"][0]["status"],
-                        timeout=40, step=0.3), (rig.job(job), rig.logs())
+        assert rig.wait(job, timeout=90) == 0, rig.logs()
         [task] = rig.job(job)["tasks"]
+        assert task["state"] == "succeeded" and task.get("failures", 0) == 0, task
         assert task["worker"].startswith("w2@") and task["attempts"] == 2, task
+        frozen_renders = [p for p in psutil.Process(w1.pid).children(recursive=True)
+                          if "_guard" not in " ".join(_cmd(p))
+                          and p.status() != psutil.STATUS_ZOMBIE]  # dead, not yet reaped
+        assert frozen_renders == [], frozen_renders  # stopped by w1's guard
     finally:
         w1.send_signal(signal.SIGCONT)
-    assert rig.wait(job, timeout=90) == 0, rig.logs()
-    [task] = rig.job(job)["tasks"]
-    assert task["state"] == "succeeded" and task.get("failures", 0) == 0, task
-    assert "given to another worker" in (rig.tmp / "w1.log").read_text(), rig.logs()
+    assert wait_for(lambda: "given to another worker" in (rig.tmp / "w1.log").read_text(),
+                    timeout=20), rig.logs()
     manifest = json.loads((rig.shot / "v001" / "version.json").read_text())
-    assert [f["frame"] for f in manifest["frames"]] == list(range(1, 25))
+    assert [f["frame"] for f in manifest["frames"]] == list(range(1, 901))
     assert manifest["status"] == "pending-review", manifest
 
 

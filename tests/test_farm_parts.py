@@ -254,6 +254,8 @@ SUBMIT_REFUSED = [
      ["job parameter Comp is 'Main Comp' while RenderBy is rqindex", "RenderBy=comp"]),
     ("rqindex-zero", ("-p", "RenderBy=rqindex", "-p", "Comp=0"),
      ["job parameter Comp is '0'"]),
+    ("rqindex-superscript", ("-p", "RenderBy=rqindex", "-p", "Comp=1\u00b2"),
+     ["job parameter Comp is '1\u00b2'"]),
 ]
 if sys.platform.startswith("linux"):  # a folder no one can make, root included
     SUBMIT_REFUSED += [
@@ -363,6 +365,8 @@ def test_remove_forgets_only_ended_jobs_and_keeps_their_versions(
     _one_error(*farm_cli("remove", ended, live), f"job {live} is still queued",
                f"stmpo farm cancel {live}")
     _one_error(*farm_cli("remove", "nope0000"), "no farm job 'nope0000'")
+    for other_key in (f"{ended}:state", f"{ended}:tasks", "*"):  # never another key
+        _one_error(*farm_cli("remove", other_key), f"no farm job {other_key!r}")
     assert folder.is_dir() and store.job(ended)
     code, out, err = farm_cli("remove", ended, ended)
     assert (code, err) == (0, "") and out == f"job {ended} removed (deleted {folder})\n"
@@ -378,6 +382,33 @@ def test_remove_forgets_only_ended_jobs_and_keeps_their_versions(
     assert not [k for k in private_redis.all_keys() if ended in k]
     assert [j["id"] for j in json.loads(farm_cli("jobs", "--json")[1])] == [live]
     assert {k for k in private_redis.all_keys() if live in k}  # the other one untouched
+    # a job folder that is a link is not followed, and the message does not claim it was
+    _set_states(store, live, "canceled", "canceled")
+    linked = Path(store.job(live)["job_dir"])
+    moved = farm_cli.tmp / "elsewhere"
+    linked.rename(moved)
+    linked.symlink_to(moved)
+    code, out, err = farm_cli("remove", live)
+    assert (code, err) == (0, "") and out == (
+        f"job {live} removed; its folder {linked} was not deleted (it is a link, not the "
+        "folder submit made): remove it by hand\n")
+    assert (moved / "job.json").is_file() and linked.is_symlink()
+
+
+def test_a_worker_sweeps_the_session_folders_of_dead_workers_only(tmp_path: Path) -> None:
+    """A worker killed together with its guard leaves its OpenJD session folder: the next
+    worker on the host removes those whose process is gone, and no other."""
+    from stmpo_celery.farm._worker import SESSIONS_PREFIX, sweep_sessions
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f"{SESSIONS_PREFIX}{dead.pid}-ab12"
+    live = tmp_path / f"{SESSIONS_PREFIX}{os.getpid()}-cd34"
+    other = tmp_path / "stmpo-farmer-1-x"
+    for folder in (gone, live, other):
+        (folder / "session").mkdir(parents=True)
+    assert sweep_sessions(tmp_path) == [gone]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-5"])

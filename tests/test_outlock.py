@@ -104,6 +104,27 @@ def test_dead_or_reused_pid_and_stale_remote_locks_are_reclaimed(tmp_path: Path)
     assert not state_dir(pattern).exists()
 
 
+def test_the_lock_of_a_killed_run_its_parent_never_reaped_is_reclaimed(
+        tmp_path: Path) -> None:
+    """A render killed while its parent was frozen stays a zombie with its pid and start
+    time: it holds nothing, and a waiting attempt must not wait for it."""
+    import psutil
+
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        plant(pattern, "zomb0001", "1-10", pid=zombie.pid)
+        lock, live = acquire(pattern, [5], "mine0002")
+        assert live == set()
+        lock.release()
+    finally:
+        zombie.wait()
+
+
 def test_fresh_remote_lock_is_live(tmp_path: Path) -> None:
     pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
     plant(pattern, "far00001", "1-10", host="elsewhere", pid=1)

@@ -94,15 +94,17 @@ class BrokerUrl:
         return self.url.startswith(("redis+socket://", "unix://"))
 
     def client(self, *, timeout: float | None = None, decode: bool = True,
-               ping_s: float = 0.0) -> redis.Redis:
+               ping_s: float = 0.0, connect_timeout: float = defaults.CONNECT_TIMEOUT_S,
+               retries: int = 1) -> redis.Redis:
         """A redis-py client with short connect timeouts; ``ping_s``: a connection idle
         that long is pinged before its next use (keeps a quiet subscription open through
-        firewalls and load balancers that drop idle connections)."""
+        firewalls and load balancers that drop idle connections); ``retries``: a command
+        whose connection broke is sent again this many times."""
         parts = urllib.parse.urlsplit(self.url)
         query = dict(urllib.parse.parse_qsl(parts.query))
         password = urllib.parse.unquote(parts.password) if parts.password else None
         username = urllib.parse.unquote(parts.username) if parts.username else None
-        ct = defaults.CONNECT_TIMEOUT_S
+        ct = connect_timeout
         if self.is_socket:
             return redis.Redis(
                 unix_socket_path=parts.path,
@@ -112,7 +114,7 @@ class BrokerUrl:
                 socket_connect_timeout=ct,
                 socket_timeout=timeout,
                 decode_responses=decode,
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(NoBackoff(), retries),
                 health_check_interval=math.ceil(ping_s),
             )
         db = 0
@@ -129,7 +131,7 @@ class BrokerUrl:
             socket_connect_timeout=ct,
             socket_timeout=timeout,
             decode_responses=decode,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), retries),
             health_check_interval=math.ceil(ping_s),
         )
 

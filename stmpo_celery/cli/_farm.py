@@ -169,8 +169,14 @@ def remove_cmd(job_ids: tuple[str, ...], farm_url: str | None) -> None:
     for jid in job_ids:  # every one checked first: all or nothing
         removable(store, jid)
     for jid in dict.fromkeys(job_ids):
-        folder = remove(store, jid)
-        click.echo(f"job {jid} removed" + (f" (deleted {folder})" if folder else ""))
+        done = remove(store, jid)
+        if done.deleted:
+            click.echo(f"job {jid} removed (deleted {done.folder})")
+        elif done.folder is None:
+            click.echo(f"job {jid} removed")
+        else:
+            click.echo(f"job {jid} removed; its folder {done.folder} was not deleted "
+                       f"({done.why}): remove it by hand")
 
 
 @farm_group.command("flower")

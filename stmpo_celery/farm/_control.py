@@ -107,7 +107,7 @@ def job_state_reader(url: str | None) -> Callable[[str], str | None]:
     (else the usual places), which must answer within a second."""
     from ._store import resolve_farm_url
 
-    client = resolve_farm_url(url).client(timeout=1.0)
+    client = resolve_farm_url(url).client(timeout=1.0, connect_timeout=1.0, retries=0)
     try:
         client.ping()
     except (redis.RedisError, OSError):
@@ -134,21 +134,38 @@ def removable(store: FarmStore, jid: str) -> dict[str, Any]:
     return job
 
 
-def remove(store: FarmStore, jid: str) -> Path | None:
+class Removed(NamedTuple):
+    """What ``remove`` did with a job's folder."""
+
+    folder: Path | None  #: the job's folder (None: the record names none)
+    deleted: bool
+    why: str = ""  #: why it was not deleted
+
+
+def remove(store: FarmStore, jid: str) -> Removed:
     """Forget a job that has ended: its records leave the farm Redis and its job folder
     (project snapshot, task logs) is deleted; versions it published stay where they are.
-    A job still queued, running or canceling is refused. Returns the folder deleted."""
+    A job still queued, running or canceling is refused. Only the folder submit made for
+    this job is deleted: a link, or a folder whose job.json names another job, is not."""
     job = removable(store, jid)
     store.remove_job(jid)
-    folder = Path(str(job.get("job_dir") or ""))
-    try:  # only the folder submit made for this very job
+    raw = str(job.get("job_dir") or "")
+    if not raw:
+        return Removed(None, False, "the job names no folder")
+    folder = Path(raw)
+    if folder.is_symlink():
+        return Removed(folder, False, "it is a link, not the folder submit made")
+    try:
         ours = json.loads((folder / "job.json").read_text(encoding="utf-8")).get("id") == jid
     except (OSError, ValueError, AttributeError):
         ours = False
     if not ours:
-        return None
-    shutil.rmtree(folder, ignore_errors=True)
-    return folder
+        return Removed(folder, False, f"it holds no job.json of job {jid}")
+    try:
+        shutil.rmtree(folder)
+    except OSError as exc:
+        return Removed(folder, False, f"{exc.filename or folder}: {exc.strerror or exc}")
+    return Removed(folder, True)
 
 
 class _Stop(Exception):

@@ -8,7 +8,9 @@ SIGKILL — the guard sends SIGTERM to the remembered action processes (``stmpo 
 then stops its slots and aerender trees itself), SIGKILL to whatever of them is left
 after ``GRACE_S``, and removes ``SESSIONS``, the folder of the worker's OpenJD session
 working directories (a killed worker cannot). Its task is by then requeued on another
-host by the farm.
+host by the farm. A worker that is stopped (SIGSTOP) longer than ``FARM_DEAD_AFTER_S``
+has its action processes stopped the same way: its task runs elsewhere by then, and its
+render would hold the output until the worker reads its output again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 
 import psutil
 
+from ..config import defaults
 from ..host import set_process_name
 
 SNAPSHOT_S = 0.5
@@ -52,18 +55,34 @@ def _guard(worker_pid: int, grace: float) -> int:
     me = psutil.Process()
     known: dict[int, psutil.Process] = {}
     top: set[int] = set()
+    stopped_since: float | None = None
     while not gone.wait(SNAPSHOT_S):
         try:
             worker = psutil.Process(worker_pid)
             children = worker.children()
             every = worker.children(recursive=True)
+            frozen = worker.status() == psutil.STATUS_STOPPED
         except psutil.Error:
             break
         known = {p.pid: p for p in every if p.pid != me.pid}
         top = {p.pid for p in children if p.pid != me.pid}
-    alive = [p for p in known.values() if _running(p)]
+        # A stopped worker (SIGSTOP, Ctrl-Z) has stopped answering: past the farm's dead
+        # limit its task runs elsewhere, and its render — blocked, sooner or later, on
+        # output the frozen worker no longer reads — would hold the output for ever.
+        stopped_since = (stopped_since or time.monotonic()) if frozen else None
+        if stopped_since is not None and known and \
+                time.monotonic() - stopped_since > defaults.FARM_DEAD_AFTER_S:
+            _stop(list(known.values()), top, grace)
+    _stop(list(known.values()), top, grace)
+    return 0
+
+
+def _stop(procs: list[psutil.Process], top: set[int], grace: float) -> None:
+    """SIGTERM to the action processes (``top``), SIGKILL to whatever of ``procs`` is left
+    after ``grace``."""
+    alive = [p for p in procs if _running(p)]
     if not alive:
-        return 0
+        return
     for p in alive:
         if p.pid in top:
             with contextlib.suppress(psutil.Error):
@@ -76,7 +95,6 @@ def _guard(worker_pid: int, grace: float) -> int:
             with contextlib.suppress(psutil.Error):
                 p.kill()
     psutil.wait_procs(alive, timeout=2.0)
-    return 0
 
 
 def _running(p: psutil.Process) -> bool:

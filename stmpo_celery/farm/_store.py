@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
 
 PREFIX = "stmpo:farm:"
+_JOB_ID = re.compile(r"[0-9a-f]{8}")  #: what submit makes (secrets.token_hex(4))
 FARM_ID = "farm"  #: keys.prefix(FARM_ID) == PREFIX: Flower and the app use it
 ACTIVE = ("queued", "running")
 ENDED = ("succeeded", "failed", "canceled")
@@ -101,6 +103,8 @@ class FarmStore:
         pipe.execute()
 
     def job(self, jid: str) -> dict[str, Any]:
+        if not _JOB_ID.fullmatch(jid):  # a key of its own, not a part of another's
+            raise BadInput(f"no farm job {jid!r}: see 'stmpo farm jobs'")
         raw = self.client.get(self.key("job", jid))
         if raw is None:
             raise BadInput(f"no farm job {jid!r}: see 'stmpo farm jobs'")

@@ -272,7 +272,7 @@ def _check_target(values: dict[str, str]) -> None:
     """Render by render-queue item: ``Comp`` is the item's number (``stmpo render
     --rqindex`` on every worker takes nothing else)."""
     comp = values.get("Comp", "").strip()
-    if values.get("RenderBy") == "rqindex" and not (comp.isdigit() and int(comp) >= 1):
+    if values.get("RenderBy") == "rqindex" and not (comp.isdecimal() and int(comp) >= 1):
         raise BadInput(f"job parameter Comp is {comp!r} while RenderBy is rqindex: give the "
                        "render-queue item's number (1, 2, ...), or -p RenderBy=comp to "
                        "render a composition by its name")

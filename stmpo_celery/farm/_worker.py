@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
 from celery import Celery
 from celery.signals import worker_ready
 
@@ -115,8 +116,11 @@ def finish(job: dict[str, Any], task: dict[str, Any], state: str, summary: dict[
 def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
               attempt: int) -> dict[str, Any]:
     store = W.store
-    job = store.job(job_id)
-    rec = store.task(job_id, index)
+    try:
+        job = store.job(job_id)
+        rec = store.task(job_id, index)
+    except BadInput:  # removed (stmpo farm remove) while its message waited in the queue
+        return {"skipped": f"job {job_id} was removed"}
     if rec["attempt"] != attempt or rec["state"] != "queued":
         return {"skipped": f"attempt {attempt} is stale (task is {rec['state']}, "
                            f"attempt {rec['attempt']})"}
@@ -155,16 +159,27 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
 
     log_path = Path(job["job_dir"]) / "logs" / f"task{index:04d}.attempt{attempt}.log"
     lost = [False]
+    heard = [time.monotonic()]  # the last time the farm Redis answered
 
     def should_cancel() -> bool:
-        if store.job_state(job_id) == "canceled":
-            return True
-        lost[0] = lost[0] or taken_from_us(store.task(job_id, index), attempt)
+        try:
+            if store.job_state(job_id) == "canceled":
+                return True
+            lost[0] = lost[0] or taken_from_us(store.task(job_id, index), attempt)
+        except BadInput:  # the job was removed
+            lost[0] = True
+        except (redis.RedisError, OSError):
+            # cut off from the farm longer than a worker may be silent: the task is
+            # another worker's by now (this one's heartbeat stopped too)
+            lost[0] = time.monotonic() - heard[0] > defaults.FARM_DEAD_AFTER_S
+            return lost[0]
+        heard[0] = time.monotonic()
         return lost[0]
 
     try:
         outcome = run_task(job, rec, f"{job_id}-{index}-{attempt}", log_path, on_progress,
                            should_cancel, session_env(), W.sessions)
+        should_cancel()  # stopped while this worker was frozen: was it given away?
         if lost[0]:
             outcome.message = ("the task was given to another worker while this one did not "
                                "answer: its render was stopped")
@@ -248,6 +263,22 @@ def _beat(stop: threading.Event) -> None:
         stop.wait(defaults.FARM_HEARTBEAT_S)
 
 
+SESSIONS_PREFIX = "stmpo-farm-"  #: + the worker's pid + "-": its OpenJD session folders
+
+
+def sweep_sessions(temp: Path) -> list[Path]:
+    """Remove the session folders of workers whose process is gone (killed together with
+    their guard, nobody removed them); a folder whose pid is alive is left alone."""
+    gone = []
+    for folder in temp.glob(SESSIONS_PREFIX + "*-*"):
+        pid = folder.name[len(SESSIONS_PREFIX):].split("-", 1)[0]
+        if pid.isdecimal() and not psutil.pid_exists(int(pid)) and folder.is_dir() \
+                and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+    return gone
+
+
 def _start_guard() -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "stmpo_celery.farm._guard", str(os.getpid()),
@@ -287,7 +318,8 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
     _check_name_free(W.store, W.name)
     W.app = make_farm_app(broker)
     W.app.task(name=TASK, bind=True, acks_late=True, track_started=True)(farm_task)
-    W.sessions = Path(tempfile.mkdtemp(prefix=f"stmpo-farm-{os.getpid()}-"))
+    sweep_sessions(Path(tempfile.gettempdir()))
+    W.sessions = Path(tempfile.mkdtemp(prefix=f"{SESSIONS_PREFIX}{os.getpid()}-"))
     guard = _start_guard()
     stop = threading.Event()
     beat = threading.Thread(target=_beat, args=(stop,), name="stmpo-farm-beat", daemon=True)

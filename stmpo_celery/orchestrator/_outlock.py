@@ -28,7 +28,7 @@ from typing import Any
 from ..broker.keys import host_name
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import start_time
+from ..host import same_process_alive, start_time
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import state_dir
 
@@ -73,9 +73,10 @@ def _write(path: Path, info: dict[str, Any]) -> None:
 def alive(info: dict[str, Any], mtime: float, now: float) -> bool:
     """Is the run that wrote this lock still running? (A malformed lock is not.)"""
     try:
-        if info.get("host") == host_name():
-            started = start_time(int(info.get("pid", 0)) or -1)
-            return started is not None and abs(started - float(info.get("started") or 0)) < 1
+        if info.get("host") == host_name():  # a zombie is not: killed, never reaped (its
+            # parent frozen) it holds nothing, though its pid and start time still match
+            return same_process_alive(int(info.get("pid", 0)) or -1,
+                                      float(info.get("started") or 0), tolerance=0.999)
         return now - max(mtime, float(info.get("time") or 0)) < defaults.OUTPUT_LOCK_STALE_S
     except (TypeError, ValueError, OverflowError):
         return False
