@@ -362,7 +362,7 @@ def test_settling_a_stopped_launch_keeps_the_frames_another_chunk_finished(
         Path(pattern.path_for(f)).write_bytes(b"frame %d" % f)
         os.utime(pattern.path_for(f), (time.time() - 60, time.time() - 60))  # a tick ago
     run = SimpleNamespace(prep=SimpleNamespace(pattern=pattern),
-                          verified={3: signature(pattern.path_for(3))})
+                          verified={3: signature(pattern.path_for(3))}, verified_at={3: 0.0})
 
     def settle() -> list[str]:
         ledger = Ledger(pattern, "run1", 0, range(1, 6))
