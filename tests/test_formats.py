@@ -115,8 +115,8 @@ def _whole_and_every_cut_rejected(path: Path) -> None:
 
 
 def test_files_from_real_image_libraries(tmp_path: Path) -> None:
-    """libpng, libjpeg, libtiff (through Pillow) and OpenEXR, when installed (optional:
-    ``pip install pillow openexr numpy``)."""
+    """libpng, libjpeg, libtiff (through Pillow) and OpenEXR (the test extras install
+    them)."""
     image = pytest.importorskip("PIL.Image")
     numpy = pytest.importorskip("numpy")
     rng = numpy.random.default_rng(1)
