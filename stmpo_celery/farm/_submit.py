@@ -11,7 +11,6 @@ with any folder it had to create for them.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import json
@@ -28,6 +27,7 @@ from celery import Celery
 
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
+from ..host import remove_made
 from ._app import enqueue, new_celery_id, task_label
 from ._snapshot import footage_list, snapshot_file, write_footage
 from ._store import FarmStore
@@ -297,31 +297,17 @@ def _refuse_uncreatable(path: Path, what: str, shown: Path) -> None:
                        f"{_FIX[what]}")
 
 
-def _make_dir(path: Path, what: str, shown: Path, created: list[Path],
+def _make_dir(path: Path, what: str, shown: Path, created: list[str],
               mode: int = 0o777) -> None:
-    """Create ``path`` and any missing parent, adding each folder made to ``created`` (a
+    """:func:`~stmpo_celery.host.make_dirs` (each folder made recorded in ``created``: a
     failed submit removes them again); a folder that cannot be made is one line."""
-    missing = []
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        missing.append(probe)
-        probe = probe.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=mode if folder == path else 0o777)
-        except FileExistsError:
-            continue  # made by another submit in between: not this one's to remove
-        except OSError as exc:  # what the permission check cannot see (/proc, root)
-            raise BadInput(f"{what} {shown} cannot be written ({folder}: "
-                           f"{exc.strerror or exc}): {_FIX[what]}") from None
-        created.append(folder)
+    from ..host import make_dirs
 
-
-def _remove_made(created: list[Path]) -> None:
-    """Remove the folders a failed submit made, deepest first, if nothing else is in them."""
-    for folder in reversed(created):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+    try:
+        make_dirs(str(path), created, leaf_mode=mode)
+    except OSError as exc:  # what the permission check cannot see (/proc, root)
+        raise BadInput(f"{what} {shown} cannot be written ({exc.filename or path}: "
+                       f"{exc.strerror or exc}): {_FIX[what]}") from None
 
 
 def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
@@ -368,7 +354,7 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
         _refuse_uncreatable(shot, "--publish", shot)
 
     version: tuple[str, Path] | None = None
-    created: list[Path] = []
+    created: list[str] = []
     try:
         _make_dir(job_dir, "farm folder", jobs_root, created, mode=0o755)
         if shot is not None:
@@ -399,11 +385,11 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
         (job_dir / "job.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
         store.add_job(record, tasks)
     except BaseException as exc:
-        if job_dir in created:
+        if str(job_dir) in created:
             shutil.rmtree(job_dir, ignore_errors=True)
         if version is not None:
             release_version(version[1])
-        _remove_made([d for d in created if d != job_dir])
+        remove_made([d for d in created if d != str(job_dir)])
         if isinstance(exc, OSError):  # a disk or share that fails while the job is written
             raise EnvironmentProblem(f"the job could not be written ({exc.strerror or exc}"
                                      f"{f': {exc.filename}' if exc.filename else ''}): "

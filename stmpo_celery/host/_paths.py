@@ -6,6 +6,7 @@ past Windows' 260 characters. Part of the platform layer (the OS comes from
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -51,6 +52,34 @@ def check_output_names(pattern: OutputPattern, frames: list[int],
     if bad is not None:
         raise BadInput(f"{source} folder {bad[0]!r} {bad[1]}: rename it")
     check_frame_names(pattern, frames, source)
+
+
+def make_dirs(path: str, made: list[str], leaf_mode: int = 0o777) -> None:
+    """``os.makedirs`` that records each folder it created, outermost first (to undo on a
+    later failure with :func:`remove_made`); a folder another process made in between is
+    not recorded. Raises ``OSError`` for a folder that cannot be made."""
+    path = os.path.abspath(path)
+    todo = []
+    probe = path
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        todo.append(probe)
+        probe = os.path.dirname(probe)
+    for d in reversed(todo):
+        try:
+            os.mkdir(d, leaf_mode if d == path else 0o777)
+        except FileExistsError:
+            if os.path.isdir(d):
+                continue  # made by another process in between: not ours to remove
+            raise
+        made.append(d)
+
+
+def remove_made(made: list[str]) -> None:
+    """Remove the folders :func:`make_dirs` recorded, deepest first, each only if empty
+    (frames, logs or a summary keep it); the list is emptied."""
+    while made:
+        with contextlib.suppress(OSError):
+            os.rmdir(made.pop())
 
 
 def uncreatable(path: str) -> tuple[str, str] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +24,14 @@ from ..config import (
     refuse_for_movie,
 )
 from ..errors import BadInput
-from ..host import check_output_names, check_start_method, long_path, uncreatable
+from ..host import (
+    check_output_names,
+    check_start_method,
+    long_path,
+    make_dirs,
+    remove_made,
+    uncreatable,
+)
 from ..monitor import check_bind, discover_broker
 from ..plan import (
     NAME_MAX,
@@ -62,9 +68,7 @@ class Prepared:
         still empty (a run cancelled before its first frame leaves nothing behind)."""
         if self.lock is not None:
             self.lock.release()
-        while self.made:
-            with contextlib.suppress(OSError):  # not empty: frames, logs, a summary
-                os.rmdir(self.made.pop())
+        remove_made(self.made)
 
     @property
     def skipped(self) -> list[int]:
@@ -185,18 +189,6 @@ def check_output_path(pattern: OutputPattern, frames: list[int]) -> None:
                        "fix --output or the folder's permissions")
 
 
-def _make_dirs(path: str, made: list[str]) -> None:
-    """``os.makedirs`` that records each folder it created (to undo on a later failure)."""
-    path = os.path.abspath(path)
-    todo = []
-    while not os.path.isdir(path) and os.path.dirname(path) != path:
-        todo.append(path)
-        path = os.path.dirname(path)
-    for d in reversed(todo):
-        os.mkdir(d)
-        made.append(d)
-
-
 def create_outputs(prep: Prepared) -> None:
     """The last step before the run starts, once every check passed: create the output
     and log folders and prove the summary can be written (on a failure, remove what this
@@ -207,23 +199,21 @@ def create_outputs(prep: Prepared) -> None:
     try:
         if o.log_dir:
             what = f"{o.origin('log_dir')} {o.log_dir} cannot be created"
-            _make_dirs(o.log_dir, made)
+            make_dirs(o.log_dir, made)
         if o.summary:
             what = f"--summary {o.summary} cannot be written"
             folder = os.path.dirname(os.path.abspath(o.summary))
-            _make_dirs(folder, made)
+            make_dirs(folder, made)
             probe = os.path.join(folder, f".stmpo-probe-{os.getpid()}")
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             os.unlink(probe)
         out_dir = os.path.dirname(prep.pattern.path_for(prep.frames[0])) or "."
         what = f"output directory cannot be created: {out_dir}"
-        _make_dirs(long_path(out_dir), made)
+        make_dirs(long_path(out_dir), made)
         if not os.access(long_path(out_dir), os.W_OK | os.X_OK):
             raise PermissionError(13, "not writable")
     except OSError as exc:
-        while made:
-            with contextlib.suppress(OSError):
-                os.rmdir(made.pop())
+        remove_made(made)
         raise BadInput(f"{what} ({exc.strerror or exc}): fix the path or the folder's "
                        "permissions") from None
     claim_output(prep)
