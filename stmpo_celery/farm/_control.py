@@ -56,7 +56,7 @@ def cancel(store: FarmStore, app: Celery, jid: str) -> Steered:
     through OpenJD (NOTIFY_THEN_TERMINATE). A job that already ended (succeeded, failed,
     canceled) is left as it is."""
     store.job(jid)
-    done = Steered(job_summary_state(store.job_state(jid), store.tasks(jid)))
+    done = Steered(store.summary_state(jid))
     if done.ended:
         return done
     store.set_job_state(jid, "canceled")
@@ -81,7 +81,7 @@ def retry(store: FarmStore, app: Celery, jid: str) -> Steered:
     job still queued, running or canceling is refused; a succeeded one has nothing to
     retry and is left as it is."""
     job = store.job(jid)
-    done = Steered(job_summary_state(store.job_state(jid), store.tasks(jid)))
+    done = Steered(store.summary_state(jid))
     if not done.ended:
         raise BadInput(f"job {jid} is still {done.state}: retry it once it has ended "
                        f"(stmpo farm wait {jid})")
@@ -116,9 +116,9 @@ def job_state_reader(url: str | None) -> Callable[[str], str | None]:
 
     def state(jid: str) -> str | None:
         try:
-            return job_summary_state(store.job_state(jid), store.tasks(jid)) if \
-                store.client.exists(store.key("job", jid)) else None
-        except (redis.RedisError, OSError, ValueError):
+            store.job(jid)
+            return store.summary_state(jid)
+        except (BadInput, redis.RedisError, OSError, ValueError):  # no such job, no answer
             return None
 
     return state
@@ -127,7 +127,7 @@ def job_state_reader(url: str | None) -> Callable[[str], str | None]:
 def removable(store: FarmStore, jid: str) -> dict[str, Any]:
     """The job, if it may be removed: it exists and has ended (else :class:`BadInput`)."""
     job = store.job(jid)
-    state = job_summary_state(store.job_state(jid), store.tasks(jid))
+    state = store.summary_state(jid)
     if state not in ENDED:
         raise BadInput(f"job {jid} is still {state}: cancel it (stmpo farm cancel {jid}) "
                        f"and wait for it to end (stmpo farm wait {jid}) before removing it")

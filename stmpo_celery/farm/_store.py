@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +35,14 @@ from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
 
 PREFIX = "stmpo:farm:"
-_JOB_ID = re.compile(r"[0-9a-f]{8}")  #: what submit makes (secrets.token_hex(4))
+_JOB_ID = re.compile(r"[0-9a-f]{8}")  #: what :func:`new_job_id` makes
 FARM_ID = "farm"  #: keys.prefix(FARM_ID) == PREFIX: Flower and the app use it
 ACTIVE = ("queued", "running")
 ENDED = ("succeeded", "failed", "canceled")
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(4)
 
 
 def resolve_farm_url(url: str | None) -> BrokerUrl:
@@ -116,6 +121,10 @@ class FarmStore:
 
     def job_state(self, jid: str) -> str:
         return str(self.client.get(self.key("job", jid, "state")) or "queued")
+
+    def summary_state(self, jid: str) -> str:
+        """The job's one word (:func:`job_summary_state`) from its state and tasks."""
+        return job_summary_state(self.job_state(jid), self.tasks(jid))
 
     def set_job_state(self, jid: str, state: str) -> None:
         self.client.set(self.key("job", jid, "state"), state)

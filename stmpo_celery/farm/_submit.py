@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from ..errors import BadInput, EnvironmentProblem
 from ..host import remove_made
 from ._app import enqueue, new_celery_id, task_label
 from ._snapshot import footage_list, snapshot_file, write_footage
-from ._store import FarmStore
+from ._store import FarmStore, new_job_id
 from ._versions import release_version, reserve_version
 
 PROJECT_PARAM = "ProjectFile"
@@ -347,7 +346,7 @@ def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
     check_parameters(bundle.template, params)
     expand_tasks(job)  # refuses dependent steps before anything is written
     shot = Path(publish).resolve() if publish is not None else None
-    jid = secrets.token_hex(4)
+    jid = new_job_id()
     job_dir = jobs_root / "jobs" / jid
     _refuse_uncreatable(job_dir, "farm folder", jobs_root)
     if shot is not None:

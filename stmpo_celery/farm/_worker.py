@@ -209,7 +209,9 @@ def session_env() -> dict[str, str]:
     """What every task's OpenJD session adds to the environment: a requeued task that meets
     the output lock of a render still running (the worker that lost it frozen, its render
     not stopped yet) waits for it instead of failing, unless the host says otherwise."""
-    name = "STMPO_OUTPUT_LOCK_WAIT"
+    from ..config import SETTINGS
+
+    name = SETTINGS["output_lock_wait"].env
     return {} if os.environ.get(name) else {name: f"{defaults.FARM_OUTPUT_LOCK_WAIT_S:g}"}
 
 
