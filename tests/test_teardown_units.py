@@ -396,3 +396,22 @@ def test_a_cancel_inside_loggings_at_fork_hook_is_kept_for_later_not_raised_ther
         early.check()
     with pytest.raises(_EarlyCancel.Cancelled):
         early.handle(signal.SIGTERM, sys._getframe())
+
+
+def test_a_cancel_inside_an_imports_lock_callback_or_below_it_is_kept_not_raised() -> None:
+    """Seen in CI: Ctrl-C landed in the weakref callback that frees an import's module
+    lock (importlib), where a raise is printed as "Exception ignored" with a traceback.
+    A frame called from such code counts too: the raise would reach it and be dropped."""
+    import types
+
+    from stmpo_celery.cli._render_start import _EarlyCancel
+
+    cb = compile("pass", "<frozen importlib._bootstrap>", "exec").replace(co_name="cb")
+    inner = types.SimpleNamespace(f_code=(lambda: None).__code__,
+                                  f_back=types.SimpleNamespace(f_code=cb, f_back=None))
+    for frame in (types.SimpleNamespace(f_code=cb), inner):
+        early = _EarlyCancel()
+        early.handle(signal.SIGINT, frame)  # no raise
+        assert early.pending == signal.SIGINT
+        with pytest.raises(_EarlyCancel.Cancelled):
+            early.check()

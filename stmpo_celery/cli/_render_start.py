@@ -107,11 +107,27 @@ _AT_FORK_HOOKS = frozenset({"_acquireLock", "_releaseLock", "_after_at_fork_chil
                             "_prepareFork", "_afterFork"})  # (the last two: Python >= 3.13)
 
 
-def _ignores_raises(frame: Any) -> bool:
-    """Whether a signal handler's raise in ``frame`` would be ignored by Python."""
-    code = getattr(frame, "f_code", None)
-    return code is not None and code.co_name in _AT_FORK_HOOKS and os.path.basename(
+def _swallows(code: Any) -> bool:
+    """Code Python calls on its own and whose exceptions it prints as ignored and drops:
+    logging's at-fork hooks, the weakref callback that frees an import's module lock,
+    a finalizer."""
+    if code.co_name == "__del__":
+        return True
+    if code.co_name == "cb" and code.co_filename == "<frozen importlib._bootstrap>":
+        return True
+    return code.co_name in _AT_FORK_HOOKS and os.path.basename(
         os.path.dirname(code.co_filename)) == "logging"
+
+
+def _ignores_raises(frame: Any) -> bool:
+    """Whether a signal handler's raise in ``frame`` would be ignored by Python: that
+    frame, or one it was called from, is code whose exceptions Python drops."""
+    while frame is not None:
+        code = getattr(frame, "f_code", None)
+        if code is not None and _swallows(code):
+            return True
+        frame = getattr(frame, "f_back", None)
+    return False
 
 
 def _early_redis(prep: Any) -> Any:
