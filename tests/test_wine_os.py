@@ -127,11 +127,11 @@ def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path
     assert registered == dest and after is None and not exists
 
 
-def test_wine_concurrent_reviews_lose_no_note_and_leave_no_lock_file(
+def test_wine_concurrent_reviews_lose_no_note(
         winpy: WinPython, tmp_path: Path) -> None:
     """Windows' side of the review lock: six Windows processes review one version at once
-    (msvcrt locks; an open lock file cannot be deleted there, so it is removed only by the
-    last holder); every note is kept and the version folder holds only what it publishes."""
+    (msvcrt locks; the lock file is kept there: deleting it let two reviewers in at once);
+    every note is kept and nothing else is left in the version folder."""
     import hashlib
 
     from stmpo_celery.aerender._fakeframes import frame_bytes
@@ -159,4 +159,5 @@ def test_wine_concurrent_reviews_lose_no_note_and_leave_no_lock_file(
     assert proc.returncode == 0 and out.strip().endswith("ok"), out + err
     history = json.loads((vdir / "version.json").read_text())["history"]
     assert sorted(h["note"] for h in history) == [f"n{i}" for i in range(6)]
-    assert sorted(p.name for p in vdir.iterdir()) == ["f_0001.png", "version.json"]
+    assert sorted(p.name for p in vdir.iterdir()) == [".stmpo-review.lock", "f_0001.png",
+                                                       "version.json"]

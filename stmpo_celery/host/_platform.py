@@ -366,11 +366,11 @@ def acquire_file_lock(path: Path, wait: float, *, busy: str, unusable: str,
 @contextlib.contextmanager
 def transient_file_lock(path: Path, wait: float, *, busy: str,
                         unusable: str) -> Iterator[None]:
-    """:func:`acquire_file_lock` on a lock file that is gone again once released, so
-    nothing is left beside what it guards. POSIX: a locker that finds its file was
-    unlinked under it (by the previous holder, releasing) takes the new one; the holder
-    unlinks before it unlocks. Windows: an open file cannot be deleted, so the holder
-    unlocks, closes, then deletes it only if no other process has it open by then."""
+    """:func:`acquire_file_lock` on a lock file that is gone again once released, where
+    that is safe. POSIX: a locker that finds its file was unlinked under it (by the
+    previous holder, releasing) takes the new one; the holder unlinks before it unlocks.
+    Windows keeps the file: a locker may hold a lock on a file deleted under it (seen
+    under Wine) while another locks its replacement, and two holders would write at once."""
     deadline = time.monotonic() + wait
     while True:
         f = acquire_file_lock(path, max(0.0, deadline - time.monotonic()), busy=busy,
@@ -384,14 +384,10 @@ def transient_file_lock(path: Path, wait: float, *, busy: str,
     try:
         yield
     finally:
-        if sys.platform == "win32":
-            f.close()
-            with contextlib.suppress(OSError):  # another process has it open: theirs now
-                os.unlink(path)
-        else:
+        if sys.platform != "win32":
             with contextlib.suppress(OSError):
                 os.unlink(path)
-            f.close()
+        f.close()
 
 
 def group_id(name: str) -> int:
