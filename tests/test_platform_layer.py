@@ -23,6 +23,9 @@ OS_ONLY = {"sched_setaffinity", "sched_getaffinity", "prctl", "fork", "forkpty",
 #: Popen keywords that are POSIX-only or Windows-only
 OS_ONLY_KWARGS = {"preexec_fn", "start_new_session", "pass_fds", "process_group",
                   "creationflags", "startupinfo"}
+#: calls that behave differently per OS: Windows refuses to replace a file another process
+#: holds open (use host.replace_file, which waits for the reader)
+OS_DIFFERENT = {"os.replace", "os.rename"}
 OS_ONLY_MODULES = {"msvcrt", "winreg", "fcntl", "termios", "resource", "_winapi", "pwd", "grp"}
 
 #: known, reviewed exceptions: (module, name) -> why it is portable
@@ -50,7 +53,7 @@ def violations(path: Path, rel: str | None = None) -> list[str]:
         what = None
         if isinstance(node, ast.Attribute):
             dotted = _dotted(node)
-            if dotted in OS_QUESTIONS:
+            if dotted in OS_QUESTIONS | OS_DIFFERENT:
                 what = dotted
             elif node.attr in OS_ONLY:
                 what = node.attr
@@ -66,7 +69,8 @@ def violations(path: Path, rel: str | None = None) -> list[str]:
                 what = node.module
             elif node.module in ("os", "sys"):
                 names = {a.name for a in node.names}
-                what = next(iter(names & (OS_ONLY | {"platform", "name"})), None)
+                what = next(iter(names & (OS_ONLY | {"platform", "name", "replace",
+                                                     "rename"})), None)
         if what and (rel, what.rstrip("=")) not in ALLOWED:
             found.append(f"{rel}:{getattr(node, 'lineno', '?')}: {what}")
     return found
@@ -87,11 +91,12 @@ def test_the_scan_catches_each_kind_of_violation(tmp_path: Path) -> None:
         "if sys.platform == 'win32': pass\n"
         "if os.name == 'nt': pass\n"
         "os.sched_setaffinity(0, {0})\nos.setsid()\nos.killpg(1, 9)\n"
+        "os.replace('a', 'b')\n"
         "subprocess.Popen(['x'], start_new_session=True, preexec_fn=None, pass_fds=(3,))\n",
         encoding="utf-8")
     found = " ".join(violations(sample, "slot/probe.py"))
     for what in ("msvcrt", "fork", "sys.platform", "os.name", "sched_setaffinity", "setsid",
-                 "killpg", "start_new_session=", "preexec_fn=", "pass_fds="):
+                 "killpg", "start_new_session=", "preexec_fn=", "pass_fds=", "os.replace"):
         assert what in found, (what, found)
 
 
@@ -127,3 +132,43 @@ def test_commands_printed_to_paste_are_quoted_for_this_os_shell(
     monkeypatch.setattr(_platform, "OS", "windows")  # cmd.exe takes single quotes literally
     assert shell_join(words) == ('stmpo render --comp "Main Comp" --output '
                                  "C:\\r\\it's_[####].png")
+
+
+def test_a_replace_on_windows_waits_for_the_reader_then_gives_up(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The retry rule of host.replace_file (the real refusal is the Wine lane's
+    test_wine_concurrent_reviews_lose_no_note): on Windows a refused replace is tried
+    again until the reader lets go, up to its wait; elsewhere the refusal is a real one
+    and raised at once."""
+    import os
+    import time
+
+    from stmpo_celery.host import _paths, _platform
+
+    src, dst = tmp_path / "new", tmp_path / "old"
+    refusals = [0]
+    real = os.replace
+
+    def held(a: object, b: object, n: int) -> None:  # the reader lets go after n tries
+        if refusals[0] < n:
+            refusals[0] += 1
+            raise PermissionError(13, "Access denied")
+        real(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_platform, "OS", "windows")
+    src.write_text("new")
+    monkeypatch.setattr(_paths.os, "replace", lambda a, b: held(a, b, 4))
+    _paths.replace_file(src, dst)
+    assert dst.read_text() == "new" and refusals[0] == 4
+    src.write_text("newer")
+    refusals[0] = 0
+    monkeypatch.setattr(_paths.os, "replace", lambda a, b: held(a, b, 10**6))
+    t0 = time.monotonic()
+    with pytest.raises(PermissionError):
+        _paths.replace_file(src, dst, wait=0.3)
+    assert 0.3 <= time.monotonic() - t0 < 1.5 and dst.read_text() == "new"
+    monkeypatch.setattr(_platform, "OS", "linux")
+    refusals[0] = 0
+    with pytest.raises(PermissionError):
+        _paths.replace_file(src, dst)
+    assert refusals[0] == 1

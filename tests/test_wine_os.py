@@ -130,8 +130,11 @@ def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path
 def test_wine_concurrent_reviews_lose_no_note(
         winpy: WinPython, tmp_path: Path) -> None:
     """Windows' side of the review lock: six Windows processes review one version at once
-    (msvcrt locks; the lock file is kept there: deleting it let two reviewers in at once);
-    every note is kept and nothing else is left in the version folder."""
+    (msvcrt locks; the lock file is kept there: deleting it let two reviewers in at once)
+    while a reader keeps opening version.json for 0.3 s at a time (a `versions list`, a
+    virus scanner: Windows refuses to replace a file that is open); every note is kept
+    and nothing else is left in the version folder. The premise is checked first: a
+    plain replace of the file fails while the reader holds it."""
     import hashlib
 
     from stmpo_celery.aerender._fakeframes import frame_bytes
@@ -145,12 +148,30 @@ def test_wine_concurrent_reviews_lose_no_note(
         "frames": [{"frame": 1, "file": "f_0001.png", "size": len(png),
                     "sha256": hashlib.sha256(png).hexdigest()}]}))
     driver = textwrap.dedent(f"""
-        import subprocess, sys
+        import os, subprocess, sys, threading, time
+        manifest = {win(vdir / "version.json")!r}
+        with open(manifest, "rb"):  # the premise: Windows refuses to replace an open file
+            open(manifest + ".x", "wb").close()
+            try:
+                os.replace(manifest + ".x", manifest)
+                sys.exit("replaced under a reader")
+            except PermissionError:
+                os.unlink(manifest + ".x")
+        stop = threading.Event()
+        def reader():
+            while not stop.is_set():
+                with open(manifest, "rb"):
+                    time.sleep(0.3)
+                time.sleep(0.05)
+        t = threading.Thread(target=reader)
+        t.start()
         procs = [subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "versions",
                                    "reject", {win(tmp_path / "shot")!r}, "v001", "--note",
                                    f"n{{i}}"], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True) for i in range(6)]
         codes = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        stop.set()
+        t.join()
         bad = [c for c in codes if c[0] != 0]
         print("ok" if not bad else bad)
     """)

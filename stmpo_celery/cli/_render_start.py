@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from ..broker.keys import host_name
 from ..config import RenderOptions
 from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words, outcome
-from ..host import make_run_dir, remove_run_dir
+from ..host import make_run_dir, remove_run_dir, replace_file
 
 
 def _task_frames(spec: str, task_of: str) -> str:
@@ -181,7 +181,7 @@ def write_cancelled_early(path: str, prep: Any, signal_name: str, code: int,
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=2)
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     except (OSError, ValueError, TypeError):
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 from ..errors import BadInput, EnvironmentProblem
-from ..host import acquire_file_lock, process_started, same_process_alive
+from ..host import acquire_file_lock, process_started, replace_file, same_process_alive
 from ..text import one_line
 
 
@@ -156,7 +156,7 @@ class Registry:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
             aside = path.with_name(f"{path.name}.unreadable-{stamp}")
             try:
-                os.replace(path, aside)
+                replace_file(path, aside)
             except OSError as err:
                 raise EnvironmentProblem(
                     f"the font registry {path} is unreadable ({why}) and cannot be moved "
@@ -186,7 +186,7 @@ class Registry:
         try:
             try:
                 tmp.write_text(text, encoding="utf-8")
-                os.replace(tmp, path)
+                replace_file(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
                     tmp.unlink()

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EnvironmentProblem
-from ..host import FONT_PLATFORM
+from ..host import FONT_PLATFORM, replace_file
 from ._fontfiles import (
     FONT_EXTENSIONS,
     by_name,
@@ -117,7 +117,7 @@ def _place_file(src: Path, dest: Path, platform: str) -> None:
     tmp = dest.with_name(temp_name(f".{dest.name}", "part"))
     try:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        replace_file(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..aerender import file_problem
 from ..errors import BadInput, StmpoError
-from ..host import transient_file_lock
+from ..host import replace_file, transient_file_lock
 from ..plan import parse_frames, parse_output
 from ._snapshot import sha256_file
 
@@ -69,7 +69,7 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per writer
     try:
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -16,6 +16,7 @@ from ._paths import (
     long_path,
     make_dirs,
     remove_made,
+    replace_file,
     shell_join,
     uncreatable,
 )
@@ -136,6 +137,7 @@ __all__ = [
     "transient_file_lock",
     "try_lock_file",
     "remove_made",
+    "replace_file",
     "uncreatable",
     "unix_socket_broker",
     "user_font_dir",

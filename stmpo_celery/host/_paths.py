@@ -1,7 +1,8 @@
 """Text and paths as this OS has them: commands quoted for its shell, aerender's output
 decoded from its code page, names it cannot create, folders that cannot be made, paths
-past Windows' 260 characters. Part of the platform layer (the OS comes from
-:mod:`._platform`); runs wherever a path is checked or a line is shown.
+past Windows' 260 characters, a file replaced while another process reads it. Part of
+the platform layer (the OS comes from :mod:`._platform`); runs wherever a path is
+checked or a line is shown or a state file is written.
 """
 
 from __future__ import annotations
@@ -10,11 +11,38 @@ import contextlib
 import os
 import shlex
 import subprocess
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import BadInput
 from ..plan import OutputPattern, check_frame_names
 from . import _platform, _windows
+
+REPLACE_WAIT_S = 2.0  #: Windows: how long a replace waits for a reader to close the file
+
+
+def replace_file(src: str | Path, dst: str | Path, wait: float = REPLACE_WAIT_S) -> None:
+    """``os.replace(src, dst)``: ``dst`` becomes ``src`` whole or not at all.
+
+    On Windows a file that another process has open cannot be replaced (CPython, like
+    most programs, opens without ``FILE_SHARE_DELETE``): a ``stmpo versions list``
+    reading a version, a run checking another's output lock, a virus scanner looking at
+    a file just written all make the replace fail with "Access denied" for the
+    milliseconds they hold it. There the replace is tried again for up to ``wait``
+    seconds before the error is raised; POSIX replaces a file under its readers."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            left = deadline - time.monotonic()
+            if _platform.OS != "windows" or left <= 0:
+                raise
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.1)
 
 
 def shell_join(words: Sequence[str]) -> str:

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import psutil
 
+from ._paths import replace_file
 from ._platform import REDIS_SERVER_NAMES, try_lock_file
 from ._proc import kill_procs
 
@@ -100,7 +101,7 @@ def write_run_end(folder: Path, run_id: str, fields: dict[str, Any]) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({**fields, "run": run_id}, fh)
-        os.replace(tmp, folder / ENDED)
+        replace_file(tmp, folder / ENDED)
     with contextlib.suppress(OSError):
         tmp.unlink()
 

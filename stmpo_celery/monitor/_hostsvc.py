@@ -35,7 +35,7 @@ import redis
 from ..broker import BrokerUrl, find_redis_server, keys, no_redis_server_problem, reap_dead_runs
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import child_kwargs, group_id
+from ..host import child_kwargs, group_id, replace_file
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
 
 BROKER_FILE = "broker.url"
@@ -283,7 +283,7 @@ class HostService:
         if gid is not None:
             os.chown(tmp, -1, gid)
             os.chmod(tmp, 0o640)
-        os.replace(tmp, path)
+        replace_file(tmp, path)
 
     def wait_foreground(self) -> int:
         """``up --foreground`` (systemd): serve until SIGTERM/SIGINT or a child dies."""

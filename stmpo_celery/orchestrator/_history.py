@@ -35,6 +35,7 @@ import redis
 
 from ..broker import BrokerUrl, keys
 from ..config import RenderOptions, defaults
+from ..host import replace_file
 from ..plan import CostModel, cost_blocks, learn_launch
 from ..slot import observed
 
@@ -171,7 +172,7 @@ def save(project: str, comp: str, costs: Mapping[int, float], launch: float,
         for key in (content, path):
             tmp = folder / f".{key}.{os.getpid()}.tmp"
             tmp.write_text(data)
-            os.replace(tmp, folder / f"{key}.json")
+            replace_file(tmp, folder / f"{key}.json")
     if client is not None:
         with contextlib.suppress(redis.RedisError):
             client.hset(REDIS_HASH, mapping={content: data, path: data})

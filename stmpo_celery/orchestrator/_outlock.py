@@ -28,7 +28,7 @@ from typing import Any
 from ..broker.keys import host_name
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import same_process_alive, start_time
+from ..host import replace_file, same_process_alive, start_time
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import state_dir
 
@@ -65,9 +65,14 @@ class OutputLock:
 
 def _write(path: Path, info: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(info, fh)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(info, fh)
+        replace_file(tmp, path)
+    except BaseException:  # the lock stays as it was; no temporary file beside the output
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def alive(info: dict[str, Any], mtime: float, now: float) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..broker import mask_url
 from ..broker.events import ChunkOutcome, ChunkRetry
 from ..errors import ExitCode, outcome
+from ..host import replace_file
 from ..plan import format_frames
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ def write_summary(run: Run, missing: list[int]) -> None:
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(build(run, missing), fh, indent=2, default=str)
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     except OSError as exc:  # checked up front; a disk that filled up since: say so, once
         with contextlib.suppress(OSError):
             os.unlink(tmp)

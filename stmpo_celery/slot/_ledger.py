@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..host import replace_file
 from ..plan import OutputPattern, format_frames, parse_frames
 
 STATE_DIR = ".stmpo"  #: beside the output: in-flight ledgers and output locks
@@ -33,10 +34,15 @@ def state_dir(pattern: OutputPattern) -> Path:
 
 def _write_json(path: Path, data: dict[str, object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        replace_file(tmp, path)
+    except BaseException:  # the ledger stays as it was; no temporary file beside the output
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class Ledger:
