@@ -12,7 +12,7 @@ from stmpo_celery.plan._formats import bytes_reader, frame_problem
 from stmpo_celery.plan._pattern import OutputPattern, shared_frames
 from stmpo_celery.slot._ledger import Ledger, entries, settle, state_dir
 
-FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx", "tga", "bmp"]
+FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx", "tga", "bmp", "psd", "sgi", "iff"]
 
 
 def problem(name: str, data: bytes) -> str | None:
@@ -65,7 +65,7 @@ def test_exr_with_zero_filled_offset_table_is_partial() -> None:
 def test_tiled_exr_and_unknown_formats_are_only_checked_for_size() -> None:
     tiled = b"\x76\x2f\x31\x01" + struct.pack("<I", 2 | 0x200) + b"\x00" * 8
     assert problem("/r/t.exr", tiled) is None
-    assert problem("/r/t.psd", b"x") is None and problem("/r/t.psd", b"") == "empty file"
+    assert problem("/r/t.hdr", b"x") is None and problem("/r/t.hdr", b"") == "empty file"
     assert problem("/r/noext", b"x") is None
 
 
@@ -132,6 +132,52 @@ def test_files_from_real_image_libraries(tmp_path: Path) -> None:
         exr.File({"compression": comp, "type": exr.scanlineimage},
                  {"RGB": rng.random((60, 80, 3)).astype("float32")}).write(str(path))
         _whole_and_every_cut_rejected(path)
+
+
+def test_the_simulators_photoshop_and_sgi_frames_are_real_ones() -> None:
+    """Pillow's own readers decode the frames the simulator writes (so the checks are
+    tried on real files), and a Photoshop file whose row-length table is still zeros (a
+    writer that fills it in last, killed before) is partial."""
+    import io
+
+    image = pytest.importorskip("PIL.Image")
+    for ext, size in (("psd", (16, 8)), ("sgi", (16, 16))):
+        im = image.open(io.BytesIO(frame_bytes(f"/r/a.{ext}", 5)))
+        im.load()
+        assert (im.format, im.size, im.mode) == (ext.upper(), size, "RGB")
+    whole = bytearray(frame_bytes("/r/a.psd", 5))
+    table_at, table = frame_writes("/r/a.psd", 5)[-1]
+    whole[table_at:table_at + len(table)] = bytes(len(table))
+    assert "not filled in" in (problem("/r/a.psd", bytes(whole)) or "")
+
+
+def test_run_length_sgi_and_raw_photoshop_follow_their_tables() -> None:
+    """A run-length SGI (rows found through its start and length tables, as Pillow reads
+    them) and an uncompressed Photoshop file (its size follows from the header)."""
+    import io
+
+    width, height = 4, 2
+    rows = [bytes([0x80 | width]) + bytes([10 * c + y] * width) + b"\x00"
+            for c in range(3) for y in range(height)]
+    starts, at = [], 512 + 8 * len(rows)
+    for r in rows:
+        starts.append(at)
+        at += len(r)
+    header = bytearray(512)
+    struct.pack_into(">hBBHHHH", header, 0, 474, 1, 1, 3, width, height, 3)
+    sgi = (bytes(header) + struct.pack(f">{len(rows)}I", *starts)
+           + struct.pack(f">{len(rows)}I", *(len(r) for r in rows)) + b"".join(rows))
+    image = pytest.importorskip("PIL.Image")
+    assert image.open(io.BytesIO(sgi)).convert("RGB").getpixel((0, 0)) == (1, 11, 21)
+    assert problem("/r/a.rgb", sgi) is None
+    assert "truncated SGI" in (problem("/r/a.rgb", sgi[:-1]) or "")
+    unfilled = sgi[:512] + bytes(8 * len(rows)) + sgi[512 + 8 * len(rows):]
+    assert "not filled in" in (problem("/r/a.rgb", unfilled) or "")
+    psd = (b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+           + bytes(12) + struct.pack(">H", 0) + bytes(range(3 * width * height)))
+    assert image.open(io.BytesIO(psd)).convert("RGB").getpixel((1, 0)) == (1, 9, 17)
+    assert problem("/r/a.psd", psd) is None
+    assert "truncated Photoshop" in (problem("/r/a.psd", psd[:-1]) or "")
 
 
 def test_run_length_targa_is_whole_only_with_every_packet() -> None:

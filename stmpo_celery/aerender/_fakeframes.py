@@ -4,7 +4,9 @@
 image library issues them: a PNG or JPEG front to back, an OpenEXR with its offset
 table zero-filled first and filled in last, a TIFF with its IFD after the pixels and
 the header patched at the end, a DPX header (which declares the file size) then the
-pixels. The simulator performs them in place, optionally slowly, so a kill mid-write
+pixels, a run-length Photoshop file with its row-length table zero-filled first and
+filled in last, an SGI header then the pixels, an IFF whose ``FOR4`` length is patched
+in at the end. The simulator performs them in place, optionally slowly, so a kill mid-write
 leaves exactly the partial file the real program would leave. Unknown extensions get
 a text file.
 """
@@ -128,11 +130,52 @@ def _bmp(frame: int, text: bytes) -> Writes:
     return [(0, header)] + _split(offset, pixels)
 
 
+def _psd(frame: int, text: bytes) -> Writes:
+    """RGB, 8 bits, run-length rows (each one literal packet), no layers; the text as an
+    image resource (a caption)."""
+    width, height, channels = 16, 8, 3
+    resource = b"8BIM" + struct.pack(">H", 1000) + b"\x00\x00" + struct.pack(
+        ">I", len(text) + len(text) % 2) + text + bytes(len(text) % 2)
+    head = (b"8BPS" + struct.pack(">H6xHIIHH", 1, channels, height, width, 8, 3)
+            + struct.pack(">I", 0) + struct.pack(">I", len(resource)) + resource
+            + struct.pack(">I", 0) + struct.pack(">H", 1))
+    rows = [bytes([width - 1]) + bytes((frame + c * 7 + y + x) % 256 for x in range(width))
+            for c in range(channels) for y in range(height)]
+    table = struct.pack(f">{len(rows)}H", *(len(r) for r in rows))
+    data = b"".join(rows)
+    return ([(0, head + bytes(len(table)))] + _split(len(head) + len(table), data)
+            + [(len(head), table)])
+
+
+def _sgi(frame: int, text: bytes) -> Writes:
+    """Uncompressed RGB SGI: 16 x 16 pixels, one plane per channel; the text as its name."""
+    width, height, channels = 16, 16, 3
+    header = bytearray(512)
+    struct.pack_into(">hBBHHHHii", header, 0, 474, 0, 1, 3, width, height, channels, 0, 255)
+    header[24:24 + min(len(text), 79)] = text[:79]
+    pixels = bytes((frame + i) % 256 for i in range(width * height * channels))
+    return [(0, bytes(header))] + _split(512, pixels)
+
+
+def _iff(frame: int, text: bytes) -> Writes:
+    """Maya IFF: a ``FOR4 CIMG`` form written with its length zero and patched at the end."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return tag + struct.pack(">I", len(data)) + data + bytes(-len(data) % 4)
+
+    width, height = 16, 16
+    body = (b"CIMG" + chunk(b"TBHD", struct.pack(">IIHHIHHI", width, height, 1, 1, 3, 0, 1, 0))
+            + chunk(b"ANNO", text)
+            + chunk(b"RGBA", bytes((frame + i) % 256 for i in range(width * height * 4))))
+    return ([(0, b"FOR4" + bytes(4))] + _split(8, body)
+            + [(4, struct.pack(">I", len(body)))])
+
+
 def frame_writes(path: str, frame: int) -> Writes:
     """The writes that produce frame ``frame`` at ``path``, in a real writer's order."""
     text = f"stmpo fake frame {frame}\n".encode()
     maker = {"png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff,
-             "tiff": _tiff, "dpx": _dpx, "tga": _tga, "bmp": _bmp}.get(extension(path))
+             "tiff": _tiff, "dpx": _dpx, "tga": _tga, "bmp": _bmp, "psd": _psd,
+             "sgi": _sgi, "rgb": _sgi, "iff": _iff}.get(extension(path))
     if maker is None:
         return [(0, text)] + _split(len(text), bytes(_PIXELS))
     return maker(frame, text)

@@ -8,10 +8,14 @@ structure says whether it was finished:
 * OpenEXR (single-part scanline) has an offset table that the writer fills in last:
   every offset must be set and the last chunk must end inside the file.
 * TIFF's first IFD (written after the pixels) and its strips must lie inside the file.
-* DPX declares its total file size in the header.
+* DPX declares its total file size in the header; so do BMP, IFF (its ``FORM`` chunk)
+  and an uncompressed Targa or SGI (width x height x depth).
+* Photoshop (PSD/PSB) and run-length SGI list the length of every compressed row:
+  every one must be filled in and the rows must end inside the file. A run-length
+  Targa is walked packet by packet.
 
-Other formats (and layouts these checks do not parse) are only checked for being
-non-empty. Nothing here touches a file: callers pass ``read(offset, length)``.
+Other formats (Radiance HDR, and layouts these checks do not parse) are only checked
+for being non-empty. Nothing here touches a file: callers pass ``read(offset, length)``.
 """
 
 from __future__ import annotations
@@ -227,9 +231,85 @@ def _bmp(size: int, read: Reader) -> str | None:
     return None
 
 
+def _psd(size: int, read: Reader) -> str | None:
+    """Header, three length-prefixed sections, then the merged image: raw (its size
+    follows from the header) or run-length (a table of every row's length, which a
+    writer may fill in last: a zero length is a row not written yet)."""
+    head = read(0, 26)
+    if len(head) < 26 or head[:4] != b"8BPS":
+        return "not a Photoshop file (bad signature)"
+    version, channels, height, width, depth = struct.unpack_from(">H6xHIIH", head, 4)
+    if version not in (1, 2) or not channels or not height or not width:
+        return "not a Photoshop file (bad header)"
+    at = 26
+    for length_bytes in (4, 4, 4 * version):  # colour mode data, image resources, layers
+        raw = read(at, length_bytes)
+        if len(raw) < length_bytes:
+            return "truncated Photoshop file (a section cut short)"
+        at += length_bytes + int.from_bytes(raw, "big")
+    compression = read(at, 2)
+    if len(compression) < 2:
+        return "truncated Photoshop file (no image data)"
+    kind = struct.unpack(">H", compression)[0]
+    at += 2
+    rows = channels * height
+    if kind == 0:
+        need = at + rows * ((width * depth + 7) // 8)
+    elif kind == 1:
+        width_bytes = 2 * version
+        table = read(at, rows * width_bytes)
+        if len(table) < rows * width_bytes:
+            return "truncated Photoshop file (row length table cut short)"
+        lengths = struct.unpack(f">{rows}{'H' if version == 1 else 'I'}", table)
+        if 0 in lengths:
+            return "truncated Photoshop file (row length table not filled in)"
+        need = at + len(table) + sum(lengths)
+    else:  # zip: the data runs to the end of the file
+        return None
+    return None if size >= need else f"truncated Photoshop file ({size} of {need} bytes)"
+
+
+def _sgi(size: int, read: Reader) -> str | None:
+    head = read(0, 12)
+    if len(head) < 12:
+        return "truncated SGI image (no header)"
+    magic, storage, bpc, dimension, x, y, z = struct.unpack(">hBBHHHH", head)
+    if magic != 474 or storage not in (0, 1) or bpc not in (1, 2) or not 1 <= dimension <= 3:
+        return "not an SGI image (bad header)"
+    rows = (y if dimension > 1 else 1) * (z if dimension > 2 else 1)
+    if storage == 0:
+        need = 512 + rows * x * bpc
+        return None if size >= need else f"truncated SGI image ({size} of {need} bytes)"
+    tables = read(512, 8 * rows)  # every row's start, then every row's length
+    if len(tables) < 8 * rows:
+        return "truncated SGI image (row tables cut short)"
+    starts, lengths = struct.unpack_from(f">{rows}I", tables), struct.unpack_from(
+        f">{rows}I", tables, 4 * rows)
+    if 0 in starts or 0 in lengths:
+        return "truncated SGI image (row tables not filled in)"
+    need = max(s + n for s, n in zip(starts, lengths, strict=True))
+    return None if size >= need else f"truncated SGI image ({size} of {need} bytes)"
+
+
+def _iff(size: int, read: Reader) -> str | None:
+    """IFF (and Maya's IFF): one ``FORM``/``FOR4``/``FOR8`` chunk, its length up front."""
+    head = read(0, 12)
+    tag = head[:4]
+    if tag in (b"FORM", b"FOR4") and len(head) >= 8:
+        need = 8 + struct.unpack_from(">I", head, 4)[0]
+    elif tag == b"FOR8" and len(head) >= 12:
+        need = 12 + struct.unpack_from(">Q", head, 4)[0]
+    else:
+        return "not an IFF file (no FORM chunk)"
+    if need <= 12:
+        return "truncated IFF file (its length not filled in)"
+    return None if size >= need else f"truncated IFF file ({size} of {need} bytes)"
+
+
 _CHECKS: dict[str, Callable[[int, Reader], str | None]] = {
     "png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff, "tiff": _tiff,
-    "dpx": _dpx, "tga": _tga, "bmp": _bmp,
+    "dpx": _dpx, "tga": _tga, "bmp": _bmp, "psd": _psd, "psb": _psd, "sgi": _sgi,
+    "rgb": _sgi, "rgba": _sgi, "bw": _sgi, "iff": _iff,
 }
 
 
