@@ -12,7 +12,8 @@ from stmpo_celery.plan._formats import bytes_reader, frame_problem
 from stmpo_celery.plan._pattern import OutputPattern, shared_frames
 from stmpo_celery.slot._ledger import Ledger, entries, settle, state_dir
 
-FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx", "tga", "bmp", "psd", "sgi", "iff"]
+FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx", "tga", "bmp", "psd", "sgi", "iff",
+           "cin", "hdr"]
 
 
 def problem(name: str, data: bytes) -> str | None:
@@ -65,7 +66,7 @@ def test_exr_with_zero_filled_offset_table_is_partial() -> None:
 def test_tiled_exr_and_unknown_formats_are_only_checked_for_size() -> None:
     tiled = b"\x76\x2f\x31\x01" + struct.pack("<I", 2 | 0x200) + b"\x00" * 8
     assert problem("/r/t.exr", tiled) is None
-    assert problem("/r/t.hdr", b"x") is None and problem("/r/t.hdr", b"") == "empty file"
+    assert problem("/r/t.pic", b"x") is None and problem("/r/t.pic", b"") == "empty file"
     assert problem("/r/noext", b"x") is None
 
 
@@ -149,6 +150,13 @@ def test_the_simulators_photoshop_and_sgi_frames_are_real_ones() -> None:
     table_at, table = frame_writes("/r/a.psd", 5)[-1]
     whole[table_at:table_at + len(table)] = bytes(len(table))
     assert "not filled in" in (problem("/r/a.psd", bytes(whole)) or "")
+
+
+@pytest.mark.parametrize("name", ["opencv-rle.hdr", "opencv-flat.hdr"])
+def test_radiance_files_written_by_opencv(name: str) -> None:
+    """Radiance HDRs written by OpenCV's encoder (tests/data: run-length scanlines, and
+    flat ones, which it writes for images under 8 pixels wide)."""
+    _whole_and_every_cut_rejected(Path(__file__).parent / "data" / name)
 
 
 def test_run_length_sgi_and_raw_photoshop_follow_their_tables() -> None:

@@ -318,12 +318,12 @@ def test_a_cut_renderer_writing_over_a_thiefs_frame_leaves_nothing_false(farm: F
     """MFR renders ahead: a victim cut at a steal goes on into the thief's frames until its
     renderer dies, rewriting frames the thief has finished. Cancelled in the middle of such
     a rewrite, the run must not count that frame, and a resume must not skip it: a
-    Radiance HDR cut short is not empty, and nothing in it says where it should end."""
+    Softimage PIC cut short is not empty, and nothing in it says where it should end."""
     from stmpo_celery.aerender._fakeframes import frame_bytes
 
     farm.knobs.update(FRAME_COST="0.05", MFR_SHUFFLE="1", HEAVY="35-60x5",
                       WRITE_TIME="0.3", STARTUP="0.3")
-    out = str(farm.out / "shot_[####].hdr")
+    out = str(farm.out / "shot_[####].pic")
     args = ("--mfr", "--launch-cost", "0.3", "--no-history")
     proc = farm.start(*args, frames="1-60", output=out)
     try:

@@ -123,10 +123,10 @@ def _steal_and_overwrite(tmp_path: Path, ext: str, rewrite: str) -> tuple[Run, P
 @pytest.mark.parametrize(("ext", "rewrite", "kept"), [
     ("png", "cut short", False),  # killed in the middle of writing it again
     ("psd", "cut short", False),
-    ("hdr", "cut short", False),
+    ("pic", "cut short", False),
     ("png", "whole", True),  # written again to the end: a PNG says so
     ("psd", "whole", True),  # and so does a Photoshop file's row-length table
-    ("hdr", "whole", False),  # a Radiance HDR cannot say: not kept on trust
+    ("pic", "whole", False),  # a Softimage PIC cannot say: not kept on trust
 ])
 def test_a_frame_a_stopped_renderer_wrote_over_after_the_thief_is_not_kept_on_trust(
         tmp_path: Path, ext: str, rewrite: str, kept: bool) -> None:
@@ -143,8 +143,8 @@ def test_a_frame_a_stopped_renderer_wrote_over_after_the_thief_is_not_kept_on_tr
 
 
 @pytest.mark.parametrize(("ext", "counted_ago", "kept"), [
-    ("hdr", 0.0, False),  # counted just before the stop: maybe the victim's first bytes
-    ("hdr", defaults.REWRITE_QUIET_S + 0.5, True),  # the victim would have written more
+    ("pic", 0.0, False),  # counted just before the stop: maybe the victim's first bytes
+    ("pic", defaults.REWRITE_QUIET_S + 0.5, True),  # the victim would have written more
     ("png", 0.0, True),  # a PNG says where it ends: what was counted was whole
 ])
 def test_a_stop_right_after_a_thief_frame_was_counted_keeps_it_only_if_it_can_tell(
@@ -167,7 +167,7 @@ def test_a_stop_right_after_a_thief_frame_was_counted_keeps_it_only_if_it_can_te
         r._on_event(events.ChunkShrink(slot=0, index=0, end=5, thief=2))
         frame6 = tmp_path / f"f_06.{ext}"
         whole = frame_bytes(f"x.{ext}", 6)
-        frame6.write_bytes(whole if ext == "png" else whole[:20])  # HDR: the victim's start
+        frame6.write_bytes(whole if ext == "png" else whole[:20])  # PIC: the victim's start
         r._on_event(events.Frame(slot=1, index=2, frame=6, done=1))
         assert 6 in r.verified
         r.verified_at[6] -= counted_ago

@@ -1,14 +1,14 @@
 """Small but structurally real frame files for the simulator, written like AE writes them.
 
 :func:`frame_writes` returns the writes that produce one frame, in the order a real
-image library issues them: a PNG or JPEG front to back, an OpenEXR with its offset
-table zero-filled first and filled in last, a TIFF with its IFD after the pixels and
-the header patched at the end, a DPX header (which declares the file size) then the
-pixels, a run-length Photoshop file with its row-length table zero-filled first and
-filled in last, an SGI header then the pixels, an IFF whose ``FOR4`` length is patched
-in at the end. The simulator performs them in place, optionally slowly, so a kill mid-write
-leaves exactly the partial file the real program would leave. Unknown extensions get
-a text file.
+image library issues them: a PNG or JPEG front to back, an OpenEXR with its offset table
+zero-filled first and filled in last, a TIFF with its IFD after the pixels and the
+header patched at the end, a DPX header (which declares the file size) then the pixels,
+a run-length Photoshop file with its row-length table zero-filled first and filled in
+last, an SGI or Cineon header then the pixels, an IFF whose ``FOR4`` length is patched
+in at the end, a Radiance HDR's header then its run-length scanlines. The simulator
+performs them in place, optionally slowly, so a kill mid-write leaves exactly the
+partial file the real program would leave. Unknown extensions get a text file.
 """
 
 from __future__ import annotations
@@ -170,12 +170,63 @@ def _iff(frame: int, text: bytes) -> Writes:
             + [(4, struct.pack(">I", len(body)))])
 
 
+def _cineon(frame: int, text: bytes) -> Writes:
+    pixels = bytes((frame + i) % 256 for i in range(_PIXELS))
+    header = bytearray(1024)
+    struct.pack_into(">IIIIII", header, 0, 0x802A5FD7, 1024, 1024, 0, 0, 1024 + len(pixels))
+    header[200:200 + min(len(text), 100)] = text[:100]
+    return [(0, bytes(header))] + _split(1024, pixels)
+
+
+def _rle_channel(values: bytes) -> bytes:
+    """One channel of a Radiance scanline as ``fwritecolrs`` writes it: a run of four or
+    more equal bytes as ``128 + n, byte``, the rest as literal runs ``n, bytes...``."""
+    out, i = bytearray(), 0
+    while i < len(values):
+        run = 1
+        while i + run < len(values) and run < 127 and values[i + run] == values[i]:
+            run += 1
+        if run >= 4:
+            out += bytes((128 + run, values[i]))
+            i += run
+            continue
+        j = i
+        while j < len(values) and j - i < 128 and not (
+                j + 3 < len(values) and values[j] == values[j + 1] == values[j + 2]
+                == values[j + 3]):
+            j += 1
+        j = max(j, i + 1)
+        out += bytes((j - i,)) + values[i:j]
+        i = j
+    return bytes(out)
+
+
+def _hdr(frame: int, text: bytes) -> Writes:
+    """Radiance RGBE, run-length scanlines: a flat left half (runs) and a varied right
+    half (literal runs); one scanline per write after the header."""
+    width, height = 32, 8
+    head = (b"#?RADIANCE\n# " + text.strip() + b"\nFORMAT=32-bit_rle_rgbe\n\n"
+            + f"-Y {height} +X {width}\n".encode())
+    writes: Writes = [(0, head)]
+    at = len(head)
+    for y in range(height):
+        line = bytearray((2, 2, width >> 8, width & 255))
+        for c in range(4):
+            line += _rle_channel(bytes(((frame + c) % 256 if x < width // 2
+                                        else (frame + 3 * x + y + c) % 256)
+                                       for x in range(width)))
+        writes.append((at, bytes(line)))
+        at += len(line)
+    return writes
+
+
 def frame_writes(path: str, frame: int) -> Writes:
     """The writes that produce frame ``frame`` at ``path``, in a real writer's order."""
     text = f"stmpo fake frame {frame}\n".encode()
     maker = {"png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff,
              "tiff": _tiff, "dpx": _dpx, "tga": _tga, "bmp": _bmp, "psd": _psd,
-             "sgi": _sgi, "rgb": _sgi, "iff": _iff}.get(extension(path))
+             "sgi": _sgi, "rgb": _sgi, "iff": _iff, "cin": _cineon,
+             "hdr": _hdr}.get(extension(path))
     if maker is None:
         return [(0, text)] + _split(len(text), bytes(_PIXELS))
     return maker(frame, text)

@@ -9,9 +9,9 @@ output per line; its exit code is the renderer's (128+signal if killed). On SIGT
 launcher dies at once and the renderer keeps rendering despite the broken pipe: only
 killing the whole tree stops it. The renderer starts slowly, prints the real log format
 (``PROGRESS:  0:00:04:18 (118): 1 Seconds``, 24 fps) and writes, in place, one small but
-structurally real file per frame (PNG, JPEG, EXR, TIFF, DPX, Targa, BMP, PSD, SGI, IFF:
-``_fakeframes``), or one file at the end for a movie. A missing output folder prints ``aerender ERROR`` and exits 0; a
-missing project or an unknown flag exits 1.
+structurally real file per frame (every still format After Effects writes:
+``_fakeframes``), or one file at the end for a movie. A missing output folder prints
+``aerender ERROR`` and exits 0; a missing project or an unknown flag exits 1.
 
 Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 

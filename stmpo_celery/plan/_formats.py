@@ -8,14 +8,15 @@ structure says whether it was finished:
 * OpenEXR (single-part scanline) has an offset table that the writer fills in last:
   every offset must be set and the last chunk must end inside the file.
 * TIFF's first IFD (written after the pixels) and its strips must lie inside the file.
-* DPX declares its total file size in the header; so do BMP, IFF (its ``FORM`` chunk)
-  and an uncompressed Targa or SGI (width x height x depth).
+* DPX and Cineon declare their total file size in the header; so do BMP, IFF (its
+  ``FORM`` chunk) and an uncompressed Targa or SGI (width x height x depth).
 * Photoshop (PSD/PSB) and run-length SGI list the length of every compressed row:
   every one must be filled in and the rows must end inside the file. A run-length
-  Targa is walked packet by packet.
+  Targa is walked packet by packet, a Radiance HDR scanline by scanline.
 
-Other formats (Radiance HDR, and layouts these checks do not parse) are only checked
-for being non-empty. Nothing here touches a file: callers pass ``read(offset, length)``.
+Other formats (and layouts these checks do not parse: tiled or multi-part EXR,
+BigTIFF, ZIP-compressed Photoshop data) are only checked for being non-empty. Nothing
+here touches a file: callers pass ``read(offset, length)``.
 """
 
 from __future__ import annotations
@@ -306,10 +307,67 @@ def _iff(size: int, read: Reader) -> str | None:
     return None if size >= need else f"truncated IFF file ({size} of {need} bytes)"
 
 
+def _cineon(size: int, read: Reader) -> str | None:
+    head = read(0, 24)
+    order = {b"\x80\x2a\x5f\xd7": ">", b"\xd7\x5f\x2a\x80": "<"}.get(head[:4])
+    if order is None or len(head) < 24:
+        return "not a Cineon file (bad magic number)"
+    image_offset, declared = struct.unpack_from(order + "I", head, 4)[0], struct.unpack_from(
+        order + "I", head, 20)[0]
+    if size < max(declared, image_offset):
+        return f"truncated Cineon file ({size} of {declared} bytes)"
+    return None
+
+
+_HDR_HEADER_MAX = 1 << 16
+
+
+def _hdr(size: int, read: Reader) -> str | None:
+    """Radiance: a text header, the resolution line, then every scanline — run-length
+    (``2 2`` + its width, then four channels of runs) or flat (four bytes a pixel).
+    Nothing says the size up front: the scanlines are walked run by run (the run
+    headers only, a few hundred thousand steps for a 4K frame). A flat file with
+    old-style runs (``1 1 1 n``) is only checked for being non-empty."""
+    head = read(0, min(size, _HDR_HEADER_MAX))
+    if not head.startswith(b"#?"):
+        return "not a Radiance HDR file (no #? signature)"
+    blank = head.find(b"\n\n")
+    line_end = head.find(b"\n", blank + 2) if blank >= 0 else -1
+    if line_end < 0:
+        return "truncated Radiance HDR (header cut short)"
+    res = head[blank + 2:line_end].split()
+    if len(res) != 4 or not (res[1].isdigit() and res[3].isdigit()):
+        return "not a Radiance HDR file (bad resolution line)"
+    lines, width = int(res[1]), int(res[3])
+    data = read(line_end + 1, size - line_end - 1)
+    at = 0
+    for _ in range(lines):
+        if at + 4 > len(data):
+            return "truncated Radiance HDR (scanlines missing)"
+        if data[at] == 2 and data[at + 1] == 2 and (data[at + 2] << 8 | data[at + 3]) == width:
+            at += 4
+            for _channel in range(4):
+                left = width
+                while left > 0:
+                    if at >= len(data):
+                        return "truncated Radiance HDR (a scanline cut short)"
+                    count = data[at]
+                    if count == 0:
+                        return "not a Radiance HDR file (an empty run)"
+                    at += 2 if count > 128 else 1 + count
+                    left -= count - 128 if count > 128 else count
+        else:  # flat scanline
+            flat = data[at:at + 4 * width]
+            if any(flat[i:i + 3] == b"\x01\x01\x01" for i in range(0, len(flat), 4)):
+                return None  # old-style runs: not walked
+            at += 4 * width
+    return None if at <= len(data) else "truncated Radiance HDR (the last scanline cut short)"
+
+
 _CHECKS: dict[str, Callable[[int, Reader], str | None]] = {
     "png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff, "tiff": _tiff,
     "dpx": _dpx, "tga": _tga, "bmp": _bmp, "psd": _psd, "psb": _psd, "sgi": _sgi,
-    "rgb": _sgi, "rgba": _sgi, "bw": _sgi, "iff": _iff,
+    "rgb": _sgi, "rgba": _sgi, "bw": _sgi, "iff": _iff, "cin": _cineon, "hdr": _hdr,
 }
 
 
