@@ -320,14 +320,19 @@ def _cineon(size: int, read: Reader) -> str | None:
 
 
 _HDR_HEADER_MAX = 1 << 16
+#: a Radiance run header byte -> bytes the run takes, and pixels it covers (an empty run,
+#: 0, is no run: it skips past any file, so the scanline reads as cut short)
+_HDR_SKIP = [1 << 62] + [1 + n for n in range(1, 129)] + [2] * 127
+_HDR_PIXELS = [0] + list(range(1, 129)) + list(range(1, 128))
 
 
 def _hdr(size: int, read: Reader) -> str | None:
     """Radiance: a text header, the resolution line, then every scanline — run-length
     (``2 2`` + its width, then four channels of runs) or flat (four bytes a pixel).
     Nothing says the size up front: the scanlines are walked run by run (the run
-    headers only, a few hundred thousand steps for a 4K frame). A flat file with
-    old-style runs (``1 1 1 n``) is only checked for being non-empty."""
+    headers only: 0.1-0.4 s for a 4K frame, measured on OpenCV's files from noise to
+    4-pixel blocks). A flat file with old-style runs (``1 1 1 n``) is only checked for
+    being non-empty."""
     head = read(0, min(size, _HDR_HEADER_MAX))
     if not head.startswith(b"#?"):
         return "not a Radiance HDR file (no #? signature)"
@@ -340,22 +345,21 @@ def _hdr(size: int, read: Reader) -> str | None:
         return "not a Radiance HDR file (bad resolution line)"
     lines, width = int(res[1]), int(res[3])
     data = read(line_end + 1, size - line_end - 1)
-    at = 0
+    end, at = len(data), 0
+    marker = bytes((2, 2, width >> 8 & 255, width & 255))
     for _ in range(lines):
-        if at + 4 > len(data):
-            return "truncated Radiance HDR (scanlines missing)"
-        if data[at] == 2 and data[at + 1] == 2 and (data[at + 2] << 8 | data[at + 3]) == width:
+        if data[at:at + 4] == marker:
             at += 4
             for _channel in range(4):
                 left = width
-                while left > 0:
-                    if at >= len(data):
-                        return "truncated Radiance HDR (a scanline cut short)"
+                while left > 0 and at < end:  # a run: 128+n then a byte, or n then n bytes
                     count = data[at]
-                    if count == 0:
-                        return "not a Radiance HDR file (an empty run)"
-                    at += 2 if count > 128 else 1 + count
-                    left -= count - 128 if count > 128 else count
+                    at += _HDR_SKIP[count]
+                    left -= _HDR_PIXELS[count]
+                if left > 0:
+                    return "truncated Radiance HDR (a scanline cut short)"
+        elif at + 4 > end:
+            return "truncated Radiance HDR (scanlines missing)"
         else:  # flat scanline
             flat = data[at:at + 4 * width]
             if any(flat[i:i + 3] == b"\x01\x01\x01" for i in range(0, len(flat), 4)):
