@@ -28,9 +28,9 @@ from typing import Any
 from ..broker.keys import host_name
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import replace_file, same_process_alive, start_time
+from ..host import same_process_alive, start_time
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
-from ..slot import state_dir
+from ..slot import state_dir, write_state
 
 GUARD_WAIT_S = 10.0
 LOCK_WAIT_SAY_S = 30.0  #: a run waiting for another's lock says so this often
@@ -52,7 +52,7 @@ class OutputLock:
         self.stamped = time.monotonic()
         self.info["time"] = time.time()
         with contextlib.suppress(OSError):
-            _write(self.path, self.info)
+            write_state(self.path, self.info)
 
     def release(self) -> None:
         if not self.released:
@@ -61,18 +61,6 @@ class OutputLock:
                 os.unlink(self.path)
             with contextlib.suppress(OSError):  # only when no other run or ledger is there
                 self.path.parent.rmdir()
-
-
-def _write(path: Path, info: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(info, fh)
-        replace_file(tmp, path)
-    except BaseException:  # the lock stays as it was; no temporary file beside the output
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def alive(info: dict[str, Any], mtime: float, now: float) -> bool:
@@ -189,7 +177,7 @@ def _claim(pattern: OutputPattern, frames: list[int],
                 "frames": format_frames(frames), "time": now}
         path = folder / f"run-{run_id}.lock"
         try:
-            _write(path, info)
+            write_state(path, info)
         except OSError as exc:
             raise BadInput(f"cannot write the output lock {path} ({exc.strerror}): "
                            "fix the output folder's permissions or free space") from None

@@ -183,16 +183,26 @@ def _tiff(size: int, read: Reader) -> str | None:
     return None
 
 
-def _dpx(size: int, read: Reader) -> str | None:
-    head = read(0, 20)
-    order = {b"SDPX": ">", b"XPDS": "<"}.get(head[:4])
-    if order is None or len(head) < 20:
-        return "not a DPX file (bad magic number)"
-    image_offset, declared = struct.unpack_from(order + "I", head, 4)[0], struct.unpack_from(
-        order + "I", head, 16)[0]
-    if size < max(declared, image_offset):
-        return f"truncated DPX ({size} of {declared} bytes)"
-    return None
+def _declared_size(kind: str, magics: dict[bytes, str], size_at: int,
+                   ) -> Callable[[int, Reader], str | None]:
+    """A check for a format whose header declares the file's size at ``size_at`` (and
+    where the image starts, at 4), in the byte order its magic number says."""
+    def check(size: int, read: Reader) -> str | None:
+        head = read(0, size_at + 4)
+        order = magics.get(head[:4])
+        if order is None or len(head) < size_at + 4:
+            return f"not a {kind} file (bad magic number)"
+        (image_offset,), (declared,) = (struct.unpack_from(order + "I", head, at)
+                                        for at in (4, size_at))
+        if size < max(declared, image_offset):
+            return f"truncated {kind} ({size} of {declared} bytes)"
+        return None
+
+    return check
+
+
+_dpx = _declared_size("DPX", {b"SDPX": ">", b"XPDS": "<"}, 16)
+_cineon = _declared_size("Cineon", {b"\x80\x2a\x5f\xd7": ">", b"\xd7\x5f\x2a\x80": "<"}, 20)
 
 
 def _tga(size: int, read: Reader) -> str | None:
@@ -305,18 +315,6 @@ def _iff(size: int, read: Reader) -> str | None:
     if need <= 12:
         return "truncated IFF file (its length not filled in)"
     return None if size >= need else f"truncated IFF file ({size} of {need} bytes)"
-
-
-def _cineon(size: int, read: Reader) -> str | None:
-    head = read(0, 24)
-    order = {b"\x80\x2a\x5f\xd7": ">", b"\xd7\x5f\x2a\x80": "<"}.get(head[:4])
-    if order is None or len(head) < 24:
-        return "not a Cineon file (bad magic number)"
-    image_offset, declared = struct.unpack_from(order + "I", head, 4)[0], struct.unpack_from(
-        order + "I", head, 20)[0]
-    if size < max(declared, image_offset):
-        return f"truncated Cineon file ({size} of {declared} bytes)"
-    return None
 
 
 _HDR_HEADER_MAX = 1 << 16

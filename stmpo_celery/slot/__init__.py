@@ -13,7 +13,7 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._ledger import settle as settle_ledgers
-    from ._ledger import state_dir
+    from ._ledger import state_dir, write_state
     from ._ledger import state_dir as ledger_dir
     from ._main import preload, run_slot
     from ._monitor import task_args
@@ -33,6 +33,7 @@ _HOME = {
     "ledger_dir": "._ledger",
     "settle_ledgers": "._ledger",
     "state_dir": "._ledger",
+    "write_state": "._ledger",
     "task_args": "._monitor",
     "observed": "._schedule",
     "set_prior": "._schedule",
@@ -53,6 +54,7 @@ __all__ = [
     "ledger_dir",
     "settle_ledgers",
     "state_dir",
+    "write_state",
     "task_args",
     "observed",
     "set_prior",

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..host import replace_file
 from ..plan import OutputPattern, format_frames, parse_frames
@@ -32,14 +33,16 @@ def state_dir(pattern: OutputPattern) -> Path:
     return Path(os.path.dirname(os.path.abspath(pattern.path_for(0)))) / STATE_DIR
 
 
-def _write_json(path: Path, data: dict[str, object]) -> None:
+def write_state(path: Path, data: dict[str, Any]) -> None:
+    """Write a state file beside the output (a ledger, an output lock) whole or not at
+    all: no temporary file is left when it fails."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh)
         replace_file(tmp, path)
-    except BaseException:  # the ledger stays as it was; no temporary file beside the output
+    except BaseException:  # the file stays as it was
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
@@ -62,7 +65,7 @@ class Ledger:
         self._write()
 
     def _write(self) -> None:
-        _write_json(self.path, {"run": self.run_id, "pattern": self.pattern.raw,
+        write_state(self.path, {"run": self.run_id, "pattern": self.pattern.raw,
                                 "frames": format_frames(sorted(self.pending))})
 
     def done(self, frame: int) -> None:
