@@ -94,6 +94,17 @@ def test_a_retry_renders_exactly_its_recorded_frames(client: redis.Redis) -> Non
     assert next_attempt(client, run, 0) == 2
 
 
+def test_a_late_chunk_beyond_the_plan_renders_its_recorded_frames(client: redis.Redis) -> None:
+    """The orchestrator's late re-render: a chunk index past every planned and spare task,
+    whose frames are recorded as its retry, renders exactly them (first attempt), unsplit."""
+    run = secrets.token_hex(4)
+    s = spec(run, [(1, 10), (11, 20)])
+    register_plan(client, run, s.chunks)
+    set_retry(client, run, 11, [6, 14])
+    assert claim(ctx_for(client, s, slot=1), 11) == ([6, 14], 0)
+    assert json.loads(sched(client, run, Sched.INFO)["11"])["state"] == SchedState.RETRY
+
+
 def test_a_spare_task_of_a_planned_schedule_has_nothing_to_do(client: redis.Redis) -> None:
     run = secrets.token_hex(4)
     s = spec(run, [(1, 10)], schedule="fixed")

@@ -319,3 +319,92 @@ def test_a_slot_ready_before_the_orchestrator_listened_is_not_taken_for_one_that
     run._slot_died(dead_slot)
     run._slot_died(dead_slot)
     assert run.exit_code == ExitCode.ENVIRONMENT
+
+
+def test_frames_a_stopped_renderer_wrote_over_after_their_thief_ended_are_rendered_late(
+        tmp_path: Path, private_redis: PrivateRedis) -> None:
+    """The thief (chunk 2, 6-10) has ended when the victim, stopped at its cut after frame
+    5, turns out to have been killed halfway through writing frame 6 again: frame 6 is
+    deleted, and once every chunk has ended it goes to one more chunk — a real chord
+    message on the run's queue, its frames recorded as that chunk's retry — once."""
+    import base64
+    import json
+
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+    from stmpo_celery.broker import RENDER_CHUNK, BrokerUrl, keys
+    from stmpo_celery.orchestrator._dispatch import RunQueue
+    from stmpo_celery.orchestrator._summary import ChunkRecord
+
+    r = _stolen_run(tmp_path, "png")
+    r.client = private_redis.client
+    r.run_queue = RunQueue(BrokerUrl(private_redis.url), r.run_id, r.queue, r.host)
+    try:
+        r._on_event(events.ChunkStart(slot=0, index=0, start=1, end=10, frames="1-10"))
+        r._on_event(events.ChunkShrink(slot=0, index=0, end=5, thief=2))
+        r._on_event(events.ChunkStart(slot=1, index=2, start=6, end=10, frames="6-10"))
+        for f in range(1, 11):
+            (tmp_path / f"f_{f:02d}.png").write_bytes(frame_bytes("x.png", f))
+            r._on_event(events.Frame(slot=0 if f <= 5 else 1, index=0 if f <= 5 else 2,
+                                     frame=f, done=f))
+        r._on_event(events.ChunkDone(slot=1, index=2, start=6, end=10, frames="6-10"))
+        assert not r._rerender_late()  # nothing was written over yet
+        whole = frame_bytes("x.png", 6)
+        (tmp_path / "f_06.png").write_bytes(whole[: len(whole) // 2])
+        later = time.time_ns() + 10**9
+        os.utime(tmp_path / "f_06.png", ns=(later, later))
+        r._on_event(events.ChunkDone(slot=0, index=0, start=1, end=5, frames="1-5", cut=5))
+        r._on_event(events.Finalized(slot=0, chunks=2, frames=10))
+        assert not (tmp_path / "f_06.png").exists() and r.late == {6}
+        assert all(c.terminal for c in r.chunks.values())
+
+        assert r._rerender_late()
+        assert not r.finalized and set(r.chunks) == {0, 2, 3}
+        assert isinstance(r.chunks[3], ChunkRecord) and not r.chunks[3].terminal
+        redo = private_redis.client.hget(keys.sched_key(r.run_id, keys.Sched.RETRY), "3")
+        assert redo is not None and json.loads(redo) == [6]
+        queue = keys.prefix(r.run_id) + r.queue
+        sent = [json.loads(m) for m in private_redis.client.lrange(queue, 0, -1)]
+        bodies = [json.loads(base64.b64decode(m["body"])) for m in sent
+                  if m["headers"]["task"] == RENDER_CHUNK]
+        assert [b[0] for b in bodies] == [[r.run_id, 3]]
+        assert not r._rerender_late()  # once
+
+        r._on_event(events.ChunkStart(slot=1, index=3, start=6, end=6, frames="6"))
+        (tmp_path / "f_06.png").write_bytes(whole)
+        r._on_event(events.Frame(slot=1, index=3, frame=6, done=1))
+        r._on_event(events.ChunkDone(slot=1, index=3, start=6, end=6, frames="6"))
+        assert 6 in r.verified and r.chunks[3].terminal
+    finally:
+        import shutil
+
+        shutil.rmtree(r.run_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("ext", "counted_ago", "kept"), [
+    ("pic", 0.0, False),  # the count may have seen the stopped renderer's first bytes
+    ("pic", defaults.REWRITE_QUIET_S + 0.5, True),
+    ("png", 0.0, True),  # a PNG says where it ends: what was counted was whole
+])
+def test_a_cut_right_after_a_thief_frame_was_counted_keeps_it_only_if_it_can_tell(
+        tmp_path: Path, ext: str, counted_ago: float, kept: bool) -> None:
+    """As above with the victim stopped at its cut instead of cancelled: the file has not
+    changed since it was counted, so no signature tells; a format that cannot say where
+    it ends is deleted and left to the late re-render."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    r = _stolen_run(tmp_path, ext)
+    try:
+        r._on_event(events.ChunkStart(slot=0, index=0, start=1, end=10, frames="1-10"))
+        r._on_event(events.ChunkShrink(slot=0, index=0, end=5, thief=2))
+        frame6 = tmp_path / f"f_06.{ext}"
+        whole = frame_bytes(f"x.{ext}", 6)
+        frame6.write_bytes(whole if ext == "png" else whole[:20])
+        r._on_event(events.Frame(slot=1, index=2, frame=6, done=1))
+        assert 6 in r.verified
+        r.verified_at[6] -= counted_ago
+        r._on_event(events.ChunkDone(slot=0, index=0, start=1, end=5, frames="1-5", cut=5))
+        assert frame6.exists() is kept and (r.late == set()) is kept
+    finally:
+        import shutil
+
+        shutil.rmtree(r.run_dir, ignore_errors=True)

@@ -36,13 +36,15 @@ class RunQueue:
         self.app.backend.on_task_call = lambda *_a, **_k: None
         self.app.backend.remove_pending_result = lambda result: result
 
-    def send_chord(self, n_tasks: int) -> list[str]:
-        """``chord(group(render_chunk × n), finalize)`` with the error callback on every
-        header task; returns the header task ids (known up front, so a stop can say which
-        ended)."""
-        ids = [uuid() for _ in range(n_tasks)]
+    def send_chord(self, indices: Iterable[int]) -> list[str]:
+        """``chord(group(render_chunk(i) for each chunk index), finalize)`` with the error
+        callback on every header task; returns the header task ids, in order (known up
+        front, so a stop can say which ended)."""
+        indices = list(indices)
+        ids = [uuid() for _ in indices]
         header = [self.app.signature(RENDER_CHUNK, args=(self.run_id, i), queue=self.queue,
-                                     task_id=ids[i]) for i in range(n_tasks)]
+                                     task_id=task_id) for i, task_id in zip(indices, ids,
+                                                                            strict=True)]
         c = chord(header, self.app.signature(FINALIZE, queue=self.queue))
         c.link_error(self.app.signature(ON_CHUNK_ERROR))
         c.apply_async(queue=self.queue)

@@ -49,6 +49,7 @@ class EventHandlers:
     verified: dict[int, tuple[int, int, int] | None]
     verified_at: dict[int, float]
     unverified: set[int]
+    late: set[int]
     launch_end: dict[int, int]
     unresolved: dict[tuple[int, int], int]
     stop_reason: str | None
@@ -137,39 +138,52 @@ class EventHandlers:
         it may have written past its cut, over frames the thief had already finished, and
         been killed in the middle of one. Every frame past the cut (up to where this launch
         was to end) whose file changed since it was counted is looked at again
-        (:func:`~stmpo_celery.aerender.untrusted_since`): one that cannot be trusted is
-        deleted and counted missing — the thief's own check renders it again, or the run
-        says it is missing. Never kept."""
+        (:func:`~stmpo_celery.aerender.untrusted_since`), and so is one counted so shortly
+        before the stop that the count may have seen the stopped renderer's first bytes
+        (:meth:`first_bytes_maybe`): one that cannot be trusted is deleted and rendered
+        again — by the thief's own check while it runs, else in a late re-render once
+        every chunk has ended (:attr:`late`). Never kept."""
         if ev.cut is None:
             return
         end = self.launch_end.get(ev.index, ev.cut)
-        self._recheck([f for f in sorted(self.verified) if ev.cut < f <= end],
-                      f"by the renderer stopped after frame {ev.cut}")
+        self.late.update(self._recheck([f for f in sorted(self.verified) if ev.cut < f <= end],
+                                       f"by the renderer stopped after frame {ev.cut}",
+                                       just_stopped=True))
+
+    def first_bytes_maybe(self, frame: int) -> float | None:
+        """Seconds since ``frame`` was counted, when its format does not say where it ends
+        and that was less than ``REWRITE_QUIET_S`` ago (else None): a renderer stopped just
+        now may have begun rewriting it just before it was counted (the count then saw its
+        first bytes) and been killed before writing more, leaving a cut-short file that
+        nothing tells from the counted one."""
+        age = time.monotonic() - self.verified_at.get(frame, float("-inf"))
+        if age >= defaults.REWRITE_QUIET_S or can_check(self.prep.pattern.path_for(frame)):
+            return None
+        return age
 
     def unsettled(self, frame: int) -> bool:
         """Whether a stopped launch's in-flight ``frame`` may be deleted when its ledger is
         settled: not when this run verified the file whole and it has not changed since
-        (another chunk — a thief — finished it; the stopped launch never touched it).
-
-        Unless its format does not say where it ends and it was counted less than
-        ``REWRITE_QUIET_S`` ago: the stopped renderer may have begun rewriting it just
-        before it was counted (the count then saw its first bytes) and been killed before
-        writing more, leaving a cut-short file that nothing tells from the counted one."""
+        (another chunk — a thief — finished it; the stopped launch never touched it),
+        unless the count may have seen the stopped renderer's first bytes."""
         sig = self.verified.get(frame)
-        path = self.prep.pattern.path_for(frame)
-        if sig is None or signature(path) != sig:
+        if sig is None or signature(self.prep.pattern.path_for(frame)) != sig:
             return True
-        counted = self.verified_at.get(frame, float("-inf"))
-        return not can_check(path) and time.monotonic() - counted < defaults.REWRITE_QUIET_S
+        return self.first_bytes_maybe(frame) is not None
 
     def _recheck(self, frames: list[int], by: str = "",
-                 then: str = "so it is rendered again") -> list[int]:
-        """Frames counted done whose file changed since and cannot be trusted now: deleted
-        and no longer counted (returned). The rest keep their new signature."""
+                 then: str = "so it is rendered again", just_stopped: bool = False) -> list[int]:
+        """Frames counted done whose file changed since and cannot be trusted now (or,
+        ``just_stopped``, whose count may have seen a stopped renderer's first bytes):
+        deleted and no longer counted (returned). The rest keep their new signature."""
         gone: list[int] = []
         for f in frames:
             path = self.prep.pattern.path_for(f)
             why = untrusted_since(path, self.verified[f])
+            age = self.first_bytes_maybe(f) if just_stopped and why is None else None
+            if age is not None:
+                why = (f"counted {age:.1f} s before that renderer stopped, and its format "
+                       "does not say where a file ends")
             if why is None:
                 self.verified[f] = signature(path)
                 continue
@@ -179,7 +193,8 @@ class EventHandlers:
             self.verified_at.pop(f, None)
             self.done_frames.discard(f)
             gone.append(f)
-            self._say(f"frame {f} was written again{' ' + by if by else ''} after it was "
+            said = "may have been written again" if age is not None else "was written again"
+            self._say(f"frame {f} {said}{' ' + by if by else ''} after it was "
                       f"done ({why}): deleted, {then}")
         if gone:
             self._show_done()

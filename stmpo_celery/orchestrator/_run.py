@@ -45,11 +45,13 @@ from ..host import (
     start_warden,
 )
 from ..monitor import FlowerProcess, start_flower_for_run
+from ..plan import format_frames
 from ..slot import (
     RunSpec,
     ledger_dir,
     register_plan,
     set_prior,
+    set_retry,
     spare_tasks,
 )
 from . import _report as report
@@ -101,6 +103,9 @@ class Run(EventHandlers):
         self.verified_at: dict[int, float] = {}  #: frame -> when it was counted (monotonic)
         self.launch_end: dict[int, int] = {}  #: chunk -> the end its latest launch had
         self.unverified: set[int] = set()  #: reported, not (yet) whole on disk
+        #: deleted after a renderer stopped at a cut wrote over them: rendered again late
+        self.late: set[int] = set()
+        self.late_sent: set[int] = set()  #: ... once: these went to a late re-render
         self.unresolved: dict[tuple[int, int], int] = {}
         self.slot_deaths = 0
         self.start_deaths: dict[int, int] = {}  #: slot -> deaths in a row before any work
@@ -277,8 +282,27 @@ class Run(EventHandlers):
     def _enqueue(self, n_tasks: int) -> None:
         assert self.broker is not None
         self.run_queue = RunQueue(self.broker, self.run_id, self.queue, self.host)
-        for i, task_id in enumerate(self.run_queue.send_chord(n_tasks)):
+        for i, task_id in zip(range(n_tasks), self.run_queue.send_chord(range(n_tasks)),
+                              strict=True):
             self.chunks[i].task_id = task_id
+
+    def _rerender_late(self) -> bool:
+        """Every chunk has ended, but frames a renderer stopped at a cut wrote over after
+        they were done (and that no retry rendered since) are missing: they are rendered
+        in one more chunk, on the same slots, in a chord of its own — once. Returns
+        whether that chunk was sent."""
+        frames = sorted(self.late - self.late_sent - set(self.verified))
+        if not frames or self.run_queue is None or self.client is None:
+            return False
+        self.late_sent.update(frames)
+        index = max(self.chunks) + 1
+        set_retry(self.client, self.run_id, index, frames)
+        self.chunks[index] = ChunkRecord(index=index, start=frames[0], end=frames[-1])
+        self.finalized = False
+        self.chunks[index].task_id = self.run_queue.send_chord([index])[0]
+        self._say(f"rendering again {len(frames)} frame(s) a renderer stopped at a cut "
+                  f"wrote over after their chunk had ended: {format_frames(frames)}")
+        return True
 
     def progress_status(self, text: str) -> None:
         if self.progress is not None:
@@ -349,6 +373,9 @@ class Run(EventHandlers):
                         self._broker_lost()
                         break
             if all(c.terminal for c in self.chunks.values()):
+                if not self.failures and self.finalized and self._rerender_late():
+                    all_done_at = None
+                    continue
                 if self.failures or self.finalized:
                     break
                 all_done_at = all_done_at or now
