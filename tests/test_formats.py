@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from stmpo_celery.aerender._fakeframes import frame_bytes, frame_writes
-from stmpo_celery.plan._formats import bytes_reader, frame_problem
+from stmpo_celery.plan._formats import _CHECKS, bytes_reader, frame_problem
 from stmpo_celery.plan._pattern import OutputPattern, shared_frames
 from stmpo_celery.slot._ledger import Ledger, entries, settle, state_dir
 
-FORMATS = ["png", "jpg", "jpeg", "exr", "tif", "tiff", "dpx", "tga", "bmp", "psd", "sgi", "iff",
-           "cin", "hdr"]
+#: every extension the checks know: each must have a simulator writer whose frames pass
+FORMATS = sorted(_CHECKS)
 
 
 def problem(name: str, data: bytes) -> str | None:

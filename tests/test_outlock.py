@@ -152,6 +152,18 @@ def test_busy_output_refusal_starts_nothing_and_keeps_the_other_runs_ledger(
         state_dir(pattern))] == ["live0001"]
 
 
+def test_a_lock_that_cannot_be_read_is_refused_not_reclaimed(tmp_path: Path) -> None:
+    """A lock file that says nothing is a dead run's; one that cannot be read at all may
+    be a live run's (another user's, a share's permissions): one line, exit 2, and it
+    stays (taking it for dead would let two runs write the same frames)."""
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    folder = state_dir(pattern)
+    (folder / "run-other001.lock").mkdir(parents=True)  # reading it fails (as root too)
+    with pytest.raises(BadInput, match="cannot read the output lock .*run-other001.lock"):
+        acquire(pattern, [1], "mine0005")
+    assert sorted(p.name for p in folder.iterdir()) == ["run-other001.lock"]
+
+
 def test_malformed_locks_are_reclaimed_not_a_traceback(tmp_path: Path) -> None:
     pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
     folder = state_dir(pattern)

@@ -132,9 +132,11 @@ def test_wine_concurrent_reviews_lose_no_note(
     """Windows' side of the review lock: six Windows processes review one version at once
     (msvcrt locks; the lock file is kept there: deleting it let two reviewers in at once)
     while a reader keeps opening version.json for 0.3 s at a time (a `versions list`, a
-    virus scanner: Windows refuses to replace a file that is open); every note is kept
-    and nothing else is left in the version folder. The premise is checked first: a
-    plain replace of the file fails while the reader holds it."""
+    virus scanner: Windows refuses to replace a file that is open) and versions are
+    listed as fast as they can be (none may read as "unreadable" while a review replaces
+    the manifest); every note is kept and nothing else is left in the version folder. A
+    manifest held open for longer than a replace waits gets one line and exit 3. The
+    premise is checked first: a plain replace of the file fails while it is held."""
     import hashlib
 
     from stmpo_celery.aerender._fakeframes import frame_bytes
@@ -163,22 +165,87 @@ def test_wine_concurrent_reviews_lose_no_note(
                 with open(manifest, "rb"):
                     time.sleep(0.3)
                 time.sleep(0.05)
-        t = threading.Thread(target=reader)
-        t.start()
+        from pathlib import Path
+        from stmpo_celery.farm._versions import list_versions
+        listed = []
+        def lister():  # what versions list says meanwhile, as fast as it can
+            while not stop.is_set():
+                listed.extend(v["status"] for v in list_versions(Path({win(tmp_path / "shot")!r})))
+        threads = [threading.Thread(target=reader), threading.Thread(target=lister)]
+        for t in threads:
+            t.start()
         procs = [subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "versions",
                                    "reject", {win(tmp_path / "shot")!r}, "v001", "--note",
                                    f"n{{i}}"], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True) for i in range(6)]
         codes = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
         stop.set()
-        t.join()
-        bad = [c for c in codes if c[0] != 0]
-        print("ok" if not bad else bad)
+        for t in threads:
+            t.join()
+        bad = [c for c in codes if c[0] != 0] + sorted(set(listed) - {{"rejected",
+                                                                      "pending-review"}})
+        # held longer than a replace waits: one line and exit 3, the manifest unchanged
+        with open(manifest, "rb"):
+            held = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "versions",
+                                   "approve", {win(tmp_path / "shot")!r}, "v001"],
+                                  capture_output=True, text=True, timeout=60)
+        if held.returncode != 3 or len(held.stderr.strip().splitlines()) != 1:
+            bad.append(("held", held.returncode, held.stderr))
+        print("ok" if not bad and listed else bad)
     """)
     proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
     out, err = proc.communicate(timeout=200)
     assert proc.returncode == 0 and out.strip().endswith("ok"), out + err
-    history = json.loads((vdir / "version.json").read_text())["history"]
-    assert sorted(h["note"] for h in history) == [f"n{i}" for i in range(6)]
+    manifest = json.loads((vdir / "version.json").read_text())
+    assert manifest["status"] == "rejected"  # the held approval changed nothing
+    assert sorted(h["note"] for h in manifest["history"]) == [f"n{i}" for i in range(6)]
     assert sorted(p.name for p in vdir.iterdir()) == [".stmpo-review.lock", "f_0001.png",
                                                        "version.json"]
+
+
+def test_wine_state_files_held_open_are_still_removed_and_read(
+        winpy: WinPython, tmp_path: Path) -> None:
+    """Windows refuses to delete or replace a file another process holds open: an
+    in-flight ledger and an output lock closed while a reader holds them for 0.5 s are
+    still removed once it lets go (nothing is left beside the output: a leftover ledger
+    would make the next run delete these whole frames), and an output lock read while
+    its run refreshes it is never taken for a dead one."""
+    out = tmp_path / "out"
+    out.mkdir()
+    driver = textwrap.dedent(f"""
+        import threading, time
+        from stmpo_celery.orchestrator._outlock import acquire, locks
+        from stmpo_celery.plan import OutputPattern
+        from stmpo_celery.slot._ledger import Ledger
+        pattern = OutputPattern({win(out / "f_[####].png")!r})
+        def hold(path, seconds):
+            fh = open(path, "rb")
+            threading.Timer(seconds, fh.close).start()
+        led = Ledger(pattern, "r1", 0, [1, 2, 3])
+        led.open()
+        hold(led.path, 0.5)
+        led.done(1)  # a replace that waits for the reader
+        hold(led.path, 0.5)
+        led.close()
+        lock, _ = acquire(pattern, [1, 2, 3], "r1")
+        stop, seen = threading.Event(), []
+        def refresh():
+            while not stop.is_set():
+                lock.refresh(force=True)
+        t = threading.Thread(target=refresh)
+        t.start()
+        for _ in range(300):
+            seen.extend(info.get("run") for _, info, _ in locks(lock.path.parent))
+        stop.set()
+        t.join()
+        hold(lock.path, 0.5)
+        lock.release()
+        time.sleep(0.6)
+        print(sorted(set(map(str, seen))))
+    """)
+    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stdout + err
+    assert stdout.strip().splitlines()[-1] == "['r1']", stdout + err  # always read as live
+    assert not (out / ".stmpo").exists() or not list((out / ".stmpo").iterdir()), \
+        list((out / ".stmpo").iterdir())

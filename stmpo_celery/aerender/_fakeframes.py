@@ -130,26 +130,28 @@ def _bmp(frame: int, text: bytes) -> Writes:
     return [(0, header)] + _split(offset, pixels)
 
 
-def _psd(frame: int, text: bytes) -> Writes:
+def _psd(frame: int, text: bytes, version: int = 1) -> Writes:
     """RGB, 8 bits, run-length rows (each one literal packet), no layers; the text as an
-    image resource (a caption)."""
+    image resource (a caption). ``version`` 2 is a PSB (8-byte layer section length,
+    4-byte row lengths)."""
     width, height, channels = 16, 8, 3
     resource = b"8BIM" + struct.pack(">H", 1000) + b"\x00\x00" + struct.pack(
         ">I", len(text) + len(text) % 2) + text + bytes(len(text) % 2)
-    head = (b"8BPS" + struct.pack(">H6xHIIHH", 1, channels, height, width, 8, 3)
+    head = (b"8BPS" + struct.pack(">H6xHIIHH", version, channels, height, width, 8, 3)
             + struct.pack(">I", 0) + struct.pack(">I", len(resource)) + resource
-            + struct.pack(">I", 0) + struct.pack(">H", 1))
+            + bytes(4 * version) + struct.pack(">H", 1))
     rows = [bytes([width - 1]) + bytes((frame + c * 7 + y + x) % 256 for x in range(width))
             for c in range(channels) for y in range(height)]
-    table = struct.pack(f">{len(rows)}H", *(len(r) for r in rows))
+    table = struct.pack(f">{len(rows)}{'H' if version == 1 else 'I'}", *(len(r) for r in rows))
     data = b"".join(rows)
     return ([(0, head + bytes(len(table)))] + _split(len(head) + len(table), data)
             + [(len(head), table)])
 
 
-def _sgi(frame: int, text: bytes) -> Writes:
-    """Uncompressed RGB SGI: 16 x 16 pixels, one plane per channel; the text as its name."""
-    width, height, channels = 16, 16, 3
+def _sgi(frame: int, text: bytes, channels: int = 3) -> Writes:
+    """Uncompressed SGI (``channels``: 1 for .bw, 3 for .sgi/.rgb, 4 for .rgba): 16 x 16
+    pixels, one plane per channel; the text as its name."""
+    width, height = 16, 16
     header = bytearray(512)
     struct.pack_into(">hBBHHHHii", header, 0, 474, 0, 1, 3, width, height, channels, 0, 255)
     header[24:24 + min(len(text), 79)] = text[:79]
@@ -171,10 +173,13 @@ def _iff(frame: int, text: bytes) -> Writes:
 
 
 def _cineon(frame: int, text: bytes) -> Writes:
+    """One 8-bit channel, 64 x 32 pixels after a 1024-byte header (the text in its
+    user-data field)."""
     pixels = bytes((frame + i) % 256 for i in range(_PIXELS))
     header = bytearray(1024)
     struct.pack_into(">IIIIII", header, 0, 0x802A5FD7, 1024, 1024, 0, 0, 1024 + len(pixels))
-    header[200:200 + min(len(text), 100)] = text[:100]
+    struct.pack_into(">BB2xBBBxII", header, 192, 0, 1, 0, 0, 8, 64, len(pixels) // 64)
+    header[900:900 + min(len(text), 100)] = text[:100]
     return [(0, bytes(header))] + _split(1024, pixels)
 
 
@@ -225,7 +230,9 @@ def frame_writes(path: str, frame: int) -> Writes:
     text = f"stmpo fake frame {frame}\n".encode()
     maker = {"png": _png, "jpg": _jpeg, "jpeg": _jpeg, "exr": _exr, "tif": _tiff,
              "tiff": _tiff, "dpx": _dpx, "tga": _tga, "bmp": _bmp, "psd": _psd,
-             "sgi": _sgi, "rgb": _sgi, "iff": _iff, "cin": _cineon,
+             "psb": lambda f, t: _psd(f, t, version=2), "sgi": _sgi, "rgb": _sgi,
+             "rgba": lambda f, t: _sgi(f, t, channels=4),
+             "bw": lambda f, t: _sgi(f, t, channels=1), "iff": _iff, "cin": _cineon,
              "hdr": _hdr}.get(extension(path))
     if maker is None:
         return [(0, text)] + _split(len(text), bytes(_PIXELS))

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..aerender import file_problem
-from ..errors import BadInput, StmpoError
-from ..host import replace_file, transient_file_lock
+from ..errors import BadInput, EnvironmentProblem, StmpoError
+from ..host import read_text, replace_file, transient_file_lock
 from ..plan import parse_frames, parse_output
 from ._snapshot import sha256_file
 
@@ -66,10 +66,16 @@ def release_version(path: Path) -> None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
+    """Write the manifest whole or not at all; a file the OS will not let go of (another
+    program holds it open on Windows for longer than ``replace_file`` waits) is one line
+    (exit 3), the manifest as it was."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per writer
     try:
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
         replace_file(tmp, path)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write {path} ({exc.strerror or exc}): if another "
+                                 "program holds it open, close it and run again") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -168,7 +174,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """A version's manifest as :func:`write_manifest` wrote it; ``ValueError`` saying
     what is wrong otherwise (``FileNotFoundError`` when there is none)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 text ({exc.reason})") from None
     except json.JSONDecodeError as exc:

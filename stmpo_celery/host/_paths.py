@@ -12,14 +12,34 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import BadInput
 from ..plan import OutputPattern, check_frame_names
 from . import _platform, _windows
 
-REPLACE_WAIT_S = 2.0  #: Windows: how long a replace waits for a reader to close the file
+T = TypeVar("T")
+
+REPLACE_WAIT_S = 2.0  #: Windows: how long a file operation waits for another process
+
+
+def _patiently(op: Callable[[], T], wait: float) -> T:
+    """``op()``; on Windows one refused with "Access denied" (``PermissionError``) because
+    another process has the file open — or is replacing it — is tried again for up to
+    ``wait`` seconds before the error is raised. Elsewhere the refusal is a real one."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        try:
+            return op()
+        except PermissionError:
+            left = deadline - time.monotonic()
+            if _platform.OS != "windows" or left <= 0:
+                raise
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.1)
 
 
 def replace_file(src: str | Path, dst: str | Path, wait: float = REPLACE_WAIT_S) -> None:
@@ -31,18 +51,20 @@ def replace_file(src: str | Path, dst: str | Path, wait: float = REPLACE_WAIT_S)
     a file just written all make the replace fail with "Access denied" for the
     milliseconds they hold it. There the replace is tried again for up to ``wait``
     seconds before the error is raised; POSIX replaces a file under its readers."""
-    deadline = time.monotonic() + wait
-    pause = 0.005
-    while True:
-        try:
-            os.replace(src, dst)
-            return
-        except PermissionError:
-            left = deadline - time.monotonic()
-            if _platform.OS != "windows" or left <= 0:
-                raise
-            time.sleep(min(pause, left))
-            pause = min(2 * pause, 0.1)
+    _patiently(lambda: os.replace(src, dst), wait)
+
+
+def remove_file(path: str | Path, wait: float = REPLACE_WAIT_S) -> None:
+    """``os.unlink(path)``, on Windows tried again while another process has the file
+    open (see :func:`replace_file`): a ledger or a lock a reader held at that moment
+    would otherwise stay behind. ``FileNotFoundError`` is raised as it is."""
+    _patiently(lambda: os.unlink(path), wait)
+
+
+def read_text(path: str | Path, wait: float = REPLACE_WAIT_S) -> str:
+    """``path``'s UTF-8 text; on Windows a read refused while another process replaces
+    the file is tried again (see :func:`replace_file`)."""
+    return _patiently(lambda: Path(path).read_text(encoding="utf-8"), wait)
 
 
 def shell_join(words: Sequence[str]) -> str:

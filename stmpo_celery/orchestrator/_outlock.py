@@ -28,7 +28,7 @@ from typing import Any
 from ..broker.keys import host_name
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import same_process_alive, start_time
+from ..host import read_text, remove_file, same_process_alive, start_time
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import state_dir, write_state
 
@@ -58,7 +58,7 @@ class OutputLock:
         if not self.released:
             self.released = True
             with contextlib.suppress(OSError):
-                os.unlink(self.path)
+                remove_file(self.path)
             with contextlib.suppress(OSError):  # only when no other run or ledger is there
                 self.path.parent.rmdir()
 
@@ -104,16 +104,29 @@ def _guard(folder: Path) -> Any:
 
 
 def locks(folder: Path) -> list[tuple[Path, dict[str, Any], float]]:
-    out = []
-    with contextlib.suppress(OSError):
-        for path in sorted(folder.glob("run-*.lock")):
-            try:
-                info = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(info, dict) or "host" not in info:
-                    raise ValueError("not a lock")
-                out.append((path, info, path.stat().st_mtime))
-            except (OSError, ValueError):
-                out.append((path, {}, 0.0))  # not a lock we can read: dead, reclaimed
+    """Every run's lock in ``folder``: (path, what it says, when it was written). A lock
+    that is not one (garbage, not JSON) says nothing: dead, reclaimed. One that cannot
+    be read at all (permissions) may be a live run's: refused (exit 2), never taken
+    for dead — on Windows a lock is unreadable for the instant its run replaces it,
+    which :func:`~stmpo_celery.host.read_text` waits out."""
+    out: list[tuple[Path, dict[str, Any], float]] = []
+    try:
+        names = sorted(folder.glob("run-*.lock"))
+    except OSError:
+        return out
+    for path in names:
+        try:
+            info = json.loads(read_text(path))
+            if not isinstance(info, dict) or "host" not in info:
+                raise ValueError("not a lock")
+            out.append((path, info, path.stat().st_mtime))
+        except FileNotFoundError:
+            continue  # released meanwhile
+        except OSError as exc:
+            raise BadInput(f"cannot read the output lock {path} ({exc.strerror or exc}): "
+                           "if no stmpo render runs on this output, remove it") from None
+        except ValueError:
+            out.append((path, {}, 0.0))  # not a lock: dead, reclaimed
     return out
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..host import replace_file
+from ..host import read_text, remove_file, replace_file
 from ..plan import OutputPattern, format_frames, parse_frames
 
 STATE_DIR = ".stmpo"  #: beside the output: in-flight ledgers and output locks
@@ -76,7 +76,7 @@ class Ledger:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            remove_file(self.path)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def entries(folder: Path) -> list[Entry]:
         return out
     for path in names:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
             frames = parse_frames(data["frames"]) if data.get("frames") else []
             out.append(Entry(path, str(data["run"]), OutputPattern(str(data["pattern"])),
                              frames))
@@ -128,5 +128,5 @@ def settle(folder: Path, which: Callable[[Entry], bool],
                 os.unlink(path)
                 deleted.append(path)
         with contextlib.suppress(OSError):
-            os.unlink(entry.path)
+            remove_file(entry.path)
     return deleted
