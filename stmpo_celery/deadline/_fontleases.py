@@ -27,7 +27,13 @@ from typing import Any
 import psutil
 
 from ..errors import BadInput, EnvironmentProblem
-from ..host import acquire_file_lock, process_started, replace_file, same_process_alive
+from ..host import (
+    acquire_file_lock,
+    process_started,
+    read_text,
+    replace_file,
+    same_process_alive,
+)
 from ..text import one_line
 
 
@@ -143,7 +149,7 @@ class Registry:
         renamed out of the way when ``set_aside`` (only under the lock: a writer may be
         replacing it), so the next save does not overwrite what it held."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError) as exc:

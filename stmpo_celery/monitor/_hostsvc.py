@@ -35,7 +35,7 @@ import redis
 from ..broker import BrokerUrl, find_redis_server, keys, no_redis_server_problem, reap_dead_runs
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import child_kwargs, group_id, replace_file
+from ..host import child_kwargs, group_id, read_text, replace_file
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
 
 BROKER_FILE = "broker.url"
@@ -62,7 +62,7 @@ def read_broker_url() -> str | None:
     """The host service's broker URL, if a host service wrote one that we can read."""
     for d in _candidates():
         with contextlib.suppress(OSError):
-            url = (d / BROKER_FILE).read_text().strip()
+            url = read_text(d / BROKER_FILE).strip()
             if url:
                 return url
     return None
@@ -309,7 +309,7 @@ class HostService:
         said: list[str] = []
         url = None
         with contextlib.suppress(OSError):
-            url = (self.dir / BROKER_FILE).read_text().strip() or None
+            url = read_text(self.dir / BROKER_FILE).strip() or None
         redis_proc = self.running("redis")
         broker = BrokerUrl(url) if url and redis_proc else None
         client = broker.client(timeout=2.0) if broker is not None else None

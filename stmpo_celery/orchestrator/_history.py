@@ -35,7 +35,7 @@ import redis
 
 from ..broker import BrokerUrl, keys
 from ..config import RenderOptions, defaults
-from ..host import replace_file
+from ..host import read_text, replace_file
 from ..plan import CostModel, cost_blocks, learn_launch
 from ..slot import observed
 
@@ -101,7 +101,7 @@ def keys_for(project: str, comp: str) -> tuple[str, str]:
 
 def _read_file(key: str) -> dict[str, Any] | None:
     try:
-        data: dict[str, Any] = json.loads((history_dir() / f"{key}.json").read_text())
+        data: dict[str, Any] = json.loads(read_text(history_dir() / f"{key}.json"))
     except (OSError, ValueError):
         return None
     return data
