@@ -363,6 +363,7 @@ def test_settling_a_stopped_launch_keeps_the_frames_another_chunk_finished(
         os.utime(pattern.path_for(f), (time.time() - 60, time.time() - 60))  # a tick ago
     run = SimpleNamespace(prep=SimpleNamespace(pattern=pattern),
                           verified={3: signature(pattern.path_for(3))}, verified_at={3: 0.0})
+    run.first_bytes_maybe = lambda f: EventHandlers.first_bytes_maybe(run, f)  # type: ignore[arg-type]
 
     def settle() -> list[str]:
         ledger = Ledger(pattern, "run1", 0, range(1, 6))
