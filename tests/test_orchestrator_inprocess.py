@@ -326,7 +326,8 @@ def test_frames_a_stopped_renderer_wrote_over_after_their_thief_ended_are_render
     """The thief (chunk 2, 6-10) has ended when the victim, stopped at its cut after frame
     5, turns out to have been killed halfway through writing frame 6 again: frame 6 is
     deleted, and once every chunk has ended it goes to one more chunk — a real chord
-    message on the run's queue, its frames recorded as that chunk's retry — once."""
+    message on the run's queue, its frames recorded as that chunk's retry — once. A late
+    chunk that fails fails the run; a broker gone when one is sent is exit 3."""
     import base64
     import json
 
@@ -336,7 +337,7 @@ def test_frames_a_stopped_renderer_wrote_over_after_their_thief_ended_are_render
     from stmpo_celery.orchestrator._summary import ChunkRecord
 
     r = _stolen_run(tmp_path, "png")
-    r.client = private_redis.client
+    r.client = BrokerUrl(private_redis.url).client(timeout=2)
     r.run_queue = RunQueue(BrokerUrl(private_redis.url), r.run_id, r.queue, r.host)
     try:
         r._on_event(events.ChunkStart(slot=0, index=0, start=1, end=10, frames="1-10"))
@@ -374,6 +375,18 @@ def test_frames_a_stopped_renderer_wrote_over_after_their_thief_ended_are_render
         r._on_event(events.Frame(slot=1, index=3, frame=6, done=1))
         r._on_event(events.ChunkDone(slot=1, index=3, start=6, end=6, frames="6"))
         assert 6 in r.verified and r.chunks[3].terminal
+        # a late chunk that fails is a failed chunk like any other: the run stops on it
+        r.late.add(7)
+        r.verified.pop(7)
+        assert r._rerender_late() and set(r.chunks) == {0, 2, 3, 4}
+        r._on_event(events.ChunkFailed(slot=0, index=4, start=7, end=7, reason="boom"))
+        assert r.failures == [r.chunks[4]] and r.exit_code == ExitCode.RENDER_FAILED
+        # a broker gone when the late chunk is sent: the host's fault (exit 3), no traceback
+        r.late.add(8)
+        r.verified.pop(8)
+        private_redis.stop()
+        assert not r._rerender_late() and 8 not in {c.start for c in r.chunks.values()}
+        assert r.exit_code == ExitCode.ENVIRONMENT and "late re-render" in str(r.stop_reason)
     finally:
         import shutil
 

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import redis
+from kombu.exceptions import KombuError
 from kombu.utils.uuid import uuid
 
 from ..aerender import RenderTarget
@@ -296,10 +297,15 @@ class Run(EventHandlers):
             return False
         self.late_sent.update(frames)
         index = max(self.chunks) + 1
-        set_retry(self.client, self.run_id, index, frames)
-        self.chunks[index] = ChunkRecord(index=index, start=frames[0], end=frames[-1])
+        try:
+            set_retry(self.client, self.run_id, index, frames)
+            task_id = self.run_queue.send_chord([index])[0]
+        except (redis.RedisError, OSError, KombuError):
+            self._broker_lost(" (sending the late re-render)")
+            return False
+        self.chunks[index] = ChunkRecord(index=index, start=frames[0], end=frames[-1],
+                                         task_id=task_id)
         self.finalized = False
-        self.chunks[index].task_id = self.run_queue.send_chord([index])[0]
         self._say(f"rendering again {len(frames)} frame(s) a renderer stopped at a cut "
                   f"wrote over after their chunk had ended: {format_frames(frames)}")
         return True
