@@ -18,7 +18,15 @@ import pytest
 import redis
 
 from stmpo_celery.aerender import RenderTarget
-from stmpo_celery.broker import EmbeddedRedis, events, keys, make_app, requeue_unacked
+from stmpo_celery.broker import (
+    EmbeddedRedis,
+    close_row,
+    delete_run,
+    events,
+    keys,
+    make_app,
+    requeue_unacked,
+)
 from stmpo_celery.broker.keys import Sched
 from stmpo_celery.config import defaults
 from stmpo_celery.slot import next_attempt, register_plan, set_retry
@@ -249,3 +257,24 @@ def test_an_outcome_becomes_done_retry_or_failed_with_its_fields() -> None:
     retry = out.becomes(events.ChunkRetry, attempts=1, redo=[8])
     assert isinstance(retry, events.ChunkRetry) and retry.redo == [8] and retry.reason == "crash"
     assert events.decode(events.encode(retry)) == retry
+
+
+def test_a_dead_runs_flower_row_fails_once_also_after_its_keys_are_gone(
+        client: redis.Redis) -> None:
+    """Every slot of a run whose orchestrator died mourns it: the first fails the run's
+    row in Flower; the others only take their node offline — also one that read the
+    run's registry line before the first deleted the run's keys (the claim went with
+    them, and a second FAILED counted the run twice), and nothing is left behind."""
+    run = secrets.token_hex(4)
+    entry = {"row_task": "row-1", "row_node": f"orchestrator.{run}@h"}
+    client.hset(keys.REGISTRY, run, json.dumps(entry))
+
+    def said() -> list[str]:
+        return [kind for _node, sends in close_row(client, run, entry, "DEAD: x")
+                for kind, _ in sends]
+
+    assert said() == ["task-failed", "worker-offline"]
+    assert said() == ["worker-offline"]
+    delete_run(client, run)  # the first mourner cleans up
+    assert said() == ["worker-offline"]
+    assert not list(client.scan_iter(match=f"*{run}*"))

@@ -117,7 +117,10 @@ def judge(entry: dict[str, Any], host: str, now: float,
 
 
 def delete_run(client: redis.Redis, run_id: str) -> None:
-    """Every key of the run (one prefix scan) and its line in the host's run registry."""
+    """The run's line in the host's run registry, then every key of the run (one prefix
+    scan). In that order: whoever finds the line gone knows the run's row in Flower was
+    closed (:data:`keys.ROW_CLOSE`)."""
+    client.hdel(keys.REGISTRY, run_id)
     batch: list[str] = []
     for key in client.scan_iter(match=keys.prefix(run_id) + "*", count=500):
         batch.append(key)
@@ -126,7 +129,6 @@ def delete_run(client: redis.Redis, run_id: str) -> None:
             batch = []
     if batch:
         client.delete(*batch)
-    client.hdel(keys.REGISTRY, run_id)
 
 
 def delete_run_until_quiet(client: redis.Redis, run_id: str,
@@ -171,17 +173,19 @@ def farewell(client: redis.Redis, run_id: str, entry: dict[str, Any], why: str) 
 
 def close_row(client: redis.Redis, run_id: str, entry: dict[str, Any], text: str) -> Sends:
     """A dead run's row in Flower (its registry ``entry`` names it) FAILED with ``text``
-    by whoever gets here first — every slot of a run whose orchestrator died mourns it,
-    a reaper may come too, and the run fails once; its node offline either way. If Redis
-    cannot say who was first, this caller is."""
+    by whoever gets here first while the run is registered (:data:`keys.ROW_CLOSE`) —
+    every slot of a run whose orchestrator died mourns it, a reaper may come too, and the
+    run fails once, also when a mourner comes after the first deleted the run's keys; its
+    node offline either way. If Redis cannot say who was first, this caller is."""
     from ._app import offline, row_failed
 
     row, node = entry.get("row_task"), entry.get("row_node")
     if not (isinstance(row, str) and isinstance(node, str)):
         return []
     try:
-        first = bool(client.set(keys.row_closed_key(run_id), "1", nx=True,
-                                ex=defaults.RUN_KEY_TTL_S))
+        first = bool(client.register_script(keys.ROW_CLOSE)(
+            keys=[keys.REGISTRY, keys.row_closed_key(run_id)],
+            args=[run_id, defaults.RUN_KEY_TTL_S]))
     except redis.RedisError:
         first = True
     return [(node, row_failed(row, text) if first else [offline()])]

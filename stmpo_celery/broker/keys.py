@@ -207,6 +207,21 @@ return tonumber(e)
 """
 
 
+#: Claim the closing of a dead run's row in Flower: only while the run is still registered
+#: and nobody claimed it before, so the row fails once — also against a mourner that comes
+#: after the first one deleted the run's keys (the marker with them: the registry line goes
+#: first, see :func:`~stmpo_celery.broker.delete_run`).
+#:
+#: ``KEYS[1]`` = :data:`REGISTRY`, ``KEYS[2]`` = :func:`row_closed_key`; ``ARGV[1]`` = the
+#: run id, ``ARGV[2]`` = the marker's TTL in seconds. Returns 1 to the one caller that
+#: closes the row, else 0.
+ROW_CLOSE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
 #: The spawn-delay gate: hand each slot's first launch a start time at least the delay after
 #: the previous one, in the order the slots arrive (not by slot number: spawned slots come
 #: up in any order).
