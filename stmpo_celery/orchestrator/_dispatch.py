@@ -40,15 +40,13 @@ class RunQueue:
         """``chord(group(render_chunk(i) for each chunk index), finalize)`` with the error
         callback on every header task; returns the header task ids, in order (known up
         front, so a stop can say which ended)."""
-        indices = list(indices)
-        ids = [uuid() for _ in indices]
+        ids = {i: uuid() for i in indices}
         header = [self.app.signature(RENDER_CHUNK, args=(self.run_id, i), queue=self.queue,
-                                     task_id=task_id) for i, task_id in zip(indices, ids,
-                                                                            strict=True)]
+                                     task_id=task_id) for i, task_id in ids.items()]
         c = chord(header, self.app.signature(FINALIZE, queue=self.queue))
         c.link_error(self.app.signature(ON_CHUNK_ERROR))
         c.apply_async(queue=self.queue)
-        return ids
+        return list(ids.values())
 
     def purge(self) -> None:
         with contextlib.suppress(Exception), self.app.connection_for_write() as conn:

@@ -283,8 +283,7 @@ class Run(EventHandlers):
     def _enqueue(self, n_tasks: int) -> None:
         assert self.broker is not None
         self.run_queue = RunQueue(self.broker, self.run_id, self.queue, self.host)
-        for i, task_id in zip(range(n_tasks), self.run_queue.send_chord(range(n_tasks)),
-                              strict=True):
+        for i, task_id in enumerate(self.run_queue.send_chord(range(n_tasks))):
             self.chunks[i].task_id = task_id
 
     def _rerender_late(self) -> bool:

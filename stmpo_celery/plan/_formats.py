@@ -336,7 +336,7 @@ def _hdr(size: int, read: Reader) -> str | None:
     """Radiance: a text header, the resolution line, then every scanline — run-length
     (``2 2`` + its width, then four channels of runs) or flat (four bytes a pixel).
     Nothing says the size up front: the scanlines are walked run by run (the run
-    headers only: 0.1-0.4 s for a 4K frame, measured on OpenCV's files from noise to
+    headers only: 0.1-0.5 s for a 4K frame, measured on OpenCV's files from noise to
     4-pixel blocks). A flat file with old-style runs (``1 1 1 n``) is only checked for
     being non-empty."""
     head = read(0, min(size, _HDR_HEADER_MAX))
