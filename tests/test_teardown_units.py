@@ -416,3 +416,45 @@ def test_a_cancel_inside_an_imports_lock_callback_or_below_it_is_kept_not_raised
         assert early.pending == signal.SIGINT
         with pytest.raises(_EarlyCancel.Cancelled):
             early.check()
+
+
+@pytest.mark.parametrize("where", ["while the command line is parsed", "before render's body"])
+def test_a_cancel_before_render_takes_it_still_writes_the_summary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A SIGHUP that lands before ``render``'s own handling (click still parsing, or the
+    first lines of render) ended with 129 and "CANCELLED by" but no ``--summary``: the
+    file the README promises, and that a wrapper reads for the outcome (seen in CI)."""
+    from stmpo_celery.cli import _main
+    from stmpo_celery.cli._render_start import _EarlyCancel
+
+    if where == "before render's body":
+        real_install = _EarlyCancel.install.__func__  # type: ignore[attr-defined]
+        calls: list[int] = []
+
+        def install(cls: type[_EarlyCancel]) -> _EarlyCancel:
+            early: _EarlyCancel = real_install(cls)
+            calls.append(1)
+            if len(calls) == 2:  # render's own call, just before its try
+                os.kill(os.getpid(), signal.SIGHUP)
+            return early
+
+        monkeypatch.setattr(_EarlyCancel, "install", classmethod(install))
+    else:
+        real_main = _main.cli.main
+
+        def parse(*args: Any, **kw: Any) -> Any:
+            os.kill(os.getpid(), signal.SIGHUP)
+            return real_main(*args, **kw)
+
+        monkeypatch.setattr(_main.cli, "main", parse)
+    summary = tmp_path / "run.json"
+    with pytest.raises(SystemExit) as info:
+        _main.main(["render", "--project", str(tmp_path / "p.aep"), "--comp", "c",
+                    "--frames", "1-8", "--output", str(tmp_path / "o_[####].png"),
+                    "--summary=" + str(tmp_path / "first.json"), "--summary", str(summary)])
+    assert info.value.code == 129
+    doc = json.loads(summary.read_text())
+    assert doc["exit_code"] == 129 and doc["status"] == "cancelled", doc
+    assert "SIGHUP" in doc["reason"]
+    assert not (tmp_path / "first.json").exists()  # click takes the last one given
+    assert _EarlyCancel.current is None

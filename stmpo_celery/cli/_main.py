@@ -311,11 +311,27 @@ def _scrub_secrets(argv: list[str]) -> None:
     scrub_argv(found)
 
 
+def _summary_arg(args: list[str]) -> str | None:
+    """The ``--summary`` path on a render command line not parsed yet (a cancel cut the
+    parse short, or came before render's own handling): the last one given, as click
+    takes it; None if there is none."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--summary" and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith("--summary="):
+            found = arg.partition("=")[2]
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every failure to one line and a named exit code."""
     with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
         signal.signal(signal.SIGINT, signal.default_int_handler)
     args = sys.argv[1:] if argv is None else argv
+    started = time.time()
     try:
         if args[:1] == ["render"]:  # from the first moment: a cancel ends with its code
             _EarlyCancel.install()
@@ -355,6 +371,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
                    "nothing was rendered")
+        summary = _summary_arg(args) if args[:1] == ["render"] else None
+        if summary:  # the README promises it from the first moment, as render does
+            write_cancelled_early(summary, None, cancel.name, cancel.code, started)
         sys.exit(int(cancel.code))
     finally:
         if _EarlyCancel.current is not None:  # the command line was refused before render
