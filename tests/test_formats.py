@@ -228,3 +228,18 @@ def test_a_frame_counts_once_it_is_whole_and_not_the_file_there_before(tmp_path:
     os.utime(tmp, (1000, 1000))
     os.replace(tmp, old)
     assert written_whole(str(old), before[1])
+
+
+@pytest.mark.parametrize("name", ["imagemagick-rgb10.dpx", "imagemagick-rgba10.dpx",
+                                  "imagemagick-grey10.dpx"])
+def test_a_dpx_that_declares_less_than_it_holds_is_checked_by_its_pixels(name: str) -> None:
+    """ImageMagick's 10-bit DPX declares one byte a sample: its last quarter was taken
+    on the header's word. The first element's pixels, packed as the header says, must be
+    there; only a cut inside the last line's padding (one line at most) goes unseen."""
+    whole = (Path(__file__).parent / "data" / name).read_bytes()
+    declared = struct.unpack_from(">I", whole, 16)[0]
+    assert declared < len(whole) - 500  # the premise: the field under-declares
+    assert problem(name, whole) is None
+    line = 4 * -(-61 * 4 // 3)  # the widest line of these 61-pixel files, in bytes
+    for cut in range(declared, len(whole) - line, 97):
+        assert problem(name, whole[:cut]) is not None, cut

@@ -3,7 +3,8 @@
 :func:`frame_writes` returns the writes that produce one frame, in the order a real
 image library issues them: a PNG or JPEG front to back, an OpenEXR with its offset table
 zero-filled first and filled in last, a TIFF with its IFD after the pixels and the
-header patched at the end, a DPX header (which declares the file size) then the pixels,
+header patched at the end, a DPX header (which declares less than the file holds, as
+ImageMagick's does) then the pixels,
 a run-length Photoshop file with its row-length table zero-filled first and filled in
 last, an SGI or Cineon header then the pixels, an IFF whose ``FOR4`` length is patched
 in at the end, a Radiance HDR's header then its run-length scanlines. The simulator
@@ -101,10 +102,17 @@ def _tiff(frame: int, text: bytes) -> Writes:
 
 
 def _dpx(frame: int, text: bytes) -> Writes:
-    pixels = bytes((frame + i) % 256 for i in range(_PIXELS))
+    """10-bit RGB filled into 32-bit words (method A), 16 x 32 pixels, whose header
+    declares one byte a sample as ImageMagick's writer does: a quarter less than the
+    file holds."""
+    width, lines = 16, _PIXELS // (16 * 4)
+    pixels = bytes((frame + i) % 256 for i in range(width * lines * 4))
     header = bytearray(2048)
     struct.pack_into(">4sI8sI", header, 0, b"SDPX", 2048, b"V2.0\x00\x00\x00\x00",
-                     2048 + len(pixels))
+                     2048 + width * lines * 3)
+    struct.pack_into(">HHII", header, 768, 0, 1, width, lines)
+    header[800], header[803] = 50, 10  # RGB, 10 bits
+    struct.pack_into(">HHI", header, 804, 1, 0, 2048)  # filled (A), not encoded, its offset
     header[100:100 + min(len(text), 100)] = text[:100]
     return [(0, bytes(header))] + _split(2048, pixels)
 

@@ -184,15 +184,44 @@ def _tiff(size: int, read: Reader) -> str | None:
     return None
 
 
+#: components per pixel of a DPX image element, by its descriptor (user-defined: 1)
+_DPX_COMPONENTS = {50: 3, 51: 4, 52: 4, 100: 2, 101: 3, 102: 3, 103: 4}
+
+
+def _dpx_pixel_bytes(components: int, bits: int, packing: int) -> int:
+    """The fewest bytes ``components`` samples of ``bits`` can take as DPX packs them:
+    10 bits filled into 32-bit words three at a time (methods A and B), 12 bits filled
+    into 16, anything else packed bit to bit. Line padding only adds."""
+    if bits == 10 and packing in (1, 2):
+        return -(-components // 3) * 4
+    if bits == 12 and packing in (1, 2):
+        return components * 2
+    return -(-components * bits // 8)
+
+
 def _dpx(size: int, read: Reader) -> str | None:
-    head = read(0, 20)
+    """The declared file size is not enough: ImageMagick's writer declares one byte a
+    sample whatever the depth (a 10-bit file's last quarter went unchecked). The first
+    image element's pixels, as its descriptor, depth and packing lay them out, must fit
+    too (a lower bound: line padding and further elements only add; run-length encoded
+    elements are left to the declared size)."""
+    head = read(0, 812)
     order = {b"SDPX": ">", b"XPDS": "<"}.get(head[:4])
     if order is None or len(head) < 20:
         return "not a DPX file (bad magic number)"
     image_offset, declared = struct.unpack_from(order + "I", head, 4)[0], struct.unpack_from(
         order + "I", head, 16)[0]
-    if size < max(declared, image_offset):
-        return f"truncated DPX ({size} of {declared} bytes)"
+    need = max(declared, image_offset)
+    if len(head) >= 812:
+        elements, width, lines = struct.unpack_from(order + "HII", head, 770)
+        descriptor, bits = head[800], head[803]
+        packing, encoding, data_offset = struct.unpack_from(order + "HHI", head, 804)
+        if elements and encoding == 0:
+            samples = width * lines * _DPX_COMPONENTS.get(descriptor, 1)
+            start = data_offset or image_offset
+            need = max(need, start + _dpx_pixel_bytes(samples, bits, packing))
+    if size < need:
+        return f"truncated DPX ({size} of at least {need} bytes)"
     return None
 
 
