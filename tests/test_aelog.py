@@ -126,6 +126,9 @@ def test_negative_frames() -> None:
         ("PROGRESS:0:00:04:18(  118  ):   7 Seconds", "0:00:04:18", 7.0),
         ("PROGRESS:     0:00:04:18   ( 118 ) :  8 Seconds", "0:00:04:18", 8.0),
         ("PROGRESS:  118 (118): 1 Seconds", "118", 1.0),
+        # field rendering: the number carries the field order (nexrender #897)
+        ("PROGRESS:  0:00:04:18 (118U): 2 Seconds", "0:00:04:18", 2.0),
+        ("PROGRESS:  0:00:04:18 (118L): 2 Seconds", "0:00:04:18", 2.0),
     ],
 )
 def test_frame_line_variants(line: str, tc: str, seconds: float | None) -> None:
@@ -231,6 +234,12 @@ FATAL_LINES = [
     "Rendering error while writing to file (D:\\out\\a.mov)",
     "OMP: Error #15: Initializing libiomp5md.dll, but found libiomp5md.dll already initialized.",
     "error: internal verification failure, sorry! {unexpected match name}",
+    # bare, exit 0, black frames (aws-deadline/deadline-cloud-for-after-effects #339)
+    "Could not read from source. Please check the settings and try again.",
+    # verbatim After Effects 17.0.5 (nexrender #342): "may have blank frames"
+    "WARNING:After Effects warning: timeSpanStart of -0,87 seconds will cause render to have "
+    "frames outside of range defined by comp displayStartTime (0,87) and end of comp "
+    "duration (26,63). Render will succeed, but may have blank frames.",
 ]
 
 
@@ -274,6 +283,25 @@ def test_missing_dependencies_list_comes_with_the_next_line() -> None:
     progress.feed("INFO:The following layer dependencies are missing")
     events = progress.feed(frame_line(0, tc="0:00:00:00"))  # no list: a frame line follows
     assert [type(e) for e in events] == [StrongError, FrameDone]
+
+
+def test_a_dependency_list_of_fonts_only_is_the_font_warning_not_a_missing_effect() -> None:
+    """A real log (nexrender #148) words a missing font as a missing dependency: it is the
+    font policy's loud warning, not a failure whose hint says to install an effect."""
+    fonts = ("WARNING:After Effects warning: Grouped_Message_{some layers have missing "
+             "dependencies. |||a layer has missing dependencies.###@0 dependencies are "
+             "missing:}Text Layer: Font family: Roboto, Font style: Black")
+    log = AerenderLog(0, 1)
+    (ev,) = log.feed(fonts)
+    assert isinstance(ev, AeWarning) and log.errors == []
+    listed = AerenderLog(0, 1)
+    listed.feed("INFO:The following layer dependencies are missing")
+    (ev,) = listed.feed("Text Layer: Font family: Roboto, Font style: Black")
+    assert isinstance(ev, AeWarning)
+    both = AerenderLog(0, 1)
+    both.feed("INFO:The following layer dependencies are missing")
+    (ev,) = both.feed("Font family: Roboto; Effect: Particular (Trapcode)")
+    assert isinstance(ev, StrongError)  # an effect among them still fails
 
 
 @pytest.mark.parametrize("line", MISSING_EFFECT_LINES)

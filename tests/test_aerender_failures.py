@@ -17,7 +17,7 @@ def _failed_line(stdout: str) -> str:
     return [ln for ln in stdout.splitlines() if ln.startswith("stmpo: FAILED")][-1]
 
 
-@pytest.mark.parametrize("failure", ["licence", "serial", "missing-effect"])
+@pytest.mark.parametrize("failure", ["licence", "serial", "missing-effect", "read-source"])
 def test_fatal_line_on_exit_0_fails_the_run(farm: Farm, failure: str) -> None:
     farm.knobs.update(FAILURE=failure)
     res = farm.run(frames="1-4", concurrency=1)
@@ -70,3 +70,14 @@ def test_mfr_frames_are_attributed_by_timecode_when_a_chunk_crashes(farm: Farm) 
     counts = Counter(farm.journal_frames())
     assert all(counts[f] == 1 for f in range(1, 13)), counts  # no good frame rendered twice
     assert farm.launches() == 3  # the crash, then the retry of 5 and of 8-12
+
+
+def test_a_field_rendered_movie_is_counted_and_kept(farm: Farm) -> None:
+    """With field rendering on, After Effects prints ``(12U)``: those frame lines were not
+    recognised, so a movie that rendered well was failed for reporting no frame, and the
+    finished movie deleted."""
+    farm.knobs.update(FIELDS="U")
+    res = farm.run(frames="1-4", concurrency=1, output=str(farm.out / "shot.mov"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (farm.out / "shot.mov").read_bytes().startswith(b"stmpo fake movie: complete")
+    assert farm.launches() == 1

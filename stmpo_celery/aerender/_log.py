@@ -122,9 +122,10 @@ class CompFinished:
 Event = FrameDone | StrongError | AeWarning | Launched | CompStarted | CompFinished
 
 # The timecode is usually ``H:MM:SS:FF`` (``;`` separators for drop-frame), but a
-# project displaying frames or feet+frames prints ``118`` or ``7+06``: accept any.
+# project displaying frames or feet+frames prints ``118`` or ``7+06``: accept any. With
+# field rendering on, the number carries the field order: ``(12U)``, ``(12L)``.
 _FRAME = re.compile(
-    r"PROGRESS:\s*(?P<tc>-?\d[\d:;.+]*)\s*\(\s*(?P<n>-?\d+)\s*\)\s*:?\s*"
+    r"PROGRESS:\s*(?P<tc>-?\d[\d:;.+]*)\s*\(\s*(?P<n>-?\d+)\s*[ULul]?\s*\)\s*:?\s*"
     r"(?P<sec>\d+(?:[.,]\d+)?)?"
 )
 _STRONG = re.compile(r"aerender\s+error|after\s+effects\s+error\s*:", re.IGNORECASE)
@@ -143,6 +144,15 @@ _FATAL: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"OMP:\s*Error\s*#\s*15\b",
          "two OpenMP runtimes were loaded: set KMP_DUPLICATE_LIB_OK=TRUE"),
         (r"internal\s+verification\s+failure", ""),
+        # printed bare (no error marker), and the render goes on with black frames
+        (r"could\s+not\s+read\s+from\s+source",
+         "a footage file could not be decoded on this host: check that its path resolves "
+         "here and that the host can decode its codec (HEVC/H.264 need hardware decoding "
+         "or a codec pack on Windows)"),
+        # "Render will succeed, but may have blank frames": they are not rendered frames
+        (r"will\s+cause\s+render\s+to\s+have\s+frames\s+outside",
+         "the frames asked for lie outside the comp's time span and would be blank: "
+         "render only frames inside the comp (stmpo inspect shows its range)"),
     )
 )
 _MISSING_EFFECTS = re.compile(
@@ -150,6 +160,10 @@ _MISSING_EFFECTS = re.compile(
     r"|a\s+layer\s+has\s+missing\s+dependencies",
     re.IGNORECASE,
 )
+#: a dependency list that names fonts and no effect: the font policy's warning, not a failure
+_FONT_DEPENDENCY = re.compile(r"font\s+family\s*:", re.IGNORECASE)
+_EFFECT_WORD = re.compile(r"\beffects?\b|\bplug-?ins?\b", re.IGNORECASE)
+_APP_NAME = re.compile(r"after\s+effects", re.IGNORECASE)  #: not an effect
 _MISSING_EFFECTS_HINT = (
     "frames would render without the effect: install it on the render host, or pass "
     "--ignore-missing-effects (IgnoreMissingEffects=true) to render anyway"
@@ -270,7 +284,9 @@ class AerenderLog:
         return [self._missing_effects(header)]
 
     def _missing_effects(self, text: str) -> Event:
-        if self.ignore_missing_effects:
+        if self.ignore_missing_effects or (
+                _FONT_DEPENDENCY.search(text)
+                and not _EFFECT_WORD.search(_APP_NAME.sub("", text))):
             self.warnings.append(text)
             return AeWarning(text)
         self.errors.append(text)

@@ -22,6 +22,12 @@ FAILURES: dict[str, tuple[str, bool]] = {
     "autosave": ("After Effects error: Auto-save failed: the project folder is not writable.",
                  True),
     "logged-error": ("PROGRESS: After Effects logged one error; see the render log.", True),
+    "read-source": ("Could not read from source. Please check the settings and try again.",
+                    True),  # bare, as After Effects prints a footage decode failure
+    "outside-range": ("WARNING:After Effects warning: timeSpanStart of -0,87 seconds will cause "
+                      "render to have frames outside of range defined by comp "
+                      "displayStartTime (0,87) and end of comp duration (26,63). Render will "
+                      "succeed, but may have blank frames.", True),
     "write-error": ("After Effects error: Rendering error while writing to file (output). "
                     "Unable to delete existing file. ( 33 :: 7 )", False),
 }
@@ -81,6 +87,7 @@ class Knobs:
     relative: bool = False
     count: bool = False  #: (N) counts frames done (MFR on some versions)
     failure: str = ""
+    fields: str = ""  #: "U" or "L": field rendering, the frame number carries the field
     omp_conflict: bool = False
     journal: str = ""
 
@@ -96,7 +103,7 @@ class Knobs:
                 shuffle=_env("MFR_SHUFFLE").lower() in _TRUE,
                 relative=_env("NUMBERING").lower() == "relative",
                 count=_env("NUMBERING").lower() == "count",
-                failure=_env("FAILURE").lower(),
+                failure=_env("FAILURE").lower(), fields=_env("FIELDS").upper(),
                 omp_conflict=_env("OMP_CONFLICT").lower() in _TRUE)  # fmt: skip
         try:
             k.startup = float(_env("STARTUP") or 2.0)
@@ -112,6 +119,8 @@ class Knobs:
         if k.failure and k.failure not in FAILURES:
             raise UsageError(f"STMPO_FAKE_FAILURE={k.failure!r}: use one of "
                              + ", ".join(FAILURES))
+        if k.fields not in ("", "U", "L"):
+            raise UsageError(f"STMPO_FAKE_FIELDS={k.fields!r}: use U (upper first) or L")
         if k.crash_exit == 0:
             raise UsageError("STMPO_FAKE_CRASH_EXIT must be non-zero")
         return k

@@ -41,9 +41,12 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
                                deterministic groups
 ``STMPO_FAKE_NUMBERING``       ``relative``: 1-based chunk numbers in parentheses; ``count``:
                                the number of frames done so far (wrong with MFR shuffle)
+``STMPO_FAKE_FIELDS``          ``U`` or ``L``: field rendering, the number in parentheses
+                               carries the field order (``(12U)``)
 ``STMPO_FAKE_FAILURE``         print a fatal-or-benign line: ``licence``/``startup`` (stop,
                                exit 0), ``serial``, ``missing-effect``, ``missing-deps``,
-                               ``logged-error``, ``autosave`` (render every frame, exit 0)
+                               ``logged-error``, ``read-source`` (bare, no error marker),
+                               ``outside-range``, ``autosave`` (render every frame, exit 0)
 ``STMPO_FAKE_OMP_CONFLICT``    ``1``: without ``KMP_DUPLICATE_LIB_OK=TRUE`` the renderer
                                prints ``OMP: Error #15`` and aborts
 ``STMPO_FAKE_JOURNAL``         append ``launch <launcher-pid> <s> <e> <time> cpus=<ids>`` at
@@ -360,7 +363,7 @@ def run_renderer(argv: list[str]) -> int:
                 os.kill(os.getppid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         number = done if knobs.count else frame - args.start + 1 if knobs.relative else frame
         seconds = round(time.monotonic() - t0)
-        out(f"PROGRESS:  {timecode(frame)} ({number}): {seconds} Seconds")
+        out(f"PROGRESS:  {timecode(frame)} ({number}{knobs.fields}): {seconds} Seconds")
     if movie is not None:
         movie.seek(0)
         movie.write(b"stmpo fake movie: complete  \n")  # same length: rewritten in place
