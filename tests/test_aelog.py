@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stmpo_celery.aerender._log import (
+    TRANSLATED_WARNING,
     AerenderLog,
     AeWarning,
     CompFinished,
@@ -361,6 +362,29 @@ def test_mfr_out_of_order_frames_follow_the_timecode_not_the_count() -> None:
     assert log.frames_done == set(order)  # 105 and 107 were not reported: not done
     assert log.done_count == 6
     assert log.numbering == "timecode"
+
+
+def test_a_translated_settings_block_still_anchors_the_timecode() -> None:
+    """A translated build words Start and Frame Rate in its own language: found by shape
+    (the first labelled lone timecode, a labelled ``25,00 (...)``), MFR frames whose
+    number counts frames done are still attributed by their timecode, not misread as
+    frames 12 and 10 (whole frames then deleted as suspect)."""
+    log = AerenderLog(10, 40)
+    feed_all(log, "PROGRESS:  05.12.2026 23:52:38: Komposition Main wird gestartet.\n"
+                  "PROGRESS:  Rendereinstellungen: Optimale Einstellungen\n"
+                  "PROGRESS:      Anfang: 0:00:00:10\n"
+                  "PROGRESS:      Ende: 0:00:01:15\n"
+                  "PROGRESS:      Dauer: 0:00:01:06 (31)\n"
+                  "PROGRESS:      Framerate: 25,00 (Komp.)\n")
+    events = [e for line in ("PROGRESS:  0:00:00:21 (12): 1 Sekunden",
+                             "PROGRESS:  0:00:00:19 (10): 1 Sekunden",
+                             "PROGRESS:  0:00:00:10 (1): 1 Sekunden") for e in log.feed(line)]
+    assert [e.frame for e in events if isinstance(e, FrameDone)] == [21, 19, 10]
+    assert log.numbering == "timecode"
+    assert log.warnings == [TRANSLATED_WARNING]  # said once: its failure lines are unread
+    english = AerenderLog(100, 107)
+    feed_all(english, HEADER.format(start="0:00:04:04", end="0:00:04:11", fps="24.00"))
+    assert english.warnings == []
 
 
 def test_timecode_is_anchored_on_the_header_start_not_time_zero() -> None:

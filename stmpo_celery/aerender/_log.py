@@ -174,6 +174,18 @@ _AUTOSAVE = re.compile(r"auto-?\s*save", re.IGNORECASE)
 _HDR_START = re.compile(r"PROGRESS:\s*Start\s*:\s*(?P<tc>-?\d[\d:;]*)\s*$", re.IGNORECASE)
 _HDR_FPS = re.compile(r"PROGRESS:\s*Frame\s+Rate\s*:\s*(?P<fps>\d+(?:[.,]\d+)?)",
                       re.IGNORECASE)
+# A translated build words these labels in its own language: before the first frame,
+# the first labelled lone H:MM:SS:FF value is the start (English: Start, End, Duration
+# follow in that order) and a labelled "25,00 (...)" is the frame rate.
+_HDR_START_ANY = re.compile(
+    r"PROGRESS:\s*[^\d\s:][^:]*:\s*(?P<tc>-?\d+[:;]\d+[:;]\d+[:;]\d+)\s*$")
+_HDR_FPS_ANY = re.compile(
+    r"PROGRESS:\s*[^\d\s:][^:]*:\s*(?P<fps>\d+[.,]\d+)\s*\([^()\d]*\)\s*$")
+TRANSLATED_WARNING = (
+    "After Effects logs in another language here: stmpo reads its frame lines and its "
+    "ERROR markers, but not translated failure lines that carry no marker (missing "
+    "effects, licence, unreadable footage); check the chunk logs, or install After "
+    "Effects in English on render hosts")
 _WARNING = re.compile(r"(?i:after\s+effects\s+warning\s*:)|WARNING\s*:")
 _FONTS = re.compile(r"missing\s+fonts?", re.IGNORECASE)
 _LAUNCHING = re.compile(r"Launching\s+After\s+Effects", re.IGNORECASE)
@@ -316,10 +328,18 @@ class AerenderLog:
         if match:
             return [self._frame(match)]
         header = _HDR_START.search(text)
+        if header is None and self._start_tc is None and not self._numbers:
+            header = _HDR_START_ANY.search(text)
+            if header:  # the settings block is translated: say what that costs, once
+                self._start_tc = header.group("tc")
+                self.warnings.append(TRANSLATED_WARNING)
+                return [AeWarning(TRANSLATED_WARNING)]
         if header:
             self._start_tc = header.group("tc")
             return []
         fps = _HDR_FPS.search(text)
+        if fps is None and self._fps is None and not self._numbers:
+            fps = _HDR_FPS_ANY.search(text)
         if fps:
             self._fps = float(fps.group("fps").replace(",", "."))
             return []
