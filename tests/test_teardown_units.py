@@ -458,3 +458,22 @@ def test_a_cancel_before_render_takes_it_still_writes_the_summary(
     assert "SIGHUP" in doc["reason"]
     assert not (tmp_path / "first.json").exists()  # click takes the last one given
     assert _EarlyCancel.current is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="reads /proc")
+def test_every_secret_option_is_scrubbed_from_ps() -> None:
+    """A farm worker or Flower lives for days: its --farm URL password and Flower's
+    --auth were readable by every user in ps for all that time."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from stmpo_celery.cli._main import _scrub_secrets; "
+            "_scrub_secrets(sys.argv[1:]); print(open('/proc/self/cmdline').read())")
+    args = ["--farm", "redis://:FarmPw1@h:6379/0", "--auth=u:AuthPw2", "--farm-dir", "/d",
+            "--broker=redis://:BrokerPw3@h/0", "--flower-auth", "w:FlowerPw4",
+            "--farm=redis://h/0?password=QueryPw5"]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                         text=True, check=True).stdout
+    for secret in ("FarmPw1", "AuthPw2", "BrokerPw3", "FlowerPw4", "QueryPw5"):
+        assert secret not in out, out
+    assert "--farm-dir\0/d" in out  # what is not a secret stays as given

@@ -290,24 +290,31 @@ def _progress_mode(args: list[str]) -> str:
     return mode
 
 
+#: options whose value holds a secret: a Redis URL's password, or user:password
+_URL_SECRETS = ("--broker", "--farm")
+_AUTH_SECRETS = ("--flower-auth", "--auth")
+
+
 def _scrub_secrets(argv: list[str]) -> None:
     """Hide passwords given on the command line from ``ps`` (this process and the slots
-    it forks); children get them through a 0600 file or stdin, never argv."""
-    if not any(a.startswith(("--broker", "--flower-auth")) for a in argv):
+    it forks, a farm worker or Flower for as long as it lives); children get them
+    through a 0600 file or stdin, never argv."""
+    flags = _URL_SECRETS + _AUTH_SECRETS
+    if not any(a in flags or a.startswith(tuple(f + "=" for f in flags)) for a in argv):
         return  # nothing to hide: no broker client imported for nothing (~70 ms)
     from ..broker import url_secrets
     from ..host import scrub_argv
 
     found: list[str] = []
     for i, arg in enumerate(argv):
-        for flag in ("--broker", "--flower-auth"):
+        for flag in flags:
             if arg == flag and i + 1 < len(argv):
                 value = argv[i + 1]
             elif arg.startswith(flag + "="):
                 value = arg.split("=", 1)[1]
             else:
                 continue
-            found += url_secrets(value) if flag == "--broker" else [value.partition(":")[2]]
+            found += url_secrets(value) if flag in _URL_SECRETS else [value.partition(":")[2]]
     scrub_argv(found)
 
 
