@@ -477,3 +477,37 @@ def test_every_secret_option_is_scrubbed_from_ps() -> None:
     for secret in ("FarmPw1", "AuthPw2", "BrokerPw3", "FlowerPw4", "QueryPw5"):
         assert secret not in out, out
     assert "--farm-dir\0/d" in out  # what is not a secret stays as given
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_kill_that_is_a_cancel_runs_any_commands_cleanup(
+        tmp_path: Path, sig: int, code: int) -> None:
+    """SIGTERM ended a command other than render outright: a farm submit killed while it
+    copied the project left the partial copy and an empty shot folder, and nothing could
+    remove them. Now it runs the command's cleanup and ends with one line and its code."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "half-copied.aep"
+    code_text = f"""
+import os, signal, time, click
+from stmpo_celery.cli import _main
+
+@_main.cli.command("copying")
+def copying() -> None:
+    with open({str(marker)!r}, "w") as fh:
+        fh.write("partial")
+    try:
+        os.kill(os.getpid(), {int(sig)})
+        time.sleep(10)
+    except BaseException:
+        os.unlink({str(marker)!r})
+        raise
+
+_main.main(["copying"])
+"""
+    res = subprocess.run([sys.executable, "-c", code_text], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == code, res.stderr
+    assert res.stderr.strip().splitlines() == [f"stmpo: CANCELLED by {signal.Signals(sig).name}"]
+    assert not marker.exists()

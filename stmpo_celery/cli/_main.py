@@ -342,6 +342,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args[:1] == ["render"]:  # from the first moment: a cancel ends with its code
             _EarlyCancel.install()
+        else:  # a kill that is a cancel runs the command's cleanup (a submit's copies)
+            _EarlyCancel.install(keep_sigint=True)
         if argv is None:
             _scrub_secrets(args)
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
@@ -376,9 +378,12 @@ def main(argv: list[str] | None = None) -> None:
         cancel = _EarlyCancel.found_in(exc)  # by the import it cut short (see render)
         if cancel is None:
             raise
+        if args[:1] != ["render"]:
+            click.echo(f"stmpo: CANCELLED by {cancel.words}", err=True)
+            sys.exit(int(cancel.code))
         click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
                    "nothing was rendered")
-        summary = _summary_arg(args) if args[:1] == ["render"] else None
+        summary = _summary_arg(args)
         if summary:  # the README promises it from the first moment, as render does
             write_cancelled_early(summary, None, cancel.name, cancel.code, started)
         sys.exit(int(cancel.code))

@@ -62,14 +62,18 @@ class _EarlyCancel:
         self.pending: int | None = None
 
     @classmethod
-    def install(cls) -> _EarlyCancel:
-        """Take the cancel signals (once: a second call returns the installed one)."""
+    def install(cls, keep_sigint: bool = False) -> _EarlyCancel:
+        """Take the cancel signals (once: a second call returns the installed one);
+        ``keep_sigint``: leave SIGINT to Python (a command other than render, which
+        takes Ctrl-C as KeyboardInterrupt)."""
         from ..host import cancel_signals
 
         if cls.current is not None:
             return cls.current
         early = cls()
         for sig in cancel_signals():
+            if keep_sigint and sig == signal.SIGINT:
+                continue
             early.old[sig] = signal.signal(sig, early.handle)
         cls.current = early
         return early
