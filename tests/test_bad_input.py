@@ -390,3 +390,51 @@ def test_a_name_longer_than_the_file_system_allows_is_one_line(tmp_path: Path,
     assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) == 1, res.stderr
     assert words in res.stderr
     assert sorted(tmp_path.iterdir()) == before
+
+
+#: (id, argv, env, code, words): commands other than render, in process
+OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
+    ("status-interval-huge", ["status", "--interval", "1e10"], {}, 2, ["at most 86400"]),
+    ("farm-worker-loglevel", ["farm", "worker", "--loglevel", "bogus",
+                              "--farm", "redis://127.0.0.1:1/0"], {}, 2, ["--loglevel"]),
+    ("farm-flower-log-dir-file", ["farm", "flower", "--log-dir", "AFILE",
+                                  "--farm", "redis://127.0.0.1:1/0"], {}, 2, ["not a folder"]),
+    ("farm-flower-no-redis", ["farm", "flower", "--log-dir", "TMP",
+                              "--farm", "redis://127.0.0.1:1/0"], {}, 3, ["does not answer"]),
+    ("demo-dir-uncreatable", ["demo", "--dir", "/proc/stmpo-demo"], {}, 2, ["--dir", "cannot"]),
+    ("fonts-session-not-text", ["fonts", "install", "--from", "TMP", "--session", "\udcff"], {},
+     2, ["not UTF-8"]),
+    ("render-log-dir-blank", ["RENDER", "--log-dir", " "], {}, 2, ["blank"]),
+]
+
+
+@pytest.mark.parametrize("case", OTHER_COMMANDS, ids=[c[0] for c in OTHER_COMMANDS])
+def test_bad_input_to_other_commands_is_one_line(
+        farm: Farm, case: tuple, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ended in a traceback, or started anyway (a Flower on a farm Redis that does
+    not answer, logs in a folder named ' ')."""
+    from stmpo_celery.cli import main
+    from stmpo_celery.orchestrator import Run
+
+    def reached(*_a: object, **_k: object) -> None:
+        raise AssertionError("bad input got past validation")
+
+    monkeypatch.setattr(Run, "execute", reached)
+    name, argv, env, code, words = case
+    afile = farm.tmp / "afile"
+    afile.write_text("a file")
+    places = {"AFILE": str(afile), "TMP": str(farm.tmp)}
+    argv = [places.get(a, a) for a in argv]
+    if argv[:1] == ["RENDER"]:  # a render whose only fault is the one given after
+        argv = farm.argv()[3:] + argv[1:]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    out = capsys.readouterr()
+    assert int(stop.value.code or 0) == code, out.out + out.err
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), out.err
+    assert "Traceback" not in out.out + out.err
+    assert not (farm.tmp / " ").exists()

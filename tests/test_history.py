@@ -153,3 +153,19 @@ def test_a_history_that_no_longer_holds_is_corrected_by_steals() -> None:
     corrected = simulate(now, blocks, 4, 1.0, prior=recorded)
     assert len(corrected.steals) > 0
     assert corrected.makespan < 0.8 * trusted
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"costs": 5, "launch": 1}', '"x"',
+                                  '{"costs": {"1": "nan"}, "launch": 1}',
+                                  '{"costs": {"1": 0.5}, "launch": -1}'])
+def test_a_damaged_history_record_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             text: str) -> None:
+    """A record edited or damaged by hand (another JSON shape, a cost that is not one)
+    ended stmpo plan in an AttributeError traceback; history is a hint: it is ignored."""
+    monkeypatch.setenv("STMPO_HISTORY_DIR", str(tmp_path / "hist"))
+    project = tmp_path / "a.aep"
+    project.write_text("v1")
+    _history.save(str(project), "Main", {1: 0.5}, 3.0, None)
+    for key in _history.keys_for(str(project), "Main"):
+        (tmp_path / "hist" / f"{key}.json").write_text(text)
+    assert _history.load(str(project), "Main", None) is None

@@ -76,6 +76,8 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
 @click.option("--name", help="Worker name, unique on the farm [default: this host's name].")
 @click.option("--farm", "farm_url", help=FARM_HELP)
 @click.option("--loglevel", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                case_sensitive=False),
               help="Celery's log level for the worker.")
 def worker_cmd(name: str | None, farm_url: str | None, loglevel: str) -> None:
     """Render farm tasks on this host, one at a time, until stopped."""
@@ -193,10 +195,17 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
     import signal
 
     from ..config import defaults
-    from ..farm import FARM_ID, resolve_farm_url
+    from ..farm import FARM_ID
     from ..monitor import FlowerFlags, start_flower
+    from ..orchestrator import check_log_dir
 
-    broker = resolve_farm_url(farm_url)
+    check_log_dir(log_dir)
+    try:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--log-dir {log_dir} cannot be created ({exc.strerror or exc}): "
+                       "pick a folder you can write") from None
+    _store, broker = _connect(farm_url)  # a farm Redis that does not answer: exit 3 now
     fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
                       auth or os.environ.get("STMPO_FLOWER_AUTH"), url_prefix, Path(log_dir),
                       flags=FlowerFlags("--bind", "--auth", "--url-prefix"))

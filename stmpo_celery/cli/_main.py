@@ -192,7 +192,11 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
     if blocked is not None:
         raise BadInput(f"--dir {directory} cannot be created: {' '.join(blocked)}")
     root = Path(directory).resolve()
-    (root / "renders").mkdir(parents=True, exist_ok=True)
+    try:
+        (root / "renders").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--dir {directory} cannot be created ({exc.strerror or exc}): "
+                       "pick a folder you can write") from None
     project = root / "demo.aep"
     if not project.exists():
         project.write_bytes(b"stmpo demo project (rendered by stmpo-fake-aerender)\n")

@@ -33,8 +33,9 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
     from ..errors import BadInput
     from ..monitor import render_text, snapshot, sources
 
-    if interval <= 0:
-        raise BadInput(f"--interval is {interval:g}: it must be more than zero")
+    if interval <= 0 or interval > 86400:
+        raise BadInput(f"--interval is {interval:g}: it must be more than zero and at most "
+                       "86400 (a day)")
     from ..broker import check_reachable
 
     env = os.environ.get(defaults.BROKER_ENV) or None

@@ -93,6 +93,13 @@ def current_session(explicit: str | None = None,
     for name in ("STMPO_FONTS_SESSION", "DEADLINE_SESSION_ID"):
         if env.get(name) and not env[name].strip():
             raise BadInput(f"${name} is blank: set it to the session id, or unset it")
+    for name, value in (("--session", explicit), ("$STMPO_FONTS_SESSION",
+                                                  env.get("STMPO_FONTS_SESSION"))):
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput(f"{name} holds bytes that are not UTF-8 text: give the session "
+                           "id as text") from None
     holder = holder_process()
     pid = ctime = None
     if holder is not None:

@@ -84,14 +84,35 @@ def load_bundle(path: str) -> Bundle:
     bundle = Bundle(folder.resolve(), doc)
     values_file = _first(folder, "parameter_values")
     if values_file is not None and p.is_dir():
-        data = _load(values_file) or {}
-        for item in data.get("parameterValues") or []:
-            bundle.values[str(item["name"])] = str(item["value"])
+        items = _side_file(values_file, "parameterValues", list)
+        if not all(isinstance(i, dict) and "name" in i and "value" in i for i in items):
+            raise BadInput(f"{values_file}: every parameterValues entry needs a name and a "
+                           "value: fix the file, or remove it")
+        bundle.values.update({str(i["name"]): str(i["value"]) for i in items})
     refs_file = _first(folder, "asset_references")
     if refs_file is not None and p.is_dir():
-        data = _load(refs_file) or {}
-        bundle.inputs = (data.get("assetReferences") or {}).get("inputs") or {}
+        refs = _side_file(refs_file, "assetReferences", dict)
+        inputs = refs.get("inputs") or {}
+        if not isinstance(inputs, dict):
+            raise BadInput(f"{refs_file}: assetReferences.inputs is not a mapping: fix the "
+                           "file, or remove it")
+        bundle.inputs = inputs
     return bundle
+
+
+def _side_file(path: Path, key: str, kind: type) -> Any:
+    """``key`` of a bundle's side file (parameter values, asset references), checked to be
+    a ``kind``: empty when the file or the key is; BadInput when it cannot be used."""
+    try:
+        data = _load(path) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise BadInput(f"cannot read {path}: {str(exc).splitlines()[0]}: fix the file, or "
+                       "remove it") from None
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(value or kind(), kind):
+        raise BadInput(f"{path}: {key} is not a {'list' if kind is list else 'mapping'}: "
+                       "fix the file, or remove it")
+    return value or kind()
 
 
 def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ from .._lazy import MODULE, lazy_exports
 
 if TYPE_CHECKING:
     from . import _history as history
+    from ._logdir import check_log_dir
     from ._logdir import default_root as default_log_root
     from ._run import Run
     from ._validate import Prepared, check_numbers, create_outputs, prepare
@@ -25,6 +26,7 @@ _HOME = {
     "Prepared": "._validate",
     "Run": "._run",
     "default_log_root": "._logdir",
+    "check_log_dir": "._logdir",
 }
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Prepared",
     "Run",
     "default_log_root",
+    "check_log_dir",
 ]
 
 

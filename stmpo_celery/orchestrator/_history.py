@@ -23,6 +23,7 @@ import bisect
 import contextlib
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
@@ -101,10 +102,10 @@ def keys_for(project: str, comp: str) -> tuple[str, str]:
 
 def _read_file(key: str) -> dict[str, Any] | None:
     try:
-        data: dict[str, Any] = json.loads(read_text(history_dir() / f"{key}.json"))
+        data = json.loads(read_text(history_dir() / f"{key}.json"))
     except (OSError, ValueError):
         return None
-    return data
+    return data if isinstance(data, dict) else None
 
 
 def _read_redis(client: redis.Redis | None, key: str) -> dict[str, Any] | None:
@@ -112,9 +113,10 @@ def _read_redis(client: redis.Redis | None, key: str) -> dict[str, Any] | None:
         return None
     try:
         raw = client.hget(REDIS_HASH, key)
-        return json.loads(raw) if raw else None
+        data = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def _client(broker: BrokerUrl | None) -> redis.Redis | None:
@@ -126,11 +128,16 @@ def _client(broker: BrokerUrl | None) -> redis.Redis | None:
         return None
 
 
-def _parse(data: dict[str, Any], exact: bool) -> History | None:
+def _parse(data: Any, exact: bool) -> History | None:
+    """A record as saved, or None for anything else (a file edited or damaged by hand:
+    history is a hint, never a reason to fail)."""
     try:
         costs = {int(f): float(c) for f, c in data["costs"].items()}
-        return History(costs, float(data["launch"]), exact, float(data.get("t", 0.0)))
-    except (KeyError, TypeError, ValueError):
+        launch = float(data["launch"])
+        if not all(math.isfinite(c) and c >= 0 for c in [launch, *costs.values()]):
+            return None
+        return History(costs, launch, exact, float(data.get("t", 0.0)))
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -144,8 +151,8 @@ def load(project: str, comp: str, broker: BrokerUrl | None) -> History | None:
     try:
         for key, exact in ((content, True), (path, False)):
             data = _read_redis(client, key) or _read_file(key)
-            if data is not None and (hist := _parse(data, exact or
-                                                    data.get("digest_key") == content)):
+            if isinstance(data, dict) and (hist := _parse(data, exact or
+                                                          data.get("digest_key") == content)):
                 return hist
     finally:
         if client is not None:
