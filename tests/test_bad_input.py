@@ -404,6 +404,8 @@ OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
     ("demo-dir-uncreatable", ["demo", "--dir", "/proc/stmpo-demo"], {}, 2, ["--dir", "cannot"]),
     ("fonts-session-not-text", ["fonts", "install", "--from", "TMP", "--session", "\udcff"], {},
      2, ["not UTF-8"]),
+    ("host-up-flower-auth-alone", ["host", "up", "--flower-auth", "a:b"], {}, 2,
+     ["--flower-auth only applies to Flower", "add --flower"]),
     ("render-log-dir-blank", ["RENDER", "--log-dir", " "], {}, 2, ["blank"]),
 ]
 

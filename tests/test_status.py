@@ -112,6 +112,11 @@ def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
         url = broker_file.read_text().strip()
         assert "@127.0.0.1:" in url and url.split("@")[0].count(":") == 2  # has a password
         assert str(port) in url and url not in up.stdout
+        # up again asking for another port or Flower address: refused, not ignored
+        for args in (["--port", str(port + 1)], ["--flower", f"127.0.0.1:{fport + 1}"]):
+            again = stmpo("host", "up", *args, env=env)
+            assert again.returncode == 2 and "already runs" in again.stderr, again.stderr
+        assert stmpo("host", "up", "--port", str(port), env=env).returncode == 0
         os.environ["STMPO_HOST_DIR"] = str(host_dir)
         try:
             from stmpo_celery.monitor._hostsvc import discover_broker
@@ -378,6 +383,7 @@ def test_host_up_refuses_a_port_where_another_redis_answers(farm: Farm, tmp_path
         assert up.returncode == 3, up.stdout + up.stderr
         assert f"another Redis (pid {other.pid}) answers on 127.0.0.1:{port}" in up.stderr
         assert not (host_dir / "broker.url").exists() and not (host_dir / "redis.pid").exists()
+        assert not host_dir.exists()  # made for nothing: its redis.conf held the password
         assert client.get(keys.HOST_SERVICE) is None
     finally:
         other.kill()

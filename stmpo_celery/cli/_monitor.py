@@ -9,10 +9,12 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import click
 
 from ..config import defaults
+from ..errors import BadInput
 from ._finite import FINITE
 
 
@@ -30,7 +32,6 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
     """Show the runs on this host: project, comp, state (rendering, failed, cancelled, done,
     dead), frames done and ETA per run; per slot its chunk, frames done, frames/s and ETA."""
     from ..broker import parse_broker_url
-    from ..errors import BadInput
     from ..monitor import render_text, snapshot, sources
 
     if interval <= 0 or interval > 86400:
@@ -87,7 +88,16 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
     """Start the host's Redis (password, persisted config) and optionally its Flower."""
     from ..monitor import HostService, host_dir
 
+    ctx = click.get_current_context()
+    given = [f"--{n.replace('_', '-')}" for n in ("flower_auth", "flower_url_prefix")
+             if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
+    if given and flower is None:
+        verb, them = ("apply", "them") if len(given) > 1 else ("applies", "it")
+        raise BadInput(f"{', '.join(given)} only {verb} to Flower: add --flower [HOST:]PORT, "
+                       f"or drop {them}")
     svc = HostService(host_dir())
+    _refuse_changes(svc, port, bind if ctx.get_parameter_source("bind")
+                    is click.core.ParameterSource.COMMANDLINE else None, flower)
     for line in svc.up(defaults.HOST_REDIS_PORT if port is None else port, bind, flower,
                        flower_auth or None,
                        flower_url_prefix, group, foreground):
@@ -95,6 +105,26 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
     if foreground:
         sys.stdout.flush()
         sys.exit(svc.wait_foreground())
+
+
+def _refuse_changes(svc: Any, port: int | None, bind: str | None, flower: str | None) -> None:
+    """``host up`` on a host whose services run: asking for another port or address
+    than they run on is refused (it was ignored, and the caller believed it)."""
+    import urllib.parse
+
+    from ..monitor import parse_bind
+
+    if svc.running("redis") is not None:
+        now_port, now_bind = svc.conf_value("port"), svc.conf_value("bind")
+        if (port is not None and str(port) != now_port) or (bind is not None
+                                                           and bind != now_bind):
+            raise BadInput(f"the host's Redis already runs on {now_bind}:{now_port}: run "
+                           "'stmpo host down' first to move it")
+    url = svc.info().get("flower_url") if svc.running("flower") is not None else None
+    if (flower is not None and url
+            and urllib.parse.urlsplit(str(url)).port != parse_bind(flower)[1]):
+        raise BadInput(f"the host's Flower already runs at {url}: run 'stmpo host down' "
+                       "first to move it")
 
 
 @host_group.command("down")

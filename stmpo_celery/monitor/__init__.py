@@ -11,7 +11,14 @@ from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._doctor import run_checks
-    from ._flowerctl import FlowerFlags, FlowerProcess, check_bind, end_for_run, start_flower
+    from ._flowerctl import (
+        FlowerFlags,
+        FlowerProcess,
+        check_bind,
+        end_for_run,
+        parse_bind,
+        start_flower,
+    )
     from ._flowerctl import start_for_run as start_flower_for_run
     from ._hostsvc import HostService, discover_broker, host_dir, read_broker_url
     from ._status import render_text, snapshot, sources
@@ -24,6 +31,7 @@ _HOME = {
     "FlowerProcess": "._flowerctl",
     "start_flower_for_run": "._flowerctl",
     "check_bind": "._flowerctl",
+    "parse_bind": "._flowerctl",
     "FlowerFlags": "._flowerctl",
     "discover_broker": "._hostsvc",
     "host_dir": "._hostsvc",
@@ -41,6 +49,7 @@ __all__ = [
     "FlowerProcess",
     "start_flower_for_run",
     "check_bind",
+    "parse_bind",
     "FlowerFlags",
     "discover_broker",
     "host_dir",

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -169,6 +170,7 @@ class HostService:
                 raise BadInput(f"--group {group!r} is not a group on this host") from None
             except NotImplementedError as exc:
                 raise BadInput(f"--group: {exc}") from None
+        fresh = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700 if gid is None else 0o750)
         (self.dir / "redis").mkdir(exist_ok=True, mode=0o700)
@@ -183,7 +185,12 @@ class HostService:
                 _stop(stale)
                 said.append(f"Flower stopped (pid {stale.pid}): it watched the Redis that "
                             "had stopped")
-            redis_proc = self._start_redis(port, bind, foreground)
+            try:
+                redis_proc = self._start_redis(port, bind, foreground)
+            except BaseException:  # a folder made for nothing, with a password in it
+                if fresh:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                raise
             said.append(f"Redis started on {bind}:{port} (pid {redis_proc.pid})")
             try:
                 return said + self._serve(port, bind, flower, auth, url_prefix, gid,
