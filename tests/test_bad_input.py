@@ -406,6 +406,19 @@ OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
      2, ["not UTF-8"]),
     ("host-up-flower-auth-alone", ["host", "up", "--flower-auth", "a:b"], {}, 2,
      ["--flower-auth only applies to Flower", "add --flower"]),
+    ("bundle-aerender-blank", ["bundle", "--project", "PROJECT", "--comp", "Main Comp",
+                               "--frames", "1-4", "--output", "TMP/o_[####].png",
+                               "--aerender", "  ", "--dest", "TMP/bundle"], {}, 2,
+     ["--aerender is empty"]),
+    ("bundle-output-empty", ["bundle", "--project", "PROJECT", "--comp", "Main Comp",
+                             "--frames", "1-4", "--output", "", "--dest", "TMP/bundle"], {}, 2,
+     ["--output is empty"]),
+    ("versions-list-blank", ["versions", "list", ""], {}, 2, ["SHOT_DIR is empty"]),
+    ("versions-list-farm-silent", ["versions", "list", "TMP", "--farm", "redis://127.0.0.1:1/0"],
+     {}, 3, ["does not answer"]),
+    ("farm-submit-max-retries", ["farm", "submit", "TMP", "--max-retries", "99999999999"], {}, 2,
+     ["--max-retries", "0-100"]),
+    ("status-broker-empty", ["status", "--broker", "", "--once"], {}, 2, ["--broker is empty"]),
     ("render-log-dir-blank", ["RENDER", "--log-dir", " "], {}, 2, ["blank"]),
 ]
 
@@ -426,8 +439,8 @@ def test_bad_input_to_other_commands_is_one_line(
     name, argv, env, code, words = case
     afile = farm.tmp / "afile"
     afile.write_text("a file")
-    places = {"AFILE": str(afile), "TMP": str(farm.tmp)}
-    argv = [places.get(a, a) for a in argv]
+    places = {"AFILE": str(afile), "TMP": str(farm.tmp), "PROJECT": str(farm.project)}
+    argv = [places.get(a, a.replace("TMP/", f"{farm.tmp}/")) for a in argv]
     if argv[:1] == ["RENDER"]:  # a render whose only fault is the one given after
         argv = farm.argv()[3:] + argv[1:]
     for key, value in env.items():
@@ -439,4 +452,4 @@ def test_bad_input_to_other_commands_is_one_line(
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), out.err
     assert "Traceback" not in out.out + out.err
-    assert not (farm.tmp / " ").exists()
+    assert not (farm.tmp / " ").exists() and not (farm.tmp / "bundle").exists()

@@ -58,6 +58,8 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
         raise BadInput("--farm-dir is empty: name the folder of job folders every render "
                        f"host sees, or leave --farm-dir out (${defaults.FARM_DIR_ENV}, else "
                        "<host dir>/farm)")
+    if max_retries is not None and not 0 <= max_retries <= 100:
+        raise BadInput(f"--max-retries {max_retries}: use 0-100")
     store, broker = _connect(farm_url)
     job = submit(store, make_farm_app(broker), bundle, list(params),
                  priority=defaults.FARM_PRIORITY if priority is None else priority,
@@ -247,9 +249,14 @@ def _job_states(url: str | None) -> Any:
               "else not said].")
 def versions_list(shot_dir: str, as_json: bool, farm_url: str | None) -> None:
     """Every version with its status; frames are checked against the manifest."""
-    from ..farm import list_versions
+    from ..farm import job_state_reader, list_versions
 
-    entries = list_versions(Path(shot_dir), _job_states(farm_url))
+    if not shot_dir.strip():  # "" would list the current folder
+        raise BadInput("SHOT_DIR is empty: name the shot folder whose versions to list")
+    # a --farm given is checked (a wrong one was dropped in silence); only the default
+    # farm may be missing or silent, as listing needs only the shot folder
+    states = job_state_reader(farm_url) if farm_url is not None else _job_states(None)
+    entries = list_versions(Path(shot_dir), states)
     if as_json:
         click.echo(json.dumps(entries, indent=1))
         return

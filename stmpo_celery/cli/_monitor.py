@@ -39,6 +39,8 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
                        "86400 (a day)")
     from ..broker import check_reachable
 
+    if broker is not None and not broker:  # "" would fall back to the others in silence
+        raise BadInput("--broker is empty: give the Redis URL, or leave --broker out")
     env = os.environ.get(defaults.BROKER_ENV) or None
     if broker or env:  # a broker named on purpose must answer (exit 3, one line)
         check_reachable(parse_broker_url(broker or env or ""))

@@ -203,8 +203,11 @@ def _existing_file(label: str, value: str) -> str:
 def plan_bundle(kw: dict[str, Any]) -> Bundle:
     """Validate the options and decide the bundle's kind, values and asset references."""
     check_target(kw.get("comp"), kw.get("rqindex"))
+    for opt in ("output", *_PLAIN):  # given but blank: every worker session would fail
+        if kw.get(opt) is not None and not str(kw[opt]).strip():
+            raise BadInput(f"{_flag(opt)} is empty: give a value, or leave {_flag(opt)} out")
     frames = parse_frames(kw["frames"])
-    if not kw.get("output"):  # the render-queue item's own output module decides
+    if kw.get("output") is None:  # the render-queue item's own output module decides
         kw["output"] = output_from_project(_existing_file("--project", kw["project"]), kw)
     pattern = parse_output(kw["output"])
     check_output_names(pattern, frames)
