@@ -419,6 +419,12 @@ OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
     ("farm-submit-max-retries", ["farm", "submit", "TMP", "--max-retries", "99999999999"], {}, 2,
      ["--max-retries", "0-100"]),
     ("status-broker-empty", ["status", "--broker", "", "--once"], {}, 2, ["--broker is empty"]),
+    ("plan-comp-empty", ["plan", "--frames", "1-2", "--project", "PROJECT", "--comp", ""], {},
+     2, ["--comp is empty"]),
+    ("plan-rqindex-zero", ["plan", "--frames", "1-2", "--project", "PROJECT", "--rqindex", "0"],
+     {}, 2, ["start at 1"]),
+    ("demo-refused-leaves-nothing", ["demo", "--dir", "TMP/demo"],
+     {"STMPO_START_METHOD": "bogus"}, 2, ["bogus"]),
     ("render-log-dir-blank", ["RENDER", "--log-dir", " "], {}, 2, ["blank"]),
 ]
 
@@ -452,4 +458,4 @@ def test_bad_input_to_other_commands_is_one_line(
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and all(w in lines[0] for w in words), out.err
     assert "Traceback" not in out.out + out.err
-    assert not (farm.tmp / " ").exists() and not (farm.tmp / "bundle").exists()
+    assert not [p.name for p in farm.tmp.iterdir() if p.name in (" ", "bundle", "demo")]

@@ -192,6 +192,7 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
     if blocked is not None:
         raise BadInput(f"--dir {directory} cannot be created: {' '.join(blocked)}")
     root = Path(directory).resolve()
+    made = [d for d in (root, root / "renders") if not d.exists()]
     try:
         (root / "renders").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -200,6 +201,7 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
     project = root / "demo.aep"
     if not project.exists():
         project.write_bytes(b"stmpo demo project (rendered by stmpo-fake-aerender)\n")
+        made.append(project)
     fake = Path(sys.executable).with_name("stmpo-fake-aerender")
     os.environ.setdefault("STMPO_FAKE_STARTUP", str(startup))
     os.environ.setdefault("STMPO_FAKE_FRAME_COST", str(frame_cost))
@@ -213,7 +215,13 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
     from ..host import shell_join
 
     click.echo(f"stmpo demo: {shell_join(['stmpo', *args])}")
-    cli.main(args=args, prog_name="stmpo", standalone_mode=False)
+    try:
+        cli.main(args=args, prog_name="stmpo", standalone_mode=False)
+    except (StmpoError, click.ClickException):  # refused before it started: leave nothing
+        for path in sorted(made, key=lambda p: (p.is_dir(), -len(p.parts))):  # files first
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        raise
 
 
 @cli.command()

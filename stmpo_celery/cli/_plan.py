@@ -108,6 +108,7 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
 def _plan_history(options: RenderOptions, plan: Any, frames: list[int], project: str,
                   comp: str | None, rqindex: int | None) -> dict[str, Any] | None:
     """Predicted makespans of the comp's recorded costs with and without its history."""
+    from ..aerender import check_target
     from ..broker import parse_broker_url
     from ..config import defaults
     from ..orchestrator import history as _history
@@ -115,8 +116,11 @@ def _plan_history(options: RenderOptions, plan: Any, frames: list[int], project:
 
     if (comp is None) == (rqindex is None):
         raise BadInput("--project needs exactly one of --comp NAME or --rqindex N")
+    check_target(comp, rqindex)  # the same words as render: an empty comp, an index of 0
     if not os.path.isfile(project):
         raise BadInput(f"--project {project}: no such file")
+    if os.path.getsize(project) == 0:
+        raise BadInput(f"--project {project}: the project file is empty")
     label = _comp_label(RenderOptions(project, "", "", comp=comp, rqindex=rqindex))
     url = options.broker or os.environ.get(defaults.BROKER_ENV)
     hist = _history.load(project, label, parse_broker_url(url) if url else None)
