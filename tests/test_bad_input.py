@@ -425,6 +425,8 @@ OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
      {}, 2, ["start at 1"]),
     ("demo-refused-leaves-nothing", ["demo", "--dir", "TMP/demo"],
      {"STMPO_START_METHOD": "bogus"}, 2, ["bogus"]),
+    ("config-show-profile-empty", ["config", "show", "--profile", ""], {}, 2,
+     ["--profile is empty"]),
     ("render-log-dir-blank", ["RENDER", "--log-dir", " "], {}, 2, ["blank"]),
 ]
 

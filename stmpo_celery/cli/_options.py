@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..config import SETTINGS, Command, RenderOptions, Setting, for_command, resolve
+from ..errors import BadInput
 from ._finite import FINITE
 
 F = Callable[..., Any]
@@ -56,7 +57,11 @@ def setting_options(command: Command) -> Callable[[F], F]:
 def resolved_settings(kw: dict[str, Any]) -> dict[str, tuple[Any, str]]:
     """Every setting's value and source: flags over environment over profile over default."""
     flags = {k: kw.get(k) for k in SETTINGS}
-    return resolve(flags, kw.get("profile"))
+    profile = kw.get("profile")
+    if profile is not None and not str(profile).strip():  # "" would fall back in silence
+        raise BadInput("--profile is empty: name a profile or a .toml file, or leave "
+                       "--profile out")
+    return resolve(flags, profile)
 
 
 def options_from(kw: dict[str, Any]) -> RenderOptions:
