@@ -198,19 +198,21 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
 
     from ..config import defaults
     from ..farm import FARM_ID
-    from ..monitor import FlowerFlags, start_flower
+    from ..monitor import FlowerFlags, check_bind, start_flower
     from ..orchestrator import check_log_dir
 
+    flags = FlowerFlags("--bind", "--auth", "--url-prefix")
+    auth = auth or os.environ.get("STMPO_FLOWER_AUTH")
+    check_bind(bind, auth, url_prefix, flags)  # everything refused before anything is made
     check_log_dir(log_dir)
+    _store, broker = _connect(farm_url)  # a farm Redis that does not answer: exit 3 now
     try:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInput(f"--log-dir {log_dir} cannot be created ({exc.strerror or exc}): "
                        "pick a folder you can write") from None
-    _store, broker = _connect(farm_url)  # a farm Redis that does not answer: exit 3 now
-    fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind,
-                      auth or os.environ.get("STMPO_FLOWER_AUTH"), url_prefix, Path(log_dir),
-                      flags=FlowerFlags("--bind", "--auth", "--url-prefix"))
+    fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind, auth, url_prefix,
+                      Path(log_dir), flags=flags)
     click.echo(f"Flower for the farm: {fp.url}")
     stop: list[int] = []
     for s in (signal.SIGTERM, signal.SIGINT):
