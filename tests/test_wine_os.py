@@ -249,3 +249,33 @@ def test_wine_state_files_held_open_are_still_removed_and_read(
     assert stdout.strip().splitlines()[-1] == "['r1']", stdout + err  # always read as live
     assert not (out / ".stmpo").exists() or not list((out / ".stmpo").iterdir()), \
         list((out / ".stmpo").iterdir())
+
+
+def test_wine_ctrl_break_cancels_any_command_and_runs_its_cleanup(
+        winpy: WinPython, tmp_path: Path) -> None:
+    """OpenJD cancels a Windows action with CTRL_BREAK: a command other than render (a
+    farm submit copying a project) runs its cleanup, says so in one line and exits 143,
+    under a Windows CPython (SIGBREAK raised in process: Wine cannot deliver it)."""
+    marker = tmp_path / "half-copied.aep"
+    driver = textwrap.dedent(f"""
+        import os, signal, time
+        from stmpo_celery.cli import _main
+
+        @_main.cli.command("copying")
+        def copying() -> None:
+            with open({win(marker)!r}, "w") as fh:
+                fh.write("partial")
+            try:
+                signal.raise_signal(signal.SIGBREAK)
+                time.sleep(10)
+            except BaseException:
+                os.unlink({win(marker)!r})
+                raise
+
+        _main.main(["copying"])
+    """)
+    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out + err
+    assert err.strip().splitlines() == ["stmpo: CANCELLED by CTRL_BREAK (SIGBREAK)"], err
+    assert not marker.exists()
