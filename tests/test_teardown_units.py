@@ -511,3 +511,21 @@ _main.main(["copying"])
     assert res.returncode == code, res.stderr
     assert res.stderr.strip().splitlines() == [f"stmpo: CANCELLED by {signal.Signals(sig).name}"]
     assert not marker.exists()
+
+
+def test_render_run_by_another_command_takes_sigint_too() -> None:
+    """Every command takes SIGTERM/SIGHUP as a cancel but leaves Ctrl-C to Python; a
+    render run by one (stmpo demo) must take SIGINT as well, or a Ctrl-C between its
+    embedded Redis start and the run's own handlers left that Redis running."""
+    from stmpo_celery.cli._render_start import _EarlyCancel
+
+    before = signal.getsignal(signal.SIGINT)
+    early = _EarlyCancel.install(keep_sigint=True)
+    try:
+        assert signal.getsignal(signal.SIGINT) is before
+        assert signal.getsignal(signal.SIGTERM) == early.handle
+        assert _EarlyCancel.install() is early  # render's own call
+        assert signal.getsignal(signal.SIGINT) == early.handle
+    finally:
+        early.uninstall()
+    assert signal.getsignal(signal.SIGINT) is before

@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
         if args[:1] == ["render"]:  # from the first moment: a cancel ends with its code
             _EarlyCancel.install()
         else:  # a kill that is a cancel runs the command's cleanup (a submit's copies)
-            _EarlyCancel.install(keep_sigint=True)
+            with contextlib.suppress(ValueError):  # not the main thread: signals stay
+                _EarlyCancel.install(keep_sigint=True)
         if argv is None:
             _scrub_secrets(args)
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)

@@ -63,17 +63,15 @@ class _EarlyCancel:
 
     @classmethod
     def install(cls, keep_sigint: bool = False) -> _EarlyCancel:
-        """Take the cancel signals (once: a second call returns the installed one);
-        ``keep_sigint``: leave SIGINT to Python (a command other than render, which
-        takes Ctrl-C as KeyboardInterrupt)."""
+        """Take the cancel signals (once: a second call returns the installed one, with
+        SIGINT added if it was left out); ``keep_sigint``: leave SIGINT to Python (a
+        command other than render, which takes Ctrl-C as KeyboardInterrupt)."""
         from ..host import cancel_signals
 
-        if cls.current is not None:
-            return cls.current
-        early = cls()
+        early = cls.current or cls()
         for sig in cancel_signals():
-            if keep_sigint and sig == signal.SIGINT:
-                continue
+            if (keep_sigint and sig == signal.SIGINT) or sig in early.old:
+                continue  # (render run by demo: it takes SIGINT too, from now on)
             early.old[sig] = signal.signal(sig, early.handle)
         cls.current = early
         return early
