@@ -299,10 +299,20 @@ def test_a_dependency_list_of_fonts_only_is_the_font_warning_not_a_missing_effec
     listed.feed("INFO:The following layer dependencies are missing")
     (ev,) = listed.feed("Text Layer: Font family: Roboto, Font style: Black")
     assert isinstance(ev, AeWarning)
-    both = AerenderLog(0, 1)
-    both.feed("INFO:The following layer dependencies are missing")
-    (ev,) = both.feed("Font family: Roboto; Effect: Particular (Trapcode)")
-    assert isinstance(ev, StrongError)  # an effect among them still fails
+    for mixed in ("Font family: Roboto; Effect: Particular (Trapcode)",
+                  "Text Layer: Font family: Roboto, Font style: Black; Solid 1: Particular "
+                  "(Trapcode)"):
+        both = AerenderLog(0, 1)
+        both.feed("INFO:The following layer dependencies are missing")
+        (ev,) = both.feed(mixed)
+        assert isinstance(ev, StrongError), mixed  # an effect among them still fails
+    for named in ("Effects Title: Font family: Roboto, Font style: Black",
+                  "Title: Font family: Plugin Sans, Font style: Bold; Sub: Font family: "
+                  "Roboto, Font style: Black"):
+        fonts_only = AerenderLog(0, 1)
+        fonts_only.feed("INFO:The following layer dependencies are missing")
+        (ev,) = fonts_only.feed(named)
+        assert isinstance(ev, AeWarning), named  # names are not effects
 
 
 @pytest.mark.parametrize("line", MISSING_EFFECT_LINES)
@@ -412,3 +422,17 @@ def test_timecode_outside_the_chunk_is_unknown_and_without_header_the_number_is_
     bare = AerenderLog(200, 204)
     (ev2,) = bare.feed(frame_line(1))
     assert isinstance(ev2, FrameDone) and ev2.frame == 200 and bare.numbering == "relative-1"
+
+
+@pytest.mark.parametrize("line", [
+    "PROGRESS:  4/17/2024 11:52:38 AM: Starting composition Could not read from source.",
+    "PROGRESS:  4/17/2024 11:52:38 AM: Starting composition Render will cause render to "
+    "have frames outside of range.",
+    "PROGRESS:      Output To: /r/could not read from source/x_[#####].png",
+    "PROGRESS:  12/5/2026 11:52:38 PM: Finished composition logged one error.",
+])
+def test_a_name_the_user_chose_is_not_a_failure(line: str) -> None:
+    """A comp or an output folder named with a failure's words failed a healthy render."""
+    log = AerenderLog(0, 2)
+    events = log.feed(line)
+    assert not log.errors and not any(isinstance(e, StrongError) for e in events), events

@@ -144,13 +144,15 @@ _FATAL: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"OMP:\s*Error\s*#\s*15\b",
          "two OpenMP runtimes were loaded: set KMP_DUPLICATE_LIB_OK=TRUE"),
         (r"internal\s+verification\s+failure", ""),
-        # printed bare (no error marker), and the render goes on with black frames
-        (r"could\s+not\s+read\s+from\s+source",
+        # printed bare (no error marker), and the render goes on with black frames; at
+        # the start of the line: a comp, footage or folder may carry these words too
+        (r"^(?:[A-Za-z ]+:\s*)?could\s+not\s+read\s+from\s+source",
          "a footage file could not be decoded on this host: check that its path resolves "
          "here and that the host can decode its codec (HEVC/H.264 need hardware decoding "
          "or a codec pack on Windows)"),
         # "Render will succeed, but may have blank frames": they are not rendered frames
-        (r"will\s+cause\s+render\s+to\s+have\s+frames\s+outside",
+        (r"^(?:[A-Za-z ]+:\s*)*timeSpanStart\s+of\s+\S+\s+seconds\s+will\s+cause\s+render"
+         r"\s+to\s+have\s+frames\s+outside",
          "the frames asked for lie outside the comp's time span and would be blank: "
          "render only frames inside the comp (stmpo inspect shows its range)"),
     )
@@ -160,10 +162,13 @@ _MISSING_EFFECTS = re.compile(
     r"|a\s+layer\s+has\s+missing\s+dependencies",
     re.IGNORECASE,
 )
-#: a dependency list that names fonts and no effect: the font policy's warning, not a failure
-_FONT_DEPENDENCY = re.compile(r"font\s+family\s*:", re.IGNORECASE)
-_EFFECT_WORD = re.compile(r"\beffects?\b|\bplug-?ins?\b", re.IGNORECASE)
-_APP_NAME = re.compile(r"after\s+effects", re.IGNORECASE)  #: not an effect
+#: a dependency list made of font entries only (``Text Layer: Font family: Roboto, Font
+#: style: Black``, one or more): the font policy's warning, not a failure. Anything else
+#: in the list (an effect, whatever its name) keeps it a missing dependency.
+_FONT_ENTRY = r"(?:[^:;|{}]*:\s*)?font\s+family\s*:\s*[^,;|]+,\s*font\s+style\s*:\s*[^;|]+"
+_FONTS_ONLY = re.compile(rf"^\s*{_FONT_ENTRY}(?:[;|]\s*{_FONT_ENTRY})*[;|]?\s*$", re.IGNORECASE)
+#: where the list starts: after the grouped message's ``}``, or after the header's colon
+_LIST_START = re.compile(r".*(?:\}|dependencies\s+are\s+missing\s*:?)", re.IGNORECASE | re.DOTALL)
 _MISSING_EFFECTS_HINT = (
     "frames would render without the effect: install it on the render host, or pass "
     "--ignore-missing-effects (IgnoreMissingEffects=true) to render anyway"
@@ -191,6 +196,11 @@ _FONTS = re.compile(r"missing\s+fonts?", re.IGNORECASE)
 _LAUNCHING = re.compile(r"Launching\s+After\s+Effects", re.IGNORECASE)
 _STARTING = re.compile(r"Starting\s+composition\s*(?P<name>.*)$", re.IGNORECASE)
 _FINISHED = re.compile(r"Finished\s+composition", re.IGNORECASE)
+#: progress lines that carry a name the user chose (a comp, an output path): matched
+#: before any failure pattern, so a comp called "Could not read from source" renders
+_NAMING = re.compile(r"PROGRESS:\s*(?:\S[^:]*?\d:\d\d\S*(?:\s+[AP]M)?:\s*)?"
+                     r"(?:Starting|Finished)\s+composition"
+                     r"|PROGRESS:\s*Output\s+To\s*:", re.IGNORECASE)
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 _OPENING = '"\u201c\u201e\u00ab'
 _CLOSING = '"\u201d\u00bb'
@@ -296,15 +306,17 @@ class AerenderLog:
         return [self._missing_effects(header)]
 
     def _missing_effects(self, text: str) -> Event:
-        if self.ignore_missing_effects or (
-                _FONT_DEPENDENCY.search(text)
-                and not _EFFECT_WORD.search(_APP_NAME.sub("", text))):
+        start = _LIST_START.match(text)
+        listed = text[start.end():] if start else ""
+        if self.ignore_missing_effects or _FONTS_ONLY.match(listed):
             self.warnings.append(text)
             return AeWarning(text)
         self.errors.append(text)
         return StrongError(text, _MISSING_EFFECTS_HINT)
 
     def _parse(self, text: str) -> list[Event]:
+        if _NAMING.match(text):  # a comp's or an output's name: its words are not events
+            return self._named(text)
         strong = _STRONG.search(text)
         if strong and _AUTOSAVE.search(text, strong.end()):
             self.warnings.append(text)  # After Effects could not auto-save: render goes on
@@ -346,6 +358,9 @@ class AerenderLog:
         if _LAUNCHING.search(text):
             self.launched = True
             return [Launched()]
+        return self._named(text)
+
+    def _named(self, text: str) -> list[Event]:
         started = _STARTING.search(text)
         if started:
             name = started.group("name").strip()
