@@ -395,8 +395,25 @@ def test_a_cancel_inside_loggings_at_fork_hook_is_kept_for_later_not_raised_ther
     assert early.pending == signal.SIGINT
     with pytest.raises(_EarlyCancel.Cancelled):
         early.check()
-    with pytest.raises(_EarlyCancel.Cancelled):
-        early.handle(signal.SIGTERM, sys._getframe())
+    early.handle(signal.SIGTERM, sys._getframe())  # a second signal: the cleanup runs on
+
+
+def test_a_second_signal_does_not_cut_the_first_cancels_cleanup_short() -> None:
+    """A second SIGTERM while a farm submit removed its half-copied project (the first
+    cancel's cleanup) raised again in the middle of it: the copy stayed behind."""
+    from stmpo_celery.cli._render_start import _EarlyCancel
+
+    early = _EarlyCancel()
+    cleaned = []
+    with pytest.raises(_EarlyCancel.Cancelled) as first:
+        try:
+            early.handle(signal.SIGTERM, None)
+        except BaseException:
+            early.handle(signal.SIGTERM, None)  # lands during the cleanup: not raised
+            early.handle(signal.SIGHUP, None)
+            cleaned.append(True)
+            raise
+    assert cleaned and first.value.code == 143
 
 
 def test_a_cancel_inside_an_imports_lock_callback_or_below_it_is_kept_not_raised() -> None:

@@ -60,6 +60,9 @@ class _EarlyCancel:
         #: the cancel received: the handler's raise can be swallowed where Python ignores
         #: exceptions (an at-fork hook while a helper is started, a ``__del__``)
         self.pending: int | None = None
+        #: the cancel was raised: later signals are not, or they would cut short the
+        #: cleanup it runs (a submit's half-copied project, the render's early Redis)
+        self.raised = False
 
     @classmethod
     def install(cls, keep_sigint: bool = False) -> _EarlyCancel:
@@ -78,16 +81,20 @@ class _EarlyCancel:
 
     def handle(self, signum: int, frame: Any) -> None:
         if self.run is None:
+            if self.raised:  # a second signal: the cleanup the first one started runs on
+                return
             self.pending = self.pending or signum
             if _ignores_raises(frame):  # Python would print it as ignored, then drop it:
                 return  # check() (after the helper started) or attach() takes it
-            raise _EarlyCancel.Cancelled(signum)
+            self.raised = True
+            raise _EarlyCancel.Cancelled(self.pending)
         if self.run.cancel_signal is None:
             self.run.cancel_signal = signum
 
     def check(self) -> None:
         """Raise a cancel whose raise was swallowed (see :attr:`pending`)."""
-        if self.pending is not None:
+        if self.pending is not None:  # (also when raised: the raise may have been dropped)
+            self.raised = True
             raise _EarlyCancel.Cancelled(self.pending)
 
     def attach(self, run: Any) -> None:
