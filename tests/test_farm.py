@@ -340,10 +340,15 @@ def test_a_worker_restarted_under_its_name_does_not_keep_its_dead_tasks(rig: Rig
     assert "Traceback" not in twin.stdout + twin.stderr
     w1.send_signal(signal.SIGKILL)
     w1.wait(timeout=10)
-    rig.start_worker("w1")  # same host, same name, the previous one gone: allowed
+    again = rig.start_worker("w1")  # same host, same name, the previous one gone: allowed
     assert rig.wait(job, timeout=90) == 0, rig.logs()
     [task] = rig.job(job)["tasks"]
     assert task["attempts"] == 2 and task["state"] == "succeeded", task
+    # SIGHUP (the ssh session it ran in dropped) stops it like SIGTERM: Celery's own
+    # handler re-executed it and logged its command line, a --farm password included
+    again.send_signal(signal.SIGHUP)
+    assert again.wait(timeout=30) == 0, rig.logs()
+    assert "Restarting" not in rig.logs()
 
 
 def test_cancel_stops_running_tasks_and_leaves_nothing(rig: Rig) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -313,6 +314,21 @@ def worker_name(name: str | None) -> str:
     return name if "@" in name else f"{name}@{host_name()}"
 
 
+def _worker_class(app: Any) -> Any:
+    """Celery's worker, but SIGHUP (a closed terminal, a dropped ssh session) stops it
+    the way SIGTERM does. Celery's own SIGHUP handler re-executes the worker with its
+    command line, which it also logs: the farm URL's password in clear."""
+    from celery.apps.worker import install_worker_term_handler
+
+    class FarmWorker(app.Worker):
+        def install_platform_tweaks(self, worker: Any) -> None:
+            super().install_platform_tweaks(worker)
+            if hasattr(signal, "SIGHUP"):
+                install_worker_term_handler(worker, sig="SIGHUP")
+
+    return FarmWorker
+
+
 def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -> int:
     W.name = worker_name(name)
     W.instance = uuid.uuid4().hex[:12]
@@ -332,7 +348,8 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
 
     worker_ready.connect(ready, weak=False)
     try:
-        worker = W.app.Worker(pool="threads", concurrency=1, queues=[defaults.FARM_QUEUE],
+        worker = _worker_class(W.app)(pool="threads", concurrency=1,
+                                      queues=[defaults.FARM_QUEUE],
                               hostname=W.name, without_gossip=True, without_mingle=True,
                               loglevel=loglevel, quiet=True)
         worker.start()
