@@ -261,3 +261,28 @@ def test_flower_settings_keep_a_bounded_history() -> None:
                           "purge_offline_s": 600, "tasks_columns": TASK_COLUMNS})
     assert options.max_tasks == FLOWER_MAX_TASKS and options.purge_offline_workers == 600
     assert options.tasks_columns.startswith("name,args,worker,state,result")
+
+
+def test_a_cancel_while_a_detached_flower_starts_takes_it_down(tmp_path: Path) -> None:
+    """SIGTERM to `host up --flower` while its detached Flower came up left that Flower
+    serving in a session of its own, which `host down` could not find and whose port
+    every later `host up` found in use."""
+    import psutil
+
+    from stmpo_celery.broker import BrokerUrl
+    from stmpo_celery.monitor import start_flower
+
+    class Cancel(BaseException):
+        pass
+
+    def cancelled() -> bool:
+        raise Cancel  # the cancel's raise, while start_flower waits for Flower's answer
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(Cancel):
+        start_flower(BrokerUrl("redis://127.0.0.1:6379/15"), "r", "q", str(free_port()),
+                     None, None, tmp_path, detach=True, cancelled=cancelled)
+    left = [p for p in psutil.Process().children(recursive=True)
+            if p.pid not in before and p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [p.cmdline() for p in left]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -358,6 +359,7 @@ def test_host_up_that_fails_leaves_no_redis_behind(farm: Farm, tmp_path: Path) -
                    env=env)
     assert up.returncode == 3, up.stdout + up.stderr
     assert not (host_dir / "broker.url").exists()
+    assert not host_dir.exists()  # made for this start: its redis.conf held the password
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=port, socket_connect_timeout=1).ping()
     assert "nothing was running" in stmpo("host", "down", env=env).stdout
@@ -443,3 +445,24 @@ def _named(p: psutil.Process, *prefixes: str) -> bool:
         return p.name().startswith(prefixes)
     except psutil.Error:
         return False
+
+
+def test_host_up_in_the_foreground_stops_cleanly_on_sighup(farm: Farm, tmp_path: Path) -> None:
+    """`host up --foreground` (systemd, or a terminal that closes) on SIGHUP: it ended with
+    129 and left its broker URL and pid files, naming a Redis that was gone."""
+    host_dir = tmp_path / "hostsvc"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "host", "up", "--port",
+                             str(port), "--foreground"], env=_host_env(farm, host_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (host_dir / "broker.url").exists(), timeout=30)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert not [p.name for p in host_dir.iterdir() if p.suffix in (".url", ".pid")]
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, socket_connect_timeout=1).ping()

@@ -214,8 +214,10 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
     fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind, auth, url_prefix,
                       Path(log_dir), flags=flags)
     click.echo(f"Flower for the farm: {fp.url}")
+    from ..host import cancel_signals
+
     stop: list[int] = []
-    for s in (signal.SIGTERM, signal.SIGINT):
+    for s in cancel_signals():  # SIGHUP too: Flower stopped, not left to die with us
         signal.signal(s, lambda n, _f: stop.append(n))
     while not stop and fp.alive():
         time.sleep(0.2)

@@ -236,24 +236,25 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
         os.close(err)
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        proc.stdin.write(json.dumps(config).encode() + b"\n")
-        proc.stdin.flush()
-        if detach:
-            proc.stdin.close()
-    except OSError:
-        pass
-    line = _read_line(proc.stdout, START_TIMEOUT_S, cancelled)
-    try:
-        ready = json.loads(line.decode())
-    except ValueError:
-        ready = {}
-    if not ready.get("port"):
+        with contextlib.suppress(OSError):
+            proc.stdin.write(json.dumps(config).encode() + b"\n")
+            proc.stdin.flush()
+            if detach:
+                proc.stdin.close()
+        line = _read_line(proc.stdout, START_TIMEOUT_S, cancelled)
+        try:
+            ready = json.loads(line.decode())
+        except ValueError:
+            ready = {}
+        if not ready.get("port"):
+            why = _log_tail(log_path) or f"no answer within {START_TIMEOUT_S:g} s"
+            raise EnvironmentProblem(f"Flower did not start on {bind}: {why} (log: {log_path})")
+    except BaseException:  # a cancel too: a detached Flower nobody knows of would live on
         with contextlib.suppress(OSError):
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-        why = _log_tail(log_path) or f"no answer within {START_TIMEOUT_S:g} s"
-        raise EnvironmentProblem(f"Flower did not start on {bind}: {why} (log: {log_path})")
+        raise
     port = int(ready["port"])
     return FlowerProcess(proc, flower_url(host, port, prefix), port, log_path)
 

@@ -36,7 +36,7 @@ import redis
 from ..broker import BrokerUrl, find_redis_server, keys, no_redis_server_problem, reap_dead_runs
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import child_kwargs, group_id, read_text, replace_file
+from ..host import cancel_signals, child_kwargs, group_id, read_text, replace_file
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
 
 BROKER_FILE = "broker.url"
@@ -198,6 +198,8 @@ class HostService:
             except BaseException:  # a service half up would be found and used: none is
                 with contextlib.suppress(Exception):
                     self.down(force=True)
+                if fresh:  # and a folder made for nothing, with a password in it
+                    shutil.rmtree(self.dir, ignore_errors=True)
                 raise
         port = int(self.conf_value("port") or port)
         bind = self.conf_value("bind") or bind
@@ -295,7 +297,7 @@ class HostService:
     def wait_foreground(self) -> int:
         """``up --foreground`` (systemd): serve until SIGTERM/SIGINT or a child dies."""
         stop: list[int] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in cancel_signals():  # SIGHUP too: stopped as cleanly as by SIGTERM
             signal.signal(sig, lambda s, _f: stop.append(s))
         redis_proc = getattr(self, "_redis", None)
         fp = getattr(self, "_flower", None)
