@@ -188,15 +188,16 @@ def _tiff(size: int, read: Reader) -> str | None:
 _DPX_COMPONENTS = {50: 3, 51: 4, 52: 4, 100: 2, 101: 3, 102: 3, 103: 4}
 
 
-def _dpx_pixel_bytes(components: int, bits: int, packing: int) -> int:
-    """The fewest bytes ``components`` samples of ``bits`` can take as DPX packs them:
-    10 bits filled into 32-bit words three at a time (methods A and B), 12 bits filled
-    into 16, anything else packed bit to bit. Line padding only adds."""
+def _dpx_line_bytes(samples: int, bits: int, packing: int) -> int:
+    """The fewest bytes one line of ``samples`` can take as DPX lays it out: 10 bits
+    filled into 32-bit words three at a time (methods A and B: a line starts on a word),
+    12 bits filled into 16, anything else packed bit to bit. Writers that also pad lines
+    to 32 bits (ImageMagick's 8-bit ones) only add: the pad is not counted."""
     if bits == 10 and packing in (1, 2):
-        return -(-components // 3) * 4
+        return -(-samples // 3) * 4
     if bits == 12 and packing in (1, 2):
-        return components * 2
-    return -(-components * bits // 8)
+        return samples * 2
+    return -(-samples * bits // 8)
 
 
 def _dpx(size: int, read: Reader) -> str | None:
@@ -217,9 +218,9 @@ def _dpx(size: int, read: Reader) -> str | None:
         descriptor, bits = head[800], head[803]
         packing, encoding, data_offset = struct.unpack_from(order + "HHI", head, 804)
         if elements and encoding == 0:
-            samples = width * lines * _DPX_COMPONENTS.get(descriptor, 1)
+            samples = width * _DPX_COMPONENTS.get(descriptor, 1)
             start = data_offset or image_offset
-            need = max(need, start + _dpx_pixel_bytes(samples, bits, packing))
+            need = max(need, start + lines * _dpx_line_bytes(samples, bits, packing))
     if size < need:
         return f"truncated DPX ({size} of at least {need} bytes)"
     return None
