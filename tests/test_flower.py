@@ -286,3 +286,17 @@ def test_a_cancel_while_a_detached_flower_starts_takes_it_down(tmp_path: Path) -
             if p.pid not in before and p.is_running()
             and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [p.cmdline() for p in left]
+
+
+def test_a_running_flower_is_compared_by_port_address_and_prefix() -> None:
+    """`host up --flower 0.0.0.0:5555` on a host whose Flower serves loopback only was
+    accepted and changed nothing: the wrangler believed it reachable from the network."""
+    from stmpo_celery.monitor import serves_at
+
+    url = "http://127.0.0.1:5555/"
+    assert serves_at(url, "5555", None) and serves_at(url, "localhost:5555", None)
+    assert serves_at(url, "127.0.0.1:5555", None)
+    assert not serves_at(url, "5556", None)
+    assert not serves_at(url, "0.0.0.0:5555", None)
+    assert not serves_at(url, "5555", "flower")
+    assert serves_at("http://127.0.0.1:5555/flower/", "5555", "/flower/")

@@ -99,7 +99,8 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
                        f"or drop {them}")
     svc = HostService(host_dir())
     _refuse_changes(svc, port, bind if ctx.get_parameter_source("bind")
-                    is click.core.ParameterSource.COMMANDLINE else None, flower)
+                    is click.core.ParameterSource.COMMANDLINE else None, flower,
+                    flower_url_prefix)
     for line in svc.up(defaults.HOST_REDIS_PORT if port is None else port, bind, flower,
                        flower_auth or None,
                        flower_url_prefix, group, foreground):
@@ -109,12 +110,11 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
         sys.exit(svc.wait_foreground())
 
 
-def _refuse_changes(svc: Any, port: int | None, bind: str | None, flower: str | None) -> None:
-    """``host up`` on a host whose services run: asking for another port or address
-    than they run on is refused (it was ignored, and the caller believed it)."""
-    import urllib.parse
-
-    from ..monitor import parse_bind
+def _refuse_changes(svc: Any, port: int | None, bind: str | None, flower: str | None,
+                    url_prefix: str | None) -> None:
+    """``host up`` on a host whose services run: asking for another port, address or
+    URL prefix than they run on is refused (it was ignored, and the caller believed it)."""
+    from ..monitor import serves_at
 
     if svc.running("redis") is not None:
         now_port, now_bind = svc.conf_value("port"), svc.conf_value("bind")
@@ -123,8 +123,7 @@ def _refuse_changes(svc: Any, port: int | None, bind: str | None, flower: str | 
             raise BadInput(f"the host's Redis already runs on {now_bind}:{now_port}: run "
                            "'stmpo host down' first to move it")
     url = svc.info().get("flower_url") if svc.running("flower") is not None else None
-    if (flower is not None and url
-            and urllib.parse.urlsplit(str(url)).port != parse_bind(flower)[1]):
+    if flower is not None and url and not serves_at(str(url), flower, url_prefix):
         raise BadInput(f"the host's Flower already runs at {url}: run 'stmpo host down' "
                        "first to move it")
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         check_bind,
         end_for_run,
         parse_bind,
+        serves_at,
         start_flower,
     )
     from ._flowerctl import start_for_run as start_flower_for_run
@@ -32,6 +33,7 @@ _HOME = {
     "start_flower_for_run": "._flowerctl",
     "check_bind": "._flowerctl",
     "parse_bind": "._flowerctl",
+    "serves_at": "._flowerctl",
     "FlowerFlags": "._flowerctl",
     "discover_broker": "._hostsvc",
     "host_dir": "._hostsvc",
@@ -50,6 +52,7 @@ __all__ = [
     "start_flower_for_run",
     "check_bind",
     "parse_bind",
+    "serves_at",
     "FlowerFlags",
     "discover_broker",
     "host_dir",

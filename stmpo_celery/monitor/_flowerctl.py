@@ -131,6 +131,19 @@ def flower_url(host: str, port: int, url_prefix: str | None) -> str:
     return f"http://{shown}:{port}/" + (f"{url_prefix}/" if url_prefix else "")
 
 
+def serves_at(url: str, bind: str, url_prefix: str | None) -> bool:
+    """Whether a Flower serving at ``url`` is the one ``bind`` and ``url_prefix`` ask
+    for: the same port and prefix, and the same address (every loopback name is one)."""
+    import urllib.parse
+
+    host, port = parse_bind(bind)
+    now = urllib.parse.urlsplit(url)
+    want = urllib.parse.urlsplit(flower_url(host, port, check_url_prefix(url_prefix)))
+    same_host = want.hostname == now.hostname or (
+        is_loopback(host) and is_loopback(now.hostname or ""))
+    return now.port == port and same_host and want.path == now.path
+
+
 @dataclass
 class FlowerProcess:
     proc: subprocess.Popen[bytes]
