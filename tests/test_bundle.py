@@ -285,3 +285,30 @@ def test_host_requirements_and_conda_packages(path: Path) -> None:
     assert defs["CondaPackages"]["default"].startswith("aftereffects=")
     assert defs["CondaPackages"]["userInterface"]["control"] == "HIDDEN"
     assert defs["RenderBy"]["default"] == "rqindex"  # the queue item's output module decides
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("parameter_values.yaml", "parameterValues: 7"),
+    ("parameter_values.yaml", "- 7"),
+    ("parameter_values.yaml", "- name: Frames"),
+    ("parameter_values.yaml", "parameterValues:\n  - name: Frames\n"),
+    ("parameter_values.yaml", "\udcff"),
+    ("parameter_values.yaml", "parameterValues: ["),
+    ("asset_references.yaml", "assetReferences: 5"),
+    ("asset_references.yaml", "assetReferences:\n  inputs: [1]\n"),
+])
+def test_a_malformed_bundle_side_file_is_one_line_naming_it(
+        tmp_path: Path, name: str, text: str) -> None:
+    """A bundle's parameter values or asset references of the wrong shape ended farm
+    submit in a TypeError/KeyError traceback; now bad input naming the file."""
+    import shutil
+
+    from stmpo_celery.errors import BadInput
+    from stmpo_celery.farm._submit import load_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).parents[1] / "openjd_bundle", bundle)
+    (bundle / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(BadInput) as info:
+        load_bundle(str(bundle))
+    assert name in info.value.message and "\n" not in info.value.message

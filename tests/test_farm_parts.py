@@ -442,30 +442,3 @@ def test_farm_flower_names_its_own_options(farm_cli: FarmCli, args: tuple[str, .
     line = _one_error(*farm_cli("flower", *args, "--log-dir", str(logs)), *words)
     assert "--flower" not in line
     assert not logs.exists()
-
-
-@pytest.mark.parametrize(("name", "text"), [
-    ("parameter_values.yaml", "parameterValues: 7"),
-    ("parameter_values.yaml", "- 7"),
-    ("parameter_values.yaml", "- name: Frames"),
-    ("parameter_values.yaml", "parameterValues:\n  - name: Frames\n"),
-    ("parameter_values.yaml", "\udcff"),
-    ("parameter_values.yaml", "parameterValues: ["),
-    ("asset_references.yaml", "assetReferences: 5"),
-    ("asset_references.yaml", "assetReferences:\n  inputs: [1]\n"),
-])
-def test_a_malformed_bundle_side_file_is_one_line_naming_it(
-        tmp_path: Path, name: str, text: str) -> None:
-    """A bundle's parameter values or asset references of the wrong shape ended farm
-    submit in a TypeError/KeyError traceback; now bad input naming the file."""
-    import shutil
-
-    from stmpo_celery.errors import BadInput
-    from stmpo_celery.farm._submit import load_bundle
-
-    bundle = tmp_path / "bundle"
-    shutil.copytree(Path(__file__).parents[1] / "openjd_bundle", bundle)
-    (bundle / name).write_bytes(text.encode("utf-8", "surrogateescape"))
-    with pytest.raises(BadInput) as info:
-        load_bundle(str(bundle))
-    assert name in info.value.message and "\n" not in info.value.message

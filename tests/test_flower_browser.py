@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 from conftest import Farm, wait_for
-from test_status import _host_env, find_run, free_port, run_id_of, status_json, stmpo
+from hostlib import host_env, stmpo
+from test_status import find_run, free_port, run_id_of, status_json
 
 pytestmark = pytest.mark.slow
 MARKER = "After Effects error"
@@ -89,7 +90,7 @@ def test_host_flower_after_success_fail_fast_and_cancel(farm: Farm, tmp_path: Pa
     if chromium is None:
         pytest.skip("no chromium, and it cannot be installed here (not root or no apt-get)")
     host_dir = tmp_path / "hostsvc"
-    env = _host_env(farm, host_dir)
+    env = host_env(farm, host_dir)
     fport = free_port()
     up = stmpo("host", "up", "--port", str(free_port()), "--flower", f"127.0.0.1:{fport}",
                env=env)

@@ -1,4 +1,4 @@
-"""`stmpo status` against live runs, and host service mode (`stmpo host up|down`)."""
+"""`stmpo status` against live runs, alone and on the host service's Redis and Flower."""
 
 from __future__ import annotations
 
@@ -17,17 +17,13 @@ import psutil
 import pytest
 import redis
 from conftest import BIN, Farm, free_port, tagged, wait_for
+from hostlib import host_up, stmpo
 
 from stmpo_celery.broker import keys
 from stmpo_celery.config import defaults
 
 pytestmark = pytest.mark.slow
 SLOW = {"STARTUP": "0.3", "FRAME_COST": "0.2"}
-
-
-def stmpo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stmpo_celery.cli", *args], capture_output=True,
-                          text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
 
 
 def run_id_of(proc: subprocess.Popen[str]) -> str:
@@ -87,25 +83,10 @@ def test_status_json_once_shows_a_live_embedded_run(farm: Farm) -> None:
     assert not farm.leftovers()
 
 
-def _host_env(farm: Farm, host_dir: Path) -> dict[str, str]:
-    env = farm.env(STMPO_HOST_DIR=str(host_dir))
-    env.pop("STMPO_FLOWER_AUTH", None)
-    return env
-
-
-def _host_up(farm: Farm, host_dir: Path) -> tuple[dict[str, str], int, int,
-                                                   subprocess.CompletedProcess[str]]:
-    """`stmpo host up` with a Flower, on free ports: (env, redis port, Flower port, result)."""
-    env = _host_env(farm, host_dir)
-    port, fport = free_port(), free_port()
-    up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}", env=env)
-    return env, port, fport, up
-
-
 def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
         farm: Farm, tmp_path: Path) -> None:
     host_dir = tmp_path / "hostsvc"
-    env, port, fport, up = _host_up(farm, host_dir)
+    env, port, fport, up = host_up(farm, host_dir)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         broker_file = host_dir / "broker.url"
@@ -230,7 +211,7 @@ def _render_on_host(farm: Farm, tmp_path: Path, frames: str) -> Iterator[
     broker URL, the render, its run id). The service goes down after, and nothing of the
     render may be left."""
     host_dir = tmp_path / "hostsvc"
-    env, _port, fport, up = _host_up(farm, host_dir)
+    env, _port, fport, up = host_up(farm, host_dir)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         url = (host_dir / "broker.url").read_text().strip()
@@ -332,7 +313,6 @@ def test_a_cancelled_run_leaves_no_node_with_a_task_active_in_flower(
         farm: Farm, tmp_path: Path) -> None:
     """A slot's heartbeat says ``active: 1``; when a cancel or a failure stops it, its
     node goes offline with none (Flower's Active card added up tasks nobody ran)."""
-    import signal
 
     with _render_on_host(farm, tmp_path, "1-40") as (env, fport, url, proc, run_id):
         assert wait_for(lambda: any(w.get("active") for w in _host_flower_nodes(fport, run_id)),
@@ -344,125 +324,9 @@ def test_a_cancelled_run_leaves_no_node_with_a_task_active_in_flower(
                         timeout=10), _host_flower_nodes(fport, run_id)
 
 
-def test_host_up_that_fails_leaves_no_redis_behind(farm: Farm, tmp_path: Path) -> None:
-    """Flower cannot listen: `host up` fails, and the Redis it had just started is stopped
-    (a half-up service would be found by the next render and used)."""
-    import socket
-
-    host_dir = tmp_path / "hostsvc"
-    env = _host_env(farm, host_dir)
-    port, fport = free_port(), free_port()
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", fport))
-        busy.listen()
-        up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}",
-                   env=env)
-    assert up.returncode == 3, up.stdout + up.stderr
-    assert not (host_dir / "broker.url").exists()
-    assert not host_dir.exists()  # made for this start: its redis.conf held the password
-    with pytest.raises(redis.ConnectionError):
-        redis.Redis(port=port, socket_connect_timeout=1).ping()
-    assert "nothing was running" in stmpo("host", "down", env=env).stdout
-    assert not farm.leftovers()
-
-
-def test_host_up_refuses_a_port_where_another_redis_answers(farm: Farm, tmp_path: Path) -> None:
-    """A Redis without a password answers any password: `host up` must not take a foreign
-    server for the one it started (every render on the host would go there)."""
-    from stmpo_celery.broker import find_redis_server
-
-    binary = find_redis_server()
-    assert binary is not None
-    port = free_port()
-    other = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    host_dir = tmp_path / "hostsvc"
-    try:
-        client = redis.Redis(port=port, socket_connect_timeout=1)
-        assert wait_for(lambda: _pings(client), timeout=10)
-        up = stmpo("host", "up", "--port", str(port), env=_host_env(farm, host_dir))
-        assert up.returncode == 3, up.stdout + up.stderr
-        assert f"another Redis (pid {other.pid}) answers on 127.0.0.1:{port}" in up.stderr
-        assert not (host_dir / "broker.url").exists() and not (host_dir / "redis.pid").exists()
-        assert not host_dir.exists()  # made for nothing: its redis.conf held the password
-        assert client.get(keys.HOST_SERVICE) is None
-    finally:
-        other.kill()
-        other.wait(10)
-    assert not farm.leftovers()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-def test_host_redis_restarted_keeps_its_password_and_gets_a_flower_that_sees_it(
-        farm: Farm, tmp_path: Path) -> None:
-    """Redis of the host service died (OOM, reboot of the service): `host up` starts it
-    again with the same password — URLs copied to other hosts keep working — and replaces
-    the Flower that was connected to the dead one."""
-    import psutil
-
-    host_dir = tmp_path / "hostsvc"
-    env, port, fport, up = _host_up(farm, host_dir)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        url = (host_dir / "broker.url").read_text()
-        old_flower = int((host_dir / "flower.pid").read_text())
-        redis_pid = int((host_dir / "redis.pid").read_text())
-        psutil.Process(redis_pid).kill()
-        assert wait_for(lambda: not _alive(redis_pid), timeout=10)
-        again = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}",
-                      env=env)
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert (host_dir / "broker.url").read_text() == url  # the same password
-        new_flower = int((host_dir / "flower.pid").read_text())
-        assert new_flower != old_flower and not _alive(old_flower)
-        assert f"Flower stopped (pid {old_flower})" in again.stdout, again.stdout
-        assert redis.Redis.from_url(url.strip()).ping()
-    finally:
-        down = stmpo("host", "down", "--force", env=env)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert not farm.leftovers()
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _named(p: psutil.Process, *prefixes: str) -> bool:
     """Whether ``p`` is one of those processes; one that has exited meanwhile is not."""
     try:
         return p.name().startswith(prefixes)
     except psutil.Error:
         return False
-
-
-def test_host_up_in_the_foreground_stops_cleanly_on_sighup(farm: Farm, tmp_path: Path) -> None:
-    """`host up --foreground` (systemd, or a terminal that closes) on SIGHUP: it ended with
-    129 and left its broker URL and pid files, naming a Redis that was gone."""
-    host_dir = tmp_path / "hostsvc"
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "host", "up", "--port",
-                             str(port), "--foreground"], env=_host_env(farm, host_dir),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: (host_dir / "broker.url").exists(), timeout=30)
-        proc.send_signal(signal.SIGHUP)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out + err
-    assert not [p.name for p in host_dir.iterdir() if p.suffix in (".url", ".pid")]
-    with pytest.raises(redis.ConnectionError):
-        redis.Redis(port=port, socket_connect_timeout=1).ping()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import stat
 import time
 from pathlib import Path
@@ -305,45 +304,6 @@ def test_a_run_folder_lost_to_a_reaper_before_it_was_locked_is_given_up(
         remove_run_dir(folder)
 
 
-def test_a_cancel_wrapped_by_the_import_it_cut_short_is_still_a_cancel() -> None:
-    """A cancel raised while a class is built mid-import (kombu's, in CI) comes out as a
-    RuntimeError from __set_name__: render and main still see the cancel behind it."""
-    from stmpo_celery.cli._render_start import _EarlyCancel
-
-    class Cut:
-        def __set_name__(self, owner: type, name: str) -> None:
-            raise _EarlyCancel.Cancelled(signal.SIGTERM)
-
-    with pytest.raises(BaseException) as info:
-        type("Built", (), {"logger": Cut()})
-    cancel = _EarlyCancel.found_in(info.value)
-    assert cancel is not None and cancel.code == 143
-    assert _EarlyCancel.found_in(RuntimeError("not a cancel")) is None
-
-
-def test_a_cancel_whose_raise_an_at_fork_hook_swallowed_is_not_lost() -> None:
-    """SIGTERM while the embedded Redis is started: the handler runs inside logging's
-    at-fork hook, whose exceptions Python ignores ("Exception ignored in _releaseLock"):
-    the render went on to the end and exited 0. The cancel is kept: raised again at the
-    next checkpoint, or handed to the run."""
-    from types import SimpleNamespace
-
-    from stmpo_celery.cli._render_start import _EarlyCancel
-
-    early = _EarlyCancel()
-    try:
-        early.handle(signal.SIGTERM, None)
-    except _EarlyCancel.Cancelled:
-        pass  # what an at-fork hook does with it
-    with pytest.raises(_EarlyCancel.Cancelled) as info:
-        early.check()
-    assert info.value.code == 143
-    run = SimpleNamespace(cancel_signal=None)
-    early.attach(run)
-    assert run.cancel_signal == signal.SIGTERM
-    _EarlyCancel().check()  # nothing received: nothing raised
-
-
 def test_settling_a_stopped_launch_keeps_the_frames_another_chunk_finished(
         tmp_path: Path) -> None:
     """A launch stopped with frames 1-5 in its ledger (its renderer dead): frame 3, which a
@@ -378,105 +338,6 @@ def test_settling_a_stopped_launch_keeps_the_frames_another_chunk_finished(
     assert settle() == [pattern.path_for(3)]
 
 
-def test_a_cancel_inside_loggings_at_fork_hook_is_kept_for_later_not_raised_there() -> None:
-    """A signal while a helper process is started can land in logging's at-fork hook,
-    where Python prints a raise as "Exception ignored" with its traceback and drops it:
-    the early-cancel handler keeps it (``check`` raises it right after) and raises
-    anywhere else."""
-    import logging
-    import sys
-    import types
-
-    from stmpo_celery.cli._render_start import _EarlyCancel
-
-    hook = getattr(logging, "_releaseLock", None) or logging._afterFork  # type: ignore[attr-defined]
-    early = _EarlyCancel()
-    early.handle(signal.SIGINT, types.SimpleNamespace(f_code=hook.__code__))  # no raise
-    assert early.pending == signal.SIGINT
-    with pytest.raises(_EarlyCancel.Cancelled):
-        early.check()
-    early.handle(signal.SIGTERM, sys._getframe())  # a second signal: the cleanup runs on
-
-
-def test_a_second_signal_does_not_cut_the_first_cancels_cleanup_short() -> None:
-    """A second SIGTERM while a farm submit removed its half-copied project (the first
-    cancel's cleanup) raised again in the middle of it: the copy stayed behind."""
-    from stmpo_celery.cli._render_start import _EarlyCancel
-
-    early = _EarlyCancel()
-    cleaned = []
-    with pytest.raises(_EarlyCancel.Cancelled) as first:
-        try:
-            early.handle(signal.SIGTERM, None)
-        except BaseException:
-            early.handle(signal.SIGTERM, None)  # lands during the cleanup: not raised
-            early.handle(signal.SIGHUP, None)
-            cleaned.append(True)
-            raise
-    assert cleaned and first.value.code == 143
-
-
-def test_a_cancel_inside_an_imports_lock_callback_or_below_it_is_kept_not_raised() -> None:
-    """Seen in CI: Ctrl-C landed in the weakref callback that frees an import's module
-    lock (importlib), where a raise is printed as "Exception ignored" with a traceback.
-    A frame called from such code counts too: the raise would reach it and be dropped."""
-    import types
-
-    from stmpo_celery.cli._render_start import _EarlyCancel
-
-    cb = compile("pass", "<frozen importlib._bootstrap>", "exec").replace(co_name="cb")
-    inner = types.SimpleNamespace(f_code=(lambda: None).__code__,
-                                  f_back=types.SimpleNamespace(f_code=cb, f_back=None))
-    for frame in (types.SimpleNamespace(f_code=cb), inner):
-        early = _EarlyCancel()
-        early.handle(signal.SIGINT, frame)  # no raise
-        assert early.pending == signal.SIGINT
-        with pytest.raises(_EarlyCancel.Cancelled):
-            early.check()
-
-
-@pytest.mark.parametrize("where", ["while the command line is parsed", "before render's body"])
-def test_a_cancel_before_render_takes_it_still_writes_the_summary(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
-    """A SIGHUP that lands before ``render``'s own handling (click still parsing, or the
-    first lines of render) ended with 129 and "CANCELLED by" but no ``--summary``: the
-    file the README promises, and that a wrapper reads for the outcome (seen in CI)."""
-    from stmpo_celery.cli import _main
-    from stmpo_celery.cli._render_start import _EarlyCancel
-
-    if where == "before render's body":
-        real_install = _EarlyCancel.install.__func__  # type: ignore[attr-defined]
-        calls: list[int] = []
-
-        def install(cls: type[_EarlyCancel]) -> _EarlyCancel:
-            early: _EarlyCancel = real_install(cls)
-            calls.append(1)
-            if len(calls) == 2:  # render's own call, just before its try
-                os.kill(os.getpid(), signal.SIGHUP)
-            return early
-
-        monkeypatch.setattr(_EarlyCancel, "install", classmethod(install))
-    else:
-        real_main = _main.cli.main
-
-        def parse(*args: Any, **kw: Any) -> Any:
-            os.kill(os.getpid(), signal.SIGHUP)
-            return real_main(*args, **kw)
-
-        monkeypatch.setattr(_main.cli, "main", parse)
-    summary = tmp_path / "run.json"
-    with pytest.raises(SystemExit) as info:
-        _main.main(["render", "--project", str(tmp_path / "p.aep"), "--comp", "c",
-                    "--frames", "1-8", "--output", str(tmp_path / "o_[####].png"),
-                    "--summary=" + str(tmp_path / "first.json"), "--summary", str(summary)])
-    assert info.value.code == 129
-    doc = json.loads(summary.read_text())
-    assert doc["exit_code"] == 129 and doc["status"] == "cancelled", doc
-    assert "SIGHUP" in doc["reason"]
-    assert not (tmp_path / "first.json").exists()  # click takes the last one given
-    assert _EarlyCancel.current is None
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="reads /proc")
 def test_every_secret_option_is_scrubbed_from_ps() -> None:
     """A farm worker or Flower lives for days: its --farm URL password and Flower's
@@ -494,55 +355,3 @@ def test_every_secret_option_is_scrubbed_from_ps() -> None:
     for secret in ("FarmPw1", "AuthPw2", "BrokerPw3", "FlowerPw4", "QueryPw5"):
         assert secret not in out, out
     assert "--farm-dir\0/d" in out  # what is not a secret stays as given
-
-
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_a_kill_that_is_a_cancel_runs_any_commands_cleanup(
-        tmp_path: Path, sig: int, code: int) -> None:
-    """SIGTERM ended a command other than render outright: a farm submit killed while it
-    copied the project left the partial copy and an empty shot folder, and nothing could
-    remove them. Now it runs the command's cleanup and ends with one line and its code."""
-    import subprocess
-    import sys
-
-    marker = tmp_path / "half-copied.aep"
-    code_text = f"""
-import os, signal, time, click
-from stmpo_celery.cli import _main
-
-@_main.cli.command("copying")
-def copying() -> None:
-    with open({str(marker)!r}, "w") as fh:
-        fh.write("partial")
-    try:
-        os.kill(os.getpid(), {int(sig)})
-        time.sleep(10)
-    except BaseException:
-        os.unlink({str(marker)!r})
-        raise
-
-_main.main(["copying"])
-"""
-    res = subprocess.run([sys.executable, "-c", code_text], capture_output=True, text=True,
-                         timeout=30)
-    assert res.returncode == code, res.stderr
-    assert res.stderr.strip().splitlines() == [f"stmpo: CANCELLED by {signal.Signals(sig).name}"]
-    assert not marker.exists()
-
-
-def test_render_run_by_another_command_takes_sigint_too() -> None:
-    """Every command takes SIGTERM/SIGHUP as a cancel but leaves Ctrl-C to Python; a
-    render run by one (stmpo demo) must take SIGINT as well, or a Ctrl-C between its
-    embedded Redis start and the run's own handlers left that Redis running."""
-    from stmpo_celery.cli._render_start import _EarlyCancel
-
-    before = signal.getsignal(signal.SIGINT)
-    early = _EarlyCancel.install(keep_sigint=True)
-    try:
-        assert signal.getsignal(signal.SIGINT) is before
-        assert signal.getsignal(signal.SIGTERM) == early.handle
-        assert _EarlyCancel.install() is early  # render's own call
-        assert signal.getsignal(signal.SIGINT) == early.handle
-    finally:
-        early.uninstall()
-    assert signal.getsignal(signal.SIGINT) is before

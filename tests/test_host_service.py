@@ -1,0 +1,133 @@
+"""The host service (`stmpo host up|down`): start, refusals, restarts and stopping."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import Farm, free_port, wait_for
+from hostlib import host_env, host_up, stmpo
+
+from stmpo_celery.broker import keys
+
+pytestmark = pytest.mark.slow
+
+
+def test_host_up_that_fails_leaves_no_redis_behind(farm: Farm, tmp_path: Path) -> None:
+    """Flower cannot listen: `host up` fails, and the Redis it had just started is stopped
+    (a half-up service would be found by the next render and used)."""
+    import socket
+
+    host_dir = tmp_path / "hostsvc"
+    env = host_env(farm, host_dir)
+    port, fport = free_port(), free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", fport))
+        busy.listen()
+        up = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}",
+                   env=env)
+    assert up.returncode == 3, up.stdout + up.stderr
+    assert not (host_dir / "broker.url").exists()
+    assert not host_dir.exists()  # made for this start: its redis.conf held the password
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, socket_connect_timeout=1).ping()
+    assert "nothing was running" in stmpo("host", "down", env=env).stdout
+    assert not farm.leftovers()
+
+
+def test_host_up_refuses_a_port_where_another_redis_answers(farm: Farm, tmp_path: Path) -> None:
+    """A Redis without a password answers any password: `host up` must not take a foreign
+    server for the one it started (every render on the host would go there)."""
+    from stmpo_celery.broker import find_redis_server
+
+    binary = find_redis_server()
+    assert binary is not None
+    port = free_port()
+    other = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host_dir = tmp_path / "hostsvc"
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        assert wait_for(lambda: _pings(client), timeout=10)
+        up = stmpo("host", "up", "--port", str(port), env=host_env(farm, host_dir))
+        assert up.returncode == 3, up.stdout + up.stderr
+        assert f"another Redis (pid {other.pid}) answers on 127.0.0.1:{port}" in up.stderr
+        assert not (host_dir / "broker.url").exists() and not (host_dir / "redis.pid").exists()
+        assert not host_dir.exists()  # made for nothing: its redis.conf held the password
+        assert client.get(keys.HOST_SERVICE) is None
+    finally:
+        other.kill()
+        other.wait(10)
+    assert not farm.leftovers()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_host_redis_restarted_keeps_its_password_and_gets_a_flower_that_sees_it(
+        farm: Farm, tmp_path: Path) -> None:
+    """Redis of the host service died (OOM, reboot of the service): `host up` starts it
+    again with the same password — URLs copied to other hosts keep working — and replaces
+    the Flower that was connected to the dead one."""
+    import psutil
+
+    host_dir = tmp_path / "hostsvc"
+    env, port, fport, up = host_up(farm, host_dir)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = (host_dir / "broker.url").read_text()
+        old_flower = int((host_dir / "flower.pid").read_text())
+        redis_pid = int((host_dir / "redis.pid").read_text())
+        psutil.Process(redis_pid).kill()
+        assert wait_for(lambda: not _alive(redis_pid), timeout=10)
+        again = stmpo("host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}",
+                      env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert (host_dir / "broker.url").read_text() == url  # the same password
+        new_flower = int((host_dir / "flower.pid").read_text())
+        assert new_flower != old_flower and not _alive(old_flower)
+        assert f"Flower stopped (pid {old_flower})" in again.stdout, again.stdout
+        assert redis.Redis.from_url(url.strip()).ping()
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not farm.leftovers()
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_host_up_in_the_foreground_stops_cleanly_on_sighup(farm: Farm, tmp_path: Path) -> None:
+    """`host up --foreground` (systemd, or a terminal that closes) on SIGHUP: it ended with
+    129 and left its broker URL and pid files, naming a Redis that was gone."""
+    host_dir = tmp_path / "hostsvc"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stmpo_celery.cli", "host", "up", "--port",
+                             str(port), "--foreground"], env=host_env(farm, host_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (host_dir / "broker.url").exists(), timeout=30)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert not [p.name for p in host_dir.iterdir() if p.suffix in (".url", ".pid")]
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, socket_connect_timeout=1).ping()
