@@ -198,6 +198,7 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
 
     from ..config import defaults
     from ..farm import FARM_ID
+    from ..host import cancel_signals
     from ..monitor import FlowerFlags, check_bind, start_flower
     from ..orchestrator import check_log_dir
 
@@ -214,8 +215,6 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
     fp = start_flower(broker, FARM_ID, defaults.FARM_QUEUE, bind, auth, url_prefix,
                       Path(log_dir), flags=flags)
     click.echo(f"Flower for the farm: {fp.url}")
-    from ..host import cancel_signals
-
     stop: list[int] = []
     for s in cancel_signals():  # SIGHUP too: Flower stopped, not left to die with us
         signal.signal(s, lambda n, _f: stop.append(n))

@@ -307,6 +307,20 @@ _URL_SECRETS = ("--broker", "--farm")
 _AUTH_SECRETS = ("--flower-auth", "--auth")
 
 
+def _option_values(argv: list[str], flag: str) -> list[str]:
+    """The values given to ``flag`` on a command line not parsed (yet), in order: as
+    ``FLAG VALUE`` or ``FLAG=VALUE``, up to a ``--``."""
+    found: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == flag and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith(flag + "="):
+            found.append(arg.partition("=")[2])
+    return found
+
+
 def _scrub_secrets(argv: list[str]) -> None:
     """Hide passwords given on the command line from ``ps`` (this process and the slots
     it forks, a farm worker or Flower for as long as it lives); children get them
@@ -318,31 +332,10 @@ def _scrub_secrets(argv: list[str]) -> None:
     from ..host import scrub_argv
 
     found: list[str] = []
-    for i, arg in enumerate(argv):
-        for flag in flags:
-            if arg == flag and i + 1 < len(argv):
-                value = argv[i + 1]
-            elif arg.startswith(flag + "="):
-                value = arg.split("=", 1)[1]
-            else:
-                continue
+    for flag in flags:
+        for value in _option_values(argv, flag):
             found += url_secrets(value) if flag in _URL_SECRETS else [value.partition(":")[2]]
     scrub_argv(found)
-
-
-def _summary_arg(args: list[str]) -> str | None:
-    """The ``--summary`` path on a render command line not parsed yet (a cancel cut the
-    parse short, or came before render's own handling): the last one given, as click
-    takes it; None if there is none."""
-    found = None
-    for i, arg in enumerate(args):
-        if arg == "--":
-            break
-        if arg == "--summary" and i + 1 < len(args):
-            found = args[i + 1]
-        elif arg.startswith("--summary="):
-            found = arg.partition("=")[2]
-    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -396,9 +389,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(int(cancel.code))
         click.echo(f"stmpo: CANCELLED by {cancel.words} before the render started: "
                    "nothing was rendered")
-        summary = _summary_arg(args)
-        if summary:  # the README promises it from the first moment, as render does
-            write_cancelled_early(summary, None, cancel.name, cancel.code, started)
+        summaries = _option_values(args, "--summary")  # the last one counts, as in click
+        if summaries and summaries[-1]:  # the README promises it from the first moment
+            write_cancelled_early(summaries[-1], None, cancel.name, cancel.code, started)
         sys.exit(int(cancel.code))
     finally:
         if _EarlyCancel.current is not None:  # the command line was refused before render

@@ -82,7 +82,7 @@ def run_log_dir(log_dir: str | None, run_id: str) -> Path:
 
 def check_log_dir(log_dir: str | None) -> None:
     """Before anything starts: can the run's log folder be created and written?"""
-    if log_dir is not None and log_dir and not log_dir.strip():
+    if log_dir and not log_dir.strip():
         raise BadInput("--log-dir (or $STMPO_LOG_DIR) is blank: give a folder, or leave it "
                        "unset")
     if not log_dir:
