@@ -309,11 +309,9 @@ _AUTH_SECRETS = ("--flower-auth", "--auth")
 
 def _option_values(argv: list[str], flag: str) -> list[str]:
     """The values given to ``flag`` on a command line not parsed (yet), in order: as
-    ``FLAG VALUE`` or ``FLAG=VALUE``, up to a ``--``."""
+    ``FLAG VALUE`` or ``FLAG=VALUE``."""
     found: list[str] = []
     for i, arg in enumerate(argv):
-        if arg == "--":
-            break
         if arg == flag and i + 1 < len(argv):
             found.append(argv[i + 1])
         elif arg.startswith(flag + "="):
