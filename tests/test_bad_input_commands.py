@@ -41,6 +41,8 @@ OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
      {"STMPO_START_METHOD": "bogus"}, 2, ["bogus"]),
     ("config-show-profile-empty", ["config", "show", "--profile", ""], {}, 2,
      ["--profile is empty"]),
+    ("config-show-flower-auth", ["config", "show"], {"STMPO_FLOWER_AUTH": "nocolon"}, 2,
+     ["must be user:password"]),
     ("render-log-dir-blank", ["RENDER", "--log-dir", " "], {}, 2, ["blank"]),
 ]
 

@@ -52,14 +52,17 @@ def config_show(as_json: bool, **kw: Any) -> None:
 
 
 def _check_readable(resolved: dict[str, tuple[Any, str]]) -> None:
-    """What a render reads before it starts: the broker URL parses, the NUMA map loads on
-    this host, the log folder can be made (a session fails on them here, not in a task)."""
+    """What a render reads before it starts: the broker URL parses, Flower's credentials
+    are user:password, the NUMA map loads on this host, the log folder can be made (a
+    session fails on them here, not in a task)."""
     from ..broker import parse_broker_url
     from ..host import this_host, uncreatable
+    from ..monitor import check_auth
 
     broker, log_dir = resolved["broker"][0], resolved["log_dir"][0]
     if broker:
         parse_broker_url(str(broker))
+    check_auth(resolved["flower_auth"][0])
     if resolved["numa_map"][0]:
         this_host(str(resolved["numa_map"][0]))
     if log_dir:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._flowerctl import (
         FlowerFlags,
         FlowerProcess,
+        check_auth,
         check_bind,
         end_for_run,
         parse_bind,
@@ -31,6 +32,7 @@ _HOME = {
     "start_flower": "._flowerctl",
     "FlowerProcess": "._flowerctl",
     "start_flower_for_run": "._flowerctl",
+    "check_auth": "._flowerctl",
     "check_bind": "._flowerctl",
     "parse_bind": "._flowerctl",
     "serves_at": "._flowerctl",
@@ -50,6 +52,7 @@ __all__ = [
     "start_flower",
     "FlowerProcess",
     "start_flower_for_run",
+    "check_auth",
     "check_bind",
     "parse_bind",
     "serves_at",
