@@ -18,6 +18,7 @@ import psutil
 import pytest
 import redis
 from conftest import Farm, PrivateRedis, free_port, tagged, wait_for
+from framelib import bad_files, mid_write
 
 from stmpo_celery.config import defaults
 
@@ -136,6 +137,35 @@ def test_second_signal_forces_the_exit_while_the_broker_is_frozen(
     assert proc.returncode == 143, out + err
     assert elapsed < 1.0, f"took {elapsed:.2f} s after the second signal"
     assert "forced to exit by a second SIGTERM" in out and "FAILED" not in out
+    assert not farm.leftovers(timeout=5)
+
+
+def test_one_cancel_while_the_broker_is_frozen_ends_well_inside_the_notify_period(
+        farm: Farm, private_redis: PrivateRedis) -> None:
+    """A Redis that answers nothing (a hung host, a partitioned farm Redis) must not hold a
+    cancel past the bundle's notify period: after it comes SIGKILL, and the half-written
+    frames stay. Flower's row of the run waited 30 s a call on it (~2 min in all)."""
+    import yaml
+
+    template = Path(__file__).parents[1] / "openjd_bundle" / "template.yaml"
+    (step,) = yaml.safe_load(template.read_text())["steps"]
+    notify = step["script"]["actions"]["onRun"]["cancelation"]["notifyPeriodInSeconds"]
+    farm.knobs.update(WRITE_TIME="1.0")
+    proc = farm.start_rendering("--broker", private_redis.url, frame_cost="0.05")
+    try:
+        assert wait_for(lambda: mid_write(farm), timeout=30), "no frame caught mid-write"
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=4 * notify)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    assert proc.returncode == 143 and "CANCELLED by SIGTERM" in out, out + err
+    assert elapsed < notify / 2, f"took {elapsed:.1f} s of the {notify} s notify period"
+    assert farm.load_summary()["status"] == "cancelled"
+    assert bad_files(farm) == [], "half-written frames left behind"
     assert not farm.leftovers(timeout=5)
 
 

@@ -26,10 +26,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..broker import keys, revoke_events
+from ..config import defaults
 from ..host import write_run_end
 from ..plan import format_frames
 from ..slot import task_args
 from ..text import duration
+from ._stopping import bounded
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -190,11 +192,16 @@ class RunRow:
                 run.client.ping()
             except Exception:  # noqa: BLE001
                 return
-        with contextlib.suppress(Exception):
+
+        def tell() -> None:
             self.end(block, ok=ok, cancelled=cancelled)
             entry = self.registry(**fields)
             if entry is not None:
                 self.keep_ended(entry)
+
+        # a frozen broker answers nothing: the teardown after this (slots, half-written
+        # frames) must not wait on it, nor a cancel outlast its notify period
+        bounded(tell, defaults.CLEANUP_BROKER_WAIT_S)
 
     def end(self, block: list[str], ok: bool, cancelled: bool) -> None:
         """The run's outcome (the final block's lines), then every node of the run offline."""
