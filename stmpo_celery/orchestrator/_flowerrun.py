@@ -187,11 +187,6 @@ class RunRow:
         # on disk first: a broker that died may come back from its file with this run
         # still rendering, and `stmpo status` then reads how it really ended from here
         write_run_end(run.log_dir, run.run_id, fields)
-        if run.exit_code == ExitCode.ENVIRONMENT and run.client is not None:
-            try:  # the broker may be the thing that was lost: never wait on it
-                run.client.ping()
-            except Exception:  # noqa: BLE001
-                return
 
         def tell() -> None:
             self.end(block, ok=ok, cancelled=cancelled)
@@ -199,8 +194,9 @@ class RunRow:
             if entry is not None:
                 self.keep_ended(entry)
 
-        # a frozen broker answers nothing: the teardown after this (slots, half-written
-        # frames) must not wait on it, nor a cancel outlast its notify period
+        # the broker may be the thing that was lost, or frozen: the teardown after this
+        # (slots, half-written frames) must not wait on it, nor a cancel outlast its
+        # notify period
         bounded(tell, defaults.CLEANUP_BROKER_WAIT_S)
 
     def end(self, block: list[str], ok: bool, cancelled: bool) -> None:
