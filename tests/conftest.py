@@ -28,7 +28,10 @@ from stmpo_celery.broker._redis import find_redis_server
 
 BIN = Path(sys.executable).parent
 FAKE = str(BIN / "stmpo-fake-aerender")
-SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
+#: The system Redis (the external-broker case): a database of its own for each parallel
+#: test worker (gw0 -> 0, gw1 -> 1), so no worker's "no key left" check sees another's.
+SYSTEM_DB = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+SYSTEM_REDIS = f"redis://127.0.0.1:6379/{SYSTEM_DB}"
 
 pytest_plugins = ["winelib"]  #: the Wine lane's fixtures (winpy, wfarm)
 

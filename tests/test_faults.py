@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from conftest import Farm, pings, stmpo_keys, tagged, wait_for
+from conftest import SYSTEM_REDIS, Farm, pings, stmpo_keys, tagged, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,7 @@ def test_orchestrator_crash_still_cleans_up(farm: Farm, ext_redis: redis.Redis) 
     before = stmpo_keys(ext_redis)
     farm.knobs.update(FRAME_COST="0.1")
     env = farm.env(STMPO_INJECT_FAULT="orchestrator-crash")
-    res = farm.run("--broker", "redis://127.0.0.1:6379/0", frames="1-20", env=env)
+    res = farm.run("--broker", SYSTEM_REDIS, frames="1-20", env=env)
     assert res.returncode == 1
     assert "orchestrator error" in res.stdout and "Traceback" not in res.stdout + res.stderr
     assert not farm.leftovers()
@@ -285,7 +285,7 @@ def test_an_idle_slot_killed_again_and_again_is_replaced_and_the_run_goes_on(
     farm.knobs.update(FRAME_COST="0.05", HEAVY="13-24x25")  # the second block: ~15 s
     sub = ext_redis.pubsub(ignore_subscribe_messages=True)
     sub.psubscribe("stmpo:*:x:events")
-    proc = farm.start("--broker", "redis://127.0.0.1:6379/0", "--schedule", "static",
+    proc = farm.start("--broker", SYSTEM_REDIS, "--schedule", "static",
                       frames="1-24", concurrency=2)
     run: str | None = None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Farm
+from conftest import SYSTEM_REDIS, Farm
 
 from stmpo_celery.broker import keys
 from stmpo_celery.broker._redis import parse_broker_url
@@ -75,7 +75,7 @@ def test_farm_redis_shares_history_between_hosts(tmp_path: Path,
         monkeypatch.setenv("STMPO_HISTORY_DIR", str(tmp_path / "host-a"))
         _history.save(str(project), "Main", {1: 2.0}, 5.0, ext_redis)
         monkeypatch.setenv("STMPO_HISTORY_DIR", str(tmp_path / "host-b"))  # another host
-        hist = _history.load(str(project), "Main", parse_broker_url("redis://127.0.0.1:6379/0"))
+        hist = _history.load(str(project), "Main", parse_broker_url(SYSTEM_REDIS))
         assert hist is not None and hist.costs == {1: 2.0}
         assert _history.load(str(project), "Main", None) is None  # not in host b's files
     finally:

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import BIN, FAKE, kill_tagged, system_redis, tagged, wait_for
+from conftest import BIN, FAKE, SYSTEM_REDIS, kill_tagged, system_redis, tagged, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE_T = ROOT / "openjd_bundle" / "template.yaml"
 MOVIE_T = ROOT / "openjd_bundle" / "movie" / "template.yaml"
 BIG_T = ROOT / "openjd_bundle" / "big" / "template.yaml"
-SYSTEM_REDIS = "redis://127.0.0.1:6379/0"
 _RUN_ID = re.compile(r"stmpo: run ([0-9a-f]+) on ")
 
 

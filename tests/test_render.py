@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Farm, stmpo_keys, tagged, wait_for
+from conftest import SYSTEM_REDIS, Farm, stmpo_keys, tagged, wait_for
 
 from stmpo_celery.aerender._fakeframes import frame_bytes
 from stmpo_celery.broker import keys
@@ -132,7 +132,7 @@ def test_skip_existing_frames_are_not_rendered_again(farm: Farm) -> None:
 
 def test_external_redis_keeps_no_key_of_the_run(farm: Farm, ext_redis: redis.Redis) -> None:
     before = stmpo_keys(ext_redis)
-    res = farm.run("--broker", "redis://127.0.0.1:6379/0", frames="1-12", concurrency=2)
+    res = farm.run("--broker", SYSTEM_REDIS, frames="1-12", concurrency=2)
     assert res.returncode == 0, res.stdout + res.stderr
     assert stmpo_keys(ext_redis) - before <= {keys.HISTORY}  # only the comp's frame costs
     assert json.loads(farm.summary.read_text())["embedded_broker"] is False
@@ -145,7 +145,7 @@ def test_sigkill_of_orchestrator_leaves_no_key_on_external_redis(
     heartbeat, would leave a key with no TTL that nothing deletes."""
     before = stmpo_keys(ext_redis)
     farm.knobs.update(WRITE_TIME="0.2")
-    proc = farm.start_rendering("--broker", "redis://127.0.0.1:6379/0", frames="1-40",
+    proc = farm.start_rendering("--broker", SYSTEM_REDIS, frames="1-40",
                                 frame_cost="0.05")
     proc.kill()
     proc.communicate(timeout=10)
@@ -159,7 +159,7 @@ def test_two_runs_on_one_redis_do_not_cross(tmp_path: Path, ext_redis: redis.Red
     a, b = Farm(tmp_path / "a"), Farm(tmp_path / "b")
     try:
         before = stmpo_keys(ext_redis)
-        url = ["--broker", "redis://127.0.0.1:6379/0"]
+        url = ["--broker", SYSTEM_REDIS]
         pa = a.start(*url, frames="1-16", concurrency=2)
         pb = b.start(*url, frames="101-116", concurrency=2)
         pa.communicate(timeout=90)

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 import redis
-from conftest import BIN, Farm, free_port, tagged, wait_for
+from conftest import BIN, SYSTEM_REDIS, Farm, free_port, tagged, wait_for
 from hostlib import host_up, stmpo
 
 from stmpo_celery.broker import keys
@@ -198,7 +198,7 @@ def test_status_gives_keys_of_an_unregistered_run_a_ttl(farm: Farm,
     ext_redis.hset(key, "slot0", "{}")
     try:
         assert ext_redis.ttl(key) == -1
-        status_json(farm.env(), "--broker", "redis://127.0.0.1:6379/0")
+        status_json(farm.env(), "--broker", SYSTEM_REDIS)
         assert 0 < ext_redis.ttl(key) <= 30
     finally:
         ext_redis.delete(key)

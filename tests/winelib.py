@@ -5,6 +5,7 @@ test_wine.py (renders) and test_wine_os.py (Windows APIs)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import system_redis, wait_for
+from conftest import SYSTEM_REDIS, system_redis, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 WINE_ROOT = Path(os.environ.get("WINE_ROOT", "/var/tmp/stmpo-wine"))
 PYDIR = WINE_ROOT / "py311"
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = SYSTEM_REDIS
 
 
 def win(path: Path | str) -> str:
@@ -99,8 +100,20 @@ class WinPython:
 
 @pytest.fixture(scope="session")
 def winpy(tmp_path_factory: pytest.TempPathFactory) -> WinPython:
-    """The Windows Python with this checkout installed (once for the lane)."""
-    return _install(tmp_path_factory)
+    """The Windows Python with this checkout installed (once for the lane: parallel test
+    workers share the first one's install, under a lock)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the base all workers share
+    with open(root / "winpy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / "winpy-site"
+        if (done / "installed").is_file():
+            return WinPython(Path(done.joinpath("installed").read_text()))
+        py = _install(tmp_path_factory)
+        done.mkdir(exist_ok=True)
+        done.joinpath("installed").write_text(str(py.target))
+        return py
 
 
 def _install(tmp_path_factory: pytest.TempPathFactory) -> WinPython:
