@@ -14,7 +14,7 @@ from conftest import Farm, tagged
 
 from stmpo_celery.broker.keys import host_name
 from stmpo_celery.errors import BadInput
-from stmpo_celery.host._proc import start_time
+from stmpo_celery.host._proc import process_space, start_time
 from stmpo_celery.orchestrator._outlock import acquire
 from stmpo_celery.plan._pattern import OutputPattern
 from stmpo_celery.slot._ledger import Ledger, entries, state_dir
@@ -22,12 +22,14 @@ from stmpo_celery.slot._ledger import Ledger, entries, state_dir
 
 def plant(pattern: OutputPattern, run: str, frames: str, *, host: str | None = None,
           pid: int | None = None, started: float | None = None,
-          stamped: float | None = None) -> Path:
-    """A lock file as another run would have written it."""
+          stamped: float | None = None, space: object = None) -> Path:
+    """A lock file as another run would have written it (in this process space unless
+    ``space`` says another)."""
     folder = state_dir(pattern)
     folder.mkdir(parents=True, exist_ok=True)
     pid = os.getpid() if pid is None else pid
     info = {"run": run, "host": host or host_name(), "pid": pid,
+            "space": process_space() if space is None else space,
             "started": start_time(pid) if started is None else started,
             "pattern": pattern.raw, "frames": frames, "time": stamped or time.time()}
     path = folder / f"run-{run}.lock"
@@ -130,6 +132,21 @@ def test_fresh_remote_lock_is_live(tmp_path: Path) -> None:
     plant(pattern, "far00001", "1-10", host="elsewhere", pid=1)
     with pytest.raises(BadInput, match="far00001 on elsewhere"):
         acquire(pattern, [5], "mine0002")
+
+
+def test_a_lock_of_a_twin_of_this_hosts_name_is_live_until_stale(tmp_path: Path) -> None:
+    """A container sharing this host's name, or a clone of it, renders to the same shared
+    folder: its pid means nothing here, so its fresh lock holds (it was reclaimed, and
+    both rendered the same frames); a stale one is reclaimed as any remote lock is."""
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    twin = {**process_space(), "boot": "another boot"}
+    plant(pattern, "twin0001", "1-10", pid=dead_pid(), space=twin)
+    with pytest.raises(BadInput, match=f"twin0001 on {host_name()}"):
+        acquire(pattern, [5], "mine0002")
+    plant(pattern, "twin0001", "1-10", pid=dead_pid(), space=twin, stamped=time.time() - 600)
+    lock, live = acquire(pattern, [5], "mine0003")
+    assert live == set()
+    lock.release()
 
 
 def test_busy_output_refusal_starts_nothing_and_keeps_the_other_runs_ledger(

@@ -21,6 +21,7 @@ from hostlib import host_up, stmpo
 
 from stmpo_celery.broker import keys
 from stmpo_celery.config import defaults
+from stmpo_celery.host import process_space
 
 pytestmark = pytest.mark.slow
 SLOW = {"STARTUP": "0.3", "FRAME_COST": "0.2"}
@@ -177,12 +178,16 @@ def test_host_flower_refuses_open_bind_without_auth(tmp_path: Path) -> None:
 def test_run_state_and_dead_runs() -> None:
     from stmpo_celery.monitor._status import run_state, what
 
-    me = keys.host_name()
+    me, here = keys.host_name(), process_space()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    assert run_state({"state": "rendering", "pid": os.getpid(), "host": me}, me) == "rendering"
-    assert run_state({"state": "rendering", "pid": gone.pid, "host": me}, me) == "dead"
-    assert run_state({"state": "rendering", "pid": gone.pid, "host": "other"}, me) == "rendering"
+    live = {"state": "rendering", "pid": os.getpid(), "host": me, "space": here}
+    assert run_state(live, me) == "rendering"
+    assert run_state(dict(live, pid=gone.pid), me) == "dead"
+    assert run_state(dict(live, pid=gone.pid, host="other"), me) == "rendering"
+    # a container or a clone of this host's name: its pid is not looked up here
+    assert run_state(dict(live, pid=gone.pid, space={**here, "boot": "another"}), me) \
+        == "rendering"
     assert run_state({"state": "done", "ended": 1.0, "pid": gone.pid, "host": me}, me) == "done"
     assert run_state({"state": "failed", "ended": 1.0}, me) == "failed"
     assert what({"project": "/p/shot.aep", "comp": "Main"}) == "shot.aep / Main"

@@ -17,7 +17,8 @@ from stmpo_celery.broker._redis import mask_url, url_secrets
 from stmpo_celery.config import defaults
 from stmpo_celery.config._settings import SETTINGS, convert
 from stmpo_celery.errors import BadInput, EnvironmentProblem
-from stmpo_celery.host import release_folder
+from stmpo_celery.host import process_space, release_folder, same_space
+from stmpo_celery.host._proc import spaces_match
 from stmpo_celery.orchestrator import _logdir
 from stmpo_celery.orchestrator._funnel import LogFunnel
 from stmpo_celery.orchestrator._stopping import BrokerWatch, bounded
@@ -78,7 +79,7 @@ def test_bounded_never_waits_longer_than_asked() -> None:
 
 def test_a_run_is_dead_when_its_orchestrator_is_gone_or_its_beat_stopped() -> None:
     now = time.time()
-    me: dict[str, Any] = {"host": "h1", "pid": os.getpid(),
+    me: dict[str, Any] = {"host": "h1", "pid": os.getpid(), "space": process_space(),
                           "pid_started": _started(os.getpid()), "beat": now}
     assert not judge(me, "h1", now).dead
     reused = dict(me, pid_started=me["pid_started"] - 1000)  # same pid, another process
@@ -88,6 +89,25 @@ def test_a_run_is_dead_when_its_orchestrator_is_gone_or_its_beat_stopped() -> No
     assert not judge(far, "h1", now + defaults.RUN_KEY_TTL_S - 1).dead
     assert judge(far, "h1", now + defaults.RUN_KEY_TTL_S + 1).dead
     assert not judge({"host": "h2", "started": 0}, "h1", now).dead  # an older stmpo's entry
+    # A container sharing this host's name (its own PID namespace), a machine cloned
+    # under one name (another boot): the pid means nothing here. Judged by the pid, the
+    # live run of the docker farm's other render host was reaped mid-render.
+    for key in process_space():
+        twin = dict(me, pid=2 ** 22 + 7, space={**process_space(), key: "elsewhere"})
+        assert not judge(twin, "h1", now).dead, key
+        assert judge(twin, "h1", now + defaults.RUN_KEY_TTL_S + 1).dead, key
+    assert not judge(dict(me, pid=2 ** 22 + 7, space=None), "h1", now).dead
+
+
+def test_a_process_space_survives_json_and_tells_boots_apart() -> None:
+    mine = process_space()
+    assert mine and same_space(json.loads(json.dumps(mine)))
+    assert not same_space(None) and not same_space({}) and not same_space(
+        {**mine, "more": "a newer stmpo's"})
+    boot_time: dict[str, str | float] = {"boot": 1_700_000_000.0}  # Windows, macOS
+    assert spaces_match(boot_time, {"boot": 1_700_000_001.2})  # reported to about 1 s
+    assert not spaces_match(boot_time, {"boot": 1_700_000_009.0})
+    assert not spaces_match(boot_time, {"boot": True})
 
 
 def test_a_killed_orchestrator_not_yet_reaped_is_dead() -> None:
@@ -100,7 +120,7 @@ def test_a_killed_orchestrator_not_yet_reaped_is_dead() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         entry = {"host": "h1", "pid": child.pid, "pid_started": _started(child.pid),
-                 "beat": time.time()}
+                 "space": process_space(), "beat": time.time()}
         assert not judge(entry, "h1", time.time()).dead
         child.kill()
         time.sleep(0.3)  # dead, and not waited for: a zombie

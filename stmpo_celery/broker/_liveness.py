@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from ..config import defaults
-from ..host import process_started, same_process_alive
+from ..host import process_space, process_started, same_process_alive, same_space
 from . import keys
 from ._redis import BrokerUrl
 
@@ -47,10 +47,12 @@ def server_id(client: redis.Redis) -> str | None:
 
 def owned_entry(entry_json: str) -> str:
     """A registry entry (``events.registry_entry``) plus who owns it: this process's
-    pid and start time, and the time of the first beat."""
+    pid, start time and process space (where that pid means it), and the time of the
+    first beat."""
     data = json.loads(entry_json)
     pid = os.getpid()
-    data.update(pid=pid, pid_started=process_started(pid), beat=time.time())
+    data.update(pid=pid, pid_started=process_started(pid), space=process_space(),
+                beat=time.time())
     return json.dumps(data)
 
 
@@ -106,7 +108,10 @@ def judge(entry: dict[str, Any], host: str, now: float,
           ttl: float = defaults.RUN_KEY_TTL_S) -> Verdict:
     """Is the run of this registry entry dead? (pure but for the process lookup)"""
     pid, started = entry.get("pid"), entry.get("pid_started")
-    if entry.get("host") == host and isinstance(pid, int) and isinstance(started, (int, float)):
+    # the pid is looked up only where it means the run's process: a container or a clone
+    # that shares this host's name is another host, judged by its beat
+    if entry.get("host") == host and same_space(entry.get("space")) and isinstance(
+            pid, int) and isinstance(started, (int, float)):
         if not same_process_alive(pid, float(started)):
             return Verdict(True, f"its orchestrator (pid {pid}) is gone")
         return Verdict(False)

@@ -39,7 +39,7 @@ from celery.signals import worker_ready
 from ..broker import BrokerUrl
 from ..config import defaults
 from ..errors import BadInput
-from ..host import child_kwargs
+from ..host import child_kwargs, process_space, same_space
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
 from ._session import run_task
 from ._store import ENDED, PREFIX, FarmStore
@@ -261,6 +261,7 @@ def _beat(stop: threading.Event) -> None:
         with contextlib.suppress(Exception):
             W.store.heartbeat(W.name, W.instance,
                               {"host": socket.gethostname(), "pid": os.getpid(),
+                               "space": process_space(),
                                "task": list(W.current) if W.current else None})
             reap_dead(W.store)
         stop.wait(defaults.FARM_HEARTBEAT_S)
@@ -297,7 +298,7 @@ def _check_name_free(store: FarmStore, name: str) -> None:
     info = store.worker(name)
     if info is None:
         return
-    here = info.get("host") == socket.gethostname()
+    here = info.get("host") == socket.gethostname() and same_space(info.get("space"))
     pid = info.get("pid")
     if here and isinstance(pid, int) and not psutil.pid_exists(pid):
         return

@@ -10,6 +10,7 @@ reparented grandchildren are not missed).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -19,7 +20,9 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
-from ._platform import kill_group, leads_group
+from ._platform import OS, kill_group, leads_group
+
+BOOT_TIME_SLACK_S = 2.0  #: two processes' view of one boot time differs by at most this
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -152,6 +155,50 @@ def process_started(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except (psutil.Error, ValueError, OverflowError):
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def process_space() -> dict[str, str | float]:
+    """Where a pid names one process, beside the host's name: the boot (Linux: its
+    ``boot_id``; elsewhere its boot time) and, on Linux, the PID namespace. Two containers
+    that share a host name (``network_mode: service:…``), or two machines cloned under
+    one name, differ here: a record of the other's process is never judged by a pid
+    looked up here. Recorded with every pid another process may judge (run registry,
+    output lock, farm worker)."""
+    space: dict[str, str | float] = {}
+    if OS == "linux":
+        with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id",
+                                                 encoding="ascii") as f:
+            space["boot"] = f.read().strip()
+        with contextlib.suppress(OSError):
+            space["pidns"] = os.readlink("/proc/self/ns/pid")
+    if "boot" not in space:
+        with contextlib.suppress(Exception):
+            space["boot"] = round(psutil.boot_time(), 1)
+    return space
+
+
+def same_space(space: object) -> bool:
+    """Does a record's :func:`process_space` say its pid can be looked up here? A record
+    without one (or from a newer stmpo that records more) is another host's: judged by
+    its heartbeat or its age, never by a pid."""
+    return spaces_match(process_space(), space)
+
+
+def spaces_match(mine: dict[str, str | float], theirs: object) -> bool:
+    """Two process spaces are one: the same keys, equal values, boot times within
+    :data:`BOOT_TIME_SLACK_S` (Windows reports its own to about a second)."""
+    if not isinstance(theirs, dict) or not mine or set(theirs) != set(mine):
+        return False
+    for key, value in mine.items():
+        other = theirs[key]
+        if isinstance(value, float):
+            if not isinstance(other, (int, float)) or isinstance(other, bool) \
+                    or abs(other - value) > BOOT_TIME_SLACK_S:
+                return False
+        elif other != value:
+            return False
+    return True
 
 
 def same_process_alive(pid: int, started: float, tolerance: float = 1.0) -> bool:

@@ -33,7 +33,7 @@ from ..broker import (
     say_farewell,
 )
 from ..config import defaults
-from ..host import read_run_end
+from ..host import read_run_end, same_space
 from ..text import duration
 
 STATES = tuple(s.value for s in keys.RunState)
@@ -46,7 +46,7 @@ def run_state(entry: dict[str, Any], this_host: str) -> str:
     pid = entry.get("pid")
     if state in ("rendering", "failed", "cancelled") and not entry.get("ended") and (
             isinstance(pid, int) and entry.get("host") == this_host
-            and not psutil.pid_exists(pid)):
+            and same_space(entry.get("space")) and not psutil.pid_exists(pid)):
         return "dead"
     return state if state in STATES else "rendering"
 
@@ -171,7 +171,8 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                     continue
                 seen.add(run_id)
                 ending = None
-                if not entry.get("ended") and entry.get("host") == keys.host_name():
+                if not entry.get("ended") and entry.get("host") == keys.host_name() \
+                        and same_space(entry.get("space")):
                     # its end never reached this broker (lost, then back from its file)
                     ending = read_run_end(entry.get("log_dir"), run_id)
                     entry = {**entry, **ending} if ending else entry

@@ -28,7 +28,14 @@ from typing import Any
 from ..broker.keys import host_name
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import read_text, remove_file, same_process_alive, start_time
+from ..host import (
+    process_space,
+    read_text,
+    remove_file,
+    same_process_alive,
+    same_space,
+    start_time,
+)
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import state_dir, write_state
 
@@ -66,8 +73,9 @@ class OutputLock:
 def alive(info: dict[str, Any], mtime: float, now: float) -> bool:
     """Is the run that wrote this lock still running? (A malformed lock is not.)"""
     try:
-        if info.get("host") == host_name():  # a zombie is not: killed, never reaped (its
-            # parent frozen) it holds nothing, though its pid and start time still match
+        if info.get("host") == host_name() and same_space(info.get("space")):
+            # a zombie is not: killed, never reaped (its parent frozen) it holds nothing,
+            # though its pid and start time still match
             return same_process_alive(int(info.get("pid", 0)) or -1,
                                       float(info.get("started") or 0), tolerance=0.999)
         return now - max(mtime, float(info.get("time") or 0)) < defaults.OUTPUT_LOCK_STALE_S
@@ -117,7 +125,7 @@ def locks(folder: Path) -> list[tuple[Path, dict[str, Any], float]]:
     for path in names:
         try:
             info = json.loads(read_text(path))
-            if not isinstance(info, dict) or "host" not in info:
+            if not isinstance(info, dict) or not {"host", "run"} <= info.keys():
                 raise ValueError("not a lock")
             out.append((path, info, path.stat().st_mtime))
         except FileNotFoundError:
@@ -186,7 +194,7 @@ def _claim(pattern: OutputPattern, frames: list[int],
                 return Busy(str(info.get("run")), str(info.get("host")),
                             str(info.get("pid")), format_frames(shared), pattern.raw, path)
         info = {"run": run_id, "host": host_name(), "pid": os.getpid(),
-                "started": start_time(), "pattern": pattern.raw,
+                "space": process_space(), "started": start_time(), "pattern": pattern.raw,
                 "frames": format_frames(frames), "time": now}
         path = folder / f"run-{run_id}.lock"
         try:
