@@ -23,6 +23,7 @@ from . import _platform, _windows
 T = TypeVar("T")
 
 REPLACE_WAIT_S = 2.0  #: Windows: how long a file operation waits for another process
+RETRY_STEP_MAX_S = 0.02  #: ... trying again at least this often
 
 
 def _patiently(op: Callable[[], T], wait: float) -> T:
@@ -39,7 +40,9 @@ def _patiently(op: Callable[[], T], wait: float) -> T:
             if _platform.OS != "windows" or left <= 0:
                 raise
             time.sleep(min(pause, left))
-            pause = min(2 * pause, 0.1)
+            # never coarser than the gaps between readers that keep reopening the file
+            # (a `versions list` in a loop, a scanner): a 0.1 s step missed 50 ms gaps
+            pause = min(2 * pause, RETRY_STEP_MAX_S)
 
 
 def replace_file(src: str | Path, dst: str | Path, wait: float = REPLACE_WAIT_S) -> None:
