@@ -50,7 +50,7 @@ def test_records_by_content_and_by_path(tmp_path: Path, monkeypatch: pytest.Monk
     project = tmp_path / "a.aep"
     project.write_text("v1")
     assert _history.load(str(project), "Main", None) is None
-    _history.save(str(project), "Main", {1: 0.5, 2: 0.7}, 3.0, None)
+    _history.save(str(project), "Main", {1: 0.5, 2: 0.7}, 3.0)
     hist = _history.load(str(project), "Main", None)
     assert hist is not None and hist.exact and hist.costs == {1: 0.5, 2: 0.7}
     assert hist.launch == 3.0
@@ -73,7 +73,7 @@ def test_farm_redis_shares_history_between_hosts(tmp_path: Path,
     content, path = _history.keys_for(str(project), "Main")
     try:
         monkeypatch.setenv("STMPO_HISTORY_DIR", str(tmp_path / "host-a"))
-        _history.save(str(project), "Main", {1: 2.0}, 5.0, ext_redis)
+        _history.share(ext_redis, _history.save(str(project), "Main", {1: 2.0}, 5.0))
         monkeypatch.setenv("STMPO_HISTORY_DIR", str(tmp_path / "host-b"))  # another host
         hist = _history.load(str(project), "Main", parse_broker_url(SYSTEM_REDIS))
         assert hist is not None and hist.costs == {1: 2.0}
@@ -119,7 +119,7 @@ def test_plan_shows_predicted_makespan_with_and_without_history(
     none = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
     assert none["history"] is None
     _history.save(str(project), "Main", {f: (0.48 if 100 <= f <= 150 else 0.04)
-                                          for f in range(2, 241)}, 1.5, None)
+                                          for f in range(2, 241)}, 1.5)
     out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
     h = out["history"]
     assert h["exact"] and h["with_s"] < h["without_s"] and h["with_s"] <= 1.1 * h["bound_s"]
@@ -165,7 +165,7 @@ def test_a_damaged_history_record_is_ignored(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("STMPO_HISTORY_DIR", str(tmp_path / "hist"))
     project = tmp_path / "a.aep"
     project.write_text("v1")
-    _history.save(str(project), "Main", {1: 0.5}, 3.0, None)
+    _history.save(str(project), "Main", {1: 0.5}, 3.0)
     for key in _history.keys_for(str(project), "Main"):
         (tmp_path / "hist" / f"{key}.json").write_text(text)
     assert _history.load(str(project), "Main", None) is None

@@ -131,3 +131,26 @@ def test_host_up_in_the_foreground_stops_cleanly_on_sighup(farm: Farm, tmp_path:
     assert not [p.name for p in host_dir.iterdir() if p.suffix in (".url", ".pid")]
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=port, socket_connect_timeout=1).ping()
+
+
+def test_host_down_refuses_while_its_redis_does_not_answer(farm: Farm, tmp_path: Path) -> None:
+    """A Redis that does not answer for a few seconds (busy, swapped out) cannot say
+    whether runs use it: `host down` skipped the check and stopped it under a live
+    render. It refuses instead, and stops it once it answers (or with --force)."""
+    import os
+
+    host_dir = tmp_path / "hostsvc"
+    env = host_env(farm, host_dir)
+    up = stmpo("host", "up", "--port", str(free_port()), env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    redis_pid = int((host_dir / "redis.pid").read_text())
+    os.kill(redis_pid, signal.SIGSTOP)
+    try:
+        down = stmpo("host", "down", env=env)
+    finally:
+        os.kill(redis_pid, signal.SIGCONT)
+    assert down.returncode == 3, down.stdout + down.stderr
+    assert "does not answer" in down.stderr and len(down.stderr.strip().splitlines()) == 1
+    assert _alive(redis_pid)
+    assert stmpo("host", "down", env=env).returncode == 0
+    assert wait_for(lambda: not _alive(redis_pid), timeout=10)

@@ -19,6 +19,7 @@ import pytest
 import redis
 from conftest import Farm, PrivateRedis, free_port, tagged, wait_for
 from framelib import bad_files, mid_write
+from freezeproxy import FreezeProxy
 
 from stmpo_celery.config import defaults
 
@@ -166,6 +167,31 @@ def test_one_cancel_while_the_broker_is_frozen_ends_well_inside_the_notify_perio
     assert elapsed < notify / 2, f"took {elapsed:.1f} s of the {notify} s notify period"
     assert farm.load_summary()["status"] == "cancelled"
     assert bad_files(farm) == [], "half-written frames left behind"
+    assert not farm.leftovers(timeout=5)
+
+
+@pytest.mark.parametrize("step", [rb"SUBSCRIBE", rb"LPUSH"], ids=["subscribe", "chord"])
+def test_a_broker_that_stops_answering_while_the_run_starts_holds_no_cancel(
+        farm: Farm, private_redis: PrivateRedis, step: bytes) -> None:
+    """Frozen as the run subscribes to its events or sends its chord (kombu waits 30 s a
+    read, and retries): the cancel that came meanwhile was only seen once the broker
+    answered — as the chord went out, never; as it subscribed, after ~40 s, and then
+    reported as exit 1 "orchestrator error: network:TimeoutError"."""
+    proxy = FreezeProxy(private_redis.port, step)
+    proc = farm.start("--broker", proxy.url(), frames="1-40")
+    try:
+        assert wait_for(proxy.frozen.is_set, timeout=30), f"the run never sent {step!r}"
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+        proxy.close()
+    assert proc.returncode == 143 and "CANCELLED by SIGTERM" in out, out + err
+    assert elapsed < 15, f"took {elapsed:.1f} s after the cancel"
+    assert farm.load_summary()["status"] == "cancelled"
     assert not farm.leftovers(timeout=5)
 
 

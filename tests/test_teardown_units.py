@@ -77,6 +77,32 @@ def test_bounded_never_waits_longer_than_asked() -> None:
     assert bounded(lambda: None, 1.0)
 
 
+def test_the_start_waits_for_its_broker_thread_a_cancel_or_its_deadline() -> None:
+    """The run's start on its broker runs beside the main thread, which keeps taking
+    signals: a frozen broker holds neither a cancel nor the run past the deadline, and
+    what the broker raised is raised where the run can say it."""
+    import threading
+
+    import redis
+
+    from stmpo_celery.orchestrator._startup import Waited, until_done
+
+    never = threading.Event()
+    assert until_done(lambda: None, lambda: False, 5) is Waited.DONE
+    t0 = time.monotonic()
+    assert until_done(never.wait, lambda: False, 0.3) is Waited.TIMED_OUT
+    assert 0.3 <= time.monotonic() - t0 < 2
+    asked = iter(range(4))  # a cancel on the fourth look
+    assert until_done(never.wait, lambda: next(asked, None) is None, 60) is Waited.CANCELLED
+
+    def lost() -> None:
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    with pytest.raises(redis.TimeoutError, match="reading from socket"):
+        until_done(lost, lambda: False, 5)
+    never.set()
+
+
 def test_a_run_is_dead_when_its_orchestrator_is_gone_or_its_beat_stopped() -> None:
     now = time.time()
     me: dict[str, Any] = {"host": "h1", "pid": os.getpid(), "space": process_space(),

@@ -57,6 +57,9 @@ WATCHDOG_TIMEOUT_S: Final = 1.0  #: one watchdog ping waits this long for an ans
 #: the orchestrator's event subscription is pinged when quiet this long: a connection that
 #: breaks stops the run (its events would be lost), so it must not be dropped for idling
 EVENTS_PING_S: Final = 30.0
+#: the run's start on its broker (registry, plan, chord) may take this long: a slow broker
+#: (200 ms a round trip) needs ~13 s, a frozen one fails the run with exit 3 after it
+START_BROKER_WAIT_S: Final = 30.0
 STOP_BROKER_WAIT_S: Final = 0.5  #: a stop waits this long for abort/purge/revoke on the broker
 CLEANUP_BROKER_WAIT_S: Final = 2.0  #: teardown waits this long to delete the run's keys
 FORCED_EXIT_WORDS_S: Final = 0.5  #: a forced exit deletes half-written frames, writes the summary
@@ -65,6 +68,7 @@ WARDEN_WAIT_S: Final = 30.0  #: ... and waits this long for a run folder still l
 RUN_KEY_TTL_S: Final = 30  #: every key of a run expires this long after its last heartbeat
 HEARTBEAT_INTERVAL_S: Final = 2.0  #: how often a run refreshes the TTL of its keys
 ORPHAN_QUIET_S: Final = 0.25  #: orphaned slots delete run keys until none is back this long
+ORPHAN_BROKER_WAIT_S: Final = 5.0  #: ... and wait at most this long on the broker for it
 
 # --- orchestrator -------------------------------------------------------------------
 KILL_WAIT_S: Final = 2.0  #: wait for killed processes to be reaped

@@ -323,15 +323,23 @@ class HostService:
         broker = BrokerUrl(url) if url and redis_proc else None
         client = broker.client(timeout=2.0) if broker is not None else None
         if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
+            try:
                 for run_id, why in reap_dead_runs(client, broker=broker).items():
                     said.append(f"removed the keys of dead run {run_id} ({why})")
                 live = client.hkeys(keys.REGISTRY)
-                if live and not force:
-                    runs = ", ".join(map(str, live))
+            except (redis.RedisError, OSError) as exc:
+                if not force:  # busy or hung: runs may still use it
                     raise EnvironmentProblem(
-                        f"{len(live)} run(s) still use this host's Redis ({runs}): "
-                        "wait for them, or pass --force (they then fail)")
+                        f"this host's Redis (pid {redis_proc.pid if redis_proc else '?'}) "
+                        f"does not answer ({type(exc).__name__}), so whether runs still use "
+                        "it cannot be told: try again, or pass --force (they then fail)"
+                    ) from None
+                live = []
+            if live and not force:
+                runs = ", ".join(map(str, live))
+                raise EnvironmentProblem(
+                    f"{len(live)} run(s) still use this host's Redis ({runs}): "
+                    "wait for them, or pass --force (they then fail)")
         flower = self.running("flower")
         if flower is not None:
             _stop(flower)

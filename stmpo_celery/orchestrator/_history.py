@@ -161,15 +161,16 @@ def load(project: str, comp: str, broker: BrokerUrl | None) -> History | None:
     return None
 
 
-def save(project: str, comp: str, costs: Mapping[int, float], launch: float,
-         client: redis.Redis | None) -> None:
-    """Record a render's costs (best effort: history never fails a render)."""
+def save(project: str, comp: str, costs: Mapping[int, float],
+         launch: float) -> dict[str, str]:
+    """Record a render's costs in this host's files (best effort: history never fails a
+    render); returns the records by key, for a farm's Redis."""
     if not costs:
-        return
+        return {}
     try:
         content, path = keys_for(project, comp)
     except OSError:
-        return
+        return {}
     data = json.dumps({"comp": comp, "digest_key": content, "t": time.time(),
                        "launch": round(launch, 4),
                        "costs": {str(f): round(c, 4) for f, c in sorted(costs.items())}})
@@ -180,9 +181,16 @@ def save(project: str, comp: str, costs: Mapping[int, float], launch: float,
             tmp = folder / f".{key}.{os.getpid()}.tmp"
             tmp.write_text(data)
             replace_file(tmp, folder / f"{key}.json")
-    if client is not None:
-        with contextlib.suppress(redis.RedisError):
-            client.hset(REDIS_HASH, mapping={content: data, path: data})
+    return {content: data, path: data}
+
+
+def share(client: redis.Redis, records: Mapping[str, str]) -> None:
+    """Put records :func:`save` returned in a farm's Redis, where every host finds them."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        pipe = client.pipeline(transaction=False)
+        for key, data in records.items():
+            pipe.hset(REDIS_HASH, key, data)
+        pipe.execute()
 
 
 def fill(costs: Mapping[int, float], frames: list[int], default: float) -> dict[int, float]:
@@ -210,14 +218,21 @@ def plan_blocks(hist: History, frames: list[int], n_slots: int) -> list[tuple[in
 
 
 def record_run(client: redis.Redis, run_id: str, project: str, o: RenderOptions, *,
-               farm: bool) -> None:
+               farm: bool, wait: float = defaults.CLEANUP_BROKER_WAIT_S) -> None:
     """Save what run ``run_id`` measured (from its schedule keys) as the comp's history;
-    into ``client``'s Redis too when it is a host or farm Redis (``farm``)."""
-    with contextlib.suppress(redis.RedisError, OSError, ValueError):
-        costs, launches = observed(client, run_id)
-        if not costs:
-            return
+    into ``client``'s Redis too when it is a host or farm Redis (``farm``). A hint for the
+    next render: each broker call waits at most ``wait`` s (a frozen broker must not hold
+    the end of a run), and the files are written here, never by a thread left behind."""
+    from ._stopping import bounded
+
+    got: list[tuple[dict[int, float], list[tuple[int, float]]]] = []
+    bounded(lambda: got.append(observed(client, run_id)), wait)
+    if not got or not got[0][0]:
+        return
+    costs, launches = got[0]
+    with contextlib.suppress(ValueError, statistics.StatisticsError):
         model = CostModel(costs, statistics.median(costs.values()))
         comp = o.comp if o.comp is not None else f"rqindex {o.rqindex}"
-        save(project, comp, costs, learn_launch(launches, model, o.launch_cost),
-             client if farm else None)
+        data = save(project, comp, costs, learn_launch(launches, model, o.launch_cost))
+        if farm and data:
+            bounded(lambda: share(client, data), wait)

@@ -27,10 +27,8 @@ from ..broker import (
     heartbeat,
     keys,
     mask_url,
-    owned_entry,
     server_id,
     still_there,
-    try_reap,
 )
 from ..config import defaults
 from ..errors import CANCEL_CODES as _CANCEL_CODES
@@ -50,8 +48,6 @@ from ..plan import format_frames
 from ..slot import (
     RunSpec,
     ledger_dir,
-    register_plan,
-    set_prior,
     set_retry,
     spare_tasks,
 )
@@ -65,6 +61,7 @@ from ._history import History
 from ._logdir import open_private, run_log_dir
 from ._pool import SlotPool
 from ._progress import Progress
+from ._startup import Waited, open_broker, until_done
 from ._stopping import SECRET_ENV, BrokerWatch, bounded, force_exit
 from ._summary import ChunkRecord
 from ._validate import Prepared
@@ -89,6 +86,8 @@ class Run(EventHandlers):
         self.pool: SlotPool | None = None
         self.run_queue: RunQueue | None = None
         self.client: redis.Redis | None = None
+        self.watch_client: Any = None  #: the watchdog's short-timeout client (from the start)
+        self.pubsub: Any = None  #: the run's event subscription (from the start)
         self.server: str | None = None  #: the broker's run id (INFO server) when the run began
         self.events_broke = False  #: the event subscription's connection was made again
         self.chunks: dict[int, ChunkRecord] = {}
@@ -154,8 +153,13 @@ class Run(EventHandlers):
                 self._start()
                 self._follow()
         except BaseException as exc:  # noqa: BLE001 - cleanup must run, then report
-            if self.stop_reason is None:
-                self.stop_reason = f"orchestrator error: {one_line(repr(exc))}"
+            if self.stop_reason is None and self.cancel_signal is not None:
+                name = signal.Signals(self.cancel_signal).name  # the cancel came first
+                self.stop_reason = f"cancelled by {name}"
+                self.exit_code = _CANCEL_CODES.get(self.cancel_signal, ExitCode.TERMINATED)
+            elif self.stop_reason is None:
+                self.stop_reason = (f"orchestrator error: {type(exc).__name__}: "
+                                    f"{one_line(str(exc)) or repr(exc)}")
                 self.exit_code = ExitCode.RENDER_FAILED
             if not isinstance(exc, Exception):
                 raise
@@ -234,38 +238,25 @@ class Run(EventHandlers):
                                            lambda: self.cancel_signal is not None)
         if self.cancel_signal is not None:  # cancelled while starting: _follow stops now
             return
-        self.client = self.broker.client(timeout=10)
-        self.watch_client = self.broker.client(timeout=defaults.WATCHDOG_TIMEOUT_S)
-        # a Redis that restarts mid-run lost the events sent while it was down, and what it
-        # reloaded from disk may be older than the run: seen by its new run id, the run stops
-        self.server = server_id(self.watch_client)
-        # raw bytes: a message that is not UTF-8 is one bad event, not a dead run
-        self.pubsub = self.broker.client(timeout=10, decode=False,
-                                         ping_s=defaults.EVENTS_PING_S).pubsub(
-            ignore_subscribe_messages=True)
-        self.pubsub.subscribe(keys.events_channel(self.run_id))
-        # Redis keeps no event for a subscriber that is away: once the connection that
-        # carries them has broken (the client reconnects and resubscribes by itself), a
-        # chunk's end may be lost and the run would wait for it for ever — it stops
-        if self.pubsub.connection is not None:
-            self.pubsub.connection.register_connect_callback(self._events_reconnected)
-        if self.embedded is None:
-            for run_id, why in try_reap(self.client, self.broker).items():
-                self._say(f"removed the keys of dead run {run_id} ({why})")
-        self.entry = heartbeat(self.client, self.run_id, owned_entry(events.registry_entry(
-            self.run_id, self.host, self.queue, len(self.prep.to_render), len(self.plan.blocks),
-            str(self.log_dir), **RunRow.registry_extra(self))))
         n_tasks = len(self.plan.chunks)
         if self.plan.schedule == "adaptive":
-            register_plan(self.client, self.run_id, self.plan.chunks)
-            if self.history is not None:
-                set_prior(self.client, self.run_id, self.history.costs)
             n_tasks += spare_tasks(self.plan.n_slots, len(self.prep.to_render))
         for i in range(n_tasks):
             s, e = self.plan.chunks[i] if i < len(self.plan.chunks) else (0, -1)
             self.chunks[i] = ChunkRecord(index=i, start=s, end=e)
-        self._enqueue(n_tasks)
-        self.entry = heartbeat(self.client, self.run_id, self.entry)  # the chord's keys too
+        try:
+            waited = until_done(lambda: open_broker(self, n_tasks),
+                                lambda: self.cancel_signal is not None,
+                                defaults.START_BROKER_WAIT_S)
+        except (redis.RedisError, OSError, KombuError) as exc:
+            self._broker_lost(f" ({type(exc).__name__}: {one_line(str(exc)) or 'no answer'})",
+                              when="while the run started")
+            return
+        if waited is Waited.TIMED_OUT:
+            self._broker_lost(f" (no answer for {defaults.START_BROKER_WAIT_S:g} s)",
+                              when="while the run started")
+        if waited is not Waited.DONE:  # cancelled, or lost: _follow stops now
+            return
         self.row = RunRow(self)
         self.row.start()
         self.progress_status("Rendering")
@@ -279,12 +270,6 @@ class Run(EventHandlers):
             continue_on_missing_footage=o.continue_on_missing_footage,
             ignore_missing_effects=o.ignore_missing_effects,
         )
-
-    def _enqueue(self, n_tasks: int) -> None:
-        assert self.broker is not None
-        self.run_queue = RunQueue(self.broker, self.run_id, self.queue, self.host)
-        for i, task_id in enumerate(self.run_queue.send_chord(range(n_tasks))):
-            self.chunks[i].task_id = task_id
 
     def _rerender_late(self) -> bool:
         """Every chunk has ended, but frames a renderer stopped at a cut wrote over after
@@ -412,10 +397,10 @@ class Run(EventHandlers):
         if self.embedded is None or self.embedded.alive():
             bounded(tell_broker, defaults.STOP_BROKER_WAIT_S)
 
-    def _broker_lost(self, why: str = "") -> None:
+    def _broker_lost(self, why: str = "", when: str = "mid-run") -> None:
         which = "embedded Redis" if self.embedded is not None else (
             f"broker {mask_url(self.broker.url)}" if self.broker else "broker")
-        self.stop_reason = f"{which} was lost mid-run{why}"
+        self.stop_reason = f"{which} was lost {when}{why}"
         self.exit_code = ExitCode.ENVIRONMENT
         if self.pool is not None:
             self.pool.kill_all()

@@ -33,6 +33,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     pin_problem = _pin(cpus_arg)
 
     import shutil
+    import threading
 
     from ..config import defaults
     from ..host import RUN_DIR_ENV, become_subreaper, set_process_name, start_deathwatch
@@ -66,13 +67,19 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
             wait_idle(defaults.KILL_WAIT_S)  # our commands already sent are answered
             client = Url(spec.broker_url).client(timeout=2.0)
-            try:
-                task = ctx.current_task() if ctx is not None and ctx.current_task else None
-                mourn(client, app, spec, slot, task)  # status and Flower: the run is dead
+            task = ctx.current_task() if ctx is not None and ctx.current_task else None
+            dead = spec
+
+            def tell_broker() -> None:
+                mourn(client, app, dead, slot, task)  # status and Flower: the run is dead
                 # the other slots' last writes may still land: delete until none comes
-                delete_run_until_quiet(client, spec.run_id)
-            finally:
-                client.close()
+                delete_run_until_quiet(client, dead.run_id)
+
+            # a frozen broker (kombu waits 30 s a read) must not keep an orphaned slot
+            # alive: what is not deleted in time expires with no heartbeat
+            words = threading.Thread(target=tell_broker, name="stmpo-mourn", daemon=True)
+            words.start()
+            words.join(defaults.ORPHAN_BROKER_WAIT_S)
 
     start_deathwatch(death_fd, cleanup=orphaned, fence=ORPHANED)
     become_subreaper()

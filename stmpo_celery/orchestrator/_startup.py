@@ -1,0 +1,100 @@
+"""The run's first words to its broker, in ``stmpo render``: its clients, the event
+subscription, the reaping of dead runs, its registry entry, the plan, the prior and the
+chord.
+
+They run on a thread of their own (:func:`open_broker`): a Redis that stops answering
+while the run starts would otherwise hold it for as long as its sockets wait (kombu's
+publish retries a 30 s read), and hold a cancel too — the signal handler only sets a
+flag, and Python restarts a blocked socket read after it. The main thread waits for the
+thread, a cancel or :data:`~stmpo_celery.config.defaults.START_BROKER_WAIT_S`, whichever
+comes first; a thread still blocked is left behind (what it still writes expires).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..broker import events, heartbeat, keys, owned_entry, server_id, try_reap
+from ..config import defaults
+from ..slot import register_plan, set_prior
+from ._dispatch import RunQueue
+from ._flowerrun import RunRow
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+
+class Waited(str, enum.Enum):
+    """How a wait on a thread ended."""
+
+    DONE = "done"
+    """The thread finished (its exception, if any, is raised again in the waiter)."""
+    CANCELLED = "cancelled"
+    """A cancel came first: the thread is left to finish or block on its own."""
+    TIMED_OUT = "timed out"
+    """The thread did not finish in time: the broker does not answer."""
+
+
+def until_done(fn: Callable[[], object], cancelled: Callable[[], bool], wait: float,
+               step: float = 0.05) -> Waited:
+    """Run ``fn`` on a daemon thread; wait for it, a cancel or ``wait`` seconds."""
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name="stmpo-broker-start", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + wait
+    while thread.is_alive():
+        if cancelled():
+            return Waited.CANCELLED
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Waited.TIMED_OUT
+        thread.join(min(step, left))  # the main thread's signal handlers run meanwhile
+    if failure:
+        raise failure[0]
+    return Waited.DONE
+
+
+def open_broker(run: Run, n_tasks: int) -> None:
+    """Everything the run tells its broker before the slots get work (on the start
+    thread, see the module docstring)."""
+    assert run.broker is not None
+    run.client = run.broker.client(timeout=10)
+    run.watch_client = run.broker.client(timeout=defaults.WATCHDOG_TIMEOUT_S)
+    # a Redis that restarts mid-run lost the events sent while it was down, and what it
+    # reloaded from disk may be older than the run: seen by its new run id, the run stops
+    run.server = server_id(run.watch_client)
+    # raw bytes: a message that is not UTF-8 is one bad event, not a dead run
+    run.pubsub = run.broker.client(timeout=10, decode=False,
+                                   ping_s=defaults.EVENTS_PING_S).pubsub(
+        ignore_subscribe_messages=True)
+    run.pubsub.subscribe(keys.events_channel(run.run_id))
+    # Redis keeps no event for a subscriber that is away: once the connection that
+    # carries them has broken (the client reconnects and resubscribes by itself), a
+    # chunk's end may be lost and the run would wait for it for ever — it stops
+    if run.pubsub.connection is not None:
+        run.pubsub.connection.register_connect_callback(run._events_reconnected)
+    if run.embedded is None:
+        for run_id, why in try_reap(run.client, run.broker).items():
+            run._say(f"removed the keys of dead run {run_id} ({why})")
+    run.entry = heartbeat(run.client, run.run_id, owned_entry(events.registry_entry(
+        run.run_id, run.host, run.queue, len(run.prep.to_render), len(run.plan.blocks),
+        str(run.log_dir), **RunRow.registry_extra(run))))
+    if run.plan.schedule == "adaptive":
+        register_plan(run.client, run.run_id, run.plan.chunks)
+        if run.history is not None:
+            set_prior(run.client, run.run_id, run.history.costs)
+    run.run_queue = RunQueue(run.broker, run.run_id, run.queue, run.host)
+    for i, task_id in enumerate(run.run_queue.send_chord(range(n_tasks))):
+        run.chunks[i].task_id = task_id
+    run.entry = heartbeat(run.client, run.run_id, run.entry)  # the chord's keys too
