@@ -56,8 +56,8 @@ def teardown(run: Run) -> None:
         partial = settle_ledgers(ledger_dir(run.prep.pattern), lambda e: e.run_id == run.run_id,
                                  owned=run.unsettled)
         if partial:
-            run._say(f"deleted {len(partial)} frame(s) left half-written by stopped "
-                     f"chunks (first: {partial[0]})")
+            run._say(f"deleted {len(partial)} frame(s) the stopped chunks had in flight, "
+                     f"not known to be whole (first: {partial[0]})")
     if run.client is not None:
         if (run.o.history and run.plan.schedule == "adaptive" and not run.failures
                 and run.exit_code == ExitCode.OK and run.cancel_signal is None):
