@@ -73,13 +73,15 @@ class FarmStore:
 
     @classmethod
     def connect(cls, broker: BrokerUrl) -> FarmStore:
-        client = broker.client(timeout=10.0)
+        probe = broker.client(timeout=defaults.CONNECT_TIMEOUT_S)  # fail fast, as render does
         try:
-            client.ping()
+            probe.ping()
         except (redis.RedisError, OSError) as exc:
             raise EnvironmentProblem(f"the farm Redis does not answer ({exc}): check --farm "
                                      f"or {defaults.FARM_URL_ENV}") from None
-        return cls(client)
+        finally:
+            probe.close()
+        return cls(broker.client(timeout=10.0))
 
     # -- keys ---------------------------------------------------------------------
     @staticmethod
