@@ -21,6 +21,7 @@ from conftest import Farm, PrivateRedis, free_port, tagged, wait_for
 from framelib import bad_files, mid_write
 from freezeproxy import FreezeProxy
 
+from stmpo_celery.broker import keys
 from stmpo_celery.config import defaults
 
 pytestmark = pytest.mark.slow
@@ -205,11 +206,16 @@ def test_keys_made_after_the_last_beat_get_a_ttl_from_the_next_command(
     c.hset("stmpo:runs", "cafe0001", json.dumps({"run": "cafe0001", "host": "elsewhere",
                                                  "beat": time.time()}))
     c.set("stmpo:cafe0001:x:state", "y")  # a live run's key: left to its own beat
+    c.set(keys.alive_key("cafe0001"), "1", ex=defaults.RUN_KEY_TTL_S)  # as its beat sets
     reap_dead_runs(c)
     assert 0 < c.ttl("stmpo:deadbeef:celery-task-meta-1") <= defaults.RUN_KEY_TTL_S
     assert c.ttl("stmpo:cafe0001:x:state") == -1
+    # its host's clock an hour behind this one's: alive all the same while it beats (the
+    # broker's clock expires its alive key; judged by the beat's time it was reaped)
     c.hset("stmpo:runs", "cafe0001", json.dumps({"run": "cafe0001", "host": "elsewhere",
                                                  "beat": time.time() - 3600}))
+    assert reap_dead_runs(c) == {}
+    c.delete(keys.alive_key("cafe0001"))  # its beats stopped a TTL ago
     assert reap_dead_runs(c) == {"cafe0001": "no heartbeat for 3600 s"}
     assert not c.exists("stmpo:cafe0001:x:state") and not c.hexists("stmpo:runs", "cafe0001")
 

@@ -123,6 +123,11 @@ def test_a_run_is_dead_when_its_orchestrator_is_gone_or_its_beat_stopped() -> No
         assert not judge(twin, "h1", now).dead, key
         assert judge(twin, "h1", now + defaults.RUN_KEY_TTL_S + 1).dead, key
     assert not judge(dict(me, pid=2 ** 22 + 7, space=None), "h1", now).dead
+    # another host's clock a TTL or more off this one's: its alive key in the broker
+    # decides, not the time its beat carries
+    skewed = dict(far, beat=now - 10 * defaults.RUN_KEY_TTL_S)
+    assert not judge(skewed, "h1", now, alive=True).dead
+    assert "clock" in judge(dict(far, beat=now + 3600), "h1", now, alive=False).why
 
 
 def test_a_process_space_survives_json_and_tells_boots_apart() -> None:

@@ -105,8 +105,13 @@ class Verdict:
 
 
 def judge(entry: dict[str, Any], host: str, now: float,
-          ttl: float = defaults.RUN_KEY_TTL_S) -> Verdict:
-    """Is the run of this registry entry dead? (pure but for the process lookup)"""
+          ttl: float = defaults.RUN_KEY_TTL_S, alive: bool | None = None) -> Verdict:
+    """Is the run of this registry entry dead? (pure but for the process lookup)
+
+    ``alive``: whether the run's alive key (set with the TTL at every beat) is still in
+    the broker. From another host it decides, on the broker's one clock: the beat's own
+    time is that host's clock, and a host whose clock is off by more than a TTL would
+    otherwise have its live runs reaped mid-render."""
     pid, started = entry.get("pid"), entry.get("pid_started")
     # the pid is looked up only where it means the run's process: a container or a clone
     # that shares this host's name is another host, judged by its beat
@@ -116,9 +121,26 @@ def judge(entry: dict[str, Any], host: str, now: float,
             return Verdict(True, f"its orchestrator (pid {pid}) is gone")
         return Verdict(False)
     beat = entry.get("beat")  # an entry without one (an older stmpo) is never judged
-    if isinstance(beat, (int, float)) and now - float(beat) > ttl:
-        return Verdict(True, f"no heartbeat for {now - float(beat):.0f} s")
-    return Verdict(False)
+    if not isinstance(beat, (int, float)):
+        return Verdict(False)
+    silent = now - float(beat)
+    if alive is None:
+        return Verdict(True, f"no heartbeat for {silent:.0f} s") if silent > ttl \
+            else Verdict(False)
+    if alive:
+        return Verdict(False)
+    return Verdict(True, f"no heartbeat for {silent:.0f} s" if silent > ttl else
+                   f"no heartbeat for over {ttl:.0f} s (its host's clock is not this one's)")
+
+
+def alive_keys(client: redis.Redis, run_ids: list[str]) -> dict[str, bool]:
+    """Which of these runs still have their alive key (one round trip)."""
+    if not run_ids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for run_id in run_ids:
+        pipe.exists(keys.alive_key(run_id))
+    return {run_id: bool(n) for run_id, n in zip(run_ids, pipe.execute(), strict=True)}
 
 
 def delete_run(client: redis.Redis, run_id: str) -> None:
@@ -209,6 +231,7 @@ def reap_dead_runs(client: redis.Redis, host: str | None = None,
     reaped: dict[str, str] = {}
     registry = client.hgetall(keys.REGISTRY)
     expire_orphans(client, {str(k) for k in registry})
+    living = alive_keys(client, [str(k) for k in registry])
     for run_id, raw in registry.items():
         try:
             entry = json.loads(raw)
@@ -217,7 +240,8 @@ def reap_dead_runs(client: redis.Redis, host: str | None = None,
         if str(run_id) in known_dead:
             verdict = Verdict(True, known_dead[str(run_id)])
         else:
-            verdict = judge(entry, host, now) if isinstance(entry, dict) else Verdict(True, "")
+            verdict = (judge(entry, host, now, alive=living.get(str(run_id)))
+                       if isinstance(entry, dict) else Verdict(True, ""))
         if verdict.dead:
             why = verdict.why or "its registry entry is unreadable"
             if broker is not None and isinstance(entry, dict):

@@ -177,7 +177,8 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                     ending = read_run_end(entry.get("log_dir"), run_id)
                     entry = {**entry, **ending} if ending else entry
                 run = read_run(client, entry, src.origin, now)
-                verdict = judge(entry, keys.host_name(), now)
+                verdict = judge(entry, keys.host_name(), now,
+                                alive=bool(client.exists(keys.alive_key(run_id))))
                 if verdict.dead:  # shown once (as dead unless it said how it ended)
                     if ending is None:
                         run["state"] = "dead"
