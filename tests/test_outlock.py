@@ -134,6 +134,28 @@ def test_fresh_remote_lock_is_live(tmp_path: Path) -> None:
         acquire(pattern, [5], "mine0002")
 
 
+def test_a_remote_lock_is_aged_by_the_folders_clock_not_this_hosts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a share, the file server stamps the locks: a host whose clock runs minutes
+    ahead of it took every live remote lock for stale and rendered over their frames
+    (and one behind kept a dead one's lock for as long as the time its writer put in)."""
+    pattern = OutputPattern(str(tmp_path / "shot_[####].png"))
+    plant(pattern, "far00001", "1-10", host="elsewhere", pid=1)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 1000)  # this host's clock ahead
+    with pytest.raises(BadInput, match="far00001 on elsewhere"):
+        acquire(pattern, [5], "mine0002")
+    monkeypatch.setattr(time, "time", real)
+    plant(pattern, "far00001", "1-10", host="elsewhere", pid=1, stamped=real() - 600)
+    (state_dir(pattern) / "run-far00001.lock").write_text(json.dumps(
+        {**json.loads((state_dir(pattern) / "run-far00001.lock").read_text()),
+         "time": real() + 3600}))  # its writer's clock an hour ahead: says nothing
+    os.utime(state_dir(pattern) / "run-far00001.lock", (real() - 600, real() - 600))
+    lock, live = acquire(pattern, [5], "mine0003")
+    assert live == set()
+    lock.release()
+
+
 def test_a_lock_of_a_twin_of_this_hosts_name_is_live_until_stale(tmp_path: Path) -> None:
     """A container sharing this host's name, or a clone of it, renders to the same shared
     folder: its pid means nothing here, so its fresh lock holds (it was reclaimed, and

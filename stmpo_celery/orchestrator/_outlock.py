@@ -78,13 +78,34 @@ def alive(info: dict[str, Any], mtime: float, now: float) -> bool:
             # though its pid and start time still match
             return same_process_alive(int(info.get("pid", 0)) or -1,
                                       float(info.get("started") or 0), tolerance=0.999)
-        return now - max(mtime, float(info.get("time") or 0)) < defaults.OUTPUT_LOCK_STALE_S
+        # aged by the folder's one clock: the time inside is its writer's clock, which
+        # may be off this one's (or the server's) by more than the stale age
+        return now - mtime < defaults.OUTPUT_LOCK_STALE_S
     except (TypeError, ValueError, OverflowError):
         return False
 
 
+def folder_now(folder: Path) -> float:
+    """The time by the clock that stamps ``folder``'s files (a file server's, for an
+    output on a share): the mtime of a file made there now; this host's clock when none
+    can be made. Locks written by other hosts are aged by that one clock: this host's
+    may be minutes off the server's, and a live run's lock must never look old."""
+    probe = folder / f".clock-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            return probe.stat().st_mtime
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+    except OSError:
+        return time.time()
+
+
 @contextlib.contextmanager
 def _guard(folder: Path) -> Any:
+    """Held while a run looks at the locks and writes its own; yields the time by the
+    folder's clock (:func:`folder_now`)."""
     guard = folder / "guard"
     deadline = time.monotonic() + GUARD_WAIT_S
     while True:
@@ -96,7 +117,7 @@ def _guard(folder: Path) -> Any:
             continue
         except FileExistsError:
             with contextlib.suppress(OSError):
-                if time.time() - guard.stat().st_mtime > GUARD_STALE_S:
+                if folder_now(folder) - guard.stat().st_mtime > GUARD_STALE_S:
                     guard.rmdir()  # left by a run killed inside this section
                     continue
             if time.monotonic() > deadline:
@@ -105,7 +126,11 @@ def _guard(folder: Path) -> Any:
                                          "render is starting on this output") from None
             time.sleep(0.05)
     try:
-        yield
+        try:
+            now = guard.stat().st_mtime  # made just now: the folder's clock
+        except OSError:
+            now = time.time()
+        yield now
     finally:
         with contextlib.suppress(OSError):
             guard.rmdir()
@@ -176,8 +201,7 @@ def _claim(pattern: OutputPattern, frames: list[int],
         raise BadInput(f"cannot create {folder} for the output lock ({exc.strerror}): "
                        "fix the output folder's permissions") from None
     live: set[str] = set()
-    now = time.time()
-    with _guard(folder):
+    with _guard(folder) as now:
         for path, info, mtime in locks(folder):
             if not alive(info, mtime, now):
                 with contextlib.suppress(OSError):
