@@ -35,6 +35,15 @@ def start_in_own_group(farm: Farm, *extra: str, env: dict[str, str] | None = Non
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+def timed_signal(proc: subprocess.Popen[str], sig: int,
+                 timeout: float) -> tuple[str, str, float]:
+    """Send ``sig``; the output, and the seconds from the signal to the process's end."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=timeout)
+    return out, err, time.monotonic() - t0
+
+
 def run_id_of(proc: subprocess.Popen[str], seen: list[str]) -> str:
     assert proc.stdout is not None
     for line in iter(proc.stdout.readline, ""):
@@ -129,10 +138,7 @@ def test_second_signal_forces_the_exit_while_the_broker_is_frozen(
         os.kill(private_redis.proc.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        elapsed = time.monotonic() - t0
+        out, err, elapsed = timed_signal(proc, signal.SIGTERM, timeout=60)
     finally:
         proc.kill()
         os.kill(private_redis.proc.pid, signal.SIGCONT)
@@ -157,10 +163,7 @@ def test_one_cancel_while_the_broker_is_frozen_ends_well_inside_the_notify_perio
     try:
         assert wait_for(lambda: mid_write(farm), timeout=30), "no frame caught mid-write"
         os.kill(private_redis.proc.pid, signal.SIGSTOP)  # answers nothing, refuses nothing
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=4 * notify)
-        elapsed = time.monotonic() - t0
+        out, err, elapsed = timed_signal(proc, signal.SIGTERM, timeout=4 * notify)
     finally:
         proc.kill()
         os.kill(private_redis.proc.pid, signal.SIGCONT)
@@ -183,10 +186,7 @@ def test_a_broker_that_stops_answering_while_the_run_starts_holds_no_cancel(
     try:
         assert wait_for(proxy.frozen.is_set, timeout=30), f"the run never sent {step!r}"
         time.sleep(0.5)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=90)
-        elapsed = time.monotonic() - t0
+        out, err, elapsed = timed_signal(proc, signal.SIGTERM, timeout=90)
     finally:
         proc.kill()
         proxy.close()
