@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,17 +48,20 @@ def tagged(tag: str) -> list[psutil.Process]:
     return found
 
 
-def orphan_redis() -> list[psutil.Process]:
+def orphan_redis(temp: str | None = None) -> list[psutil.Process]:
     """Embedded redis-servers whose orchestrator is gone (redis rewrites its environ,
     so the test tag cannot find it: look for a run's socket or working folder — a TCP
-    server's command line names only its port — and a dead parent)."""
+    server's command line names only its port — and a dead parent), of runs whose folder
+    is in ``temp`` (the temp dir the renders used: a test with its own leaves its orphans
+    to itself)."""
+    mark = os.path.join(temp or tempfile.gettempdir(), "stmpo-")
     out = []
     for p in psutil.process_iter():
         try:
             cmd = " ".join(p.cmdline())
             if "redis-server" not in cmd:
                 continue
-            ours = "/stmpo-" in cmd or "/stmpo-" in p.cwd()
+            ours = mark in cmd or mark in p.cwd()
             if ours and (p.ppid() in (0, 1) or not psutil.pid_exists(p.ppid())):
                 out.append(p)
         except psutil.Error:
@@ -198,8 +202,10 @@ class Farm:
 
     def leftovers(self, timeout: float = 5.0) -> list[psutil.Process]:
         """Processes of this run still alive after ``timeout`` (should be none)."""
-        gone = wait_for(lambda: not tagged(self.tag) and not orphan_redis(), timeout=timeout)
-        return [] if gone else tagged(self.tag) + orphan_redis()
+        temp = self.env().get("TMPDIR")
+        gone = wait_for(lambda: not tagged(self.tag) and not orphan_redis(temp),
+                        timeout=timeout)
+        return [] if gone else tagged(self.tag) + orphan_redis(temp)
 
 
 @pytest.fixture

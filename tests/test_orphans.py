@@ -16,6 +16,16 @@ from framelib import bad_files, power_cut
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def own_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run folders in a temp dir of the test's own: every render reaps the dead run
+    folders of its temp dir (and what their runs left running), so a render of a test
+    running alongside would stop these orphans before the render meant to."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # what Farm.env passes to the renders
+
+
 def _warden(farm: Farm) -> list[psutil.Process]:
     return [p for p in tagged(farm.tag) if "orchestrator._warden" in " ".join(p.cmdline())]
 
@@ -124,7 +134,7 @@ def test_portable_mode_embedded_redis_left_by_a_power_cut_is_stopped_by_the_next
         proc.communicate(timeout=10)
     finally:
         proc.kill()
-    left = wait_for(orphan_redis, timeout=5)
+    left = wait_for(lambda: orphan_redis(env["TMPDIR"]), timeout=5)
     assert left, "the Redis must outlive its guard for this test to mean anything"
     res = farm.run(frames="1-20", concurrency=2, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
