@@ -1,6 +1,6 @@
-"""`stmpo farm`'s parts that need no worker, in-process or as one command: footage
-listing and scene snapshots, job states and priorities, versions and their reviews.
-The farm with real workers: test_farm.py."""
+"""`stmpo farm`'s parts that need no worker, as one command or in-process: versions and
+their reviews, submit's refusals, cancel, retry, remove, wait. Its rules alone:
+test_farm_rules.py; the farm with real workers: test_farm.py."""
 
 from __future__ import annotations
 
@@ -13,39 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def test_footage_listed_with_sizes_and_mtimes(tmp_path: Path) -> None:
-    from stmpo_celery.farm._snapshot import footage_list, snapshot_file
-
-    (tmp_path / "plates").mkdir()
-    (tmp_path / "plates" / "a.exr").write_bytes(b"12345")
-    (tmp_path / "logo.png").write_bytes(b"xy")
-    listed = footage_list({"filenames": ["logo.png", "gone.mov"], "directories": ["plates"]},
-                          tmp_path)
-    by_name = {Path(f["path"]).name: f for f in listed}
-    assert by_name["logo.png"]["size"] == 2 and by_name["a.exr"]["size"] == 5
-    assert by_name["a.exr"]["mtime"] == (tmp_path / "plates" / "a.exr").stat().st_mtime
-    assert by_name["gone.mov"]["missing"] is True
-    snap = snapshot_file(tmp_path / "logo.png", tmp_path / "job" / "scene")
-    assert snap["sha256"] == hashlib.sha256(b"xy").hexdigest() and snap["size"] == 2
-    assert not os.access(snap["snapshot"], os.W_OK) or os.geteuid() == 0  # read-only copy
-
-
-def test_job_state_and_priority_rules() -> None:
-    from stmpo_celery.farm._app import redis_priority
-    from stmpo_celery.farm._store import job_summary_state
-
-    def tasks(*states: str) -> list[dict[str, Any]]:
-        return [{"state": st} for st in states]
-
-    assert job_summary_state("queued", tasks("queued", "queued")) == "queued"
-    assert job_summary_state("queued", tasks("succeeded", "queued")) == "running"
-    assert job_summary_state("queued", tasks("succeeded", "succeeded")) == "succeeded"
-    assert job_summary_state("queued", tasks("succeeded", "failed")) == "failed"
-    assert job_summary_state("canceled", tasks("running", "canceled")) == "canceling"
-    assert job_summary_state("canceled", tasks("succeeded", "canceled")) == "canceled"
-    assert [redis_priority(p) for p in (100, 91, 50, 0)] == [0, 0, 5, 9]  # higher first
 
 
 def test_versions_refuse_what_is_not_a_manifest_and_approve_nothing_empty(
@@ -393,22 +360,6 @@ def test_remove_forgets_only_ended_jobs_and_keeps_their_versions(
         f"job {live} removed; its folder {linked} was not deleted (it is a link, not the "
         "folder submit made): remove it by hand\n")
     assert (moved / "job.json").is_file() and linked.is_symlink()
-
-
-def test_a_worker_sweeps_the_session_folders_of_dead_workers_only(tmp_path: Path) -> None:
-    """A worker killed together with its guard leaves its OpenJD session folder: the next
-    worker on the host removes those whose process is gone, and no other."""
-    from stmpo_celery.farm._worker import SESSIONS_PREFIX, sweep_sessions
-
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    gone = tmp_path / f"{SESSIONS_PREFIX}{dead.pid}-ab12"
-    live = tmp_path / f"{SESSIONS_PREFIX}{os.getpid()}-cd34"
-    other = tmp_path / "stmpo-farmer-1-x"
-    for folder in (gone, live, other):
-        (folder / "session").mkdir(parents=True)
-    assert sweep_sessions(tmp_path) == [gone]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-5"])

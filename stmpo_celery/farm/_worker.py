@@ -39,7 +39,15 @@ from celery.signals import worker_ready
 from ..broker import BrokerUrl
 from ..config import defaults
 from ..errors import BadInput
-from ..host import child_kwargs, process_space, same_space
+from ..host import (
+    child_kwargs,
+    folder_in_use,
+    hold_folder,
+    make_run_dir,
+    process_space,
+    remove_run_dir,
+    same_space,
+)
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
 from ._session import run_task
 from ._store import ENDED, PREFIX, FarmStore
@@ -179,7 +187,7 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
 
     try:
         outcome = run_task(job, rec, f"{job_id}-{index}-{attempt}", log_path, on_progress,
-                           should_cancel, session_env(), W.sessions)
+                           should_cancel, session_env(), sessions_folder())
         should_cancel()  # stopped while this worker was frozen: was it given away?
         if lost[0]:
             outcome.message = ("the task was given to another worker while this one did not "
@@ -271,16 +279,35 @@ SESSIONS_PREFIX = "stmpo-farm-"  #: + the worker's pid + "-": its OpenJD session
 
 
 def sweep_sessions(temp: Path) -> list[Path]:
-    """Remove the session folders of workers whose process is gone (killed together with
-    their guard, nobody removed them); a folder whose pid is alive is left alone."""
+    """Remove the session folders of workers that are gone (killed together with their
+    guard, nobody removed them). A worker holds its folder's ``alive.lock`` for its
+    lifetime (:func:`~stmpo_celery.host.make_run_dir`): a folder whose lock can be taken
+    is dead, however its pid reads here — a worker in another PID namespace sharing this
+    temp dir (containers with one /tmp) has a pid that names nothing, or another
+    process, here. A folder of an older worker (no lock) goes by its pid."""
     gone = []
     for folder in temp.glob(SESSIONS_PREFIX + "*-*"):
-        pid = folder.name[len(SESSIONS_PREFIX):].split("-", 1)[0]
-        if pid.isdecimal() and not psutil.pid_exists(int(pid)) and folder.is_dir() \
-                and not folder.is_symlink():
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        if (folder / "alive.lock").exists():
+            dead = not folder_in_use(folder)
+        else:
+            pid = folder.name[len(SESSIONS_PREFIX):].split("-", 1)[0]
+            dead = pid.isdecimal() and not psutil.pid_exists(int(pid))
+        if dead:
             shutil.rmtree(folder, ignore_errors=True)
             gone.append(folder)
     return gone
+
+
+def sessions_folder() -> Path:
+    """This worker's session folder, made again (and held) if something removed it
+    under the worker (a temp cleaner): every task would fail on a missing one."""
+    if not W.sessions.is_dir():
+        W.sessions.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            hold_folder(W.sessions)
+    return W.sessions
 
 
 def _start_guard() -> subprocess.Popen[bytes]:
@@ -338,7 +365,7 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
     W.app = make_farm_app(broker)
     W.app.task(name=TASK, bind=True, acks_late=True, track_started=True)(farm_task)
     sweep_sessions(Path(tempfile.gettempdir()))
-    W.sessions = Path(tempfile.mkdtemp(prefix=f"{SESSIONS_PREFIX}{os.getpid()}-"))
+    W.sessions = make_run_dir(f"{SESSIONS_PREFIX}{os.getpid()}-")  # locked while alive
     guard = _start_guard()
     stop = threading.Event()
     beat = threading.Thread(target=_beat, args=(stop,), name="stmpo-farm-beat", daemon=True)
@@ -363,5 +390,5 @@ def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -
             guard.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             guard.wait(timeout=defaults.FARM_ORPHAN_GRACE_S + 5)
-        shutil.rmtree(W.sessions, ignore_errors=True)
+        remove_run_dir(W.sessions)
     return code
