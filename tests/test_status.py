@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 import redis
-from conftest import BIN, SYSTEM_REDIS, Farm, free_port, tagged, wait_for
+from conftest import BIN, SYSTEM_REDIS, Farm, PrivateRedis, free_port, tagged, wait_for
 from hostlib import host_up, stmpo
 
 from stmpo_celery.broker import keys
@@ -192,6 +192,27 @@ def test_run_state_and_dead_runs() -> None:
     assert run_state({"state": "failed", "ended": 1.0}, me) == "failed"
     assert what({"project": "/p/shot.aep", "comp": "Main"}) == "shot.aep / Main"
     assert what({"project": "/p/shot.aep", "rqindex": 2}) == "shot.aep / render queue item 2"
+
+
+def test_another_hosts_run_is_timed_by_its_own_clock(private_redis: PrivateRedis) -> None:
+    """A run on a host whose clock is ten minutes ahead: its slots' last words and its
+    start are stamped by that clock. Measured against this host's, its live slots read
+    as silent for minutes when this clock was the ahead one, and never silent here."""
+    import time
+
+    from stmpo_celery.monitor._status import read_run
+
+    now = time.time()
+    ahead = now + 600  # the run's host's clock
+    c = private_redis.client
+    c.hset(keys.state_key("skew0001"), mapping={
+        "slot0": json.dumps({"slot": 0, "state": "rendering", "updated": ahead - 1}),
+        "slot1": json.dumps({"slot": 1, "state": "rendering", "updated": ahead - 60})})
+    entry = {"run": "skew0001", "host": "h2", "frames": 10, "started": ahead - 30,
+             "beat": ahead}
+    run = read_run(c, entry, "--broker", now)
+    assert [s["silent_s"] for s in run["slots"]] == [None, 60.0]
+    assert run["elapsed_s"] == 30.0
 
 
 def test_status_gives_keys_of_an_unregistered_run_a_ttl(farm: Farm,

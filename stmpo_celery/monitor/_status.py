@@ -107,6 +107,10 @@ def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
     pipe.hgetall(keys.state_key(run))
     pipe.llen(keys.prefix(run) + str(entry.get("queue", keys.queue(run))))
     state, queued = pipe.execute()
+    # the run's times are its host's clock: measured against this host's, a host a few
+    # minutes off showed live slots as silent for minutes (or never silent)
+    here = entry.get("host") == keys.host_name() and same_space(entry.get("space"))
+    clock = now if here else (_num(entry.get("beat")) or now)
     slots = []
     for name, raw in state.items():
         if not name.startswith("slot"):
@@ -115,7 +119,7 @@ def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
             rec = json.loads(raw)
         except ValueError:
             continue
-        age = now - float(rec.get("updated", now))
+        age = clock - float(rec.get("updated", clock))
         rec["silent_s"] = round(age, 1) if age > defaults.SLOT_SILENT_AFTER_S and rec.get(
             "state") not in ("idle", "failed") else None
         slots.append(rec)
@@ -141,7 +145,7 @@ def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
         "fps": round(fps, 3) if fps else None,
         "eta_s": round(eta, 1) if eta is not None and status == "rendering" else None,
         "started": started, "ended": ended,
-        "elapsed_s": round((ended or now) - started, 1) if started else None,
+        "elapsed_s": round((ended or clock) - started, 1) if started else None,
         "reason": entry.get("reason"), "log": entry.get("log"),
         "missing_spec": entry.get("missing_spec"),
         "log_dir": entry.get("log_dir"), "slots": slots,
