@@ -14,6 +14,7 @@ import psutil
 import pytest
 import redis
 from conftest import Farm, PrivateRedis, free_port, pings, stmpo_keys, wait_for
+from framelib import bad_files
 
 from stmpo_celery.broker import keys
 
@@ -35,6 +36,28 @@ def test_embedded_redis_killed_exits_3(farm: Farm) -> None:
     assert proc.returncode == 3, out + err
     assert time.monotonic() - t0 < 5
     assert "embedded Redis was lost" in out
+    assert not farm.leftovers()
+
+
+def test_a_broker_lost_after_the_last_frame_fails_nothing(farm: Farm) -> None:
+    """Every frame whole on disk, After Effects still quitting (it takes seconds): a
+    broker lost then loses only the run's bookkeeping. It failed the task (exit 3), for
+    Deadline to render it all again; it is a warning now, and exit 0."""
+    farm.knobs.update(QUIT_TIME="4")
+    proc = farm.start(frames="1-6", concurrency=2)
+    try:
+        assert wait_for(lambda: len(farm.journal_frames()) == 6, timeout=60)
+        time.sleep(1.0)  # the frames' events reach the run, which checks each file
+        for p in psutil.Process(proc.pid).children():
+            if "redis-server" in " ".join(p.cmdline()):
+                p.kill()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "embedded Redis was lost after the last frame" in out
+    assert farm.frames_on_disk() == list(range(1, 7)) and not bad_files(farm)
+    assert farm.load_summary()["status"] == "ok"
     assert not farm.leftovers()
 
 

@@ -80,6 +80,7 @@ class Knobs:
     truncate: set[int] = field(default_factory=set)
     orphan: set[int] = field(default_factory=set)
     write_time: float = 0.0
+    quit_time: float = 0.0
     once_dir: str = ""
     ignore_sigterm: bool = False
     missing_fonts: bool = False
@@ -109,6 +110,7 @@ class Knobs:
             k.startup = float(_env("STARTUP") or 2.0)
             k.frame_cost = float(_env("FRAME_COST") or 0.05)
             k.write_time = float(_env("WRITE_TIME") or 0.0)
+            k.quit_time = float(_env("QUIT_TIME") or 0.0)
             if _env("CRASH_EXIT"):
                 k.crash_exit = int(_env("CRASH_EXIT"))
             for item in filter(None, _env("BUSY_FRAME").split(",")):

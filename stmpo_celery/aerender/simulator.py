@@ -35,6 +35,8 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 ``STMPO_FAKE_TRUNCATE_FRAME``  write only the first half of that frame's file, then go on
 ``STMPO_FAKE_WRITE_TIME``      seconds to write each frame in pieces (a big EXR): a kill
                                meanwhile leaves a partial file
+``STMPO_FAKE_QUIT_TIME``       seconds After Effects takes to quit after its last frame
+                               (its frames are all on disk; the chunk is not over yet)
 ``STMPO_FAKE_ORPHAN_FRAME``    after that frame the renderer SIGKILLs its launcher and renders
                                on holding the launcher's output pipe: no EOF for the reader
 ``STMPO_FAKE_MFR_SHUFFLE``     ``1``: with ``-mfr ON`` frames finish out of order in small
@@ -370,6 +372,7 @@ def run_renderer(argv: list[str]) -> int:
         movie.close()
     out(f"PROGRESS:  {_stamp()}: Finished composition {name}.")
     out(f"PROGRESS:  Total Time Elapsed: {round(time.monotonic() - began)} Seconds")
+    time.sleep(knobs.quit_time)
     return 0
 
 

@@ -400,6 +400,15 @@ class Run(EventHandlers):
     def _broker_lost(self, why: str = "", when: str = "mid-run") -> None:
         which = "embedded Redis" if self.embedded is not None else (
             f"broker {mask_url(self.broker.url)}" if self.broker else "broker")
+        if (self.prep.pattern.is_sequence and self.prep.to_render and not self.failures
+                and self.cancel_signal is None
+                and set(self.prep.to_render) <= self.verified.keys()):
+            # every frame is already whole on disk (and checked again at the end): the
+            # render is done, only its bookkeeping is lost — not a failed task to retry
+            text = f"{which} was lost after the last frame{why}; every frame is whole"
+            self.warnings.append(text)
+            self._say(f"WARNING: {text}")
+            return
         self.stop_reason = f"{which} was lost {when}{why}"
         self.exit_code = ExitCode.ENVIRONMENT
         if self.pool is not None:
