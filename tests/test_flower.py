@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browserlib import screenshot
 from conftest import Farm, free_port, wait_for
 
 from stmpo_celery.broker import keys
@@ -186,15 +186,7 @@ def test_screenshot_of_the_tasks_page_during_a_run(farm: Farm) -> None:
                     and any(t["state"] == "SUCCESS" for t in chunk_tasks(port)),
                     timeout=30, step=0.2)
     png = farm.tmp / "flower-tasks.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={png}",
-             "--window-size=1400,900", "--virtual-time-budget=3000",
-             f"http://{AUTH}@127.0.0.1:{port}/tasks"],
-            capture_output=True, timeout=60, check=False)
-    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    screenshot(str(CHROMIUM), f"http://{AUTH}@127.0.0.1:{port}/tasks", png, budget_ms=3000)
     assert png.stat().st_size > 20_000  # a rendered table, not a blank page
     if os.environ.get("STMPO_UPDATE_SCREENSHOT"):
         shutil.copy(png, Path(__file__).resolve().parent.parent / "docs" / "flower-tasks.png")

@@ -15,12 +15,12 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browserlib import chromium_run, screenshot
 from conftest import Farm, wait_for
 from hostlib import host_env, stmpo
 from test_status import find_run, free_port, run_id_of, status_json
@@ -43,18 +43,9 @@ def _chromium() -> str | None:
 def _browser(chromium: str, url: str, *, png: Path | None = None,
              size: str = "1400,900") -> str:
     """The page's DOM after its scripts ran (and a screenshot if ``png``)."""
-    with tempfile.TemporaryDirectory() as profile:
-        base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                f"--window-size={size}", "--virtual-time-budget=4000"]
-        if png is not None:
-            subprocess.run([*base, f"--screenshot={png}", url], capture_output=True,
-                           timeout=90, check=False)
-            assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        res = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=90, check=False)
-    return res.stdout
+    if png is not None:
+        screenshot(chromium, url, png, size=size)
+    return chromium_run(chromium, url, "--dump-dom", size=size).stdout
 
 
 def _api(port: int, path: str) -> Any:

@@ -203,12 +203,16 @@ def test_host_down_knows_a_host_flower_of_either_layout(tmp_path: Path, module: 
     import subprocess
     import sys
 
+    from conftest import wait_for
+
     from stmpo_celery.monitor._hostsvc import HostService
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", module])
     try:
         svc = HostService(tmp_path)
         svc.pidfile("flower").write_text(f"{proc.pid}\n")
+        # its command line reads empty until its exec has set it up (a busy machine)
+        assert wait_for(lambda: svc.running("flower") is not None, timeout=10)
         found = svc.running("flower")
         assert found is not None and found.pid == proc.pid
         svc.pidfile("flower").write_text(f"{os.getpid()}\n")  # a process that is not Flower
