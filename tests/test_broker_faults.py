@@ -48,16 +48,14 @@ def test_a_broker_lost_after_the_last_frame_fails_nothing(farm: Farm) -> None:
     try:
         assert wait_for(lambda: len(farm.journal_frames()) == 6, timeout=60)
         time.sleep(1.0)  # the frames' events reach the run, which checks each file
-        for p in psutil.Process(proc.pid).children():
-            if "redis-server" in " ".join(p.cmdline()):
-                p.kill()
+        next(p for p in psutil.Process(proc.pid).children()
+             if "redis-server" in " ".join(p.cmdline())).kill()
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 0, out + err
+    assert (proc.returncode, farm.load_summary()["status"]) == (0, "ok"), out + err
     assert "embedded Redis was lost after the last frame" in out
     assert farm.frames_on_disk() == list(range(1, 7)) and not bad_files(farm)
-    assert farm.load_summary()["status"] == "ok"
     assert not farm.leftovers()
 
 
