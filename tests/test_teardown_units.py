@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from stmpo_celery._waits import bounded
 from stmpo_celery.broker._liveness import judge
 from stmpo_celery.broker._redis import mask_url, url_secrets
 from stmpo_celery.config import defaults
@@ -21,7 +22,7 @@ from stmpo_celery.host import process_space, release_folder, same_space
 from stmpo_celery.host._proc import spaces_match
 from stmpo_celery.orchestrator import _logdir
 from stmpo_celery.orchestrator._funnel import LogFunnel
-from stmpo_celery.orchestrator._stopping import BrokerWatch, bounded
+from stmpo_celery.orchestrator._stopping import BrokerWatch
 
 
 def test_every_funnel_line_is_one_line() -> None:
@@ -85,7 +86,7 @@ def test_the_start_waits_for_its_broker_thread_a_cancel_or_its_deadline() -> Non
 
     import redis
 
-    from stmpo_celery.orchestrator._startup import Waited, until_done
+    from stmpo_celery._waits import Waited, until_done
 
     never = threading.Event()
     assert until_done(lambda: None, lambda: False, 5) is Waited.DONE

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from ..config import defaults
-from ..host import process_space, process_started, same_process_alive, same_space
+from ..host import process_space, process_started, same_process_alive, written_here
 from . import keys
 from ._redis import BrokerUrl
 
@@ -115,8 +115,8 @@ def judge(entry: dict[str, Any], host: str, now: float,
     pid, started = entry.get("pid"), entry.get("pid_started")
     # the pid is looked up only where it means the run's process: a container or a clone
     # that shares this host's name is another host, judged by its beat
-    if entry.get("host") == host and same_space(entry.get("space")) and isinstance(
-            pid, int) and isinstance(started, (int, float)):
+    if written_here(entry, host) and isinstance(pid, int) and isinstance(
+            started, (int, float)):
         if not same_process_alive(pid, float(started)):
             return Verdict(True, f"its orchestrator (pid {pid}) is gone")
         return Verdict(False)

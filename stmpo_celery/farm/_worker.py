@@ -46,7 +46,7 @@ from ..host import (
     make_run_dir,
     process_space,
     remove_run_dir,
-    same_space,
+    written_here,
 )
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
 from ._session import run_task
@@ -325,7 +325,7 @@ def _check_name_free(store: FarmStore, name: str) -> None:
     info = store.worker(name)
     if info is None:
         return
-    here = info.get("host") == socket.gethostname() and same_space(info.get("space"))
+    here = written_here(info, socket.gethostname())
     pid = info.get("pid")
     if here and isinstance(pid, int) and not psutil.pid_exists(pid):
         return

@@ -66,6 +66,7 @@ from ._proc import (
     start_deathwatch,
     start_time,
     tree_cpu_seconds,
+    written_here,
 )
 from ._rundir import (
     RUN_DIR_ENV,
@@ -129,6 +130,7 @@ __all__ = [
     "runs_batch_files",
     "same_process_alive",
     "same_space",
+    "written_here",
     "process_space",
     "scrub_argv",
     "set_process_name",

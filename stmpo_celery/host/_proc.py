@@ -16,7 +16,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import psutil
 
@@ -183,6 +184,12 @@ def same_space(space: object) -> bool:
     without one (or from a newer stmpo that records more) is another host's: judged by
     its heartbeat or its age, never by a pid."""
     return spaces_match(process_space(), space)
+
+
+def written_here(record: Mapping[str, Any], host: str) -> bool:
+    """Whether a record of a process (its ``host`` name and ``space``) was written in this
+    process space: only then may its pid be looked up here."""
+    return record.get("host") == host and same_space(record.get("space"))
 
 
 def spaces_match(mine: dict[str, str | float], theirs: object) -> bool:

@@ -33,7 +33,7 @@ from ..broker import (
     say_farewell,
 )
 from ..config import defaults
-from ..host import read_run_end, same_space
+from ..host import read_run_end, written_here
 from ..text import duration
 
 STATES = tuple(s.value for s in keys.RunState)
@@ -45,8 +45,8 @@ def run_state(entry: dict[str, Any], this_host: str) -> str:
     state = str(entry.get("state") or "rendering")
     pid = entry.get("pid")
     if state in ("rendering", "failed", "cancelled") and not entry.get("ended") and (
-            isinstance(pid, int) and entry.get("host") == this_host
-            and same_space(entry.get("space")) and not psutil.pid_exists(pid)):
+            isinstance(pid, int) and written_here(entry, this_host)
+            and not psutil.pid_exists(pid)):
         return "dead"
     return state if state in STATES else "rendering"
 
@@ -109,8 +109,7 @@ def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
     state, queued = pipe.execute()
     # the run's times are its host's clock: measured against this host's, a host a few
     # minutes off showed live slots as silent for minutes (or never silent)
-    here = entry.get("host") == keys.host_name() and same_space(entry.get("space"))
-    clock = now if here else (_num(entry.get("beat")) or now)
+    clock = now if written_here(entry, keys.host_name()) else (_num(entry.get("beat")) or now)
     slots = []
     for name, raw in state.items():
         if not name.startswith("slot"):
@@ -175,8 +174,7 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                     continue
                 seen.add(run_id)
                 ending = None
-                if not entry.get("ended") and entry.get("host") == keys.host_name() \
-                        and same_space(entry.get("space")):
+                if not entry.get("ended") and written_here(entry, keys.host_name()):
                     # its end never reached this broker (lost, then back from its file)
                     ending = read_run_end(entry.get("log_dir"), run_id)
                     entry = {**entry, **ending} if ending else entry

@@ -10,6 +10,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from .._waits import bounded
 from ..aerender import delete_incomplete, missing_frames
 from ..config import defaults
 from ..errors import ExitCode, cancel_words
@@ -19,7 +20,6 @@ from ..slot import ledger_dir, settle_ledgers
 from . import _report as report
 from ._dispatch import delete_run_keys
 from ._history import record_run
-from ._stopping import bounded
 from ._summary import ChunkStatus, write_summary
 
 if TYPE_CHECKING:

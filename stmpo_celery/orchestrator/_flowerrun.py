@@ -25,13 +25,13 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._waits import bounded
 from ..broker import keys, revoke_events
 from ..config import defaults
 from ..host import write_run_end
 from ..plan import format_frames
 from ..slot import task_args
 from ..text import duration
-from ._stopping import bounded
 
 if TYPE_CHECKING:
     from ._run import Run

@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 
+from .._waits import bounded
 from ..broker import BrokerUrl, keys
 from ..config import RenderOptions, defaults
 from ..host import read_text, replace_file
@@ -223,8 +224,6 @@ def record_run(client: redis.Redis, run_id: str, project: str, o: RenderOptions,
     into ``client``'s Redis too when it is a host or farm Redis (``farm``). A hint for the
     next render: each broker call waits at most ``wait`` s (a frozen broker must not hold
     the end of a run), and the files are written here, never by a thread left behind."""
-    from ._stopping import bounded
-
     got: list[tuple[dict[int, float], list[tuple[int, float]]]] = []
     bounded(lambda: got.append(observed(client, run_id)), wait)
     if not got or not got[0][0]:

@@ -33,8 +33,8 @@ from ..host import (
     read_text,
     remove_file,
     same_process_alive,
-    same_space,
     start_time,
+    written_here,
 )
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import state_dir, write_state
@@ -73,7 +73,7 @@ class OutputLock:
 def alive(info: dict[str, Any], mtime: float, now: float) -> bool:
     """Is the run that wrote this lock still running? (A malformed lock is not.)"""
     try:
-        if info.get("host") == host_name() and same_space(info.get("space")):
+        if written_here(info, host_name()):
             # a zombie is not: killed, never reaped (its parent frozen) it holds nothing,
             # though its pid and start time still match
             return same_process_alive(int(info.get("pid", 0)) or -1,

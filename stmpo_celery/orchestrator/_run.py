@@ -19,6 +19,7 @@ import redis
 from kombu.exceptions import KombuError
 from kombu.utils.uuid import uuid
 
+from .._waits import Waited, bounded, until_done
 from ..aerender import RenderTarget
 from ..broker import (
     BrokerUrl,
@@ -61,8 +62,8 @@ from ._history import History
 from ._logdir import open_private, run_log_dir
 from ._pool import SlotPool
 from ._progress import Progress
-from ._startup import Waited, open_broker, until_done
-from ._stopping import SECRET_ENV, BrokerWatch, bounded, force_exit
+from ._startup import open_broker
+from ._stopping import SECRET_ENV, BrokerWatch, force_exit
 from ._summary import ChunkRecord
 from ._validate import Prepared
 

@@ -12,10 +12,6 @@ comes first; a thread still blocked is left behind (what it still writes expires
 
 from __future__ import annotations
 
-import enum
-import threading
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..broker import events, heartbeat, keys, owned_entry, server_id, try_reap
@@ -26,43 +22,6 @@ from ._flowerrun import RunRow
 
 if TYPE_CHECKING:
     from ._run import Run
-
-
-class Waited(str, enum.Enum):
-    """How a wait on a thread ended."""
-
-    DONE = "done"
-    """The thread finished (its exception, if any, is raised again in the waiter)."""
-    CANCELLED = "cancelled"
-    """A cancel came first: the thread is left to finish or block on its own."""
-    TIMED_OUT = "timed out"
-    """The thread did not finish in time: the broker does not answer."""
-
-
-def until_done(fn: Callable[[], object], cancelled: Callable[[], bool], wait: float,
-               step: float = 0.05) -> Waited:
-    """Run ``fn`` on a daemon thread; wait for it, a cancel or ``wait`` seconds."""
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiter
-            failure.append(exc)
-
-    thread = threading.Thread(target=body, name="stmpo-broker-start", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + wait
-    while thread.is_alive():
-        if cancelled():
-            return Waited.CANCELLED
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return Waited.TIMED_OUT
-        thread.join(min(step, left))  # the main thread's signal handlers run meanwhile
-    if failure:
-        raise failure[0]
-    return Waited.DONE
 
 
 def open_broker(run: Run, n_tasks: int) -> None:

@@ -3,8 +3,8 @@
 A stop (first failure, cancel) and the teardown talk to Redis — abort flag, purge,
 revoke announcements, key deletion — but a dead or frozen broker must not hold a
 cancelled render: each of those runs in a daemon thread that the orchestrator waits
-for only so long (:func:`bounded`). Whatever it could not delete expires by itself
-(:mod:`..broker._liveness`).
+for only so long (:func:`~stmpo_celery._waits.bounded`). Whatever it could not delete
+expires by itself (:mod:`..broker._liveness`).
 """
 
 from __future__ import annotations
@@ -12,29 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from .._waits import bounded
 from ..config import defaults
 from ..host import kill_groups_now, remove_run_dir
 
 #: never inherited by slots, aerender or After Effects (removed before slots start)
 SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
-
-
-def bounded(fn: Callable[[], object], timeout: float) -> bool:
-    """Run ``fn`` in a daemon thread; wait at most ``timeout`` s. True if it finished."""
-
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            fn()
-
-    t = threading.Thread(target=run, name="stmpo-broker-call", daemon=True)
-    t.start()
-    t.join(timeout)
-    return not t.is_alive()
 
 
 class BrokerWatch:

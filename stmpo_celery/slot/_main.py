@@ -33,8 +33,8 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
     pin_problem = _pin(cpus_arg)
 
     import shutil
-    import threading
 
+    from .._waits import bounded
     from ..config import defaults
     from ..host import RUN_DIR_ENV, become_subreaper, set_process_name, start_deathwatch
     from ._fence import ORPHANED, fenced, wait_idle
@@ -77,9 +77,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
             # a frozen broker (kombu waits 30 s a read) must not keep an orphaned slot
             # alive: what is not deleted in time expires with no heartbeat
-            words = threading.Thread(target=tell_broker, name="stmpo-mourn", daemon=True)
-            words.start()
-            words.join(defaults.ORPHAN_BROKER_WAIT_S)
+            bounded(tell_broker, defaults.ORPHAN_BROKER_WAIT_S)
 
     start_deathwatch(death_fd, cleanup=orphaned, fence=ORPHANED)
     become_subreaper()
