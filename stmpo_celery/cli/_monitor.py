@@ -107,7 +107,12 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
         click.echo(f"stmpo host: {line}")
     if foreground:
         sys.stdout.flush()
-        sys.exit(svc.wait_foreground())
+
+        def ready() -> None:
+            click.echo("stmpo host: serving in the foreground until SIGTERM, SIGINT or SIGHUP")
+            sys.stdout.flush()
+
+        sys.exit(svc.wait_foreground(ready))
 
 
 def _refuse_changes(svc: Any, port: int | None, bind: str | None, flower: str | None,

@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,11 +295,15 @@ class HostService:
             os.chmod(tmp, 0o640)
         replace_file(tmp, path)
 
-    def wait_foreground(self) -> int:
-        """``up --foreground`` (systemd): serve until SIGTERM/SIGINT or a child dies."""
+    def wait_foreground(self, ready: Callable[[], None] | None = None) -> int:
+        """``up --foreground`` (systemd): serve until SIGTERM/SIGINT or a child dies;
+        ``ready`` is called once a signal stops the service cleanly (before, it cancels
+        the start, which is undone)."""
         stop: list[int] = []
         for sig in cancel_signals():  # SIGHUP too: stopped as cleanly as by SIGTERM
             signal.signal(sig, lambda s, _f: stop.append(s))
+        if ready is not None:
+            ready()
         redis_proc = getattr(self, "_redis", None)
         fp = getattr(self, "_flower", None)
         code = 0
