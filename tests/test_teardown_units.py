@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from stmpo_celery._waits import bounded
 from stmpo_celery.broker._liveness import judge
 from stmpo_celery.broker._redis import mask_url, url_secrets
+from stmpo_celery.broker._waits import bounded
 from stmpo_celery.config import defaults
 from stmpo_celery.config._settings import SETTINGS, convert
 from stmpo_celery.errors import BadInput, EnvironmentProblem
@@ -86,7 +86,7 @@ def test_the_start_waits_for_its_broker_thread_a_cancel_or_its_deadline() -> Non
 
     import redis
 
-    from stmpo_celery._waits import Waited, until_done
+    from stmpo_celery.broker._waits import Waited, until_done
 
     never = threading.Event()
     assert until_done(lambda: None, lambda: False, 5) is Waited.DONE

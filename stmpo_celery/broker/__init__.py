@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         parse_broker_url,
         url_secrets,
     )
+    from ._waits import Waited, bounded, until_done
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
@@ -79,6 +80,9 @@ _HOME = {
     "parse_broker_url": "._redis",
     "RENDER_CHUNK": "._app",
     "requeue_unacked": "._redelivery",
+    "bounded": "._waits",
+    "until_done": "._waits",
+    "Waited": "._waits",
 }
 
 __all__ = [
@@ -111,6 +115,9 @@ __all__ = [
     "parse_broker_url",
     "RENDER_CHUNK",
     "requeue_unacked",
+    "bounded",
+    "until_done",
+    "Waited",
 ]
 
 

@@ -10,8 +10,8 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .._waits import bounded
 from ..aerender import delete_incomplete, missing_frames
+from ..broker import bounded
 from ..config import defaults
 from ..errors import ExitCode, cancel_words
 from ..host import gone_within, remove_run_dir

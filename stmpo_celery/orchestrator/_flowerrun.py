@@ -25,8 +25,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._waits import bounded
-from ..broker import keys, revoke_events
+from ..broker import bounded, keys, revoke_events
 from ..config import defaults
 from ..host import write_run_end
 from ..plan import format_frames

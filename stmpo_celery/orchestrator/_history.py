@@ -34,8 +34,7 @@ from typing import Any
 
 import redis
 
-from .._waits import bounded
-from ..broker import BrokerUrl, keys
+from ..broker import BrokerUrl, bounded, keys
 from ..config import RenderOptions, defaults
 from ..host import read_text, replace_file
 from ..plan import CostModel, cost_blocks, learn_launch

@@ -19,17 +19,19 @@ import redis
 from kombu.exceptions import KombuError
 from kombu.utils.uuid import uuid
 
-from .._waits import Waited, bounded, until_done
 from ..aerender import RenderTarget
 from ..broker import (
     BrokerUrl,
     EmbeddedRedis,
+    Waited,
+    bounded,
     events,
     heartbeat,
     keys,
     mask_url,
     server_id,
     still_there,
+    until_done,
 )
 from ..config import defaults
 from ..errors import CANCEL_CODES as _CANCEL_CODES

@@ -3,7 +3,7 @@
 A stop (first failure, cancel) and the teardown talk to Redis — abort flag, purge,
 revoke announcements, key deletion — but a dead or frozen broker must not hold a
 cancelled render: each of those runs in a daemon thread that the orchestrator waits
-for only so long (:func:`~stmpo_celery._waits.bounded`). Whatever it could not delete
+for only so long (:func:`~stmpo_celery.broker.bounded`). Whatever it could not delete
 expires by itself (:mod:`..broker._liveness`).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .._waits import bounded
+from ..broker import bounded
 from ..config import defaults
 from ..host import kill_groups_now, remove_run_dir
 

@@ -34,7 +34,7 @@ def run_slot(spec_path: str, slot: int, death_fd: int, cpus_arg: str) -> int:
 
     import shutil
 
-    from .._waits import bounded
+    from ..broker import bounded
     from ..config import defaults
     from ..host import RUN_DIR_ENV, become_subreaper, set_process_name, start_deathwatch
     from ._fence import ORPHANED, fenced, wait_idle

@@ -1,8 +1,8 @@
-"""Waiting on a call that may block for ever — a broker that answers nothing holds a
-socket read for as long as its timeout, retried — without being held by it: the call
-runs on a daemon thread, and the caller waits only so long. Runs in the orchestrator
-(its start, stop and teardown) and in a slot (its last words when orphaned); a thread
-still blocked is left behind, and what it would still have written expires.
+"""Waiting on a broker call without being held by it — a broker that answers nothing
+holds a socket read for as long as its timeout, retried: the call runs on a daemon
+thread, and the caller waits only so long. Runs in the orchestrator (its start, stop and
+teardown) and in a slot (its last words when orphaned); a thread still blocked is left
+behind, and what it would still have written expires.
 """
 
 from __future__ import annotations
