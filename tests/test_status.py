@@ -356,3 +356,30 @@ def _named(p: psutil.Process, *prefixes: str) -> bool:
         return p.name().startswith(prefixes)
     except psutil.Error:
         return False
+
+
+def test_status_once_fails_when_the_host_service_does_not_answer(farm: Farm,
+                                                                tmp_path: Path) -> None:
+    """A frozen host service (a port that accepts and never answers: a hung host, a
+    stopped process) must not read as "no runs" with exit 0: a script calling
+    ``--once`` would take the runs on it for gone. The snapshot still prints, with the
+    problem, and the command exits 3 with one line naming it."""
+    import socket
+
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)  # connections complete in the backlog; nothing ever answers
+        host_dir = tmp_path / "host"
+        host_dir.mkdir()
+        (host_dir / "broker.url").write_text(f"redis://127.0.0.1:{frozen.getsockname()[1]}/0")
+        env = farm.env(STMPO_HOST_DIR=str(host_dir), TMPDIR=str(tmp_path))
+        env.pop("STMPO_BROKER_URL", None)
+        text = stmpo("status", "--once", env=env)
+        as_json = stmpo("status", "--json", "--once", env=env)
+    assert text.returncode == 3, text.stdout + text.stderr
+    assert "warning: cannot read" in text.stdout and "host service" in text.stdout
+    assert text.stderr.count("\n") == 1 and "not shown" in text.stderr
+    assert "Traceback" not in text.stderr
+    assert as_json.returncode == 3, as_json.stderr
+    snap = json.loads(as_json.stdout)
+    assert snap["runs"] == [] and len(snap["problems"]) == 1

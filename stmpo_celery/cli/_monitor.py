@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..config import defaults
-from ..errors import BadInput
+from ..errors import BadInput, EnvironmentProblem
 from ._finite import FINITE
 
 
@@ -57,10 +57,22 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
                 click.echo(text)
             sys.stdout.flush()
             if once:
+                _refuse_unread(snap["problems"])
                 return
             time.sleep(interval)
     except KeyboardInterrupt:
         return
+
+
+def _refuse_unread(problems: list[str]) -> None:
+    """``--once`` is what scripts call: a broker that did not answer must not read as "no
+    runs" with exit 0 (the runs on it are not shown). Exit 3 after the snapshot printed."""
+    if problems:
+        raise EnvironmentProblem(
+            f"cannot read {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            + ": the runs it holds are not shown above; check it "
+            "with `stmpo host info` (the host service) or `stmpo doctor`")
 
 
 @click.group("host")
