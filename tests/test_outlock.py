@@ -214,3 +214,42 @@ def test_malformed_locks_are_reclaimed_not_a_traceback(tmp_path: Path) -> None:
     assert live == set()
     assert sorted(p.name for p in folder.iterdir()) == ["run-mine0004.lock"]
     lock.release()
+
+
+def test_a_run_that_claims_the_folder_just_after_keeps_its_frames_in_flight(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard is released once a run's claim is written, before it settles the
+    ledgers of stopped runs. A run on other frames of the same folder that claims it in
+    between (lock first, then its renders) must not have its in-flight frames deleted as
+    a dead run's; a ledger with no lock and no live run is still settled."""
+    from stmpo_celery.config import RenderOptions
+    from stmpo_celery.orchestrator import Prepared, _validate
+
+    opts = RenderOptions(project=str(tmp_path / "p.aep"), frames="1-10",
+                         output=str(tmp_path / "shot_[####].png"), comp="C")
+    pattern = OutputPattern(opts.output)
+    prep = Prepared(options=opts, project=opts.project, pattern=pattern,
+                    frames=list(range(1, 11)), to_render=list(range(1, 11)),
+                    aerender="aerender", broker=None, chunk_size=None)
+    dead = Ledger(pattern, "dead0001", 0, [40])  # killed long ago: no lock, no process
+    dead.open()
+    Path(pattern.path_for(40)).write_bytes(b"half")
+    real = _validate.acquire
+
+    def then_another_run_starts(*args: object, **kw: object) -> object:
+        got = real(*args, **kw)  # type: ignore[arg-type]
+        plant(pattern, "next0002", "21-30")  # this very process: alive
+        Ledger(pattern, "next0002", 0, [21]).open()
+        Path(pattern.path_for(21)).write_bytes(b"rendering")
+        return got
+
+    monkeypatch.setattr(_validate, "acquire", then_another_run_starts)
+    _validate.claim_output(prep)
+    try:
+        assert Path(pattern.path_for(21)).read_bytes() == b"rendering"
+        assert "next0002" in [e.run_id for e in entries(state_dir(pattern))]
+        assert not Path(pattern.path_for(40)).exists()
+        assert "dead0001" not in [e.run_id for e in entries(state_dir(pattern))]
+        assert any("half-written" in n for n in prep.notes)
+    finally:
+        prep.release()

@@ -37,7 +37,7 @@ from ..host import (
     written_here,
 )
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
-from ..slot import state_dir, write_state
+from ..slot import LedgerEntry, state_dir, write_state
 
 GUARD_WAIT_S = 10.0
 LOCK_WAIT_SAY_S = 30.0  #: a run waiting for another's lock says so this often
@@ -227,6 +227,22 @@ def _claim(pattern: OutputPattern, frames: list[int],
             raise BadInput(f"cannot write the output lock {path} ({exc.strerror}): "
                            "fix the output folder's permissions or free space") from None
     return OutputLock(path, info), live
+
+
+def stopped(pattern: OutputPattern, live: set[str]) -> Callable[[LedgerEntry], bool]:
+    """Which in-flight ledgers a new run may settle (their frames deleted as not known to
+    be whole): those of runs neither seen live when it claimed the output (``live``) nor
+    holding a lock now. The second half closes a window: the guard is released once the
+    claim is written, and a run that claims the folder right after (a lock is written
+    before anything is started) may have frames in flight before the settle reaches its
+    ledger."""
+    folder = state_dir(pattern)
+
+    def which(entry: LedgerEntry) -> bool:
+        run = str(entry.run_id)
+        return run not in live and not (folder / f"run-{run}.lock").exists()
+
+    return which
 
 
 def acquire(pattern: OutputPattern, frames: list[int], run_id: str, wait: float = 0.0,

@@ -42,7 +42,7 @@ from ..plan import (
 )
 from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
-from ._outlock import Busy, OutputLock, acquire
+from ._outlock import Busy, OutputLock, acquire, stopped
 
 
 @dataclass
@@ -235,7 +235,7 @@ def claim_output(prep: Prepared) -> None:
             print(f"openjd_status: waiting for {busy.holder()} to end", flush=True)
 
     prep.lock, live = acquire(pattern, frames, prep.run_id, o.output_lock_wait, waiting)
-    partial = settle_ledgers(ledger_dir(pattern), lambda e: e.run_id not in live)
+    partial = settle_ledgers(ledger_dir(pattern), stopped(pattern, live))
     if partial:
         notes.append(f"deleted {len(partial)} frame(s) a stopped run left half-written "
                      f"(first: {partial[0]})")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from ._ledger import Entry as LedgerEntry
     from ._ledger import settle as settle_ledgers
     from ._ledger import state_dir, write_state
     from ._ledger import state_dir as ledger_dir
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
     "ledger_dir": "._ledger",
+    "LedgerEntry": "._ledger",
     "settle_ledgers": "._ledger",
     "state_dir": "._ledger",
     "write_state": "._ledger",
@@ -48,10 +50,11 @@ _HOME = {
 }
 
 #: front-door names that differ from their module's own
-_ALIASES = {"ledger_dir": "state_dir", "settle_ledgers": "settle"}
+_ALIASES = {"ledger_dir": "state_dir", "settle_ledgers": "settle", "LedgerEntry": "Entry"}
 
 __all__ = [
     "ledger_dir",
+    "LedgerEntry",
     "settle_ledgers",
     "state_dir",
     "write_state",
