@@ -279,3 +279,72 @@ def test_wine_ctrl_break_cancels_any_command_and_runs_its_cleanup(
     assert proc.returncode == 143, out + err
     assert err.strip().splitlines() == ["stmpo: CANCELLED by CTRL_BREAK (SIGBREAK)"], err
     assert not marker.exists()
+
+
+def test_wine_output_locks_judge_windows_processes(winpy: WinPython, tmp_path: Path) -> None:
+    """The output lock's judgement of another run, with Windows processes: the lock of a
+    live run refuses (named), a pid that now belongs to another process (its start time
+    differs) or a process that has exited is reclaimed, ``--output-lock-wait`` takes the
+    lock once its holder exits, and a guard left by a run killed inside it is taken over
+    once stale."""
+    out = tmp_path / "out"
+    out.mkdir()
+    driver = textwrap.dedent(f"""
+        import json, os, subprocess, sys, time
+        from stmpo_celery.broker.keys import host_name
+        from stmpo_celery.errors import BadInput
+        from stmpo_celery.host._proc import process_space, start_time
+        from stmpo_celery.orchestrator._outlock import GUARD_STALE_S, acquire
+        from stmpo_celery.plan import OutputPattern
+        from stmpo_celery.slot._ledger import state_dir
+        pattern = OutputPattern({win(out / "f_[####].png")!r})
+        folder = state_dir(pattern)
+        folder.mkdir(parents=True, exist_ok=True)
+        def holder(seconds):
+            p = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({{seconds}})"])
+            while start_time(p.pid) is None:
+                time.sleep(0.05)
+            return p
+        def plant(run, pid, started, frames):
+            (folder / f"run-{{run}}.lock").write_text(json.dumps({{
+                "run": run, "host": host_name(), "pid": pid, "space": process_space(),
+                "started": started, "pattern": pattern.raw, "frames": frames,
+                "time": time.time()}}))
+        def take(frames, run, wait=0.0):
+            t0 = time.monotonic()
+            try:
+                lock, _ = acquire(pattern, frames, run, wait)
+            except BadInput as exc:
+                return ["refused", "live0001" in exc.message, round(time.monotonic() - t0, 1)]
+            lock.release()
+            return ["taken", None, round(time.monotonic() - t0, 1)]
+        res = {{}}
+        live = holder(60)
+        plant("live0001", live.pid, start_time(live.pid), "1-5")
+        res["live"] = take([1, 2, 3], "me000001")
+        plant("reus0002", live.pid, start_time(live.pid) - 1000.0, "11-15")
+        res["reused"] = take([11, 12], "me000002")
+        ending = holder(1.5)
+        plant("endi0003", ending.pid, start_time(ending.pid), "21-25")
+        res["wait"] = take([21], "me000003", wait=30.0)
+        live.kill()
+        live.wait()
+        res["exited"] = take([1, 2, 3], "me000004")
+        guard = folder / "guard"
+        folder.mkdir(parents=True, exist_ok=True)  # the last release removed it
+        guard.mkdir()
+        old = time.time() - GUARD_STALE_S - 30
+        os.utime(guard, (old, old))
+        res["stale_guard"] = take([31], "me000005")
+        print(json.dumps(res))
+    """)
+    proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
+    stdout, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stdout + err
+    res = json.loads(stdout.strip().splitlines()[-1])
+    assert res["live"][:2] == ["refused", True], res
+    assert res["reused"][0] == "taken" and res["exited"][0] == "taken", res
+    assert res["wait"][0] == "taken" and 0.5 <= res["wait"][2] < 20, res
+    assert res["stale_guard"][0] == "taken" and res["stale_guard"][2] < 5, res
+    assert not (out / ".stmpo").exists() or not list((out / ".stmpo").iterdir()), \
+        list((out / ".stmpo").iterdir())
