@@ -51,15 +51,31 @@ class OutputLock:
     released: bool = False
     stamped: float = field(default_factory=time.monotonic)
 
-    def refresh(self, force: bool = False) -> None:
-        """Re-stamp the lock (at most every ``OUTPUT_LOCK_REFRESH_S`` unless forced)."""
+    def refresh(self, force: bool = False) -> str | None:
+        """Re-stamp the lock (at most every ``OUTPUT_LOCK_REFRESH_S`` unless forced).
+
+        Other hosts age the lock by its mtime. Rewriting it needs free space; on a full
+        disk the lock is touched instead (no space needed), so a live run is never taken
+        for a dead one and its frames rendered over. Returns what went wrong when even
+        that failed (the lock then ages: after ``OUTPUT_LOCK_STALE_S`` another host may
+        take these frames), else None."""
         if self.released or (not force and time.monotonic() - self.stamped
                              < defaults.OUTPUT_LOCK_REFRESH_S):
-            return
+            return None
         self.stamped = time.monotonic()
         self.info["time"] = time.time()
-        with contextlib.suppress(OSError):
+        try:
             write_state(self.path, self.info)
+            return None
+        except OSError:
+            pass
+        try:
+            os.utime(self.path)
+            return None
+        except OSError as exc:
+            return (f"the output lock {self.path} cannot be re-stamped ({exc.strerror or exc}):"
+                    f" after {defaults.OUTPUT_LOCK_STALE_S:g} s another host may take this "
+                    "run for a dead one and render the same frames")
 
     def release(self) -> None:
         if not self.released:

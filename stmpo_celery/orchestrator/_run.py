@@ -342,7 +342,10 @@ class Run(EventHandlers):
                 break
             now = time.monotonic()
             if self.prep.lock is not None:
-                self.prep.lock.refresh()
+                stale = self.prep.lock.refresh()
+                if stale is not None and stale not in self.warnings:
+                    self.warnings.append(stale)
+                    self._say(f"WARNING: {stale}")
             if now - last_ping > defaults.WATCHDOG_INTERVAL_S:
                 last_ping = now
                 if self.unverified:
