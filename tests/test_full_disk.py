@@ -7,13 +7,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
+import psutil
 import pytest
+from conftest import free_port, wait_for
+from hostlib import stmpo
 
 Disk = Callable[[str], Path]
 
@@ -77,3 +82,52 @@ def test_a_full_output_disk_still_keeps_the_output_lock_fresh(small_disk: Disk) 
         assert said is not None and "cannot be re-stamped" in said and str(lock.path) in said
     finally:
         lock.release()
+
+
+def redis_on(port: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if "redis-server" in " ".join(p.cmdline()) and f":{port}" in " ".join(p.cmdline()):
+                out.append(p)
+    return out
+
+
+def test_host_up_on_a_full_folder_says_so_and_leaves_nothing(small_disk: Disk,
+                                                              tmp_path: Path) -> None:
+    """``stmpo host up`` whose folder fills at every step of its start (the config, the
+    pid file, the broker file, Redis's own files): one line and exit 3 — never a
+    traceback, never a redis-server left running that ``host down`` cannot find, never
+    a temporary file; with room enough it starts, and ``host down`` stops it."""
+    disk = small_disk("192k")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STMPO_")}
+    env.update(STMPO_HOST_DIR=str(disk / "host"), TMPDIR=str(tmp_path))
+    outcomes = []
+    for fresh, pages in [(f, p) for f in (True, False) for p in range(0, 5)]:
+        if not fresh and not (disk / "host").exists():  # one that has served before
+            assert stmpo("host", "up", "--port", str(free_port()), env=env).returncode == 0
+            assert stmpo("host", "down", env=env).returncode == 0
+        slack = disk / "slack"
+        slack.write_bytes(b"\0" * 4096 * pages)
+        fill(disk)
+        slack.unlink()
+        port = free_port()
+        up = stmpo("host", "up", "--port", str(port), env=env)
+        outcomes.append(up.returncode)
+        assert "Traceback" not in up.stderr, up.stderr
+        if up.returncode == 0:
+            down = stmpo("host", "down", "--force", env=env)
+            assert down.returncode == 0, down.stderr
+        else:
+            assert up.returncode == 3, up.stdout + up.stderr
+            lines = up.stderr.strip().splitlines()
+            assert len(lines) == 1 and "host service's folder" in lines[0], up.stderr
+            assert "free space" in lines[0]
+        assert wait_for(partial(lambda p: not redis_on(p), port), timeout=10), redis_on(port)
+        assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]
+        for f in disk.glob("fill-*"):
+            f.unlink()
+        if fresh:
+            shutil.rmtree(disk / "host", ignore_errors=True)
+    assert 3 in outcomes, outcomes  # the full folder was reached ...
+    assert 0 in outcomes, outcomes  # ... and so was room enough

@@ -155,6 +155,18 @@ class HostService:
     # -- up -------------------------------------------------------------------------
     def up(self, port: int, bind: str, flower: str | None, auth: str | None,
            url_prefix: str | None, group: str | None, foreground: bool) -> list[str]:
+        """Start what is not running; a start that fails is undone (processes, files)."""
+        try:
+            return self._up(port, bind, flower, auth, url_prefix, group, foreground)
+        except OSError as exc:  # a full or read-only folder: undone already, one line
+            where = f" {exc.filename}" if exc.filename else ""
+            raise EnvironmentProblem(
+                f"cannot write the host service's folder {self.dir}{where} "
+                f"({exc.strerror or exc}): free space there, or set STMPO_HOST_DIR to "
+                "another folder") from None
+
+    def _up(self, port: int, bind: str, flower: str | None, auth: str | None,
+            url_prefix: str | None, group: str | None, foreground: bool) -> list[str]:
         check_bind(flower, auth, url_prefix)
         if not 0 < port < 65536:
             raise BadInput(f"--port {port} is not a TCP port: pass one from 1 to 65535")
@@ -223,8 +235,12 @@ class HostService:
                               detach=not foreground,
                               purge_offline_s=defaults.HOST_FLOWER_PURGE_OFFLINE_S,
                               max_tasks=defaults.HOST_FLOWER_MAX_TASKS)
-            self.pidfile("flower").write_text(f"{fp.proc.pid}\n")
-            (self.dir / "flower.json").write_text(json.dumps({"url": fp.url}))
+            try:  # without its pid file, nothing would ever stop it
+                self.pidfile("flower").write_text(f"{fp.proc.pid}\n")
+                (self.dir / "flower.json").write_text(json.dumps({"url": fp.url}))
+            except BaseException:
+                fp.stop()
+                raise
             said.append(f"Flower for every run on this host: {fp.url}")
             if foreground:
                 self._flower = fp
@@ -250,10 +266,10 @@ class HostService:
             [binary, str(self.conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, close_fds=True,
             **child_kwargs(die_with_parent=foreground, detach=not foreground))
-        self.pidfile("redis").write_text(f"{proc.pid}\n")
         client = self.broker(port, bind).client(timeout=1.0)
         deadline = time.monotonic() + 10
         try:
+            self.pidfile("redis").write_text(f"{proc.pid}\n")  # may fail: a full disk
             while True:
                 answer, ready = None, False
                 with contextlib.suppress(redis.RedisError, OSError):
@@ -287,13 +303,18 @@ class HostService:
     def _write_broker_file(self, broker: BrokerUrl, gid: int | None) -> None:
         path = self.dir / BROKER_FILE
         tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(broker.url + "\n")
-        if gid is not None:
-            os.chown(tmp, -1, gid)
-            os.chmod(tmp, 0o640)
-        replace_file(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(broker.url + "\n")
+            if gid is not None:
+                os.chown(tmp, -1, gid)
+                os.chmod(tmp, 0o640)
+            replace_file(tmp, path)
+        except BaseException:  # the file stays as it was, and no temporary one is left
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def wait_foreground(self, ready: Callable[[], None] | None = None) -> int:
         """``up --foreground`` (systemd): serve until SIGTERM/SIGINT or a child dies;
