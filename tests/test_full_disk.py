@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import free_port, wait_for
+from conftest import Farm, free_port, wait_for
 from hostlib import stmpo
 
 Disk = Callable[[str], Path]
@@ -131,3 +132,41 @@ def test_host_up_on_a_full_folder_says_so_and_leaves_nothing(small_disk: Disk,
             shutil.rmtree(disk / "host", ignore_errors=True)
     assert 3 in outcomes, outcomes  # the full folder was reached ...
     assert 0 in outcomes, outcomes  # ... and so was room enough
+
+
+def test_a_summary_that_cannot_be_written_is_no_success_and_no_stale_record(
+        farm: Farm, small_disk: Disk) -> None:
+    """The summary's folder fills during the render: every frame is whole, but the
+    record asked for is not there — exit 3, one line, and the earlier run's summary in
+    that place removed (a pipeline must not read it as this run's)."""
+    disk = small_disk("256k")
+    summary = disk / "s.json"
+    summary.write_text(json.dumps({"run": "earlier1", "status": "failed"}))
+    proc = farm.start_rendering("--summary", str(summary), frame_cost="0.2", frames="1-6")
+    fill(disk)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 3, out + err
+    assert not summary.exists(), summary.read_text()
+    assert "the summary could not be written" in out and "every frame is whole" in out
+    assert farm.frames_on_disk() == list(range(1, 7))
+    assert not [p for p in disk.iterdir() if not p.name.startswith("fill-")]
+    assert not farm.leftovers()
+
+
+def test_a_folder_already_full_is_refused_before_anything_starts(farm: Farm,
+                                                                small_disk: Disk) -> None:
+    """Making a file succeeds on a full disk, writing does not: the checks before the
+    start write real bytes, so a full summary, log or output folder is one line and exit
+    3 (the host, not the job) with nothing started and nothing left there."""
+    for flag in ("--summary", "--log-dir", "--output"):
+        disk = small_disk("128k")
+        target = {"--summary": disk / "s.json", "--log-dir": disk / "logs",
+                  "--output": disk / "out" / "f_[####].png"}[flag]
+        fill(disk)
+        res = farm.run(flag, str(target), frames="1-4")
+        assert res.returncode == 3, (flag, res.stdout + res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "free space there" in lines[0], (flag, res.stderr)
+        assert "Traceback" not in res.stderr and not farm.journal.exists()
+        assert [p.name for p in disk.iterdir() if not p.name.startswith("fill-")] == []
+        assert not farm.leftovers()

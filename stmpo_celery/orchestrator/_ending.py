@@ -100,6 +100,12 @@ def finish(run: Run) -> ExitCode:
             run.stop_reason = f"{run.failures[0].describe()}; {run.stop_reason}"
     if run.exit_code == ExitCode.OK and run.failures:
         run.exit_code = ExitCode.RENDER_FAILED
+    if run.o.summary:  # first: a summary that cannot be written changes the outcome
+        unwritten = write_summary(run, missing)
+        if unwritten is not None and run.exit_code == ExitCode.OK:
+            run.exit_code = ExitCode.ENVIRONMENT
+            run.stop_reason = (f"every frame is whole on disk, but {unwritten}: free space "
+                               "there (a re-run with --skip-existing renders nothing again)")
     if run.progress is not None:
         run.progress.close("done" if run.exit_code == ExitCode.OK
                            else "cancelled" if run.cancel_signal is not None else "failed")
@@ -108,8 +114,6 @@ def finish(run: Run) -> ExitCode:
         run.funnel.line(f"stmpo: {line}")
     if run.exit_code != ExitCode.OK and not run._bar_mode():
         run.funnel.directive("openjd_fail", report.fail_line(block))
-    if run.o.summary:
-        write_summary(run, missing)
     if run._run_log is not None:
         with contextlib.suppress(Exception):
             run._run_log.close()

@@ -16,6 +16,7 @@ directory created with ``mkdir`` (atomic on local and network file systems).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -39,6 +40,8 @@ from ..host import (
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import LedgerEntry, state_dir, write_state
 
+#: a file system with no room left (for anyone, or for this user): the host's problem
+FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 GUARD_WAIT_S = 10.0
 LOCK_WAIT_SAY_S = 30.0  #: a run waiting for another's lock says so this often
 GUARD_STALE_S = 30.0
@@ -240,9 +243,16 @@ def _claim(pattern: OutputPattern, frames: list[int],
         try:
             write_state(path, info)
         except OSError as exc:
-            raise BadInput(f"cannot write the output lock {path} ({exc.strerror}): "
-                           "fix the output folder's permissions or free space") from None
-    return OutputLock(path, info), live
+            failed = exc
+        else:
+            return OutputLock(path, info), live
+    with contextlib.suppress(OSError):  # made for this lock alone: not left behind
+        folder.rmdir()
+    if failed.errno in FULL:
+        raise EnvironmentProblem(f"cannot write the output lock {path} ({failed.strerror}): "
+                                 "free space in the output folder")
+    raise BadInput(f"cannot write the output lock {path} ({failed.strerror}): "
+                   "fix the output folder's permissions")
 
 
 def stopped(pattern: OutputPattern, live: set[str]) -> Callable[[LedgerEntry], bool]:

@@ -155,7 +155,9 @@ def build(run: Run, missing: list[int]) -> dict[str, Any]:
     }
 
 
-def write_summary(run: Run, missing: list[int]) -> None:
+def write_summary(run: Run, missing: list[int]) -> str | None:
+    """Write the ``--summary``; None, or what kept it from being written. A summary left
+    there by an earlier run is removed then (it would pass for this run's record)."""
     assert run.o.summary is not None
     path = run.o.summary
     tmp = f"{path}.tmp{os.getpid()}"
@@ -163,10 +165,18 @@ def write_summary(run: Run, missing: list[int]) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(build(run, missing), fh, indent=2, default=str)
         replace_file(tmp, path)
+        return None
     except OSError as exc:  # checked up front; a disk that filled up since: say so, once
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        run.funnel.line(f"stmpo: WARNING: summary not written to {path} ({exc.strerror})")
+        removed = False
+        with contextlib.suppress(OSError):  # needs no space
+            os.unlink(path)
+            removed = True
+        what = f"the summary could not be written to {path} ({exc.strerror or exc})"
+        run.funnel.line(f"stmpo: WARNING: {what}"
+                        + ("; the earlier run's summary there was removed" if removed else ""))
+        return what
 
 
 def final_line(run: Run, missing: list[int]) -> str:

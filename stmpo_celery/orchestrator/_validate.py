@@ -23,7 +23,7 @@ from ..config import (
     parse_chunk_size,
     refuse_for_movie,
 )
-from ..errors import BadInput
+from ..errors import BadInput, EnvironmentProblem
 from ..host import (
     check_output_names,
     check_start_method,
@@ -42,7 +42,7 @@ from ..plan import (
 )
 from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
-from ._outlock import Busy, OutputLock, acquire, stopped
+from ._outlock import FULL, Busy, OutputLock, acquire, stopped
 
 
 @dataclass
@@ -200,23 +200,43 @@ def create_outputs(prep: Prepared) -> None:
         if o.log_dir:
             what = f"{o.origin('log_dir')} {o.log_dir} cannot be created"
             make_dirs(o.log_dir, made)
+            what = f"{o.origin('log_dir')} {o.log_dir} cannot be written"
+            probe_space(o.log_dir)
         if o.summary:
             what = f"--summary {o.summary} cannot be written"
             folder = os.path.dirname(os.path.abspath(o.summary))
             make_dirs(folder, made)
-            probe = os.path.join(folder, f".stmpo-probe-{os.getpid()}")
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            os.unlink(probe)
+            probe_space(folder)
         out_dir = os.path.dirname(prep.pattern.path_for(prep.frames[0])) or "."
         what = f"output directory cannot be created: {out_dir}"
         make_dirs(long_path(out_dir), made)
         if not os.access(long_path(out_dir), os.W_OK | os.X_OK):
             raise PermissionError(13, "not writable")
+        what = f"output directory cannot be written: {out_dir}"
+        probe_space(long_path(out_dir))
     except OSError as exc:
         remove_made(made)
+        if exc.errno in FULL:  # the host, not the job: exit 3
+            raise EnvironmentProblem(f"{what} ({exc.strerror or exc}): free space there") from None
         raise BadInput(f"{what} ({exc.strerror or exc}): fix the path or the folder's "
                        "permissions") from None
     claim_output(prep)
+
+
+PROBE_BYTES = 64 * 1024  #: a folder must take this much before the run starts
+
+
+def probe_space(folder: str) -> None:
+    """Write (and flush to the file system) ``PROBE_BYTES`` in ``folder``, then remove them:
+    creating an empty file succeeds on a full disk, writing does not."""
+    probe = os.path.join(folder, f".stmpo-probe-{os.getpid()}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"\0" * PROBE_BYTES)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def claim_output(prep: Prepared) -> None:
