@@ -170,3 +170,52 @@ def test_a_folder_already_full_is_refused_before_anything_starts(farm: Farm,
         assert "Traceback" not in res.stderr and not farm.journal.exists()
         assert [p.name for p in disk.iterdir() if not p.name.startswith("fill-")] == []
         assert not farm.leftovers()
+
+
+def test_a_full_temp_folder_is_the_hosts_problem_in_one_line(farm: Farm,
+                                                           small_disk: Disk) -> None:
+    """The run's own folder (its spec, its Redis socket) lives in the temp folder: full,
+    the run ends with exit 3 naming the file and the fix, not exit 1 with an
+    "orchestrator error", and leaves nothing there."""
+    disk = small_disk("128k")
+    codes = []
+    for pages in (1, 2, 3):  # with none, Python's tempfile moves to another temp folder
+        slack = disk / "slack"
+        slack.write_bytes(b"\0" * 4096 * pages)
+        fill(disk)
+        slack.unlink()
+        res = farm.run(frames="1-4", env=farm.env(TMPDIR=str(disk)))
+        codes.append(res.returncode)
+        assert res.returncode in (0, 3), res.stdout + res.stderr
+        if res.returncode == 3:
+            assert "No space left on device" in res.stdout, res.stdout
+            assert "free space there" in res.stdout, res.stdout
+        assert "orchestrator error" not in res.stdout and "Traceback" not in res.stderr
+        assert [p.name for p in disk.iterdir() if not p.name.startswith("fill-")] == []
+        assert not farm.leftovers()
+        for f in disk.glob("fill-*"):
+            f.unlink()
+    assert 3 in codes, codes
+
+
+def test_a_host_redis_whose_folder_fills_mid_run_is_exit_3_naming_it(
+        farm: Farm, small_disk: Disk, tmp_path: Path) -> None:
+    """The host service's Redis keeps its data in its folder; full, it refuses every
+    write (``MISCONF``). The run on it stops with exit 3 and a line that says the
+    broker cannot save and where to free space — not exit 1 "orchestrator error"."""
+    disk = small_disk("2m")
+    env = farm.env(STMPO_HOST_DIR=str(disk / "host"), TMPDIR=str(tmp_path))
+    up = stmpo("host", "up", "--port", str(free_port()), env=env)
+    assert up.returncode == 0, up.stderr
+    try:
+        proc = farm.start_rendering(frame_cost="0.15", frames="1-40", env=env)
+        fill(disk)
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 3, out + err
+        assert "the broker refuses writes because it cannot save its data" in out, out
+        assert "STMPO_HOST_DIR" in out and "orchestrator error" not in out
+        assert not farm.leftovers()
+    finally:
+        for f in disk.glob("fill-*"):
+            f.unlink()
+        stmpo("host", "down", "--force", env=env)

@@ -70,16 +70,21 @@ def read_broker_url() -> str | None:
     return None
 
 
-def discover_broker() -> str | None:
+def discover_broker(why: list[str] | None = None) -> str | None:
     """The host service's broker URL if it answers now, else None (lowest precedence:
-    after ``--broker`` and ``$STMPO_BROKER_URL``; None means: use an embedded Redis)."""
+    after ``--broker`` and ``$STMPO_BROKER_URL``; None means: use an embedded Redis).
+    When a host service is recorded but does not answer, ``why`` is told so."""
     url = read_broker_url()
     if url is None:
         return None
     client = BrokerUrl(url).client(timeout=1.0)
     try:
         client.ping()
-    except (redis.RedisError, OSError, ValueError):
+    except (redis.RedisError, OSError, ValueError) as exc:
+        if why is not None:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            why.append(f"the host service's Redis (stmpo host up) does not answer "
+                       f"({text[:160]}): this run uses an embedded Redis of its own")
         return None
     finally:
         client.close()

@@ -12,11 +12,14 @@ Formatting from the run's records (no I/O), so the wording is tested on its own:
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 from ..broker import mask_url
 from ..errors import ExitCode, cancel_words
@@ -194,3 +197,19 @@ def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]
         skipped=len(run.prep.skipped), elapsed_s=time.time() - run.t_start,
         warnings=run.warnings, resume=resume_command(skip_existing=run.o.skip_existing),
         movie=not run.prep.pattern.is_sequence)
+
+
+def host_problem(exc: BaseException) -> str | None:
+    """The stop reason for an error that is the host's, not the render's (exit 3), or
+    None: a full disk under the run's own files (its run folder in the temp folder, its
+    logs), or a broker that refuses writes because it cannot save its data (Redis's
+    ``MISCONF``: its folder is full)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC,
+                                                  getattr(errno, "EDQUOT", errno.ENOSPC)):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write{where} ({exc.strerror or exc}): free space there"
+    if isinstance(exc, redis.ResponseError) and "MISCONF" in str(exc):
+        return (f"the broker refuses writes because it cannot save its data "
+                f"({str(exc).split('MISCONF', 1)[1].strip().splitlines()[0]}): free space "
+                "in its folder (the host service's is STMPO_HOST_DIR: `stmpo host info`)")
+    return None

@@ -160,6 +160,9 @@ class Run(EventHandlers):
                 name = signal.Signals(self.cancel_signal).name  # the cancel came first
                 self.stop_reason = f"cancelled by {name}"
                 self.exit_code = _CANCEL_CODES.get(self.cancel_signal, ExitCode.TERMINATED)
+            elif self.stop_reason is None and report.host_problem(exc) is not None:
+                self.stop_reason = report.host_problem(exc)
+                self.exit_code = ExitCode.ENVIRONMENT
             elif self.stop_reason is None:
                 self.stop_reason = (f"orchestrator error: {type(exc).__name__}: "
                                     f"{one_line(str(exc)) or repr(exc)}")

@@ -155,7 +155,7 @@ def prepare(o: RenderOptions) -> Prepared:
     notes: list[str] = []
     url = o.broker or os.environ.get(defaults.BROKER_ENV) or None
     if not url:
-        url = discover_broker()
+        url = discover_broker(why=notes)
         if url:
             notes.append("using the host service's Redis (stmpo host up)")
     if url:
