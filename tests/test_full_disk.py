@@ -219,3 +219,20 @@ def test_a_host_redis_whose_folder_fills_mid_run_is_exit_3_naming_it(
         for f in disk.glob("fill-*"):
             f.unlink()
         stmpo("host", "down", "--force", env=env)
+
+
+def test_history_on_a_full_disk_leaves_no_temporary_file(
+        small_disk: Disk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """History is a hint and never fails a render; on a full disk it must not leave a
+    temporary file behind either (one more per render, named by its pid)."""
+    from stmpo_celery.orchestrator import _history
+
+    disk = small_disk("64k")
+    monkeypatch.setenv("STMPO_HISTORY_DIR", str(disk / "h"))
+    (disk / "h").mkdir()
+    fill(disk)
+    project = tmp_path / "shot.aep"
+    project.write_text("v1")
+    for _ in range(3):
+        _history.save(str(project), "Main", {f: 0.5 for f in range(1, 2000)}, 3.0)
+    assert list((disk / "h").iterdir()) == []

@@ -4,13 +4,15 @@ and a re-render that plans from the first render's costs."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
-from conftest import SYSTEM_REDIS, Farm
+from conftest import SYSTEM_REDIS, Farm, PrivateRedis
 
 from stmpo_celery.broker import keys
 from stmpo_celery.broker._redis import parse_broker_url
@@ -169,3 +171,46 @@ def test_a_damaged_history_record_is_ignored(tmp_path: Path, monkeypatch: pytest
     for key in _history.keys_for(str(project), "Main"):
         (tmp_path / "hist" / f"{key}.json").write_text(text)
     assert _history.load(str(project), "Main", None) is None
+
+
+def test_history_is_pruned_to_the_newest_records_on_the_host_and_the_farm(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_redis: PrivateRedis) -> None:
+    """Every project saved again adds a record (its content is new): without pruning the
+    host's folder and the farm Redis grow by one per save for ever. Kept: the newest
+    ``HISTORY_KEEP``, none older than ``HISTORY_KEEP_DAYS``; a killed render's old
+    temporary file goes too, a fresh one (a render writing now) stays."""
+    from stmpo_celery.config import defaults
+
+    monkeypatch.setattr(defaults, "HISTORY_KEEP", 3)
+    folder = tmp_path / "hist"
+    monkeypatch.setenv("STMPO_HISTORY_DIR", str(folder))
+    now = time.time()
+    records = {}
+    for k in range(6):  # six saves of one project, a day apart; the last is this one
+        project = tmp_path / "shot.aep"
+        project.write_text(f"save {k}")
+        records.update(_history.save(str(project), "Main", {1: 0.5, 2: 0.6}, 3.0))
+        for path in folder.glob("*.json"):
+            if path.stat().st_mtime > now - 60:
+                os.utime(path, (now - (6 - k) * 86400,) * 2)
+    os.utime(sorted(folder.glob("*.json"), key=os.path.getmtime)[-1], (now - 200 * 86400,) * 2)
+    (folder / ".old.1.tmp").write_text("x")
+    os.utime(folder / ".old.1.tmp", (now - 7200,) * 2)
+    (folder / ".new.2.tmp").write_text("x")
+    _history.prune_files(folder, now)
+    left = sorted(folder.glob("*.json"), key=os.path.getmtime)
+    assert len(left) == 2  # the newest 3, less the one older than 90 days
+    assert all(now - p.stat().st_mtime < 90 * 86400 for p in left)
+    assert sorted(p.name for p in folder.glob(".*.tmp")) == [".new.2.tmp"]
+    assert _history.load(str(tmp_path / "shot.aep"), "Main", None) is not None
+
+    client = private_redis.client
+    for k, (key, data) in enumerate(records.items()):
+        client.hset(_history.REDIS_HASH, key, json.dumps({**json.loads(data),
+                                                           "t": now - k * 86400}))
+    client.hset(_history.REDIS_HASH, "damaged", "not json")
+    _history.prune_redis(client, now)
+    kept = client.hgetall(_history.REDIS_HASH)
+    assert len(kept) == 3 and "damaged" not in kept
+    assert sorted(json.loads(v)["t"] for v in kept.values()) == [now - 2 * 86400,
+                                                                 now - 86400, now]

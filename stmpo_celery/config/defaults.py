@@ -37,6 +37,8 @@ STEAL_MARGIN: Final = 0.5  #: a steal must bring a finish forward by launch x ma
 STEAL_MARGIN_MAX: Final = 2.0  #: ... margin learned from the launches' spread, capped here
 STEAL_GAIN_SD: Final = 0.25  #: ... plus this many SDs of the victim's estimated remaining cost
 HISTORY: Final = True  #: plan first blocks from a previous render's frame costs
+HISTORY_KEEP: Final = 1000  #: history records kept (host files; farm Redis) ...
+HISTORY_KEEP_DAYS: Final = 90.0  #: ... and none older than this: the newest win
 
 # --- failure handling -------------------------------------------------------------
 FAIL_FAST: Final = True

@@ -179,9 +179,36 @@ def save(project: str, comp: str, costs: Mapping[int, float],
         folder.mkdir(parents=True, exist_ok=True)
         for key in (content, path):
             tmp = folder / f".{key}.{os.getpid()}.tmp"
-            tmp.write_text(data)
-            replace_file(tmp, folder / f"{key}.json")
+            try:
+                tmp.write_text(data)
+                replace_file(tmp, folder / f"{key}.json")
+            finally:  # a full disk: no temporary file left (each run would add one)
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+    prune_files(folder)
     return {content: data, path: data}
+
+
+def prune_files(folder: Path, now: float | None = None) -> None:
+    """Keep the newest ``HISTORY_KEEP`` records, none older than ``HISTORY_KEEP_DAYS``
+    (every project saved again adds one: the folder must not grow for ever); temporary
+    files a killed render left are removed after an hour."""
+    now = time.time() if now is None else now
+    oldest = now - defaults.HISTORY_KEEP_DAYS * 86400
+    found: list[tuple[float, Path]] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                age = entry.stat().st_mtime
+                if entry.name.endswith(".json"):
+                    found.append((age, Path(entry.path)))
+                elif entry.name.endswith(".tmp") and age < now - 3600:
+                    os.unlink(entry.path)
+    found.sort(reverse=True)
+    for k, (mtime, path) in enumerate(found):
+        if k >= defaults.HISTORY_KEEP or mtime < oldest:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def share(client: redis.Redis, records: Mapping[str, str]) -> None:
@@ -190,7 +217,28 @@ def share(client: redis.Redis, records: Mapping[str, str]) -> None:
         pipe = client.pipeline(transaction=False)
         for key, data in records.items():
             pipe.hset(REDIS_HASH, key, data)
-        pipe.execute()
+        pipe.hlen(REDIS_HASH)
+        size = pipe.execute()[-1]
+        if int(size) > defaults.HISTORY_KEEP * 1.1:  # pruned now and then, not each time
+            prune_redis(client)
+
+
+def prune_redis(client: redis.Redis, now: float | None = None) -> None:
+    """The farm Redis' records pruned as :func:`prune_files` prunes the host's (by the
+    time each was recorded; one that cannot be read goes first)."""
+    now = time.time() if now is None else now
+    oldest = now - defaults.HISTORY_KEEP_DAYS * 86400
+    dated: list[tuple[float, str]] = []
+    for key, raw in client.hgetall(REDIS_HASH).items():
+        try:
+            t = float(json.loads(raw)["t"])
+        except (ValueError, KeyError, TypeError):
+            t = -math.inf
+        dated.append((t, str(key)))
+    dated.sort(reverse=True)
+    drop = [key for k, (t, key) in enumerate(dated) if k >= defaults.HISTORY_KEEP or t < oldest]
+    if drop:
+        client.hdel(REDIS_HASH, *drop)
 
 
 def fill(costs: Mapping[int, float], frames: list[int], default: float) -> dict[int, float]:
