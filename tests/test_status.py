@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -383,3 +384,25 @@ def test_status_once_fails_when_the_host_service_does_not_answer(farm: Farm,
     assert as_json.returncode == 3, as_json.stderr
     snap = json.loads(as_json.stdout)
     assert snap["runs"] == [] and len(snap["problems"]) == 1
+
+
+def test_status_lists_ended_runs_newest_first_and_skips_damaged_records(
+        private_redis: PrivateRedis) -> None:
+    """After a busy hour the newest ended run must not sit somewhere in the middle (the
+    records were listed by their random run ids), and a record damaged by hand (not
+    JSON, or JSON that is not a record) is left out rather than ending status in a
+    traceback."""
+    from stmpo_celery.broker import BrokerUrl
+    from stmpo_celery.monitor._status import Source, snapshot
+
+    client = private_redis.client
+    now = time.time()
+    for run, age in (("aaaa0001", 30), ("ffff0002", 10), ("0000aaa3", 20)):
+        client.hset(keys.ENDED, run, json.dumps({
+            "run": run, "host": "render01", "project": "p.aep", "comp": "C", "frames": 4,
+            "frames_done": 4, "state": "done", "started": now - age - 5, "ended": now - age}))
+    client.hset(keys.ENDED, "junk0001", "not json")
+    client.hset(keys.ENDED, "junk0002", "5")
+    snap = snapshot([Source(BrokerUrl(private_redis.url), "--broker")])
+    assert [r["run"] for r in snap["runs"]] == ["ffff0002", "0000aaa3", "aaaa0001"]
+    assert snap["problems"] == []

@@ -226,6 +226,26 @@ def test_old_run_folders_are_pruned(tmpdir_env: Path) -> None:
     assert "old0000" not in kept and f"old{defaults.LOG_KEEP_RUNS + 4:04d}" in kept
 
 
+def test_a_run_stmpo_status_still_lists_keeps_its_log_folder(tmpdir_env: Path) -> None:
+    """``stmpo status`` lists an ended run for ``ENDED_RUN_SHOWN_S`` with its log: a busy
+    host (more than ``LOG_KEEP_RUNS`` runs in that time) must not prune the folders of
+    runs that recent — status would point at logs that are gone."""
+    root = tmpdir_env / f"stmpo-logs-{os.getuid()}"
+    root.mkdir(mode=0o700)
+    now = time.time()
+    for i in range(defaults.LOG_KEEP_RUNS + 5):  # ended a minute ago, and before
+        d = root / f"new{i:04d}"
+        d.mkdir()
+        os.utime(d, (now - 60 - i, now - 60 - i))
+    old = root / "old0000"
+    old.mkdir()
+    os.utime(old, (now - defaults.ENDED_RUN_SHOWN_S - 60,) * 2)
+    release_folder(_logdir.run_log_dir(None, "abcd0005"))
+    kept = {p.name for p in root.iterdir()}
+    assert {f"new{i:04d}" for i in range(defaults.LOG_KEEP_RUNS + 5)} <= kept
+    assert "old0000" not in kept
+
+
 def test_a_live_runs_log_folder_is_never_pruned(tmpdir_env: Path) -> None:
     """The oldest folder belongs to a run still rendering (another process, hours into a
     long chunk): newer runs must not take its logs away mid-render; once it ends, they

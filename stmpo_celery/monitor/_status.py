@@ -12,10 +12,12 @@ and a ``frames_done`` counter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,17 @@ def read_run(client: redis.Redis, entry: dict[str, Any], origin: str,
     }
 
 
+def _newest_first(ended: Mapping[Any, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The ended runs' records, the one that ended last first (damaged ones left out)."""
+    out = []
+    for key, raw in ended.items():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(raw)
+            if isinstance(entry, dict):
+                out.append((str(key), entry))
+    return sorted(out, key=lambda kv: -(_num(kv[1].get("ended")) or 0.0))
+
+
 def snapshot(srcs: list[Source]) -> dict[str, Any]:
     now = time.time()
     runs: list[dict[str, Any]] = []
@@ -190,14 +203,10 @@ def snapshot(srcs: list[Source]) -> dict[str, Any]:
                     delete_run(client, run_id)
                 runs.append(run)
             if src.only_run is None:  # runs that ended on a shared broker, for a while
-                for key, raw in sorted(client.hgetall(keys.ENDED).items()):
+                for key, entry in _newest_first(client.hgetall(keys.ENDED)):
                     if str(key) in seen:
                         continue
-                    try:
-                        entry = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if now - float(entry.get("ended") or 0) > defaults.ENDED_RUN_SHOWN_S:
+                    if now - (_num(entry.get("ended")) or 0.0) > defaults.ENDED_RUN_SHOWN_S:
                         continue
                     seen.add(str(key))
                     runs.append(read_run(client, entry, src.origin, now))

@@ -155,9 +155,12 @@ class RunRow:
             now = time.time()
             old = []
             for rid, raw in run.client.hgetall(keys.ENDED).items():
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    if now - float(json.loads(raw).get("ended", 0)) > ENDED_KEEP_S:
-                        old.append(rid)
+                try:
+                    ended = float(json.loads(raw).get("ended", 0))
+                except (ValueError, TypeError, AttributeError):
+                    ended = 0.0  # not a record (damaged by hand): nothing to keep
+                if now - ended > ENDED_KEEP_S:
+                    old.append(rid)
             if old:
                 run.client.hdel(keys.ENDED, *old)
             run.client.hset(keys.ENDED, run.run_id, json.dumps(entry))

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import IO
 
@@ -51,18 +52,20 @@ def _private_root(root: Path) -> Path:
     return root
 
 
-def prune(root: Path, keep: int, but: str) -> None:
-    """Delete all but the newest ``keep`` run folders under ``root`` (never ``but``, and
-    never the folder of a run still going: a long render's folder is not touched for
-    hours, and newer runs must not take its logs away mid-render)."""
+def prune(root: Path, keep: int, but: str, now: float | None = None) -> None:
+    """Delete all but the newest ``keep`` run folders under ``root`` — never ``but``,
+    never the folder of a run still going (a long render's folder is not touched for
+    hours, and newer runs must not take its logs away mid-render), and never one that
+    ended within ``ENDED_RUN_SHOWN_S``: ``stmpo status`` lists such a run with its log."""
+    recent = (time.time() if now is None else now) - defaults.ENDED_RUN_SHOWN_S
     runs = []
     for entry in os.scandir(root):
         with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False) and entry.name != but:
                 runs.append((entry.stat(follow_symlinks=False).st_mtime, entry.path))
     runs.sort(reverse=True)
-    for _mtime, path in runs[max(keep - 1, 0):]:
-        if not folder_in_use(Path(path)):
+    for mtime, path in runs[max(keep - 1, 0):]:
+        if mtime < recent and not folder_in_use(Path(path)):
             shutil.rmtree(path, ignore_errors=True)
 
 
