@@ -236,3 +236,18 @@ def test_history_on_a_full_disk_leaves_no_temporary_file(
     for _ in range(3):
         _history.save(str(project), "Main", {f: 0.5 for f in range(1, 2000)}, 3.0)
     assert list((disk / "h").iterdir()) == []
+
+
+def test_logs_cut_short_by_a_full_disk_are_said_to_be_incomplete(
+        farm: Farm, small_disk: Disk) -> None:
+    """The log folder fills mid-render: the run log stops mid-line and the record of how
+    the run ended is not written — the run says so at its end (on the terminal, which
+    still works), rather than leaving a log that looks whole."""
+    disk = small_disk("256k")
+    proc = farm.start_rendering("--log-dir", str(disk / "logs"), frame_cost="0.15",
+                                frames="1-16")
+    fill(disk)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode in (0, 1), out + err  # a chunk log that fails fails its chunk
+    assert f"the logs in {disk / 'logs'} are incomplete (No space left on device)" in out, out
+    assert "Traceback" not in err and not farm.leftovers()

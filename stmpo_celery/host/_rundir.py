@@ -94,16 +94,23 @@ def folder_in_use(path: Path) -> bool:
         return True  # cannot tell: leave it
 
 
-def write_run_end(folder: Path, run_id: str, fields: dict[str, Any]) -> None:
-    """Record how run ``run_id`` ended in its log ``folder`` (best effort, 0600)."""
+def write_run_end(folder: Path, run_id: str, fields: dict[str, Any]) -> str | None:
+    """Record how run ``run_id`` ended in its log ``folder`` (best effort, 0600); None,
+    or why it could not be written."""
     tmp = folder / f".{ENDED}.{os.getpid()}"
-    with contextlib.suppress(OSError, TypeError, ValueError):
+    failed: str | None = None
+    try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({**fields, "run": run_id}, fh)
         replace_file(tmp, folder / ENDED)
+    except OSError as exc:
+        failed = exc.strerror or str(exc)
+    except (TypeError, ValueError) as exc:
+        failed = str(exc)
     with contextlib.suppress(OSError):
         tmp.unlink()
+    return failed
 
 
 def read_run_end(folder: object, run_id: str) -> dict[str, Any] | None:

@@ -100,6 +100,11 @@ def finish(run: Run) -> ExitCode:
             run.stop_reason = f"{run.failures[0].describe()}; {run.stop_reason}"
     if run.exit_code == ExitCode.OK and run.failures:
         run.exit_code = ExitCode.RENDER_FAILED
+    if run.funnel.log_error is not None:  # said on the terminal: the log lost lines
+        text = (f"the logs in {run.log_dir} are incomplete ({run.funnel.log_error}): free "
+                "space in the log folder")
+        run.warnings.append(text)
+        run._say(f"WARNING: {text}")
     if run.o.summary:  # first: a summary that cannot be written changes the outcome
         unwritten = write_summary(run, missing)
         if unwritten is not None and run.exit_code == ExitCode.OK:

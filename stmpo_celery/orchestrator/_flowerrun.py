@@ -188,7 +188,9 @@ class RunRow:
             return
         # on disk first: a broker that died may come back from its file with this run
         # still rendering, and `stmpo status` then reads how it really ended from here
-        write_run_end(run.log_dir, run.run_id, fields)
+        failed = write_run_end(run.log_dir, run.run_id, fields)
+        if failed is not None:
+            run.funnel.log_error = run.funnel.log_error or failed
 
         def tell() -> None:
             self.end(block, ok=ok, cancelled=cancelled)

@@ -23,6 +23,8 @@ class LogFunnel:
         self._echo = echo
         self._lock = threading.Lock()
         self.on_clear: Callable[[], None] | None = None  #: a progress bar clears its line
+        #: why the run log lost lines (a full disk), said once at the run's end
+        self.log_error: str | None = None
 
     def line(self, text: str, *, echo: bool = True) -> None:
         """Write one line; any line break inside ``text`` is collapsed (:func:`one_line`),
@@ -30,9 +32,13 @@ class LogFunnel:
         text = one_line(text)
         with self._lock:
             if self._run_log is not None:
-                with contextlib.suppress(OSError, ValueError):
+                try:
                     self._run_log.write(text + "\n")
                     self._run_log.flush()
+                except OSError as exc:
+                    self.log_error = self.log_error or (exc.strerror or str(exc))
+                except ValueError:  # closed at the end
+                    pass
             if echo and self._echo is not None:
                 if self.on_clear is not None:
                     self.on_clear()
