@@ -251,3 +251,29 @@ def test_logs_cut_short_by_a_full_disk_are_said_to_be_incomplete(
     assert proc.returncode in (0, 1), out + err  # a chunk log that fails fails its chunk
     assert f"the logs in {disk / 'logs'} are incomplete (No space left on device)" in out, out
     assert "Traceback" not in err and not farm.leftovers()
+
+
+@pytest.mark.parametrize("output", ["f_[####].png", "movie.mov"])
+def test_a_disk_that_fills_under_after_effects_fails_the_chunk_naming_it(
+        farm: Farm, small_disk: Disk, output: str) -> None:
+    """After Effects words a failed write "Rendering error while writing to file" and
+    still exits 0. The run fails (exit 1) naming that line, and leaves nothing behind."""
+    disk = small_disk("512k")
+    target = disk / output
+    farm.knobs.update(FRAME_COST="0.15")
+    proc = farm.start("--output", str(target), frames="1-12", concurrency=1)
+    assert wait_for(lambda: farm.journal_frames(), timeout=30)
+    fill(disk)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1, out + err
+    assert "Rendering error while writing to file" in out, out
+    assert "Traceback" not in out + err
+    if output.endswith(".mov"):  # an unfinished movie is no movie: not kept
+        assert not target.exists()
+    else:  # the frames finished before the disk filled are kept, whole
+        from stmpo_celery.aerender import missing_frames
+        from stmpo_celery.plan import OutputPattern
+
+        kept = sorted(int(p.stem[2:]) for p in disk.glob("f_*.png"))
+        assert kept and not missing_frames(OutputPattern(str(target)), kept), kept
+    assert not farm.leftovers()

@@ -11,7 +11,10 @@ killing the whole tree stops it. The renderer starts slowly, prints the real log
 (``PROGRESS:  0:00:04:18 (118): 1 Seconds``, 24 fps) and writes, in place, one small but
 structurally real file per frame (every still format After Effects writes:
 ``_fakeframes``), or one file at the end for a movie. A missing output folder prints
-``aerender ERROR`` and exits 0; a missing project or an unknown flag exits 1.
+``aerender ERROR`` and exits 0; a write that fails (a full disk) prints After Effects'
+``After Effects error: Rendering error while writing to file (PATH). REASON. ( 33 :: 7 )``
+with no ``aerender ERROR`` marker, leaves what it wrote, and exits 0; a missing project or
+an unknown flag exits 1.
 
 Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
 
@@ -78,6 +81,7 @@ from ._simknobs import _TRUE, FAILURES, Knobs, UsageError, _env, frame_cost
 
 VERSION = "24.6x1"
 FPS = 24
+MOVIE_FRAME_BYTES = 32 << 10  #: each frame of a movie adds this much to its file
 RENDERER_FLAG = "--renderer"
 _ONE_VALUE = {
     "-project", "-comp", "-rqindex", "-s", "-e", "-i", "-output", "-v", "-close",
@@ -317,10 +321,22 @@ def run_renderer(argv: list[str]) -> int:
     # A movie is written as it renders, like After Effects does: a header first, one
     # record per frame, the index at the end. A renderer stopped mid-way leaves a file
     # of non-zero size that no player can open.
-    movie = None if pattern.is_sequence else open(pattern.raw, "wb")  # noqa: SIM115
-    if movie is not None:
-        movie.write(b"stmpo fake movie: unfinished\n")
-        movie.flush()
+    def write_failed(path: str, exc: OSError) -> int:  # After Effects' words; exit 0
+        out(f"After Effects error: Rendering error while writing to file ({path}). "
+            f"{exc.strerror or exc}. ( 33 :: 7 )")
+        if movie is not None:  # a full disk: what is left is unfinished, and stays so
+            with contextlib.suppress(OSError):
+                movie.close()
+        return 0
+
+    movie = None
+    if not pattern.is_sequence:
+        try:
+            movie = open(pattern.raw, "wb")  # noqa: SIM115
+            movie.write(b"stmpo fake movie: unfinished\n")
+            movie.flush()
+        except OSError as exc:
+            return write_failed(pattern.raw, exc)
     for done, frame in enumerate(_order(args, knobs), 1):
         if frame in knobs.fail and _once(knobs, "fail", frame):
             _journal(knobs.journal, f"error {frame} {pid} {time.time():.6f}")
@@ -352,11 +368,14 @@ def run_renderer(argv: list[str]) -> int:
                     writes = writes[: max(1, len(writes) // 2)]
                 write_in_place(pattern.path_for(frame), writes, knobs.write_time)
             except OSError as exc:
-                out(f"aerender ERROR: After Effects error: Can't write file: {exc}")
-                return 0
+                return write_failed(pattern.path_for(frame), exc)
         if movie is not None and frame not in knobs.no_write:
-            movie.write(f"frame {frame}\n".encode())
-            movie.flush()
+            try:
+                # a frame of a movie is tens of KiB at least, not a line of text
+                movie.write(f"frame {frame}\n".encode() + bytes(MOVIE_FRAME_BYTES))
+                movie.flush()
+            except OSError as exc:
+                return write_failed(pattern.raw, exc)
         if frame not in knobs.no_write:
             _journal(knobs.journal, f"frame {frame} {pid} {time.time():.6f}")
         if frame in knobs.orphan and _once(knobs, "orphan", frame):
@@ -367,9 +386,12 @@ def run_renderer(argv: list[str]) -> int:
         seconds = round(time.monotonic() - t0)
         out(f"PROGRESS:  {timecode(frame)} ({number}{knobs.fields}): {seconds} Seconds")
     if movie is not None:
-        movie.seek(0)
-        movie.write(b"stmpo fake movie: complete  \n")  # same length: rewritten in place
-        movie.close()
+        try:
+            movie.seek(0)
+            movie.write(b"stmpo fake movie: complete  \n")  # same length: in place
+            movie.close()
+        except OSError as exc:
+            return write_failed(pattern.raw, exc)
     out(f"PROGRESS:  {_stamp()}: Finished composition {name}.")
     out(f"PROGRESS:  Total Time Elapsed: {round(time.monotonic() - began)} Seconds")
     time.sleep(knobs.quit_time)
