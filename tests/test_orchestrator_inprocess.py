@@ -421,3 +421,30 @@ def test_a_cut_right_after_a_thief_frame_was_counted_keeps_it_only_if_it_can_tel
         import shutil
 
         shutil.rmtree(r.run_dir, ignore_errors=True)
+
+
+def test_frames_done_then_removed_from_disk_are_said_once_not_per_frame(
+        tmp_path: Path) -> None:
+    """The output folder removed mid-render (by hand, a cleanup script): every frame it
+    held is no longer done — and that is one line naming them, not a line per frame
+    claiming each "was written again"."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    r = _stolen_run(tmp_path, "png")
+    try:
+        r._on_event(events.ChunkStart(slot=0, index=0, start=1, end=10, frames="1-10"))
+        for f in range(1, 9):
+            (tmp_path / f"f_{f:02d}.png").write_bytes(frame_bytes("x.png", f))
+            r._on_event(events.Frame(slot=0, index=0, frame=f, done=f))
+        assert sorted(r.verified) == list(range(1, 9))
+        for f in range(1, 9):
+            (tmp_path / f"f_{f:02d}.png").unlink()
+        gone = r._recheck(sorted(r.verified), then="it is missing")
+        said = r.stdout.getvalue()  # type: ignore[attr-defined]
+        assert gone == list(range(1, 9)) and not r.verified
+        assert said.count("no longer on disk") == 1 and "(1-8; first: " in said, said
+        assert "written again" not in said
+    finally:
+        import shutil
+
+        shutil.rmtree(r.run_dir, ignore_errors=True)

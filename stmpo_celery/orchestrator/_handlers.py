@@ -15,7 +15,7 @@ from ..broker import events, keys, missing_frames_suspect, requeue_unacked
 from ..config import defaults
 from ..errors import ExitCode
 from ..host import HostPlan
-from ..plan import can_check, parse_runs
+from ..plan import can_check, format_frames, parse_runs
 from ..slot import close_range, ledger_dir, next_attempt, set_retry, settle_ledgers
 from ..text import one_line
 from . import _report as report
@@ -177,6 +177,7 @@ class EventHandlers:
         ``just_stopped``, whose count may have seen a stopped renderer's first bytes):
         deleted and no longer counted (returned). The rest keep their new signature."""
         gone: list[int] = []
+        vanished: list[int] = []  # removed from disk (a folder deleted): said once
         for f in frames:
             path = self.prep.pattern.path_for(f)
             why = untrusted_since(path, self.verified[f])
@@ -193,9 +194,17 @@ class EventHandlers:
             self.verified_at.pop(f, None)
             self.done_frames.discard(f)
             gone.append(f)
+            if why == "deleted":
+                vanished.append(f)
+                continue
             said = "may have been written again" if age is not None else "was written again"
             self._say(f"frame {f} {said}{' ' + by if by else ''} after it was "
                       f"done ({why}): deleted, {then}")
+        if vanished:
+            self._say(f"{len(vanished)} frame(s) counted done are no longer on disk "
+                      f"({format_frames(vanished)}; first: "
+                      f"{self.prep.pattern.path_for(vanished[0])}): removed by something "
+                      f"else, {then}")
         if gone:
             self._show_done()
         return gone
