@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Farm, free_port, wait_for
+from conftest import Farm, PrivateRedis, free_port, wait_for
 from hostlib import host_env, host_up, stmpo
 
 from stmpo_celery.broker import keys
@@ -156,3 +157,27 @@ def test_host_down_refuses_while_its_redis_does_not_answer(farm: Farm, tmp_path:
     assert _alive(redis_pid)
     assert stmpo("host", "down", env=env).returncode == 0
     assert wait_for(lambda: not _alive(redis_pid), timeout=10)
+
+
+def test_a_service_started_in_another_process_space_is_not_stopped_from_here(
+        farm: Farm, tmp_path: Path, private_redis: PrivateRedis) -> None:
+    """A host folder shared with another container or machine whose service still
+    answers: its pids mean nothing here, so ``host down`` (which would find no process,
+    say "nothing was running" and delete its broker file under its renders) and ``host
+    up`` (a second Redis, the broker file overwritten) refuse, exit 3. Once nothing
+    answers (the other side rebooted), ``host down`` cleans up as usual."""
+    host_dir = tmp_path / "shared-host"
+    host_dir.mkdir()
+    (host_dir / "broker.url").write_text(private_redis.url + "\n")
+    (host_dir / "space.json").write_text(json.dumps({"boot": "another-machine"}))
+    env = host_env(farm, host_dir)
+    down = stmpo("host", "down", env=env)
+    up = stmpo("host", "up", "--port", str(free_port()), env=env)
+    for res in (down, up):
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "another process space" in res.stderr and "Traceback" not in res.stderr
+    assert (host_dir / "broker.url").read_text().strip() == private_redis.url
+    private_redis.stop()
+    down = stmpo("host", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert not (host_dir / "broker.url").exists() and not (host_dir / "space.json").exists()

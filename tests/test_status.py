@@ -103,7 +103,7 @@ def test_host_mode_one_redis_one_flower_two_runs_that_never_cross(
         assert stmpo("host", "up", "--port", str(port), env=env).returncode == 0
         os.environ["STMPO_HOST_DIR"] = str(host_dir)
         try:
-            from stmpo_celery.monitor._hostsvc import discover_broker
+            from stmpo_celery.monitor._hostdir import discover_broker
 
             assert discover_broker() == url
         finally:

@@ -22,13 +22,14 @@ if TYPE_CHECKING:
         start_flower,
     )
     from ._flowerctl import start_for_run as start_flower_for_run
-    from ._hostsvc import HostService, discover_broker, host_dir, read_broker_url
+    from ._hostdir import discover_broker, host_dir, read_broker_url
+    from ._hostsvc import HostService
     from ._status import render_text, snapshot, sources
 
 # Imported on first use: a command that never needs Celery never loads it.
 _HOME = {
     "end_for_run": "._flowerctl",
-    "read_broker_url": "._hostsvc",
+    "read_broker_url": "._hostdir",
     "start_flower": "._flowerctl",
     "FlowerProcess": "._flowerctl",
     "start_flower_for_run": "._flowerctl",
@@ -37,8 +38,8 @@ _HOME = {
     "parse_bind": "._flowerctl",
     "serves_at": "._flowerctl",
     "FlowerFlags": "._flowerctl",
-    "discover_broker": "._hostsvc",
-    "host_dir": "._hostsvc",
+    "discover_broker": "._hostdir",
+    "host_dir": "._hostdir",
     "HostService": "._hostsvc",
     "render_text": "._status",
     "run_checks": "._doctor",

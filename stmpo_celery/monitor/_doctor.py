@@ -33,7 +33,7 @@ from ..host import (
     unix_socket_broker,
 )
 from ..plan import ram_budget
-from ._hostsvc import discover_broker
+from ._hostdir import discover_broker
 
 AERENDER_VERSION_WAIT_S = 30.0  #: ``aerender -version`` answers in this long, or fails
 VERSION_PIPE_GRACE_S = 1.0  #: after the launcher exits, its output pipe closes within this
@@ -108,7 +108,7 @@ def _ask_version(path: str) -> tuple[bool, str, int | None]:
 def check_broker(url: str | None) -> Check:
     """The broker a render started now would use, found the way ``stmpo render`` finds it:
     ``--broker``, ``$STMPO_BROKER_URL``, the host service (if it answers), else embedded."""
-    from ._hostsvc import read_broker_url
+    from ._hostdir import read_broker_url
 
     origin = "--broker" if url else None
     if not url and os.environ.get(defaults.BROKER_ENV):

@@ -3,12 +3,10 @@
 ``stmpo host up`` starts a password-protected ``redis-server`` whose config and data
 live in the host directory, writes the broker URL to ``<dir>/broker.url`` (0600, or
 0640 with ``--group``) and optionally starts a host Flower; ``stmpo render`` finds the
-URL without configuration (:func:`discover_broker`, after ``--broker`` and
-``$STMPO_BROKER_URL``). ``stmpo host down`` stops both.
-
-The host directory: ``$STMPO_HOST_DIR``; else ``/var/lib/stmpo`` for root; else
-``$XDG_STATE_HOME/stmpo`` (``~/.local/state/stmpo``). Discovery also looks in
-``/var/lib/stmpo`` when it is readable, so a system service can serve job users.
+URL without configuration (:func:`._hostdir.discover_broker`, after ``--broker`` and
+``$STMPO_BROKER_URL``). ``stmpo host down`` stops both. Both refuse a service started in
+another process space that shares the folder (:meth:`HostService.elsewhere`). Run by
+``stmpo host``; the host directory and discovery are in :mod:`._hostdir`.
 
 Runs keep their own key prefix on the host Redis (``stmpo:<run>:``: isolation and
 one-scan cleanup unchanged). The host Flower watches all of them through the glob
@@ -37,59 +35,17 @@ import redis
 from ..broker import BrokerUrl, find_redis_server, keys, no_redis_server_problem, reap_dead_runs
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
-from ..host import cancel_signals, child_kwargs, group_id, read_text, replace_file
+from ..host import (
+    cancel_signals,
+    child_kwargs,
+    group_id,
+    process_space,
+    read_text,
+    replace_file,
+    same_space,
+)
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
-
-BROKER_FILE = "broker.url"
-SYSTEM_DIR = Path("/var/lib/stmpo")
-
-
-def host_dir() -> Path:
-    if os.environ.get("STMPO_HOST_DIR"):
-        return Path(os.environ["STMPO_HOST_DIR"])
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return SYSTEM_DIR
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "stmpo"
-
-
-def _candidates() -> list[Path]:
-    dirs = [host_dir()]
-    if "STMPO_HOST_DIR" not in os.environ and SYSTEM_DIR not in dirs:
-        dirs.append(SYSTEM_DIR)
-    return dirs
-
-
-def read_broker_url() -> str | None:
-    """The host service's broker URL, if a host service wrote one that we can read."""
-    for d in _candidates():
-        with contextlib.suppress(OSError):
-            url = read_text(d / BROKER_FILE).strip()
-            if url:
-                return url
-    return None
-
-
-def discover_broker(why: list[str] | None = None) -> str | None:
-    """The host service's broker URL if it answers now, else None (lowest precedence:
-    after ``--broker`` and ``$STMPO_BROKER_URL``; None means: use an embedded Redis).
-    When a host service is recorded but does not answer, ``why`` is told so."""
-    url = read_broker_url()
-    if url is None:
-        return None
-    client = BrokerUrl(url).client(timeout=1.0)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError, ValueError) as exc:
-        if why is not None:
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            why.append(f"the host service's Redis (stmpo host up) does not answer "
-                       f"({text[:160]}): this run uses an embedded Redis of its own")
-        return None
-    finally:
-        client.close()
-    return url
-
+from ._hostdir import BROKER_FILE, SPACE_FILE
 
 #: How a host Flower's command line names its module (this layout's, then the previous one).
 FLOWER_MODULES = ("stmpo_celery.monitor.flower_main", "stmpo_celery.flower_main")
@@ -118,6 +74,29 @@ class HostService:
                 if line.startswith(name + " "):
                     return line.split(None, 1)[1].strip().strip('"')
         return None
+
+    def elsewhere(self) -> str | None:
+        """Why this folder's service is not this process space's to start or stop: it was
+        started in another one (a container or machine sharing the folder: its pids mean
+        nothing here) and its Redis still answers. None when it is ours, or stale (a
+        reboot changes the space too, and leaves nothing answering)."""
+        try:
+            space = json.loads(read_text(self.dir / SPACE_FILE))
+            url = read_text(self.dir / BROKER_FILE).strip()
+        except (OSError, ValueError):
+            return None
+        if same_space(space) or not url:
+            return None
+        client = BrokerUrl(url).client(timeout=1.0)
+        try:
+            client.ping()
+        except (redis.RedisError, OSError, ValueError):
+            return None
+        finally:
+            client.close()
+        return (f"the host service in {self.dir} was started in another process space (a "
+                "container or machine sharing this folder) and still serves: run `stmpo "
+                "host` there")
 
     def password(self) -> str:
         """The persisted Redis password (generated on the first ``up``)."""
@@ -188,6 +167,9 @@ class HostService:
                 raise BadInput(f"--group {group!r} is not a group on this host") from None
             except NotImplementedError as exc:
                 raise BadInput(f"--group: {exc}") from None
+        foreign = self.elsewhere()
+        if foreign is not None:  # renders here find and use it through its broker file
+            raise EnvironmentProblem(foreign)
         fresh = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700 if gid is None else 0o750)
@@ -230,6 +212,7 @@ class HostService:
         said: list[str] = []
         broker = self.broker(port, bind)
         self._write_broker_file(broker, gid)
+        (self.dir / SPACE_FILE).write_text(json.dumps(process_space()))
         with contextlib.suppress(Exception):  # runs keep their outcome here a while
             client = broker.client(timeout=3.0)
             client.set(keys.HOST_SERVICE, "1")
@@ -346,6 +329,9 @@ class HostService:
 
     # -- down -------------------------------------------------------------------------
     def down(self, force: bool = False) -> list[str]:
+        foreign = self.elsewhere()
+        if foreign is not None:  # its pids are not ours: nothing here could stop it
+            raise EnvironmentProblem(foreign)
         said: list[str] = []
         url = None
         with contextlib.suppress(OSError):
@@ -386,7 +372,7 @@ class HostService:
         if redis_proc is not None:
             _stop(redis_proc)
             said.append(f"Redis stopped (pid {redis_proc.pid})")
-        for name in ("redis.pid", "flower.pid", "flower.json", BROKER_FILE):
+        for name in ("redis.pid", "flower.pid", "flower.json", BROKER_FILE, SPACE_FILE):
             with contextlib.suppress(OSError):
                 (self.dir / name).unlink()
         return said or ["nothing was running"]

@@ -89,7 +89,7 @@ def sources(broker: str | None, env_broker: str | None) -> list[Source]:
         return [Source(BrokerUrl(broker), "--broker")]
     if env_broker:
         return [Source(BrokerUrl(env_broker), "$STMPO_BROKER_URL")]
-    from ._hostsvc import read_broker_url
+    from ._hostdir import read_broker_url
 
     found = []
     url = read_broker_url()
