@@ -158,11 +158,15 @@ def test_a_folder_already_full_is_refused_before_anything_starts(farm: Farm,
     """Making a file succeeds on a full disk, writing does not: the checks before the
     start write real bytes, so a full summary, log or output folder is one line and exit
     3 (the host, not the job) with nothing started and nothing left there."""
-    for flag in ("--summary", "--log-dir", "--output"):
+    for flag, pages in [(f, p) for f in ("--summary", "--log-dir", "--output")
+                        for p in (0, 1, 8)]:  # a short write is no room either
         disk = small_disk("128k")
         target = {"--summary": disk / "s.json", "--log-dir": disk / "logs",
                   "--output": disk / "out" / "f_[####].png"}[flag]
+        slack = disk / "slack"
+        slack.write_bytes(bytes(4096 * pages))
         fill(disk)
+        slack.unlink()
         res = farm.run(flag, str(target), frames="1-4")
         assert res.returncode == 3, (flag, res.stdout + res.stderr)
         lines = res.stderr.strip().splitlines()
@@ -187,9 +191,9 @@ def test_a_full_temp_folder_is_the_hosts_problem_in_one_line(farm: Farm,
         res = farm.run(frames="1-4", env=farm.env(TMPDIR=str(disk)))
         codes.append(res.returncode)
         assert res.returncode in (0, 3), res.stdout + res.stderr
-        if res.returncode == 3:
-            assert "No space left on device" in res.stdout, res.stdout
-            assert "free space there" in res.stdout, res.stdout
+        if res.returncode == 3:  # the file is named: which folder to clean up
+            assert f"cannot write {disk}" in res.stdout, res.stdout
+            assert "(No space left on device): free space there" in res.stdout, res.stdout
         assert "orchestrator error" not in res.stdout and "Traceback" not in res.stderr
         assert [p.name for p in disk.iterdir() if not p.name.startswith("fill-")] == []
         assert not farm.leftovers()
@@ -215,6 +219,16 @@ def test_a_host_redis_whose_folder_fills_mid_run_is_exit_3_naming_it(
         assert "the broker refuses writes because it cannot save its data" in out, out
         assert "STMPO_HOST_DIR" in out and "orchestrator error" not in out
         assert not farm.leftovers()
+        # still full: the next run says why it does not use the host service (it
+        # refuses even PING now) or, if it still answers, why it cannot — never "lost"
+        again = farm.run(frames="1-44", env=env)
+        assert "was lost" not in again.stdout, again.stdout
+        assert (again.returncode == 0 and "does not answer (MISCONF" in again.stdout) or (
+            again.returncode == 3 and "refuses writes because it cannot save" in again.stdout
+        ), again.stdout + again.stderr
+        down = stmpo("host", "down", env=env)  # the dead run's keys cannot be removed
+        assert down.returncode == 3 and "cannot save its data" in down.stderr, down.stderr
+        assert f"{disk / 'host'} is full" in down.stderr
     finally:
         for f in disk.glob("fill-*"):
             f.unlink()
@@ -277,3 +291,26 @@ def test_a_disk_that_fills_under_after_effects_fails_the_chunk_naming_it(
         kept = sorted(int(p.stem[2:]) for p in disk.glob("f_*.png"))
         assert kept and not missing_frames(OutputPattern(str(target)), kept), kept
     assert not farm.leftovers()
+
+
+def test_a_host_redis_already_full_at_the_start_is_named_not_lost(
+        farm: Farm, small_disk: Disk, tmp_path: Path) -> None:
+    """The host folder full before the render starts: its Redis still answers PING until
+    its first write fails (``MISCONF``, wrapped by kombu as it sends the chord). That is
+    a broker that cannot save — exit 3 naming the fix — not one "lost while the run
+    started"."""
+    disk = small_disk("2m")
+    env = farm.env(STMPO_HOST_DIR=str(disk / "host"), TMPDIR=str(tmp_path))
+    assert stmpo("host", "up", "--port", str(free_port()), env=env).returncode == 0
+    try:
+        fill(disk)
+        res = farm.run(frames="1-4", env=env)
+        assert "was lost" not in res.stdout, res.stdout
+        assert (res.returncode == 3 and "refuses writes because it cannot save" in res.stdout
+                ) or (res.returncode == 0 and "does not answer (MISCONF" in res.stdout), \
+            res.stdout + res.stderr
+        assert not farm.leftovers()
+    finally:
+        for f in disk.glob("fill-*"):
+            f.unlink()
+        stmpo("host", "down", "--force", env=env)

@@ -113,3 +113,21 @@ def test_pinning_and_cancel_per_os() -> None:
     import signal
 
     assert {signal.SIGINT, signal.SIGTERM} <= set(_platform.cancel_signals())
+
+
+def test_no_room_is_told_from_other_write_errors_on_every_os() -> None:
+    """A full disk or an exceeded quota is the host's problem (exit 3, "free space"), any
+    other write error the job's. Windows reports a handle's full disk (39) and a quota
+    (1295) as EINVAL to Python: its own error number decides there."""
+    import errno
+
+    from stmpo_celery.host import no_space
+
+    assert no_space(OSError(errno.ENOSPC, "No space left on device"))
+    assert no_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not no_space(OSError(errno.EACCES, "Permission denied"))
+    assert not no_space(ValueError("not an OSError"))
+    for winerror, full in ((39, True), (112, True), (1295, True), (5, False)):
+        exc = OSError(errno.EINVAL, "Invalid argument")
+        exc.winerror = winerror  # type: ignore[attr-defined]  # as Windows' Python sets it
+        assert no_space(exc) is full, winerror

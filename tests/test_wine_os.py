@@ -336,6 +336,8 @@ def test_wine_output_locks_judge_windows_processes(winpy: WinPython, tmp_path: P
         old = time.time() - GUARD_STALE_S - 30
         os.utime(guard, (old, old))
         res["stale_guard"] = take([31], "me000005")
+        from stmpo_celery.host import no_space  # Windows' own "no room" errors
+        res["no_space"] = [no_space(OSError(0, "x", None, w)) for w in (39, 112, 1295, 5)]
         print(json.dumps(res))
     """)
     proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
@@ -346,5 +348,6 @@ def test_wine_output_locks_judge_windows_processes(winpy: WinPython, tmp_path: P
     assert res["reused"][0] == "taken" and res["exited"][0] == "taken", res
     assert res["wait"][0] == "taken" and 0.5 <= res["wait"][2] < 20, res
     assert res["stale_guard"][0] == "taken" and res["stale_guard"][2] < 5, res
+    assert res["no_space"] == [True, True, True, False], res  # access denied (5) is not
     assert not (out / ".stmpo").exists() or not list((out / ".stmpo").iterdir()), \
         list((out / ".stmpo").iterdir())

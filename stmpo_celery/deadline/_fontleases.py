@@ -29,6 +29,7 @@ import psutil
 from ..errors import BadInput, EnvironmentProblem
 from ..host import (
     acquire_file_lock,
+    no_space,
     process_started,
     read_text,
     replace_file,
@@ -241,7 +242,7 @@ def locked(state_dir: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
 
 def write_fix(exc: OSError, folder: Path) -> str:
     """What to do when writing into ``folder`` failed with ``exc``."""
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if no_space(exc):
         return f"free space on the disk of {folder}"
     if exc.errno == errno.EFBIG:
         return "raise this user's file size limit"

@@ -8,6 +8,7 @@ checked or a line is shown or a state file is written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import subprocess
@@ -68,6 +69,36 @@ def read_text(path: str | Path, wait: float = REPLACE_WAIT_S) -> str:
     """``path``'s UTF-8 text; on Windows a read refused while another process replaces
     the file is tried again (see :func:`replace_file`)."""
     return _patiently(lambda: Path(path).read_text(encoding="utf-8"), wait)
+
+
+#: Windows errors that say "no room": the disk full (112, which Python calls ENOSPC), a
+#: handle's disk full (39) and the user's quota exceeded (1295, both EINVAL to Python)
+_WIN_NO_SPACE = frozenset({39, 112, 1295})
+
+
+def no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says a file system has no room left (for anyone, or for this user:
+    a quota) — the host's problem, not the job's."""
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or getattr(
+        exc, "winerror", None) in _WIN_NO_SPACE
+
+
+def write_all(fd: int, data: bytes, path: str | Path) -> None:
+    """Write every byte of ``data`` to ``fd``: a short write (a nearly full disk takes
+    part of it) is a full disk, named by ``path``."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except OSError as exc:  # os.write names no file: name it
+            win = getattr(exc, "winerror", None)
+            raise OSError(exc.errno, exc.strerror, str(path),
+                          *((win,) if win is not None else ())) from exc
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        view = view[n:]
 
 
 def shell_join(words: Sequence[str]) -> str:

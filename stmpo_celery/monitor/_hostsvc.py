@@ -345,6 +345,11 @@ class HostService:
                     said.append(f"removed the keys of dead run {run_id} ({why})")
                 live = client.hkeys(keys.REGISTRY)
             except (redis.RedisError, OSError) as exc:
+                if not force and "MISCONF" in str(exc):  # it answers, and cannot save
+                    raise EnvironmentProblem(
+                        f"this host's Redis cannot save its data ({self.dir} is full), so "
+                        "it refuses to clean up: free space there and try again, or pass "
+                        "--force (runs still using it then fail)") from None
                 if not force:  # busy or hung: runs may still use it
                     raise EnvironmentProblem(
                         f"this host's Redis (pid {redis_proc.pid if redis_proc else '?'}) "

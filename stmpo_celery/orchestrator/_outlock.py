@@ -16,7 +16,6 @@ directory created with ``mkdir`` (atomic on local and network file systems).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from ..broker.keys import host_name
 from ..config import defaults
 from ..errors import BadInput, EnvironmentProblem
 from ..host import (
+    no_space,
     process_space,
     read_text,
     remove_file,
@@ -40,8 +40,6 @@ from ..host import (
 from ..plan import OutputPattern, format_frames, parse_frames, shared_frames
 from ..slot import LedgerEntry, state_dir, write_state
 
-#: a file system with no room left (for anyone, or for this user): the host's problem
-FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 GUARD_WAIT_S = 10.0
 LOCK_WAIT_SAY_S = 30.0  #: a run waiting for another's lock says so this often
 GUARD_STALE_S = 30.0
@@ -248,7 +246,7 @@ def _claim(pattern: OutputPattern, frames: list[int],
             return OutputLock(path, info), live
     with contextlib.suppress(OSError):  # made for this lock alone: not left behind
         folder.rmdir()
-    if failed.errno in FULL:
+    if no_space(failed):
         raise EnvironmentProblem(f"cannot write the output lock {path} ({failed.strerror}): "
                                  "free space in the output folder")
     raise BadInput(f"cannot write the output lock {path} ({failed.strerror}): "

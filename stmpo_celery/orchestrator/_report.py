@@ -12,7 +12,6 @@ Formatting from the run's records (no I/O), so the wording is tested on its own:
 
 from __future__ import annotations
 
-import errno
 import signal
 import sys
 import time
@@ -20,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+from kombu.exceptions import KombuError
 
 from ..broker import mask_url
 from ..errors import ExitCode, cancel_words
-from ..host import shell_join
+from ..host import no_space, shell_join
 from ..plan import format_frames
 
 if TYPE_CHECKING:
@@ -204,11 +204,10 @@ def host_problem(exc: BaseException) -> str | None:
     None: a full disk under the run's own files (its run folder in the temp folder, its
     logs), or a broker that refuses writes because it cannot save its data (Redis's
     ``MISCONF``: its folder is full)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC,
-                                                  getattr(errno, "EDQUOT", errno.ENOSPC)):
-        where = f" {exc.filename}" if exc.filename else ""
-        return f"cannot write{where} ({exc.strerror or exc}): free space there"
-    if isinstance(exc, redis.ResponseError) and "MISCONF" in str(exc):
+    if no_space(exc):
+        where = f" {getattr(exc, 'filename', None)}" if getattr(exc, "filename", None) else ""
+        return f"cannot write{where} ({getattr(exc, 'strerror', None) or exc}): free space there"
+    if isinstance(exc, (redis.RedisError, KombuError)) and "MISCONF" in str(exc):
         return (f"the broker refuses writes because it cannot save its data "
                 f"({str(exc).split('MISCONF', 1)[1].strip().splitlines()[0]}): free space "
                 "in its folder (the host service's is STMPO_HOST_DIR: `stmpo host info`)")

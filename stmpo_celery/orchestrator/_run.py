@@ -255,6 +255,10 @@ class Run(EventHandlers):
                                 lambda: self.cancel_signal is not None,
                                 defaults.START_BROKER_WAIT_S)
         except (redis.RedisError, OSError, KombuError) as exc:
+            if report.host_problem(exc) is not None:  # it answers: a full disk, not lost
+                self.stop_reason = report.host_problem(exc)
+                self.exit_code = ExitCode.ENVIRONMENT
+                return
             self._broker_lost(f" ({type(exc).__name__}: {one_line(str(exc)) or 'no answer'})",
                               when="while the run started")
             return

@@ -29,8 +29,10 @@ from ..host import (
     check_start_method,
     long_path,
     make_dirs,
+    no_space,
     remove_made,
     uncreatable,
+    write_all,
 )
 from ..monitor import check_bind, discover_broker
 from ..plan import (
@@ -42,7 +44,7 @@ from ..plan import (
 )
 from ..slot import ledger_dir, settle_ledgers
 from ._logdir import check_log_dir, check_summary
-from ._outlock import FULL, Busy, OutputLock, acquire, stopped
+from ._outlock import Busy, OutputLock, acquire, stopped
 
 
 @dataclass
@@ -216,7 +218,7 @@ def create_outputs(prep: Prepared) -> None:
         probe_space(long_path(out_dir))
     except OSError as exc:
         remove_made(made)
-        if exc.errno in FULL:  # the host, not the job: exit 3
+        if no_space(exc):  # the host, not the job: exit 3
             raise EnvironmentProblem(f"{what} ({exc.strerror or exc}): free space there") from None
         raise BadInput(f"{what} ({exc.strerror or exc}): fix the path or the folder's "
                        "permissions") from None
@@ -232,7 +234,7 @@ def probe_space(folder: str) -> None:
     probe = os.path.join(folder, f".stmpo-probe-{os.getpid()}")
     fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, b"\0" * PROBE_BYTES)
+        write_all(fd, bytes(PROBE_BYTES), probe)
         os.fsync(fd)
     finally:
         os.close(fd)

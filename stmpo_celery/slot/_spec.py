@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..aerender import RenderTarget
 from ..config import defaults
+from ..host import write_all
 
 
 @dataclass
@@ -50,9 +51,11 @@ class RunSpec:
 
     def write(self, path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.to_json())
+        try:  # a full temp folder: the error names this file
+            write_all(fd, self.to_json().encode("utf-8"), path)
+        finally:
+            os.close(fd)
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> RunSpec:
-        return cls.from_json(Path(path).read_text())
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
