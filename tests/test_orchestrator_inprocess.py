@@ -448,3 +448,18 @@ def test_frames_done_then_removed_from_disk_are_said_once_not_per_frame(
         import shutil
 
         shutil.rmtree(r.run_dir, ignore_errors=True)
+
+
+def test_a_broker_error_at_the_chords_end_is_no_failed_chunk(run: Run) -> None:
+    """Celery reports an error sending the chord's last task (the broker out of clients or
+    file descriptors, a broken pipe) through the chord's error callback as "Callback
+    error: …" — after every chunk has reported. That failed runs whose frames were all
+    whole (exit 1, "FAILED: Callback error"). It is a warning: the frames on disk decide."""
+    run._on_event(events.Abort(slot=0, reason="Callback error: OperationalError('Error 32 "
+                                              "while writing to socket. Broken pipe.')"))
+    assert run.stop_reason is None and run.exit_code == ExitCode.OK
+    assert run.finalized
+    said = run.stdout.getvalue()  # type: ignore[attr-defined]
+    assert "WARNING: the broker failed at the chord's end (OperationalError(" in said, said
+    run._on_event(events.Abort(slot=1, reason="frame 7: aerender ERROR: out of memory"))
+    assert run.stop_reason is not None  # a chunk's own failure still stops the run

@@ -22,8 +22,8 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..config import Command
-from ..errors import BadInput, ExitCode, StmpoError
+from ..config import Command, defaults
+from ..errors import BadInput, EnvironmentProblem, ExitCode, StmpoError
 from ._finite import NON_NEGATIVE, POSITIVE
 from ._options import options_from, setting_options
 from ._render_start import (
@@ -108,7 +108,7 @@ def cli() -> None:
 @setting_options(Command.RENDER)
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
-    from ..host import make_host_plan, reap_run_dirs, remove_run_dir
+    from ..host import make_host_plan, raise_fd_limit, reap_run_dirs, remove_run_dir
 
     started = time.time()
     # Until the run takes over its own signals, a cancel stops here: nothing may be left.
@@ -121,7 +121,10 @@ def render(**kw: Any) -> None:
             kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
         options = options_from(kw)
         prep = prepare(options)
-        make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
+        first = make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
+        short = raise_fd_limit(defaults.FDS_PER_RUN + defaults.FDS_PER_SLOT * first.n_slots)
+        if short is not None:  # else Redis and the slots fail at random, mid-run
+            raise EnvironmentProblem(short)
         # runs killed outright left their folders (with secrets) behind, maybe renderers
         # too: those stop before this run claims an output they may still be writing
         reap_run_dirs()

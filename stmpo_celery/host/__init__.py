@@ -56,12 +56,14 @@ from ._platform import (
 )
 from ._proc import (
     descendants,
+    fd_limit,
     gone_within,
     kill_groups_now,
     kill_procs,
     kill_tree,
     process_space,
     process_started,
+    raise_fd_limit,
     same_process_alive,
     same_space,
     scrub_argv,
@@ -95,6 +97,8 @@ __all__ = [
     "descendants",
     "folder_in_use",
     "FONT_PLATFORM",
+    "fd_limit",
+    "raise_fd_limit",
     "fork_slot",
     "gone_within",
     "group_id",

@@ -29,7 +29,7 @@ BOOT_TIME_SLACK_S = 2.0  #: two processes' view of one boot time differs by at m
 def descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
+    except (psutil.Error, OSError):  # OSError: out of file descriptors (reading /proc)
         return []
 
 
@@ -41,7 +41,7 @@ def kill_tree(pid: int, *, pgid: int | None = None, include_self: bool = True,
     """
     procs: list[psutil.Process] = []
     if include_self:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, OSError):
             procs.append(psutil.Process(pid))
     procs.extend(descendants(pid))
     if pgid is not None:
@@ -49,7 +49,7 @@ def kill_tree(pid: int, *, pgid: int | None = None, include_self: bool = True,
     if pgid is not None:
         kill_group(pgid)
     for p in procs:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, OSError):
             p.kill()
     return [p.pid for p in wait_gone(procs, timeout)]
 
@@ -59,6 +59,8 @@ def _zombie(p: psutil.Process) -> bool:
         return bool(p.status() == psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return True
+    except OSError:  # cannot tell (out of file descriptors): not gone yet
+        return False
 
 
 def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -68,7 +70,10 @@ def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
     deadline = time.monotonic() + timeout
     alive = list(procs)
     while alive:
-        _, alive = psutil.wait_procs(alive, timeout=0.02)
+        try:
+            _, alive = psutil.wait_procs(alive, timeout=0.02)
+        except OSError:  # out of file descriptors: look again
+            time.sleep(0.02)
         alive = [p for p in alive if not _zombie(p)]
         if time.monotonic() > deadline:
             break
@@ -79,8 +84,12 @@ def group_members(pgid: int, exclude: set[int] | None = None) -> list[psutil.Pro
     """Live processes of process group ``pgid`` (a dead slot's orphaned renderer)."""
     if not hasattr(os, "getpgid"):
         return []
-    out = []
-    for p in psutil.process_iter():
+    out: list[psutil.Process] = []
+    try:
+        procs = list(psutil.process_iter())
+    except OSError:  # out of file descriptors (listing /proc): the group kill still works
+        return out
+    for p in procs:
         if exclude and p.pid in exclude:
             continue
         with contextlib.suppress(psutil.Error, OSError):
@@ -92,7 +101,7 @@ def group_members(pgid: int, exclude: set[int] | None = None) -> list[psutil.Pro
 def kill_procs(procs: Iterable[psutil.Process], timeout: float = 2.0) -> list[int]:
     procs = list(procs)
     for p in procs:
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, OSError):
             p.kill()
     return [p.pid for p in wait_gone(procs, timeout)]
 
@@ -272,3 +281,35 @@ def start_time(pid: int | None = None) -> float | None:
     """When process ``pid`` (default: this one) started, or None if it is gone: a pid
     with another start time is a new process that reused the number."""
     return process_started(os.getpid() if pid is None else pid)
+
+
+def fd_limit() -> str:
+    """This process's open-file limit as ``ulimit`` shows it (``soft/hard``), or "?"."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return "?"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return "/".join("unlimited" if v == resource.RLIM_INFINITY else str(v) for v in (soft, hard))
+
+
+def raise_fd_limit(need: int, who: str = "this run", fix: str = ", or run fewer slots"
+                   ) -> str | None:
+    """Raise this process's soft open-file limit to its hard one (what it starts inherits
+    it: Redis, the slots; macOS starts shells at 256), and say why ``need`` descriptors
+    cannot be had when even the hard limit is lower (else None). Nothing to do where
+    there is no such limit (Windows)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    want = need * 4 if hard == infinite else hard  # no reason to ask for the sky
+    if soft != infinite and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if hard != infinite and hard < need:
+        return (f"this user's open-file limit is {hard} (hard), and {who} needs about "
+                f"{need}: raise it (`ulimit -n {need}`, or the service's LimitNOFILE){fix}")
+    return None

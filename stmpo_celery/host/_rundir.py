@@ -94,20 +94,20 @@ def folder_in_use(path: Path) -> bool:
         return True  # cannot tell: leave it
 
 
-def write_run_end(folder: Path, run_id: str, fields: dict[str, Any]) -> str | None:
+def write_run_end(folder: Path, run_id: str, fields: dict[str, Any]) -> OSError | None:
     """Record how run ``run_id`` ended in its log ``folder`` (best effort, 0600); None,
     or why it could not be written."""
     tmp = folder / f".{ENDED}.{os.getpid()}"
-    failed: str | None = None
+    failed: OSError | None = None
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({**fields, "run": run_id}, fh)
         replace_file(tmp, folder / ENDED)
     except OSError as exc:
-        failed = exc.strerror or str(exc)
-    except (TypeError, ValueError) as exc:
-        failed = str(exc)
+        failed = exc
+    except (TypeError, ValueError):
+        pass  # a field that is not JSON: a bug, not the host's; the record is a hint
     with contextlib.suppress(OSError):
         tmp.unlink()
     return failed

@@ -40,6 +40,7 @@ from ..host import (
     child_kwargs,
     group_id,
     process_space,
+    raise_fd_limit,
     read_text,
     replace_file,
     same_space,
@@ -170,6 +171,9 @@ class HostService:
         foreign = self.elsewhere()
         if foreign is not None:  # renders here find and use it through its broker file
             raise EnvironmentProblem(foreign)
+        short = raise_fd_limit(defaults.FDS_HOST_SERVICE, "the host service", "")
+        if short is not None and self.running("redis") is None:  # before anything is made:
+            raise EnvironmentProblem(short)  # its Redis of a few clients fails every render
         fresh = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700 if gid is None else 0o750)

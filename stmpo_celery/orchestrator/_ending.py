@@ -14,7 +14,7 @@ from ..aerender import delete_incomplete, missing_frames
 from ..broker import bounded
 from ..config import defaults
 from ..errors import ExitCode, cancel_words
-from ..host import gone_within, remove_run_dir
+from ..host import gone_within, no_space, remove_run_dir
 from ..monitor import end_for_run as end_flower_for_run
 from ..slot import ledger_dir, settle_ledgers
 from . import _report as report
@@ -39,13 +39,32 @@ def missing_now(run: Run) -> list[int]:
 
 
 def teardown(run: Run) -> None:
-    """Stop and remove everything the run started, whatever happened."""
+    """Stop and remove everything the run started, whatever happened — also when a step
+    of it fails (out of file descriptors, say): the others still run, the failure is a
+    warning, and the run still ends with its last lines and its summary."""
+    for step in (_end_monitoring, _stop_slots, _clean_broker, _stop_rest):
+        try:
+            step(run)
+        except Exception as exc:  # noqa: BLE001 - the next step must run all the same
+            text = (f"the run's cleanup ({step.__name__.strip('_').replace('_', ' ')}) "
+                    f"failed: {type(exc).__name__}: {exc}")
+            run.warnings.append(text)
+            run._say(f"WARNING: {text}")
+            if run.exit_code == ExitCode.OK and report.host_problem(exc) is not None:
+                run.exit_code = ExitCode.ENVIRONMENT
+                run.stop_reason = report.host_problem(exc)
+
+
+def _end_monitoring(run: Run) -> None:
     if run.row is not None:  # Flower: the run's row ends and every node goes offline
         run.row.end_of_run()
     if run.flower is not None:  # first: it must not re-create keys of the run
         failed = bool(run.failures) or (run.exit_code != ExitCode.OK
                                         and run.cancel_signal is None)
         end_flower_for_run(run.flower, run.o.flower_linger if failed else 0.0, run._say)
+
+
+def _stop_slots(run: Run) -> None:
     if run.pool is not None:
         run.pool.kill_all()
         stopped_at = time.time()
@@ -58,6 +77,9 @@ def teardown(run: Run) -> None:
         if partial:
             run._say(f"deleted {len(partial)} frame(s) the stopped chunks had in flight, "
                      f"not known to be whole (first: {partial[0]})")
+
+
+def _clean_broker(run: Run) -> None:
     if run.client is not None:
         if (run.o.history and run.plan.schedule == "adaptive" and not run.failures
                 and run.exit_code == ExitCode.OK and run.cancel_signal is None):
@@ -71,6 +93,9 @@ def teardown(run: Run) -> None:
         for c in (run.client, getattr(run, "watch_client", None)):
             with contextlib.suppress(Exception):
                 c.close()  # type: ignore[union-attr]
+
+
+def _stop_rest(run: Run) -> None:
     if run.embedded is not None:
         run.embedded.stop()
     remove_run_dir(run.run_dir)
@@ -101,8 +126,10 @@ def finish(run: Run) -> ExitCode:
     if run.exit_code == ExitCode.OK and run.failures:
         run.exit_code = ExitCode.RENDER_FAILED
     if run.funnel.log_error is not None:  # said on the terminal: the log lost lines
-        text = (f"the logs in {run.log_dir} are incomplete ({run.funnel.log_error}): free "
-                "space in the log folder")
+        exc = run.funnel.log_error
+        fix = ("free space in the log folder" if no_space(exc) else
+               report.host_problem(exc) or "check the log folder")
+        text = f"the logs in {run.log_dir} are incomplete ({exc.strerror or exc}): {fix}"
         run.warnings.append(text)
         run._say(f"WARNING: {text}")
     if run.o.summary:  # first: a summary that cannot be written changes the outcome

@@ -189,8 +189,8 @@ class RunRow:
         # on disk first: a broker that died may come back from its file with this run
         # still rendering, and `stmpo status` then reads how it really ended from here
         failed = write_run_end(run.log_dir, run.run_id, fields)
-        if failed is not None:
-            run.funnel.log_error = run.funnel.log_error or failed
+        if failed is not None and run.funnel.log_error is None:
+            run.funnel.log_error = failed
 
         def tell() -> None:
             self.end(block, ok=ok, cancelled=cancelled)

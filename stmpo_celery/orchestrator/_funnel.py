@@ -24,7 +24,7 @@ class LogFunnel:
         self._lock = threading.Lock()
         self.on_clear: Callable[[], None] | None = None  #: a progress bar clears its line
         #: why the run log lost lines (a full disk), said once at the run's end
-        self.log_error: str | None = None
+        self.log_error: OSError | None = None
 
     def line(self, text: str, *, echo: bool = True) -> None:
         """Write one line; any line break inside ``text`` is collapsed (:func:`one_line`),
@@ -36,7 +36,7 @@ class LogFunnel:
                     self._run_log.write(text + "\n")
                     self._run_log.flush()
                 except OSError as exc:
-                    self.log_error = self.log_error or (exc.strerror or str(exc))
+                    self.log_error = self.log_error or exc
                 except ValueError:  # closed at the end
                     pass
             if echo and self._echo is not None:

@@ -12,6 +12,7 @@ Formatting from the run's records (no I/O), so the wording is tested on its own:
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import time
@@ -23,8 +24,9 @@ from kombu.exceptions import KombuError
 
 from ..broker import mask_url
 from ..errors import ExitCode, cancel_words
-from ..host import no_space, shell_join
+from ..host import fd_limit, no_space, shell_join
 from ..plan import format_frames
+from ..text import one_line
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -202,13 +204,30 @@ def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]
 def host_problem(exc: BaseException) -> str | None:
     """The stop reason for an error that is the host's, not the render's (exit 3), or
     None: a full disk under the run's own files (its run folder in the temp folder, its
-    logs), or a broker that refuses writes because it cannot save its data (Redis's
-    ``MISCONF``: its folder is full)."""
+    logs); this process out of file descriptors, processes or threads (its limits); a
+    broker that refuses writes because it cannot save its data (Redis's ``MISCONF``: its
+    folder is full), is out of memory (``maxmemory``) or takes no more clients."""
+    text = str(exc)
     if no_space(exc):
         where = f" {getattr(exc, 'filename', None)}" if getattr(exc, "filename", None) else ""
         return f"cannot write{where} ({getattr(exc, 'strerror', None) or exc}): free space there"
-    if isinstance(exc, (redis.RedisError, KombuError)) and "MISCONF" in str(exc):
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) or (
+            "Too many open files" in text):
+        return (f"out of file descriptors ({one_line(text)}): raise this user's open-file "
+                f"limit (`ulimit -n`, now {fd_limit()})")
+    if isinstance(exc, BlockingIOError) or "can't start new thread" in text:
+        return (f"out of processes or threads ({type(exc).__name__}: {one_line(text)}): "
+                "raise this user's process limit (`ulimit -u`) or free memory")
+    if not isinstance(exc, (redis.RedisError, KombuError)):
+        return None
+    if "MISCONF" in text:
         return (f"the broker refuses writes because it cannot save its data "
-                f"({str(exc).split('MISCONF', 1)[1].strip().splitlines()[0]}): free space "
+                f"({text.split('MISCONF', 1)[1].strip().splitlines()[0]}): free space "
                 "in its folder (the host service's is STMPO_HOST_DIR: `stmpo host info`)")
+    if "maxmemory" in text or "OOM command not allowed" in text:
+        return ("the broker refuses writes: it is out of memory (its maxmemory): raise its "
+                "maxmemory or free it")
+    if "max number of clients reached" in text:
+        return ("the broker takes no more clients (its maxclients, or its open-file "
+                "limit): raise them")
     return None

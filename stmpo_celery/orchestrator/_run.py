@@ -19,7 +19,6 @@ import redis
 from kombu.exceptions import KombuError
 from kombu.utils.uuid import uuid
 
-from ..aerender import RenderTarget
 from ..broker import (
     BrokerUrl,
     EmbeddedRedis,
@@ -99,6 +98,7 @@ class Run(EventHandlers):
         self.stop_reason: str | None = None
         self.exit_code = ExitCode.OK
         self.finalized = False
+        self.paused_s = 0.0  #: the longest time this process was stopped mid-run
         self.warnings: list[str] = []
         self.done_frames: set[int] = set()  #: reported by aerender
         #: ... and whole on disk (its file's signature then): what progress counts
@@ -220,7 +220,8 @@ class Run(EventHandlers):
             self._say(self.embedded.describe())
         spec = RunSpec(
             run_id=self.run_id, host=self.host, queue=self.queue, broker_url=self.broker.url,
-            aerender=self.prep.aerender, target=self._target(), log_dir=str(self.log_dir),
+            aerender=self.prep.aerender, target=self.prep.render_target(),
+            log_dir=str(self.log_dir),
             fail_fast=self.o.fail_fast, spawn_delay=self.o.spawn_delay, retries=self.o.retries,
             stall_timeout=self.o.stall_timeout, chunk_timeout=self.o.chunk_timeout,
             schedule=self.plan.schedule, launch_cost=self.o.launch_cost,
@@ -271,16 +272,6 @@ class Run(EventHandlers):
         self.row.start()
         self.progress_status("Rendering")
 
-    def _target(self) -> RenderTarget:
-        o = self.o
-        return RenderTarget(
-            project=self.prep.project, output=self.prep.pattern.raw, comp=o.comp,
-            rqindex=o.rqindex, mfr=o.mfr, mfr_max_cpu=o.mfr_max_cpu,
-            rs_template=o.rs_template, om_template=o.om_template, mem_usage=o.mem_usage,
-            continue_on_missing_footage=o.continue_on_missing_footage,
-            ignore_missing_effects=o.ignore_missing_effects,
-        )
-
     def _rerender_late(self) -> bool:
         """Every chunk has ended, but frames a renderer stopped at a cut wrote over after
         they were done (and that no retry rendered since) are missing: they are rendered
@@ -311,7 +302,7 @@ class Run(EventHandlers):
     # -- follow -------------------------------------------------------------------
     def _follow(self) -> None:
         assert self.pool is not None  # the client may be None: cancelled while starting
-        last_ping = last_beat = time.monotonic()
+        last_ping = last_beat = tick = time.monotonic()
         all_done_at: float | None = None
         while self.stop_reason is None:
             if self.cancel_signal is not None:
@@ -329,7 +320,7 @@ class Run(EventHandlers):
                             self._observe(ev)
                     msg = self.pubsub.get_message(timeout=0)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
-                if self.embedded is not None or self.watch.failed(time.monotonic()):
+                if self.watch.gone(time.monotonic(), self._embedded_dead()):
                     self._broker_lost()
                     break
                 time.sleep(0.2)  # a blip: the next call reconnects and resubscribes
@@ -348,6 +339,9 @@ class Run(EventHandlers):
             if self.stop_reason is not None:
                 break
             now = time.monotonic()
+            if now - tick > defaults.RUN_KEY_TTL_S:  # stopped (SIGSTOP, a paused machine):
+                self.paused_s = max(self.paused_s, now - tick)  # the run's keys expired
+            tick = now
             if self.prep.lock is not None:
                 stale = self.prep.lock.refresh()
                 if stale is not None and stale not in self.warnings:
@@ -359,7 +353,11 @@ class Run(EventHandlers):
                     self._verify_frames()
                 try:
                     if not still_there(self.watch_client, self.run_id):
-                        self._broker_lost(" (restarted empty: queue and results gone)")
+                        self._broker_lost(
+                            f" (this run was stopped for {self.paused_s:.0f} s: SIGSTOP, a "
+                            "paused machine — longer than its keys live there, and they "
+                            "expired with its queue)" if self.paused_s else
+                            " (restarted empty: queue and results gone)")
                         break
                     if self.server is not None and server_id(self.watch_client) != self.server:
                         self._broker_lost(" (it restarted: the events sent while it was down "
@@ -372,7 +370,7 @@ class Run(EventHandlers):
                         self._say(f"the broker did not answer for {gone:.1f} s; it is back")
                     self._kill_hung_slots()
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    if self.embedded is not None or self.watch.failed(now):
+                    if self.watch.gone(now, self._embedded_dead()):
                         self._broker_lost()
                         break
             if all(c.terminal for c in self.chunks.values()):
@@ -384,6 +382,9 @@ class Run(EventHandlers):
                 all_done_at = all_done_at or now
                 if now - all_done_at > defaults.FINALIZE_WAIT_S:
                     break
+
+    def _embedded_dead(self) -> bool:
+        return self.embedded is not None and not self.embedded.alive()
 
     def _events_reconnected(self, _connection: object) -> None:
         self.events_broke = True

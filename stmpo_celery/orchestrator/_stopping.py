@@ -47,6 +47,12 @@ class BrokerWatch:
             self.down_since = now
         return now - self.down_since >= self.grace
 
+    def gone(self, now: float, process_dead: bool = False) -> bool:
+        """A broker call failed: is the broker gone? At once when its process is known
+        dead (an embedded one); else — busy, swapping, stopped for a moment, or another
+        host's — once it has not answered for ``grace`` seconds."""
+        return process_dead or self.failed(now)
+
 
 def force_exit(groups: Sequence[int], procs: Sequence[subprocess.Popen[bytes] | None],
                code: int, signame: str, private: Sequence[str] = (),

@@ -6,7 +6,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from ..aerender import check_target, missing_frames, resolve_aerender, signatures
+from ..aerender import (
+    RenderTarget,
+    check_target,
+    missing_frames,
+    resolve_aerender,
+    signatures,
+)
 from ..broker import (
     BrokerUrl,
     check_reachable,
@@ -64,6 +70,17 @@ class Prepared:
     #: the files of frames to render that exist before the run (a frame counts once its
     #: file is whole and not this one)
     before: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+
+    def render_target(self) -> RenderTarget:
+        """What every aerender of this run renders (the slots' part of the command line)."""
+        o = self.options
+        return RenderTarget(
+            project=self.project, output=self.pattern.raw, comp=o.comp,
+            rqindex=o.rqindex, mfr=o.mfr, mfr_max_cpu=o.mfr_max_cpu,
+            rs_template=o.rs_template, om_template=o.om_template, mem_usage=o.mem_usage,
+            continue_on_missing_footage=o.continue_on_missing_footage,
+            ignore_missing_effects=o.ignore_missing_effects,
+        )
 
     def release(self) -> None:
         """Give up the output claim, and remove the folders this run created that are
