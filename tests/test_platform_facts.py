@@ -131,3 +131,17 @@ def test_no_room_is_told_from_other_write_errors_on_every_os() -> None:
         exc = OSError(errno.EINVAL, "Invalid argument")
         exc.winerror = winerror  # type: ignore[attr-defined]  # as Windows' Python sets it
         assert no_space(exc) is full, winerror
+
+
+def test_an_aerender_exit_code_says_what_it_knows() -> None:
+    """After Effects' usual death is the out-of-memory killer's SIGKILL (137, or -9 when
+    the launcher itself was killed); on Windows a crash exits with its NTSTATUS, printed
+    signed. "exited with code 137" left the wrangler to work that out."""
+    from stmpo_celery.slot._chunk import exit_words
+
+    assert exit_words(137) == "137 (killed by SIGKILL, often the out-of-memory killer)"
+    assert exit_words(-9) == "-9 (killed by SIGKILL, often the out-of-memory killer)"
+    assert exit_words(143) == "143 (killed by SIGTERM)"
+    assert exit_words(-1073741819) == "-1073741819 (0xC0000005: access violation)"
+    assert exit_words(3221225477) == "3221225477 (0xC0000005: access violation)"
+    assert exit_words(1) == "1" and exit_words(7) == "7"

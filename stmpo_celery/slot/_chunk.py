@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,27 @@ class SlotContext:
         if self.spec.stall_timeout > 0:
             return self.spec.stall_timeout
         return max(self.spec.stall_floor, defaults.STALL_FACTOR * self.slowest_frame)
+
+
+#: Windows' exit codes of a crash (NTSTATUS), as a wrangler searches for them
+_NTSTATUS = {0xC0000005: "access violation", 0xC0000409: "stack buffer overrun",
+             0xC0000017: "out of memory", 0xC000012D: "commitment limit: out of memory"}
+
+
+def exit_words(code: int | None) -> str:
+    """aerender's exit code with what it says: killed by a signal (SIGKILL is most often
+    the out-of-memory killer, After Effects' usual death), or a Windows crash code."""
+    if code is None:
+        return "?"
+    sig = -code if code < 0 else code - 128 if 128 < code < 160 else None
+    if sig is not None:
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(sig).name
+            oom = ", often the out-of-memory killer" if name == "SIGKILL" else ""
+            return f"{code} (killed by {name}{oom})"
+    if (code & 0xFFFFFFFF) in _NTSTATUS:
+        return f"{code} (0x{code & 0xFFFFFFFF:08X}: {_NTSTATUS[code & 0xFFFFFFFF]})"
+    return str(code)
 
 
 def frames_label(start: int, end: int) -> str:
@@ -213,7 +235,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         elif att.stalled:
             failure = (att.stalled, True, att)
         elif att.exit_code != 0 and att.cut_end is None:
-            failure = (f"aerender exited with code {att.exit_code}", True, att)
+            failure = (f"aerender exited with code {exit_words(att.exit_code)}", True, att)
         if failure or owned_end < e:
             break
     t1 = time.time()
