@@ -295,20 +295,21 @@ def fd_limit() -> str:
 
 def raise_fd_limit(need: int, who: str = "this run", fix: str = ", or run fewer slots"
                    ) -> str | None:
-    """Raise this process's soft open-file limit to its hard one (what it starts inherits
-    it: Redis, the slots; macOS starts shells at 256), and say why ``need`` descriptors
-    cannot be had when even the hard limit is lower (else None). Nothing to do where
-    there is no such limit (Windows)."""
+    """Raise this process's soft open-file limit when it is below ``need``, towards the
+    hard one (what it starts inherits it: Redis, the slots; macOS starts shells at 256),
+    and say why ``need`` descriptors cannot be had when even the hard limit is lower
+    (else None). Nothing to do where there is no such limit (Windows)."""
     try:
         import resource  # POSIX only
     except ImportError:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     infinite = resource.RLIM_INFINITY
-    want = need * 4 if hard == infinite else hard  # no reason to ask for the sky
-    if soft != infinite and soft < want:
+    if soft != infinite and soft < need:  # only when short, and no higher than useful
+        want = max(need * 4, 4096)
         with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (want if hard == infinite else min(want, hard), hard))
     if hard != infinite and hard < need:
         return (f"this user's open-file limit is {hard} (hard), and {who} needs about "
                 f"{need}: raise it (`ulimit -n {need}`, or the service's LimitNOFILE){fix}")
