@@ -136,3 +136,55 @@ def test_a_broker_out_of_memory_is_named_with_its_fix(farm: Farm,
     assert proc.returncode == 3, out + err
     assert "the broker refuses writes: it is out of memory (its maxmemory)" in out, out
     assert "orchestrator error" not in out and not farm.leftovers()
+
+
+def test_a_frame_that_cannot_be_read_now_is_never_deleted_as_not_whole(
+        tmp_path: Path) -> None:
+    """Out of file descriptors at the run's end, every frame read as "not whole" and the
+    check deleted them all — whole frames included. A frame that cannot be read is not
+    known to be anything: kept (the run fails, and a resume re-checks it); once it can be
+    read again, only the cut-short one goes."""
+    from stmpo_celery.aerender import delete_incomplete
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+    from stmpo_celery.plan import OutputPattern
+
+    pattern = OutputPattern(str(tmp_path / "f_[####].png"))
+    whole = frame_bytes("x.png", 1)
+    Path(pattern.path_for(1)).write_bytes(whole)
+    Path(pattern.path_for(2)).write_bytes(whole[: len(whole) // 2])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fds: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16,
+                                                    hard))
+        try:
+            while True:
+                fds.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        gone = delete_incomplete(pattern, [1, 2])
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert gone == [] and Path(pattern.path_for(1)).exists()
+    assert delete_incomplete(pattern, [1, 2]) == [pattern.path_for(2)]
+    assert Path(pattern.path_for(1)).read_bytes() == whole
+
+
+def test_a_broker_that_refuses_writes_after_the_last_frame_is_a_warning(
+        farm: Farm, private_redis: PrivateRedis) -> None:
+    """Every frame whole, After Effects still quitting, and then the broker refuses writes
+    (out of memory): as for a broker lost at that moment, the render is done — a warning
+    and exit 0, not a failed task Deadline would render again."""
+    farm.knobs.update(QUIT_TIME="4")
+    private_redis.client.config_set("maxmemory-policy", "noeviction")
+    proc = farm.start_rendering("--broker", private_redis.url, frame_cost="0.05",
+                                frames="1-20")
+    assert wait_for(lambda: len(set(farm.journal_frames())) == 20, timeout=60)
+    private_redis.client.config_set("maxmemory", "1")
+    out, err = proc.communicate(timeout=120)
+    private_redis.client.config_set("maxmemory", "0")
+    assert proc.returncode == 0, out + err
+    assert "WARNING: after the last frame, the broker refuses writes" in out, out
+    assert farm.frames_on_disk() == list(range(1, 21)) and not farm.leftovers()

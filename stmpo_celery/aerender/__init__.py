@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._output import (
         delete_incomplete,
         file_problem,
+        known_not_whole,
         missing_frames,
         signature,
         signatures,
@@ -36,6 +37,7 @@ _HOME = {
     "FrameDone": "._log",
     "StrongError": "._log",
     "delete_incomplete": "._output",
+    "known_not_whole": "._output",
     "file_problem": "._output",
     "missing_frames": "._output",
     "signature": "._output",
@@ -51,6 +53,7 @@ __all__ = [
     "build_argv",
     "FrameDone",
     "delete_incomplete",
+    "known_not_whole",
     "file_problem",
     "missing_frames",
     "signature",

@@ -15,18 +15,35 @@ import os
 from ..plan import OutputPattern, can_check, frame_problem
 
 
-def file_problem(path: str) -> str | None:
-    """Why ``path`` is not a whole frame (absent, empty, truncated), or None."""
-    try:
-        size = os.path.getsize(path)
-        if size <= 0:
-            return "empty file"
-        with open(path, "rb") as fh:
-            def read(offset: int, length: int) -> bytes:
-                fh.seek(offset)
-                return fh.read(length)
+def _read_problem(path: str) -> str | None:
+    """Why ``path``, read now, is not a whole frame (empty, truncated), or None; raises
+    the OSError when it cannot be read at all (absent, or this process out of file
+    descriptors, an I/O error: then nothing is known of it)."""
+    size = os.path.getsize(path)
+    if size <= 0:
+        return "empty file"
+    with open(path, "rb") as fh:
+        def read(offset: int, length: int) -> bytes:
+            fh.seek(offset)
+            return fh.read(length)
 
-            return frame_problem(path, size, read)
+        return frame_problem(path, size, read)
+
+
+def known_not_whole(path: str) -> bool:
+    """Whether ``path`` was read just now and is not a whole frame (empty, cut short). An
+    absent file, or one that cannot be read (no file descriptor left, an I/O error), is
+    not known to be anything: a frame is never deleted on such a guess."""
+    try:
+        return _read_problem(path) is not None
+    except OSError:
+        return False
+
+
+def file_problem(path: str) -> str | None:
+    """Why ``path`` is not a whole frame (absent, empty, truncated, unreadable), or None."""
+    try:
+        return _read_problem(path)
     except OSError as exc:
         return exc.strerror or "missing"
 
@@ -85,14 +102,14 @@ def missing_frames(pattern: OutputPattern, frames: list[int]) -> list[int]:
 
 
 def delete_incomplete(pattern: OutputPattern, frames: list[int]) -> list[str]:
-    """Delete the files of ``frames`` (frames found not whole) that exist: a cut-short or
-    empty file must never be left where a compositor or a publish step could take it for a
-    frame. Returns the paths deleted."""
+    """Delete the files of ``frames`` (frames found not whole) that exist and, read again,
+    are not whole: a cut-short or empty file must never be left where a compositor or a
+    publish step could take it for a frame. Returns the paths deleted."""
     gone: list[str] = []
     for f in frames:
         path = pattern.path_for(f)
         try:
-            if os.path.isfile(path):
+            if known_not_whole(path):
                 os.unlink(path)
                 gone.append(path)
         except OSError:

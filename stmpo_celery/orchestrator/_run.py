@@ -161,8 +161,12 @@ class Run(EventHandlers):
                 self.stop_reason = f"cancelled by {name}"
                 self.exit_code = _CANCEL_CODES.get(self.cancel_signal, ExitCode.TERMINATED)
             elif self.stop_reason is None and report.host_problem(exc) is not None:
-                self.stop_reason = report.host_problem(exc)
-                self.exit_code = ExitCode.ENVIRONMENT
+                if isinstance(exc, (redis.RedisError, KombuError)) and self._all_whole():
+                    self.warnings.append(f"after the last frame, {report.host_problem(exc)}")
+                    self._say(f"WARNING: {self.warnings[-1]}")  # done: bookkeeping lost
+                else:
+                    self.stop_reason = report.host_problem(exc)
+                    self.exit_code = ExitCode.ENVIRONMENT
             elif self.stop_reason is None:
                 self.stop_reason = (f"orchestrator error: {type(exc).__name__}: "
                                     f"{one_line(str(exc)) or repr(exc)}")
@@ -320,7 +324,7 @@ class Run(EventHandlers):
                             self._observe(ev)
                     msg = self.pubsub.get_message(timeout=0)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
-                if self.watch.gone(time.monotonic(), self._embedded_dead()):
+                if self.watch.gone(time.monotonic(), self.embedded):
                     self._broker_lost()
                     break
                 time.sleep(0.2)  # a blip: the next call reconnects and resubscribes
@@ -339,8 +343,8 @@ class Run(EventHandlers):
             if self.stop_reason is not None:
                 break
             now = time.monotonic()
-            if now - tick > defaults.RUN_KEY_TTL_S:  # stopped (SIGSTOP, a paused machine):
-                self.paused_s = max(self.paused_s, now - tick)  # the run's keys expired
+            if now - tick > defaults.RUN_KEY_TTL_S - defaults.HEARTBEAT_INTERVAL_S:  # stopped:
+                self.paused_s = max(self.paused_s, now - tick)  # its keys may have expired
             tick = now
             if self.prep.lock is not None:
                 stale = self.prep.lock.refresh()
@@ -353,11 +357,10 @@ class Run(EventHandlers):
                     self._verify_frames()
                 try:
                     if not still_there(self.watch_client, self.run_id):
-                        self._broker_lost(
-                            f" (this run was stopped for {self.paused_s:.0f} s: SIGSTOP, a "
-                            "paused machine — longer than its keys live there, and they "
-                            "expired with its queue)" if self.paused_s else
-                            " (restarted empty: queue and results gone)")
+                        self._broker_lost(f" (this run was stopped for {self.paused_s:.0f} s:"
+                                          " SIGSTOP, a paused machine — longer than its keys "
+                                          "live there)" if self.paused_s else
+                                          " (restarted empty: queue and results gone)")
                         break
                     if self.server is not None and server_id(self.watch_client) != self.server:
                         self._broker_lost(" (it restarted: the events sent while it was down "
@@ -370,7 +373,7 @@ class Run(EventHandlers):
                         self._say(f"the broker did not answer for {gone:.1f} s; it is back")
                     self._kill_hung_slots()
                 except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    if self.watch.gone(now, self._embedded_dead()):
+                    if self.watch.gone(now, self.embedded):
                         self._broker_lost()
                         break
             if all(c.terminal for c in self.chunks.values()):
@@ -383,8 +386,11 @@ class Run(EventHandlers):
                 if now - all_done_at > defaults.FINALIZE_WAIT_S:
                     break
 
-    def _embedded_dead(self) -> bool:
-        return self.embedded is not None and not self.embedded.alive()
+    def _all_whole(self) -> bool:
+        """Every frame is whole on disk already (checked again at the end): the render is."""
+        return bool(self.prep.pattern.is_sequence and self.prep.to_render and not self.failures
+                    and self.cancel_signal is None
+                    and set(self.prep.to_render) <= self.verified.keys())
 
     def _events_reconnected(self, _connection: object) -> None:
         self.events_broke = True
@@ -414,9 +420,7 @@ class Run(EventHandlers):
     def _broker_lost(self, why: str = "", when: str = "mid-run") -> None:
         which = "embedded Redis" if self.embedded is not None else (
             f"broker {mask_url(self.broker.url)}" if self.broker else "broker")
-        if (self.prep.pattern.is_sequence and self.prep.to_render and not self.failures
-                and self.cancel_signal is None
-                and set(self.prep.to_render) <= self.verified.keys()):
+        if self._all_whole():
             # every frame is already whole on disk (and checked again at the end): the
             # render is done, only its bookkeeping is lost — not a failed task to retry
             text = f"{which} was lost after the last frame{why}; every frame is whole"

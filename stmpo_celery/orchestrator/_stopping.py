@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ..broker import bounded
+from ..broker import EmbeddedRedis, bounded
 from ..config import defaults
 from ..host import kill_groups_now, remove_run_dir
 
@@ -47,11 +47,11 @@ class BrokerWatch:
             self.down_since = now
         return now - self.down_since >= self.grace
 
-    def gone(self, now: float, process_dead: bool = False) -> bool:
-        """A broker call failed: is the broker gone? At once when its process is known
-        dead (an embedded one); else — busy, swapping, stopped for a moment, or another
+    def gone(self, now: float, embedded: EmbeddedRedis | None = None) -> bool:
+        """A broker call failed: is the broker gone? At once when it is an ``embedded``
+        one whose process died; else — busy, swapping, stopped for a moment, or another
         host's — once it has not answered for ``grace`` seconds."""
-        return process_dead or self.failed(now)
+        return (embedded is not None and not embedded.alive()) or self.failed(now)
 
 
 def force_exit(groups: Sequence[int], procs: Sequence[subprocess.Popen[bytes] | None],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import redis
 
-from ..aerender import missing_frames
+from ..aerender import known_not_whole, missing_frames
 from ..broker import events, keys
 from ..config import defaults
 from ..plan import OutputPattern, format_frames, runs
@@ -142,6 +142,9 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
         for f in owned:
             # touched but never reported, or reported but not whole: in flight at the stop
             if f in att.touched and (f not in att.reported or f not in on_disk):
+                path = pattern.path_for(f)
+                if f in att.reported and os.path.exists(path) and not known_not_whole(path):
+                    continue  # reported, there, but unreadable now: unknown, rendered again
                 suspect.append(f)
                 with contextlib.suppress(OSError):
                     os.unlink(pattern.path_for(f))
