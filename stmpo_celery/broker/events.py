@@ -106,6 +106,15 @@ class ChunkShrink(Event):
 BROKER_FAILED = "the broker failed under the slot"
 
 
+#: how Celery words an error sending a chord's callback (after its last header task):
+#: bookkeeping, not a failed chunk — the frames on disk decide
+CHORD_END_FAILED = "Callback error:"
+
+
+def chord_end_failed(reason: str | None) -> bool:
+    return (reason or "").startswith(CHORD_END_FAILED)
+
+
 def broker_failed(reason: str | None) -> bool:
     return BROKER_FAILED in (reason or "")
 

@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from ._progress import Progress
     from ._validate import Prepared
 
-#: how Celery words an error sending a chord's callback (after its last header task)
-CHORD_END_FAILED = "Callback error:"
-
 
 class EventHandlers:
     """``_on_<kind>`` for every :class:`~stmpo_celery.broker.events.Kind`; ``Run`` owns
@@ -249,11 +246,11 @@ class EventHandlers:
                       + (f" (log: {rec.log})" if rec.log else ""))
 
     def _on_abort(self, ev: events.Abort) -> None:
-        if (ev.reason or "").startswith(CHORD_END_FAILED):
+        if events.chord_end_failed(ev.reason):
             # Celery could not send the chord's last task (the broker refused a write, a
             # connection, a file descriptor): every chunk has reported by then, so that is
             # bookkeeping, not a failed chunk — the frames on disk decide, as always
-            why = (ev.reason or "").removeprefix(CHORD_END_FAILED).strip()
+            why = (ev.reason or "").removeprefix(events.CHORD_END_FAILED).strip()
             text = (f"the broker failed at the chord's end ({why}): every chunk had ended; "
                     "the frames on disk decide the outcome")
             if text not in self.warnings:

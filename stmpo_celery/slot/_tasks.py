@@ -94,6 +94,11 @@ def register(app: Celery, ctx: SlotContext) -> None:
     @app.task(name=ON_CHUNK_ERROR, send_events=False)
     def on_chunk_error(request: Any, exc: Any, traceback: Any) -> None:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if events.chord_end_failed(reason):
+            # after every chunk has reported: told, but no abort flag (a late re-render
+            # of frames overwritten after a cut may still follow, and must not be skipped)
+            ctx.publish(events.Abort(slot=ctx.slot, reason=reason))
+            return
         if spec.fail_fast:
             try:
                 first = ctx.client.set(keys.abort_key(spec.run_id), reason, nx=True)
