@@ -260,6 +260,8 @@ class EventHandlers:
             return
         if events.broker_failed(ev.reason):
             self._stop(ev.reason, ExitCode.ENVIRONMENT)
+        elif (fix := report.slot_limit_fix(ev.reason)) is not None:  # its host's limits
+            self._stop(f"{ev.reason}: {fix}", ExitCode.ENVIRONMENT)
         elif self.o.fail_fast:
             self._stop(ev.reason or "a chunk failed", ExitCode.RENDER_FAILED)
 

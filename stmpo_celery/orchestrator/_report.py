@@ -201,6 +201,24 @@ def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]
         movie=not run.prep.pattern.is_sequence)
 
 
+#: words of a slot's failure that are its host's limits, not the render: and their fix
+_SLOT_LIMITS = (
+    ("Too many open files", "raise this user's open-file limit (`ulimit -n`)"),
+    ("can't start new thread", "raise this user's process limit (`ulimit -u`) or free memory"),
+    ("Resource temporarily unavailable",
+     "raise this user's process limit (`ulimit -u`) or free memory"),
+    ("Cannot allocate memory", "free memory, or run fewer slots"),
+    ("MemoryError", "free memory, or run fewer slots"),
+    ("max number of clients reached",
+     "raise the broker's maxclients (or its open-file limit)"),
+)
+
+
+def slot_limit_fix(reason: str | None) -> str | None:
+    """The fix when a slot's failure ``reason`` is its host's limit (exit 3), else None."""
+    return next((fix for words, fix in _SLOT_LIMITS if words in (reason or "")), None)
+
+
 def host_problem(exc: BaseException) -> str | None:
     """The stop reason for an error that is the host's, not the render's (exit 3), or
     None: a full disk under the run's own files (its run folder in the temp folder, its
@@ -215,6 +233,8 @@ def host_problem(exc: BaseException) -> str | None:
             "Too many open files" in text):
         return (f"out of file descriptors ({one_line(text)}): raise this user's open-file "
                 f"limit (`ulimit -n`, now {fd_limit()})")
+    if isinstance(exc, MemoryError):
+        return "out of memory (MemoryError): free memory, or run fewer slots"
     if isinstance(exc, BlockingIOError) or "can't start new thread" in text:
         return (f"out of processes or threads ({type(exc).__name__}: {one_line(text)}): "
                 "raise this user's process limit (`ulimit -u`) or free memory")
