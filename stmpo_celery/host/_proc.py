@@ -23,6 +23,11 @@ import psutil
 
 from ._platform import OS, kill_group, leads_group
 
+try:
+    import resource  # POSIX only: Windows has no process limits of this kind
+except ImportError:
+    resource = None  # type: ignore[assignment]
+
 BOOT_TIME_SLACK_S = 2.0  #: two processes' view of one boot time differs by at most this
 
 
@@ -285,9 +290,7 @@ def start_time(pid: int | None = None) -> float | None:
 
 def fd_limit() -> str:
     """This process's open-file limit as ``ulimit`` shows it (``soft/hard``), or "?"."""
-    try:
-        import resource  # POSIX only
-    except ImportError:
+    if resource is None:
         return "?"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return "/".join("unlimited" if v == resource.RLIM_INFINITY else str(v) for v in (soft, hard))
@@ -299,9 +302,7 @@ def raise_fd_limit(need: int, who: str = "this run", fix: str = ", or run fewer 
     hard one (what it starts inherits it: Redis, the slots; macOS starts shells at 256),
     and say why ``need`` descriptors cannot be had when even the hard limit is lower
     (else None). Nothing to do where there is no such limit (Windows)."""
-    try:
-        import resource  # POSIX only
-    except ImportError:
+    if resource is None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     infinite = resource.RLIM_INFINITY

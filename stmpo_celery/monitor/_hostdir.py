@@ -48,6 +48,18 @@ def read_broker_url() -> str | None:
     return None
 
 
+def ping_error(url: str) -> Exception | None:
+    """Why the Redis at ``url`` does not answer a PING within a second, or None."""
+    client = BrokerUrl(url).client(timeout=1.0)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return exc
+    finally:
+        client.close()
+    return None
+
+
 def discover_broker(why: list[str] | None = None) -> str | None:
     """The host service's broker URL if it answers now, else None (lowest precedence:
     after ``--broker`` and ``$STMPO_BROKER_URL``; None means: use an embedded Redis).
@@ -55,15 +67,11 @@ def discover_broker(why: list[str] | None = None) -> str | None:
     url = read_broker_url()
     if url is None:
         return None
-    client = BrokerUrl(url).client(timeout=1.0)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError, ValueError) as exc:
-        if why is not None:
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            why.append(f"the host service's Redis (stmpo host up) does not answer "
-                       f"({text[:160]}): this run uses an embedded Redis of its own")
-        return None
-    finally:
-        client.close()
-    return url
+    exc = ping_error(url)
+    if exc is None:
+        return url
+    if why is not None:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why.append(f"the host service's Redis (stmpo host up) does not answer "
+                   f"({text[:160]}): this run uses an embedded Redis of its own")
+    return None

@@ -46,7 +46,7 @@ from ..host import (
     same_space,
 )
 from ._flowerctl import ALL_RUNS, check_bind, start_flower
-from ._hostdir import BROKER_FILE, SPACE_FILE
+from ._hostdir import BROKER_FILE, SPACE_FILE, ping_error
 
 #: How a host Flower's command line names its module (this layout's, then the previous one).
 FLOWER_MODULES = ("stmpo_celery.monitor.flower_main", "stmpo_celery.flower_main")
@@ -86,15 +86,8 @@ class HostService:
             url = read_text(self.dir / BROKER_FILE).strip()
         except (OSError, ValueError):
             return None
-        if same_space(space) or not url:
+        if same_space(space) or not url or ping_error(url) is not None:
             return None
-        client = BrokerUrl(url).client(timeout=1.0)
-        try:
-            client.ping()
-        except (redis.RedisError, OSError, ValueError):
-            return None
-        finally:
-            client.close()
         return (f"the host service in {self.dir} was started in another process space (a "
                 "container or machine sharing this folder) and still serves: run `stmpo "
                 "host` there")

@@ -50,9 +50,9 @@ def teardown(run: Run) -> None:
                     f"failed: {type(exc).__name__}: {exc}")
             run.warnings.append(text)
             run._say(f"WARNING: {text}")
-            if run.exit_code == ExitCode.OK and report.host_problem(exc) is not None:
+            if run.exit_code == ExitCode.OK and (problem := report.host_problem(exc)):
                 run.exit_code = ExitCode.ENVIRONMENT
-                run.stop_reason = report.host_problem(exc)
+                run.stop_reason = problem
 
 
 def _end_monitoring(run: Run) -> None:

@@ -201,14 +201,18 @@ def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]
         movie=not run.prep.pattern.is_sequence)
 
 
+#: the fix for each of a host's limits (said for the orchestrator's errors and a slot's)
+FIX_FILES = "raise this user's open-file limit (`ulimit -n`"
+FIX_PROCESSES = "raise this user's process limit (`ulimit -u`) or free memory"
+FIX_MEMORY = "free memory, or run fewer slots"
+
 #: words of a slot's failure that are its host's limits, not the render: and their fix
 _SLOT_LIMITS = (
-    ("Too many open files", "raise this user's open-file limit (`ulimit -n`)"),
-    ("can't start new thread", "raise this user's process limit (`ulimit -u`) or free memory"),
-    ("Resource temporarily unavailable",
-     "raise this user's process limit (`ulimit -u`) or free memory"),
-    ("Cannot allocate memory", "free memory, or run fewer slots"),
-    ("MemoryError", "free memory, or run fewer slots"),
+    ("Too many open files", FIX_FILES + ")"),
+    ("can't start new thread", FIX_PROCESSES),
+    ("Resource temporarily unavailable", FIX_PROCESSES),
+    ("Cannot allocate memory", FIX_MEMORY),
+    ("MemoryError", FIX_MEMORY),
     ("max number of clients reached",
      "raise the broker's maxclients (or its open-file limit)"),
 )
@@ -231,13 +235,12 @@ def host_problem(exc: BaseException) -> str | None:
         return f"cannot write{where} ({getattr(exc, 'strerror', None) or exc}): free space there"
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) or (
             "Too many open files" in text):
-        return (f"out of file descriptors ({one_line(text)}): raise this user's open-file "
-                f"limit (`ulimit -n`, now {fd_limit()})")
+        return f"out of file descriptors ({one_line(text)}): {FIX_FILES}, now {fd_limit()})"
     if isinstance(exc, MemoryError):
-        return "out of memory (MemoryError): free memory, or run fewer slots"
+        return f"out of memory (MemoryError): {FIX_MEMORY}"
     if isinstance(exc, BlockingIOError) or "can't start new thread" in text:
         return (f"out of processes or threads ({type(exc).__name__}: {one_line(text)}): "
-                "raise this user's process limit (`ulimit -u`) or free memory")
+                f"{FIX_PROCESSES}")
     if not isinstance(exc, (redis.RedisError, KombuError)):
         return None
     if "MISCONF" in text:

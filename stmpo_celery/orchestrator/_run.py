@@ -160,12 +160,12 @@ class Run(EventHandlers):
                 name = signal.Signals(self.cancel_signal).name  # the cancel came first
                 self.stop_reason = f"cancelled by {name}"
                 self.exit_code = _CANCEL_CODES.get(self.cancel_signal, ExitCode.TERMINATED)
-            elif self.stop_reason is None and report.host_problem(exc) is not None:
+            elif self.stop_reason is None and (problem := report.host_problem(exc)):
                 if isinstance(exc, (redis.RedisError, KombuError)) and self._all_whole():
-                    self.warnings.append(f"after the last frame, {report.host_problem(exc)}")
+                    self.warnings.append(f"after the last frame, {problem}")
                     self._say(f"WARNING: {self.warnings[-1]}")  # done: bookkeeping lost
                 else:
-                    self.stop_reason = report.host_problem(exc)
+                    self.stop_reason = problem
                     self.exit_code = ExitCode.ENVIRONMENT
             elif self.stop_reason is None:
                 self.stop_reason = (f"orchestrator error: {type(exc).__name__}: "
@@ -260,8 +260,8 @@ class Run(EventHandlers):
                                 lambda: self.cancel_signal is not None,
                                 defaults.START_BROKER_WAIT_S)
         except (redis.RedisError, OSError, KombuError) as exc:
-            if report.host_problem(exc) is not None:  # it answers: a full disk, not lost
-                self.stop_reason = report.host_problem(exc)
+            if problem := report.host_problem(exc):  # it answers: a full disk, not lost
+                self.stop_reason = problem
                 self.exit_code = ExitCode.ENVIRONMENT
                 return
             self._broker_lost(f" ({type(exc).__name__}: {one_line(str(exc)) or 'no answer'})",
