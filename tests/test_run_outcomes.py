@@ -81,3 +81,33 @@ def test_a_slot_that_hits_its_hosts_limits_is_the_hosts_problem(
     run._on_event(events.Abort(slot=1, reason=reason))
     assert run.exit_code == ExitCode.ENVIRONMENT, run.stop_reason
     assert run.stop_reason is not None and reason in run.stop_reason and fix in run.stop_reason
+
+
+def test_a_cleanup_step_that_fails_leaves_the_others_to_run(run: Run) -> None:
+    """Out of file descriptors at the end, stopping the embedded Redis failed — and with
+    it, in the same step, the run folder (its spec holds the broker's password) was left
+    and the warden never released. Each part of the cleanup now runs on its own."""
+    import errno
+
+    from stmpo_celery.orchestrator._ending import teardown
+
+    released: list[bool] = []
+
+    class Embedded:
+        def stop(self) -> None:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    class Warden:
+        def release(self) -> None:
+            released.append(True)
+
+    run.embedded = Embedded()  # type: ignore[assignment]
+    run.warden = Warden()  # type: ignore[assignment]
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "spec.json").write_text("{}")
+    teardown(run)
+    assert not run.run_dir.exists() and released == [True]
+    said = run.stdout.getvalue()  # type: ignore[attr-defined]
+    assert "WARNING: the run's cleanup (stop embedded) failed" in said, said
+    assert run.exit_code == ExitCode.ENVIRONMENT and "out of file descriptors" in str(
+        run.stop_reason)

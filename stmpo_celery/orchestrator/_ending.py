@@ -42,7 +42,8 @@ def teardown(run: Run) -> None:
     """Stop and remove everything the run started, whatever happened — also when a step
     of it fails (out of file descriptors, say): the others still run, the failure is a
     warning, and the run still ends with its last lines and its summary."""
-    for step in (_end_monitoring, _stop_slots, _clean_broker, _stop_rest):
+    for step in (_end_monitoring, _stop_slots, _clean_broker, _stop_embedded,
+                 _remove_run_folder, _release):
         try:
             step(run)
         except Exception as exc:  # noqa: BLE001 - the next step must run all the same
@@ -95,10 +96,16 @@ def _clean_broker(run: Run) -> None:
                 c.close()  # type: ignore[union-attr]
 
 
-def _stop_rest(run: Run) -> None:
+def _stop_embedded(run: Run) -> None:
     if run.embedded is not None:
         run.embedded.stop()
+
+
+def _remove_run_folder(run: Run) -> None:  # its spec holds the broker's password
     remove_run_dir(run.run_dir)
+
+
+def _release(run: Run) -> None:
     if run.warden is not None:
         run.warden.release()
     run._restore_signals()
