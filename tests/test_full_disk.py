@@ -178,28 +178,27 @@ def test_a_folder_already_full_is_refused_before_anything_starts(farm: Farm,
 
 def test_a_full_temp_folder_is_the_hosts_problem_in_one_line(farm: Farm,
                                                            small_disk: Disk) -> None:
-    """The run's own folder (its spec, its Redis socket) lives in the temp folder: full,
-    the run ends with exit 3 naming the file and the fix, not exit 1 with an
-    "orchestrator error", and leaves nothing there."""
+    """The run's own folder (its spec, its Redis socket and log) lives in the temp folder.
+    Nearly full, the run failed at random: the spec could not be written, or the embedded
+    Redis never answered ("orchestrator error", exit 1). The temp folder is checked with
+    the others before anything starts: one line naming it and the fix, exit 3, nothing
+    left there. (Quite full, Python's tempfile moves to another temp folder itself.)"""
     disk = small_disk("128k")
-    codes = []
-    for pages in (1, 2, 3):  # with none, Python's tempfile moves to another temp folder
+    for pages in (1, 3, 8):
         slack = disk / "slack"
         slack.write_bytes(b"\0" * 4096 * pages)
         fill(disk)
         slack.unlink()
         res = farm.run(frames="1-4", env=farm.env(TMPDIR=str(disk)))
-        codes.append(res.returncode)
-        assert res.returncode in (0, 3), res.stdout + res.stderr
-        if res.returncode == 3:  # the file is named: which folder to clean up
-            assert f"cannot write {disk}" in res.stdout, res.stdout
-            assert "(No space left on device): free space there" in res.stdout, res.stdout
-        assert "orchestrator error" not in res.stdout and "Traceback" not in res.stderr
+        assert res.returncode == 3, res.stdout + res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"the temp folder {disk} cannot be written" in lines[0]
+        assert "(No space left on device): free space there" in lines[0], lines
+        assert "Traceback" not in res.stderr and not farm.journal.exists()
         assert [p.name for p in disk.iterdir() if not p.name.startswith("fill-")] == []
         assert not farm.leftovers()
         for f in disk.glob("fill-*"):
             f.unlink()
-    assert 3 in codes, codes
 
 
 def test_a_host_redis_whose_folder_fills_mid_run_is_exit_3_naming_it(

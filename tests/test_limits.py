@@ -188,3 +188,13 @@ def test_a_broker_that_refuses_writes_after_the_last_frame_is_a_warning(
     assert proc.returncode == 0, out + err
     assert "WARNING: after the last frame, the broker refuses writes" in out, out
     assert farm.frames_on_disk() == list(range(1, 21)) and not farm.leftovers()
+
+
+def test_an_environment_problem_inside_the_run_keeps_its_words_and_code(farm: Farm) -> None:
+    """The embedded Redis failing to start (its temp folder full, its open-file limit)
+    said so in its own line and exit 3 before the run began, but once inside the run it
+    became "orchestrator error: EnvironmentProblem: …" and exit 1."""
+    res = farm.run(frames="1-4", env=farm.env(STMPO_REDIS_SERVER="/bin/false"))
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "FAILED: embedded redis-server exited at start" in res.stdout, res.stdout
+    assert "orchestrator error" not in res.stdout and not farm.leftovers()

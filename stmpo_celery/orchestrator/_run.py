@@ -34,7 +34,7 @@ from ..broker import (
 )
 from ..config import defaults
 from ..errors import CANCEL_CODES as _CANCEL_CODES
-from ..errors import ExitCode
+from ..errors import ExitCode, StmpoError
 from ..host import (
     HostPlan,
     Warden,
@@ -160,6 +160,8 @@ class Run(EventHandlers):
                 name = signal.Signals(self.cancel_signal).name  # the cancel came first
                 self.stop_reason = f"cancelled by {name}"
                 self.exit_code = _CANCEL_CODES.get(self.cancel_signal, ExitCode.TERMINATED)
+            elif self.stop_reason is None and isinstance(exc, StmpoError):  # said already
+                self.stop_reason, self.exit_code = exc.message, exc.code  # in its own words
             elif self.stop_reason is None and (problem := report.host_problem(exc)):
                 if isinstance(exc, (redis.RedisError, KombuError)) and self._all_whole():
                     self.warnings.append(f"after the last frame, {problem}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 from ..aerender import (
@@ -233,6 +234,9 @@ def create_outputs(prep: Prepared) -> None:
             raise PermissionError(13, "not writable")
         what = f"output directory cannot be written: {out_dir}"
         probe_space(long_path(out_dir))
+        temp = tempfile.gettempdir()  # the run's own folder: its spec, its Redis, its logs
+        what = f"the temp folder {temp} cannot be written"
+        probe_space(temp)
     except OSError as exc:
         remove_made(made)
         if no_space(exc):  # the host, not the job: exit 3
