@@ -111,3 +111,30 @@ def test_a_cleanup_step_that_fails_leaves_the_others_to_run(run: Run) -> None:
     assert "WARNING: the run's cleanup (stop embedded) failed" in said, said
     assert run.exit_code == ExitCode.ENVIRONMENT and "out of file descriptors" in str(
         run.stop_reason)
+
+
+@pytest.mark.parametrize(("reasons", "code"), [
+    (["chunk 0: slot error: OSError: [Errno 24] Too many open files",
+      "chunk 2: aerender could not start: Resource temporarily unavailable"],
+     ExitCode.ENVIRONMENT),
+    (["chunk 0: slot error: OSError: [Errno 24] Too many open files",
+      "frame 7: aerender ERROR: missing effect"], ExitCode.RENDER_FAILED),
+])
+def test_without_fail_fast_chunks_failed_on_host_limits_are_the_hosts_problem(
+        run: Run, reasons: list[str], code: ExitCode) -> None:
+    """With --no-fail-fast the run finishes what it can and reports every failure; when
+    every failure was its host's limit, the outcome is the host's (exit 3, the fix said),
+    as it is when failing fast — it was exit 1, a render failure, and no fix. One failure
+    of the render's own makes it a render failure."""
+    from stmpo_celery.orchestrator._ending import finish
+
+    run.o.fail_fast = False
+    for index, reason in zip((0, 2), reasons, strict=True):
+        run._on_event(events.ChunkFailed(slot=index // 2, index=index, reason=reason))
+    assert run.stop_reason is None  # the run went on
+    said = run.stdout.getvalue()  # type: ignore[attr-defined]
+    assert "continuing (--no-fail-fast)" in said and "ulimit -n" in said, said
+    assert finish(run) == code
+    said = run.stdout.getvalue()  # type: ignore[attr-defined]
+    last = [ln for ln in said.splitlines() if "FAILED: 2 chunks failed" in ln]
+    assert last and "Too many open files: raise" in last[0], said

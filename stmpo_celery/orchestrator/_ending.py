@@ -111,6 +111,14 @@ def _release(run: Run) -> None:
     run._restore_signals()
 
 
+def _failed_code(run: Run) -> ExitCode:
+    """A run whose chunks failed (``--no-fail-fast`` lets them all report): the host's
+    problem (exit 3) when every one failed on its host's limits (processes, threads, file
+    descriptors, memory, the broker's clients), else a render failure (exit 1)."""
+    limited = run.failures and all(report.slot_limit_fix(f.reason) for f in run.failures)
+    return ExitCode.ENVIRONMENT if limited else ExitCode.RENDER_FAILED
+
+
 def finish(run: Run) -> ExitCode:
     """After teardown: check every frame on disk, settle the exit code, say it, write
     the summary, free the output."""
@@ -125,13 +133,13 @@ def finish(run: Run) -> ExitCode:
             run._say(f"deleted {len(gone)} frame file(s) that were not whole "
                      f"(first: {gone[0]})")
     if run.exit_code == ExitCode.OK and missing:
-        run.exit_code = ExitCode.RENDER_FAILED
+        run.exit_code = _failed_code(run)
         run.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
                            f"(first: {pattern.path_for(missing[0])})")
         if run.failures:  # the failed chunk is the reason; name it
             run.stop_reason = f"{run.failures[0].describe()}; {run.stop_reason}"
     if run.exit_code == ExitCode.OK and run.failures:
-        run.exit_code = ExitCode.RENDER_FAILED
+        run.exit_code = _failed_code(run)
     if run.funnel.log_error is not None:  # said on the terminal: the log lost lines
         exc = run.funnel.log_error
         fix = ("free space in the log folder" if no_space(exc) else

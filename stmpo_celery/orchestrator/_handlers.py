@@ -237,10 +237,12 @@ class EventHandlers:
             rec.status = ChunkStatus.STOPPED  # a sibling stopped by the run's stop: no cause
             return
         self.failures.append(rec)
+        fix = report.slot_limit_fix(ev.reason)  # its host's limits: the host's problem
         if events.broker_failed(ev.reason):  # the host's broker, not the render: stop all
             self._stop(rec.describe(), ExitCode.ENVIRONMENT)
         elif self.o.fail_fast:
-            self._stop(rec.describe(), ExitCode.RENDER_FAILED)
+            self._stop(rec.describe() + (f": {fix}" if fix else ""),
+                       ExitCode.ENVIRONMENT if fix else ExitCode.RENDER_FAILED)
         else:
             self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
                       + (f" (log: {rec.log})" if rec.log else ""))

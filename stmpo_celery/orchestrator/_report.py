@@ -122,8 +122,12 @@ def stopped_line(stopped: Iterable[Any], why: str, other: bool = True) -> str | 
 
 
 def cause_line(rec: Any) -> str:
+    """A failed chunk in one line: its frames, slot and reason (and the fix, when the
+    reason is its host's limit)."""
     frames = rec.frames or (f"{rec.start}-{rec.end}" if rec.end >= rec.start else "?")
-    return f"chunk {rec.index} (frames {frames}, slot {rec.slot}): {rec.reason}"
+    fix = slot_limit_fix(rec.reason)
+    return (f"chunk {rec.index} (frames {frames}, slot {rec.slot}): {rec.reason}"
+            + (f": {fix}" if fix else ""))
 
 
 def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
