@@ -10,12 +10,13 @@ attempts what the chunk rendered.
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..aerender import AerenderLog, AeWarning, FrameDone, StrongError, build_argv
 from ..broker import events
@@ -100,6 +101,85 @@ class _Watch(threading.Thread):
                 return
 
 
+class _Reporter(threading.Thread):
+    """Sends what the log says to the broker, in order, so the log's reader never waits
+    on it: a broker that is slow or stopped (a host under pressure, a network that
+    stalls) must not hold the reader back, or the in-flight ledger falls behind the
+    frames After Effects has written and a stopped run deletes them as in flight (whole
+    frames, written and reported in the pipe while nobody read it) — and frame costs are
+    measured late. The adaptive schedule's answer (a thief lowered our end) comes back
+    through :meth:`_Cut.lower`."""
+
+    def __init__(self, ctx: SlotContext, cut: _Cut) -> None:
+        super().__init__(name="stmpo-reporter", daemon=True)
+        self.ctx = ctx
+        self.cut = cut
+        self.items: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None  #: the frame hook failed (the broker)
+        self.dropped = False  #: what is still queued is never sent
+
+    def send(self, event: events.Event) -> None:
+        self.items.put(("event", event))
+
+    def hook(self, *args: Any) -> None:
+        self.items.put(("hook", args))
+
+    def close(self) -> None:
+        """Everything queued is sent (the chunk's outcome must not overtake its frames),
+        unless the broker has not taken it for as long as a run's keys live: by then the
+        run is over (the orchestrator found its broker lost) and the rest is dropped."""
+        self.items.put(None)
+        self.join(timeout=defaults.RUN_KEY_TTL_S)
+        self.dropped = self.is_alive()
+
+    def run(self) -> None:
+        while (item := self.items.get()) is not None and not self.dropped:
+            kind, payload = item
+            if kind == "event":
+                self.ctx.publish(payload)
+            elif self.error is None and self.ctx.frame_hook is not None and (
+                    self.cut.att.cut_end is None):
+                try:
+                    new_end = self.ctx.frame_hook(*payload)
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the reader
+                    self.error = exc
+                    kill_renderer()
+                    continue
+                if new_end is not None:
+                    self.cut.lower(new_end)
+
+
+class _Cut:
+    """Where this launch must stop when a thief takes its tail, shared by the log's reader
+    (how far the renderer got) and the reporter (the end the schedule says): whichever
+    learns last stops the renderer, right after our last frame."""
+
+    def __init__(self, att: Attempt) -> None:
+        self.att = att
+        self.lock = threading.Lock()
+        self.known_end = att.end  #: lowered when a thief takes our tail
+        self.reached = att.start - 1  #: every frame up to this one is reported done
+
+    def lower(self, end: int) -> None:
+        with self.lock:
+            self.known_end = min(self.known_end, end)
+        self.check()
+
+    def advance(self, reached: int) -> None:
+        with self.lock:
+            self.reached = reached
+        self.check()
+
+    def check(self) -> None:
+        with self.lock:
+            stop = (self.att.cut_end is None and self.known_end < self.att.end
+                    and self.reached >= self.known_end)
+            if stop:
+                self.att.cut_end = self.known_end
+        if stop:  # before AE gets far into a frame the thief renders
+            kill_renderer()
+
+
 @dataclass
 class _Renderers:
     """Windows: a Job Object of this slot's aerender runs, so an AfterFX whose launcher
@@ -175,7 +255,7 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     t0 = time.monotonic()
     last_frame_at = t0
     next_needed = start
-    known_end = end  #: lowered when a thief takes our tail (learned from the frame hook)
+    cut = _Cut(att)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, close_fds=True,
@@ -201,6 +281,8 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
         ctx.publish(events.SlotWarning(index=index, text=job.problem))
     watch = _Watch(ctx, t0)
     watch.start()
+    reporter = _Reporter(ctx, cut)
+    reporter.start()
     assert proc.stdout is not None
     try:
         for raw in iter(proc.stdout.readline, b""):
@@ -230,31 +312,21 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     ledger.done(frame)
                     while next_needed in att.reported:
                         next_needed += 1
-                    if known_end < att.end and next_needed - 1 >= known_end and (
-                            att.cut_end is None):
-                        # the end learned at an earlier frame is reached: stop at once,
-                        # before AE gets far into a frame the thief renders
-                        att.cut_end = known_end
-                        kill_renderer()
-                    ctx.publish(events.Frame(index=index, frame=ev.frame, number=ev.number,
-                                             done=parser.done_count))
-                    if ctx.frame_hook is not None and att.cut_end is None:
-                        new_end = ctx.frame_hook(index, next_needed - 1, frame, cost,
-                                                 att.launch_s if first else None)
-                        if new_end is not None:
-                            known_end = min(known_end, new_end)
-                        # a stolen tail stays in our ledger while our renderer lives: with
-                        # MFR it renders ahead, into the thief's frames, until it is killed
-                        if (new_end is not None and new_end < att.end
-                                and next_needed - 1 >= new_end):
-                            att.cut_end = new_end  # stop right after our last frame
-                            kill_renderer()
+                    # a stolen tail stays in our ledger while our renderer lives: with MFR
+                    # it renders ahead, into the thief's frames, until it is killed
+                    cut.advance(next_needed - 1)
+                    reporter.send(events.Frame(index=index, frame=ev.frame, number=ev.number,
+                                               done=parser.done_count))
+                    reporter.hook(index, next_needed - 1, frame, cost,
+                                  att.launch_s if first else None)
                 elif isinstance(ev, StrongError):
                     att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
                     kill_renderer()  # deterministic failure: do not let AE go on
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
-                    ctx.publish(events.SlotWarning(index=index, text=ev.text))
+                    reporter.send(events.SlotWarning(index=index, text=ev.text))
+            if reporter.error is not None:
+                raise reporter.error
         for ev in parser.close():  # a failure that waited for a line that never came
             if isinstance(ev, StrongError):
                 att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
@@ -266,11 +338,14 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
     finally:
         att.exit_code = proc.wait()
         stop_if_orphaned()  # killed by the death watch: nothing goes back to Celery
+        reporter.close()
         reaper.join(timeout=defaults.KILL_WAIT_S + 1)
         watch.done.set()
         watch.join(timeout=1)
         os.close(log_fd)
         proc.stdout.close()
+    if reporter.error is not None:  # the broker failed under the frame hook
+        raise reporter.error
     if watch.reason and watch.reason != "aborted":
         att.stalled = watch.reason
     att.resolvable = parser.numbering != "unknown"
