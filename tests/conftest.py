@@ -153,7 +153,13 @@ class Farm:
             args += ["--comp", comp]
         if concurrency is not None:
             args += ["--concurrency", str(concurrency)]
-        return args + list(extra)
+        # an option is given once (stmpo refuses it twice): the caller's own replaces ours
+        given = {a.partition("=")[0] for a in extra if a.startswith("--")}
+        head, pairs = args[:4], args[4:]
+        for i in range(0, len(pairs), 2):
+            if pairs[i] not in given:
+                head += pairs[i:i + 2]
+        return head + list(extra)
 
     def run(self, *extra: str, timeout: float = 90, env: dict[str, str] | None = None,
             **kw: Any) -> subprocess.CompletedProcess[str]:

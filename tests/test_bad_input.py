@@ -42,6 +42,23 @@ CASES: list[tuple[str, list[str], dict[str, object], dict[str, str], int, list[s
      ["--flower-linger", ">= 0"]),
     ("flower-options-without-flower", ["--flower-linger", "5", "--flower-url-prefix", "/x"],
      {}, {}, 2, ["--flower-url-prefix, --flower-linger", "add --flower"]),
+    # an option twice: the last won in silence (two frames rendered of 1-6, exit 0)
+    ("frames-twice", ["--frames", "1-6", "--frames=7-8"], {}, {}, 2,
+     ["--frames is given twice", "once"]),
+    ("flag-and-its-off-flag", ["--mfr", "--no-mfr"], {}, {}, 2,
+     ["--mfr and --no-mfr are both given"]),
+    # typed flags that the rest of the command line makes do nothing
+    ("mfr-cpu-with-mfr-off", ["--no-mfr", "--mfr-max-cpu", "37"], {}, {}, 2,
+     ["--mfr-max-cpu does nothing here", "MFR is off"]),
+    ("launch-cost-static", ["--schedule", "static", "--launch-cost", "3"], {}, {}, 2,
+     ["--launch-cost does nothing here", "static"]),
+    ("history-guided", ["--schedule", "guided", "--history"], {}, {}, 2,
+     ["--history does nothing here", "guided"]),
+    ("flower-auth-without-flower", ["--flower-auth", "u:p"], {}, {}, 2,
+     ["--flower-auth does nothing here", "--flower"]),
+    ("summary-blank", ["--summary", " "], {}, {}, 2, ["--summary is blank"]),
+    ("movie-off-flag-named-as-typed", ["--no-skip-existing"],
+     {"output": "OUT/shot.mov", "concurrency": 1}, {}, 2, ["--no-skip-existing cannot"]),
     ("output-empty", [], {"output": " "}, {}, 2, ["--output is empty"]),
     ("output-two-tokens", [], {"output": "/tmp/x_[##]_[##].png"}, {}, 2, ["more than one"]),
     ("output-bad-token", [], {"output": "/tmp/x_[#x#].png"}, {}, 2, ["malformed frame token"]),
@@ -181,7 +198,7 @@ def _argv(farm: Farm, case: tuple) -> tuple[list[str], dict[str, str]]:
             a = str(path)
         args.append(a.replace("PROJECT", str(farm.project)))
     argv = farm.argv(*args, **kw)  # type: ignore[arg-type]
-    if aerender is None or "--aerender" in extra:
+    if aerender is None and "--aerender" not in extra:  # (the case's own replaced ours)
         i = argv.index("--aerender")
         del argv[i : i + 2]
     if "STMPO_LOG_DIR" in env_extra:  # the variable decides, not the fixture's flag

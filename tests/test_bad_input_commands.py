@@ -66,7 +66,7 @@ def test_bad_input_to_other_commands_is_one_line(
     places = {"AFILE": str(afile), "TMP": str(farm.tmp), "PROJECT": str(farm.project)}
     argv = [places.get(a, a.replace("TMP/", f"{farm.tmp}/")) for a in argv]
     if argv[:1] == ["RENDER"]:  # a render whose only fault is the one given after
-        argv = farm.argv()[3:] + argv[1:]
+        argv = farm.argv(*argv[1:])[3:]
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(SystemExit) as stop:

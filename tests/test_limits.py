@@ -86,19 +86,24 @@ def test_running_out_of_file_descriptors_mid_run_ends_in_one_line_not_a_tracebac
                                  == farm.tag], timeout=10)
 
 
+def hold_embedded_redis(render: subprocess.Popen[str], seconds: float) -> None:
+    """Hold the render's embedded Redis still (SIGSTOP) for ``seconds``, then let it go."""
+    import signal
+    import time
+
+    server = next(c for c in psutil.Process(render.pid).children(recursive=True)
+                  if "redis-server" in c.name())
+    server.send_signal(signal.SIGSTOP)
+    time.sleep(seconds)
+    server.send_signal(signal.SIGCONT)
+
+
 def test_an_embedded_redis_stopped_for_a_moment_is_not_lost(farm: Farm) -> None:
     """A host under memory or CPU pressure can hold a process still for seconds. An
     embedded Redis that lives but does not answer for 3 s was declared lost at once
     (exit 3, the render thrown away): it now gets the grace an external broker gets."""
-    import signal
-    import time
-
     proc = farm.start_rendering(frame_cost="0.1", frames="1-40")
-    redis_srv = next(c for c in psutil.Process(proc.pid).children(recursive=True)
-                     if "redis-server" in c.name())
-    redis_srv.send_signal(signal.SIGSTOP)
-    time.sleep(3)
-    redis_srv.send_signal(signal.SIGCONT)
+    hold_embedded_redis(proc, 3)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     assert farm.frames_on_disk() == list(range(1, 41)) and not farm.leftovers()
@@ -111,16 +116,11 @@ def test_a_broker_stopped_long_enough_to_lose_the_run_keeps_every_written_frame(
     Effects went on writing frames (and reporting them into a pipe nobody read) while
     the in-flight ledgers still listed them: 343 whole frames of 385 were deleted as in
     flight. The reader no longer waits on the broker; a frame reported done stays."""
-    import signal
     import time
 
     proc = farm.start_rendering(frame_cost="0.05", frames="1-400")
     time.sleep(1.0)
-    redis_srv = next(c for c in psutil.Process(proc.pid).children(recursive=True)
-                     if "redis-server" in c.name())
-    redis_srv.send_signal(signal.SIGSTOP)
-    time.sleep(10)
-    redis_srv.send_signal(signal.SIGCONT)
+    hold_embedded_redis(proc, 10)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "Redis was lost mid-run" in out, out + err
     written = set(farm.journal_frames())

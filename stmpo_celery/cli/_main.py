@@ -25,6 +25,7 @@ from .. import __version__
 from ..config import Command, defaults
 from ..errors import BadInput, EnvironmentProblem, ExitCode, StmpoError
 from ._finite import NON_NEGATIVE, POSITIVE
+from ._once import repeated_option
 from ._options import options_from, setting_options
 from ._render_start import (
     _comp_label,
@@ -353,6 +354,11 @@ def main(argv: list[str] | None = None) -> None:
                 _EarlyCancel.install(keep_sigint=True)
         if argv is None:
             _scrub_secrets(args)
+        if (twice := repeated_option(cli, args)) is not None:
+            first, second = twice
+            given = f"{first} is given twice" if first == second else (
+                f"{first} and {second} are both given")
+            raise BadInput(f"{given}: the last would win in silence; give it once")
         cli.main(args=argv, prog_name="stmpo", standalone_mode=False)
     except StmpoError as exc:
         _error(exc.message, args)

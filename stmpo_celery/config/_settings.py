@@ -103,6 +103,10 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    def spelled(self, value: Any) -> str:
+        """The flag as a command line gives ``value``: ``--no-…`` for a boolean off."""
+        return "--no-" + self.flag[2:] if self.kind is bool and value is False else self.flag
+
     def check(self, value: Any, origin: str | None = None) -> None:
         """Refuse an out-of-range value with one line naming where it came from (the flag
         unless ``origin`` says: ``$STMPO_…``, a profile key)."""
@@ -160,7 +164,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     _s("ram_per_process_gb", float, defaults.RAM_PER_PROCESS_GB,
        "RAM budget of one aerender process (GB).", aliases=("--ram_per_process_gb",),
        positive=True, bundle="RamPerProcessGB", image_only=True),
-    _s("threads_per_slot", int, None, "CPUs per slot.", positive=True,
+    _s("threads_per_slot", int, None,
+       "CPUs one slot needs, for the automatic slot count (usable CPUs / this); each "
+       "slot is then pinned to its share of the host's CPUs, also with --concurrency N.",
+       positive=True,
        auto=f"auto: {defaults.THREADS_PER_SLOT_MFR} with MFR, "
             f"{defaults.THREADS_PER_SLOT_NO_MFR} without",
        bundle="ThreadsPerSlot", image_only=True),

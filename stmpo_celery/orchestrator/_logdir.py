@@ -105,6 +105,8 @@ def check_summary(summary: str | None) -> None:
     """Before anything starts: can the summary file be written where asked?"""
     if not summary:
         return
+    if not summary.strip():  # a file named by blanks: a variable that held only spaces
+        raise BadInput("--summary is blank: name a file, or leave it out")
     path = Path(os.path.abspath(summary))
     if path.is_dir():
         raise BadInput(f"--summary {summary} is a folder: name a file")

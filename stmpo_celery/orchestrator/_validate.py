@@ -119,6 +119,26 @@ def check_output_kind(pattern: OutputPattern, n_frames: int) -> None:
                        f"{stem}_[#####].{ext}")
 
 
+def check_idle_flags(o: RenderOptions) -> None:
+    """Flags typed on the command line that the rest of it makes do nothing (an
+    environment variable or a profile may set them for every render: not refused)."""
+    def typed(name: str) -> bool:
+        return o.sources.get(name, "").startswith("--")
+
+    idle: list[tuple[str, str]] = []  # (flag, why it does nothing)
+    if typed("mfr_max_cpu") and not o.mfr:
+        idle.append((o.origin("mfr_max_cpu"), "MFR is off, and it is MFR's CPU share"))
+    for name in ("launch_cost", "history"):
+        if typed(name) and o.schedule != "adaptive" and (name != "history" or o.history):
+            idle.append((o.origin(name), f"only the adaptive schedule uses it, and "
+                                         f"{o.origin('schedule')} is {o.schedule}"))
+    if typed("flower_auth") and not o.flower:
+        idle.append((o.origin("flower_auth"), "no Flower is started without --flower"))
+    if idle:
+        flag, why = idle[0]
+        raise BadInput(f"{flag} does nothing here: {why}. Drop it, or change the other")
+
+
 def check_numbers(o: RenderOptions, movie: bool = False) -> int | None:
     """Every setting's own range (from the settings table), then the combinations;
     returns the chunk size (None = auto). For a ``movie``, one aerender process renders
@@ -127,8 +147,10 @@ def check_numbers(o: RenderOptions, movie: bool = False) -> int | None:
     for setting in SETTINGS.values():
         setting.check(getattr(o, setting.name))
     check_combinations({"schedule": o.schedule, "chunk_size": o.chunk_size}, o.origin)
+    check_idle_flags(o)
     if movie:
-        refuse_for_movie(o.output, [s.flag for s in SETTINGS.values() if s.image_only
+        refuse_for_movie(o.output, [s.spelled(getattr(o, s.name)) for s in SETTINGS.values()
+                                    if s.image_only
                                     and o.sources.get(s.name, "").startswith("--")
                                     and not (s.name == "concurrency" and o.concurrency == 1)])
     return parse_chunk_size(o.chunk_size)
