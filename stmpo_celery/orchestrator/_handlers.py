@@ -237,12 +237,12 @@ class EventHandlers:
             rec.status = ChunkStatus.STOPPED  # a sibling stopped by the run's stop: no cause
             return
         self.failures.append(rec)
-        fix = report.slot_limit_fix(ev.reason)  # its host's limits: the host's problem
         if events.broker_failed(ev.reason):  # the host's broker, not the render: stop all
             self._stop(rec.describe(), ExitCode.ENVIRONMENT)
-        elif self.o.fail_fast:
-            self._stop(rec.describe() + (f": {fix}" if fix else ""),
-                       ExitCode.ENVIRONMENT if fix else ExitCode.RENDER_FAILED)
+        elif self.o.fail_fast:  # its host's limits are the host's problem, with their fix
+            limited = report.slot_limit_fix(ev.reason) is not None
+            self._stop(report.with_limit_fix(rec.describe(), ev.reason),
+                       ExitCode.ENVIRONMENT if limited else ExitCode.RENDER_FAILED)
         else:
             self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
                       + (f" (log: {rec.log})" if rec.log else ""))
@@ -262,8 +262,8 @@ class EventHandlers:
             return
         if events.broker_failed(ev.reason):
             self._stop(ev.reason, ExitCode.ENVIRONMENT)
-        elif (fix := report.slot_limit_fix(ev.reason)) is not None:  # its host's limits
-            self._stop(f"{ev.reason}: {fix}", ExitCode.ENVIRONMENT)
+        elif report.slot_limit_fix(ev.reason) is not None:  # its host's limits
+            self._stop(report.with_limit_fix(ev.reason, ev.reason), ExitCode.ENVIRONMENT)
         elif self.o.fail_fast:
             self._stop(ev.reason or "a chunk failed", ExitCode.RENDER_FAILED)
 

@@ -153,6 +153,11 @@ def _guard(folder: Path) -> Any:
             guard.rmdir()
 
 
+def lock_path(folder: Path, run_id: str) -> Path:
+    """Where run ``run_id`` keeps its lock in the output's state ``folder``."""
+    return folder / f"run-{run_id}.lock"
+
+
 def locks(folder: Path) -> list[tuple[Path, dict[str, Any], float]]:
     """Every run's lock in ``folder``: (path, what it says, when it was written). A lock
     that is not one (garbage, not JSON) says nothing: dead, reclaimed. One that cannot
@@ -161,7 +166,7 @@ def locks(folder: Path) -> list[tuple[Path, dict[str, Any], float]]:
     which :func:`~stmpo_celery.host.read_text` waits out."""
     out: list[tuple[Path, dict[str, Any], float]] = []
     try:
-        names = sorted(folder.glob("run-*.lock"))
+        names = sorted(folder.glob("run-*.lock"))  # lock_path of every run
     except OSError:
         return out
     for path in names:
@@ -237,7 +242,7 @@ def _claim(pattern: OutputPattern, frames: list[int],
         info = {"run": run_id, "host": host_name(), "pid": os.getpid(),
                 "space": process_space(), "started": start_time(), "pattern": pattern.raw,
                 "frames": format_frames(frames), "time": now}
-        path = folder / f"run-{run_id}.lock"
+        path = lock_path(folder, run_id)
         try:
             write_state(path, info)
         except OSError as exc:
@@ -264,7 +269,7 @@ def stopped(pattern: OutputPattern, live: set[str]) -> Callable[[LedgerEntry], b
 
     def which(entry: LedgerEntry) -> bool:
         run = str(entry.run_id)
-        return run not in live and not (folder / f"run-{run}.lock").exists()
+        return run not in live and not lock_path(folder, run).exists()
 
     return which
 

@@ -125,9 +125,8 @@ def cause_line(rec: Any) -> str:
     """A failed chunk in one line: its frames, slot and reason (and the fix, when the
     reason is its host's limit)."""
     frames = rec.frames or (f"{rec.start}-{rec.end}" if rec.end >= rec.start else "?")
-    fix = slot_limit_fix(rec.reason)
-    return (f"chunk {rec.index} (frames {frames}, slot {rec.slot}): {rec.reason}"
-            + (f": {fix}" if fix else ""))
+    return with_limit_fix(f"chunk {rec.index} (frames {frames}, slot {rec.slot}): "
+                          f"{rec.reason}", rec.reason)
 
 
 def final_block(*, ok: bool, cancelled_by: str | None, failures: Sequence[Any],
@@ -225,6 +224,12 @@ _SLOT_LIMITS = (
 def slot_limit_fix(reason: str | None) -> str | None:
     """The fix when a slot's failure ``reason`` is its host's limit (exit 3), else None."""
     return next((fix for words, fix in _SLOT_LIMITS if words in (reason or "")), None)
+
+
+def with_limit_fix(text: str, reason: str | None) -> str:
+    """``text`` about a slot's failure, and the fix when ``reason`` is its host's limit."""
+    fix = slot_limit_fix(reason)
+    return f"{text}: {fix}" if fix else text
 
 
 def host_problem(exc: BaseException) -> str | None:

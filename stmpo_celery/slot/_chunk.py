@@ -147,7 +147,7 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
                     continue  # reported, there, but unreadable now: unknown, rendered again
                 suspect.append(f)
                 with contextlib.suppress(OSError):
-                    os.unlink(pattern.path_for(f))
+                    os.unlink(path)
     else:
         good += [f for f in owned if f in on_disk]
     if att.ledger is not None:
