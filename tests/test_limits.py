@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Farm, PrivateRedis, free_port, wait_for
+from framelib import whole
 from hostlib import host_env
 
 from stmpo_celery.config import defaults
@@ -118,6 +119,7 @@ def test_a_broker_stopped_long_enough_to_lose_the_run_keeps_every_written_frame(
     flight. The reader no longer waits on the broker; a frame reported done stays."""
     import time
 
+    farm.knobs["WRITE_TIME"] = "0.02"  # each frame written in place over 20 ms, as AE does
     proc = farm.start_rendering(frame_cost="0.05", frames="1-400")
     time.sleep(1.0)
     hold_embedded_redis(proc, 10)
@@ -127,6 +129,8 @@ def test_a_broker_stopped_long_enough_to_lose_the_run_keeps_every_written_frame(
     gone = sorted(written - set(farm.frames_on_disk()))
     # a slot stopped between a frame's write and the reader taking its line: one a slot
     assert len(written) > 100 and len(gone) <= 2, (len(written), gone, out[-2000:])
+    kept = sorted(farm.out.glob("shot_*.png"))  # and never one cut short by the stop
+    assert kept and [p.name for p in kept if not whole(p)] == []
     assert not farm.leftovers()
 
 

@@ -206,3 +206,28 @@ def test_wine_no_redis_anywhere_is_said_in_one_line(wfarm: WinFarm) -> None:
     assert sorted(lines) == sorted([errors[0], fail]), out
     assert not wfarm.out.exists() or not list(wfarm.out.iterdir())
     assert not wfarm.leftovers()
+
+
+def test_wine_a_broker_stalled_until_the_run_is_lost_keeps_every_written_frame(
+        wfarm: WinFarm, private_redis: PrivateRedis) -> None:
+    """Windows, the broker held still for 10 s: the run is lost (exit 3), and every frame
+    After Effects wrote whole and reported stays on disk — the slot's log reader does not
+    wait on the broker, so its in-flight ledger does not list them (see test_limits)."""
+    args = wfarm.render_args("1-300", broker=private_redis.url)
+    proc = wfarm.py.popen(args, wfarm.env(FRAME_COST="0.05"))
+    try:
+        assert wait_for(lambda: wfarm.journal("frame") or proc.poll() is not None,
+                        timeout=90), "no frame within 90 s"
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        time.sleep(10)
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    assert proc.returncode == ExitCode.ENVIRONMENT, out + err
+    written = {int(ln[1]) for ln in wfarm.journal("frame")}
+    gone = sorted(written - set(wfarm.frames_on_disk()))
+    # a slot stopped between a frame's write and the reader taking its line: one a slot
+    assert len(written) > 60 and len(gone) <= 2, (len(written), gone, out[-2000:])
+    assert not wfarm.leftovers()
