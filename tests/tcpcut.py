@@ -1,7 +1,9 @@
 """A TCP relay whose connections can all be cut at once: ``python tcpcut.py LISTEN TARGET
-[IDLE]`` relays 127.0.0.1:LISTEN to 127.0.0.1:TARGET; on SIGUSR1 it drops every connection
-and refuses new ones for one second (a network blip), then relays again. With IDLE, a
-connection quiet for IDLE seconds is dropped (a firewall or load balancer's idle timeout)."""
+[IDLE [DELAY]]`` relays 127.0.0.1:LISTEN to 127.0.0.1:TARGET; on SIGUSR1 it drops every
+connection and refuses new ones for one second (a network blip), then relays again. With
+IDLE, a connection quiet for IDLE seconds is dropped (a firewall or load balancer's idle
+timeout). With DELAY, every chunk of data waits DELAY seconds each way, in order (a slow,
+far or congested link: a round trip costs at least 2 x DELAY)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 
 LISTEN, TARGET = int(sys.argv[1]), int(sys.argv[2])
 IDLE = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+DELAY = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 OPEN: set[asyncio.StreamWriter] = set()
 LAST: dict[asyncio.StreamWriter, float] = {}  #: client side of a pair -> its last byte
 
@@ -20,6 +23,8 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     try:
         while data := await reader.read(65536):
             LAST[pair] = asyncio.get_running_loop().time()
+            if DELAY:
+                await asyncio.sleep(DELAY)
             writer.write(data)
             await writer.drain()
     except (OSError, asyncio.CancelledError):

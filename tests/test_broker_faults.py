@@ -193,6 +193,33 @@ def test_a_network_blip_that_breaks_the_event_connection_stops_the_run(
     assert not farm.leftovers()
 
 
+def test_a_slow_broker_gets_every_frame_and_holds_no_slot_back(
+        farm: Farm, private_redis: PrivateRedis) -> None:
+    """A broker 100 ms away (a far or congested link) and frames faster than that: a
+    slot's reporter sends what came while the broker answered as one batch. It sent each
+    frame on its own (three round trips), fell further behind with every frame, and after
+    30 s dropped the rest: the run ended OK with its progress stuck short of the end, its
+    chunks' frame counts short, and each slot idle 30 s at its chunk's end."""
+    port = free_port()
+    relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tcpcut.py")),
+                              str(port), str(private_redis.port), "0", "0.05"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert relay.stdout is not None and relay.stdout.readline().strip() == "ready"
+        url = private_redis.url.replace(f":{private_redis.port}/", f":{port}/")
+        farm.knobs.update(FRAME_COST="0.01")
+        res = farm.run("--broker", url, "--no-history", frames="1-300", timeout=180)
+    finally:
+        relay.kill()
+        relay.wait()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "openjd_status: Rendered 300 of 300 frames" in res.stdout, res.stdout[-2000:]
+    chunks = farm.load_summary()["chunks"]
+    assert [c["frames_done"] for c in chunks] == [c["end"] - c["start"] + 1 for c in chunks]
+    assert not stmpo_keys(private_redis.client)
+    assert not farm.leftovers()
+
+
 def test_a_quiet_event_subscription_is_not_dropped_for_idling(
         private_redis: PrivateRedis) -> None:
     """A connection that breaks stops the run, so the orchestrator's event subscription

@@ -138,9 +138,9 @@ def test_a_spare_steals_the_tail_of_a_long_running_chunk(client: redis.Redis) ->
     victim = ctx_for(client, s, slot=0)
     assert claim(victim, 0) == (list(range(1, 101)), 0)
     # five frames at 1 s each after a 1 s launch: 95 s left, worth a steal
-    on_frame(victim, 0, 1, 1, None, 1.0)
+    on_frame(victim, 0, 1, {}, 1.0)
     for f in range(2, 6):
-        on_frame(victim, 0, f, f, 1.0, None)
+        on_frame(victim, 0, f, {f: 1.0}, None)
     thief = ctx_for(client, s, slot=1)
     got = claim(thief, 1)
     assert got is not None
@@ -149,7 +149,7 @@ def test_a_spare_steals_the_tail_of_a_long_running_chunk(client: redis.Redis) ->
     assert attempt == 0 and frames == list(range(new_end + 1, 101))
     assert 5 < new_end < 100 and int(sched(client, run, Sched.END)["1"]) == 100
     # the victim learns its new end at its next frame
-    assert on_frame(victim, 0, 6, 6, 1.0, None) == new_end
+    assert on_frame(victim, 0, 6, {6: 1.0}, None) == new_end
 
 
 # -- the steal compare-and-set -------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_a_broker_stopped_long_enough_to_lose_the_run_keeps_every_written_frame(
     import time
 
     farm.knobs["WRITE_TIME"] = "0.02"  # each frame written in place over 20 ms, as AE does
-    proc = farm.start_rendering(frame_cost="0.05", frames="1-400")
+    proc = farm.start_rendering(frame_cost="0.1", frames="1-400")  # 20 s: outlives the stall
     time.sleep(1.0)
     hold_embedded_redis(proc, 10)
     out, err = proc.communicate(timeout=120)

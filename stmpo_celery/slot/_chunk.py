@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +53,9 @@ class SlotContext:
     chunks_run: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     slowest_frame: float = 0.0  #: seconds; feeds the derived stall timeout
-    #: called per finished frame: (index, done-in-order, frame, cost, first latency) ->
+    #: called as frames finish: (index, done-in-order, {frame: cost}, first latency) ->
     #: the chunk's current end (the adaptive schedule lowers it when a slot steals the tail)
-    frame_hook: Callable[[int, int, int | None, float | None, float | None], int | None] | None = (
+    frame_hook: Callable[[int, int, Mapping[int, float], float | None], int | None] | None = (
         None)
     #: sees every event before it is published (the slot's live state for Flower and status)
     observer: Callable[[events.Event], None] | None = None
@@ -73,11 +73,16 @@ class SlotContext:
 
     def publish(self, event: events.Event) -> None:
         """Stamp ``event`` with this slot, show it to the observer, send it (best effort)."""
-        event.slot = self.slot
-        if self.observer is not None:
-            self.observer(event)
+        self.publish_all([event])
+
+    def publish_all(self, evs: Sequence[events.Event]) -> None:
+        """:meth:`publish` for several events, in order, in one round trip."""
+        for event in evs:
+            event.slot = self.slot
+            if self.observer is not None:
+                self.observer(event)
         with contextlib.suppress(redis.RedisError):
-            events.publish(self.client, self.spec.run_id, event)
+            events.publish_all(self.client, self.spec.run_id, evs)
 
     def aborted(self) -> str | None:
         try:

@@ -9,6 +9,7 @@ attempts what the chunk rendered.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..aerender import AerenderLog, AeWarning, FrameDone, StrongError, build_argv
 from ..broker import events
@@ -101,64 +102,87 @@ class _Watch(threading.Thread):
                 return
 
 
+#: a finished frame as the reader queues it: (done in order, frame, cost, first latency)
+_Done = tuple[int, int, float | None, float | None]
+
+
 class _Reporter(threading.Thread):
     """Sends what the log says to the broker, in order, so the log's reader never waits
     on it: a broker that is slow or stopped (a host under pressure, a network that
     stalls) must not hold the reader back, or the in-flight ledger falls behind the
     frames After Effects has written and a stopped run deletes them as in flight (whole
     frames, written and reported in the pipe while nobody read it) — and frame costs are
-    measured late. The adaptive schedule's answer (a thief lowered our end) comes back
-    through :meth:`_Cut.lower`."""
+    measured late. What came while the broker answered the last batch goes as one batch
+    (the events in one round trip, one frame-hook call for every frame), so a slow broker
+    never lets the reporter fall behind After Effects. The adaptive schedule's answer (a
+    thief lowered our end) comes back through :meth:`_Cut.lower`."""
 
-    def __init__(self, ctx: SlotContext, cut: _Cut) -> None:
+    def __init__(self, ctx: SlotContext, index: int, cut: _Cut) -> None:
         super().__init__(name="stmpo-reporter", daemon=True)
         self.ctx = ctx
+        self.index = index
         self.cut = cut
-        self.items: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self.items: queue.SimpleQueue[events.Event | _Done | None] = queue.SimpleQueue()
         self.error: BaseException | None = None  #: the frame hook failed (the broker)
-        self.dropped = False  #: what is still queued is never sent
 
     def send(self, event: events.Event) -> None:
-        self.items.put(("event", event))
+        self.items.put(event)
 
-    def hook(self, *args: Any) -> None:
-        self.items.put(("hook", args))
+    def frame(self, done: int, frame: int, cost: float | None, first: float | None) -> None:
+        self.items.put((done, frame, cost, first))
 
     def close(self) -> None:
         """Everything queued is sent (the chunk's outcome must not overtake its frames),
-        unless the broker has not taken it for as long as a run's keys live: by then the
-        run is over (the orchestrator found its broker lost) and the rest is dropped."""
+        unless the broker takes nothing for as long as a run's keys live: by then the run
+        is over (the orchestrator found its broker lost), and what the reporter would
+        still do is dropped — above all, it kills no renderer (the slot's next one)."""
         self.items.put(None)
         self.join(timeout=defaults.RUN_KEY_TTL_S)
-        self.dropped = self.is_alive()
+        self.cut.close()
 
     def run(self) -> None:
-        while (item := self.items.get()) is not None and not self.dropped:
-            kind, payload = item
-            if kind == "event":
-                self.ctx.publish(payload)
-            elif self.error is None and self.ctx.frame_hook is not None and (
-                    self.cut.att.cut_end is None):
-                try:
-                    new_end = self.ctx.frame_hook(*payload)
-                except BaseException as exc:  # noqa: BLE001 - re-raised by the reader
-                    self.error = exc
-                    kill_renderer()
-                    continue
-                if new_end is not None:
-                    self.cut.lower(new_end)
+        while True:
+            batch = [self.items.get()]
+            with contextlib.suppress(queue.Empty):
+                while batch[-1] is not None:
+                    batch.append(self.items.get_nowait())
+            if not self.cut.closed:
+                self._send([b for b in batch if b is not None])
+            if batch[-1] is None:
+                return
+
+    def _send(self, batch: list[events.Event | _Done]) -> None:
+        evs = [b for b in batch if isinstance(b, events.Event)]
+        if evs:
+            self.ctx.publish_all(evs)
+        frames = [b for b in batch if isinstance(b, tuple)]
+        if (not frames or self.error is not None or self.ctx.frame_hook is None
+                or self.cut.att.cut_end is not None):
+            return
+        costs = {f: c for _done, f, c, _first in frames if c is not None}
+        first = next((x for *_, x in frames if x is not None), None)
+        try:
+            new_end = self.ctx.frame_hook(self.index, frames[-1][0], costs, first)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the reader
+            self.error = exc
+            self.cut.stop()
+            return
+        if new_end is not None:
+            self.cut.lower(new_end)
 
 
 class _Cut:
     """Where this launch must stop when a thief takes its tail, shared by the log's reader
     (how far the renderer got) and the reporter (the end the schedule says): whichever
-    learns last stops the renderer, right after our last frame."""
+    learns last stops the renderer, right after our last frame. Once the launch is over
+    (:meth:`close`), nothing here kills anything."""
 
     def __init__(self, att: Attempt) -> None:
         self.att = att
         self.lock = threading.Lock()
         self.known_end = att.end  #: lowered when a thief takes our tail
         self.reached = att.start - 1  #: every frame up to this one is reported done
+        self.closed = False
 
     def lower(self, end: int) -> None:
         with self.lock:
@@ -172,12 +196,23 @@ class _Cut:
 
     def check(self) -> None:
         with self.lock:
-            stop = (self.att.cut_end is None and self.known_end < self.att.end
-                    and self.reached >= self.known_end)
+            stop = (not self.closed and self.att.cut_end is None
+                    and self.known_end < self.att.end and self.reached >= self.known_end)
             if stop:
                 self.att.cut_end = self.known_end
         if stop:  # before AE gets far into a frame the thief renders
             kill_renderer()
+
+    def stop(self) -> None:
+        """Stop the renderer now (the broker failed under the frame hook)."""
+        with self.lock:
+            live = not self.closed
+        if live:
+            kill_renderer()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
 
 
 @dataclass
@@ -281,7 +316,7 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
         ctx.publish(events.SlotWarning(index=index, text=job.problem))
     watch = _Watch(ctx, t0)
     watch.start()
-    reporter = _Reporter(ctx, cut)
+    reporter = _Reporter(ctx, index, cut)
     reporter.start()
     assert proc.stdout is not None
     try:
@@ -296,8 +331,7 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 continue
             watch.last_output = time.monotonic()
             line = decode_output(raw).rstrip("\r\n")  # the OS code page on Windows
-            ctx.emit(label, line)
-            for ev in parser.feed(line):
+            for ev in parser.feed(line):  # first: the ledger, then the merged log
                 if isinstance(ev, FrameDone):
                     now = time.monotonic()
                     first = att.launch_s is None
@@ -317,14 +351,15 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     cut.advance(next_needed - 1)
                     reporter.send(events.Frame(index=index, frame=ev.frame, number=ev.number,
                                                done=parser.done_count))
-                    reporter.hook(index, next_needed - 1, frame, cost,
-                                  att.launch_s if first else None)
+                    reporter.frame(next_needed - 1, frame, cost,
+                                   att.launch_s if first else None)
                 elif isinstance(ev, StrongError):
                     att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
                     kill_renderer()  # deterministic failure: do not let AE go on
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
                     reporter.send(events.SlotWarning(index=index, text=ev.text))
+            ctx.emit(label, line)  # may wait on the orchestrator reading the slots' output
             if reporter.error is not None:
                 raise reporter.error
         for ev in parser.close():  # a failure that waited for a line that never came

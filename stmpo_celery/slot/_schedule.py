@@ -17,7 +17,7 @@ import contextlib
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -201,15 +201,17 @@ def _look_for_steal(ctx: SlotContext, index: int) -> Steal | None:
     return None
 
 
-def on_frame(ctx: SlotContext, index: int, done: int, frame: int | None, cost: float | None,
+def on_frame(ctx: SlotContext, index: int, done: int, costs: Mapping[int, float],
              first_latency: float | None) -> int | None:
-    """Record progress of chunk ``index``; return its current end (None: not stealable)."""
+    """Record progress of chunk ``index`` (every frame up to ``done`` rendered, the
+    ``costs`` of frames that finished since the last call); return its current end (None:
+    not stealable)."""
     if ctx.spec.schedule != "adaptive":
         return None
     pipe = ctx.client.pipeline()
     pipe.hset(_k(ctx, Sched.DONE), str(index), done)
-    if frame is not None and cost is not None:
-        pipe.hset(_k(ctx, Sched.COST), str(frame), round(cost, 4))
+    if costs:
+        pipe.hset(_k(ctx, Sched.COST), mapping={str(f): round(c, 4) for f, c in costs.items()})
     if first_latency is not None:
         pipe.hset(_k(ctx, Sched.LAUNCH), str(index), round(first_latency, 4))
     pipe.hget(_k(ctx, Sched.END), str(index))

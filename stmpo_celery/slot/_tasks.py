@@ -26,8 +26,8 @@ from ._monitor import SlotMonitor
 
 def register(app: Celery, ctx: SlotContext) -> None:
     spec = ctx.spec
-    ctx.frame_hook = lambda index, done, frame, cost, first: schedule.on_frame(
-        ctx, index, done, frame, cost, first)
+    ctx.frame_hook = lambda index, done, costs, first: schedule.on_frame(
+        ctx, index, done, costs, first)
     if spec.schedule == "adaptive":
         ctx.close_range = lambda index: schedule.close_range(ctx.client, spec.run_id, index)
 
