@@ -240,3 +240,31 @@ def test_wine_a_cancel_while_the_broker_stalls_keeps_every_written_frame(
         data = path.read_bytes()
         assert frame_problem(str(path), len(data), bytes_reader(data)) is None, path
     assert not wfarm.leftovers()
+
+
+def test_wine_a_broker_stalled_mid_render_is_lost_in_seconds_keeping_every_frame(
+        wfarm: WinFarm, private_redis: PrivateRedis) -> None:
+    """Windows, the broker held still for 20 s: the run calls it lost within its grace
+    and ends (exit 3), keeping every frame written whole. The Flower row's update waited
+    on the broker with the run's 10 s client and Celery's 30 s socket: the loop that
+    follows the run was held until the broker answered again (no loss noticed, a cancel
+    not acted on), and the run went on as if nothing had happened."""
+    args = wfarm.render_args("1-300", broker=private_redis.url)
+    proc = wfarm.py.popen(args, wfarm.env(FRAME_COST="0.2"))  # 30 s of frames
+    try:
+        assert wait_for(lambda: wfarm.journal("frame") or proc.poll() is not None,
+                        timeout=90), "no frame within 90 s"
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        time.sleep(20)
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    assert proc.returncode == ExitCode.ENVIRONMENT, out + err  # it was: OK, 300 frames
+    assert "was lost mid-run" in out, out
+    written = {int(ln[1]) for ln in wfarm.journal("frame")}
+    gone = sorted(written - set(wfarm.frames_on_disk()))
+    assert len(gone) <= 2, (gone, out[-2000:])  # a slot stopped as a frame was written
+    assert not wfarm.leftovers()
+

@@ -56,6 +56,7 @@ VISIBILITY_TIMEOUT_S: Final = 30 * 24 * 3600  #: far beyond any chunk: never red
 WATCHDOG_INTERVAL_S: Final = 1.0  #: how often the orchestrator pings the broker
 BROKER_LOSS_GRACE_S: Final = 5.0  #: an external broker unreachable this long fails the run
 WATCHDOG_TIMEOUT_S: Final = 1.0  #: one watchdog ping waits this long for an answer
+FLOWER_ROW_WAIT_S: Final = 1.0  #: a Flower row update waits this long: a view never holds a run
 #: the orchestrator's event subscription is pinged when quiet this long: a connection that
 #: breaks stops the run (its events would be lost), so it must not be dropped for idling
 EVENTS_PING_S: Final = 30.0

@@ -25,6 +25,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from ..broker import bounded, keys, revoke_events
 from ..config import defaults
 from ..host import write_run_end
@@ -53,6 +55,7 @@ class RunRow:
         self.node = orchestrator_node(run.run_id, run.host)
         self._conn: Any = None
         self._disp: Any = None
+        self._short: redis.Redis | None = None
         self._last = 0.0
         self.t0 = time.time()
         self.ended = False
@@ -62,8 +65,9 @@ class RunRow:
         if rq is None:
             return
         try:
-            if self._disp is None:
-                self._conn = rq.app.connection_for_write()
+            if self._disp is None:  # a view waits on the broker briefly: see _client
+                self._conn = rq.app.connection_for_write(
+                    transport_options={"socket_timeout": defaults.FLOWER_ROW_WAIT_S})
                 self._conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
                 self._disp = rq.app.events.Dispatcher(self._conn, hostname=self.node,
                                                       enabled=True)
@@ -79,6 +83,9 @@ class RunRow:
             if self._conn is not None:
                 self._conn.close()
         self._conn = self._disp = None
+        with contextlib.suppress(Exception):
+            if self._short is not None:
+                self._short.close()
 
     def what(self) -> str:
         prep = self.run.prep
@@ -128,9 +135,18 @@ class RunRow:
                 # the run's row in Flower: orphaned slots end it if the orchestrator is killed
                 "row_task": run.row_task, "row_node": orchestrator_node(run.run_id, run.host)}
 
+    def _client(self) -> redis.Redis | None:
+        """A client that waits ``FLOWER_ROW_WAIT_S`` for the broker. The row is updated
+        from the loop that follows the run: with the run's own client (10 s, retried) a
+        broker that stalled held that loop — no loss noticed, no cancel acted on — until
+        it answered again."""
+        if self._short is None and self.run.client is not None and self.run.broker:
+            self._short = self.run.broker.client(timeout=defaults.FLOWER_ROW_WAIT_S)
+        return self._short
+
     def registry(self, **fields: Any) -> dict[str, Any] | None:
         """Update the run's registry record (best effort); return it."""
-        client = self.run.client
+        client = self._client()
         if client is None:
             return None
         try:
