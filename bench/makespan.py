@@ -82,15 +82,15 @@ def main() -> None:
             if only and name not in only:
                 continue
             env = {"STARTUP": f"{startup:g}", "FRAME_COST": f"{args.light:g}", **knobs}
-            common = ["--launch-cost", f"{25 * args.light:g}"]
+            seed = ["--launch-cost", f"{25 * args.light:g}"]  # only adaptive uses it
             project = f"bench {name} {n}"
             with tempfile.TemporaryDirectory(prefix="stmpo-bench-hist-") as hist:
                 runs = {
-                    "static": render("1-240", n, env, "--schedule", "static", *common,
+                    "static": render("1-240", n, env, "--schedule", "static",
                                      project=project),
-                    "adaptive": render("1-240", n, env, "--schedule", "adaptive", *common,
+                    "adaptive": render("1-240", n, env, "--schedule", "adaptive", *seed,
                                        project=project, history_dir=hist),
-                    "+history": render("1-240", n, env, "--schedule", "adaptive", *common,
+                    "+history": render("1-240", n, env, "--schedule", "adaptive", *seed,
                                        project=project, history_dir=hist),
                 }
             static = runs["static"]
