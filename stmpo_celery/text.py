@@ -11,6 +11,19 @@ def one_line(text: str) -> str:
     return " ".join(str(text).splitlines()).strip()  # \n, \r, \v, \f, \x85, \u2028...
 
 
+DIRECTIVE_MAX = 1000  #: characters of an OpenJD directive's value; the lines before say all
+
+
+def directive(name: str, value: str) -> str:
+    """An OpenJD stdout directive (``openjd_progress``, ``openjd_fail``...): one line, and
+    at most :data:`DIRECTIVE_MAX` characters of value (a status or a failure is read at a
+    glance in the Deadline monitor; the command's own lines before it say the whole)."""
+    text = one_line(value)
+    if len(text) > DIRECTIVE_MAX:
+        text = text[:DIRECTIVE_MAX - 1] + "…"
+    return f"{name}: {text}"
+
+
 def duration(seconds: float | None) -> str:
     """``75.3`` -> ``1:15``; ``12.4`` -> ``12 s``; ``4.23`` -> ``4.2 s``; None -> ``-``."""
     if seconds is None:

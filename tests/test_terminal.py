@@ -196,9 +196,14 @@ def test_final_block_wording() -> None:
     kw["warnings"] = ["WARNING:After Effects warning: Project has missing fonts"]
     ok = final_block(ok=True, failures=[], stopped=[], missing=[], **kw)
     assert ok[-1] == "  warning: After Effects warning: Project has missing fonts", ok
-    assert resume_command(["render", "--frames", "1-4", "--output", "a b"],
-                          skip_existing=False) == (
-        "stmpo render --frames 1-4 --output 'a b' --skip-existing")
+    # a run that was to replace the frames there names the ones it did not: with
+    # --skip-existing, a file from before it would be kept (and the two flags together
+    # are refused as one option given twice)
+    assert resume_command(["render", "--frames=1-4", "--no-skip-existing", "--output", "a b",
+                           "--task", "2/3"], skip_existing=False, missing=[2, 3]) == (
+        "stmpo render --no-skip-existing --output 'a b' --frames 2-3")
+    assert resume_command(["render", "--frames", "1-4"], missing=[2]) == (
+        "stmpo render --frames 1-4")
 
 
 def test_plan_is_three_lines_unless_verbose() -> None:

@@ -259,9 +259,9 @@ def doctor(aerender: str | None, broker: str | None, output_dir: str | None,
         click.echo(reason, err=True)
         # an OpenJD environment: say why in the monitor (not after --json's document)
         if not sys.stdout.isatty() and not as_json:
-            from ..text import one_line
+            from ..text import directive
 
-            click.echo(f"openjd_fail: {one_line(reason)}")
+            click.echo(directive("openjd_fail", reason))
         sys.exit(int(ExitCode.ENVIRONMENT))
 
 
@@ -284,14 +284,14 @@ def _error(message: str, args: list[str] | None = None) -> None:
     OpenJD (``--progress openjd``, or auto without a terminal), the job's font install
     and removal without a terminal — also the ``openjd_fail`` directive naming the
     problem, so the Deadline monitor says why."""
-    from ..text import one_line
+    from ..text import directive, one_line
 
     click.echo(f"stmpo: error: {one_line(message)}", err=True)
     if not args:
         return
     if (args[0] == "render" and _progress_mode(args) == "openjd") or (
             args[0] == "fonts" and not sys.stdout.isatty()):
-        click.echo(f"openjd_fail: {one_line(message)}")
+        click.echo(directive("openjd_fail", message))
 
 
 def _progress_mode(args: list[str]) -> str:

@@ -10,7 +10,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from ..aerender import delete_incomplete, missing_frames
+from ..aerender import delete_incomplete, missing_frames, signature
 from ..broker import bounded
 from ..config import defaults
 from ..errors import ExitCode, cancel_words
@@ -30,12 +30,20 @@ def missing_now(run: Run) -> list[int]:
     """The requested frames that are not whole on disk now."""
     pattern = run.prep.pattern
     if pattern.is_sequence:
-        return missing_frames(pattern, run.prep.frames)
+        return sorted(set(missing_frames(pattern, run.prep.frames)) | set(stale_now(run)))
     # a movie is on disk only as its chunk left it: written whole by this run (a file
     # that was there before, or that AE ended early, is not this render)
     done = bool(run.chunks) and all(c.status == ChunkStatus.DONE for c in run.chunks.values())
     whole = os.path.exists(pattern.raw) and os.path.getsize(pattern.raw) > 0
     return [] if done and whole else list(run.prep.frames)
+
+
+def stale_now(run: Run) -> list[int]:
+    """Frames this run was to render whose file is still the one that was there before
+    it started (``--no-skip-existing``: a renderer reported them but never wrote them)."""
+    before = run.prep.before
+    return [f for f in run.prep.to_render
+            if f in before and signature(run.prep.pattern.path_for(f)) == before[f]]
 
 
 def teardown(run: Run) -> None:
@@ -136,6 +144,10 @@ def finish(run: Run) -> ExitCode:
         run.exit_code = _failed_code(run)
         run.stop_reason = (f"{len(missing)} requested frame(s) are not on disk "
                            f"(first: {pattern.path_for(missing[0])})")
+        if stale := [f for f in stale_now(run) if f in set(missing)]:
+            run.stop_reason = (f"{len(missing)} requested frame(s) are not on disk as this "
+                               f"render wrote them: {len(stale)} are still the files from "
+                               f"before it (first: {pattern.path_for(stale[0])})")
         if run.failures:  # the failed chunk is the reason; name it
             run.stop_reason = f"{run.failures[0].describe()}; {run.stop_reason}"
     if run.exit_code == ExitCode.OK and run.failures:
@@ -156,6 +168,10 @@ def finish(run: Run) -> ExitCode:
     if run.progress is not None:
         run.progress.close("done" if run.exit_code == ExitCode.OK
                            else "cancelled" if run.cancel_signal is not None else "failed")
+        if run.exit_code == ExitCode.OK:  # every frame checked whole just now
+            run.progress.confirm(f"Done: {len(run.prep.frames)} frame(s) whole on disk"
+                                 + (f" ({len(run.prep.skipped)} were already)"
+                                    if run.prep.skipped else ""))
     block = report.block_for(run, missing)
     for line in block:
         run.funnel.line(f"stmpo: {line}")

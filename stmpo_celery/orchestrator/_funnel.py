@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import IO, TextIO
 
-from ..text import one_line
+from ..text import directive, one_line
 
 __all__ = ["LogFunnel", "one_line"]
 
@@ -47,8 +47,8 @@ class LogFunnel:
                     self._echo.flush()
 
     def directive(self, name: str, value: str) -> None:
-        """An OpenJD stdout directive (``openjd_progress``...), always one line."""
-        self.line(f"{name}: {one_line(value)}")
+        """An OpenJD stdout directive (``openjd_progress``...): see :func:`directive`."""
+        self.line(directive(name, value))
 
     def raw(self, text: str) -> None:
         """Terminal-only output (the progress bar); not written to the run log."""

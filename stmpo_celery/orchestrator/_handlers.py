@@ -84,6 +84,7 @@ class EventHandlers:
             return
         rec.slot, rec.start, rec.end = ev.slot, ev.start, ev.end
         rec.status, rec.t0 = ChunkStatus.RUNNING, ev.ts
+        self._note(f"retry:{rec.index}", None)
         rec.task_id, rec.frames = ev.task_id, ev.frames
         rec.frames_done = 0  #: a launch's own count (a retry's starts again from 0)
         rec.log = ev.log or None
@@ -97,8 +98,11 @@ class EventHandlers:
         rec.finish(ev, ChunkStatus.RETRYING)
         self._recheck_past_cut(ev)
         rec.reason = ev.reason
+        self._uncount(ev.redo)
         self._say(f"retrying {len(ev.redo)} frame(s) of chunk {rec.index} "
                   f"(retry {ev.attempts} of {self.o.retries}): {rec.reason}")
+        self._note(f"retry:{rec.index}", f"retrying {len(ev.redo)} frame(s) of chunk "
+                   f"{rec.index} (retry {ev.attempts} of {self.o.retries})")
 
     def _on_frame(self, ev: events.Frame) -> None:
         rec = self._record_of(ev)
@@ -132,6 +136,23 @@ class EventHandlers:
     def _show_done(self) -> None:
         if self.progress is not None:
             self.progress.set_done(len(self.verified) + sum(self.unresolved.values()))
+
+    def _uncount(self, frames: list[int]) -> None:
+        """Frames to be rendered again are not done, whatever was counted before (a file
+        counted whole and deleted since, or rewritten by a stopped renderer)."""
+        counted = [f for f in frames if f in self.verified]
+        for f in frames:
+            self.verified.pop(f, None)
+            self.verified_at.pop(f, None)
+            self.done_frames.discard(f)
+            self.unverified.discard(f)
+        if counted:
+            self._show_done()
+
+    def _note(self, key: str, text: str | None) -> None:
+        """What the run is doing besides rendering, in the Deadline status (None: over)."""
+        if self.progress is not None:
+            self.progress.note(key, text)
 
     def _recheck_past_cut(self, ev: events.ChunkOutcome) -> None:
         """A renderer stopped at a steal's cut is dead now, but with MFR it renders ahead:
@@ -244,8 +265,14 @@ class EventHandlers:
             self._stop(report.with_limit_fix(rec.describe(), ev.reason),
                        ExitCode.ENVIRONMENT if limited else ExitCode.RENDER_FAILED)
         else:
-            self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
-                      + (f" (log: {rec.log})" if rec.log else ""))
+            self._continue_after(rec)
+
+    def _continue_after(self, rec: ChunkRecord) -> None:
+        """A failed chunk under ``--no-fail-fast``: said, and the rest render on."""
+        self._note(f"retry:{rec.index}", None)
+        self._say(f"chunk failed, continuing (--no-fail-fast): {report.cause_line(rec)}"
+                  + (f" (log: {rec.log})" if rec.log else ""))
+        self._note("failed", f"{len(self.failures)} chunk(s) failed, rendering the rest")
 
     def _on_abort(self, ev: events.Abort) -> None:
         if events.chord_end_failed(ev.reason):
@@ -323,12 +350,6 @@ class EventHandlers:
             return
         attempts = next_attempt(self.client, self.run_id, rec.index)
         rec.reason = f"{what} while rendering chunk {rec.index}"
-        if attempts > self.o.retries:
-            rec.status = ChunkStatus.FAILED
-            self.failures.append(rec)
-            self._stop(rec.describe() + f" (after {self.o.retries} retries)",
-                       ExitCode.RENDER_FAILED)
-            return
         frames = parse_runs(rec.frames) if rec.frames else list(range(rec.start, rec.end + 1))
         end = close_range(self.client, self.run_id, rec.index) if (
             self.plan.schedule == "adaptive") else None
@@ -347,7 +368,17 @@ class EventHandlers:
             with contextlib.suppress(OSError):
                 os.unlink(self.prep.pattern.path_for(f))
         rec.suspect = sorted(set(rec.suspect) | set(suspect))
-        redo = sorted(set(redo))
+        redo = sorted(set(redo) | set(suspect))
+        self._uncount(redo)
+        if attempts > self.o.retries:
+            rec.status = ChunkStatus.FAILED
+            rec.reason += f" (after {self.o.retries} retries)"
+            self.failures.append(rec)
+            if self.o.fail_fast:
+                self._stop(rec.describe(), ExitCode.RENDER_FAILED)
+            else:
+                self._continue_after(rec)
+            return
         set_retry(self.client, self.run_id, rec.index, redo)
         if rec.task_id is None or not requeue_unacked(self.client, self.run_id, self.queue,
                                                       rec.task_id):
@@ -359,3 +390,6 @@ class EventHandlers:
         rec.attempts = attempts
         self._say(f"{rec.reason}; replaced it and re-enqueued {len(redo)} frame(s) "
                   f"(retry {attempts} of {self.o.retries})")
+        self._note(f"retry:{rec.index}", f"slot {slot.index} died: rendering {len(redo)} "
+                   f"frame(s) of chunk {rec.index} again (retry {attempts} of "
+                   f"{self.o.retries})")

@@ -14,15 +14,30 @@ from ._funnel import LogFunnel
 RATE_WINDOW_S = 15.0  #: the bar's frames/s and ETA come from this much recent history
 
 
+def percent(done: int, total: int) -> str:
+    """``openjd_progress``'s value: rounded down, so 1999 of 2000 frames is 99.9, never
+    100.0; 100.0 is said only by :meth:`Progress.confirm`, once every frame has been
+    checked whole on disk at the end of the run."""
+    if total <= 0:
+        return "100.0"
+    return f"{min(999, 1000 * max(0, done) // total) / 10:.1f}"
+
+
 class Progress:
     """Counts rendered frames; prints ``openjd_progress``/``openjd_status`` per frame, or
     redraws one bar line when stdout is a terminal: frames, elapsed time, the recent
     frames/s, an ETA from that recent rate (not from the start, which includes the
-    launch of After Effects) and each slot's frames (``s0 3/10``)."""
+    launch of After Effects) and each slot's frames (``s0 3/10``).
 
-    def __init__(self, funnel: LogFunnel, total: int, tty: bool, width: int = 30) -> None:
+    The count can go down: a frame counted whole that is found deleted, or written again
+    by a stopped renderer, is rendered again and no longer counted. The status says what
+    the run is doing besides rendering (:meth:`note`: retries, failed chunks, a stop)."""
+
+    def __init__(self, funnel: LogFunnel, total: int, tty: bool, width: int = 30,
+                 skipped: int = 0) -> None:
         self.funnel = funnel
         self.total = max(0, total)
+        self.skipped = skipped  #: frames already whole before the run (not to render)
         self.done = 0
         self.tty = tty
         self.width = width
@@ -32,6 +47,7 @@ class Progress:
         self._samples: deque[tuple[float, int]] = deque()
         self.slots: dict[int, str] = {}
         self.ended: str | None = None  #: how the run ended, shown instead of the ETA
+        self._notes: dict[str, str] = {}  #: what else is going on, by who said it
         if tty:
             funnel.on_clear = self._clear
 
@@ -67,7 +83,8 @@ class Progress:
         for c in chunks:
             if c.slot is None or c.status != "running":
                 continue
-            total = _count(c.frames) or max(0, c.end - c.start + 1)
+            # its own frames up to its end now (a thief may have taken its tail)
+            total = _count(c.frames, c.end) or max(0, c.end - c.start + 1)
             slots[int(c.slot)] = (f"{c.frames_done}/{total}" if c.frames_done
                                   else "launch")
         if slots != self.slots:
@@ -81,12 +98,37 @@ class Progress:
             return
         self.done = done
         self._sample(time.monotonic())
-        pct = 100.0 * done / self.total if self.total else 100.0
         if self.tty:
             self.draw()
         else:
-            self.funnel.directive("openjd_progress", f"{pct:.1f}")
-            self.funnel.directive("openjd_status", f"Rendered {done} of {self.total} frames")
+            self.funnel.directive("openjd_progress", percent(done, self.total))
+            self._status()
+
+    def _status(self) -> None:
+        text = f"Rendered {self.done} of {self.total} frames"
+        if self.skipped:
+            text += f" ({self.skipped} already on disk)"
+        if self.done >= self.total:
+            text += ", checking them on disk"
+        self.status("; ".join([text, *self._notes.values()]))
+
+    def note(self, key: str, text: str | None) -> None:
+        """Say ``text`` in the status from now on, after the frame count, until it is
+        replaced or taken back (None) under the same ``key``."""
+        if text is None:
+            if self._notes.pop(key, None) is None:
+                return
+        elif self._notes.get(key) == text:
+            return
+        else:
+            self._notes[key] = text
+        self._status()
+
+    def confirm(self, text: str) -> None:
+        """The end of a run that succeeded: every frame checked whole on disk."""
+        if not self.tty:
+            self.funnel.directive("openjd_progress", "100.0")
+            self.status(text)
 
     def status(self, text: str) -> None:
         if not self.tty:
@@ -132,12 +174,13 @@ class Progress:
             self._shown = False
 
 
-def _count(spec: str) -> int:
+def _count(spec: str, end: int) -> int:
+    """How many of the frames ``spec`` names are at most ``end``."""
     if not spec:
         return 0
     from ..plan import parse_frames
 
     try:
-        return len(parse_frames(spec))
+        return sum(1 for f in parse_frames(spec) if f <= end)
     except Exception:  # noqa: BLE001 - a label only
         return 0

@@ -74,19 +74,37 @@ def frame_spec(frames: Sequence[int]) -> str:
     return format_frames(sorted(frames)) if frames else "none"
 
 
+def _without(args: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``args`` less ``options`` and their values (``--opt V`` or ``--opt=V``)."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif arg.partition("=")[0] not in options:
+            out.append(arg)
+    return out
+
+
 #: options whose value is a secret as a whole (a broker URL only when it holds a password)
 _SECRET_OPTIONS = ("--flower-auth",)
 #: where such a value can come from instead of the command line
 _SECRET_ENV = {"--flower-auth": "STMPO_FLOWER_AUTH", "--broker": "STMPO_BROKER_URL"}
 
 
-def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True) -> str:
+def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True,
+                   missing: Sequence[int] = ()) -> str:
     """The command that was run, as ``stmpo ...``: run again, it renders only what is
-    missing. A password never appears: an option that holds one is left out, and the line
+    missing — by ``--skip-existing`` (the command as typed), or, for a run that was to
+    replace the frames already there (``--no-skip-existing``), by naming the ``missing``
+    frames: a file from before it that it did not replace is whole, and skipping it would
+    keep it. A password never appears: an option that holds one is left out, and the line
     says which environment variable gives it back."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not skip_existing and "--skip-existing" not in args:
-        args.append("--skip-existing")
+    if not skip_existing and missing:
+        args = [*_without(args, ("--frames", "--task")), "--frames", frame_spec(missing)]
     shown: list[str] = []
     dropped: list[str] = []
     skip = False
@@ -200,7 +218,8 @@ def block_for(run: Run, missing: list[int], ok: bool | None = None) -> list[str]
         failures=run.failures, stopped=stopped, reason=run.stop_reason,
         fail_fast=run.o.fail_fast, requested=len(run.prep.frames), missing=missing,
         skipped=len(run.prep.skipped), elapsed_s=time.time() - run.t_start,
-        warnings=run.warnings, resume=resume_command(skip_existing=run.o.skip_existing),
+        warnings=run.warnings,
+        resume=resume_command(skip_existing=run.o.skip_existing, missing=missing),
         movie=not run.prep.pattern.is_sequence)
 
 

@@ -141,13 +141,15 @@ class Run(EventHandlers):
             self._run_log = open_private(self.log_dir / "run.log")
             self.funnel = LogFunnel(self._run_log, self.stdout)
             self.progress = Progress(self.funnel, len(self.prep.to_render),
-                                     tty=self._bar_mode())
+                                     tty=self._bar_mode(), skipped=len(self.prep.skipped))
             self._say(f"run {self.run_id} on {self.host}: "
                       f"{len(self.prep.frames)} frame(s) requested, "
                       f"{len(self.prep.to_render)} to render; logs in {self.log_dir}")
             for note in self.prep.notes:
                 self._say(note)
-            shown, logged = report.plan_lines(self.plan, self.o.verbose)
+            # nothing to render: no plan to tell (it would size slots for no frames)
+            shown, logged = (report.plan_lines(self.plan, self.o.verbose)
+                             if self.prep.to_render else ([], []))
             for line in shown:
                 self._say(line)
             for line in logged:
@@ -276,7 +278,8 @@ class Run(EventHandlers):
             return
         self.row = RunRow(self)
         self.row.start()
-        self.progress_status("Rendering")
+        if self.progress is not None:
+            self.progress.status("Rendering")
 
     def _rerender_late(self) -> bool:
         """Every chunk has ended, but frames a renderer stopped at a cut wrote over after
@@ -300,10 +303,6 @@ class Run(EventHandlers):
         self._say(f"rendering again {len(frames)} frame(s) a renderer stopped at a cut "
                   f"wrote over after their chunk had ended: {format_frames(frames)}")
         return True
-
-    def progress_status(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.status(text)
 
     # -- follow -------------------------------------------------------------------
     def _follow(self) -> None:
@@ -405,6 +404,7 @@ class Run(EventHandlers):
         self.exit_code = code
         if self.pool is not None:
             self.pool.kill_all()
+        self._note("stop", f"stopping: {reason}")
         why = (reason if self.cancel_signal is not None or not self.failures
                else f"fail-fast: chunk {self.failures[0].index} failed")
 

@@ -50,6 +50,7 @@ from ..plan import (
     parse_output,
 )
 from ..slot import ledger_dir, settle_ledgers
+from ..text import directive
 from ._logdir import check_log_dir, check_summary
 from ._outlock import Busy, OutputLock, acquire, stopped
 
@@ -297,7 +298,7 @@ def claim_output(prep: Prepared) -> None:
                 f"{left:.0f} s more for it to end ({o.origin('output_lock_wait')})")
         print(f"stmpo: {text}", flush=True)
         if openjd:
-            print(f"openjd_status: waiting for {busy.holder()} to end", flush=True)
+            print(directive("openjd_status", f"waiting for {busy.holder()} to end"), flush=True)
 
     prep.lock, live = acquire(pattern, frames, prep.run_id, o.output_lock_wait, waiting)
     partial = settle_ledgers(ledger_dir(pattern), stopped(pattern, live))

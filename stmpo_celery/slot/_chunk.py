@@ -126,9 +126,10 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
             good: list[int], suspect: list[int]) -> None:
     """Decide which of the launch's frames (those the chunk still owns) are rendered.
 
-    A failed launch keeps only whole frames it reported done; a frame it touched without
-    reporting it was in flight when the launch stopped and is deleted. Frames no longer
-    owned (a stolen tail) belong to the thief and are never touched."""
+    A frame is rendered when this launch wrote it whole (its file changed since the
+    launch began); a failed launch keeps only those it also reported done, and a frame
+    it touched without reporting it was in flight when the launch stopped and is deleted.
+    Frames no longer owned (a stolen tail) belong to the thief and are never touched."""
     on_disk = set(owned) - set(missing_frames(pattern, owned))
     if not pattern.is_sequence:
         # one file for every frame: it counts only if this launch wrote it and reported
@@ -142,8 +143,11 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
         if att.ledger is not None:
             att.ledger.close()
         return
+    # a frame counts only if this launch wrote it: a file from before the run that
+    # aerender reported but never rewrote (--no-skip-existing) is not this render
+    written = on_disk & set(att.touched)
     if failed and att.resolvable:
-        good += [f for f in owned if f in on_disk and f in att.reported]
+        good += [f for f in owned if f in written and f in att.reported]
         for f in owned:
             # touched but never reported, or reported but not whole: in flight at the stop
             if f in att.touched and (f not in att.reported or f not in on_disk):
@@ -154,7 +158,7 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
                 with contextlib.suppress(OSError):
                     os.unlink(path)
     else:
-        good += [f for f in owned if f in on_disk]
+        good += [f for f in owned if f in written]
     if att.ledger is not None:
         att.ledger.close()
 
@@ -256,8 +260,11 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
                        f"frame(s) and {'rewrote' if att.touched else 'did not write'} the "
                        f"movie {pattern.raw}", True, att)
         else:
+            stale = sorted(set(missing) - set(missing_frames(pattern, missing)))
             failure = (f"{len(missing)} frame(s) missing on disk (or incomplete) after "
-                       f"aerender exited 0 (first: {pattern.path_for(missing[0])})", True, att)
+                       f"aerender exited 0 (first: {pattern.path_for(missing[0])})"
+                       + (f"; {len(stale)} of them ({format_frames(stale)}) are files from "
+                          "before the launch it did not write" if stale else ""), True, att)
     result = events.ChunkOutcome(
         slot=ctx.slot, index=index, start=frames[0], end=frames[-1],
         frames=format_frames(frames), t0=t0, t1=t1, attempt=attempt,
