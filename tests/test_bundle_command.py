@@ -330,6 +330,10 @@ def test_export_settings_exports_only_what_is_set(tmp_path: Path) -> None:
     ("STMPO_BROKER_URL=http://farm-redis:6379", "not a Redis URL"),
     ("STMPO_BROKER_URL=redis://:Pw0rd@farm-redis:6379/0", "holds a password"),
     ("STMPO_BROKER_URL=redis://farm-redis:6379/0?password=Pw0rd", "holds a password"),
+    # a password with an unencoded / ? or #: a URL parser's host part ends before the @
+    ("STMPO_BROKER_URL=redis://:ab/Pw0rd@farm-redis:6379/0", "holds a password"),
+    ("STMPO_BROKER_URL=redis://:ab#Pw0rd@farm-redis:6379/0", "holds a password"),
+    ("STMPO_BROKER_URL=redis://farm-redis:6379/0?pwd=Pw0rd%21", "holds a password"),
 ])
 def test_export_settings_fails_the_session_on_a_bad_value(arg: str, message: str) -> None:
     import os

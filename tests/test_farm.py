@@ -436,3 +436,35 @@ def test_failed_tasks_retry_up_to_the_jobs_limit_and_on_demand(rig: Rig) -> None
     [task] = rig.job(job)["tasks"]
     assert task["state"] == "succeeded" and task["attempts"] == 2, task
     assert (once / "fail-1").exists() and (once / "fail-3").exists()
+
+
+def test_no_process_of_a_farm_task_has_the_farms_password(rig: Rig) -> None:
+    """A worker handed ``STMPO_FARM_URL`` (the farm Redis's password in it) to every task's
+    session, down to After Effects: a plug-in or expression of any submitted project could
+    read it and cancel, requeue or remove jobs anywhere on the farm. Nor does the worker
+    itself show it (``/proc/PID/environ``), nor Flower for the farm."""
+    from stmpo_celery.broker import url_secrets
+
+    secret = max(url_secrets(rig.url), key=len)
+    assert secret
+    w1 = rig.start_worker("w1", FRAME_COST="0.3")
+    port = free_port()
+    rig.workers["flower"] = subprocess.Popen(
+        [str(BIN / "stmpo"), "farm", "flower", "--bind", f"127.0.0.1:{port}", "--log-dir",
+         str(rig.tmp)], env=rig.env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    rig.wait_workers()
+    job = rig.submit(frames="1-8", per_task=8)
+    rig.wait_rendering(job)
+    procs = [psutil.Process(w1.pid), *rig.renders(), *tagged(rig.tag)]
+    seen = 0
+    for p in procs:
+        try:
+            env = "\0".join(f"{k}={v}" for k, v in p.environ().items())
+        except psutil.Error:
+            continue
+        seen += 1
+        assert secret not in env, (_cmd(p), "holds the farm's password in its environment")
+    assert seen >= 5, procs  # the worker, its session's render, slots, renderers, Flower
+    assert any("STMPO_FAKE_" in "".join(p.environ()) for p in rig.renders()
+               if p.is_running())
+    assert rig.wait(job) == 0, rig.logs()

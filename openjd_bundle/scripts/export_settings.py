@@ -60,13 +60,15 @@ def parse(argv: list[str]) -> tuple[dict[str, str], str | None]:
 
 
 def holds_password(url: str) -> bool:
-    """A password in the user info (``redis://:pw@host``) or in the query (``?password=``)."""
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-        query = urllib.parse.parse_qsl(parts.query)
-        return bool(parts.password) or any(k.lower() in _SECRET_KEYS and v for k, v in query)
-    except ValueError:
-        return False
+    """A password in the user info (``redis://:pw@host``, also one holding an unencoded
+    ``/``, ``?`` or ``#``, which ends the host part early for a URL parser) or in the
+    query (``?password=``)."""
+    _, sep, rest = url.strip().partition("://")
+    info = rest.rpartition("@")[0] if sep and "@" in rest else ""
+    query = rest.rpartition("@")[2].partition("?")[2].partition("#")[0]
+    pairs = [p.partition("=") for p in query.split("&")]
+    return bool(info.partition(":")[2]) or any(
+        urllib.parse.unquote_plus(k).lower() in _SECRET_KEYS and v for k, _, v in pairs)
 
 
 def main(argv: list[str]) -> int:

@@ -44,15 +44,36 @@ from ..host import (
 )
 
 _SECRET_PARAMS = ("password", "pass", "passwd", "pwd", "secret", "token")
+#: what a broker URL's query may hold: credentials, a socket's database, TLS files
+_URL_OPTIONS = ("password", "username", "virtual_host", "ssl_cert_reqs", "ssl_ca_certs",
+                "ssl_certfile", "ssl_keyfile")
+
+
+def _userinfo(url: str) -> str | None:
+    """What stands before the last ``@`` after ``scheme://``: a URL's user and password —
+    also when an unencoded ``/``, ``?`` or ``#`` in the password ends the host part early
+    for a URL parser (``redis://:ab/cd@host``, whose host would read as ``:ab``)."""
+    _, sep, rest = url.partition("://")
+    return rest.rpartition("@")[0] if sep and "@" in rest else None
+
+
+def _misparsed(url: str, parts: urllib.parse.SplitResult) -> bool:
+    """The URL holds credentials its parsed host part does not (see :func:`_userinfo`)."""
+    return _userinfo(url) is not None and "@" not in parts.netloc
 
 
 def mask_url(url: str) -> str:
     """``redis://:secret@host`` -> ``redis://:***@host``, and ``?password=secret`` ->
-    ``?password=***`` (for every log, summary, error and API answer)."""
+    ``?password=***`` (for every log, summary, error and API answer). A password with an
+    unencoded ``/``, ``?`` or ``#`` hides the whole user info: ``redis://***@host``."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "<unparseable broker url>"
+    if _misparsed(url, parts):
+        scheme, _, rest = url.partition("://")
+        masked = mask_url(f"{scheme}://{rest.rpartition('@')[2]}")
+        return f"{scheme}://***@{masked[len(scheme) + 3:]}"
     netloc = parts.netloc
     if "@" in netloc:  # whatever stands before the last @ is credentials
         creds, _, hostport = netloc.rpartition("@")
@@ -73,14 +94,22 @@ def mask_url(url: str) -> str:
 
 
 def url_secrets(url: str) -> list[str]:
-    """The secrets inside a URL (its password, ``?password=``), to scrub them elsewhere."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        out = [parts.password or ""]
-        out += [v for k, v in urllib.parse.parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS]
-    except ValueError:
-        return []
-    return [s for s in out if s] + [urllib.parse.unquote(s) for s in out if s and "%" in s]
+    """The secrets inside a URL (its password, ``?password=``), to scrub them elsewhere:
+    each as written (percent-encoded, ``+`` for a space) and as decoded."""
+    info = _userinfo(url)
+    raw = [info.partition(":")[2]] if info else []
+    after = url.rpartition("@")[2] if info is not None else url  # past the user info
+    query = after.partition("?")[2].partition("#")[0]
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if urllib.parse.unquote_plus(name).lower() in _SECRET_PARAMS:
+            raw.append(value)
+    out: list[str] = []
+    for s in raw:
+        for form in (s, urllib.parse.unquote(s), urllib.parse.unquote_plus(s)):
+            if form and form not in out:
+                out.append(form)
+    return out
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,9 @@ def parse_broker_url(url: str) -> BrokerUrl:
         raise BadInput("broker URL contains whitespace: pass it as redis://host:6379/0")
     try:
         parts = urllib.parse.urlsplit(url)
+        if _misparsed(url, parts):
+            raise BadInput(f"broker URL {mask_url(url)!r} has a '/', '?' or '#' in its user "
+                           "or password: percent-encode them (%2F, %3F, %23)")
         port = parts.port
     except ValueError as exc:
         raise BadInput(f"broker URL {mask_url(url)!r} is malformed ({exc}): "
@@ -170,6 +202,10 @@ def parse_broker_url(url: str) -> BrokerUrl:
             )
     elif not parts.path:
         raise BadInput(f"broker URL {mask_url(url)!r} names no socket path")
+    names = [k for k, _v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+    if other := [k for k in names if k.lower() not in _URL_OPTIONS]:
+        raise BadInput(f"broker URL {mask_url(url)!r} has ?{other[0]}=, which stmpo does not "
+                       "take (it sets its own timeouts and connections): leave it out")
     return BrokerUrl(_credentials_in_userinfo(url, parts))
 
 

@@ -83,9 +83,13 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
               help="Celery's log level for the worker.")
 def worker_cmd(name: str | None, farm_url: str | None, loglevel: str) -> None:
     """Render farm tasks on this host, one at a time, until stopped."""
+    from ..config import defaults
     from ..farm import resolve_farm_url, run_worker
+    from ..host import forget_env
 
-    sys.exit(run_worker(resolve_farm_url(farm_url), name, loglevel))
+    farm = resolve_farm_url(farm_url)
+    forget_env([defaults.FARM_URL_ENV])  # read: never in a task's environment
+    sys.exit(run_worker(farm, name, loglevel))
 
 
 @farm_group.command("jobs")
@@ -198,15 +202,16 @@ def flower_cmd(bind: str, auth: str | None, url_prefix: str | None, log_dir: str
 
     from ..config import defaults
     from ..farm import FARM_ID
-    from ..host import cancel_signals
+    from ..host import cancel_signals, forget_env
     from ..monitor import FlowerFlags, check_bind, start_flower
     from ..orchestrator import check_log_dir
 
     flags = FlowerFlags("--bind", "--auth", "--url-prefix")
-    auth = auth or os.environ.get("STMPO_FLOWER_AUTH")
+    auth = auth or os.environ.get(defaults.FLOWER_AUTH_ENV)
     check_bind(bind, auth, url_prefix, flags)  # everything refused before anything is made
     check_log_dir(log_dir)
     _store, broker = _connect(farm_url)  # a farm Redis that does not answer: exit 3 now
+    forget_env(defaults.SECRET_ENVS)  # read: Flower gets them on its stdin only
     try:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

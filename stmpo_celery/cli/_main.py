@@ -109,7 +109,13 @@ def cli() -> None:
 @setting_options(Command.RENDER)
 def render(**kw: Any) -> None:
     """Render FRAMES of one comp with N parallel aerender slots on this host."""
-    from ..host import make_host_plan, raise_fd_limit, reap_run_dirs, remove_run_dir
+    from ..host import (
+        forget_env,
+        make_host_plan,
+        raise_fd_limit,
+        reap_run_dirs,
+        remove_run_dir,
+    )
 
     started = time.time()
     # Until the run takes over its own signals, a cancel stops here: nothing may be left.
@@ -122,6 +128,7 @@ def render(**kw: Any) -> None:
             kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
         options = options_from(kw)
         prep = prepare(options)
+        forget_env(defaults.SECRET_ENVS)  # read: no process started from here has them
         first = make_host_plan(prep)  # NUMA map, RAM: checked before anything is created
         short = raise_fd_limit(defaults.FDS_PER_RUN + defaults.FDS_PER_SLOT * first.n_slots)
         if short is not None:  # else Redis and the slots fail at random, mid-run

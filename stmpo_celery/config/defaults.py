@@ -51,6 +51,7 @@ CHUNK_TIMEOUT_S: Final = 0.0  #: 0 = no hard cap on one chunk
 
 # --- broker -----------------------------------------------------------------------
 BROKER_ENV: Final = "STMPO_BROKER_URL"
+FLOWER_AUTH_ENV: Final = "STMPO_FLOWER_AUTH"
 CONNECT_TIMEOUT_S: Final = 3.0  #: a wrong host or password fails this fast, not in 20 s
 VISIBILITY_TIMEOUT_S: Final = 30 * 24 * 3600  #: far beyond any chunk: never redeliver
 WATCHDOG_INTERVAL_S: Final = 1.0  #: how often the orchestrator pings the broker
@@ -109,6 +110,9 @@ ENDED_RUN_SHOWN_S: Final = 3600.0  #: ``stmpo status`` lists a run that ended th
 
 # --- farm (stmpo farm) ------------------------------------------------------------------
 FARM_URL_ENV: Final = "STMPO_FARM_URL"  #: the farm Redis (else the host service's Redis)
+#: variables that hold a password: read once, then gone from the environment of every
+#: process started after (slots, aerender, After Effects, Flower, the warden, a task)
+SECRET_ENVS: Final = (BROKER_ENV, FLOWER_AUTH_ENV, FARM_URL_ENV)
 FARM_DIR_ENV: Final = "STMPO_FARM_DIR"  #: job folders (snapshots, logs): storage all hosts see
 FARM_QUEUE: Final = "stmpo.farm"  #: the Celery queue every render host consumes
 FARM_PRIORITY: Final = 50  #: 0-100, higher runs first

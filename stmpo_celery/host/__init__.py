@@ -57,6 +57,7 @@ from ._platform import (
 from ._proc import (
     descendants,
     fd_limit,
+    forget_env,
     gone_within,
     kill_groups_now,
     kill_procs,
@@ -140,6 +141,7 @@ __all__ = [
     "same_space",
     "written_here",
     "process_space",
+    "forget_env",
     "scrub_argv",
     "set_process_name",
     "shell_join",

@@ -236,10 +236,12 @@ def same_process_alive(pid: int, started: float, tolerance: float = 1.0) -> bool
 
 
 def scrub_argv(secrets: list[str]) -> None:
-    """Overwrite each secret in this process's command line (``ps``, ``/proc/PID/cmdline``)
-    with ``*``; forked children share the scrubbed copy. Linux only (the kernel keeps
-    argv in the process's own memory, writable through ``/proc/self/mem``); elsewhere
-    it does nothing, so pass secrets through the environment or a file there."""
+    """Overwrite each secret in this process's command line and in the environment it
+    started with (``ps``, ``/proc/PID/cmdline``, ``/proc/PID/environ``: what the kernel
+    shows, whatever ``os.environ`` holds now) with ``*``; children forked later share
+    the scrubbed copy. Linux only (the kernel keeps both in the process's own memory,
+    writable through ``/proc/self/mem``); elsewhere it does nothing, so pass secrets
+    through the environment or a file there, and take them out of ``os.environ``."""
     wanted = [s.encode() for s in secrets if s]
     if not wanted or not sys.platform.startswith("linux"):
         return
@@ -247,18 +249,28 @@ def scrub_argv(secrets: list[str]) -> None:
         with open("/proc/self/stat", "rb") as fh:
             stat = fh.read()
         fields = stat[stat.rindex(b")") + 2:].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+        # arg_start, arg_end, env_start, env_end (fields 48-51 of proc(5))
+        areas = [(int(fields[45]), int(fields[46])), (int(fields[47]), int(fields[48]))]
         with open("/proc/self/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            raw = mem.read(end - start)
-            for secret in wanted:
-                at = raw.find(secret)
-                while at >= 0:
-                    mem.seek(start + at)
-                    mem.write(b"*" * len(secret))
-                    at = raw.find(secret, at + len(secret))
+            for start, end in areas:
+                mem.seek(start)
+                raw = mem.read(end - start)
+                for secret in wanted:
+                    at = raw.find(secret)
+                    while at >= 0:
+                        mem.seek(start + at)
+                        mem.write(b"*" * len(secret))
+                        at = raw.find(secret, at + len(secret))
     except (OSError, ValueError, IndexError):
         pass
+
+
+def forget_env(names: Iterable[str]) -> None:
+    """Take the variables ``names`` (read already, holding secrets) out of this process's
+    environment — ``os.environ`` and the copy ``ps`` shows — so no process started
+    or forked from here on has them."""
+    values = [os.environ.pop(name) for name in list(names) if name in os.environ]
+    scrub_argv(values)
 
 
 def kill_groups_now(pgids: Iterable[int]) -> None:

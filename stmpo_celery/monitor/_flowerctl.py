@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..broker import BrokerUrl, keys
-from ..config import RenderOptions
+from ..config import RenderOptions, defaults
 from ..errors import BadInput, EnvironmentProblem, StmpoError
 from ..host import child_kwargs
 
@@ -236,7 +236,8 @@ def start_flower(broker: BrokerUrl, run_id: str, queue: str, bind: str, auth: st
         "purge_offline_s": purge_offline_s, "tasks_columns": TASK_COLUMNS,
         "max_tasks": max_tasks,
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    env = {k: v for k, v in os.environ.items()  # its config comes on stdin, secrets too
+           if not k.startswith("FLOWER_") and k not in defaults.SECRET_ENVS}
     err = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(

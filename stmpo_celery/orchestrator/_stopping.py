@@ -21,7 +21,7 @@ from ..config import defaults
 from ..host import kill_groups_now, remove_run_dir
 
 #: never inherited by slots, aerender or After Effects (removed before slots start)
-SECRET_ENV = (defaults.BROKER_ENV, "STMPO_FLOWER_AUTH")
+SECRET_ENV = defaults.SECRET_ENVS
 
 
 class BrokerWatch:

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 4 and args[4]:  # the slot's stderr log (a file handle as a std handle
         # at start is what Wine cannot take, so the slot opens it itself)
-        fd = os.open(args[4], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(args[4], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # private: a run log
         os.dup2(fd, 2)
         os.close(fd)
         sys.stderr = open(2, "w", encoding="utf-8", errors="replace",  # noqa: SIM115
