@@ -278,3 +278,23 @@ def test_a_dead_runs_flower_row_fails_once_also_after_its_keys_are_gone(
     delete_run(client, run)  # the first mourner cleans up
     assert said() == ["worker-offline"]
     assert not list(client.scan_iter(match=f"*{run}*"))
+
+
+def test_frames_a_stopped_renderer_wrote_over_are_forgiven_once(client: redis.Redis) -> None:
+    """A victim's renderer, stopped at a steal's cut, rendering ahead (MFR) wrote over
+    frames its thief had finished: the thief's check finds them cut short. That used the
+    thief's retry (with --retries 0 it failed a healthy render). Only when every frame to
+    redo was so marked, and only once."""
+    from stmpo_celery.slot._schedule import mark_overwritten, take_overwritten
+
+    run = secrets.token_hex(4)
+    s = spec(run, [(1, 60)])
+    victim, thief = ctx_for(client, s, slot=0), ctx_for(client, s, slot=1)
+    mark_overwritten(victim, 0, [53, 54])
+    assert not take_overwritten(thief, [54, 58])  # 58 failed on its own: counted
+    assert take_overwritten(thief, [54])
+    assert not take_overwritten(thief, [54])  # once
+    assert take_overwritten(thief, [53])
+    static = spec(run, [(1, 60)], schedule="static")
+    mark_overwritten(ctx_for(client, static), 0, [7])  # no steals: nothing to forgive
+    assert not take_overwritten(ctx_for(client, static), [7])

@@ -143,6 +143,7 @@ class ChunkOutcome(Event):
     tail: list[str] = field(default_factory=list)  #: last aerender lines of a failure
     retryable: bool = False
     stopped: bool = False  #: stopped by the run's own stop (fail-fast, cancel): not a cause
+    overwrote: list[int] = field(default_factory=list)  #: past its cut, by its stopped renderer
 
     def becomes(self, cls: type[_O], **extra: Any) -> _O:
         """This outcome published as ``cls`` (done, retry or failed), with ``extra`` fields."""
@@ -162,6 +163,9 @@ class ChunkRetry(ChunkOutcome):
     kind: ClassVar[Kind] = Kind.CHUNK_RETRY
     attempts: int = 0  #: retries used so far, this one included
     redo: list[int] = field(default_factory=list)  #: the frames the retry renders
+    #: not counted: every frame to redo was written over by another chunk's renderer
+    #: stopped at a steal's cut (``Sched.OVERWRITTEN``)
+    overwritten: bool = False
 
 
 @dataclass

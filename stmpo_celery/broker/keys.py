@@ -85,6 +85,10 @@ class Sched(str, Enum):
     """JSON list of the frames the chunk's next attempt renders."""
     ATTEMPTS = "attempts"
     """Retries of the chunk used so far."""
+    OVERWRITTEN = "overwritten"
+    """Frame -> the chunk whose renderer, stopped at a steal's cut, wrote that frame past
+    its cut (MFR renders ahead): the thief that owns the frame renders it again without
+    counting a retry — nothing was wrong with its render."""
 REGISTRY = "stmpo:runs"
 #: Hash: run id -> the JSON record of a run that ended, kept a while for ``stmpo status``
 #: (only on the host service's broker; each run prunes records older than an hour)

@@ -99,10 +99,12 @@ class EventHandlers:
         self._recheck_past_cut(ev)
         rec.reason = ev.reason
         self._uncount(ev.redo)
-        self._say(f"retrying {len(ev.redo)} frame(s) of chunk {rec.index} "
-                  f"(retry {ev.attempts} of {self.o.retries}): {rec.reason}")
+        which = ("not counted: a renderer stopped at a cut wrote over them" if ev.overwritten
+                 else f"retry {ev.attempts} of {self.o.retries}")
+        self._say(f"retrying {len(ev.redo)} frame(s) of chunk {rec.index} ({which}): "
+                  f"{rec.reason}")
         self._note(f"retry:{rec.index}", f"retrying {len(ev.redo)} frame(s) of chunk "
-                   f"{rec.index} (retry {ev.attempts} of {self.o.retries})")
+                   f"{rec.index} ({which})")
 
     def _on_frame(self, ev: events.Frame) -> None:
         rec = self._record_of(ev)

@@ -223,6 +223,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
     launch_s: float | None = None
     failure: tuple[str, bool, Attempt] | None = None
     launched: list[Attempt] = []
+    overwrote: list[int] = []
     for n, (s, e) in enumerate(runs(frames)):
         att = launch(ctx, index, s, e, label, log_path_of(s, e), pattern)
         launched.append(att)
@@ -235,6 +236,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
             owned_end = att.cut_end if att.cut_end is not None else e
         if owned_end < e:
             frames = [f for f in frames if f <= owned_end]
+            overwrote += [f for f in att.touched if f > owned_end]  # the thief's frames
         failed = bool(att.strong) or att.problem is not None or att.stalled is not None or (
             att.exit_code != 0 and att.cut_end is None) or ctx.aborted() is not None
         _settle(pattern, att, list(range(s, min(e, owned_end) + 1)), failed, good, suspect)
@@ -271,7 +273,7 @@ def run_chunk(ctx: SlotContext, index: int, frames: list[int], attempt: int = 0,
         exit_code=failure[2].exit_code if failure else 0, launch_s=launch_s,
         cut=frames[-1] if frames[-1] < planned_end else None,
         frames_rendered=len(good), missing=missing, suspect=suspect,
-        warnings=warnings, log=failure[2].log if failure else "",
+        warnings=warnings, log=failure[2].log if failure else "", overwrote=overwrote,
     )
     if failure is None:
         return result

@@ -246,6 +246,29 @@ def finish(ctx: SlotContext, index: int) -> None:
         ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
 
 
+def mark_overwritten(ctx: SlotContext, index: int, frames: Sequence[int]) -> None:
+    """Chunk ``index``'s renderer, stopped at a steal's cut, wrote ``frames`` past it."""
+    if frames and ctx.spec.schedule == "adaptive":
+        with contextlib.suppress(redis.RedisError):
+            ctx.client.hset(_k(ctx, Sched.OVERWRITTEN), mapping={str(f): index for f in frames})
+
+
+def take_overwritten(ctx: SlotContext, frames: Sequence[int]) -> bool:
+    """Whether every one of ``frames`` (a chunk's frames to render again) was written over
+    by another chunk's stopped renderer — then they are no longer marked, so the same
+    frames are forgiven once."""
+    if not frames or ctx.spec.schedule != "adaptive":
+        return False
+    key = _k(ctx, Sched.OVERWRITTEN)
+    names = [str(f) for f in frames]
+    try:
+        if None in ctx.client.hmget(key, names):
+            return False
+        return bool(ctx.client.hdel(key, *names) == len(names))
+    except redis.RedisError:
+        return False
+
+
 def next_attempt(client: redis.Redis, run_id: str, index: int) -> int:
     """Count one more retry of chunk ``index``; returns the retries used so far."""
     return int(client.hincrby(_k(run_id, Sched.ATTEMPTS), str(index), 1))

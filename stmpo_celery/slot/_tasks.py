@@ -60,12 +60,17 @@ def register(app: Celery, ctx: SlotContext) -> None:
         except ChunkError as exc:
             schedule.finish(ctx, index)
             outcome = exc.outcome or events.ChunkOutcome(index=index, reason=str(exc))
+            schedule.mark_overwritten(ctx, index, outcome.overwrote)
             if exc.retryable and not ctx.aborted() and exc.redo:
-                used = schedule.next_attempt(ctx.client, spec.run_id, index)
-                if used <= spec.retries:
+                # frames a stopped renderer wrote over after this one finished them are no
+                # fault of this chunk: rendered again, not counted against --retries
+                free = schedule.take_overwritten(ctx, exc.redo)
+                used = (attempt if free else
+                        schedule.next_attempt(ctx.client, spec.run_id, index))
+                if free or used <= spec.retries:
                     schedule.set_retry(ctx.client, spec.run_id, index, exc.redo)
                     ctx.publish(outcome.becomes(events.ChunkRetry, attempts=used,
-                                                redo=exc.redo))
+                                                redo=exc.redo, overwritten=free))
                     raise self.retry(countdown=0, max_retries=None) from None
                 outcome.reason = f"{outcome.reason} (after {spec.retries} retr" + (
                     "y)" if spec.retries == 1 else "ies)")
@@ -75,6 +80,7 @@ def register(app: Celery, ctx: SlotContext) -> None:
             ctx.publish(outcome.becomes(events.ChunkFailed))
             raise
         schedule.finish(ctx, index)
+        schedule.mark_overwritten(ctx, index, result.overwrote)
         ctx.publish(result.becomes(events.ChunkDone))
         return {**asdict(result), "status": "done"}
 
