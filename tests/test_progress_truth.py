@@ -108,11 +108,14 @@ def test_a_stale_frame_aerender_did_not_write_is_not_taken_for_rendered(farm: Fa
 
 
 @pytest.mark.slow
-def test_no_fail_fast_renders_the_rest_when_a_slot_dies_past_its_retries(farm: Farm) -> None:
+@pytest.mark.parametrize("schedule", ["static", "adaptive"])
+def test_no_fail_fast_renders_the_rest_when_a_slot_dies_past_its_retries(
+        farm: Farm, schedule: str) -> None:
     """A slot killed with its chunk's retries used up stopped the whole run, under
-    ``--no-fail-fast`` too: the healthy slot's frames were thrown away."""
+    ``--no-fail-fast`` too: the healthy slot's frames were thrown away. (Adaptive: the
+    dead chunk must not hold the spare tasks waiting for a steal.)"""
     farm.knobs.update(FRAME_COST="0.15")
-    proc = farm.start("--retries", "0", "--no-fail-fast", "--schedule", "static",
+    proc = farm.start("--retries", "0", "--no-fail-fast", "--schedule", schedule,
                       frames="1-20", concurrency=2)
     try:
         assert wait_for(lambda: len(farm.journal_frames()) >= 3, timeout=30)

@@ -16,7 +16,14 @@ from ..config import defaults
 from ..errors import ExitCode
 from ..host import HostPlan
 from ..plan import can_check, format_frames, parse_runs
-from ..slot import close_range, ledger_dir, next_attempt, set_retry, settle_ledgers
+from ..slot import (
+    close_range,
+    ledger_dir,
+    mark_finished,
+    next_attempt,
+    set_retry,
+    settle_ledgers,
+)
 from ..text import one_line
 from . import _report as report
 from ._summary import ChunkRecord, ChunkStatus
@@ -373,6 +380,8 @@ class EventHandlers:
         redo = sorted(set(redo) | set(suspect))
         self._uncount(redo)
         if attempts > self.o.retries:
+            if end is not None:  # spare tasks waiting for a steal: it no longer runs
+                mark_finished(self.client, self.run_id, rec.index)
             rec.status = ChunkStatus.FAILED
             rec.reason += f" (after {self.o.retries} retries)"
             self.failures.append(rec)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._monitor import task_args
     from ._schedule import (
         close_range,
+        mark_finished,
         next_attempt,
         observed,
         register_plan,
@@ -40,6 +41,7 @@ _HOME = {
     "observed": "._schedule",
     "set_prior": "._schedule",
     "close_range": "._schedule",
+    "mark_finished": "._schedule",
     "next_attempt": "._schedule",
     "register_plan": "._schedule",
     "set_retry": "._schedule",
@@ -62,6 +64,7 @@ __all__ = [
     "observed",
     "set_prior",
     "close_range",
+    "mark_finished",
     "next_attempt",
     "register_plan",
     "set_retry",

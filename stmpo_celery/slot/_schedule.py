@@ -237,13 +237,19 @@ def close_range(client: redis.Redis, run_id: str, index: int) -> int | None:
 
 
 def finish(ctx: SlotContext, index: int) -> None:
-    if ctx.spec.schedule != "adaptive":
-        return
-    raw = ctx.client.hget(_k(ctx, Sched.INFO), str(index))
+    if ctx.spec.schedule == "adaptive":
+        mark_finished(ctx.client, ctx.spec.run_id, index)
+
+
+def mark_finished(client: redis.Redis, run_id: str, index: int) -> None:
+    """Chunk ``index``'s task has ended (done or failed): thieves waiting for work no
+    longer count it as running. Called by its slot, or by the orchestrator for a chunk
+    whose slot died with its retries used up."""
+    raw = client.hget(_k(run_id, Sched.INFO), str(index))
     if raw:
         info = json.loads(raw)
         info["state"] = SchedState.FINISHED
-        ctx.client.hset(_k(ctx, Sched.INFO), str(index), json.dumps(info))
+        client.hset(_k(run_id, Sched.INFO), str(index), json.dumps(info))
 
 
 def mark_overwritten(ctx: SlotContext, index: int, frames: Sequence[int]) -> None:
