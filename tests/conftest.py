@@ -36,19 +36,6 @@ SYSTEM_REDIS = f"redis://127.0.0.1:6379/{SYSTEM_DB}"
 
 pytest_plugins = ["winelib"]  #: the Wine lane's fixtures (winpy, wfarm)
 
-#: The files that take longest (minutes: Wine, the farms, broker stalls), started first:
-#: the two test workers take whole files (``--dist loadfile``), and one of these left for
-#: the end would run alone while the other worker has nothing left.
-LONGEST_FIRST = ("test_wine.py", "test_farm.py", "test_wine_os.py", "test_docker_farm.py",
-                 "test_limits.py", "test_faults.py", "test_full_disk.py",
-                 "test_frame_integrity.py", "test_broker_faults.py", "test_flower_browser.py",
-                 "test_status.py", "test_teardown.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order
-
 
 def tagged(tag: str) -> list[psutil.Process]:
     found = []
