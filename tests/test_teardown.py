@@ -85,7 +85,8 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_without_a_traceback(farm: Fa
         if proc.returncode == 0:
             continue  # it finished first (no Ctrl-C handling left to check)
         # 130, or ended by the SIGINT itself (a shell's $? is 130 too)
-        assert proc.returncode in (130, -signal.SIGINT), f"at {delay} s: {proc.returncode}"
+        assert proc.returncode in (130, -signal.SIGINT), (
+            f"at {delay} s: {proc.returncode}\n{out[-2000:]}{err[-2000:]}")
         assert "Traceback" not in out + err, f"at {delay} s:\n{out}{err}"
         assert not farm.leftovers()
 
