@@ -34,7 +34,8 @@ FAKE = str(BIN / "stmpo-fake-aerender")
 SYSTEM_DB = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 SYSTEM_REDIS = f"redis://127.0.0.1:6379/{SYSTEM_DB}"
 
-pytest_plugins = ["winelib"]  #: the Wine lane's fixtures (winpy, wfarm)
+#: fixtures of the Wine lane (winpy, wfarm) and of the farm (farm_redis, rig)
+pytest_plugins = ["winelib", "farmlib"]
 
 
 def tagged(tag: str) -> list[psutil.Process]:
