@@ -23,6 +23,7 @@ import redis
 from kombu.exceptions import KombuError
 
 from ..broker import mask_url
+from ..config import defaults
 from ..errors import ExitCode, cancel_words
 from ..host import fd_limit, no_space, shell_join
 from ..plan import format_frames
@@ -74,24 +75,10 @@ def frame_spec(frames: Sequence[int]) -> str:
     return format_frames(sorted(frames)) if frames else "none"
 
 
-def _without(args: Sequence[str], options: Sequence[str]) -> list[str]:
-    """``args`` less ``options`` and their values (``--opt V`` or ``--opt=V``)."""
-    out: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in options:
-            skip = True
-        elif arg.partition("=")[0] not in options:
-            out.append(arg)
-    return out
-
-
 #: options whose value is a secret as a whole (a broker URL only when it holds a password)
 _SECRET_OPTIONS = ("--flower-auth",)
 #: where such a value can come from instead of the command line
-_SECRET_ENV = {"--flower-auth": "STMPO_FLOWER_AUTH", "--broker": "STMPO_BROKER_URL"}
+_SECRET_ENV = {"--flower-auth": defaults.FLOWER_AUTH_ENV, "--broker": defaults.BROKER_ENV}
 
 
 def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True,
@@ -103,8 +90,8 @@ def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True
     keep it. A password never appears: an option that holds one is left out, and the line
     says which environment variable gives it back."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not skip_existing and missing:
-        args = [*_without(args, ("--frames", "--task")), "--frames", frame_spec(missing)]
+    named = not skip_existing and bool(missing)  # the frames are named: --frames replaced
+    replaced = ("--frames", "--task") if named else ()
     shown: list[str] = []
     dropped: list[str] = []
     skip = False
@@ -114,6 +101,9 @@ def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True
             continue
         name, eq, value = arg.partition("=")
         secret_value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+        if name in replaced:
+            skip = not eq
+            continue
         if name in _SECRET_OPTIONS or (name == "--broker" and mask_url(secret_value)
                                        != secret_value):
             if _SECRET_ENV[name] not in dropped:
@@ -121,6 +111,8 @@ def resume_command(argv: Sequence[str] | None = None, skip_existing: bool = True
             skip = not eq
             continue
         shown.append(mask_url(arg) if "://" in arg else arg)
+    if named:
+        shown += ["--frames", frame_spec(missing)]
     line = shell_join(["stmpo", *shown])
     if dropped:
         line += f"   # with {' and '.join(f'${e}' for e in dropped)} set (passwords not shown)"

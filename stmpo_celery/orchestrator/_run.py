@@ -9,7 +9,6 @@ signal, verifies every frame on disk, writes the summary and cleans up — in a
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from types import FrameType
@@ -40,6 +39,7 @@ from ..host import (
     Warden,
     become_subreaper,
     cancel_signals,
+    forget_env,
     kill_tree,
     make_run_dir,
     release_folder,
@@ -64,7 +64,7 @@ from ._logdir import open_private, run_log_dir
 from ._pool import SlotPool
 from ._progress import Progress
 from ._startup import open_broker
-from ._stopping import SECRET_ENV, BrokerWatch, force_exit
+from ._stopping import BrokerWatch, force_exit
 from ._summary import ChunkRecord
 from ._validate import Prepared
 
@@ -238,8 +238,7 @@ class Run(EventHandlers):
         )
         spec_path = self.run_dir / "spec.json"  # the broker URL reaches slots only here (0700)
         spec.write(spec_path)
-        for name in SECRET_ENV:  # never inherited by slots, aerender or After Effects
-            os.environ.pop(name, None)
+        forget_env(defaults.SECRET_ENVS)  # never inherited by slots, aerender or AE
         # Slots start their workers while Redis comes up (~10 ms): start both now.
         self.pool = SlotPool(spec_path, list(self.plan.blocks), self.log_dir, self.funnel,
                              quiet=self._bar_mode() and not self.o.verbose)

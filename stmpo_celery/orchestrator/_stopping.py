@@ -20,9 +20,6 @@ from ..broker import EmbeddedRedis, bounded
 from ..config import defaults
 from ..host import kill_groups_now, remove_run_dir
 
-#: never inherited by slots, aerender or After Effects (removed before slots start)
-SECRET_ENV = defaults.SECRET_ENVS
-
 
 class BrokerWatch:
     """Tells a broker blip from a lost broker: unreachable for longer than ``grace``

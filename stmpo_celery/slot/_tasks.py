@@ -58,9 +58,9 @@ def register(app: Celery, ctx: SlotContext) -> None:
                                      end=frames[-1], reason=reason, missing=frames,
                                      attempt=attempt)) from None
         except ChunkError as exc:
-            schedule.finish(ctx, index)
             outcome = exc.outcome or events.ChunkOutcome(index=index, reason=str(exc))
-            schedule.mark_overwritten(ctx, index, outcome.overwrote)
+            schedule.mark_overwritten(ctx, index, outcome.overwrote)  # first: a thief may
+            schedule.finish(ctx, index)  # be checking its frames right now
             if exc.retryable and not ctx.aborted() and exc.redo:
                 # frames a stopped renderer wrote over after this one finished them are no
                 # fault of this chunk: rendered again, not counted against --retries
@@ -79,8 +79,8 @@ def register(app: Celery, ctx: SlotContext) -> None:
                 outcome.stopped = True
             ctx.publish(outcome.becomes(events.ChunkFailed))
             raise
-        schedule.finish(ctx, index)
         schedule.mark_overwritten(ctx, index, result.overwrote)
+        schedule.finish(ctx, index)
         ctx.publish(result.becomes(events.ChunkDone))
         return {**asdict(result), "status": "done"}
 
