@@ -15,6 +15,19 @@ BIN = Path(sys.executable).parent
 FAKE = str(BIN / "stmpo-fake-aerender")
 
 
+def installed_bytecode() -> None:
+    """Compile the package's bytecode, as ``pip install`` does for a render host's wheel:
+    an editable checkout run with ``PYTHONDONTWRITEBYTECODE`` set (CI images, some
+    shells) would otherwise compile every module again in every process it starts (the
+    orchestrator, each spawned slot, each simulator process), which a host never does
+    and which would be measured as start-up."""
+    import compileall
+
+    import stmpo_celery
+
+    compileall.compile_dir(str(Path(stmpo_celery.__file__).parent), quiet=1)
+
+
 def render(frames: str, concurrency: int, knobs: dict[str, str], *extra: str,
            timeout: float = 600, project: str = "bench",
            history_dir: str | None = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import random
 import statistics
 import tempfile
 
-from bench.common import render, table
+from bench.common import installed_bytecode, render, table
 
 FRAMES = range(1, 241)
 
@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated workloads to run")
     args = ap.parse_args()
     only = {w for w in args.only.split(",") if w}
+    installed_bytecode()
     startup = calibrated_startup(25 * args.light, args.light)
     print(f"simulator start-up {startup:.2f} s: a launch measured in a render is "
           f"{25 * args.light:.2f} s = 25 light frames")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import FAKE, journal_times, table
+from bench.common import FAKE, installed_bytecode, journal_times, table
 
 
 class Run:
@@ -129,6 +129,7 @@ def rss() -> tuple[float, list[float], list[float]]:
 
 
 def main() -> None:
+    installed_bytecode()
     rows = [["measure", "N", "seconds / MB", "target"]]
     for n in (1, 2, 4, 8):
         runs = [startup_teardown(n) for _ in range(5)]

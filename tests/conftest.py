@@ -38,6 +38,20 @@ SYSTEM_REDIS = f"redis://127.0.0.1:6379/{SYSTEM_DB}"
 pytest_plugins = ["winelib", "farmlib"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package's bytecode once (the controller, before any worker starts), as
+    a wheel install does: with ``PYTHONDONTWRITEBYTECODE`` set, an editable checkout
+    would compile every module again in each of the thousands of processes the tests
+    start (orchestrators, spawned slots, simulators)."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
+        return
+    import compileall
+
+    import stmpo_celery
+
+    compileall.compile_dir(str(Path(stmpo_celery.__file__).parent), quiet=1)
+
+
 def tagged(tag: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
