@@ -26,8 +26,9 @@ import time
 import psutil
 import pytest
 from conftest import PrivateRedis, system_redis, wait_for
-from winelib import WinFarm, win, wine_procs
+from winelib import REDIS_URL, WinFarm, win, wine_procs
 
+from stmpo_celery.config import defaults
 from stmpo_celery.errors import ExitCode
 from stmpo_celery.plan import frame_problem
 from stmpo_celery.plan._formats import bytes_reader
@@ -186,6 +187,26 @@ def test_wine_output_folder_windows_cannot_create_is_refused_up_front(wfarm: Win
         assert len(errors) == 1 and f"--output folder {folder!r} " in errors[0], out
         assert why in errors[0], out
         assert not wfarm.journal("launch") and not wfarm.out.exists()
+    assert not wfarm.leftovers()
+
+
+def test_wine_no_secret_variable_reaches_after_effects(wfarm: WinFarm) -> None:
+    """On Windows the secrets are forgotten with ``os.environ.pop`` alone (no /proc to
+    scrub): a process made by CreateProcess must then be given an environment without
+    them. The broker comes from ``STMPO_BROKER_URL`` here, and the farm's and Flower's
+    secrets are set too; the renderer each slot starts (its environment is the slot's
+    plus the aerender knobs) must see none of the three."""
+    dump = wfarm.tmp / "env.json"
+    wfarm.extra.update({defaults.BROKER_ENV: REDIS_URL,
+                        defaults.FARM_URL_ENV: "redis://:FarmS3cret@127.0.0.1:1/0",
+                        defaults.FLOWER_AUTH_ENV: "wrangler:FlowerS3cret"})
+    code, out = wfarm.run(wfarm.render_args("1-4", broker=None), ENV_DUMP=win(dump))
+    assert code == 0, out
+    assert wfarm.frames_on_disk() == [1, 2, 3, 4]
+    seen = json.loads(dump.read_text(encoding="utf-8"))
+    assert "STMPO_FAKE_FRAME_COST" in {k.upper() for k in seen}  # the dump is aerender's
+    leaked = {k for k in seen if k.upper() in defaults.SECRET_ENVS}
+    assert not leaked and "S3cret" not in json.dumps(seen), leaked
     assert not wfarm.leftovers()
 
 
