@@ -16,7 +16,8 @@ import redis
 from conftest import Farm, PrivateRedis, free_port, pings, stmpo_keys, wait_for
 from framelib import bad_files
 
-from stmpo_celery.broker import keys
+from stmpo_celery.broker import BrokerUrl, keys, watch_client
+from stmpo_celery.config import defaults
 
 pytestmark = pytest.mark.slow
 
@@ -261,3 +262,22 @@ class _Reconnects:
 
     def saw(self, connection: object) -> None:
         self.seen.append(connection)
+
+
+def test_the_watchdog_sees_a_pause_shorter_than_two_of_its_timeouts(
+        private_redis: PrivateRedis) -> None:
+    """A watchdog contact waits one timeout, once: redis-py's retry sent a command that
+    timed out again, waited a second timeout, and a broker paused for less than both
+    answered it — the run never said the broker had not answered (and began counting its
+    grace a second late)."""
+    watch = watch_client(BrokerUrl(private_redis.url))
+    assert watch.ping()
+    pause = 2 * defaults.WATCHDOG_TIMEOUT_S
+    private_redis.client.execute_command("CLIENT", "PAUSE", str(int(pause * 1000)), "ALL")
+    time.sleep(pause / 4)  # the retry would start at 3/4 of the pause, and be answered
+    t0 = time.monotonic()
+    with pytest.raises((redis.TimeoutError, redis.ConnectionError)):
+        watch.exists("x")
+    assert time.monotonic() - t0 < 1.5 * defaults.WATCHDOG_TIMEOUT_S
+    time.sleep(pause)
+    assert watch.ping()  # and the next contact after the pause answers

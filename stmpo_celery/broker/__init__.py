@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         server_id,
         still_there,
         try_reap,
+        watch_client,
     )
     from ._redelivery import missing_frames_suspect, requeue_unacked
     from ._redis import (
@@ -64,6 +65,7 @@ _HOME = {
     "server_id": "._liveness",
     "still_there": "._liveness",
     "try_reap": "._liveness",
+    "watch_client": "._liveness",
     "url_secrets": "._redis",
     "BrokerUrl": "._redis",
     "check_reachable": "._redis",
@@ -99,6 +101,7 @@ __all__ = [
     "server_id",
     "still_there",
     "try_reap",
+    "watch_client",
     "url_secrets",
     "BrokerUrl",
     "check_reachable",

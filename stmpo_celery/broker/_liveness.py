@@ -29,6 +29,14 @@ from . import keys
 from ._redis import BrokerUrl
 
 
+def watch_client(url: BrokerUrl) -> redis.Redis:
+    """The orchestrator's watchdog client: a contact waits :data:`defaults.WATCHDOG_TIMEOUT_S`
+    and is never sent again. redis-py's retry would send a command that timed out once
+    more and wait a second timeout: a broker paused for less than both then answers the
+    second one, and the watch never learns that it did not answer for seconds."""
+    return url.client(timeout=defaults.WATCHDOG_TIMEOUT_S, retries=0)
+
+
 def still_there(client: redis.Redis, run_id: str) -> bool:
     """Does the Redis still hold the run (not restarted empty since the last beat)?"""
     return bool(client.exists(keys.alive_key(run_id)))

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..broker import events, heartbeat, keys, owned_entry, server_id, try_reap
+from ..broker import (
+    events,
+    heartbeat,
+    keys,
+    owned_entry,
+    server_id,
+    try_reap,
+    watch_client,
+)
 from ..config import defaults
 from ..slot import register_plan, set_prior
 from ._dispatch import RunQueue
@@ -29,7 +37,7 @@ def open_broker(run: Run, n_tasks: int) -> None:
     thread, see the module docstring)."""
     assert run.broker is not None
     run.client = run.broker.client(timeout=10)
-    run.watch_client = run.broker.client(timeout=defaults.WATCHDOG_TIMEOUT_S)
+    run.watch_client = watch_client(run.broker)
     # a Redis that restarts mid-run lost the events sent while it was down, and what it
     # reloaded from disk may be older than the run: seen by its new run id, the run stops
     run.server = server_id(run.watch_client)
