@@ -11,6 +11,7 @@ from celery import Celery
 from ..config import defaults
 from . import keys
 from ._redis import BrokerUrl
+from ._tls import celery_ssl, without_tls_query
 
 RENDER_CHUNK = "stmpo.render_chunk"
 FINALIZE = "stmpo.finalize"
@@ -20,7 +21,12 @@ ON_CHUNK_ERROR = "stmpo.on_chunk_error"
 def make_app(broker: BrokerUrl, run_id: str, queue: str) -> Celery:
     prefix = keys.prefix(run_id)
     ct = defaults.CONNECT_TIMEOUT_S
-    app = Celery("stmpo", broker=broker.url, backend=broker.backend_url, set_as_current=False)
+    # TLS as settings, never left to the URL: kombu connects a rediss:// URL without
+    # checking the server's certificate unless it is told to (see _tls)
+    app = Celery("stmpo", broker=without_tls_query(broker.url),
+                 backend=without_tls_query(broker.backend_url), set_as_current=False)
+    if (tls := celery_ssl(broker.url)) is not None:
+        app.conf.update(broker_use_ssl=tls, redis_backend_use_ssl=tls)
     app.conf.update(
         # JSON only: pickle is refused on both sides.
         task_serializer="json",

@@ -42,11 +42,12 @@ from ..host import (
     start_guarded,
     unix_socket_broker,
 )
+from ._tls import OPTIONS as TLS_OPTIONS
+from ._tls import check_tls_files, redis_kwargs
 
 _SECRET_PARAMS = ("password", "pass", "passwd", "pwd", "secret", "token")
 #: what a broker URL's query may hold: credentials, a socket's database, TLS files
-_URL_OPTIONS = ("password", "username", "virtual_host", "ssl_cert_reqs", "ssl_ca_certs",
-                "ssl_certfile", "ssl_keyfile")
+_URL_OPTIONS = ("password", "username", "virtual_host", *TLS_OPTIONS)
 
 
 def _userinfo(url: str) -> str | None:
@@ -156,12 +157,12 @@ class BrokerUrl:
             password=password,
             username=username,
             db=db,
-            ssl=parts.scheme == "rediss",
             socket_connect_timeout=ct,
             socket_timeout=timeout,
             decode_responses=decode,
             retry=Retry(NoBackoff(), retries),
             health_check_interval=math.ceil(ping_s),
+            **redis_kwargs(self.url),  # type: ignore[arg-type]
         )
 
     @property
@@ -206,6 +207,10 @@ def parse_broker_url(url: str) -> BrokerUrl:
     if other := [k for k in names if k.lower() not in _URL_OPTIONS]:
         raise BadInput(f"broker URL {mask_url(url)!r} has ?{other[0]}=, which stmpo does not "
                        "take (it sets its own timeouts and connections): leave it out")
+    try:
+        check_tls_files(url)
+    except BadInput as exc:
+        raise BadInput(f"broker URL {mask_url(url)!r} {exc.message}") from None
     return BrokerUrl(_credentials_in_userinfo(url, parts))
 
 
