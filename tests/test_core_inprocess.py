@@ -298,3 +298,27 @@ def test_frames_a_stopped_renderer_wrote_over_are_forgiven_once(client: redis.Re
     static = spec(run, [(1, 60)], schedule="static")
     mark_overwritten(ctx_for(client, static), 0, [7])  # no steals: nothing to forgive
     assert not take_overwritten(ctx_for(client, static), [7])
+
+
+def test_a_strong_error_after_the_cut_is_about_a_thiefs_frame(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A victim stopped at its cut: its renderer, already in the thief's first frame (MFR
+    renders ahead), printed a strong error about it before it died. That failed the
+    victim's chunk — exit 1, and fail-fast stopped every slot — though every frame it
+    owned was whole and the thief had rendered that frame already. Before the cut, the
+    same line still fails the launch."""
+    from stmpo_celery.slot import _launch
+
+    monkeypatch.setattr(_launch, "kill_renderer", lambda: None)
+    att = _launch.Attempt(1, 30)
+    cut = _launch._Cut(att)
+    cut.advance(10)
+    assert cut.error("Unable to allocate enough memory to render frame 11") is None
+    cut.lower(22)
+    cut.advance(22)  # frame 22, its new end, is done: the renderer is stopped there
+    assert att.cut_end == 22
+    said = cut.error("Unable to allocate enough memory to render frame 23")
+    assert said is not None and said == att.warnings[-1]
+    assert att.strong == ["Unable to allocate enough memory to render frame 11"]
+    assert len(att.warnings) == 1
+    assert "after frame 22" in att.warnings[0] and "frame 23" in att.warnings[0]

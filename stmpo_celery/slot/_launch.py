@@ -203,6 +203,20 @@ class _Cut:
         if stop:  # before AE gets far into a frame the thief renders
             kill_renderer()
 
+    def error(self, text: str) -> str | None:
+        """A strong error from the renderer fails the launch — unless the launch had
+        been stopped at its cut already (every frame it owns reported done): the renderer
+        was then past its end, in a frame a thief owns (MFR renders ahead), and what it
+        said is a warning, returned to be said. The frames it owns are still checked."""
+        with self.lock:
+            cut_at = self.att.cut_end
+        if cut_at is None:
+            self.att.strong.append(text)
+            return None
+        self.att.warnings.append(f"after frame {cut_at}, where it was stopped for a thief, "
+                                 f"the renderer said: {text}")
+        return self.att.warnings[-1]
+
     def stop(self) -> None:
         """Stop the renderer now (the broker failed under the frame hook)."""
         with self.lock:
@@ -354,7 +368,8 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                     reporter.frame(next_needed - 1, frame, cost,
                                    att.launch_s if first else None)
                 elif isinstance(ev, StrongError):
-                    att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
+                    if said := cut.error(f"{ev.text} ({ev.hint})" if ev.hint else ev.text):
+                        reporter.send(events.SlotWarning(index=index, text=said))
                     kill_renderer()  # deterministic failure: do not let AE go on
                 elif isinstance(ev, AeWarning):
                     att.warnings.append(ev.text)
@@ -364,7 +379,8 @@ def launch(ctx: SlotContext, index: int, start: int, end: int, label: str,
                 raise reporter.error
         for ev in parser.close():  # a failure that waited for a line that never came
             if isinstance(ev, StrongError):
-                att.strong.append(f"{ev.text} ({ev.hint})" if ev.hint else ev.text)
+                if said := cut.error(f"{ev.text} ({ev.hint})" if ev.hint else ev.text):
+                    reporter.send(events.SlotWarning(index=index, text=said))
             elif isinstance(ev, AeWarning):
                 att.warnings.append(ev.text)
     except BaseException:
