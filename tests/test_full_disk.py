@@ -313,3 +313,18 @@ def test_a_host_redis_already_full_at_the_start_is_named_not_lost(
         for f in disk.glob("fill-*"):
             f.unlink()
         stmpo("host", "down", "--force", env=env)
+
+
+def test_a_probe_left_by_a_killed_process_of_the_same_pid_blocks_nothing(
+        tmp_path: Path) -> None:
+    """A cancel between the space probe's create and its unlink leaves the probe behind.
+    It was named by pid alone and made with O_EXCL: the next process given that pid —
+    at once on Windows, always 32 under Wine, 1 in a container — was refused for an
+    unwritable folder (exit 2) by every render from then on."""
+    from stmpo_celery.broker.keys import host_name
+    from stmpo_celery.orchestrator._validate import probe_space
+
+    for name in (f".stmpo-probe-{os.getpid()}", f".stmpo-probe-{host_name()}-{os.getpid()}"):
+        (tmp_path / name).write_bytes(b"\0" * 100)  # what a killed probe leaves
+    probe_space(str(tmp_path))
+    assert not (tmp_path / f".stmpo-probe-{host_name()}-{os.getpid()}").exists()

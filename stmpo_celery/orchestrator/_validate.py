@@ -274,9 +274,16 @@ PROBE_BYTES = 64 * 1024  #: a folder must take this much before the run starts
 
 def probe_space(folder: str) -> None:
     """Write (and flush to the file system) ``PROBE_BYTES`` in ``folder``, then remove them:
-    creating an empty file succeeds on a full disk, writing does not."""
-    probe = os.path.join(folder, f".stmpo-probe-{os.getpid()}")
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    creating an empty file succeeds on a full disk, writing does not. The probe is named
+    by host and pid, so one that is there already was left by a process of this pid on
+    this host that was killed mid-probe — pids come back (at once on Windows, always 32
+    under Wine, 1 in a container) — and is removed, not taken for an unwritable folder."""
+    probe = os.path.join(folder, f".stmpo-probe-{keys.host_name()}-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.unlink(probe)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         write_all(fd, bytes(PROBE_BYTES), probe)
         os.fsync(fd)
