@@ -77,3 +77,23 @@ def test_a_worker_sweeps_the_session_folders_of_dead_workers_only(tmp_path: Path
         holder.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [elsewhere.name, old_live.name, other.name])
+
+
+def test_a_worker_that_cannot_run_a_task_does_not_start(tmp_path: Path) -> None:
+    """A worker whose OpenJD runtime does not load (a broken install, a Windows host
+    missing a DLL) took every task and failed it in a second, spending each job's retries.
+    It now refuses to start, in one line, exit 3, before it connects to the farm."""
+    shadow = tmp_path / "shadow" / "openjd" / "sessions"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ImportError('DLL load failed while importing _rs: not found')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STMPO_")}
+    env["PYTHONPATH"] = str(tmp_path / "shadow")
+    res = subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "farm", "worker",
+                          "--farm", "redis://127.0.0.1:1/0"],  # never reached
+                         capture_output=True, text=True, timeout=60, env=env,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 3, res.stdout + res.stderr
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot run farm tasks" in lines[0], lines
+    assert "DLL load failed" in lines[0] and "Traceback" not in res.stderr

@@ -12,6 +12,7 @@ period) and no further action but the environments' exits runs.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import defaults
+from ..errors import EnvironmentProblem
 
 
 @dataclass
@@ -35,6 +37,21 @@ class Outcome:
         return {"state": self.state, "message": self.message, "exit_code": self.exit_code,
                 "status": self.status, "seconds": round(self.seconds, 2),
                 "actions": self.actions}
+
+
+def check_runtime() -> None:
+    """Import what running a task needs, once, when a worker starts: a worker that could
+    not (a broken install, a Windows host missing a DLL an extension needs) took every
+    task, failed it in a second and spent each job's retries on it."""
+    try:
+        import openjd.model  # noqa: F401
+        import openjd.sessions  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError (a DLL), anything
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise EnvironmentProblem(
+            f"this host cannot run farm tasks: the OpenJD runtime does not load "
+            f"({type(exc).__name__}: {text}): reinstall stmpo-celery with its dependencies "
+            f"in this Python ({sys.executable})") from None
 
 
 def _values(serialized: dict[str, dict[str, str]]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from ..host import (
     written_here,
 )
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
-from ._session import run_task
+from ._session import check_runtime, run_task
 from ._store import ENDED, PREFIX, FarmStore
 from ._versions import write_manifest
 
@@ -358,6 +358,7 @@ def _worker_class(app: Any) -> Any:
 
 
 def run_worker(broker: BrokerUrl, name: str | None, loglevel: str = "WARNING") -> int:
+    check_runtime()  # before it takes a task it could only fail
     W.name = worker_name(name)
     W.instance = uuid.uuid4().hex[:12]
     W.store = FarmStore.connect(broker)
