@@ -322,3 +322,36 @@ def test_a_strong_error_after_the_cut_is_about_a_thiefs_frame(
     assert att.strong == ["Unable to allocate enough memory to render frame 11"]
     assert len(att.warnings) == 1
     assert "after frame 22" in att.warnings[0] and "frame 23" in att.warnings[0]
+
+
+def test_a_half_written_frame_that_cannot_be_deleted_stays_listed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows refuses to delete a file another process has open (a viewer, an antivirus
+    scan). Settling a stopped launch's ledger swallowed that and removed the ledger: the
+    half-written frame stayed on disk with nothing saying so, and a format that does not
+    tell where a file ends would have passed a later --skip-existing as rendered."""
+    from stmpo_celery.plan import OutputPattern
+    from stmpo_celery.slot import _ledger
+
+    pattern = OutputPattern(str(tmp_path / "shot_[####].pic"))
+    ledger = _ledger.Ledger(pattern, "deadbeef", 0, [1, 2, 3])
+    ledger.open()
+    for f in (1, 2):
+        Path(pattern.path_for(f)).write_bytes(b"half")
+    held = pattern.path_for(2)
+    real_remove = _ledger.remove_file
+
+    def refuse(path: str | Path, *args: object) -> None:
+        if str(path) == held:
+            raise PermissionError(13, "The process cannot access the file", held)
+        real_remove(path)
+
+    monkeypatch.setattr(_ledger, "remove_file", refuse)
+    first = _ledger.settle(_ledger.state_dir(pattern), lambda e: e.run_id == "deadbeef")
+    assert list(first) == [pattern.path_for(1)] and first.kept == [held]
+    (entry,) = _ledger.entries(_ledger.state_dir(pattern))
+    assert entry.frames == [2]  # still listed: whoever settles next tries again
+    monkeypatch.setattr(_ledger, "remove_file", real_remove)  # the reader let go
+    second = _ledger.settle(_ledger.state_dir(pattern), lambda e: e.run_id == "deadbeef")
+    assert list(second) == [held] and not second.kept
+    assert not Path(held).exists() and not _ledger.entries(_ledger.state_dir(pattern))

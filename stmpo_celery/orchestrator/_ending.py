@@ -86,6 +86,13 @@ def _stop_slots(run: Run) -> None:
         if partial:
             run._say(f"deleted {len(partial)} frame(s) the stopped chunks had in flight, "
                      f"not known to be whole (first: {partial[0]})")
+        if partial.kept:
+            run.warnings.append(
+                f"{len(partial.kept)} frame(s) the stopped chunks had in flight could not "
+                f"be deleted: another process has them open (first: {partial.kept[0]}); "
+                "they are not whole, and the next run on this output deletes and renders "
+                "them")
+            run._say(f"WARNING: {run.warnings[-1]}")
 
 
 def _clean_broker(run: Run) -> None:

@@ -312,9 +312,15 @@ def claim_output(prep: Prepared) -> None:
     if partial:
         notes.append(f"deleted {len(partial)} frame(s) a stopped run left half-written "
                      f"(first: {partial[0]})")
+    # still half-written, and another process has them open: never taken for frames
+    held = {f for f in frames if pattern.path_for(f) in set(partial.kept)}
+    if held:
+        notes.append(f"WARNING: {len(held)} frame(s) a stopped run left half-written could "
+                     f"not be deleted (another process has them open; first: "
+                     f"{partial.kept[0]}): they are rendered again")
     prep.to_render = frames
     if prep.options.skip_existing and pattern.is_sequence:
-        missing = set(missing_frames(pattern, frames))
+        missing = set(missing_frames(pattern, frames)) | held
         prep.to_render = [f for f in frames if f in missing]
         if len(prep.to_render) < len(frames):
             notes.append(f"skipping {len(frames) - len(prep.to_render)} frame(s) already "

@@ -27,6 +27,7 @@ import redis
 from ..aerender import known_not_whole, missing_frames
 from ..broker import events, keys
 from ..config import defaults
+from ..host import remove_file
 from ..plan import OutputPattern, format_frames, runs
 from ._launch import Attempt, launch
 from ._spec import RunSpec
@@ -146,6 +147,7 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
     # a frame counts only if this launch wrote it: a file from before the run that
     # aerender reported but never rewrote (--no-skip-existing) is not this render
     written = on_disk & set(att.touched)
+    undeleted: list[int] = []  # half-written, and another process has it open (Windows)
     if failed and att.resolvable:
         good += [f for f in owned if f in written and f in att.reported]
         for f in owned:
@@ -155,12 +157,16 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
                 if f in att.reported and os.path.exists(path) and not known_not_whole(path):
                     continue  # reported, there, but unreadable now: unknown, rendered again
                 suspect.append(f)
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                try:
+                    remove_file(path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    undeleted.append(f)
     else:
         good += [f for f in owned if f in written]
     if att.ledger is not None:
-        att.ledger.close()
+        att.ledger.keep_only(undeleted)  # listed until someone can delete them
 
 
 def movie_written(att: Attempt, frames: list[int]) -> bool:

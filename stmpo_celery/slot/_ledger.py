@@ -78,6 +78,16 @@ class Ledger:
         with contextlib.suppress(OSError):
             remove_file(self.path)
 
+    def keep_only(self, frames: list[int]) -> None:
+        """Settled: close, unless some ``frames`` are still half-written on disk (they
+        could not be deleted): those stay listed, for the next settle of this output."""
+        if not frames:
+            self.close()
+            return
+        self.pending = set(frames)
+        with contextlib.suppress(OSError):
+            self._write()
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -108,13 +118,25 @@ def entries(folder: Path) -> list[Entry]:
     return out
 
 
-def settle(folder: Path, which: Callable[[Entry], bool],
-           owned: Callable[[int], bool] = lambda frame: True) -> list[str]:
-    """Delete the frames still listed by the ledgers ``which`` selects (only those
-    ``owned`` accepts: a stolen tail is the thief's), then the ledgers.
+class Settled(list[str]):
+    """The frame files :func:`settle` deleted; :attr:`kept`, those it could not delete
+    (Windows: another process — a viewer, an antivirus scan — has the file open):
+    still listed in their ledger, so whoever settles this output next tries again, and
+    never to be taken for rendered frames meanwhile."""
 
-    Returns the frame files deleted (each possibly half-written)."""
-    deleted: list[str] = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[str] = []
+
+
+def settle(folder: Path, which: Callable[[Entry], bool],
+           owned: Callable[[int], bool] = lambda frame: True) -> Settled:
+    """Delete the frames still listed by the ledgers ``which`` selects (only those
+    ``owned`` accepts: a stolen tail is the thief's), then the ledgers — but a ledger
+    keeps the frames that could not be deleted.
+
+    Returns the frame files deleted (each possibly half-written), and those kept."""
+    out = Settled()
     with contextlib.suppress(OSError):  # a ledger's temp file, left by a kill mid-update
         for tmp in folder.glob("inflight-*.json.tmp"):
             if which(Entry(tmp, tmp.name.split("-")[1], OutputPattern(""), [])):
@@ -122,11 +144,22 @@ def settle(folder: Path, which: Callable[[Entry], bool],
     for entry in entries(folder):
         if not which(entry):
             continue
+        kept: list[int] = []
         for frame in filter(owned, entry.frames):
             path = entry.pattern.path_for(frame)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                deleted.append(path)
+            try:
+                remove_file(path)  # Windows: tried again while a reader holds it
+            except FileNotFoundError:
+                continue
+            except OSError:
+                kept.append(frame)
+                out.kept.append(path)
+                continue
+            out.append(path)
         with contextlib.suppress(OSError):
-            remove_file(entry.path)
-    return deleted
+            if kept:
+                write_state(entry.path, {"run": entry.run_id, "pattern": entry.pattern.raw,
+                                         "frames": format_frames(kept)})
+            else:
+                remove_file(entry.path)
+    return out
