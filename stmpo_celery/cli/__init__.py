@@ -5,17 +5,63 @@ Each command turns its options into calls on the other subpackages and turns a
 :class:`~stmpo_celery.errors.StmpoError` into one line on stderr and its exit code.
 """
 
+import json
 import os
 import signal
 import sys
+import time
+from types import FrameType
 
-from ..errors import ExitCode
+from ..errors import CANCEL_CODES, ExitCode
+
+_STARTED = time.time()
+
+
+def _summary_path(args: list[str]) -> str | None:
+    """The ``--summary`` of a ``stmpo render`` command line, read without click."""
+    if args[:1] != ["render"]:
+        return None
+    for i, arg in enumerate(args):
+        if arg == "--summary" and i + 1 < len(args):
+            return args[i + 1] or None
+        if arg.startswith("--summary="):
+            return arg.partition("=")[2] or None
+    return None
+
+
+def _loading_cancelled(signum: int, _frame: FrameType | None) -> None:
+    """A cancel while stmpo is still loading (~0.1 s on Linux, over a second on Windows):
+    nothing exists yet, so no traceback and nothing to stop — but a render's ``--summary``
+    is written as for any cancel (nothing rendered), with the cancel's code."""
+    code = int(CANCEL_CODES.get(signum, ExitCode.TERMINATED))
+    path = _summary_path(sys.argv[1:])
+    if path:
+        name = signal.Signals(signum).name
+        empty = {"requested": 0, "requested_spec": "", "rendered": 0, "rendered_spec": "",
+                 "skipped": 0, "skipped_spec": "", "missing": 0, "missing_spec": "",
+                 "suspect_spec": ""}
+        doc: dict[str, object] = {
+            "run": None, "host": None, "exit_code": code, "status": "cancelled",
+            "reason": f"cancelled by {name} before the render started",
+            "frames": empty, "output": None, "chunks": [], "idle_tasks": 0,
+            "failures": [], "warnings": [],
+            "timing": {"started": _STARTED, "ended": time.time(), "first_launch": None,
+                       "last_frame": None}}
+        try:  # written in place: replacing a file is the platform layer's, not loaded yet
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=2)
+        except OSError:
+            pass
+    os._exit(code)
+
 
 if os.path.basename(sys.argv[0]).lower() in {"stmpo", "stmpo.exe", "stmpo-script.py", "-m",
                                               "__main__.py"}:
-    # A Ctrl-C while stmpo is still loading: nothing exists yet, so end with the cancel's
-    # code and no traceback. ``main`` puts Python's own handler back before any command.
-    signal.signal(signal.SIGINT, lambda *_: os._exit(int(ExitCode.INTERRUPTED)))
+    # Until ``main`` takes the cancel signals (the render's own handler, or Python's for
+    # Ctrl-C in other commands), a cancel ends here.
+    for _sig in (*CANCEL_CODES, getattr(signal, "SIGBREAK", None)):
+        if _sig is not None:
+            signal.signal(_sig, _loading_cancelled)
 
 from ._main import main  # noqa: E402
 
