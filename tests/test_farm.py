@@ -293,3 +293,22 @@ def test_no_process_of_a_farm_task_has_the_farms_password(rig: Rig) -> None:
     assert any("STMPO_FAKE_" in "".join(p.environ()) for p in rig.renders()
                if p.is_running())
     assert rig.wait(job) == 0, rig.logs()
+
+
+def test_a_worker_that_cannot_see_the_jobs_folder_says_so_and_makes_nothing(
+        rig: Rig) -> None:
+    """The job's folder is a path of the submitting host. A worker that cannot see it (a
+    Windows worker given a Linux submitter's /farm/..., a host that mounts the farm
+    folder elsewhere) read it as a folder of its own, created logs and output folders
+    there, then failed on a project "that does not exist (a relative path starts in the
+    current folder)". It now fails the task at once, saying why, and makes nothing."""
+    job = rig.submit(frames="1-2", per_task=2, publish=False, extra=("--max-retries", "0"))
+    farm = rig.tmp / "farm"
+    farm.rename(rig.tmp / "farm-elsewhere")  # what this worker's host cannot see
+    rig.start_worker("w1")
+    rig.wait_workers()
+    assert rig.wait(job) == 1
+    [task] = rig.job(job)["tasks"]
+    assert task["state"] == "failed" and task["attempts"] == 1, task
+    assert "cannot see the job's folder" in rig.logs(), rig.logs()
+    assert not farm.exists() and not (rig.tmp / "out").exists()

@@ -49,7 +49,7 @@ from ..host import (
     written_here,
 )
 from ._app import TASK, enqueue, make_farm_app, new_celery_id
-from ._session import check_runtime, run_task
+from ._session import Outcome, check_runtime, run_task
 from ._store import ENDED, PREFIX, FarmStore
 from ._versions import write_manifest
 
@@ -186,15 +186,16 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
         return lost[0]
 
     try:
-        outcome = run_task(job, rec, f"{job_id}-{index}-{attempt}", log_path, on_progress,
-                           should_cancel, session_env(), sessions_folder())
-        should_cancel()  # stopped while this worker was frozen: was it given away?
-        if lost[0]:
-            outcome.message = ("the task was given to another worker while this one did not "
-                               "answer: its render was stopped")
+        if (blind := _cannot_see(job)) is not None:  # before anything is made there
+            outcome = Outcome(state="failed", message=blind)
+        else:
+            outcome = run_task(job, rec, f"{job_id}-{index}-{attempt}", log_path,
+                               on_progress, should_cancel, session_env(), sessions_folder())
+            should_cancel()  # stopped while this worker was frozen: was it given away?
+            if lost[0]:
+                outcome.message = ("the task was given to another worker while this one did "
+                                   "not answer: its render was stopped")
     except Exception as exc:  # noqa: BLE001 - a broken job must not kill the host
-        from ._session import Outcome
-
         outcome = Outcome(state="failed", message=f"{type(exc).__name__}: {exc}")
     finally:
         W.current = None
@@ -204,6 +205,21 @@ def farm_task(self: Any, job_id: str, step: str, label: str, *, index: int,
         + (f" ({outcome.message})" if outcome.message else "") + f" -> {result}")
     return {"job": job_id, "task": index, "label": label, "state": outcome.state,
             "result": result, "seconds": round(outcome.seconds, 2)}
+
+
+def _cannot_see(job: dict[str, Any]) -> str | None:
+    """Why this worker cannot run the job's tasks, when it cannot see the job's folder —
+    a path of the host that submitted it (its snapshot, parameters and logs): a Windows
+    worker read a Linux submitter's ``/farm/...`` as a folder on its current drive,
+    created logs and output folders there, failed on a project "that does not exist"
+    and spent the task's retries. None when it can."""
+    where = str(job.get("job_dir", ""))
+    if where and os.path.isfile(os.path.join(where, "job.json")):
+        return None
+    return (f"this worker cannot see the job's folder {where or '(none recorded)'}: every "
+            f"worker must reach the farm folder by the path the submitting host gave it "
+            f"(--farm-dir / {defaults.FARM_DIR_ENV}; stmpo does not map paths between "
+            f"hosts), so submit from a host whose paths the workers share")
 
 
 def taken_from_us(task: dict[str, Any], attempt: int) -> bool:
