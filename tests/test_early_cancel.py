@@ -225,6 +225,7 @@ os.kill(os.getpid(), {int(sig)})
     res = subprocess.run([sys.executable, "-c", code_text], capture_output=True, text=True,
                          timeout=30)
     assert res.returncode == code, res.stderr
+    assert res.stdout.startswith("stmpo: CANCELLED by ") and not res.stderr, res
     doc = json.loads(summary.read_text())
     assert doc["exit_code"] == code and doc["status"] == "cancelled", doc
     assert signal.Signals(sig).name in doc["reason"]

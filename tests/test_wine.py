@@ -289,3 +289,42 @@ def test_wine_a_broker_stalled_mid_render_is_lost_in_seconds_keeping_every_frame
     assert len(gone) <= 2, (gone, out[-2000:])  # a slot stopped as a frame was written
     assert not wfarm.leftovers()
 
+
+
+def test_wine_a_half_written_frame_another_process_holds_is_rendered_again(
+        wfarm: WinFarm) -> None:
+    """Windows refuses to delete a file another process has open without share-delete (a
+    viewer, a scan). A cancel mid-write left the half-written frame, swallowed the refused
+    delete and removed the ledger that listed it: a Softimage PIC cut short says nothing
+    of where it should end, so the resume (--skip-existing) took it for rendered. The
+    ledger now keeps it, the run says so, and the resume renders it again."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    args = wfarm.render_args("1-2")
+    args[args.index("--output") + 1] = win(wfarm.out / "shot_[####].pic")
+    first = wfarm.out / "shot_0001.pic"
+    proc = wfarm.py.popen(args, wfarm.env(WRITE_TIME="20", FRAME_COST="0.05"))
+    holder = None
+    try:
+        assert wait_for(lambda: any(r[1] == "1" for r in wfarm.journal("begin"))
+                        or proc.poll() is not None, timeout=90), "frame 1 never begun"
+        holder = wfarm.py.popen(["-c", "import sys, time; f = open(sys.argv[1], 'rb'); "
+                                 "print('held', flush=True); time.sleep(120)", win(first)],
+                                wfarm.env())
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        if holder is not None:  # (Wine keeps the render's pipes open while it lives)
+            holder.kill()
+            holder.wait()
+    out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == ExitCode.INTERRUPTED, out
+    assert "could not be deleted" in out and "0 of 2 frame(s) on disk" in out, out
+    assert first.exists() and first.read_bytes() != frame_bytes(str(first), 1)
+    code, out = wfarm.run(args)  # the resume: the viewer has let go
+    assert code == 0, out
+    assert first.read_bytes() == frame_bytes(str(first), 1)
+    assert not (wfarm.out / ".stmpo").exists() or not list((wfarm.out / ".stmpo").iterdir())
+    assert not wfarm.leftovers()

@@ -12,7 +12,7 @@ import sys
 import time
 from types import FrameType
 
-from ..errors import CANCEL_CODES, ExitCode
+from ..errors import CANCEL_CODES, ExitCode, cancel_words
 
 _STARTED = time.time()
 
@@ -34,9 +34,18 @@ def _loading_cancelled(signum: int, _frame: FrameType | None) -> None:
     nothing exists yet, so no traceback and nothing to stop — but a render's ``--summary``
     is written as for any cancel (nothing rendered), with the cancel's code."""
     code = int(CANCEL_CODES.get(signum, ExitCode.TERMINATED))
-    path = _summary_path(sys.argv[1:])
+    name = signal.Signals(signum).name
+    args = sys.argv[1:]
+    try:  # the line every cancel ends with (render: on stdout, as its later ones)
+        if args[:1] == ["render"]:
+            os.write(1, f"stmpo: CANCELLED by {cancel_words(name)} before the render "
+                        "started: nothing was rendered\n".encode())
+        else:
+            os.write(2, f"stmpo: CANCELLED by {name}\n".encode())
+    except OSError:
+        pass
+    path = _summary_path(args)
     if path:
-        name = signal.Signals(signum).name
         empty = {"requested": 0, "requested_spec": "", "rendered": 0, "rendered_spec": "",
                  "skipped": 0, "skipped_spec": "", "missing": 0, "missing_spec": "",
                  "suspect_spec": ""}

@@ -30,7 +30,8 @@ def missing_now(run: Run) -> list[int]:
     """The requested frames that are not whole on disk now."""
     pattern = run.prep.pattern
     if pattern.is_sequence:
-        return sorted(set(missing_frames(pattern, run.prep.frames)) | set(stale_now(run)))
+        return sorted(set(missing_frames(pattern, run.prep.frames)) | set(stale_now(run))
+                      | run.held)
     # a movie is on disk only as its chunk left it: written whole by this run (a file
     # that was there before, or that AE ended early, is not this render)
     done = bool(run.chunks) and all(c.status == ChunkStatus.DONE for c in run.chunks.values())
@@ -87,6 +88,11 @@ def _stop_slots(run: Run) -> None:
             run._say(f"deleted {len(partial)} frame(s) the stopped chunks had in flight, "
                      f"not known to be whole (first: {partial[0]})")
         if partial.kept:
+            kept = set(partial.kept)  # whatever their format says, they are not frames
+            run.held = {f for f in run.prep.frames if run.prep.pattern.path_for(f) in kept}
+            for f in run.held:
+                run.verified.pop(f, None)
+                run.done_frames.discard(f)
             run.warnings.append(
                 f"{len(partial.kept)} frame(s) the stopped chunks had in flight could not "
                 f"be deleted: another process has them open (first: {partial.kept[0]}); "

@@ -109,6 +109,7 @@ class Run(EventHandlers):
         #: deleted after a renderer stopped at a cut wrote over them: rendered again late
         self.late: set[int] = set()
         self.late_sent: set[int] = set()  #: ... once: these went to a late re-render
+        self.held: set[int] = set()  #: half-written, held open by another process: not whole
         self.unresolved: dict[tuple[int, int], int] = {}
         self.slot_deaths = 0
         self.start_deaths: dict[int, int] = {}  #: slot -> deaths in a row before any work

@@ -30,6 +30,7 @@ from ..config import defaults
 from ..host import remove_file
 from ..plan import OutputPattern, format_frames, runs
 from ._launch import Attempt, launch
+from ._ledger import HELD_FRAME_WAIT_S
 from ._spec import RunSpec
 
 
@@ -158,7 +159,7 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
                     continue  # reported, there, but unreadable now: unknown, rendered again
                 suspect.append(f)
                 try:
-                    remove_file(path)
+                    remove_file(path, HELD_FRAME_WAIT_S)
                 except FileNotFoundError:
                     pass
                 except OSError:

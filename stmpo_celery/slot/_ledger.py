@@ -26,6 +26,9 @@ from ..host import read_text, remove_file, replace_file
 from ..plan import OutputPattern, format_frames, parse_frames
 
 STATE_DIR = ".stmpo"  #: beside the output: in-flight ledgers and output locks
+#: Windows: a half-written frame another process has open is tried again this long (a
+#: scan lets go in milliseconds; a viewer does not, and a cancel must not wait on it)
+HELD_FRAME_WAIT_S = 0.25
 _COUNTER = itertools.count()
 
 
@@ -148,7 +151,7 @@ def settle(folder: Path, which: Callable[[Entry], bool],
         for frame in filter(owned, entry.frames):
             path = entry.pattern.path_for(frame)
             try:
-                remove_file(path)  # Windows: tried again while a reader holds it
+                remove_file(path, HELD_FRAME_WAIT_S)  # Windows: a reader may hold it
             except FileNotFoundError:
                 continue
             except OSError:
