@@ -60,8 +60,7 @@ Knobs (environment variables, all optional; a frame may also be a list ``N,M``):
                                opened|written (movie: rendered), ``error``/``orphan`` likewise
                                at a strong error/launcher kill; one O_APPEND write per line
 ``STMPO_FAKE_ARGV_DUMP``       write the launcher's argv as a JSON list to this file
-``STMPO_FAKE_ENV_DUMP``        write the launcher's environment as a JSON object to this file
-                               (what After Effects and its plug-ins would be able to read)
+``STMPO_FAKE_ENV_DUMP``        ... its environment (what AE's plug-ins could read), a JSON object
 """
 
 from __future__ import annotations
@@ -407,13 +406,9 @@ def run_launcher(argv: list[str]) -> int:
     _set_process_name("aerender")
     out = _Out()
     out(f"aerender version {VERSION}")
-    dump = _env("ARGV_DUMP")
-    if dump:
-        Path(dump).write_text(json.dumps(argv, ensure_ascii=False), encoding="utf-8")
-    env_dump = _env("ENV_DUMP")
-    if env_dump:
-        Path(env_dump).write_text(json.dumps(dict(os.environ), ensure_ascii=False),
-                                  encoding="utf-8")
+    for knob, what in (("ARGV_DUMP", argv), ("ENV_DUMP", dict(os.environ))):
+        if dump := _env(knob):
+            Path(dump).write_text(json.dumps(what, ensure_ascii=False), encoding="utf-8")
     try:
         if "-version" in scan_flags(argv):
             return 0
