@@ -422,3 +422,29 @@ def test_a_cut_right_after_a_thief_frame_was_counted_keeps_it_only_if_it_can_tel
 
         shutil.rmtree(r.run_dir, ignore_errors=True)
 
+
+
+def test_a_thiefs_frame_the_stopped_renderer_finished_first_is_left_to_the_thief(
+        tmp_path: Path) -> None:
+    """A victim's renderer (MFR) finished a thief's frame first; the thief then rewrote
+    it in place. The changed file was deleted under the thief's write when the victim's
+    chunk ended, costing one more launch. Now it is un-counted, for the thief to count."""
+    from stmpo_celery.aerender._fakeframes import frame_bytes
+
+    r = _stolen_run(tmp_path, "png")
+    try:
+        r._on_event(events.ChunkStart(slot=0, index=0, start=1, end=10, frames="1-10"))
+        r._on_event(events.ChunkShrink(slot=0, index=0, end=5, thief=2))
+        r._on_event(events.ChunkStart(slot=1, index=2, start=6, end=10, frames="6-10"))
+        frame7, whole = tmp_path / "f_07.png", frame_bytes("x.png", 7)
+        frame7.write_bytes(whole)
+        r._on_event(events.Frame(slot=0, index=0, frame=7, done=6))  # the victim, ahead
+        assert 7 in r.verified
+        frame7.write_bytes(whole[:40])  # the thief, writing it again in place
+        r._on_event(events.ChunkDone(slot=0, index=0, start=1, end=5, frames="1-5", cut=5))
+        assert frame7.exists() and 7 not in r.verified and not r.late
+        frame7.write_bytes(whole)  # the thief is done with it
+        r._on_event(events.Frame(slot=1, index=2, frame=7, done=2))
+        assert 7 in r.verified
+    finally:
+        __import__("shutil").rmtree(r.run_dir, ignore_errors=True)

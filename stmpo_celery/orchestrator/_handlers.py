@@ -53,6 +53,7 @@ class EventHandlers:
     failures: list[ChunkRecord]
     warnings: list[str]
     done_frames: set[int]
+    reporters: dict[int, set[int]]
     verified: dict[int, tuple[int, int, int] | None]
     verified_at: dict[int, float]
     unverified: set[int]
@@ -121,6 +122,7 @@ class EventHandlers:
         self.t_last_frame = time.time()
         if ev.frame is not None:
             self.done_frames.add(ev.frame)
+            self.reporters.setdefault(ev.frame, set()).add(rec.index)
             self.unverified.add(ev.frame)
         else:
             key = (rec.index, rec.attempts)
@@ -172,13 +174,29 @@ class EventHandlers:
         before the stop that the count may have seen the stopped renderer's first bytes
         (:meth:`first_bytes_maybe`): one that cannot be trusted is deleted and rendered
         again — by the thief's own check while it runs, else in a late re-render once
-        every chunk has ended (:attr:`late`). Never kept."""
+        every chunk has ended (:attr:`late`). Never kept. A frame past the cut that only
+        the stopped renderer reported, and that a running chunk owns and has yet to
+        report, is not looked at: that chunk writes it (maybe at this moment: deleting it
+        would cut the write short) and it is counted when that chunk reports it."""
         if ev.cut is None:
             return
         end = self.launch_end.get(ev.index, ev.cut)
-        self.late.update(self._recheck([f for f in sorted(self.verified) if ev.cut < f <= end],
+        past = [f for f in sorted(self.verified) if ev.cut < f <= end]
+        ahead = [f for f in past if self._owner_will_write(f, ev.index)]
+        for f in ahead:
+            self.verified.pop(f, None)
+            self.verified_at.pop(f, None)
+            self.done_frames.discard(f)
+        self.late.update(self._recheck([f for f in past if f not in ahead],
                                        f"by the renderer stopped after frame {ev.cut}",
                                        just_stopped=True))
+
+    def _owner_will_write(self, frame: int, stopped: int) -> bool:
+        """Whether a chunk other than ``stopped``, not ended, owns ``frame`` and has not
+        reported it yet."""
+        return any(rec.index != stopped and not rec.terminal and rec.start <= frame <= rec.end
+                   and rec.index not in self.reporters.get(frame, ())
+                   for rec in self.chunks.values())
 
     def first_bytes_maybe(self, frame: int) -> float | None:
         """Seconds since ``frame`` was counted, when its format does not say where it ends

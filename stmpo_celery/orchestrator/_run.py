@@ -101,8 +101,8 @@ class Run(EventHandlers):
         self.paused_s = 0.0  #: the longest time this process was stopped mid-run
         self.warnings: list[str] = []
         self.done_frames: set[int] = set()  #: reported by aerender
-        #: ... and whole on disk (its file's signature then): what progress counts
-        self.verified: dict[int, tuple[int, int, int] | None] = {}
+        self.reporters: dict[int, set[int]] = {}  #: frame -> the chunks that reported it
+        self.verified: dict[int, tuple[int, int, int] | None] = {}  #: counted (file then)
         self.verified_at: dict[int, float] = {}  #: frame -> when it was counted (monotonic)
         self.launch_end: dict[int, int] = {}  #: chunk -> the end its latest launch had
         self.unverified: set[int] = set()  #: reported, not (yet) whole on disk
