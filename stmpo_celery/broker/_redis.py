@@ -162,7 +162,7 @@ class BrokerUrl:
             decode_responses=decode,
             retry=Retry(NoBackoff(), retries),
             health_check_interval=math.ceil(ping_s),
-            **redis_kwargs(self.url),  # type: ignore[arg-type]
+            **redis_kwargs(self.url),
         )
 
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import ssl
 import urllib.parse
+from typing import Any
 
 from ..errors import BadInput
 
@@ -69,7 +70,7 @@ def check_tls_files(url: str) -> None:
                            "give the path of the PEM file")
 
 
-def redis_kwargs(url: str) -> dict[str, object]:
+def redis_kwargs(url: str) -> dict[str, Any]:
     """What redis-py's ``Redis(...)`` takes for the URL's TLS (empty without TLS)."""
     settings = tls_settings(url)
     return {} if settings is None else {"ssl": True, **settings}

@@ -13,6 +13,7 @@ import time
 from types import FrameType
 
 from ..errors import CANCEL_CODES, ExitCode, cancel_words
+from ._cancelled import cancelled_early
 
 _STARTED = time.time()
 
@@ -46,16 +47,7 @@ def _loading_cancelled(signum: int, _frame: FrameType | None) -> None:
         pass
     path = _summary_path(args)
     if path:
-        empty = {"requested": 0, "requested_spec": "", "rendered": 0, "rendered_spec": "",
-                 "skipped": 0, "skipped_spec": "", "missing": 0, "missing_spec": "",
-                 "suspect_spec": ""}
-        doc: dict[str, object] = {
-            "run": None, "host": None, "exit_code": code, "status": "cancelled",
-            "reason": f"cancelled by {name} before the render started",
-            "frames": empty, "output": None, "chunks": [], "idle_tasks": 0,
-            "failures": [], "warnings": [],
-            "timing": {"started": _STARTED, "ended": time.time(), "first_launch": None,
-                       "last_frame": None}}
+        doc = cancelled_early(code, name, _STARTED)
         try:  # written in place: replacing a file is the platform layer's, not loaded yet
             with open(path, "w", encoding="utf-8") as fh:
                 json.dump(doc, fh, indent=2)

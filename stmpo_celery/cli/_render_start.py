@@ -8,13 +8,13 @@ import contextlib
 import json
 import os
 import signal
-import time
 from typing import Any, ClassVar
 
 from ..broker.keys import host_name
 from ..config import RenderOptions
-from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words, outcome
+from ..errors import CANCEL_CODES, BadInput, ExitCode, cancel_words
 from ..host import make_run_dir, remove_run_dir, replace_file
+from ._cancelled import cancelled_early
 
 
 def _task_frames(spec: str, task_of: str) -> str:
@@ -172,20 +172,10 @@ def write_cancelled_early(path: str, prep: Any, signal_name: str, code: int,
         from ..plan import format_frames
 
         spec = format_frames(frames)
-    doc: dict[str, Any] = {
-        "run": prep.run_id if prep is not None else None,
-        "host": host_name(),
-        "exit_code": int(code),
-        "status": outcome(code),
-        "reason": f"cancelled by {signal_name} before the render started",
-        "frames": {"requested": len(frames), "requested_spec": spec, "rendered": 0,
-                   "rendered_spec": "", "skipped": 0, "skipped_spec": "",
-                   "missing": len(frames), "missing_spec": spec, "suspect_spec": ""},
-        "output": prep.pattern.raw if prep is not None else None,
-        "chunks": [], "idle_tasks": 0, "failures": [], "warnings": [],
-        "timing": {"started": started, "ended": time.time(), "first_launch": None,
-                   "last_frame": None},
-    }
+    doc = cancelled_early(code, signal_name, started,
+                          run=prep.run_id if prep is not None else None, host=host_name(),
+                          frames=frames, spec=spec,
+                          output=prep.pattern.raw if prep is not None else None)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:

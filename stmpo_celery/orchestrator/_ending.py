@@ -88,11 +88,9 @@ def _stop_slots(run: Run) -> None:
             run._say(f"deleted {len(partial)} frame(s) the stopped chunks had in flight, "
                      f"not known to be whole (first: {partial[0]})")
         if partial.kept:
-            kept = set(partial.kept)  # whatever their format says, they are not frames
-            run.held = {f for f in run.prep.frames if run.prep.pattern.path_for(f) in kept}
-            for f in run.held:
-                run.verified.pop(f, None)
-                run.done_frames.discard(f)
+            # whatever their format says, they are not frames
+            run.held = partial.held(run.prep.pattern, run.prep.frames)
+            run._forget(run.held)
             run.warnings.append(
                 f"{len(partial.kept)} frame(s) the stopped chunks had in flight could not "
                 f"be deleted: another process has them open (first: {partial.kept[0]}); "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import redis
@@ -152,13 +153,17 @@ class EventHandlers:
         """Frames to be rendered again are not done, whatever was counted before (a file
         counted whole and deleted since, or rewritten by a stopped renderer)."""
         counted = [f for f in frames if f in self.verified]
+        self._forget(frames)
+        if counted:
+            self._show_done()
+
+    def _forget(self, frames: Iterable[int]) -> None:
+        """Whatever was reported or counted of ``frames`` (progress shown as it was)."""
         for f in frames:
             self.verified.pop(f, None)
             self.verified_at.pop(f, None)
             self.done_frames.discard(f)
             self.unverified.discard(f)
-        if counted:
-            self._show_done()
 
     def _note(self, key: str, text: str | None) -> None:
         """What the run is doing besides rendering, in the Deadline status (None: over)."""
@@ -183,10 +188,7 @@ class EventHandlers:
         end = self.launch_end.get(ev.index, ev.cut)
         past = [f for f in sorted(self.verified) if ev.cut < f <= end]
         ahead = [f for f in past if self._owner_will_write(f, ev.index)]
-        for f in ahead:
-            self.verified.pop(f, None)
-            self.verified_at.pop(f, None)
-            self.done_frames.discard(f)
+        self._forget(ahead)
         self.late.update(self._recheck([f for f in past if f not in ahead],
                                        f"by the renderer stopped after frame {ev.cut}",
                                        just_stopped=True))

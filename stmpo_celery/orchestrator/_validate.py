@@ -313,7 +313,7 @@ def claim_output(prep: Prepared) -> None:
         notes.append(f"deleted {len(partial)} frame(s) a stopped run left half-written "
                      f"(first: {partial[0]})")
     # still half-written, and another process has them open: never taken for frames
-    held = {f for f in frames if pattern.path_for(f) in set(partial.kept)}
+    held = partial.held(pattern, frames)
     if held:
         notes.append(f"WARNING: {len(held)} frame(s) a stopped run left half-written could "
                      f"not be deleted (another process has them open; first: "

@@ -27,10 +27,9 @@ import redis
 from ..aerender import known_not_whole, missing_frames
 from ..broker import events, keys
 from ..config import defaults
-from ..host import remove_file
 from ..plan import OutputPattern, format_frames, runs
 from ._launch import Attempt, launch
-from ._ledger import HELD_FRAME_WAIT_S
+from ._ledger import delete_frame
 from ._spec import RunSpec
 
 
@@ -158,11 +157,7 @@ def _settle(pattern: OutputPattern, att: Attempt, owned: list[int], failed: bool
                 if f in att.reported and os.path.exists(path) and not known_not_whole(path):
                     continue  # reported, there, but unreadable now: unknown, rendered again
                 suspect.append(f)
-                try:
-                    remove_file(path, HELD_FRAME_WAIT_S)
-                except FileNotFoundError:
-                    pass
-                except OSError:
+                if not delete_frame(path):
                     undeleted.append(f)
     else:
         good += [f for f in owned if f in written]

@@ -131,6 +131,23 @@ class Settled(list[str]):
         super().__init__()
         self.kept: list[str] = []
 
+    def held(self, pattern: OutputPattern, frames: Iterable[int]) -> set[int]:
+        """The ``frames`` of ``pattern`` whose files were kept."""
+        kept = set(self.kept)
+        return {f for f in frames if pattern.path_for(f) in kept}
+
+
+def delete_frame(path: str) -> bool:
+    """Delete a frame file that may be half-written; False when it cannot be (Windows:
+    another process has it open), True when it is gone."""
+    try:
+        remove_file(path, HELD_FRAME_WAIT_S)  # a scan lets go in milliseconds
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
 
 def settle(folder: Path, which: Callable[[Entry], bool],
            owned: Callable[[int], bool] = lambda frame: True) -> Settled:
@@ -150,15 +167,13 @@ def settle(folder: Path, which: Callable[[Entry], bool],
         kept: list[int] = []
         for frame in filter(owned, entry.frames):
             path = entry.pattern.path_for(frame)
-            try:
-                remove_file(path, HELD_FRAME_WAIT_S)  # Windows: a reader may hold it
-            except FileNotFoundError:
+            if not os.path.lexists(path):
                 continue
-            except OSError:
+            if delete_frame(path):
+                out.append(path)
+            else:
                 kept.append(frame)
                 out.kept.append(path)
-                continue
-            out.append(path)
         with contextlib.suppress(OSError):
             if kept:
                 write_state(entry.path, {"run": entry.run_id, "pattern": entry.pattern.raw,
