@@ -16,8 +16,22 @@ saying which process runs it, lowest first:
 * :mod:`~stmpo_celery.cli` — click commands only.
 """
 
-from .errors import BadInput, EnvironmentProblem, ExitCode, StmpoError
+# This module is the first of stmpo's code every process runs, and ``stmpo`` takes the
+# cancel signals only once :mod:`stmpo_celery.cli` starts: it imports nothing, so the
+# moment in which a Ctrl-C is still Python's own (a ``KeyboardInterrupt`` traceback) ends
+# as soon as it can.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .errors import BadInput, EnvironmentProblem, ExitCode, StmpoError
 
 __version__ = "0.1.0"
 
 __all__ = ["BadInput", "EnvironmentProblem", "ExitCode", "StmpoError", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """The error kinds, from :mod:`stmpo_celery.errors` on first use."""
+    if name in __all__:
+        from . import errors
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -234,3 +234,48 @@ os.kill(os.getpid(), {int(sig)})
     other = json.loads(later.read_text())
     assert doc.keys() == other.keys() and doc["frames"].keys() == other["frames"].keys()
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize("module", ["stmpo_celery/errors.py", "stmpo_celery/cli/_cancelled.py",
+                                    "stmpo_celery/config/__init__.py", "click/core.py"])
+def test_a_ctrl_c_in_the_middle_of_any_module_stmpo_loads_is_a_cancel(
+        tmp_path: Path, module: str) -> None:
+    """CI saw a Ctrl-C land while ``cli._cancelled`` loaded, before the loading-time
+    handler was installed: Python's KeyboardInterrupt traceback. The handler now comes
+    before any of stmpo's imports, and a cancel inside the very modules it needs waits
+    the few ms until they have loaded. The Ctrl-C is raised at the first line of
+    ``module``'s body, as the launcher (``stmpo``) imports the command line."""
+    import subprocess
+    import sys
+
+    summary = tmp_path / "s.json"
+    code_text = f"""
+import signal, sys
+sys.argv = ["stmpo", "render", "--frames", "1-8", "--summary", {str(summary)!r}]
+fired = []
+
+def at_first_line(frame, event, arg):
+    if event == "line" and not fired:
+        fired.append(1)
+        signal.raise_signal(signal.SIGINT)
+    return None
+
+def tracer(frame, event, arg):
+    name = frame.f_code.co_filename.replace("\\\\", "/")
+    if frame.f_code.co_name == "<module>" and name.endswith({module!r}):
+        return at_first_line
+    return None
+
+sys.settrace(tracer)
+from stmpo_celery.cli import main
+sys.settrace(None)
+print("not cancelled", fired)
+"""
+    res = subprocess.run([sys.executable, "-c", code_text], capture_output=True, text=True,
+                         timeout=30)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.returncode == 130, res
+    assert res.stdout == ("stmpo: CANCELLED by Ctrl-C (SIGINT) before the render started: "
+                          "nothing was rendered\n")
+    doc = json.loads(summary.read_text())
+    assert doc["exit_code"] == 130 and doc["status"] == "cancelled", doc

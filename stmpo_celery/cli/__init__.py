@@ -5,17 +5,16 @@ Each command turns its options into calls on the other subpackages and turns a
 :class:`~stmpo_celery.errors.StmpoError` into one line on stderr and its exit code.
 """
 
-import json
 import os
 import signal
 import sys
 import time
 from types import FrameType
 
-from ..errors import CANCEL_CODES, ExitCode, cancel_words
-from ._cancelled import cancelled_early
-
 _STARTED = time.time()
+
+#: a cancel that came while the modules its handler needs were themselves loading
+_pending: list[int] = []
 
 
 def _summary_path(args: list[str]) -> str | None:
@@ -34,6 +33,14 @@ def _loading_cancelled(signum: int, _frame: FrameType | None) -> None:
     """A cancel while stmpo is still loading (~0.1 s on Linux, over a second on Windows):
     nothing exists yet, so no traceback and nothing to stop — but a render's ``--summary``
     is written as for any cancel (nothing rendered), with the cancel's code."""
+    try:  # loaded in a few ms, just below; fails only if the signal came while they loaded
+        from ..errors import CANCEL_CODES, ExitCode, cancel_words
+        from ._cancelled import cancelled_early
+    except ImportError:
+        _pending.append(signum)  # acted on as soon as they have loaded
+        return
+    import json
+
     code = int(CANCEL_CODES.get(signum, ExitCode.TERMINATED))
     name = signal.Signals(signum).name
     args = sys.argv[1:]
@@ -58,11 +65,18 @@ def _loading_cancelled(signum: int, _frame: FrameType | None) -> None:
 
 if os.path.basename(sys.argv[0]).lower() in {"stmpo", "stmpo.exe", "stmpo-script.py", "-m",
                                               "__main__.py"}:
-    # Until ``main`` takes the cancel signals (the render's own handler, or Python's for
-    # Ctrl-C in other commands), a cancel ends here.
-    for _sig in (*CANCEL_CODES, getattr(signal, "SIGBREAK", None)):
-        if _sig is not None:
-            signal.signal(_sig, _loading_cancelled)
+    # First, before anything of stmpo's loads: until ``main`` takes the cancel signals
+    # (the render's own handler, or Python's for Ctrl-C in other commands), a cancel ends
+    # here. Only Python's own start-up (and the launcher's imports) come before.
+    for _name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
+        if hasattr(signal, _name):
+            signal.signal(getattr(signal, _name), _loading_cancelled)
+
+from ..errors import CANCEL_CODES  # noqa: E402,F401  (what the handler needs, loaded now)
+from ._cancelled import cancelled_early  # noqa: E402,F401
+
+if _pending:
+    _loading_cancelled(_pending[0], None)
 
 from ._main import main  # noqa: E402
 
