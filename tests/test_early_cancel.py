@@ -279,3 +279,24 @@ print("not cancelled", fired)
                           "nothing was rendered\n")
     doc = json.loads(summary.read_text())
     assert doc["exit_code"] == 130 and doc["status"] == "cancelled", doc
+    # the frames were not read yet: not known, and never "0 missing"
+    assert doc["frames"]["requested"] is None and doc["frames"]["missing"] is None, doc
+
+
+def test_a_cancel_after_the_frames_were_read_counts_them_all_missing(tmp_path: Path) -> None:
+    """The summary of a cancel before the run but after ``prepare`` names the requested
+    frames, all missing; before them it said ``requested: 0, missing: 0``."""
+    from types import SimpleNamespace
+
+    from stmpo_celery.cli._render_start import write_cancelled_early
+
+    prep = SimpleNamespace(frames=[1, 2, 3, 7], run_id="r1",
+                           pattern=SimpleNamespace(raw="/o/f_[####].png"))
+    path = tmp_path / "s.json"
+    write_cancelled_early(str(path), prep, "SIGTERM", 143, 0.0)
+    frames = json.loads(path.read_text())["frames"]
+    assert (frames["requested"], frames["missing"], frames["rendered"]) == (4, 4, 0)
+    assert frames["requested_spec"] == frames["missing_spec"] == "1-3,7"
+    write_cancelled_early(str(path), None, "SIGTERM", 143, 0.0)
+    frames = json.loads(path.read_text())["frames"]
+    assert frames["requested"] is None and frames["missing"] is None
