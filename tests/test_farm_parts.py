@@ -371,6 +371,32 @@ def test_wait_refuses_a_timeout_that_is_no_duration(farm_cli: FarmCli, value: st
     assert "still queued" not in line
 
 
+def test_a_task_whose_worker_is_gone_is_said_by_jobs_and_wait(farm_cli: FarmCli) -> None:
+    """The only worker killed mid-task: nothing requeues its task until a worker starts,
+    and it showed "running" while ``farm wait`` waited on in silence. Now both say the
+    worker is gone (once per attempt), and stop saying so while its worker lives."""
+    code, out, err = farm_cli.submit()
+    assert code == 0, err
+    jid = out.strip()
+    store = farm_cli.store()
+    for index, instance in ((0, "inst-dead"), (1, "inst-live")):
+        store.update_task(jid, index, None, lambda r, i=instance: {
+            **r, "state": "running", "worker": f"w-{i}", "instance": i})
+    store.heartbeat("w-inst-live", "inst-live", {"host": "h"})
+    code, out, err = farm_cli("jobs")
+    lines = out.splitlines()
+    assert "worker w-inst-dead is gone: the task runs again when a worker takes it" in lines[1]
+    assert "gone" not in lines[2]
+    code, out, err = farm_cli("jobs", "--json")
+    assert [t["worker_lost"] for t in json.loads(out)[0]["tasks"]] == [True, False]
+    code, out, err = farm_cli("wait", jid, "--timeout", "1.2")
+    assert code == 1 and out == ""
+    assert err.count("is gone") == 1 and f"job {jid} task 0: worker w-inst-dead" in err, err
+    assert err.splitlines()[-1] == f"stmpo: error: job {jid} still running after 1.2 s"
+    store.heartbeat("w-inst-dead", "inst-dead", {"host": "h"})  # it lives after all
+    assert "gone" not in farm_cli("jobs")[1]
+
+
 def test_jobs_on_an_empty_farm_says_so(farm_cli: FarmCli) -> None:
     code, out, err = farm_cli("jobs")
     assert (code, err) == (0, "")

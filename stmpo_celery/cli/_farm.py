@@ -127,7 +127,7 @@ def wait_cmd(job: str, timeout: float | None, farm_url: str | None) -> None:
     from ..farm import wait
 
     store, _ = _connect(farm_url)
-    state = wait(store, job, timeout)
+    state = wait(store, job, timeout, say=lambda line: click.echo(line, err=True))
     click.echo(f"job {job}: {state}")
     if state != "succeeded":
         sys.exit(int(ExitCode.RENDER_FAILED))

@@ -19,9 +19,20 @@ from ._app import enqueue, new_celery_id
 from ._store import ACTIVE, ENDED, FarmStore, job_summary_state
 
 
+def worker_lost(store: FarmStore, task: dict[str, Any]) -> str | None:
+    """What to say of a running ``task`` whose worker stopped saying it lives (killed,
+    its host down), or None. Any worker requeues such a task, but with none left running
+    it stays ``running`` until one starts: every reader says so instead of waiting on."""
+    if task["state"] != "running" or not task.get("worker") or store.holder_alive(task):
+        return None
+    return (f"worker {task['worker']} is gone: the task runs again when a worker takes it "
+            "(none has yet: is any farm worker running?)")
+
+
 def job_view(store: FarmStore, jid: str) -> dict[str, Any]:
     job = store.job(jid)
     tasks = store.tasks(jid)
+    lost = {t["index"]: worker_lost(store, t) for t in tasks}
     return {
         "id": jid, "name": job.get("name"), "state": job_summary_state(store.job_state(jid),
                                                                        tasks),
@@ -29,7 +40,9 @@ def job_view(store: FarmStore, jid: str) -> dict[str, Any]:
         "publish": job.get("publish"), "job_dir": job.get("job_dir"),
         "tasks": [{"index": t["index"], "step": t["step"], "task": t["label"],
                    "state": t["state"], "worker": t.get("worker"), "attempts": t.get("runs", 0),
-                   "progress": t.get("progress", 0.0), "status": t.get("status", "")}
+                   "progress": t.get("progress", 0.0),
+                   "status": lost[t["index"]] or t.get("status", ""),
+                   "worker_lost": lost[t["index"]] is not None}
                   for t in tasks],
     }
 
@@ -173,9 +186,13 @@ class _Stop(Exception):
         self.signum = signum
 
 
-def wait(store: FarmStore, jid: str, timeout: float | None, poll: float = 0.5) -> str:
-    """Until the job ends: its final state. SIGINT/SIGTERM end the wait (130/143)."""
+def wait(store: FarmStore, jid: str, timeout: float | None, poll: float = 0.5,
+         say: Callable[[str], None] = lambda _line: None) -> str:
+    """Until the job ends: its final state. SIGINT/SIGTERM end the wait (130/143). A task
+    whose worker is gone is said (``say``) once per attempt: the wait goes on, as the
+    task runs again once a worker takes it."""
     store.job(jid)
+    told: set[tuple[int, int]] = set()
 
     def stop(signum: int, _frame: Any) -> None:
         raise _Stop(signum)
@@ -188,6 +205,10 @@ def wait(store: FarmStore, jid: str, timeout: float | None, poll: float = 0.5) -
             state = job_summary_state(store.job_state(jid), tasks)
             if not any(t["state"] in ACTIVE for t in tasks):
                 return state
+            for t in tasks:
+                if (t["index"], t["attempt"]) not in told and (why := worker_lost(store, t)):
+                    told.add((t["index"], t["attempt"]))
+                    say(f"job {jid} task {t['index']}: {why}")
             if deadline is not None and time.monotonic() > deadline:
                 raise StmpoError(f"job {jid} still {state} after {timeout:g} s")
             time.sleep(poll)
