@@ -127,11 +127,14 @@ def test_no_fail_fast_renders_the_rest_when_a_slot_dies_past_its_retries(
     assert proc.returncode == 1, out + err
     assert "continuing (--no-fail-fast)" in out and "the run stopped" not in out
     s = farm.load_summary()
-    statuses = sorted(c["status"] for c in s["chunks"])
-    assert statuses == ["done", "failed"], s["chunks"]
-    done = next(c for c in s["chunks"] if c["status"] == "done")
-    first, last = (int(x) for x in done["frames"].split("-"))
-    assert set(range(first, last + 1)) <= set(farm.frames_on_disk())
+    # one chunk failed (the killed slot's); the healthy slot's chunks were all rendered
+    # (adaptive: a loaded host may let it finish its block and steal before the kill)
+    statuses = [c["status"] for c in s["chunks"]]
+    assert statuses.count("failed") == 1 and "done" in statuses, s["chunks"]
+    assert set(statuses) == {"done", "failed"}, s["chunks"]
+    for done in (c for c in s["chunks"] if c["status"] == "done"):
+        first, last = (int(x) for x in done["frames"].split("-"))
+        assert set(range(first, last + 1)) <= set(farm.frames_on_disk())
     assert "1 chunk(s) failed, rendering the rest" in out
     assert not farm.leftovers()
 
