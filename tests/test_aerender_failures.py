@@ -81,3 +81,14 @@ def test_a_field_rendered_movie_is_counted_and_kept(farm: Farm) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert (farm.out / "shot.mov").read_bytes().startswith(b"stmpo fake movie: complete")
     assert farm.launches() == 1
+
+
+def test_a_host_wide_concurrency_renders_a_movie_with_one_process(farm: Farm) -> None:
+    """``STMPO_CONCURRENCY`` (or a profile's ``concurrency``) is a host's setting for
+    every render: a movie job on that host was refused (exit 2) as if ``--concurrency``
+    had been typed, so every movie of a farm whose hosts set it failed."""
+    env = {**farm.env(), "STMPO_CONCURRENCY": "4"}
+    res = farm.run(frames="1-4", concurrency=None, output=str(farm.out / "shot.mov"), env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (farm.out / "shot.mov").read_bytes().startswith(b"stmpo fake movie: complete")
+    assert farm.launches() == 1

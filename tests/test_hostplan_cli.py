@@ -58,6 +58,19 @@ def test_movie_output_forces_one_slot() -> None:
     assert out["n_slots"] == 1 and out["bound_by"] == "movie"
 
 
+@pytest.mark.parametrize("schedule", ["static", "fixed", "adaptive"])
+def test_plan_predicts_every_schedule_with_the_launch_cost_given(schedule: str) -> None:
+    """``plan`` predicts each schedule's makespan with ``--launch-cost``: it was refused
+    for every schedule but adaptive (render's rule: only adaptive uses it there)."""
+    host = ["--frames", "1-240", "--cpus", "8", "--ram-gb", "64", "--concurrency", "4",
+            "--schedule", schedule, "--frame-cost", "1", "--json"]
+    cheap, dear = (stmpo("plan", *host, "--launch-cost", str(c)) for c in (1, 30))
+    assert cheap.returncode == dear.returncode == 0, cheap.stderr + dear.stderr
+    gap = json.loads(dear.stdout)["predicted_makespan_s"] - \
+        json.loads(cheap.stdout)["predicted_makespan_s"]
+    assert gap >= 29  # at least one launch on the longest slot
+
+
 def test_config_show_names_every_source(tmp_path: Path) -> None:
     import os
 

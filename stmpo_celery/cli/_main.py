@@ -125,7 +125,7 @@ def render(**kw: Any) -> None:
         from ..orchestrator import create_outputs, prepare
 
         if kw.get("task_of"):
-            kw["frames"] = _task_frames(kw["frames"], kw["task_of"])
+            kw["frames"] = _task_frames(kw["frames"], kw["task_of"], kw.get("output") or "")
         options = options_from(kw)
         prep = prepare(options)
         forget_env(defaults.SECRET_ENVS)  # read: no process started from here has them

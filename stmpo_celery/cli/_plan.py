@@ -48,7 +48,7 @@ def plan_cmd(frames: str, output: str, cpus: int | None, ram_gb: float | None, n
     frame_list = parse_frames(frames)
     pattern = parse_output(output)
     check_output_names(pattern, frame_list)
-    chunk_size = check_numbers(options, movie=not pattern.is_sequence)
+    chunk_size = check_numbers(options, movie=not pattern.is_sequence, planning=True)
     given = click.get_current_context().get_parameter_source
     cpu_flags = [flag for name, flag in (("cpus", "--cpus"), ("numa_nodes", "--numa-nodes"),
                                          ("smt", "--smt/--no-smt"))

@@ -17,13 +17,19 @@ from ..host import make_run_dir, remove_run_dir, replace_file
 from ._cancelled import cancelled_early
 
 
-def _task_frames(spec: str, task_of: str) -> str:
-    """The frames of task I/N of ``spec`` (a frame spec stmpo render accepts)."""
-    from ..plan import format_frames, parse_frames, task_share
+def _task_frames(spec: str, task_of: str, output: str) -> str:
+    """The frames of task I/N of ``spec`` (a frame spec stmpo render accepts). A movie
+    (``output`` without a frame token) is one file one process writes whole: it is not
+    cut into tasks (each would write its share over the same file)."""
+    from ..plan import format_frames, parse_frames, parse_output, task_share
 
     index, sep, count = task_of.partition("/")
     if not sep or not index.strip().isdigit() or not count.strip().isdigit():
         raise BadInput(f"--task {task_of!r} is not I/N: pass e.g. --task 2/5")
+    if int(count) > 1 and output and not parse_output(output).is_sequence:
+        raise BadInput(f"--task {task_of}: --output {output!r} is a movie (no [#####] "
+                       "token), which one aerender process renders whole, so it cannot be "
+                       "cut into tasks: drop --task, or render an image sequence")
     return format_frames(task_share(parse_frames(spec), int(index), int(count)))
 
 

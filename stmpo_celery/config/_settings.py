@@ -162,11 +162,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
        "Upper bound on slots, also for --concurrency.", aliases=("--max_concurrency",),
        positive=True, bundle="MaxConcurrency", image_only=True),
     _s("ram_per_process_gb", float, defaults.RAM_PER_PROCESS_GB,
-       "RAM budget of one aerender process (GB).", aliases=("--ram_per_process_gb",),
+       "RAM budget of one aerender process (GB): sizes the automatic slot count; with "
+       "--concurrency N, a warning when N slots do not fit.", aliases=("--ram_per_process_gb",),
        positive=True, bundle="RamPerProcessGB", image_only=True),
     _s("threads_per_slot", int, None,
-       "CPUs one slot needs, for the automatic slot count (usable CPUs / this); each "
-       "slot is then pinned to its share of the host's CPUs, also with --concurrency N.",
+       "CPUs one slot needs, for the automatic slot count (usable CPUs / this); with "
+       "--concurrency N, a warning when N slots get fewer. Each slot is pinned to its share "
+       "of the host's CPUs either way.",
        positive=True,
        auto=f"auto: {defaults.THREADS_PER_SLOT_MFR} with MFR, "
             f"{defaults.THREADS_PER_SLOT_NO_MFR} without",

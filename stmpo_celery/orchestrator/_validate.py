@@ -120,9 +120,11 @@ def check_output_kind(pattern: OutputPattern, n_frames: int) -> None:
                        f"{stem}_[#####].{ext}")
 
 
-def check_idle_flags(o: RenderOptions) -> None:
+def check_idle_flags(o: RenderOptions, movie: bool = False, planning: bool = False) -> None:
     """Flags typed on the command line that the rest of it makes do nothing (an
-    environment variable or a profile may set them for every render: not refused)."""
+    environment variable or a profile may set them for every render: not refused). A
+    ``movie`` is rendered whole by one process (no schedule to steer); ``planning``
+    (``stmpo plan``) uses the launch cost for every schedule's predicted makespan."""
     def typed(name: str) -> bool:
         return o.sources.get(name, "").startswith("--")
 
@@ -130,7 +132,13 @@ def check_idle_flags(o: RenderOptions) -> None:
     if typed("mfr_max_cpu") and not o.mfr:
         idle.append((o.origin("mfr_max_cpu"), "MFR is off, and it is MFR's CPU share"))
     for name in ("launch_cost", "history"):
-        if typed(name) and o.schedule != "adaptive" and (name != "history" or o.history):
+        if not typed(name) or (name == "history" and not o.history) or \
+                (name == "launch_cost" and planning):
+            continue
+        if movie:
+            idle.append((o.origin(name), "a movie is rendered whole by one aerender "
+                                         "process, with no steals to plan"))
+        elif o.schedule != "adaptive":
             idle.append((o.origin(name), f"only the adaptive schedule uses it, and "
                                          f"{o.origin('schedule')} is {o.schedule}"))
     if typed("flower_auth") and not o.flower:
@@ -140,15 +148,16 @@ def check_idle_flags(o: RenderOptions) -> None:
         raise BadInput(f"{flag} does nothing here: {why}. Drop it, or change the other")
 
 
-def check_numbers(o: RenderOptions, movie: bool = False) -> int | None:
+def check_numbers(o: RenderOptions, movie: bool = False, planning: bool = False) -> int | None:
     """Every setting's own range (from the settings table), then the combinations;
     returns the chunk size (None = auto). For a ``movie``, one aerender process renders
     it whole: a flag given for how frames are shared out over slots does nothing, and is
-    refused as ``stmpo bundle`` refuses it (``--concurrency 1`` says what happens)."""
+    refused as ``stmpo bundle`` refuses it (``--concurrency 1`` says what happens).
+    ``planning``: for ``stmpo plan`` (see :func:`check_idle_flags`)."""
     for setting in SETTINGS.values():
         setting.check(getattr(o, setting.name))
     check_combinations({"schedule": o.schedule, "chunk_size": o.chunk_size}, o.origin)
-    check_idle_flags(o)
+    check_idle_flags(o, movie, planning)
     if movie:
         refuse_for_movie(o.output, [s.spelled(getattr(o, s.name)) for s in SETTINGS.values()
                                     if s.image_only
@@ -177,11 +186,6 @@ def prepare(o: RenderOptions) -> Prepared:
             raise BadInput(f"{', '.join(idle)} set(s) up the run's own Flower, which only "
                            "--flower [HOST:]PORT starts: add --flower, or drop "
                            f"{'them' if len(idle) > 1 else 'it'}")
-    if not pattern.is_sequence and o.concurrency > 1:
-        raise BadInput(
-            f"--output {o.output!r} has no frame token, so one process must write the movie: "
-            "drop --concurrency or render an image sequence with [#####]"
-        )
     if not o.project or not o.project.strip():
         raise BadInput("--project is empty: pass the .aep file to render")
     project = os.path.abspath(o.project)
