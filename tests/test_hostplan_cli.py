@@ -91,6 +91,30 @@ def test_config_show_names_every_source(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown key(s) threads" in bad.stderr
 
 
+def test_a_host_wide_chunk_size_does_not_refuse_a_typed_static_schedule(
+        tmp_path: Path) -> None:
+    """A profile's (or ``STMPO_CHUNK_SIZE``'s) chunk size is for the schedules that use
+    it: ``--schedule static`` typed for one render was refused because of it. The same
+    chunk size typed, or set beside ``static`` in the same layer, is still refused."""
+    import os
+
+    prof = tmp_path / "chunky.toml"
+    prof.write_text("chunk_size = 5\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STMPO_")}
+    ok = stmpo("config", "show", "--json", "--profile", str(prof), "--schedule", "static",
+               env=env)
+    assert ok.returncode == 0, ok.stderr
+    ok = stmpo("config", "show", "--json", "--schedule", "static",
+               env={**env, "STMPO_CHUNK_SIZE": "5"})
+    assert ok.returncode == 0, ok.stderr
+    typed = stmpo("config", "show", "--schedule", "static", "--chunk-size", "5", env=env)
+    assert typed.returncode == 2 and "--chunk-size does nothing with --schedule static" in \
+        typed.stderr
+    prof.write_text('chunk_size = 5\nschedule = "static"\n')
+    same = stmpo("config", "show", "--profile", str(prof), env=env)
+    assert same.returncode == 2 and "does nothing with" in same.stderr, same.stderr
+
+
 def test_plan_with_a_numa_map_takes_no_other_cpu_description() -> None:
     """The map describes the CPUs: --cpus, --numa-nodes and --smt were dropped without a
     word; they are refused, and --ram-gb alone plans for the mapped host."""

@@ -56,10 +56,17 @@ def check_combinations(values: dict[str, Any], origin: Callable[[str], str]) -> 
     """Settings each fine alone that do nothing together: refused wherever settings meet
     (``stmpo render``, ``stmpo config show`` and so the job's StmpoSettings, ``stmpo
     bundle``), not first in a task. ``values`` may lack a setting (a bundle names only
-    what it sets); ``origin(name)`` names where a value came from."""
+    what it sets); ``origin(name)`` names where a value came from. A chunk size from a
+    lower layer than the schedule (a profile's, under a typed ``--schedule static``) is
+    a host-wide setting for the schedules that use it, not refused."""
+    def layer(name: str) -> int:  # profile < STMPO_* < a flag or job parameter
+        where = origin(name)
+        return 0 if where.startswith("profile ") else 1 if where.startswith("$") else 2
+
     size = values.get("chunk_size")
     if (size is not None and parse_chunk_size(size, origin("chunk_size")) is not None
-            and values.get("schedule") == "static"):
+            and values.get("schedule") == "static"
+            and layer("chunk_size") >= layer("schedule")):
         raise BadInput(f"{origin('chunk_size')} does nothing with {origin('schedule')} "
                        "static (N equal blocks): drop it, or choose the fixed schedule")
 
