@@ -327,6 +327,26 @@ def test_status_on_an_unreachable_broker_is_exit_3(farm: Farm) -> None:
     assert res.stderr.startswith("stmpo: error: ") and len(res.stderr.splitlines()) == 1
 
 
+def test_status_and_doctor_use_the_profiles_broker_as_render_does(farm: Farm) -> None:
+    """A profile's broker key, which render uses: status said "no stmpo runs found" and
+    doctor "renders use an embedded redis-server", both exit 0, while render on the same
+    host was refused for an unreachable broker."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    prof = farm.tmp / "br.toml"
+    prof.write_text(f'broker = "{dead}"\n')
+    env = {k: v for k, v in farm.env().items() if k != "STMPO_BROKER_URL"}
+    env["STMPO_PROFILE"] = str(prof)
+    cli = [sys.executable, "-m", "stmpo_celery.cli"]
+    status = subprocess.run([*cli, "status", "--once"], capture_output=True, text=True,
+                            timeout=30, env=env)
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert "unreachable" in status.stderr and len(status.stderr.splitlines()) == 1
+    doctor = subprocess.run([*cli, "doctor", "--aerender", FAKE], capture_output=True,
+                            text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    line = next(ln for ln in doctor.stdout.splitlines() if " broker:" in ln)
+    assert doctor.returncode == 3 and "unreachable" in line, doctor.stdout
+
+
 def test_broker_port_that_answers_garbage_is_one_line(farm: Farm) -> None:
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

@@ -6,7 +6,6 @@ Registered on the ``stmpo`` group by :mod:`.cli`.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -41,13 +40,15 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
 
     if broker is not None and not broker:  # "" would fall back to the others in silence
         raise BadInput("--broker is empty: give the Redis URL, or leave --broker out")
-    env = os.environ.get(defaults.BROKER_ENV) or None
-    if broker or env:  # a broker named on purpose must answer (exit 3, one line)
-        check_reachable(parse_broker_url(broker or env or ""))
+    from ..config import broker_setting
+
+    url, origin = broker_setting(broker)  # as render finds it: flag, $STMPO_BROKER_URL, profile
+    if url:  # a broker named on purpose must answer (exit 3, one line)
+        check_reachable(parse_broker_url(url))
     tty = sys.stdout.isatty() and not as_json
     try:
         while True:
-            snap = snapshot(sources(broker, env))
+            snap = snapshot(sources(url, origin))
             if as_json:
                 click.echo(json.dumps(snap, indent=2 if once else None))
             else:

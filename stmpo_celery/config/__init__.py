@@ -9,6 +9,7 @@ from ._settings import (
     SETTINGS,
     Command,
     Setting,
+    broker_setting,
     check_combinations,
     for_command,
     parse_chunk_size,
@@ -17,6 +18,7 @@ from ._settings import (
 )
 
 __all__ = [
+    "broker_setting",
     "check_combinations",
     "refuse_for_movie",
     "Command",

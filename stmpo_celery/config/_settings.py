@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -336,3 +336,22 @@ def resolve(flags: dict[str, Any], profile: str | None = None,
             value, source = convert(s, flags[name], flag), flag
         out[name] = (value, source)
     return out
+
+
+def broker_setting(flag: str | None,
+                   env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+    """The broker URL a render would be given, and where it came from, in the order
+    :func:`resolve` takes it: ``--broker`` (``flag``), ``$STMPO_BROKER_URL``, the broker
+    key of ``$STMPO_PROFILE``; (None, "") when none is set (the host service's Redis or
+    an embedded one, which the caller looks for)."""
+    env = os.environ if env is None else env
+    var = SETTINGS["broker"].env
+    if flag:
+        return flag, "--broker"
+    if env.get(var):
+        return env[var], f"${var}"
+    if env.get("STMPO_PROFILE"):
+        prof, label = load_profile(env["STMPO_PROFILE"])
+        if prof.get("broker"):
+            return str(prof["broker"]), f"{label} key broker"
+    return None, ""

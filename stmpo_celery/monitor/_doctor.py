@@ -20,7 +20,6 @@ from ..broker import (
     no_redis_server_problem,
     parse_broker_url,
 )
-from ..config import defaults
 from ..errors import StmpoError
 from ..host import (
     RunJob,
@@ -107,12 +106,15 @@ def _ask_version(path: str) -> tuple[bool, str, int | None]:
 
 def check_broker(url: str | None) -> Check:
     """The broker a render started now would use, found the way ``stmpo render`` finds it:
-    ``--broker``, ``$STMPO_BROKER_URL``, the host service (if it answers), else embedded."""
+    ``--broker``, ``$STMPO_BROKER_URL``, ``$STMPO_PROFILE``'s broker key, the host service
+    (if it answers), else embedded."""
+    from ..config import broker_setting
     from ._hostdir import read_broker_url
 
-    origin = "--broker" if url else None
-    if not url and os.environ.get(defaults.BROKER_ENV):
-        url, origin = os.environ[defaults.BROKER_ENV], f"${defaults.BROKER_ENV}"
+    try:
+        url, origin = broker_setting(url)
+    except StmpoError as exc:  # the profile does not load: render would refuse it too
+        return Check("broker", False, exc.message)
     if url:
         try:
             broker = parse_broker_url(url)

@@ -84,11 +84,12 @@ def embedded_sources(tmp: Path | None = None) -> list[Source]:
     return out
 
 
-def sources(broker: str | None, env_broker: str | None) -> list[Source]:
+def sources(broker: str | None, origin: str) -> list[Source]:
+    """Where runs are looked for: the ``broker`` set for renders (``origin``: the flag,
+    variable or profile key it came from), else the host service's and every embedded
+    Redis of this host."""
     if broker:
-        return [Source(BrokerUrl(broker), "--broker")]
-    if env_broker:
-        return [Source(BrokerUrl(env_broker), "$STMPO_BROKER_URL")]
+        return [Source(BrokerUrl(broker), origin)]
     from ._hostdir import read_broker_url
 
     found = []
