@@ -181,3 +181,34 @@ def test_a_service_started_in_another_process_space_is_not_stopped_from_here(
     down = stmpo("host", "down", env=env)
     assert down.returncode == 0, down.stderr
     assert not (host_dir / "broker.url").exists() and not (host_dir / "space.json").exists()
+
+
+def test_host_up_refuses_another_flower_password_than_the_one_flower_runs_with(
+        farm: Farm, tmp_path: Path) -> None:
+    """`host up --flower-auth` while the host's Flower runs was dropped in silence ("Flower
+    already running", exit 0): the caller believed Flower asked for the new password,
+    while it asked for the old one (or none). The same password, or none given, is fine;
+    the password itself is not kept, only a salted hash."""
+    host_dir = tmp_path / "hostsvc"
+    env = host_env(farm, host_dir)
+    port, fport = free_port(), free_port()
+    flower = ["host", "up", "--port", str(port), "--flower", f"127.0.0.1:{fport}"]
+    try:
+        up = stmpo(*flower, "--flower-auth", "alice:first-Secret", env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "first-Secret" not in (host_dir / "flower.json").read_text()
+        same = stmpo(*flower, "--flower-auth", "alice:first-Secret", env=env)
+        assert same.returncode == 0 and "Flower already running" in same.stdout, same.stderr
+        assert stmpo(*flower, env=env).returncode == 0  # nothing asked of its password
+        others: list[tuple[list[str], dict[str, str]]] = [
+            (["--flower-auth", "alice:second"], env),
+            ([], {**env, "STMPO_FLOWER_AUTH": "bob:first-Secret"})]
+        for args, other_env in others:
+            res = stmpo(*flower, *args, env=other_env)
+            assert res.returncode == 2, res.stdout + res.stderr
+            assert "with another password (or none)" in res.stderr
+            assert "'stmpo host down' first" in res.stderr
+    finally:
+        down = stmpo("host", "down", "--force", env=env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not farm.leftovers()

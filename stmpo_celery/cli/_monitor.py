@@ -113,7 +113,7 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
     svc = HostService(host_dir())
     _refuse_changes(svc, port, bind if ctx.get_parameter_source("bind")
                     is click.core.ParameterSource.COMMANDLINE else None, flower,
-                    flower_url_prefix)
+                    flower_url_prefix, flower_auth or None)
     for line in svc.up(defaults.HOST_REDIS_PORT if port is None else port, bind, flower,
                        flower_auth or None,
                        flower_url_prefix, group, foreground):
@@ -129,9 +129,10 @@ def host_up(port: int | None, bind: str, flower: str | None, flower_auth: str | 
 
 
 def _refuse_changes(svc: Any, port: int | None, bind: str | None, flower: str | None,
-                    url_prefix: str | None) -> None:
-    """``host up`` on a host whose services run: asking for another port, address or
-    URL prefix than they run on is refused (it was ignored, and the caller believed it)."""
+                    url_prefix: str | None, auth: str | None) -> None:
+    """``host up`` on a host whose services run: asking for another port, address, URL
+    prefix or Flower password (``--flower-auth`` or ``$STMPO_FLOWER_AUTH``) than they run
+    with is refused (it was ignored, and the caller believed it)."""
     from ..monitor import serves_at
 
     if svc.running("redis") is not None:
@@ -144,6 +145,9 @@ def _refuse_changes(svc: Any, port: int | None, bind: str | None, flower: str | 
     if flower is not None and url and not serves_at(str(url), flower, url_prefix):
         raise BadInput(f"the host's Flower already runs at {url}: run 'stmpo host down' "
                        "first to move it")
+    if flower is not None and url and auth and not svc.flower_auth_matches(auth):
+        raise BadInput(f"the host's Flower already runs at {url} with another password (or "
+                       "none): run 'stmpo host down' first to change it")
 
 
 @host_group.command("down")

@@ -17,6 +17,8 @@ cannot show.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import json
 import os
@@ -130,6 +132,18 @@ class HostService:
                 "flower_url": flower.get("url") if f else None,
                 "broker_file": str(self.dir / BROKER_FILE)}
 
+    def flower_auth_matches(self, auth: str | None) -> bool:
+        """Whether the running Flower was started with ``auth`` (user:password; None: no
+        auth). Only a salted hash of it is kept; a Flower that kept none is not known
+        to match."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            tag = json.loads((self.dir / "flower.json").read_text()).get("auth", False)
+            if tag is None or not auth:
+                return tag is None and not auth
+            if isinstance(tag, str):
+                return hmac.compare_digest(_auth_tag(auth, bytes.fromhex(tag[:32])), tag)
+        return False
+
     # -- up -------------------------------------------------------------------------
     def up(self, port: int, bind: str, flower: str | None, auth: str | None,
            url_prefix: str | None, group: str | None, foreground: bool) -> list[str]:
@@ -222,7 +236,8 @@ class HostService:
                               max_tasks=defaults.HOST_FLOWER_MAX_TASKS)
             try:  # without its pid file, nothing would ever stop it
                 self.pidfile("flower").write_text(f"{fp.proc.pid}\n")
-                (self.dir / "flower.json").write_text(json.dumps({"url": fp.url}))
+                (self.dir / "flower.json").write_text(json.dumps(
+                    {"url": fp.url, "auth": _auth_tag(auth) if auth else None}))
             except BaseException:
                 fp.stop()
                 raise
@@ -407,3 +422,10 @@ def _stop(proc: psutil.Process, timeout: float = 5.0) -> None:
         with contextlib.suppress(psutil.Error):
             proc.kill()
         _gone(proc, timeout)
+
+
+def _auth_tag(auth: str, salt: bytes | None = None) -> str:
+    """A salted hash of Flower's ``user:password`` (the salt in its first 32 hex digits):
+    what a later ``host up --flower-auth`` is compared with, the password not kept."""
+    salt = salt or secrets.token_bytes(16)
+    return salt.hex() + hashlib.pbkdf2_hmac("sha256", auth.encode(), salt, 100_000).hex()
