@@ -147,6 +147,8 @@ def test_bundle_refuses_slot_knobs_for_a_movie(tmp_path: Path, extra: list[str],
     (["--output", "/x/LPT[#].png"], "frame 1 'LPT1.png'"),  # a frame's own name
     # render refuses it, so every task would fail after its session set up
     (["--schedule", "static", "--chunk-size", "5"], "does nothing with --schedule static"),
+    # ... and refuses as an idle flag (the task's values reach it as STMPO_*, not refused)
+    (["--no-mfr", "--mfr-max-cpu", "50"], "--mfr-max-cpu does nothing here: MFR is off"),
 ])
 def test_bundle_rejects_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "a.aep").write_text("aep")

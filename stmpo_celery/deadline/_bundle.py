@@ -259,6 +259,9 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
             b.values[setting.bundle] = str(value)
     check_combinations({s.name: kw[s.name] for s in for_command(Command.BUNDLE)
                         if kw.get(s.name) is not None}, _flag)
+    if kw.get("mfr") is False and kw.get("mfr_max_cpu") is not None:  # as render refuses it
+        raise BadInput(f"{_flag('mfr_max_cpu')} does nothing here: MFR is off, and it is "
+                       "MFR's CPU share. Drop it, or change the other")
     if kw.get("fonts_dir") is not None:
         if not str(kw["fonts_dir"]).strip():  # "" would mean the current folder
             raise BadInput("--fonts-dir is empty: name the folder of the comp's fonts or "
