@@ -53,7 +53,7 @@ def test_bundle_for_an_image_sequence_writes_values_the_template_accepts(tmp_pat
     res = run_bundle("--project", str(project), "--comp", "Main, Comp", "--frames", "1-100",
                      "--output", str(out), "--dest", str(dest), "--frames-per-task", "30",
                      "--profile", "farm", "--concurrency", "0", "--max_concurrency", "12",
-                     "--ram-per-process-gb", "24", "--threads-per-slot", "8", "--disable_mfr",
+                     "--ram-per-process-gb", "24", "--threads-per-slot", "8", "--mfr",
                      "--mfr-max-cpu", "80", "--no-affinity", "--numa-map", str(numa),
                      "--schedule", "guided", "--chunk-size", "4", "--spawn_delay", "0.5",
                      "--no-fail-fast", "--no-skip-existing", "--aerender", "/opt/ae/aerender",
@@ -72,7 +72,7 @@ def test_bundle_for_an_image_sequence_writes_values_the_template_accepts(tmp_pat
         "Frames": "1-100", "FramesPerTask": 30, "Profile": "farm",
         "AerenderPath": "/opt/ae/aerender", "BrokerUrl": "redis://farm-redis:6379/0",
         "Concurrency": "0", "MaxConcurrency": "12", "RamPerProcessGB": "24",
-        "ThreadsPerSlot": "8", "MfrMaxCpu": "80", "SpawnDelay": "0.5", "Mfr": "OFF",
+        "ThreadsPerSlot": "8", "MfrMaxCpu": "80", "SpawnDelay": "0.5", "Mfr": "ON",
         "Affinity": "OFF", "FailFast": "OFF", "SkipExisting": "OFF", "Schedule": "guided",
         "ChunkSize": "4", "NumaMap": str(numa), "FontsDir": str(fonts),
     }
