@@ -14,8 +14,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def demo(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, **extra)
     env.pop("STMPO_BROKER_URL", None)
     return subprocess.run([sys.executable, "-m", "stmpo_celery.cli", "demo", *args],
                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
@@ -32,6 +32,23 @@ def test_the_demo_renders_every_frame(tmp_path: Path) -> None:
     assert summary["status"] == "ok" and summary["frames"]["rendered"] == 12
     assert summary["embedded_broker"] is True
     assert "stmpo demo: stmpo render --project" in res.stdout
+
+
+def test_the_demos_flags_beat_the_simulators_variables(tmp_path: Path) -> None:
+    """``--startup``/``--frame-cost`` given lost to ``STMPO_FAKE_*`` left in the shell (a
+    4 s start-up stayed 4 s); without the flags, the variables still apply."""
+    dump = tmp_path / "env.json"
+    res = demo(tmp_path, "--frames", "1-2", "--concurrency", "1", "--startup", "0.1",
+               "--frame-cost", "0.01", STMPO_FAKE_STARTUP="4", STMPO_FAKE_FRAME_COST="2",
+               STMPO_FAKE_ENV_DUMP=str(dump))
+    assert res.returncode == 0, res.stdout + res.stderr
+    seen = json.loads(dump.read_text())
+    assert (seen["STMPO_FAKE_STARTUP"], seen["STMPO_FAKE_FRAME_COST"]) == ("0.1", "0.01")
+    res = demo(tmp_path, "--frames", "1-2", "--concurrency", "1", STMPO_FAKE_STARTUP="0.2",
+               STMPO_FAKE_FRAME_COST="0.02", STMPO_FAKE_ENV_DUMP=str(dump))
+    assert res.returncode == 0, res.stdout + res.stderr
+    seen = json.loads(dump.read_text())
+    assert (seen["STMPO_FAKE_STARTUP"], seen["STMPO_FAKE_FRAME_COST"]) == ("0.2", "0.02")
 
 
 @pytest.mark.parametrize("args, words", [

@@ -214,8 +214,13 @@ def demo(directory: str, frames: str, concurrency: int, frame_cost: float, start
         project.write_bytes(b"stmpo demo project (rendered by stmpo-fake-aerender)\n")
         made.append(project)
     fake = Path(sys.executable).with_name("stmpo-fake-aerender")
-    os.environ.setdefault("STMPO_FAKE_STARTUP", str(startup))
-    os.environ.setdefault("STMPO_FAKE_FRAME_COST", str(frame_cost))
+    typed = click.get_current_context().get_parameter_source
+    for var, name, value in (("STMPO_FAKE_STARTUP", "startup", startup),
+                             ("STMPO_FAKE_FRAME_COST", "frame_cost", frame_cost)):
+        if typed(name) is click.core.ParameterSource.COMMANDLINE:  # a flag beats the variable
+            os.environ[var] = str(value)
+        else:
+            os.environ.setdefault(var, str(value))
     args = ["render", "--project", str(project), "--comp", "Main Comp", "--frames", frames,
             "--output", str(root / "renders" / "demo_[#####].png"),
             "--aerender", str(fake) if fake.exists() else "stmpo-fake-aerender",
