@@ -32,6 +32,13 @@ OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
      {}, 3, ["does not answer"]),
     ("farm-submit-max-retries", ["farm", "submit", "TMP", "--max-retries", "99999999999"], {}, 2,
      ["--max-retries", "0-100"]),
+    # bad input, not an unreachable farm: checked before the farm is contacted
+    ("farm-submit-priority-farm-silent", ["farm", "submit", "TMP", "--priority", "500",
+                                          "--farm", "redis://127.0.0.1:1/0"], {}, 2,
+     ["--priority 500", "0-100"]),
+    ("farm-submit-publish-empty-farm-silent", ["farm", "submit", "TMP", "--publish", " ",
+                                               "--farm", "redis://127.0.0.1:1/0"], {}, 2,
+     ["--publish is empty"]),
     ("status-broker-empty", ["status", "--broker", "", "--once"], {}, 2, ["--broker is empty"]),
     ("plan-comp-empty", ["plan", "--frames", "1-2", "--project", "PROJECT", "--comp", ""], {},
      2, ["--comp is empty"]),

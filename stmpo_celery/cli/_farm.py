@@ -51,20 +51,19 @@ def submit_cmd(bundle: str, params: tuple[str, ...], priority: int | None,
                farm_url: str | None, as_json: bool) -> None:
     """Expand BUNDLE (an OpenJD job bundle or template) into tasks and queue them."""
     from ..config import defaults
+    from ..farm import check_submit_options, make_farm_app, submit
     from ..farm import farm_dir as resolve_dir
-    from ..farm import make_farm_app, submit
 
     if farm_dir is not None and not farm_dir.strip():  # "" would fall back silently
         raise BadInput("--farm-dir is empty: name the folder of job folders every render "
                        f"host sees, or leave --farm-dir out (${defaults.FARM_DIR_ENV}, else "
                        "<host dir>/farm)")
-    if max_retries is not None and not 0 <= max_retries <= 100:
-        raise BadInput(f"--max-retries {max_retries}: use 0-100")
+    priority = defaults.FARM_PRIORITY if priority is None else priority
+    max_retries = defaults.FARM_MAX_RETRIES if max_retries is None else max_retries
+    check_submit_options(priority, max_retries, publish)  # bad input before the farm
     store, broker = _connect(farm_url)
-    job = submit(store, make_farm_app(broker), bundle, list(params),
-                 priority=defaults.FARM_PRIORITY if priority is None else priority,
-                 publish=publish, jobs_root=resolve_dir(farm_dir),
-                 max_retries=defaults.FARM_MAX_RETRIES if max_retries is None else max_retries)
+    job = submit(store, make_farm_app(broker), bundle, list(params), priority=priority,
+                 publish=publish, jobs_root=resolve_dir(farm_dir), max_retries=max_retries)
     if as_json:
         click.echo(json.dumps({"job": job["id"]}))
         return

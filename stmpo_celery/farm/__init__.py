@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ._app import make_farm_app
     from ._control import cancel, job_state_reader, jobs, removable, remove, retry, wait
     from ._store import FARM_ID, FarmStore, farm_dir, resolve_farm_url
-    from ._submit import submit
+    from ._submit import check_submit_options, submit
     from ._versions import list_versions, set_status
     from ._worker import run_worker
 
@@ -39,6 +39,7 @@ _HOME = {
     "FARM_ID": "._store",
     "FarmStore": "._store",
     "cancel": "._control",
+    "check_submit_options": "._submit",
     "farm_dir": "._store",
     "job_state_reader": "._control",
     "jobs": "._control",
@@ -58,6 +59,7 @@ __all__ = [
     "FARM_ID",
     "FarmStore",
     "cancel",
+    "check_submit_options",
     "farm_dir",
     "job_state_reader",
     "jobs",

@@ -330,18 +330,23 @@ def _make_dir(path: Path, what: str, shown: Path, created: list[str],
                        f"{exc.strerror or exc}): {_FIX[what]}") from None
 
 
+def check_submit_options(priority: int, max_retries: int, publish: str | None) -> None:
+    """The submit options' own ranges: checked before the farm is even contacted."""
+    if not 0 <= priority <= 100:
+        raise BadInput(f"--priority {priority}: use 0-100 (higher runs first)")
+    if not 0 <= max_retries <= 100:
+        raise BadInput(f"--max-retries {max_retries}: use 0-100")
+    if publish is not None and not publish.strip():  # "" would be the current folder
+        raise BadInput("--publish is empty: name the shot folder (--publish /shots/sh010) "
+                       "or leave --publish out")
+
+
 def submit(store: FarmStore, app: Celery, bundle_path: str, pairs: list[str], *,
            priority: int, publish: str | None, jobs_root: Path,
            max_retries: int = defaults.FARM_MAX_RETRIES) -> dict[str, Any]:
     from openjd.model import DecodeValidationError, decode_job_template
 
-    if not 0 <= priority <= 100:
-        raise BadInput(f"--priority {priority}: use 0-100 (higher runs first)")
-    if max_retries < 0:
-        raise BadInput(f"--max-retries {max_retries}: use 0 or more")
-    if publish is not None and not publish.strip():  # "" would be the current folder
-        raise BadInput("--publish is empty: name the shot folder (--publish /shots/sh010) "
-                       "or leave --publish out")
+    check_submit_options(priority, max_retries, publish)
     bundle = load_bundle(bundle_path)
     try:
         template = decode_job_template(template=bundle.template,
