@@ -111,6 +111,21 @@ def test_re_render_plans_first_blocks_from_history(farm: Farm) -> None:
     assert _chunks(farm)[0] == (1, 18)
 
 
+def test_a_history_folder_that_cannot_be_written_is_said_not_swallowed(farm: Farm) -> None:
+    """``STMPO_HISTORY_DIR`` naming what cannot be a folder: the render ended OK with no
+    word, and every later render of the comp planned as a first one. History never fails
+    a render; it says so, and in the summary."""
+    blocker = farm.tmp / "not-a-folder"
+    blocker.write_text("a file")
+    res = farm.run("--schedule", "adaptive", frames="1-8", concurrency=2,
+                   env=farm.env(STMPO_HISTORY_DIR=str(blocker / "history")))
+    assert res.returncode == 0, res.stdout + res.stderr
+    said = [ln for ln in res.stdout.splitlines() if "could not be kept" in ln]
+    assert said and all("STMPO_HISTORY_DIR" in ln for ln in said), res.stdout
+    assert any("could not be kept" in w for w in farm.load_summary()["warnings"])
+    assert blocker.read_text() == "a file"
+
+
 def test_plan_shows_predicted_makespan_with_and_without_history(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STMPO_HISTORY_DIR", str(tmp_path / "hist"))

@@ -52,6 +52,7 @@ CHUNK_TIMEOUT_S: Final = 0.0  #: 0 = no hard cap on one chunk
 # --- broker -----------------------------------------------------------------------
 BROKER_ENV: Final = "STMPO_BROKER_URL"
 FLOWER_AUTH_ENV: Final = "STMPO_FLOWER_AUTH"
+HISTORY_DIR_ENV: Final = "STMPO_HISTORY_DIR"  #: where a host keeps the comps' frame-cost history
 CONNECT_TIMEOUT_S: Final = 3.0  #: a wrong host or password fails this fast, not in 20 s
 VISIBILITY_TIMEOUT_S: Final = 30 * 24 * 3600  #: far beyond any chunk: never redeliver
 WATCHDOG_INTERVAL_S: Final = 1.0  #: how often the orchestrator pings the broker

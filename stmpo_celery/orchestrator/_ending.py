@@ -103,8 +103,10 @@ def _clean_broker(run: Run) -> None:
     if run.client is not None:
         if (run.o.history and run.plan.schedule == "adaptive" and not run.failures
                 and run.exit_code == ExitCode.OK and run.cancel_signal is None):
-            record_run(run.client, run.run_id, run.prep.project, run.o,
-                       farm=run.embedded is None)
+            for text in record_run(run.client, run.run_id, run.prep.project, run.o,
+                                   farm=run.embedded is None):
+                run.warnings.append(text)
+                run._say(f"WARNING: {text}")
         with contextlib.suppress(Exception):
             run.pubsub.close()
         if run.embedded is None:  # an embedded Redis is stopped with all it holds

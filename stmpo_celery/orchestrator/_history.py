@@ -64,7 +64,7 @@ class History:
 
 
 def history_dir() -> Path:
-    env = os.environ.get("STMPO_HISTORY_DIR")
+    env = os.environ.get(defaults.HISTORY_DIR_ENV)
     if env:
         return Path(env)
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -161,10 +161,11 @@ def load(project: str, comp: str, broker: BrokerUrl | None) -> History | None:
     return None
 
 
-def save(project: str, comp: str, costs: Mapping[int, float],
-         launch: float) -> dict[str, str]:
+def save(project: str, comp: str, costs: Mapping[int, float], launch: float,
+         problems: list[str] | None = None) -> dict[str, str]:
     """Record a render's costs in this host's files (best effort: history never fails a
-    render); returns the records by key, for a farm's Redis."""
+    render, but a folder it cannot write is said in ``problems``); returns the records
+    by key, for a farm's Redis."""
     if not costs:
         return {}
     try:
@@ -175,7 +176,7 @@ def save(project: str, comp: str, costs: Mapping[int, float],
                        "launch": round(launch, 4),
                        "costs": {str(f): round(c, 4) for f, c in sorted(costs.items())}})
     folder = history_dir()
-    with contextlib.suppress(OSError):
+    try:
         folder.mkdir(parents=True, exist_ok=True)
         for key in (content, path):
             tmp = folder / f".{key}.{os.getpid()}.tmp"
@@ -185,6 +186,11 @@ def save(project: str, comp: str, costs: Mapping[int, float],
             finally:  # a full disk: no temporary file left (each run would add one)
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+    except OSError as exc:
+        if problems is not None:
+            problems.append(f"the comp's frame costs could not be kept for its next render "
+                            f"in {folder} ({exc.strerror or exc}): set "
+                            f"{defaults.HISTORY_DIR_ENV} to a folder this user can write")
     prune_files(folder)
     return {content: data, path: data}
 
@@ -266,19 +272,23 @@ def plan_blocks(hist: History, frames: list[int], n_slots: int) -> list[tuple[in
 
 
 def record_run(client: redis.Redis, run_id: str, project: str, o: RenderOptions, *,
-               farm: bool, wait: float = defaults.CLEANUP_BROKER_WAIT_S) -> None:
+               farm: bool, wait: float = defaults.CLEANUP_BROKER_WAIT_S) -> list[str]:
     """Save what run ``run_id`` measured (from its schedule keys) as the comp's history;
     into ``client``'s Redis too when it is a host or farm Redis (``farm``). A hint for the
     next render: each broker call waits at most ``wait`` s (a frozen broker must not hold
-    the end of a run), and the files are written here, never by a thread left behind."""
+    the end of a run), and the files are written here, never by a thread left behind.
+    Returns what could not be kept (for the run's warnings)."""
     got: list[tuple[dict[int, float], list[tuple[int, float]]]] = []
+    problems: list[str] = []
     bounded(lambda: got.append(observed(client, run_id)), wait)
     if not got or not got[0][0]:
-        return
+        return problems
     costs, launches = got[0]
     with contextlib.suppress(ValueError, statistics.StatisticsError):
         model = CostModel(costs, statistics.median(costs.values()))
         comp = o.comp if o.comp is not None else f"rqindex {o.rqindex}"
-        data = save(project, comp, costs, learn_launch(launches, model, o.launch_cost))
+        data = save(project, comp, costs, learn_launch(launches, model, o.launch_cost),
+                    problems)
         if farm and data:
             bounded(lambda: share(client, data), wait)
+    return problems
