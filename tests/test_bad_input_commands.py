@@ -40,6 +40,8 @@ OTHER_COMMANDS: list[tuple[str, list[str], dict[str, str], int, list[str]]] = [
                                                "--farm", "redis://127.0.0.1:1/0"], {}, 2,
      ["--publish is empty"]),
     ("status-broker-empty", ["status", "--broker", "", "--once"], {}, 2, ["--broker is empty"]),
+    ("status-interval-once", ["status", "--once", "--interval", "5"], {}, 2,
+     ["--interval does nothing with --once"]),
     ("plan-comp-empty", ["plan", "--frames", "1-2", "--project", "PROJECT", "--comp", ""], {},
      2, ["--comp is empty"]),
     ("plan-rqindex-zero", ["plan", "--frames", "1-2", "--project", "PROJECT", "--rqindex", "0"],

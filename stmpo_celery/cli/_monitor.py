@@ -18,8 +18,9 @@ from ._finite import FINITE
 
 
 @click.command("status")
-@click.option("--broker", help="Redis URL [default: $STMPO_BROKER_URL, else the host service "
-                               "and this user's embedded runs].")
+@click.option("--broker", help="Redis URL [default: $STMPO_BROKER_URL, else the profile's "
+                               "broker key, else the host service and this user's embedded "
+                               "runs].")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: one JSON document (with --once) or one per line "
                    "[default: text].")
@@ -33,6 +34,9 @@ def status_command(broker: str | None, as_json: bool, once: bool, interval: floa
     from ..broker import parse_broker_url
     from ..monitor import render_text, snapshot, sources
 
+    if once and click.get_current_context().get_parameter_source("interval") is \
+            click.core.ParameterSource.COMMANDLINE:
+        raise BadInput("--interval does nothing with --once (one snapshot): drop one of them")
     if interval <= 0 or interval > 86400:
         raise BadInput(f"--interval is {interval:g}: it must be more than zero and at most "
                        "86400 (a day)")
