@@ -54,3 +54,10 @@ def test_config_show_says_what_auto_means_on_this_host() -> None:
     data = json.loads(off)
     assert data["threads_per_slot"]["means"] == "auto: 8 (MFR off)"
     assert "means" not in data["mfr"]
+    # what auto means for each schedule, as the planner takes it (it said "from the slot
+    # count and launch cost" for every one, and the launch cost enters none)
+    for schedule, words in (("fixed", "four chunks per slot"), ("guided", "down to 1 frame"),
+                            ("adaptive", "a stolen tail may be 1 frame")):
+        got = json.loads(CliRunner().invoke(cli, ["config", "show", "--schedule", schedule,
+                                                  "--json"]).output)
+        assert words in got["chunk_size"]["means"], got["chunk_size"]

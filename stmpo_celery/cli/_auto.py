@@ -43,6 +43,15 @@ def _broker(_values: dict[str, Any]) -> str:
             else "auto: an embedded Redis per run")
 
 
+#: what ``chunk_size auto`` means for each schedule (``plan._chunks``, ``plan._steal``)
+_AUTO_CHUNK = {
+    "fixed": "auto: four chunks per slot (frames / (4 x slots), rounded up)",
+    "guided": "auto: no smallest chunk (down to 1 frame)",
+    "adaptive": "auto: a stolen tail may be 1 frame",
+    "static": "auto: unused (static is one block per slot)",
+}
+
+
 _RULES: dict[str, tuple[Callable[[Any], bool], Callable[[dict[str, Any]], str]]] = {
     "concurrency": (lambda v: v == 0, _slots),
     "threads_per_slot": (lambda v: v is None, _threads),
@@ -50,8 +59,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], Callable[[dict[str, Any]], str]]]
         f"auto: {defaults.STALL_FLOOR_S:g} s, or {defaults.STALL_FACTOR:g}x the slowest "
         "frame seen if longer")),
     "chunk_timeout": (lambda v: not v, lambda _v: "none: no cap"),
-    "chunk_size": (lambda v: v == "auto", lambda v: f"auto: set by the {v['schedule']} "
-                   "schedule from the slot count and launch cost"),
+    "chunk_size": (lambda v: v == "auto", lambda v: _AUTO_CHUNK.get(
+        str(v.get("schedule")), "auto: unused by this schedule")),
     "numa_map": (lambda v: v is None, lambda _v: "none: topology detected on this host"),
     "broker": (lambda v: v is None, _broker),
     "log_dir": (lambda v: v is None, lambda _v: f"auto: {_log_root()}/<run>"),

@@ -26,31 +26,35 @@ def _decls(s: Setting) -> list[str]:
     return [f"--{dashed}", *s.aliases]
 
 
-def _help(s: Setting) -> str:
+def _help(s: Setting, command: Command) -> str:
+    if command is Command.BUNDLE:  # written into the job; the submitter's env is not read
+        return f"{s.help} [default: the worker's own; job parameter {s.bundle}]"
     default = s.shown(s.default) if s.default is not None else (s.auto or "none")
     if s.kind is bool:
         default = "on" if s.default else "off"
     return f"{s.help} [default: {default}; env {s.env}]"
 
 
-def option_for(s: Setting) -> Callable[[F], F]:
+def option_for(s: Setting, command: Command) -> Callable[[F], F]:
     """The click option of one setting; None when not given, so lower layers apply."""
     kind: Any = click.Choice(list(s.choices)) if s.choices else (
         FINITE if s.kind is float else int if s.kind is int else None)
-    return click.option(*_decls(s), s.name, type=kind, default=None, help=_help(s))
+    return click.option(*_decls(s), s.name, type=kind, default=None, help=_help(s, command))
 
 
-def profile_option(f: F) -> F:
-    return click.option("--profile", help="Profile name (hero, farm) or TOML file "
-                                          "[env STMPO_PROFILE].")(f)
+def profile_option(command: Command) -> Callable[[F], F]:
+    text = ("Profile the workers apply (a name they know, or a TOML file) [default: the "
+            "worker's own; job parameter Profile]." if command is Command.BUNDLE else
+            "Profile name (hero, farm) or TOML file [env STMPO_PROFILE].")
+    return click.option("--profile", help=text)
 
 
 def setting_options(command: Command) -> Callable[[F], F]:
     """Decorate a command with ``--profile`` and every setting ``command`` takes."""
     def decorate(f: F) -> F:
         for s in reversed(for_command(command)):
-            f = option_for(s)(f)
-        return profile_option(f)
+            f = option_for(s, command)(f)
+        return profile_option(command)(f)
     return decorate
 
 

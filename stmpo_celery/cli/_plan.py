@@ -21,12 +21,15 @@ from ._render_start import _comp_label
               help="Output pattern (a movie forces one slot).")
 @click.option("--cpus", type=int, help="Plan for another host with this many logical CPUs.")
 @click.option("--ram-gb", type=POSITIVE, help="... and this much RAM (GB).")
-@click.option("--numa-nodes", type=int, default=1, show_default=True)
-@click.option("--smt/--no-smt", default=True, show_default=True)
+@click.option("--numa-nodes", type=int, default=1, show_default=True,
+              help="... with --cpus/--ram-gb: and this many NUMA nodes.")
+@click.option("--smt/--no-smt", default=True, show_default=True,
+              help="... with --cpus/--ram-gb: whose cores run two threads each (or not).")
 @click.option("--frame-cost", type=POSITIVE, default=1.0, show_default=True,
               help="Assumed seconds per frame for the predicted makespan.")
-@click.option("--project", "project", help="With --comp/--rqindex: predict from the comp's "
-              "recorded frame costs (a previous render), with and without the history.")
+@click.option("--project", "project", help="With --comp/--rqindex: predict the adaptive "
+              "schedule from the comp's recorded frame costs (a previous render), with and "
+              "without the history.")
 @click.option("--comp", help="Composition the history is recorded for.")
 @click.option("--rqindex", type=int, help="... or render-queue item.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
