@@ -56,6 +56,11 @@ def test_movie_output_forces_one_slot() -> None:
     out = json.loads(stmpo("plan", "--frames", "1-240", "--output", "/r/a.mov", "--cpus", "64",
                            "--ram-gb", "256", "--json").stdout)
     assert out["n_slots"] == 1 and out["bound_by"] == "movie"
+    import os  # a host-wide slot count is named where it came from, not as a flag
+
+    env = dict(os.environ, STMPO_CONCURRENCY="3")
+    said = stmpo("plan", "--frames", "1-4", "--output", "/r/a.mov", env=env).stdout
+    assert "$STMPO_CONCURRENCY 3 ignored: a movie is rendered by one process" in said, said
 
 
 @pytest.mark.parametrize("schedule", ["static", "fixed", "adaptive"])

@@ -110,7 +110,7 @@ def make_plan(o: RenderOptions, frames: list[int], sequence: bool, facts: HostFa
         usable_cpus=len(facts.topology.cpus), total_ram_gb=facts.total_ram_gb,
         available_ram_gb=facts.available_ram_gb, ram_per_process_gb=o.ram_per_process_gb,
         threads_per_slot=threads, max_concurrency=o.max_concurrency, frames=max(1, len(frames)),
-        forced=o.concurrency or None, movie=not sequence,
+        forced=o.concurrency or None, movie=not sequence, forced_by=o.origin("concurrency"),
     )
     notes = list(facts.topology.notes) + list(sizing.notes)
     blocks: list[tuple[int, ...] | None] = [None] * sizing.n

@@ -73,8 +73,11 @@ def size_slots(
     frames: int,
     forced: int | None = None,
     movie: bool = False,
+    forced_by: str = "--concurrency",
 ) -> Sizing:
-    """Choose the slot count and say which limit chose it (see the module docstring)."""
+    """Choose the slot count and say which limit chose it (see the module docstring).
+    ``forced_by`` names where ``forced`` came from (the flag, ``$STMPO_CONCURRENCY``, a
+    profile key), as the notes say it."""
     _check(ram_per_process_gb, threads_per_slot, max_concurrency, frames, forced)
     budget, budget_text = ram_budget(total_ram_gb, available_ram_gb)
     limits = {
@@ -88,7 +91,7 @@ def size_slots(
     if movie:
         notes.append("movie output (mov/mp4) cannot be split across processes: 1 slot renders it")
         if forced is not None and forced > 1:
-            notes.append(f"--concurrency {forced} ignored: a movie is rendered by one process")
+            notes.append(f"{forced_by} {forced} ignored: a movie is rendered by one process")
         return Sizing(1, "movie", limits, budget, tuple(notes))
     if forced is not None:
         limits["forced"] = forced
@@ -97,10 +100,10 @@ def size_slots(
             bound = "forced"
         elif n == max_concurrency:
             bound = "max-concurrency"
-            notes.append(f"--concurrency {forced} capped to {n} by --max-concurrency")
+            notes.append(f"{forced_by} {forced} capped to {n} by --max-concurrency")
         else:
             bound = "frames"
-            notes.append(f"--concurrency {forced} capped to {n}: the task has {frames} frame(s)")
+            notes.append(f"{forced_by} {forced} capped to {n}: the task has {frames} frame(s)")
         if n > limits["ram"]:
             notes.append(
                 f"{n} slots exceed the RAM limit ({ram_text}): they may run out of memory; "
