@@ -149,6 +149,14 @@ def test_bundle_refuses_slot_knobs_for_a_movie(tmp_path: Path, extra: list[str],
     (["--schedule", "static", "--chunk-size", "5"], "does nothing with --schedule static"),
     # ... and refuses as an idle flag (the task's values reach it as STMPO_*, not refused)
     (["--no-mfr", "--mfr-max-cpu", "50"], "--mfr-max-cpu does nothing here: MFR is off"),
+    # another OS's path: abspath took it for a name under the current folder, and every
+    # session failed on the worker ("OutputFileName ... leaves OutputDir")
+    (["--output", "D:\\renders\\shot_[#####].png"], "is a Windows drive path"),
+    (["--output", "\\\\server\\share\\shot_[#####].png"], "Windows network (UNC) path"),
+    (["--project", "C:/jobs/shot.aep"], "--project 'C:/jobs/shot.aep' is a Windows drive"),
+    # CreateJob takes at most 1024 characters per parameter value
+    (["--frames", ",".join(str(f) for f in range(2000) if f % 3 and f % 5)],
+     "job parameter Frames is"),
 ])
 def test_bundle_rejects_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "a.aep").write_text("aep")

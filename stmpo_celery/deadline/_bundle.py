@@ -34,7 +34,7 @@ from ..config import (
     refuse_for_movie,
 )
 from ..errors import BadInput, StmpoError
-from ..host import check_output_names, uncreatable
+from ..host import check_output_names, foreign_path, uncreatable
 from ..plan import format_frames, parse_frames, parse_output, runs
 from ._bigtask import CHUNK_LIMIT, profile_minimums, task_count, with_host_minimums
 from ._fontfiles import find_fonts, refuse_broken_fonts
@@ -44,6 +44,9 @@ IMAGE = "image"
 MOVIE = "movie"
 BIG = "big"  #: image sequence in tasks above CHUNK[INT]'s 150 frames (big/template.yaml)
 TEMPLATE_NAME = "template.yaml"
+#: the longest job parameter value Deadline Cloud's CreateJob takes (ParameterString and
+#: PathString: 1024 characters)
+DEADLINE_VALUE_MAX = 1024
 _BUNDLE_FILES = ("template.yaml", "template.json", "parameter_values.yaml",
                  "parameter_values.json", "asset_references.yaml", "asset_references.json")
 
@@ -218,6 +221,12 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
             raise BadInput(f"--frames {kw['frames']!r} has gaps, but a movie is one contiguous "
                            "range: pass e.g. 1-240, or render an image sequence")
         refuse_for_movie(kw["output"], [_flag(k) for k in _IMAGE_ONLY if kw.get(k) is not None])
+    for flag, value in (("--project", kw["project"]), ("--output", pattern.raw)):
+        if why := foreign_path(str(value)):  # abspath would put it under this folder
+            raise BadInput(f"{flag} {value!r} is {why}, which this machine cannot read or "
+                           "write: give the path as this machine sees the file (Deadline's "
+                           "path mapping turns it into the worker's), or run stmpo bundle "
+                           "on a Windows machine")
     project = _existing_file("--project", kw["project"])
     output = os.path.abspath(pattern.raw)
     out_dir, file_name = os.path.split(output)
@@ -339,6 +348,12 @@ def instantiate(b: Bundle, text: str) -> None:
         preprocess_job_parameters,
     )
 
+    for name, value in b.values.items():  # CreateJob: ParameterString, PathString
+        if len(str(value)) > DEADLINE_VALUE_MAX:
+            fix = ("use a frame spec with steps (1-240:2) or submit the range in parts"
+                   if name == "Frames" else "shorten it")
+            raise BadInput(f"job parameter {name} is {len(str(value))} characters, more than "
+                           f"the {DEADLINE_VALUE_MAX} Deadline Cloud takes: {fix}")
     try:
         template = decode_job_template(template=yaml.safe_load(text),
                                        supported_extensions=list(defaults.OPENJD_EXTENSIONS))

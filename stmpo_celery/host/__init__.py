@@ -13,6 +13,7 @@ from ._hostplan import HostPlan, make_host_plan, make_plan, other_host, this_hos
 from ._paths import (
     check_output_names,
     decode_output,
+    foreign_path,
     long_path,
     make_dirs,
     no_space,
@@ -111,6 +112,7 @@ __all__ = [
     "kill_procs",
     "kill_tree",
     "local_appdata",
+    "foreign_path",
     "long_path",
     "make_dirs",
     "no_space",

@@ -197,3 +197,16 @@ def long_path(path: str, os_kind: str | None = None) -> str:
     if len(p) > 2 and p[1] == ":" and p[2] == "\\":
         return "\\\\?\\" + p
     return path
+
+
+def foreign_path(path: str, os_kind: str | None = None) -> str | None:
+    """Why ``path`` is another OS's path that this one would take for a relative name
+    (a Windows drive or UNC path on Linux or macOS, which ``os.path.abspath`` puts under
+    the current folder), else None. On Windows every form is its own."""
+    if (os_kind or _platform.OS) == "windows":
+        return None
+    if len(path) > 2 and path[0].isalpha() and path[1] == ":" and path[2] in "\\/":
+        return f"a Windows drive path ({path[:3]}…)"
+    if path.startswith("\\\\"):
+        return "a Windows network (UNC) path"
+    return None
