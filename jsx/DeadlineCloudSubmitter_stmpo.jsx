@@ -171,12 +171,15 @@ function stmpoChooseBundle(outputKind, framesPerTask, frameCount) {
             + "big-task template, " + count + " task(s) of about " + Math.ceil(frameCount / count) + " frames"};
 }
 
-// What an output module's Format says: "image" (a sequence) or "movie"; an unknown
-// format goes by the file name's [#####] token, like stmpo.
+// What an output module's Format says: "image" (a sequence: every still format of After
+// Effects ends in "Sequence") or "movie" (After Effects' own one-file formats and the
+// containers and codecs of plug-ins); an unknown format goes by the file name's [#####]
+// token, like stmpo (deadline/_project.py has the same rule).
+var STMPO_MOVIE_FORMAT = /quicktime|avi|h\.26[45]|hevc|mpeg|mp4|mxf|dnx|prores|gif|webm|aiff|wav|mp3/;
 function stmpoKindForFormat(format, fileName) {
     var f = stmpoTrim(format).toLowerCase();
     if (/sequence$/.test(f)) { return "image"; }
-    if (stmpoInList(["quicktime", "avi", "h.264", "aiff", "wav", "mp3"], f)) { return "movie"; }
+    if (STMPO_MOVIE_FORMAT.test(f)) { return "movie"; }
     return stmpoKindFor(fileName);
 }
 

@@ -219,3 +219,17 @@ def test_bundle_refuses_a_comp_name_two_comps_share(tmp_path: Path) -> None:
                  "--output", str(tmp_path / "o" / "s_[####].png"))
     assert res.exit_code != 0, res.output
     assert "2 comps" in str(res.exception) and "--rqindex" in str(res.exception)
+
+
+@pytest.mark.parametrize("fmt, file, sequence", [
+    ("OpenEXR Sequence", "x.mov", True), ("PNG Sequence", "a_[####].png", True),
+    ("QuickTime", "a_[####].mov", False), ("MXF OP1a", "a_[####].mxf", False),
+    ("H.265", "a.mp4", False), ("Some Plugin", "a_[####].dpx", True),
+    ("Some Plugin", "a.bin", False)])
+def test_an_output_modules_format_decides_sequence_or_movie(fmt: str, file: str,
+                                                           sequence: bool) -> None:
+    """A movie container named with a frame token (MXF OP1a, a plug-in's ProRes) was
+    taken for an image sequence and split across tasks, each writing over one file."""
+    from stmpo_celery.deadline._project import _is_sequence
+
+    assert _is_sequence(fmt, file) is sequence

@@ -204,14 +204,17 @@ def test_queue_item_checks_like_stmpo_bundle(js: Any) -> None:
               "image"],
              ["stmpoKindForFormat", "OpenEXR Sequence", "x.mov"],
              ["stmpoKindForFormat", "H.264", "x_[####].mp4"],
-             ["stmpoKindForFormat", "Some Plugin", "x_[####].dpx"])
+             ["stmpoKindForFormat", "Some Plugin", "x_[####].dpx"],
+             # a movie container with a frame token in its name is still one movie file
+             ["stmpoKindForFormat", "MXF OP1a", "x_[####].mxf"],
+             ["stmpoKindForFormat", "Apple ProRes 422", "x_[####].mov"])
     assert res[0] == []
     assert "is UNQUEUED, not queued" in res[1][0]
     assert "2 output modules" in res[2][0]
     assert "cannot be split" in res[3][0]
     assert "output module decides the format" in res[4][0]
     assert "Use comp frame number" in res[5][0]
-    assert res[6:] == ["image", "movie", "image"]
+    assert res[6:] == ["image", "movie", "image", "movie", "movie"]
 
 
 @needs_node

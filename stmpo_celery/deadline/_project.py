@@ -18,6 +18,7 @@ numbered by comp frame (stmpo verifies frames by number) is refused before submi
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,12 @@ from typing import Any
 from ..errors import BadInput
 from ..plan import format_frames
 
-_MOVIE_FORMATS = {"quicktime", "avi", "h.264", "aiff", "wav", "mp3"}
+#: output-module formats that write one file (a movie or sound): After Effects' own
+#: (QuickTime, AVI, H.264, MXF OP1a, AIFF, WAV, MP3) and the containers and codecs of the
+#: plug-ins that add some (HEVC, MPEG, ProRes, DNx, GIF, WebM). Every still format of After
+#: Effects ends in "Sequence"; a name that is neither goes by the file name's frame token.
+_MOVIE_FORMAT = re.compile(r"quicktime|avi|h\.26[45]|hevc|mpeg|mp4|mxf|dnx|prores|gif|webm|"
+                           r"aiff|wav|mp3")
 
 
 @dataclass
@@ -86,7 +92,7 @@ def _is_sequence(fmt: str, file: str) -> bool:
     low = fmt.strip().lower()
     if low.endswith("sequence"):
         return True
-    if low in _MOVIE_FORMATS:
+    if _MOVIE_FORMAT.search(low):
         return False
     return "[#" in os.path.basename(file)  # a format stmpo does not know: go by the name
 
