@@ -274,7 +274,8 @@ function stmpoParameterValues(settings, kind, defined) {
             result.dropped.push(row.param + " (the template in use does not define it)");
             continue;
         }
-        value = stmpoTrim(value);
+        // a comp's name is matched by aerender as it is, spaces at its ends included
+        value = row.field === "comp" ? String(value) : stmpoTrim(value);
         if (row.type === "INT") {
             if (!/^\d+$/.test(value)) {
                 result.errors.push(row.param + " must be a whole number, not '" + value + "'");
@@ -484,12 +485,52 @@ function stmpoFontsToAttach(fonts) {
         if (!f.path) { skipped.push(f.name + " (After Effects does not say where its file is)"); continue; }
         if (!stmpoIsFontFile(f.path)) { skipped.push(f.name + " (" + f.path + " is not a font file)"); continue; }
         if (stmpoIsSystemFont(f.path)) { continue; }
-        var key = stmpoSplitPath(f.path).name.toLowerCase();
+        var key = String(f.path).replace(/\\/g, "/").toLowerCase();  // two families may share a file name
         if (stmpoInList(seen, key)) { continue; }
         seen.push(key);
         attach.push(f.path);
     }
     return {attach: attach, skipped: skipped};
+}
+
+// The names the attached font files get in the bundle's one fonts/ folder: their own,
+// and a number before it where two files of different folders share a name.
+function stmpoFontCopyNames(paths) {
+    var names = [], taken = [];
+    for (var i = 0; i < paths.length; i++) {
+        var name = stmpoSplitPath(paths[i]).name, candidate = name, n = 2;
+        while (stmpoInList(taken, candidate.toLowerCase())) { candidate = n + "_" + name; n++; }
+        taken.push(candidate.toLowerCase());
+        names.push(candidate);
+    }
+    return names;
+}
+
+// aerender -comp NAME renders the first comp of that name: a name two comps share cannot
+// be rendered by name (message; "" = fine). names: every comp name of the project.
+function stmpoCompNameProblem(name, names) {
+    var count = 0;
+    for (var i = 0; i < names.length; i++) { if (names[i] === name) { count++; } }
+    if (count > 1) {
+        return count + " comps are named '" + name + "', and aerender -comp cannot tell them apart: "
+            + "rename them, or render a render-queue item";
+    }
+    return "";
+}
+
+// The conda package of the After Effects the artist runs (app.version "25.1x3" ->
+// "aftereffects=25"), for service-managed fleets: a project saved by a newer After
+// Effects does not open in an older one. "" when the version cannot be read.
+function stmpoCondaPackagesFor(version) {
+    var m = /^(\d+)\./.exec(String(version));
+    return m ? "aftereffects=" + m[1] : "";
+}
+
+// The template text with its job name replaced by `name` (the Job name field), so a GUI
+// submission and a written bundle carry it too (a JSON string is a YAML scalar).
+function stmpoTemplateWithName(text, name) {
+    if (stmpoIsUnset(name)) { return text; }
+    return String(text).replace(/^name:.*$/m, "name: " + stmpoToJson(String(name)));
 }
 
 // One argument quoted for the shell that runs it: POSIX sh (single quotes) or cmd.exe
@@ -506,21 +547,52 @@ function stmpoQuoteArg(arg, windows) {
 function stmpoGuiSubmitCommand(deadline, bundleDir, windows, loginShell) {
     var q = function (a) { return stmpoQuoteArg(a, windows); };
     var cmd = q(deadline) + " bundle gui-submit " + q(bundleDir);
-    if (windows) { return "cmd.exe /d /c \"start \"\" /b " + cmd + "\""; }
-    cmd = "(" + cmd + " >/dev/null 2>&1 &)";
+    if (windows) { return "cmd.exe /d /c \"start \"\" /b " + cmd + " <NUL >NUL 2>&1\""; }
+    cmd = "(" + cmd + " </dev/null >/dev/null 2>&1 &)";
     return loginShell ? q(loginShell) + " -l -c " + q(cmd) : cmd;
 }
 
 // The command line system.callSystem runs to submit the bundle. On macOS a login shell
 // (loginShell, e.g. /bin/zsh) gives `deadline` the user's PATH; output ends with a marker
-// line when the submission succeeded.
+// line when the submission succeeded. Its input is the null device: a question the CLI
+// asks (files outside the storage profile, before deadline 0.51) gets "no" at once
+// instead of holding After Effects.
 function stmpoSubmitCommand(deadline, bundleDir, jobName, windows, loginShell) {
     var q = function (a) { return stmpoQuoteArg(a, windows); };
     var cmd = q(deadline) + " bundle submit --yes --name " + q(jobName) + " " + q(bundleDir);
     if (windows) {
-        return "cmd.exe /d /c \"" + cmd + " 2>&1 && echo STMPO_SUBMIT_OK\"";
+        return "cmd.exe /d /c \"" + cmd + " <NUL 2>&1 && echo STMPO_SUBMIT_OK\"";
     }
-    cmd = cmd + " 2>&1 && echo STMPO_SUBMIT_OK";
+    cmd = cmd + " </dev/null 2>&1 && echo STMPO_SUBMIT_OK";
+    return loginShell ? q(loginShell) + " -l -c " + q(cmd) : cmd;
+}
+// The host requirements of the job (deadline/_bigtask.py: host_minimums): room for two
+// slots of an image task (one for a movie), each of the threads and RAM the settings give
+// (stmpo's defaults where empty: 16 threads with MFR, 8 without; 32 GB), as
+// {vcpu, memory} (MiB). A profile named here is not read on this machine.
+function stmpoHostMinimums(settings, kind) {
+    var slots = kind === "movie" ? 1 : 2;
+    var threads = kind === "movie" ? NaN : parseInt(settings.threadsPerSlot, 10);
+    if (!(threads > 0)) { threads = stmpoTrim(settings.mfr || "") === "OFF" ? 8 : 16; }
+    var ram = kind === "movie" ? NaN : parseFloat(settings.ramPerProcessGB);
+    if (!(ram > 0)) { ram = 32; }
+    return {vcpu: Math.max(1, threads * slots), memory: Math.max(1, Math.round(ram * 1024) * slots)};
+}
+
+// The template text with its "# stmpo: vcpu" and "# stmpo: memory" minimums set.
+function stmpoWithHostMinimums(text, vcpu, memory) {
+    return String(text)
+        .replace(/^(\s*min:\s*)\d+(\s*# stmpo: vcpu\b.*)$/m, "$1" + vcpu + "$2")
+        .replace(/^(\s*min:\s*)\d+(\s*# stmpo: memory\b.*)$/m, "$1" + memory + "$2");
+}
+
+// The command that says whether `deadline` runs here (prints its version), as
+// stmpoSubmitCommand runs it.
+function stmpoVersionCommand(deadline, windows, loginShell) {
+    var q = function (a) { return stmpoQuoteArg(a, windows); };
+    var cmd = q(deadline) + " --version";
+    if (windows) { return "cmd.exe /d /c \"" + cmd + " <NUL 2>&1\""; }
+    cmd = cmd + " </dev/null 2>&1";
     return loginShell ? q(loginShell) + " -l -c " + q(cmd) : cmd;
 }
 // </pure>
@@ -612,11 +684,18 @@ function stmpoSourceRange(source, mode) {
     return stmpoFramesFromTimes(0, c.duration, c.frameDuration, d);
 }
 
-// The output folder and name an item's first output module writes to (or a default).
+// The output folder and name an item's first output module writes to: the item's, or
+// for a comp the first queued item that renders it (what aerender -comp renders), else a
+// default.
 function stmpoSourceOutput(source) {
     try {
-        if (source.rqItem && source.rqItem.numOutputModules > 0) {
-            var file = source.rqItem.outputModule(1).file;
+        var rqItem = source.rqItem;
+        if (!rqItem) {
+            var idx = stmpoFirstQueuedFor(source.comp);
+            if (idx) { rqItem = app.project.renderQueue.item(idx); }
+        }
+        if (rqItem && rqItem.numOutputModules > 0) {
+            var file = rqItem.outputModule(1).file;
             if (file) { return stmpoSplitPath(file.fsName); }
         }
     } catch (e) { /* no output module file */ }
@@ -671,7 +750,7 @@ function stmpoProjectFootage() {
 function stmpoFirstQueuedFor(comp) {
     var rq = app.project.renderQueue;
     for (var i = 1; i <= rq.numItems; i++) {
-        if (rq.item(i).comp === comp && rq.item(i).status === RQItemStatus.QUEUED) { return i; }
+        if (rq.item(i).comp.id === comp.id && rq.item(i).status === RQItemStatus.QUEUED) { return i; }
     }
     return 0;
 }
@@ -826,6 +905,25 @@ function stmpoBuildUI(thisObj) {
     function currentSource() {
         return ui.source.selection ? ui.sources[ui.source.selection.index] : null;
     }
+    // Read the comps and the render queue again (a docked panel outlives both): true when
+    // the selection still names the same comp at the same place, else the list is new and
+    // nothing is selected from it.
+    function refreshSources() {
+        var was = currentSource(), now = stmpoSources(), keep = -1;
+        for (var i = 0; i < now.length && was; i++) {
+            try {
+                if (now[i].rqIndex === was.rqIndex && now[i].comp.id === was.comp.id) { keep = i; }
+            } catch (e) { /* the comp was deleted */ }
+        }
+        ui.refreshing = true;
+        try {
+            ui.sources = now;
+            ui.source.removeAll();
+            for (i = 0; i < now.length; i++) { ui.source.add("item", now[i].label); }
+            if (keep >= 0) { ui.source.selection = keep; }
+        } finally { ui.refreshing = false; }
+        return keep >= 0;
+    }
     function updateKind() {
         var kind = stmpoKindFor(ui.outputFileName.text);
         ui.kindLabel.text = kind === "image"
@@ -849,7 +947,11 @@ function stmpoBuildUI(thisObj) {
         if (!ui.jobName.text) { ui.jobName.text = src.comp.name; }
         updateKind();
     }
-    ui.source.onChange = function () { ui.jobName.text = ""; updateSource(); };
+    ui.source.onChange = function () {
+        if (ui.refreshing) { return; }
+        ui.jobName.text = "";
+        updateSource();
+    };
     ui.outputFileName.onChanging = updateKind;
     browseOut.onClick = function () {
         var f = Folder.selectDialog("Output folder");
@@ -882,13 +984,18 @@ function stmpoBuildUI(thisObj) {
     }
 
     function writeBundle() {
+        if (!refreshSources()) {
+            throw new Error("the project or its render queue changed since this window read it: "
+                + "check 'Render' (read again just now) and submit again");
+        }
         var src = currentSource();
         if (!src) { throw new Error("open a comp or add one to the render queue first"); }
         if (!app.project.file) { throw new Error("save the project first: workers render the saved .aep"); }
-        if (app.project.dirty) {
-            if (!confirm("The project has unsaved changes, and workers render the saved file. Save it now?")) {
-                throw new Error("not submitted: the project has unsaved changes");
-            }
+        // Project.dirty (After Effects 17.5+, undocumented) may be missing: then save anyway
+        if (app.project.dirty !== false) {
+            var ask = app.project.dirty === true ? "The project has unsaved changes, and workers render the saved file. Save it now?"
+                : "Workers render the saved file, and this After Effects cannot say whether the project has unsaved changes. Save it now?";
+            if (!confirm(ask)) { throw new Error("not submitted: the project was not saved"); }
             app.project.save();
         }
         var s = settingsFromUI();
@@ -901,6 +1008,13 @@ function stmpoBuildUI(thisObj) {
         s.projectFile = app.project.file.fsName;
         s.renderBy = src.rqIndex ? "rqindex" : "comp";
         s.comp = src.rqIndex ? String(src.rqIndex) : src.comp.name;
+        if (!src.rqIndex) {
+            var compNames = [], comps = stmpoComps();
+            for (var c = 0; c < comps.length; c++) { compNames.push(comps[c].name); }
+            var clash = stmpoCompNameProblem(src.comp.name, compNames);
+            if (clash) { throw new Error(clash); }
+        }
+        if (stmpoIsUnset(s.condaPackages)) { s.condaPackages = stmpoCondaPackagesFor(app.version); }
         var choice = stmpoChooseBundle(kind, s.framesPerTask, frames.count);
         kind = choice.kind;
         if (kind === "big") { s.taskCount = String(choice.taskCount); }
@@ -922,6 +1036,14 @@ function stmpoBuildUI(thisObj) {
 
         var inputDirs = [], inputFiles = [], warnings = [];
         if (choice.why) { warnings.push(choice.why); }
+        if (!rqIndex) {
+            warnings.push("no queued render-queue item renders this comp: aerender adds one with the worker's "
+                + "default output module, and that module decides the format (not the file name's extension)");
+        }
+        if (!stmpoIsUnset(s.profile) && (stmpoIsUnset(s.threadsPerSlot) || stmpoIsUnset(s.ramPerProcessGB))) {
+            warnings.push("the host requirements use stmpo's defaults for what the profile may set: "
+                + "the profile is read on the workers, not here");
+        }
         if (ui.snapshot.value) {  // workers render this copy, whatever happens to the original
             var snap = stmpoJoinPath(dir, app.project.file.name, STMPO_IS_WINDOWS);
             stmpoCopyFile(s.projectFile, snap);
@@ -940,8 +1062,9 @@ function stmpoBuildUI(thisObj) {
             if (picked.attach.length) {
                 var fontsDir = stmpoJoinPath(dir, "fonts", STMPO_IS_WINDOWS);
                 new Folder(fontsDir).create();
+                var copyNames = stmpoFontCopyNames(picked.attach);
                 for (var j = 0; j < picked.attach.length; j++) {
-                    stmpoCopyFile(picked.attach[j], stmpoJoinPath(fontsDir, stmpoSplitPath(picked.attach[j]).name, STMPO_IS_WINDOWS));
+                    stmpoCopyFile(picked.attach[j], stmpoJoinPath(fontsDir, copyNames[j], STMPO_IS_WINDOWS));
                 }
                 s.fontsDir = fontsDir;
                 inputDirs.push(fontsDir);
@@ -952,7 +1075,12 @@ function stmpoBuildUI(thisObj) {
         if (pv.errors.length) { throw new Error(pv.errors.join("\n")); }
         for (j = 0; j < pv.dropped.length; j++) { warnings.push("not written: " + pv.dropped[j]); }
 
-        stmpoCopyFile(template, stmpoJoinPath(dir, "template.yaml", STMPO_IS_WINDOWS));
+        var host = stmpoHostMinimums(s, kind);
+        stmpoWriteText(stmpoJoinPath(dir, "template.yaml", STMPO_IS_WINDOWS),
+            stmpoWithHostMinimums(stmpoTemplateWithName(stmpoReadText(template), ui.jobName.text),
+                host.vcpu, host.memory));
+        warnings.push("workers need at least " + host.vcpu + " vCPUs and " + Math.round(host.memory / 1024)
+            + " GiB (the fleet's minimums must reach these)");
         stmpoWriteText(stmpoJoinPath(dir, "parameter_values.json", STMPO_IS_WINDOWS),
             stmpoToJson(stmpoParameterValuesDocument(pv.values)) + "\n");
         stmpoWriteText(stmpoJoinPath(dir, "asset_references.json", STMPO_IS_WINDOWS),
@@ -981,6 +1109,14 @@ function stmpoBuildUI(thisObj) {
         if (STMPO_IS_WINDOWS && /[^\x20-\x7e]/.test(b.dir)) {
             report(b, "The bundle folder's path has non-ASCII characters, which the Windows command line may not pass on: submit it from a terminal, or choose another 'Write bundles into' folder.");
             new Folder(b.dir).execute();
+            return;
+        }
+        var shell = STMPO_IS_WINDOWS ? "" : "/bin/zsh";
+        var version = system.callSystem(stmpoVersionCommand(ui.deadline.text, STMPO_IS_WINDOWS, shell)) || "";
+        if (!/\d+\.\d+/.test(version)) {
+            report(b, "The Deadline Cloud CLI does not run here ('" + ui.deadline.text + " --version' said: "
+                + stmpoTrim(version).split(/\r?\n/).slice(-3).join(" ") + "): install it, or set 'deadline command' "
+                + "to its full path. The bundle is kept; submit it with: deadline bundle submit \"" + b.dir + "\"");
             return;
         }
         if (ui.guiSubmit.value) {  // non-blocking: Deadline's window hashes and uploads

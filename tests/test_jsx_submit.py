@@ -164,7 +164,7 @@ def test_submit_command_passes_awkward_paths_intact_through_a_shell(js: Any,
         assert json.loads(record.read_text()) == ["bundle", "submit", "--yes", "--name", name,
                                                   str(bundle)]
     assert win == ('cmd.exe /d /c ""deadline" bundle submit --yes --name "Shot _010_, 50_ ü" '
-                   '"C:\\b\\x y" 2>&1 && echo STMPO_SUBMIT_OK"')
+                   '"C:\\b\\x y" <NUL 2>&1 && echo STMPO_SUBMIT_OK"')
 
 
 @needs_node
@@ -246,7 +246,8 @@ def test_gui_submit_returns_at_once_and_passes_the_bundle(js: Any, tmp_path: Pat
     while not record.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert json.loads(record.read_text()) == ["bundle", "gui-submit", str(bundle)]
-    assert win == 'cmd.exe /d /c "start "" /b "deadline" bundle gui-submit "C:\\b\\x y""'
+    assert win == ('cmd.exe /d /c "start "" /b "deadline" bundle gui-submit "C:\\b\\x y" '
+                   '<NUL >NUL 2>&1"')
 
 
 @needs_node
@@ -260,3 +261,66 @@ def test_big_task_values_are_accepted_by_the_big_template(js: Any, tmp_path: Pat
     values = {v["name"]: v["value"] for v in res["values"]}
     assert set(values) == set(template_params("big")) and values["TaskCount"] == 2
     openjd_accepts("big", res["values"], tmp_path)
+
+
+@needs_node
+def test_a_question_from_the_cli_gets_no_at_once_instead_of_holding_after_effects(
+        js: Any, tmp_path: Path) -> None:
+    """Before deadline 0.51, ``--yes`` did not answer "Files were specified outside of the
+    configured storage profile ... [y/N]": under system.callSystem nobody answers, and
+    After Effects froze. The submit command's input is the null device."""
+    fake = tmp_path / "deadline"
+    fake.write_text("#!/usr/bin/env python3\nimport sys\n"
+                    "answer = sys.stdin.readline()\n"
+                    "print('answer:', repr(answer))\nsys.exit(0 if answer else 1)\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    cmd, version = js(["stmpoSubmitCommand", str(fake), str(tmp_path), "job", False, ""],
+                      ["stmpoVersionCommand", str(fake), False, ""])
+    # After Effects' side of the pipe stays open and says nothing, as system.callSystem's
+    proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        proc.wait(timeout=10)  # (the old command waited here for an answer)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+    assert "answer: ''" in out and "STMPO_SUBMIT_OK" not in out
+    assert version.endswith("--version </dev/null 2>&1")
+
+
+@needs_node
+def test_names_fonts_conda_and_host_minimums(js: Any) -> None:
+    from stmpo_celery.deadline._bigtask import host_minimums, with_host_minimums
+
+    (clash, unique, same_family, conda, old, named, copies, kept_comp) = js(
+        ["stmpoCompNameProblem", "Main", ["Main", "Other", "Main"]],
+        ["stmpoCompNameProblem", "Main", ["Main", "Other"]],
+        ["stmpoFontsToAttach", [{"name": "A-Regular", "path": "/f/FamA/Regular.otf"},
+                                {"name": "B-Regular", "path": "/f/FamB/Regular.otf"}]],
+        ["stmpoCondaPackagesFor", "25.1x3"],
+        ["stmpoCondaPackagesFor", "unknown"],
+        ["stmpoTemplateWithName", 'specificationVersion: x\nname: "old"\nsteps: []\n',
+         'Shot "010": ü'],
+        ["stmpoFontCopyNames", ["/f/FamA/Regular.otf", "/f/FamB/Regular.otf", "/f/c.ttf"]],
+        ["stmpoParameterValues", {"comp": "Main ", "projectFile": "/p.aep"}, "image"])
+    assert "2 comps are named 'Main'" in clash and "render-queue item" in clash
+    assert unique == ""
+    # two families' files of the same name: both attached, under names that do not clash
+    assert same_family["attach"] == ["/f/FamA/Regular.otf", "/f/FamB/Regular.otf"]
+    assert copies == ["Regular.otf", "2_Regular.otf", "c.ttf"]
+    assert (conda, old) == ("aftereffects=25", "")
+    assert yaml.safe_load(named)["name"] == 'Shot "010": ü'
+    # a comp named with a trailing space is the name aerender must match, as typed
+    assert {"name": "Comp", "value": "Main "} in kept_comp["values"]
+    # the host requirements are stmpo bundle's own
+    text = TEMPLATES["image"].read_text(encoding="utf-8")
+    for settings, kind, slots, threads, ram in (
+            ({"threadsPerSlot": "4", "ramPerProcessGB": "8"}, "image", 2, 4, 8.0),
+            ({"mfr": "OFF"}, "image", 2, 8, 32.0), ({}, "movie", 1, 16, 32.0)):
+        (got, rewritten) = js(["stmpoHostMinimums", settings, kind],
+                              ["stmpoWithHostMinimums", text, 0, 0])
+        assert (got["vcpu"], got["memory"]) == host_minimums(threads, ram, slots)
+        (rewritten,) = js(["stmpoWithHostMinimums", text, got["vcpu"], got["memory"]])
+        assert rewritten == with_host_minimums(text, got["vcpu"], got["memory"])
+
