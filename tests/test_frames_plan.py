@@ -131,6 +131,12 @@ def test_aerender_resolution_order(tmp_path: Path) -> None:
     assert resolve_aerender(explicit, env) == explicit
     assert resolve_aerender(None, env) == from_env
     assert resolve_aerender(None, {"PATH": str(bindir)}) == on_path
+    # a host set up for the official After Effects adaptor: its variable, after ours
+    adaptor = _exe(tmp_path / "adaptor")
+    both = {**env, "AFTEREFFECTS_ADAPTOR_AERENDER_EXE": adaptor}
+    assert resolve_aerender(None, both) == from_env
+    assert resolve_aerender(None, {"AFTEREFFECTS_ADAPTOR_AERENDER_EXE": adaptor,
+                                   "PATH": str(bindir)}) == adaptor
     with pytest.raises(EnvironmentProblem) as info:
         resolve_aerender(None, {"PATH": str(tmp_path / "empty")})
     msg = info.value.message

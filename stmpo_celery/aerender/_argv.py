@@ -12,6 +12,9 @@ from ..errors import BadInput, EnvironmentProblem
 from ..host import OS, install_globs, newest_first, runs_batch_files
 
 AERENDER_ENV = "AERENDER_PATH"
+#: the variable the official Deadline Cloud After Effects adaptor reads: a host set up for
+#: it finds its aerender here too (after AERENDER_PATH)
+ADAPTOR_AERENDER_ENV = "AFTEREFFECTS_ADAPTOR_AERENDER_EXE"
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,13 @@ def why_not_runnable(path: str) -> str | None:
 
 
 def resolve_aerender(explicit: str | None, env: dict[str, str] | None = None) -> str:
-    """``--aerender``, else ``$AERENDER_PATH``, else ``aerender`` on PATH, else a standard
+    """``--aerender``, else ``$AERENDER_PATH`` (else the official adaptor's
+    ``$AFTEREFFECTS_ADAPTOR_AERENDER_EXE``), else ``aerender`` on PATH, else a standard
     install location. An explicit value that is a bare name is looked up on PATH."""
     env = dict(os.environ) if env is None else env
-    for label, value in (("--aerender", explicit), (f"${AERENDER_ENV}", env.get(AERENDER_ENV))):
+    given = [("--aerender", explicit), (f"${AERENDER_ENV}", env.get(AERENDER_ENV)),
+             (f"${ADAPTOR_AERENDER_ENV}", env.get(ADAPTOR_AERENDER_ENV))]
+    for label, value in given:
         if not value:
             continue
         path = value if os.sep in value or (os.altsep and os.altsep in value) else (
