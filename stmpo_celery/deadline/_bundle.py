@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from ..aerender import check_target
@@ -47,6 +47,9 @@ TEMPLATE_NAME = "template.yaml"
 #: the longest job parameter value Deadline Cloud's CreateJob takes (ParameterString and
 #: PathString: 1024 characters)
 DEADLINE_VALUE_MAX = 1024
+#: the most roots (drives, network shares) a job's attachments may span (CreateJob's
+#: ManifestPropertiesList)
+DEADLINE_ROOTS_MAX = 10
 _BUNDLE_FILES = ("template.yaml", "template.json", "parameter_values.yaml",
                  "parameter_values.json", "asset_references.yaml", "asset_references.json")
 
@@ -287,6 +290,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
     b.host = profile_minimums(kw, 1 if b.kind == MOVIE else 2, b.warnings)
+    check_roots(b, project, [*found.files, *found.dirs])
     if kw.get("broker"):
         from ..broker import mask_url
 
@@ -295,6 +299,30 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
                            "on the queue and the job's StmpoSettings refuses it; set "
                            "STMPO_BROKER_URL on the workers and pass --broker without one")
     return b
+
+
+def check_roots(b: Bundle, project: str, footage: Sequence[str],
+                flavor: type[PurePath] = PurePath) -> None:
+    """Job attachments keep one copy per root (a drive or a network share: the anchor of
+    a path), and a job takes at most ``DEADLINE_ROOTS_MAX`` of them; a worker opens the
+    project from its root's copy, where After Effects finds footage only by its path
+    relative to the project: footage on another root than the project is not found there
+    (a warning). ``flavor``: how paths are read (this OS's; tests read Windows ones)."""
+    paths = [*b.inputs_files, *b.inputs_dirs, *b.outputs_dirs]
+    roots = sorted({flavor(p).anchor for p in paths})
+    if len(roots) > DEADLINE_ROOTS_MAX:
+        raise BadInput(f"the job's files are on {len(roots)} drives or network shares "
+                       f"({', '.join(roots[:4])}...), more than the {DEADLINE_ROOTS_MAX} a "
+                       "Deadline Cloud job takes: collect the footage next to the project "
+                       "(File > Dependencies > Collect Files)")
+    home = flavor(project).anchor
+    away = [p for p in footage if flavor(p).anchor != home]
+    if away:
+        b.warnings.append(f"{len(away)} footage file(s) or folder(s) are on another drive or "
+                          f"share than the project (first: {away[0]}): a worker finds "
+                          "footage by its path relative to the project, which cannot reach "
+                          "them; collect them next to the project (File > Dependencies > "
+                          "Collect Files)")
 
 
 def _task_size(b: Bundle, kw: dict[str, Any], frames: list[int]) -> None:
