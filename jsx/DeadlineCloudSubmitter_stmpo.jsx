@@ -465,8 +465,8 @@ function stmpoIsFontFile(path) {
     return stmpoInList(STMPO_FONT_EXTENSIONS, stmpoFileExtension(path));
 }
 
-// Fonts of the operating system are on every worker of that OS already: not attached.
-// Fonts the operating system itself ships (macOS /System/Library, read-only). Windows'
+// Fonts the operating system itself ships (macOS /System/Library, read-only): on every Mac
+// worker already, and not ours to deploy to a Windows one (named as not attached). Windows'
 // Fonts folder is NOT one of them: "install for all users" puts fonts there too, and a
 // worker may lack them, so those are attached.
 function stmpoIsSystemFont(path) {
@@ -484,7 +484,10 @@ function stmpoFontsToAttach(fonts) {
         if (f.substitute) { skipped.push(f.name + " is missing on this machine: After Effects renders a substitute"); continue; }
         if (!f.path) { skipped.push(f.name + " (After Effects does not say where its file is)"); continue; }
         if (!stmpoIsFontFile(f.path)) { skipped.push(f.name + " (" + f.path + " is not a font file)"); continue; }
-        if (stmpoIsSystemFont(f.path)) { continue; }
+        if (stmpoIsSystemFont(f.path)) {  // on every Mac, on no Windows worker
+            skipped.push(f.name + " is a macOS system font (" + f.path + "): not attached, so a Windows worker renders a substitute");
+            continue;
+        }
         var key = String(f.path).replace(/\\/g, "/").toLowerCase();  // two families may share a file name
         if (stmpoInList(seen, key)) { continue; }
         seen.push(key);

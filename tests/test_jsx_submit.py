@@ -135,8 +135,9 @@ def test_asset_references_and_fonts_to_attach(js: Any) -> None:
     # Windows' Fonts folder holds fonts installed "for all users": attached; macOS's own not
     assert picked["attach"] == ["/Users/a/Library/Fonts/Brand-Bold.otf",
                                 "C:\\Windows\\Fonts\\arial.ttf"]
-    assert len(picked["skipped"]) == 3
-    assert "Gone-Regular is missing on this machine" in picked["skipped"][2]
+    assert len(picked["skipped"]) == 4
+    assert "Helvetica is a macOS system font" in picked["skipped"][0]  # said, not silent
+    assert "Gone-Regular is missing on this machine" in picked["skipped"][3]
     assert safe == "Shot_010_v2"
 
 
