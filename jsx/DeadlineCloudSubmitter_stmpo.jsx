@@ -496,6 +496,13 @@ function stmpoFontsToAttach(fonts) {
     return {attach: attach, skipped: skipped};
 }
 
+// The snapshot copy's name, beside the project ("shot.aep" -> "shot.stmpo-<stamp>.aep").
+function stmpoSnapshotName(name, stamp) {
+    var s = String(name), dot = s.lastIndexOf(".");
+    return dot > 0 ? s.substring(0, dot) + ".stmpo-" + stamp + s.substring(dot)
+        : s + ".stmpo-" + stamp + ".aep";
+}
+
 // The names the attached font files get in the bundle's one fonts/ folder: their own,
 // and a number before it where two files of different folders share a name.
 function stmpoFontCopyNames(paths) {
@@ -1048,9 +1055,14 @@ function stmpoBuildUI(thisObj) {
                 + "the profile is read on the workers, not here");
         }
         if (ui.snapshot.value) {  // workers render this copy, whatever happens to the original
-            var snap = stmpoJoinPath(dir, app.project.file.name, STMPO_IS_WINDOWS);
+            // next to the project: After Effects finds moved footage by its path relative
+            // to the project file, which a copy elsewhere would break
+            var snap = stmpoJoinPath(app.project.file.parent.fsName,
+                stmpoSnapshotName(app.project.file.name, stamp), STMPO_IS_WINDOWS);
             stmpoCopyFile(s.projectFile, snap);
             s.projectFile = snap;
+            warnings.push("the snapshot is " + snap + " (next to the project, so footage paths relative to it hold): "
+                + "delete it once the job has rendered");
         }
         inputFiles.push(s.projectFile);
         if (ui.attachFootage.value) {

@@ -305,6 +305,9 @@ def test_names_fonts_conda_and_host_minimums(js: Any) -> None:
          'Shot "010": ü'],
         ["stmpoFontCopyNames", ["/f/FamA/Regular.otf", "/f/FamB/Regular.otf", "/f/c.ttf"]],
         ["stmpoParameterValues", {"comp": "Main ", "projectFile": "/p.aep"}, "image"])
+    (snap, bare) = js(["stmpoSnapshotName", "Shot 010.v2.aep", "k3x"],
+                      ["stmpoSnapshotName", "project", "k3x"])
+    assert (snap, bare) == ("Shot 010.v2.stmpo-k3x.aep", "project.stmpo-k3x.aep")
     assert "2 comps are named 'Main'" in clash and "render-queue item" in clash
     assert unique == ""
     # two families' files of the same name: both attached, under names that do not clash
