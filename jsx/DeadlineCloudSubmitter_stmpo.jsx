@@ -496,6 +496,16 @@ function stmpoFontsToAttach(fonts) {
     return {attach: attach, skipped: skipped};
 }
 
+// Whether a footage file that is not a still (FileSource.isStill false) is one frame of
+// an image sequence: anything but a movie or sound container (camera raw and 3D render
+// passes included), so its whole folder is attached.
+var STMPO_CLIP_EXTENSIONS = ["mov", "mp4", "m4v", "avi", "mxf", "mpg", "mpeg", "m2v", "m2ts", "mts",
+    "wmv", "webm", "mkv", "flv", "3gp", "r3d", "braw", "ari", "crm", "gif", "swf",
+    "wav", "aif", "aiff", "mp3", "m4a", "aac", "ogg", "flac"];
+function stmpoIsSequenceFile(name, isStill) {
+    return !isStill && !stmpoInList(STMPO_CLIP_EXTENSIONS, stmpoFileExtension(name));
+}
+
 // The snapshot copy's name, beside the project ("shot.aep" -> "shot.stmpo-<stamp>.aep").
 function stmpoSnapshotName(name, stamp) {
     var s = String(name), dot = s.lastIndexOf(".");
@@ -740,17 +750,21 @@ function stmpoProjectFonts(comp) {
     return stmpoCollectFonts(comp);
 }
 
-// Every footage file of the project: [{path, sequence, exists}] (a sequence is its folder).
+// Every footage file of the project, its proxies too: [{path, sequence, exists}] (a
+// sequence is its folder).
 function stmpoProjectFootage() {
     var out = [];
+    function add(source, missing) {
+        if (!(source instanceof FileSource) || !source.file) { return; }
+        var file = source.file, seq = stmpoIsSequenceFile(file.name, source.isStill);
+        out.push({path: seq ? file.parent.fsName : file.fsName, sequence: seq,
+            exists: !missing && (seq ? file.parent.exists : file.exists)});
+    }
     for (var i = 1; i <= app.project.numItems; i++) {
         var item = app.project.item(i);
-        if (!(item instanceof FootageItem) || !(item.mainSource instanceof FileSource)) { continue; }
-        var file = item.mainSource.file || item.file;
-        if (!file) { continue; }
-        var seq = !item.mainSource.isStill && /\.(png|jpe?g|tiff?|exr|dpx|cin|tga|psd|bmp|sgi|rgb|hdr|iff|gif)$/i.test(file.name);
-        var path = seq ? file.parent.fsName : file.fsName;
-        out.push({path: path, sequence: seq, exists: !item.footageMissing && (seq ? file.parent.exists : file.exists)});
+        if (!(item instanceof FootageItem)) { continue; }
+        add(item.mainSource, item.footageMissing);
+        if (item.useProxy) { add(item.proxySource, false); }  // workers render with it
     }
     return out;
 }

@@ -308,6 +308,11 @@ def test_names_fonts_conda_and_host_minimums(js: Any) -> None:
     (snap, bare) = js(["stmpoSnapshotName", "Shot 010.v2.aep", "k3x"],
                       ["stmpoSnapshotName", "project", "k3x"])
     assert (snap, bare) == ("Shot 010.v2.stmpo-k3x.aep", "project.stmpo-k3x.aep")
+    # a sequence is anything not a still and not a clip: 3D passes and camera raw too
+    kinds = js(*[["stmpoIsSequenceFile", name, still] for name, still in (
+        ("beauty_0001.rpf", False), ("raw_0001.dng", False), ("plate_0001.exr", False),
+        ("a.mov", False), ("A001.R3D", False), ("logo.png", True), ("vo.wav", False))])
+    assert kinds == [True, True, True, False, False, False, False]
     assert "2 comps are named 'Main'" in clash and "render-queue item" in clash
     assert unique == ""
     # two families' files of the same name: both attached, under names that do not clash
