@@ -576,10 +576,11 @@ function stmpoGuiSubmitCommand(deadline, bundleDir, windows, loginShell) {
 // (loginShell, e.g. /bin/zsh) gives `deadline` the user's PATH; output ends with a marker
 // line when the submission succeeded. Its input is the null device: a question the CLI
 // asks (files outside the storage profile, before deadline 0.51) gets "no" at once
-// instead of holding After Effects.
-function stmpoSubmitCommand(deadline, bundleDir, jobName, windows, loginShell) {
+// instead of holding After Effects. The job's name is in the bundle's template (a
+// non-ASCII name may not survive the Windows command line).
+function stmpoSubmitCommand(deadline, bundleDir, windows, loginShell) {
     var q = function (a) { return stmpoQuoteArg(a, windows); };
-    var cmd = q(deadline) + " bundle submit --yes --name " + q(jobName) + " " + q(bundleDir);
+    var cmd = q(deadline) + " bundle submit --yes " + q(bundleDir);
     if (windows) {
         return "cmd.exe /d /c \"" + cmd + " <NUL 2>&1 && echo STMPO_SUBMIT_OK\"";
     }
@@ -1154,7 +1155,7 @@ function stmpoBuildUI(thisObj) {
             report(b, "Deadline Cloud's submitter window opens for this bundle: review and submit it there.");
             return;
         }
-        var cmd = stmpoSubmitCommand(ui.deadline.text, b.dir, ui.jobName.text || "stmpo", STMPO_IS_WINDOWS,
+        var cmd = stmpoSubmitCommand(ui.deadline.text, b.dir, STMPO_IS_WINDOWS,
             STMPO_IS_WINDOWS ? "" : "/bin/zsh");
         var output = system.callSystem(cmd) || "";
         var ok = output.indexOf("STMPO_SUBMIT_OK") >= 0;

@@ -74,7 +74,7 @@ def test_es3_only() -> None:
 def test_files_are_written_as_utf8_and_the_submit_runs_the_deadline_cli() -> None:
     assert 'f.encoding = "UTF-8";' in TEXT
     assert "system.callSystem(cmd)" in TEXT
-    assert '" bundle submit --yes --name "' in TEXT
+    assert '" bundle submit --yes " + q(bundleDir)' in TEXT
 
 
 def test_readme_covers_install_and_use() -> None:
