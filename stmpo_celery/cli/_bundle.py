@@ -75,5 +75,6 @@ def bundle_command(**kw: Any) -> None:
         click.echo(f"stmpo bundle: 1 task, one aerender process, frames {b.values['Frames']}")
     if b.host:
         click.echo(f"stmpo bundle: host requirements: Windows or macOS, at least {b.host[0]} "
-                   f"vCPUs and {b.host[1] // 1024} GiB")
+                   f"vCPUs and {b.host[1] // 1024} GiB (a fleet runs the job only when its "
+                   "minimum vCPUs and memory reach these)")
     click.echo(f"submit with: {shell_join(['deadline', 'bundle', 'submit', str(dest)])}")
