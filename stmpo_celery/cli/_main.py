@@ -352,12 +352,25 @@ def _scrub_secrets(argv: list[str]) -> None:
     scrub_argv(found)
 
 
+def _utf8_pipes() -> None:
+    """Output into a pipe or a file is UTF-8, as the OpenJD runtime (and the farm) read it:
+    Windows would write its ANSI code page, which cannot hold every name (a font or comp
+    named in Japanese crashed the command, after it had done its work) and garbles the
+    rest. A console keeps its own encoding."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            if not stream.isatty():
+                stream.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map every failure to one line and a named exit code."""
     with contextlib.suppress(ValueError):  # not the main thread: nothing was installed
         signal.signal(signal.SIGINT, signal.default_int_handler)
     args = sys.argv[1:] if argv is None else argv
     started = time.time()
+    if argv is None:
+        _utf8_pipes()
     try:
         if args[:1] == ["render"]:  # from the first moment: a cancel ends with its code
             _EarlyCancel.install()

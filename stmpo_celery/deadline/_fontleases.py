@@ -26,14 +26,18 @@ from typing import Any
 
 import psutil
 
+from ..broker.keys import host_name
 from ..errors import BadInput, EnvironmentProblem
 from ..host import (
     acquire_file_lock,
+    folder_created,
     no_space,
+    process_space,
     process_started,
     read_text,
     replace_file,
     same_process_alive,
+    written_here,
 )
 from ..text import one_line
 
@@ -62,25 +66,41 @@ class Session:
     how: str  #: where the key came from (for messages)
 
 
-def holder_process(me: psutil.Process | None = None) -> psutil.Process | None:
-    """The nearest ancestor that outlives this action: not a launcher nor a one-shot shell."""
+def holder_process(me: psutil.Process | None = None,
+                   started_before: float | None = None) -> psutil.Process | None:
+    """The nearest ancestor that outlives this action: not a launcher, not a one-shot
+    shell, not an interpreter that only passes this command line on (a Windows venv's
+    ``Scripts\\python.exe`` starts the real one with the same arguments and is gone with
+    it), and, when ``started_before`` is known (the session folder's creation), one that
+    existed before the session began. A holder that dies before its session would get the
+    session's fonts deleted mid-render; one that lives longer only delays their removal
+    (the session folder going says the session ended)."""
     me = me or psutil.Process()
     try:
         parents = me.parents()
-    except psutil.Error:
+        child_args = me.cmdline()[1:]
+    except (psutil.Error, OSError):
         return None
     for proc in parents:
         try:
+            args = proc.cmdline()[1:]
+            same = bool(args) and args == child_args
+            child_args = args
+            if same:
+                continue  # a redirector or trampoline of this very command
+            if started_before is not None and proc.create_time() > started_before:
+                continue  # part of this action: the session folder came first
             name = proc.name().lower()
             if name in _LAUNCHERS:
                 continue
             if name in _SHELLS:
-                args = [a.lower() for a in proc.cmdline()[1:]]
-                if any(a in ("-c", "/c", "-command", "-file") for a in args) or (
-                        args and not args[0].startswith("-")):
+                low = [a.lower() for a in args]
+                option = "/" if name == "cmd.exe" else "-"  # else "/..." is a script's path
+                if any(a in ("-c", "/c", "-command", "-file") or not a.startswith(option)
+                       for a in low):
                     continue  # runs one command or script, then ends with this action
             return proc
-        except psutil.Error:
+        except (psutil.Error, OSError):  # (under Wine, name() fails with an OSError)
             continue
     return None
 
@@ -101,12 +121,12 @@ def current_session(explicit: str | None = None,
         except UnicodeEncodeError:
             raise BadInput(f"{name} holds bytes that are not UTF-8 text: give the session "
                            "id as text") from None
-    holder = holder_process()
+    workdir = env.get("OPENJD_SESSION_WORKING_DIR") or None
+    holder = holder_process(started_before=folder_created(workdir) if workdir else None)
     pid = ctime = None
     if holder is not None:
         with contextlib.suppress(psutil.Error):
             pid, ctime = holder.pid, holder.create_time()
-    workdir = env.get("OPENJD_SESSION_WORKING_DIR") or None
     if explicit:
         key, how = explicit, "--session"
     elif env.get("STMPO_FONTS_SESSION"):
@@ -123,8 +143,19 @@ def current_session(explicit: str | None = None,
     return Session(key, pid, ctime, workdir, how)
 
 
+def session_record(session: Session) -> dict[str, Any]:
+    """What the registry keeps of ``session`` to judge later whether it ended: its holder,
+    its folder, and where both were seen (another host or process space sharing the
+    registry — a network home folder, a container — is never judged from here)."""
+    return {"pid": session.pid, "create_time": session.create_time,
+            "workdir": session.workdir, "host": host_name(), "space": process_space()}
+
+
 def session_ended(record: Mapping[str, Any]) -> str | None:
-    """Why a recorded session is over, or None while it may still run."""
+    """Why a recorded session is over, or None while it may still run (always None for
+    one recorded on another host or in another process space)."""
+    if "host" in record and not written_here(record, host_name()):
+        return None
     workdir = record.get("workdir")
     if workdir and not os.path.isdir(workdir):
         return f"its session folder {workdir} is gone"
@@ -180,6 +211,12 @@ class Registry:
                 "starting a new one (the fonts left in stmpo's fonts folder stay stmpo's: a "
                 "session that brings the same font takes it over)", err=True)
             return cls()
+        version = data.get("version") if isinstance(data, dict) else None
+        if isinstance(version, int) and version > REGISTRY_VERSION:  # left as it is
+            raise EnvironmentProblem(
+                f"the font registry {path} was written by a newer stmpo (format {version}, "
+                f"this one reads {REGISTRY_VERSION}): run the same stmpo version on this "
+                "host for every queue, or upgrade this one")
         raw = data if isinstance(data, dict) else {}
         fonts, sessions = _items(raw.get("fonts") or {}), _items(raw.get("sessions") or {})
         reg = cls({k: v for k, v in fonts if _font_entry(v)},

@@ -75,6 +75,7 @@ from ._fontleases import (
     Session,
     locked,
     session_ended,
+    session_record,
     sweep_leftovers,
     temp_name,
     write_fix,
@@ -275,8 +276,7 @@ def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
             raise EnvironmentProblem(f"{in_the_way[0]}{more}; nothing was installed")
 
         rec = reg.sessions.setdefault(session.key, {"fonts": [], "since": _now()})
-        rec.update(pid=session.pid, create_time=session.create_time, workdir=session.workdir,
-                   source=str(source))
+        rec.update(session_record(session), source=str(source))
         held: list[str] = rec["fonts"]
         added: list[str] = []  #: the holds this install adds (released if it fails)
         copies: list[tuple[Path, Path]] = []

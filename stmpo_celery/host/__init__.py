@@ -13,6 +13,7 @@ from ._hostplan import HostPlan, make_host_plan, make_plan, other_host, this_hos
 from ._paths import (
     check_output_names,
     decode_output,
+    folder_created,
     foreign_path,
     long_path,
     make_dirs,
@@ -112,6 +113,7 @@ __all__ = [
     "kill_procs",
     "kill_tree",
     "local_appdata",
+    "folder_created",
     "foreign_path",
     "long_path",
     "make_dirs",

@@ -210,3 +210,18 @@ def foreign_path(path: str, os_kind: str | None = None) -> str | None:
     if path.startswith("\\\\"):
         return "a Windows network (UNC) path"
     return None
+
+
+def folder_created(path: str, os_kind: str | None = None) -> float | None:
+    """When the folder ``path`` was made (Windows: its creation time; macOS: its birth
+    time), or None where the OS does not keep it (Linux: ``st_ctime`` is its last change,
+    which every file made in it moves) or it cannot be read."""
+    kind = os_kind or _platform.OS
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if kind == "windows":
+        return st.st_ctime
+    birth = getattr(st, "st_birthtime", None)
+    return float(birth) if kind == "macos" and birth is not None else None
