@@ -120,3 +120,29 @@ def test_a_font_name_no_code_page_holds_is_said_in_utf8(home: Path, tmp_path: Pa
                              timeout=60)
         assert res.returncode == 0, res.stderr.decode("utf-8", "replace")
         assert "Schrift-äß-日本" in res.stdout.decode("utf-8"), res.stdout
+
+
+def test_a_font_windows_cannot_load_is_the_jobs_fault_exit_2(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AddFontResourceExW refusing a font whose header looked whole failed the session
+    with exit 3 and "free space on the disk ... or make it writable": the file is at
+    fault, not the host. Nothing stays installed either way."""
+    from stmpo_celery.deadline import _fonts as fonts
+    from stmpo_celery.errors import BadInput
+    from stmpo_celery.host import FontNotLoadable
+
+    src = make_fonts(tmp_path / "f", A__ttf=b"a", Broken__ttf=b"x")
+    real = fonts._place_file
+
+    def place(s: Path, dest: Path, platform: str) -> None:
+        real(s, dest, platform)
+        if dest.name == "Broken.ttf":
+            raise FontNotLoadable(0, f"AddFontResourceExW failed for {dest}")
+
+    monkeypatch.setattr(fonts, "_place_file", place)
+    with pytest.raises(BadInput, match="Windows cannot load the font Broken.ttf"):
+        fonts.install_fonts(src, fonts.places(), leases.current_session("s"))
+    assert not (font_dir(home) / "A.ttf").exists()
+    assert not (font_dir(home) / "Broken.ttf").exists()
+    reg = leases.Registry.load(state_dir(home) / "registry.json")
+    assert reg.sessions == {}

@@ -60,8 +60,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import EnvironmentProblem
-from ..host import FONT_PLATFORM, replace_file
+from ..errors import BadInput, EnvironmentProblem
+from ..host import FONT_PLATFORM, FontNotLoadable, replace_file
 from ._fontfiles import (
     FONT_EXTENSIONS,
     by_name,
@@ -313,6 +313,10 @@ def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
                 with contextlib.suppress(EnvironmentProblem):  # the copy's error says more
                     reg.save(reg_path)
                 _drop_own_folder(reg, pl)
+                if isinstance(exc, FontNotLoadable):  # the job's file, not the host
+                    raise BadInput(f"Windows cannot load the font {src.name} (a damaged "
+                                   "file, or not a font Windows takes): replace it in the "
+                                   "job's fonts; nothing was installed") from None
                 raise EnvironmentProblem(
                     f"cannot install the font {src.name} into {dest.parent} "
                     f"({exc.strerror or exc}): {write_fix(exc, dest.parent)}, then run "

@@ -86,7 +86,7 @@ from ._rundir import (
     remove_run_dir,
     write_run_end,
 )
-from ._winfonts import local_appdata, user_font_dir
+from ._winfonts import FontNotLoadable, local_appdata, user_font_dir
 
 __all__ = [
     "check_output_names",
@@ -100,6 +100,7 @@ __all__ = [
     "descendants",
     "folder_in_use",
     "FONT_PLATFORM",
+    "FontNotLoadable",
     "fd_limit",
     "raise_fd_limit",
     "fork_slot",

@@ -66,6 +66,11 @@ def resource_name(path: Path) -> str | None:
     return None
 
 
+class FontNotLoadable(OSError):
+    """Windows refused to load a font file (``AddFontResourceExW``): the file, not the
+    host, is at fault."""
+
+
 def register(path: Path) -> None:
     """Register the font file ``path`` for the current user and this logon session."""
     if sys.platform != "win32":
@@ -83,7 +88,8 @@ def register(path: Path) -> None:
         gdi32 = ctypes.WinDLL("gdi32", use_last_error=True)
         gdi32.AddFontResourceExW.argtypes = [ctypes.c_wchar_p, ctypes.c_uint32, ctypes.c_void_p]
         if gdi32.AddFontResourceExW(resource, 0, None) == 0:
-            raise OSError(ctypes.get_last_error(), f"AddFontResourceExW failed for {resource}")
+            raise FontNotLoadable(ctypes.get_last_error(),
+                                  f"AddFontResourceExW failed for {resource}")
 
 
 def unregister(path: Path) -> None:
