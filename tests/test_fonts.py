@@ -377,7 +377,9 @@ def test_places_per_platform(tmp_path: Path) -> None:
 
 
 def test_windows_module_is_import_safe_and_pure_parts_work(tmp_path: Path) -> None:
-    assert winfonts.value_name(Path("C:/f/Brand.otf")) == "Brand [stmpo] (OpenType)"
+    assert winfonts.value_name(Path("C:/f/Brand.otf")) == "Brand.otf [stmpo] (OpenType)"
+    # one label per file: Foo.ttf and Foo.ttc (both TrueType) were one value
+    assert winfonts.value_name(Path("C:/f/Foo.ttf")) != winfonts.value_name(Path("C:/f/Foo.ttc"))
     assert winfonts.value_name(Path("C:/f/Brand.pfb")) is None
     pfm = tmp_path / "T1.pfm"
     pfm.write_bytes(b"m")

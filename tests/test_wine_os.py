@@ -112,19 +112,42 @@ def test_wine_per_user_font_install_and_removal(winpy: WinPython, tmp_path: Path
                     return winreg.QueryValueEx(key, wf.value_name(dest))[0]
                 except FileNotFoundError:
                     return None
+        def legacy(data=None):
+            with winreg.CreateKeyEx(winreg.HKEY_CURRENT_USER, wf.FONTS_KEY, 0,
+                                    winreg.KEY_ALL_ACCESS) as key:
+                name = wf.legacy_value_name(dest)
+                if data is not None:
+                    winreg.SetValueEx(key, name, 0, winreg.REG_SZ, data)
+                try:
+                    return winreg.QueryValueEx(key, name)[0]
+                except FileNotFoundError:
+                    return None
         wf.register(dest)
         wf.broadcast_font_change()
         registered = value()
+        legacy(str(dest))  # an earlier version's label of this very file
         wf.unregister(dest)
+        legacy_gone = legacy() is None
+        wf.register(dest)
+        legacy("C:\\elsewhere\\other.ttc")  # a label of the same stem, another font's
+        wf.unregister(dest)
+        other_kept = legacy() == "C:\\elsewhere\\other.ttc"
+        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, wf.FONTS_KEY, 0,
+                            winreg.KEY_SET_VALUE) as key:
+            winreg.DeleteValue(key, wf.legacy_value_name(dest))
         dest.unlink()
-        print(json.dumps([str(dest), registered, value(), dest.exists()]))
+        print(json.dumps([str(dest), registered, value(), dest.exists(), legacy_gone,
+                          other_kept]))
     """)
     proc = winpy.popen(["-c", driver], winpy.env(uuid.uuid4().hex))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
-    dest, registered, after, exists = json.loads(out.strip().splitlines()[-1])
+    dest, registered, after, exists, legacy_gone, other_kept = json.loads(
+        out.strip().splitlines()[-1])
     assert "\\AppData\\Local\\Microsoft\\Windows\\Fonts\\stmpo-test-" in dest, dest
     assert registered == dest and after is None and not exists
+    # the stem-only label of earlier versions goes with its own font, never with another's
+    assert legacy_gone and other_kept
 
 
 def test_wine_concurrent_reviews_lose_no_note(

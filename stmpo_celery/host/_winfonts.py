@@ -47,7 +47,16 @@ def user_font_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 def value_name(path: Path) -> str | None:
-    """The registry label of a font file, or None for files Windows does not register."""
+    """The registry label of a font file, or None for files Windows does not register.
+    It holds the whole file name: ``Foo.ttf`` and ``Foo.ttc`` are both TrueType, and
+    labels made of the stem alone were one value for two fonts."""
+    kind = _KINDS.get(path.suffix.lower())
+    return f"{path.name} [stmpo] ({kind})" if kind else None
+
+
+def legacy_value_name(path: Path) -> str | None:
+    """The label earlier versions gave ``path`` (its stem alone): removed with the font
+    when it still names this file."""
     kind = _KINDS.get(path.suffix.lower())
     return f"{path.stem} [stmpo] ({kind})" if kind else None
 
@@ -107,11 +116,14 @@ def unregister(path: Path) -> None:
         for _ in range(16):  # every AddFontResource counts once
             if not gdi32.RemoveFontResourceExW(resource, 0, None):
                 break
-    name = value_name(path)
-    if name is not None:
+    for name, only_if_ours in ((value_name(path), False), (legacy_value_name(path), True)):
+        if name is None:
+            continue
         try:
             with winreg.OpenKey(winreg.HKEY_CURRENT_USER, FONTS_KEY, 0,
-                                winreg.KEY_SET_VALUE) as key:
+                                winreg.KEY_SET_VALUE | winreg.KEY_QUERY_VALUE) as key:
+                if only_if_ours and winreg.QueryValueEx(key, name)[0] != str(path):
+                    continue  # another font's (a Foo.ttc beside this Foo.ttf)
                 winreg.DeleteValue(key, name)
         except FileNotFoundError:
             pass
