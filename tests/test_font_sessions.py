@@ -146,3 +146,41 @@ def test_a_font_windows_cannot_load_is_the_jobs_fault_exit_2(
     assert not (font_dir(home) / "Broken.ttf").exists()
     reg = leases.Registry.load(state_dir(home) / "registry.json")
     assert reg.sessions == {}
+
+
+def test_a_font_left_open_at_its_last_remove_is_put_back_in_use_not_copied_over(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows: a font still open (a viewer) when its last session removed it stays,
+    pending deletion; the next session bringing it tried to copy over the open file and
+    failed with exit 3 ("Access denied"), though the right font was already in place."""
+    import errno
+    import shutil
+
+    from fontlib import live
+
+    from stmpo_celery.deadline import _fonts as fonts
+
+    src = make_fonts(tmp_path / "f", Held__ttf=b"held")
+    fonts.install_fonts(src, fonts.places(), live("o1"))
+    installed = font_dir(home) / "Held.ttf"
+
+    def still_open(path: Path, platform: str) -> bool:
+        raise PermissionError(errno.EACCES, "The process cannot access the file", str(path))
+
+    monkeypatch.setattr(fonts, "_delete_file", still_open)  # open all along (a viewer)
+    fonts.remove_fonts(fonts.places(), live("o1"))
+    assert installed.exists()
+    assert leases.Registry.load(state_dir(home) / "registry.json").fonts[
+        "held.ttf"].get("pending_delete") is True
+    real = shutil.copyfile
+
+    def refuse_open_target(a: object, b: object) -> object:
+        if Path(str(b)).parent == installed.parent:  # the open file cannot be replaced
+            raise PermissionError(errno.EACCES, "Access denied", str(b))
+        return real(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "copyfile", refuse_open_target)
+    out = fonts.install_fonts(src, fonts.places(), live("o2"))
+    assert out.installed == ["Held.ttf"] and installed.exists()
+    reg = leases.Registry.load(state_dir(home) / "registry.json")
+    assert reg.holders("held.ttf") == ["o2"] and "pending_delete" not in reg.fonts["held.ttf"]

@@ -111,18 +111,21 @@ def places(env: Mapping[str, str] | None = None, platform: str | None = None) ->
 
 
 # -- installing and deleting one file --------------------------------------------------------
-def _place_file(src: Path, dest: Path, platform: str) -> None:
+def _place_file(src: Path | None, dest: Path, platform: str) -> None:
     """Copy ``src`` to ``dest`` under a temporary name, then rename it into place: a font
-    is whole or absent (a failing copy deletes its temporary file)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(temp_name(f".{dest.name}", "part"))
-    try:
-        shutil.copyfile(src, tmp)
-        replace_file(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    is whole or absent (a failing copy deletes its temporary file). ``src`` None: ``dest``
+    is already the font (one whose deletion failed while it was open), only put back in
+    use."""
+    if src is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(temp_name(f".{dest.name}", "part"))
+        try:
+            shutil.copyfile(src, tmp)
+            replace_file(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
     if platform == "win32":
         from ..host import winfonts
 
@@ -279,7 +282,7 @@ def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
         rec.update(session_record(session), source=str(source))
         held: list[str] = rec["fonts"]
         added: list[str] = []  #: the holds this install adds (released if it fails)
-        copies: list[tuple[Path, Path]] = []
+        copies: list[tuple[Path | None, Path]] = []
         for key, src, dest, digest, entry in plan:
             if entry is None:
                 reg.fonts[key] = {"path": str(dest), "sha256": digest, "since": _now()}
@@ -287,7 +290,9 @@ def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
                 out.installed.append(src.name)
             else:
                 pending = entry.pop("pending_delete", None)
-                if pending or not dest.exists():
+                if pending and dest.exists() and same_content(dest, digest):
+                    copies.append((None, dest))  # still whole: in use again, not copied
+                elif pending or not dest.exists():  # (over a file still open, a copy fails)
                     copies.append((src, dest))
                 others = [h for h in reg.holders(key) if h != session.key]
                 (out.shared if others else out.installed).append(src.name)
@@ -301,9 +306,9 @@ def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
         if not held:
             del reg.sessions[session.key]
         reg.save(reg_path)  # holds first: a crash while copying leaves nothing unrecorded
-        for src, dest in copies:
+        for origin, dest in copies:
             try:
-                _place_file(src, dest, pl.platform)
+                _place_file(origin, dest, pl.platform)
             except OSError as exc:  # release what this install added; nothing half-done stays
                 for key in added:
                     held.remove(key)
@@ -314,11 +319,11 @@ def install_fonts(source: Path, pl: Places, session: Session) -> Outcome:
                     reg.save(reg_path)
                 _drop_own_folder(reg, pl)
                 if isinstance(exc, FontNotLoadable):  # the job's file, not the host
-                    raise BadInput(f"Windows cannot load the font {src.name} (a damaged "
+                    raise BadInput(f"Windows cannot load the font {dest.name} (a damaged "
                                    "file, or not a font Windows takes): replace it in the "
                                    "job's fonts; nothing was installed") from None
                 raise EnvironmentProblem(
-                    f"cannot install the font {src.name} into {dest.parent} "
+                    f"cannot install the font {dest.name} into {dest.parent} "
                     f"({exc.strerror or exc}): {write_fix(exc, dest.parent)}, then run "
                     "again; nothing was installed") from None
         reg.save(reg_path)
