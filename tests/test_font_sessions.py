@@ -174,10 +174,10 @@ def test_a_font_left_open_at_its_last_remove_is_put_back_in_use_not_copied_over(
         "held.ttf"].get("pending_delete") is True
     real = shutil.copyfile
 
-    def refuse_open_target(a: object, b: object) -> object:
-        if Path(str(b)).parent == installed.parent:  # the open file cannot be replaced
-            raise PermissionError(errno.EACCES, "Access denied", str(b))
-        return real(a, b)  # type: ignore[arg-type]
+    def refuse_open_target(a: str, b: str) -> str:
+        if Path(b).parent == installed.parent:  # the open file cannot be replaced
+            raise PermissionError(errno.EACCES, "Access denied", b)
+        return real(a, b)
 
     monkeypatch.setattr(shutil, "copyfile", refuse_open_target)
     out = fonts.install_fonts(src, fonts.places(), live("o2"))
