@@ -265,3 +265,14 @@ def test_only_web_fonts_are_no_fonts_with_a_warning(home: Path, tmp_path: Path) 
     assert res.returncode == 0 and res.stdout.startswith("stmpo fonts: no fonts attached")
     assert "skipped 1 file(s)" in res.stderr and "Brand.woff2 (web fonts" in res.stderr
     assert list(home.iterdir()) == []
+
+
+def test_a_link_to_a_font_that_is_not_there_is_named(home: Path, tmp_path: Path) -> None:
+    """A job folder whose font is a dangling link said "no fonts attached … nothing to
+    install", exit 0, and nothing else: the comp then renders a substitute."""
+    src = tmp_path / "f"
+    src.mkdir()
+    (src / "Brand.ttf").symlink_to(tmp_path / "gone" / "Brand.ttf")
+    res = stmpo(home, "install", "--from", str(src), "--session", "s")
+    assert res.returncode == 0 and res.stdout.startswith("stmpo fonts: no fonts attached")
+    assert "Brand.ttf (a link to a file that is not there" in res.stderr, res.stderr

@@ -48,11 +48,15 @@ WEB_FONT_EXTENSIONS = frozenset({".woff", ".woff2", ".eot"})
 
 def skipped_files(source: Path) -> list[tuple[Path, str]]:
     """The files below ``source`` that look like fonts but are not installed, each with
-    ``"web"`` (a web font) or ``"name"`` (a space or dot after a font extension,
-    ``Brand.ttf ``)."""
+    ``"web"`` (a web font), ``"name"`` (a space or dot after a font extension,
+    ``Brand.ttf ``) or ``"link"`` (a link to a file that is not there)."""
     out = []
     for p in sorted(source.rglob("*"), key=_in_order(source)):
         ext = p.suffix.lower()
+        if ext in FONT_EXTENSIONS and p.is_symlink() and not p.exists() and \
+                not _passed_over(source, p):
+            out.append((p, "link"))
+            continue
         if ext in FONT_EXTENSIONS or _passed_over(source, p) or not p.is_file():
             continue
         if ext in WEB_FONT_EXTENSIONS:
@@ -74,6 +78,10 @@ def skipped_note(source: Path, skipped: list[tuple[Path, str]]) -> str | None:
                      ".otf or .ttf)")
     if odd:
         parts.append(f"{_listing(odd)} (a space or dot after the extension: rename it)")
+    links = [str(p.relative_to(source)) for p, why in skipped if why == "link"]
+    if links:
+        parts.append(f"{_listing(links)} (a link to a file that is not there: attach the "
+                     "font file itself)")
     return (f"skipped {len(skipped)} file(s) of {source} that are not installable fonts: "
             + "; ".join(parts))
 
