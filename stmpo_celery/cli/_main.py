@@ -360,7 +360,8 @@ def _utf8_pipes() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, OSError, ValueError):
             if not stream.isatty():
-                stream.reconfigure(encoding="utf-8", errors="backslashreplace")  # type: ignore[union-attr]
+                reconfigure = stream.reconfigure  # type: ignore[union-attr]
+                reconfigure(encoding="utf-8", errors="backslashreplace")
 
 
 def main(argv: list[str] | None = None) -> None:
