@@ -1,7 +1,9 @@
-"""Deadline Cloud's own limits on a job, checked by `stmpo bundle` before it writes one
-(in-process: the checks are pure)."""
+"""What Deadline Cloud and its Windows workers would refuse of a job, refused by `stmpo
+bundle` before it writes one (in-process)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +30,25 @@ def test_footage_off_the_projects_drive_is_said_and_more_than_ten_roots_refused(
     same = Bundle(IMAGE, inputs_files=["/p/a.aep", "/p/f.mov"], outputs_dirs=["/r"])
     check_roots(same, "/p/a.aep", ["/p/f.mov"])  # one root: nothing to say
     assert same.warnings == []
+
+
+@pytest.mark.parametrize("name", ["CON.ttf", "Brand:Bold.otf"])
+def test_a_font_a_windows_worker_cannot_install_under_its_name_is_refused(
+        tmp_path: Path, name: str) -> None:
+    """A job font is installed under its own file name, and After Effects' workers run
+    Windows: ``CON.ttf`` (a device) or a name with ``:`` made every session fail in its
+    Fonts environment, after the upload."""
+    from click.testing import CliRunner
+    from fontlib import font
+
+    from stmpo_celery.cli._bundle import bundle_command
+
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    (fonts / name).write_bytes(font(name, b"glyphs"))
+    (tmp_path / "a.aep").write_text("aep")
+    res = CliRunner().invoke(bundle_command, [
+        "--project", str(tmp_path / "a.aep"), "--comp", "C", "--frames", "1-10", "--output",
+        str(tmp_path / "o_[##].png"), "--dest", str(tmp_path / "b"), "--fonts-dir", str(fonts)])
+    assert res.exit_code != 0 and f"--fonts-dir font {name!r}" in str(res.exception)
+    assert "rename it" in str(res.exception) and not (tmp_path / "b").exists()

@@ -35,7 +35,7 @@ from ..config import (
 )
 from ..errors import BadInput, StmpoError
 from ..host import check_output_names, foreign_path, uncreatable
-from ..plan import format_frames, parse_frames, parse_output, runs
+from ..plan import format_frames, parse_frames, parse_output, runs, windows_name_problem
 from ._bigtask import CHUNK_LIMIT, profile_minimums, task_count, with_host_minimums
 from ._fontfiles import find_fonts, refuse_broken_fonts
 from ._project import check_for_bundle, output_from_project
@@ -287,6 +287,10 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
                            "there or leave --fonts-dir out")
         refuse_broken_fonts(attached, "replace it with the real font file or remove it from "
                             "--fonts-dir")
+        for font_file in attached:  # installed under its own name on a Windows worker
+            if problem := windows_name_problem(font_file.name):
+                raise BadInput(f"--fonts-dir font {font_file.name!r} {problem}, and a Windows "
+                               "worker installs it under that name: rename it")
         b.values["FontsDir"] = fonts
         b.inputs_dirs.append(fonts)
     b.host = profile_minimums(kw, 1 if b.kind == MOVIE else 2, b.warnings)
