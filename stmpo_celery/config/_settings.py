@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -311,11 +311,12 @@ def load_profile(name_or_file: str) -> tuple[dict[str, Any], str]:
 
 
 def resolve(flags: dict[str, Any], profile: str | None = None,
-            env: dict[str, str] | None = None,
-            env_label: Callable[[str], str] | None = None) -> dict[str, tuple[Any, str]]:
-    """Every setting's value and its source; ``flags`` holds None for flags not given.
-    A value from ``env`` has the source ``$VAR``, or ``env_label(VAR)`` (what a caller that
-    built ``env`` calls it: a job parameter)."""
+            env: Mapping[str, str] | None = None,
+            env_label: Callable[[str], str] | None = None,
+            only: Collection[str] | None = None) -> dict[str, tuple[Any, str]]:
+    """Every setting's value and its source (``only``: just these settings); ``flags``
+    holds None for flags not given. A value from ``env`` has the source ``$VAR``, or
+    ``env_label(VAR)`` (what a caller that built ``env`` calls it: a job parameter)."""
     env = dict(os.environ) if env is None else env
     label = env_label or (lambda var: f"${var}")
     prof: dict[str, Any] = {}
@@ -325,6 +326,8 @@ def resolve(flags: dict[str, Any], profile: str | None = None,
         prof, prof_label = load_profile(profile)
     out: dict[str, tuple[Any, str]] = {}
     for name, s in SETTINGS.items():
+        if only is not None and name not in only:
+            continue
         value, source = s.default, "default"
         if name in prof:
             value, source = convert(s, prof[name], f"{prof_label} key {name}"), prof_label
@@ -344,14 +347,7 @@ def broker_setting(flag: str | None,
     :func:`resolve` takes it: ``--broker`` (``flag``), ``$STMPO_BROKER_URL``, the broker
     key of ``$STMPO_PROFILE``; (None, "") when none is set (the host service's Redis or
     an embedded one, which the caller looks for)."""
-    env = os.environ if env is None else env
-    var = SETTINGS["broker"].env
-    if flag:
-        return flag, "--broker"
-    if env.get(var):
-        return env[var], f"${var}"
-    if env.get("STMPO_PROFILE"):
-        prof, label = load_profile(env["STMPO_PROFILE"])
-        if prof.get("broker"):
-            return str(prof["broker"]), f"{label} key broker"
-    return None, ""
+    from ._options import origin
+
+    value, source = resolve({"broker": flag or None}, env=env, only=("broker",))["broker"]
+    return (str(value), origin("broker", source)) if value else (None, "")
