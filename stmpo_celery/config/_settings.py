@@ -71,6 +71,15 @@ def check_combinations(values: dict[str, Any], origin: Callable[[str], str]) -> 
                        "static (N equal blocks): drop it, or choose the fixed schedule")
 
 
+#: why ``--mfr-max-cpu`` does nothing with MFR off (``stmpo render`` and ``stmpo bundle``)
+MFR_CPU_IDLE = "MFR is off, and it is MFR's CPU share"
+
+
+def idle_flag(flag: str, why: str) -> BadInput:
+    """The refusal of a typed flag that the rest of the command line makes do nothing."""
+    return BadInput(f"{flag} does nothing here: {why}. Drop it, or change the other")
+
+
 def refuse_for_movie(output: str, flags: list[str]) -> None:
     """``flags`` given for how frames are shared out over slots cannot apply to a movie,
     which one aerender process renders whole: refused wherever they meet one (``stmpo

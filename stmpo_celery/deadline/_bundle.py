@@ -26,10 +26,12 @@ from typing import Any
 
 from ..aerender import check_target
 from ..config import (
+    MFR_CPU_IDLE,
     Command,
     check_combinations,
     defaults,
     for_command,
+    idle_flag,
     parse_chunk_size,
     refuse_for_movie,
 )
@@ -272,8 +274,7 @@ def plan_bundle(kw: dict[str, Any]) -> Bundle:
     check_combinations({s.name: kw[s.name] for s in for_command(Command.BUNDLE)
                         if kw.get(s.name) is not None}, _flag)
     if kw.get("mfr") is False and kw.get("mfr_max_cpu") is not None:  # as render refuses it
-        raise BadInput(f"{_flag('mfr_max_cpu')} does nothing here: MFR is off, and it is "
-                       "MFR's CPU share. Drop it, or change the other")
+        raise idle_flag(_flag("mfr_max_cpu"), MFR_CPU_IDLE)
     if kw.get("fonts_dir") is not None:
         if not str(kw["fonts_dir"]).strip():  # "" would mean the current folder
             raise BadInput("--fonts-dir is empty: name the folder of the comp's fonts or "

@@ -23,10 +23,12 @@ from ..broker import (
     parse_broker_url,
 )
 from ..config import (
+    MFR_CPU_IDLE,
     SETTINGS,
     RenderOptions,
     check_combinations,
     defaults,
+    idle_flag,
     parse_chunk_size,
     refuse_for_movie,
 )
@@ -130,7 +132,7 @@ def check_idle_flags(o: RenderOptions, movie: bool = False, planning: bool = Fal
 
     idle: list[tuple[str, str]] = []  # (flag, why it does nothing)
     if typed("mfr_max_cpu") and not o.mfr:
-        idle.append((o.origin("mfr_max_cpu"), "MFR is off, and it is MFR's CPU share"))
+        idle.append((o.origin("mfr_max_cpu"), MFR_CPU_IDLE))
     for name in ("launch_cost", "history"):
         if not typed(name) or (name == "history" and not o.history) or \
                 (name == "launch_cost" and planning):
@@ -144,8 +146,7 @@ def check_idle_flags(o: RenderOptions, movie: bool = False, planning: bool = Fal
     if typed("flower_auth") and not o.flower:
         idle.append((o.origin("flower_auth"), "no Flower is started without --flower"))
     if idle:
-        flag, why = idle[0]
-        raise BadInput(f"{flag} does nothing here: {why}. Drop it, or change the other")
+        raise idle_flag(*idle[0])
 
 
 def check_numbers(o: RenderOptions, movie: bool = False, planning: bool = False) -> int | None:
