@@ -51,6 +51,11 @@ def write_state(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+def ledger_data(run_id: str, pattern: OutputPattern, frames: Iterable[int]) -> dict[str, Any]:
+    """What a ledger file holds: the run, the output pattern and the frames in flight."""
+    return {"run": run_id, "pattern": pattern.raw, "frames": format_frames(sorted(frames))}
+
+
 class Ledger:
     """The frames one aerender launch has in flight."""
 
@@ -68,8 +73,7 @@ class Ledger:
         self._write()
 
     def _write(self) -> None:
-        write_state(self.path, {"run": self.run_id, "pattern": self.pattern.raw,
-                                "frames": format_frames(sorted(self.pending))})
+        write_state(self.path, ledger_data(self.run_id, self.pattern, self.pending))
 
     def done(self, frame: int) -> None:
         if frame in self.pending:
@@ -176,8 +180,7 @@ def settle(folder: Path, which: Callable[[Entry], bool],
                 out.kept.append(path)
         with contextlib.suppress(OSError):
             if kept:
-                write_state(entry.path, {"run": entry.run_id, "pattern": entry.pattern.raw,
-                                         "frames": format_frames(kept)})
+                write_state(entry.path, ledger_data(entry.run_id, entry.pattern, kept))
             else:
                 remove_file(entry.path)
     return out
