@@ -172,16 +172,14 @@ def write_cancelled_early(path: str, prep: Any, signal_name: str, code: int,
     (the keys of a run's summary, empty where there was no run). Best effort: the path
     may not have been checked yet. Imports nothing: the cancel may have cut an import
     short, and importing after that can fail."""
-    frames: list[int] | None = list(prep.frames) if prep is not None else None
-    spec = ""
-    if prep is not None:  # prepare() finished: the plan package is whole
+    if prep is None:  # the frames were not read yet
+        doc = cancelled_early(code, signal_name, started, host=host_name())
+    else:  # prepare() finished: the plan package is whole
         from ..plan import format_frames
 
-        spec = format_frames(prep.frames)
-    doc = cancelled_early(code, signal_name, started,
-                          run=prep.run_id if prep is not None else None, host=host_name(),
-                          frames=frames, spec=spec,
-                          output=prep.pattern.raw if prep is not None else None)
+        doc = cancelled_early(code, signal_name, started, run=prep.run_id, host=host_name(),
+                              frames=list(prep.frames), spec=format_frames(prep.frames),
+                              output=prep.pattern.raw)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
